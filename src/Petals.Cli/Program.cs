@@ -1,1 +1,3 @@
-internal static class Program { private static int Main() => 0; }
+using Petals.Cli;
+
+return await PetalsCommand.RunAsync(args, Console.Out, Console.Error).ConfigureAwait(false);

@@ -1,0 +1,116 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using Petals.Generation;
+
+namespace Petals.Cli.Commands;
+
+/// <summary><c>petals generate</c>: text generation from a prompt.</summary>
+internal static class GenerateCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = ModelOptions.Model();
+        var threads = ModelOptions.Threads();
+        var prompt = new Option<string>("--prompt") { Description = "The prompt text.", Required = true };
+        var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "The most tokens to generate.", DefaultValueFactory = _ => 64 };
+        var temperature = new Option<double>("--temperature") { Description = "Sampling temperature; 0 means greedy.", DefaultValueFactory = _ => 0.0 };
+        var topK = new Option<int>("--top-k") { Description = "Keep only the K most likely tokens (0: off).", DefaultValueFactory = _ => 0 };
+        var topP = new Option<double>("--top-p") { Description = "Nucleus sampling threshold (1: off).", DefaultValueFactory = _ => 1.0 };
+        var repetitionPenalty = new Option<double>("--repetition-penalty") { Description = "Penalty for tokens already in the sequence (1: off).", DefaultValueFactory = _ => 1.0 };
+        var seed = new Option<int?>("--seed") { Description = "Random seed for sampling." };
+        var output = ModelOptions.Output();
+
+        var command = new Command("generate", "Generate text from a prompt with a model in this process.")
+        {
+            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads,
+        };
+
+        command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
+        {
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = parse.GetValue(maxNewTokens),
+                Sampling = new SamplingOptions
+                {
+                    Temperature = parse.GetValue(temperature),
+                    TopK = parse.GetValue(topK),
+                    TopP = parse.GetValue(topP),
+                    RepetitionPenalty = parse.GetValue(repetitionPenalty),
+                    Seed = parse.GetValue(seed),
+                },
+            };
+            options.Validate();
+            var json = ModelOptions.IsJson(parse.GetValue(output));
+
+            var load = Stopwatch.StartNew();
+            using var lm = ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads));
+            context.Info($"loaded {lm.Config.NumLayers} blocks, hidden {lm.Config.HiddenSize}, vocab {lm.Config.VocabSize}", load);
+
+            var text = parse.GetValue(prompt)!;
+            var promptIds = lm.EncodePrompt(text);
+            var generated = new List<int>(options.MaxNewTokens);
+            var decoder = lm.Tokenizer!.CreateStreamingDecoder(skipSpecialTokens: true);
+            var pieces = new System.Text.StringBuilder();
+            if (!json)
+            {
+                await context.Output.WriteAsync(text).ConfigureAwait(false);
+            }
+
+            var timer = Stopwatch.StartNew();
+            var firstTokenSeconds = 0.0;
+            await foreach (var token in lm.GenerateAsync(promptIds, options, ct).ConfigureAwait(false))
+            {
+                if (generated.Count == 0)
+                {
+                    firstTokenSeconds = timer.Elapsed.TotalSeconds;
+                }
+
+                generated.Add(token);
+                var piece = decoder.Append(token);
+                pieces.Append(piece);
+                if (!json && piece.Length > 0)
+                {
+                    await context.Output.WriteAsync(piece).ConfigureAwait(false);
+                    await context.Output.FlushAsync(ct).ConfigureAwait(false);
+                }
+            }
+
+            var rest = decoder.Flush();
+            pieces.Append(rest);
+            var seconds = timer.Elapsed.TotalSeconds;
+            if (json)
+            {
+                context.WriteJsonLine(w =>
+                {
+                    w.WriteStartObject();
+                    WriteIds(w, "prompt_ids", promptIds);
+                    WriteIds(w, "generated_ids", generated);
+                    w.WriteString("text", pieces.ToString());
+                    w.WriteEndObject();
+                });
+            }
+            else
+            {
+                await context.Output.WriteLineAsync(rest).ConfigureAwait(false);
+            }
+
+            var decodeRate = generated.Count > 1 ? (generated.Count - 1) / Math.Max(1e-9, seconds - firstTokenSeconds) : 0;
+            context.Info(string.Create(CultureInfo.InvariantCulture,
+                $"prompt {promptIds.Length} tokens, generated {generated.Count} tokens in {seconds:F2} s (first token {firstTokenSeconds * 1000:F0} ms, then {decodeRate:F1} tokens/s)"));
+            return 0;
+        }, cancellationToken));
+        return command;
+    }
+
+    internal static void WriteIds(System.Text.Json.Utf8JsonWriter writer, string name, IReadOnlyList<int> ids)
+    {
+        writer.WriteStartArray(name);
+        foreach (var id in ids)
+        {
+            writer.WriteNumberValue(id);
+        }
+
+        writer.WriteEndArray();
+    }
+}

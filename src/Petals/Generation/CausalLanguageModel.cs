@@ -1,0 +1,294 @@
+using System.Runtime.CompilerServices;
+using Petals.Execution;
+using Petals.Formats;
+using Petals.Inference;
+using Petals.Models;
+using Petals.Tokenization;
+
+namespace Petals.Generation;
+
+/// <summary>
+/// A causal language model: local embeddings, final norm and LM head around a stack of decoder blocks
+/// that may run in this process or elsewhere. Generates tokens and scores text.
+/// </summary>
+/// <remarks>
+/// Thread-safe: each generation opens its own session and sampler. Disposing the model disposes what it was
+/// given ownership of (weights, stack).
+/// </remarks>
+public sealed class CausalLanguageModel : IDisposable
+{
+    private const int PrefillChunk = 512;
+    private readonly IDisposable[] _owned;
+
+    /// <summary>Creates a model from its parts.</summary>
+    /// <param name="head">Embeddings, final norm and LM head.</param>
+    /// <param name="blocks">All decoder blocks.</param>
+    /// <param name="tokenizer">The tokenizer, if text in and out is wanted.</param>
+    /// <param name="owned">Objects disposed with the model (e.g. the weights and the stack).</param>
+    /// <exception cref="ArgumentException">When the head and the blocks disagree on the hidden size.</exception>
+    public CausalLanguageModel(LanguageModelHead head, ITransformerBlocks blocks, ITokenizer? tokenizer = null, params IDisposable[] owned)
+    {
+        ArgumentNullException.ThrowIfNull(head);
+        ArgumentNullException.ThrowIfNull(blocks);
+        if (head.Config.HiddenSize != blocks.Config.HiddenSize)
+        {
+            throw new ArgumentException($"The head has hidden size {head.Config.HiddenSize} but the blocks have {blocks.Config.HiddenSize}.", nameof(blocks));
+        }
+
+        Head = head;
+        Blocks = blocks;
+        Tokenizer = tokenizer;
+        _owned = owned ?? [];
+    }
+
+    /// <summary>The model configuration.</summary>
+    public ModelConfig Config => Head.Config;
+
+    /// <summary>Embeddings, final norm and LM head.</summary>
+    public LanguageModelHead Head { get; }
+
+    /// <summary>The decoder blocks.</summary>
+    public ITransformerBlocks Blocks { get; }
+
+    /// <summary>The tokenizer, if any.</summary>
+    public ITokenizer? Tokenizer { get; }
+
+    /// <summary>
+    /// Loads a model from a GGUF file or a Hugging Face directory and runs all its blocks in this process
+    /// with executors from <paramref name="executorFactory"/>.
+    /// </summary>
+    /// <param name="modelPath">A .gguf file, or a directory with config.json, safetensors and tokenizer.json.</param>
+    /// <param name="executorFactory">Creates the block executor (e.g. the managed CPU one).</param>
+    /// <returns>The model, owning its weights and executor.</returns>
+    /// <exception cref="ModelFormatException">When a file is malformed; the message names the file and field.</exception>
+    public static CausalLanguageModel LoadLocal(string modelPath, IBlockExecutorFactory executorFactory)
+    {
+        ArgumentNullException.ThrowIfNull(executorFactory);
+        var weights = ModelLoader.Open(modelPath);
+        try
+        {
+            var tokenizer = TokenizerLoader.Load(modelPath);
+            var head = LanguageModelHead.Load(weights);
+            var executor = executorFactory.Create(weights, new BlockRange(0, weights.Config.NumLayers));
+            var stack = new LocalTransformerBlocks([executor]);
+            return new CausalLanguageModel(head, stack, tokenizer, stack, weights);
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Encodes a prompt as the tokenizer says (with BOS when the tokenizer adds it).</summary>
+    /// <param name="prompt">The prompt text.</param>
+    /// <returns>The prompt token ids.</returns>
+    /// <exception cref="InvalidOperationException">When the model has no tokenizer.</exception>
+    public int[] EncodePrompt(string prompt)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        var tokenizer = Tokenizer ?? throw new InvalidOperationException("This model has no tokenizer; pass token ids instead.");
+        return tokenizer.Encode(prompt, addSpecialTokens: true);
+    }
+
+    /// <summary>
+    /// Generates tokens after <paramref name="promptIds"/>, yielding each one as soon as it is chosen. Stops after
+    /// <see cref="GenerationOptions.MaxNewTokens"/> tokens or after a stop token (which is yielded).
+    /// </summary>
+    /// <param name="promptIds">The prompt, at least one token.</param>
+    /// <param name="options">Generation options; greedy, 64 tokens by default.</param>
+    /// <param name="cancellationToken">Stops the generation.</param>
+    /// <returns>The generated token ids.</returns>
+    /// <exception cref="ArgumentException">When the prompt is empty or holds an id outside the vocabulary.</exception>
+    public async IAsyncEnumerable<int> GenerateAsync(
+        IReadOnlyList<int> promptIds,
+        GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(promptIds);
+        options ??= new GenerationOptions();
+        options.Validate();
+        if (promptIds.Count == 0)
+        {
+            throw new ArgumentException("The prompt must hold at least one token (e.g. BOS).", nameof(promptIds));
+        }
+
+        var h = Config.HiddenSize;
+        var vocab = Config.VocabSize;
+        var maxLength = promptIds.Count + options.MaxNewTokens;
+        var history = new int[maxLength];
+        for (var i = 0; i < promptIds.Count; i++)
+        {
+            var id = promptIds[i];
+            if ((uint)id >= (uint)vocab)
+            {
+                throw new ArgumentException($"Prompt token {i} is {id}, outside the vocabulary [0, {vocab}).", nameof(promptIds));
+            }
+
+            history[i] = id;
+        }
+
+        var stopTokens = options.StopTokenIds ?? Config.EosTokenIds;
+        var sampler = new Sampler(options.Sampling);
+        var logits = new float[vocab];
+        var scratch = new float[h];
+        var step = new float[h];
+        var length = promptIds.Count;
+
+        var session = await Blocks.OpenSessionAsync(1, maxLength, cancellationToken).ConfigureAwait(false);
+        await using (session.ConfigureAwait(false))
+        {
+            // Prefill in chunks so that a long prompt needs bounded memory.
+            var chunk = new float[Math.Min(length, PrefillChunk) * h];
+            for (var start = 0; start < length; start += PrefillChunk)
+            {
+                var n = Math.Min(PrefillChunk, length - start);
+                var hidden = chunk.AsMemory(0, n * h);
+                Head.Embed(history.AsSpan(start, n), hidden.Span);
+                await session.ForwardAsync(hidden, n, cancellationToken).ConfigureAwait(false);
+                if (start + n == length)
+                {
+                    Head.ComputeLogits(hidden.Span.Slice((n - 1) * h, h), logits, scratch);
+                }
+            }
+
+            for (var generated = 0; generated < options.MaxNewTokens; generated++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var token = sampler.Sample(logits, history.AsSpan(0, length));
+                history[length++] = token;
+                yield return token;
+                if (Contains(stopTokens, token) || generated == options.MaxNewTokens - 1)
+                {
+                    break;
+                }
+
+                Head.Embed(history.AsSpan(length - 1, 1), step);
+                await session.ForwardAsync(step, 1, cancellationToken).ConfigureAwait(false);
+                Head.ComputeLogits(step, logits, scratch);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Generates text after <paramref name="prompt"/>, yielding text pieces as tokens complete them (never a
+    /// split UTF-8 character). Special tokens are not printed.
+    /// </summary>
+    /// <param name="prompt">The prompt text.</param>
+    /// <param name="options">Generation options.</param>
+    /// <param name="cancellationToken">Stops the generation.</param>
+    /// <returns>The generated text, piece by piece.</returns>
+    /// <exception cref="InvalidOperationException">When the model has no tokenizer.</exception>
+    public async IAsyncEnumerable<string> GenerateTextAsync(
+        string prompt,
+        GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var ids = EncodePrompt(prompt);
+        var decoder = Tokenizer!.CreateStreamingDecoder(skipSpecialTokens: true);
+        await foreach (var token in GenerateAsync(ids, options, cancellationToken).ConfigureAwait(false))
+        {
+            var piece = decoder.Append(token);
+            if (piece.Length > 0)
+            {
+                yield return piece;
+            }
+        }
+
+        var rest = decoder.Flush();
+        if (rest.Length > 0)
+        {
+            yield return rest;
+        }
+    }
+
+    /// <summary>
+    /// Teacher-forced negative log-likelihood: every token after the first is predicted from the ones before it.
+    /// </summary>
+    /// <param name="tokenIds">The sequence, at least two tokens (typically BOS followed by the text).</param>
+    /// <param name="cancellationToken">Cancels the computation.</param>
+    /// <returns>The mean NLL in nats per predicted token and the number of predicted tokens.</returns>
+    /// <exception cref="ArgumentException">When fewer than two tokens are given or an id is outside the vocabulary.</exception>
+    public async Task<NegativeLogLikelihood> ComputeNegativeLogLikelihoodAsync(IReadOnlyList<int> tokenIds, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(tokenIds);
+        if (tokenIds.Count < 2)
+        {
+            throw new ArgumentException("At least two tokens are needed: one to condition on and one to predict.", nameof(tokenIds));
+        }
+
+        var h = Config.HiddenSize;
+        var vocab = Config.VocabSize;
+        var ids = new int[tokenIds.Count];
+        for (var i = 0; i < ids.Length; i++)
+        {
+            ids[i] = tokenIds[i];
+            if ((uint)ids[i] >= (uint)vocab)
+            {
+                throw new ArgumentException($"Token {i} is {ids[i]}, outside the vocabulary [0, {vocab}).", nameof(tokenIds));
+            }
+        }
+
+        var logits = new float[vocab];
+        var scratch = new float[h];
+        var chunk = new float[Math.Min(ids.Length, PrefillChunk) * h];
+        var total = 0.0;
+        var session = await Blocks.OpenSessionAsync(1, ids.Length, cancellationToken).ConfigureAwait(false);
+        await using (session.ConfigureAwait(false))
+        {
+            for (var start = 0; start < ids.Length - 1; start += PrefillChunk)
+            {
+                var n = Math.Min(PrefillChunk, ids.Length - 1 - start);
+                var hidden = chunk.AsMemory(0, n * h);
+                Head.Embed(ids.AsSpan(start, n), hidden.Span);
+                await session.ForwardAsync(hidden, n, cancellationToken).ConfigureAwait(false);
+                for (var t = 0; t < n; t++)
+                {
+                    Head.ComputeLogits(hidden.Span.Slice(t * h, h), logits, scratch);
+                    total += NegativeLogSoftmax(logits, ids[start + t + 1]);
+                }
+            }
+        }
+
+        return new NegativeLogLikelihood(total / (ids.Length - 1), ids.Length - 1);
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        foreach (var owned in _owned)
+        {
+            owned.Dispose();
+        }
+    }
+
+    private static double NegativeLogSoftmax(ReadOnlySpan<float> logits, int target)
+    {
+        var max = double.NegativeInfinity;
+        foreach (var l in logits)
+        {
+            max = Math.Max(max, l);
+        }
+
+        var sum = 0.0;
+        foreach (var l in logits)
+        {
+            sum += Math.Exp(l - max);
+        }
+
+        return -(logits[target] - max - Math.Log(sum));
+    }
+
+    private static bool Contains(IReadOnlyList<int> list, int value)
+    {
+        for (var i = 0; i < list.Count; i++)
+        {
+            if (list[i] == value)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+}

@@ -1,0 +1,184 @@
+namespace Petals.Generation;
+
+/// <summary>
+/// Chooses tokens from logits according to <see cref="SamplingOptions"/>. Buffers are allocated once per
+/// vocabulary size, so sampling allocates nothing per token.
+/// </summary>
+/// <remarks>Not thread-safe: use one sampler per generation.</remarks>
+public sealed class Sampler
+{
+    private readonly SamplingOptions _options;
+    private readonly Random _random;
+    private int[] _seen = [];
+    private int _stamp;
+    private int[] _indices = [];
+    private float[] _keys = [];
+    private double[] _probabilities = [];
+
+    /// <summary>Creates a sampler.</summary>
+    /// <param name="options">The sampling options (validated here).</param>
+    /// <param name="random">A random source; by default one seeded with <see cref="SamplingOptions.Seed"/>.</param>
+    /// <exception cref="ArgumentOutOfRangeException">When an option is out of range.</exception>
+    public Sampler(SamplingOptions options, Random? random = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options;
+        _random = random ?? (options.Seed is { } seed ? new Random(seed) : new Random());
+    }
+
+    /// <summary>Chooses the next token. <paramref name="logits"/> is modified (penalties, temperature).</summary>
+    /// <param name="logits">The logits of every token of the vocabulary.</param>
+    /// <param name="previousTokens">The tokens of the sequence so far (prompt and generated), for the repetition penalty.</param>
+    /// <returns>The chosen token id.</returns>
+    /// <exception cref="ArgumentException">When <paramref name="logits"/> is empty or holds no finite value.</exception>
+    public int Sample(Span<float> logits, ReadOnlySpan<int> previousTokens)
+    {
+        if (logits.IsEmpty)
+        {
+            throw new ArgumentException("There are no logits to sample from.", nameof(logits));
+        }
+
+        if (_options.RepetitionPenalty != 1.0)
+        {
+            ApplyRepetitionPenalty(logits, previousTokens, (float)_options.RepetitionPenalty);
+        }
+
+        if (_options.Temperature == 0)
+        {
+            return ArgMax(logits);
+        }
+
+        var inverseTemperature = (float)(1.0 / _options.Temperature);
+        var vocab = logits.Length;
+        EnsureCapacity(vocab);
+
+        // Candidates: every token, or the top-k by a selection over (-logit) keys.
+        var count = vocab;
+        for (var i = 0; i < vocab; i++)
+        {
+            _indices[i] = i;
+            _keys[i] = -logits[i];
+        }
+
+        var topK = _options.TopK;
+        var needsSort = _options.TopP < 1.0 || (topK > 0 && topK < vocab);
+        if (needsSort)
+        {
+            Array.Sort(_keys, _indices, 0, vocab);
+            if (topK > 0 && topK < vocab)
+            {
+                count = topK;
+            }
+        }
+
+        // Softmax over candidates in double precision, with the max subtracted.
+        var max = double.NegativeInfinity;
+        for (var c = 0; c < count; c++)
+        {
+            max = Math.Max(max, logits[_indices[c]] * (double)inverseTemperature);
+        }
+
+        if (double.IsNegativeInfinity(max) || double.IsNaN(max))
+        {
+            throw new ArgumentException("The logits hold no finite value to sample from.", nameof(logits));
+        }
+
+        var sum = 0.0;
+        for (var c = 0; c < count; c++)
+        {
+            var p = Math.Exp((logits[_indices[c]] * (double)inverseTemperature) - max);
+            _probabilities[c] = p;
+            sum += p;
+        }
+
+        if (_options.TopP < 1.0)
+        {
+            // Candidates are sorted by decreasing probability: keep the shortest prefix reaching TopP.
+            var threshold = _options.TopP * sum;
+            var cumulative = 0.0;
+            var keep = 0;
+            while (keep < count)
+            {
+                cumulative += _probabilities[keep];
+                keep++;
+                if (cumulative >= threshold)
+                {
+                    break;
+                }
+            }
+
+            count = keep;
+            sum = cumulative;
+        }
+
+        var draw = _random.NextDouble() * sum;
+        var acc = 0.0;
+        for (var c = 0; c < count; c++)
+        {
+            acc += _probabilities[c];
+            if (draw < acc)
+            {
+                return _indices[c];
+            }
+        }
+
+        return _indices[count - 1];
+    }
+
+    /// <summary>The index of the largest value; the first one on ties. NaN never wins.</summary>
+    /// <param name="values">The values.</param>
+    /// <returns>The index.</returns>
+    public static int ArgMax(ReadOnlySpan<float> values)
+    {
+        var best = -1;
+        var bestValue = float.NegativeInfinity;
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (values[i] > bestValue || (best < 0 && !float.IsNaN(values[i])))
+            {
+                best = i;
+                bestValue = values[i];
+            }
+        }
+
+        if (best < 0)
+        {
+            throw new ArgumentException("The logits hold no value that is not NaN.", nameof(values));
+        }
+
+        return best;
+    }
+
+    private void ApplyRepetitionPenalty(Span<float> logits, ReadOnlySpan<int> previousTokens, float penalty)
+    {
+        if (_seen.Length < logits.Length)
+        {
+            _seen = new int[logits.Length];
+            _stamp = 0;
+        }
+
+        _stamp++;
+        foreach (var token in previousTokens)
+        {
+            if ((uint)token >= (uint)logits.Length || _seen[token] == _stamp)
+            {
+                continue;
+            }
+
+            _seen[token] = _stamp;
+            var value = logits[token];
+            logits[token] = value > 0 ? value / penalty : value * penalty;
+        }
+    }
+
+    private void EnsureCapacity(int vocab)
+    {
+        if (_indices.Length < vocab)
+        {
+            _indices = new int[vocab];
+            _keys = new float[vocab];
+            _probabilities = new double[vocab];
+        }
+    }
+}
