@@ -40,7 +40,7 @@ internal static class LlamaLayout
     /// Checks that every tensor the configuration needs is present with the right shape and a floating-point dtype.
     /// Stops at the first problem, so an absurd layer count cannot make it loop long.
     /// </summary>
-    public static void Check(ModelConfig config, IReadOnlyDictionary<string, TensorDescriptor> tensors, string path, Func<string, string>? storedName = null)
+    public static void Check(ModelConfig config, IReadOnlyDictionary<string, TensorDescriptor> tensors, string path, Func<string, string>? storedName = null, Func<string, string?>? pathOf = null)
     {
         foreach (var e in Tensors(config))
         {
@@ -54,14 +54,15 @@ internal static class LlamaLayout
                 continue;
             }
 
+            var where = pathOf?.Invoke(e.Name) ?? path;
             if (!d.Shape.SequenceEqual(e.Shape))
             {
-                throw new ModelFormatException(path, storedName?.Invoke(e.Name) ?? e.Name, $"shape [{string.Join(", ", d.Shape)}] disagrees with the configuration, which needs [{string.Join(", ", e.Shape)}].");
+                throw new ModelFormatException(where, storedName?.Invoke(e.Name) ?? e.Name, $"shape [{string.Join(", ", d.Shape)}] disagrees with the configuration, which needs [{string.Join(", ", e.Shape)}].");
             }
 
             if (d.DType is not (TensorDType.F32 or TensorDType.F16 or TensorDType.BF16))
             {
-                throw new ModelFormatException(path, storedName?.Invoke(e.Name) ?? e.Name, $"dtype {d.DType} is not a floating-point weight type (F32, F16, BF16).");
+                throw new ModelFormatException(where, storedName?.Invoke(e.Name) ?? e.Name, $"dtype {d.DType} is not a floating-point weight type (F32, F16, BF16).");
             }
         }
     }
