@@ -171,9 +171,9 @@ public sealed class GgufModelWeights : IModelWeights
             throw new ModelFormatException(file.Path, "tokenizer.ggml.tokens", "the vocabulary size is unknown (no tokens, llama.vocab_size or token_embd.weight).");
         }
 
-        var eps = file.GetDouble("llama.attention.layer_norm_rms_epsilon")
+        var eps = Decimal("llama.attention.layer_norm_rms_epsilon")
             ?? throw new ModelFormatException(file.Path, "llama.attention.layer_norm_rms_epsilon", "key is missing.");
-        var theta = file.GetDouble("llama.rope.freq_base") ?? 10000.0;
+        var theta = Decimal("llama.rope.freq_base") ?? 10000.0;
         var context = Positive("llama.context_length", 2048);
         CheckPositive("llama.attention.layer_norm_rms_epsilon", eps);
         CheckPositive("llama.rope.freq_base", theta);
@@ -208,6 +208,11 @@ public sealed class GgufModelWeights : IModelWeights
 
             return value;
         }
+
+        // GGUF stores these as float32; widen through the shortest decimal form so that 1e-5 stays 1e-5 (as in config.json).
+        double? Decimal(string key) => file.GetValue(key)?.Value is float f
+            ? double.Parse(f.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture)
+            : file.GetDouble(key);
 
         void CheckPositive(string key, double value)
         {
