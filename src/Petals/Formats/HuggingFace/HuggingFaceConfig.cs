@@ -41,55 +41,66 @@ public static class HuggingFaceConfig
 
         using (doc)
         {
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
+            try
             {
-                throw new ModelFormatException(source, null, $"the configuration is a JSON {root.ValueKind}, not an object.");
+                return Parse(doc.RootElement, source);
             }
-
-            var reader = new FieldReader(root, source);
-            var modelType = reader.String("model_type") ?? throw new ModelFormatException(source, "model_type", "field is missing.");
-            if (modelType == "mistral")
+            catch (InvalidOperationException ex)
             {
-                if (reader.OptionalInt("sliding_window") is { } window && window < (reader.OptionalInt("max_position_embeddings") ?? int.MaxValue))
-                {
-                    throw new ModelFormatException(source, "sliding_window", "sliding-window attention is not supported.");
-                }
+                throw new ModelFormatException(source, null, $"the configuration holds invalid text: {ex.Message}", ex);
             }
-            else if (modelType != "llama")
-            {
-                throw new ModelFormatException(source, "model_type", $"model type '{modelType}' is not supported (llama, mistral without sliding window).");
-            }
-
-            var hidden = reader.Int("hidden_size");
-            var heads = reader.Int("num_attention_heads");
-            if (heads <= 0)
-            {
-                throw new ModelFormatException(source, "num_attention_heads", string.Create(CultureInfo.InvariantCulture, $"invalid value {heads}."));
-            }
-
-            var config = new ModelConfig
-            {
-                Architecture = modelType,
-                HiddenSize = hidden,
-                IntermediateSize = reader.Int("intermediate_size"),
-                NumLayers = reader.Int("num_hidden_layers"),
-                NumHeads = heads,
-                NumKeyValueHeads = reader.OptionalInt("num_key_value_heads") ?? heads,
-                HeadDim = reader.OptionalInt("head_dim") ?? (hidden % heads == 0 ? hidden / heads
-                    : throw new ModelFormatException(source, "num_attention_heads", string.Create(CultureInfo.InvariantCulture, $"{heads} does not divide hidden_size {hidden} and head_dim is absent."))),
-                VocabSize = reader.Int("vocab_size"),
-                RmsNormEps = reader.OptionalDouble("rms_norm_eps") ?? 1e-6,
-                RopeTheta = reader.OptionalDouble("rope_theta") ?? 10000.0,
-                RopeScaling = ReadRopeScaling(root, source),
-                MaxPositionEmbeddings = reader.OptionalInt("max_position_embeddings") ?? 2048,
-                TieWordEmbeddings = reader.OptionalBool("tie_word_embeddings") ?? false,
-                BosTokenId = reader.OptionalInt("bos_token_id"),
-                EosTokenIds = reader.IntOrList("eos_token_id"),
-            };
-            LlamaLayout.Validate(config, source);
-            return config;
         }
+    }
+
+    private static ModelConfig Parse(JsonElement root, string source)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            throw new ModelFormatException(source, null, $"the configuration is a JSON {root.ValueKind}, not an object.");
+        }
+
+        var reader = new FieldReader(root, source);
+        var modelType = reader.String("model_type") ?? throw new ModelFormatException(source, "model_type", "field is missing.");
+        if (modelType == "mistral")
+        {
+            if (reader.OptionalInt("sliding_window") is { } window && window < (reader.OptionalInt("max_position_embeddings") ?? int.MaxValue))
+            {
+                throw new ModelFormatException(source, "sliding_window", "sliding-window attention is not supported.");
+            }
+        }
+        else if (modelType != "llama")
+        {
+            throw new ModelFormatException(source, "model_type", $"model type '{modelType}' is not supported (llama, mistral without sliding window).");
+        }
+
+        var hidden = reader.Int("hidden_size");
+        var heads = reader.Int("num_attention_heads");
+        if (heads <= 0)
+        {
+            throw new ModelFormatException(source, "num_attention_heads", string.Create(CultureInfo.InvariantCulture, $"invalid value {heads}."));
+        }
+
+        var config = new ModelConfig
+        {
+            Architecture = modelType,
+            HiddenSize = hidden,
+            IntermediateSize = reader.Int("intermediate_size"),
+            NumLayers = reader.Int("num_hidden_layers"),
+            NumHeads = heads,
+            NumKeyValueHeads = reader.OptionalInt("num_key_value_heads") ?? heads,
+            HeadDim = reader.OptionalInt("head_dim") ?? (hidden % heads == 0 ? hidden / heads
+                : throw new ModelFormatException(source, "num_attention_heads", string.Create(CultureInfo.InvariantCulture, $"{heads} does not divide hidden_size {hidden} and head_dim is absent."))),
+            VocabSize = reader.Int("vocab_size"),
+            RmsNormEps = reader.OptionalDouble("rms_norm_eps") ?? 1e-6,
+            RopeTheta = reader.OptionalDouble("rope_theta") ?? 10000.0,
+            RopeScaling = ReadRopeScaling(root, source),
+            MaxPositionEmbeddings = reader.OptionalInt("max_position_embeddings") ?? 2048,
+            TieWordEmbeddings = reader.OptionalBool("tie_word_embeddings") ?? false,
+            BosTokenId = reader.OptionalInt("bos_token_id"),
+            EosTokenIds = reader.IntOrList("eos_token_id"),
+        };
+        LlamaLayout.Validate(config, source);
+        return config;
     }
 
     private static RopeScaling? ReadRopeScaling(JsonElement root, string source)

@@ -139,44 +139,58 @@ public sealed class SafetensorsFile : IDisposable
 
         using (doc)
         {
-            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+            try
             {
-                throw new ModelFormatException(path, "header", $"the header is a JSON {doc.RootElement.ValueKind}, not an object.");
+                return ParseHeader(file, doc.RootElement, dataOffset, dataLength);
             }
-
-            var tensors = new Dictionary<string, (TensorDescriptor, long)>(StringComparer.Ordinal);
-            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
-            var ranges = new List<(long Begin, long End, string Name)>();
-            foreach (var property in doc.RootElement.EnumerateObject())
+            catch (InvalidOperationException ex)
             {
-                var name = property.Name;
-                if (name == "__metadata__")
-                {
-                    ReadMetadata(path, property.Value, metadata);
-                    continue;
-                }
-
-                if (tensors.ContainsKey(name))
-                {
-                    throw new ModelFormatException(path, name, "tensor appears twice in the header.");
-                }
-
-                var (descriptor, begin, end) = ReadTensor(path, name, property.Value, dataLength);
-                tensors.Add(name, (descriptor, begin));
-                ranges.Add((begin, end, name));
+                // JsonElement reports invalid UTF-8 in names and strings this way.
+                throw new ModelFormatException(path, "header", $"the header holds invalid text: {ex.Message}", ex);
             }
-
-            ranges.Sort((a, b) => a.Begin != b.Begin ? a.Begin.CompareTo(b.Begin) : a.End.CompareTo(b.End));
-            for (var i = 1; i < ranges.Count; i++)
-            {
-                if (ranges[i].Begin < ranges[i - 1].End)
-                {
-                    throw new ModelFormatException(path, ranges[i].Name, $"data overlaps tensor '{ranges[i - 1].Name}'.");
-                }
-            }
-
-            return new SafetensorsFile(file, dataOffset, tensors, metadata);
         }
+    }
+
+    private static SafetensorsFile ParseHeader(MappedFile file, JsonElement root, long dataOffset, long dataLength)
+    {
+        var path = file.Path;
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            throw new ModelFormatException(path, "header", $"the header is a JSON {root.ValueKind}, not an object.");
+        }
+
+        var tensors = new Dictionary<string, (TensorDescriptor, long)>(StringComparer.Ordinal);
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        var ranges = new List<(long Begin, long End, string Name)>();
+        foreach (var property in root.EnumerateObject())
+        {
+            var name = property.Name;
+            if (name == "__metadata__")
+            {
+                ReadMetadata(path, property.Value, metadata);
+                continue;
+            }
+
+            if (tensors.ContainsKey(name))
+            {
+                throw new ModelFormatException(path, name, "tensor appears twice in the header.");
+            }
+
+            var (descriptor, begin, end) = ReadTensor(path, name, property.Value, dataLength);
+            tensors.Add(name, (descriptor, begin));
+            ranges.Add((begin, end, name));
+        }
+
+        ranges.Sort((a, b) => a.Begin != b.Begin ? a.Begin.CompareTo(b.Begin) : a.End.CompareTo(b.End));
+        for (var i = 1; i < ranges.Count; i++)
+        {
+            if (ranges[i].Begin < ranges[i - 1].End)
+            {
+                throw new ModelFormatException(path, ranges[i].Name, $"data overlaps tensor '{ranges[i - 1].Name}'.");
+            }
+        }
+
+        return new SafetensorsFile(file, dataOffset, tensors, metadata);
     }
 
     private static void ReadMetadata(string path, JsonElement element, Dictionary<string, string> metadata)

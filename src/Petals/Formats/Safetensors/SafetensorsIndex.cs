@@ -52,43 +52,54 @@ public sealed record SafetensorsIndex(IReadOnlyDictionary<string, string> Weight
 
         using (doc)
         {
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            try
             {
-                throw new ModelFormatException(path, "weight_map", "the index has no 'weight_map' object.");
+                return Parse(path, doc.RootElement);
             }
-
-            var weights = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var p in map.EnumerateObject())
+            catch (InvalidOperationException ex)
             {
-                if (p.Value.ValueKind != JsonValueKind.String)
-                {
-                    throw new ModelFormatException(path, "weight_map." + p.Name, $"shard must be a string, found a JSON {p.Value.ValueKind}.");
-                }
-
-                var shard = p.Value.GetString()!;
-                if (shard.Length == 0 || shard != System.IO.Path.GetFileName(shard) || shard is "." or ".." || shard.Contains('\\', StringComparison.Ordinal))
-                {
-                    throw new ModelFormatException(path, "weight_map." + p.Name, $"shard '{shard}' is not a plain file name in the checkpoint directory.");
-                }
-
-                if (!weights.TryAdd(p.Name, shard))
-                {
-                    throw new ModelFormatException(path, "weight_map." + p.Name, "tensor appears twice.");
-                }
+                throw new ModelFormatException(path, null, $"the index holds invalid text: {ex.Message}", ex);
             }
-
-            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
-            if (root.TryGetProperty("metadata", out var meta) && meta.ValueKind == JsonValueKind.Object)
-            {
-                foreach (var p in meta.EnumerateObject())
-                {
-                    metadata[p.Name] = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : p.Value.GetRawText();
-                }
-            }
-
-            return new SafetensorsIndex(weights, metadata);
         }
+    }
+
+    private static SafetensorsIndex Parse(string path, JsonElement root)
+    {
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+        {
+            throw new ModelFormatException(path, "weight_map", "the index has no 'weight_map' object.");
+        }
+
+        var weights = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var p in map.EnumerateObject())
+        {
+            if (p.Value.ValueKind != JsonValueKind.String)
+            {
+                throw new ModelFormatException(path, "weight_map." + p.Name, $"shard must be a string, found a JSON {p.Value.ValueKind}.");
+            }
+
+            var shard = p.Value.GetString()!;
+            if (shard.Length == 0 || shard != System.IO.Path.GetFileName(shard) || shard is "." or ".." || shard.Contains('\\', StringComparison.Ordinal))
+            {
+                throw new ModelFormatException(path, "weight_map." + p.Name, $"shard '{shard}' is not a plain file name in the checkpoint directory.");
+            }
+
+            if (!weights.TryAdd(p.Name, shard))
+            {
+                throw new ModelFormatException(path, "weight_map." + p.Name, "tensor appears twice.");
+            }
+        }
+
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (root.TryGetProperty("metadata", out var meta) && meta.ValueKind == JsonValueKind.Object)
+        {
+            foreach (var p in meta.EnumerateObject())
+            {
+                metadata[p.Name] = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : p.Value.GetRawText();
+            }
+        }
+
+        return new SafetensorsIndex(weights, metadata);
     }
 
     /// <summary>Writes this index as JSON to <paramref name="path"/>, with <c>metadata.total_size</c> = <paramref name="totalSize"/>.</summary>
