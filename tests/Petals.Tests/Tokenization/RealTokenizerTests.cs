@@ -82,6 +82,21 @@ public sealed class RealTokenizerTests
 
     [Theory]
     [MemberData(nameof(Names))]
+    public void DecodeOfIncompleteAndInvalidBytesMatchesReference(string name)
+    {
+        SkipIfMissing();
+        ITokenizer tokenizer = Get(name);
+        foreach (DecodeCase c in ReferenceFixtures.DecodeOnly(name))
+        {
+            Assert.Equal(c.Decoded, tokenizer.Decode(c.Ids));
+            Assert.Equal(c.DecodedSkipSpecial, tokenizer.Decode(c.Ids, skipSpecialTokens: true));
+            Assert.Equal(c.Decoded, StreamingDecodeTests.Stream(tokenizer, c.Ids, false));
+            Assert.Equal(c.DecodedSkipSpecial, StreamingDecodeTests.Stream(tokenizer, c.Ids, true));
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Names))]
     public void StreamingDecodeOfCorpusEqualsDecode(string name)
     {
         SkipIfMissing();

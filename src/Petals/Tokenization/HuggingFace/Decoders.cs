@@ -113,11 +113,13 @@ internal sealed class ReplaceDecoder(string pattern, CodePointRegex? regex, stri
     }
 }
 
-/// <summary>Turns runs of &lt;0xXX&gt; tokens into text; a run that is not valid UTF-8 becomes one U+FFFD per byte.</summary>
+/// <summary>
+/// Turns runs of &lt;0xXX&gt; tokens into text. Invalid UTF-8 in a run is replaced as a lossy UTF-8 decoder does
+/// (one U+FFFD per maximal invalid subpart), as the JavaScript reference (TextDecoder) does; the Rust crate
+/// instead turns every byte of an invalid run into U+FFFD, which would make streamed text depend on the future.
+/// </summary>
 internal sealed class ByteFallbackDecoder : Decoder
 {
-    private static readonly UTF8Encoding Strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
-
     public override void DecodeChain(List<string> tokens)
     {
         var output = new List<string>(tokens.Count);
@@ -153,18 +155,7 @@ internal sealed class ByteFallbackDecoder : Decoder
             return;
         }
 
-        try
-        {
-            output.Add(Strict.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes)));
-        }
-        catch (DecoderFallbackException)
-        {
-            for (int i = 0; i < bytes.Count; i++)
-            {
-                output.Add("\uFFFD");
-            }
-        }
-
+        output.Add(Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes)));
         bytes.Clear();
     }
 }

