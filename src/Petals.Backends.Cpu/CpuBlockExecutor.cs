@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Petals.Backends.Cpu.Kernels;
 using Petals.Backends.Cpu.Linear;
 using Petals.Backends.Cpu.Native;
 using Petals.Backends.Cpu.Threading;
@@ -22,6 +23,9 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
     private readonly NativeBlas? _blas;
     private readonly WorkerPool _pool;
     private readonly RotaryEmbedding _rotary;
+    /// <summary>From this many rows (batch × tokens) on, linear layers use the packed GEMM rather than the streaming kernel.</summary>
+    internal const int PackedMinTokens = 24;
+
     private readonly Lock _lock = new();
     private readonly Workspace _ws = new();
     private readonly LinearWork _linearWork = new();
@@ -258,6 +262,21 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             }
         }
 
+        if (job.Rows >= PackedMinTokens)
+        {
+            // Pack the inputs once for all threads; each thread then runs the packed micro-kernel on its rows.
+            fixed (float* xp = _ws.PackedX)
+            {
+                PackedGemm.PackInput(job.X, job.Rows, job.Layers[0]!.InFeatures, xp);
+                job.PackedX = xp;
+                job.PartScratch = _ws.PartScratch;
+                _pool.Run(job);
+                job.PackedX = null;
+            }
+
+            return;
+        }
+
         _pool.Run(job);
     }
 
@@ -314,6 +333,12 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
 
         public OutputView Outputs => new(OutputAddresses);
 
+        /// <summary>The packed inputs when the packed GEMM runs, else null.</summary>
+        public float* PackedX { get; set; }
+
+        /// <summary>Per-part scratch of the packed GEMM.</summary>
+        public float[][] PartScratch { get; set; } = [];
+
         public void Set(float* x, int rows, bool accumulate, int ldy, LinearLayer a, float* ya, LinearLayer? b, float* yb, LinearLayer? c, float* yc)
         {
             X = x;
@@ -334,10 +359,25 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             for (var i = 0; i < Count; i++)
             {
                 var layer = Layers[i]!;
-                var (s, e) = WorkerPool.Slice(layer.OutFeatures, part, parts, 4);
-                if (s < e)
+                var ldy = Ldy == 0 ? layer.OutFeatures : Ldy;
+                if (PackedX != null)
                 {
-                    layer.ForwardRows(X, Rows, (float*)OutputAddresses[i], Ldy == 0 ? layer.OutFeatures : Ldy, s, e, Accumulate);
+                    var (s, e) = WorkerPool.Slice(layer.OutFeatures, part, parts, PackedGemm.RowTile);
+                    if (s < e)
+                    {
+                        fixed (float* scratch = PartScratch[part])
+                        {
+                            layer.ForwardRowsPacked(PackedX, Rows, (float*)OutputAddresses[i], ldy, s, e, Accumulate, scratch);
+                        }
+                    }
+                }
+                else
+                {
+                    var (s, e) = WorkerPool.Slice(layer.OutFeatures, part, parts, 4);
+                    if (s < e)
+                    {
+                        layer.ForwardRows(X, Rows, (float*)OutputAddresses[i], ldy, s, e, Accumulate);
+                    }
                 }
             }
         }
@@ -420,6 +460,8 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         public float[] Cos = [];
         public float[] Sin = [];
         public float[][] Scores = [];
+        public float[] PackedX = [];
+        public float[][] PartScratch = [];
 
         public void Ensure(ModelConfig c, int rows, int tokens, int keys, int parts)
         {
@@ -434,6 +476,21 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             Grow(ref Up, (long)rows * c.IntermediateSize);
             Grow(ref Cos, (long)tokens * c.HeadDim / 2);
             Grow(ref Sin, (long)tokens * c.HeadDim / 2);
+            if (rows >= PackedMinTokens)
+            {
+                var maxK = Math.Max(Math.Max(c.HiddenSize, qDim), c.IntermediateSize);
+                Grow(ref PackedX, PackedGemm.PackedSize(rows, maxK));
+            }
+
+            if (PartScratch.Length != parts)
+            {
+                PartScratch = new float[parts][];
+                for (var i = 0; i < parts; i++)
+                {
+                    PartScratch[i] = GC.AllocateUninitializedArray<float>(PackedGemm.ScratchFloats, pinned: true);
+                }
+            }
+
             if (Scores.Length != parts)
             {
                 Scores = new float[parts][];

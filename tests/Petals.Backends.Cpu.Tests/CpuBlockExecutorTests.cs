@@ -28,6 +28,21 @@ public sealed class CpuBlockExecutorTests
     }
 
     [Theory]
+    [InlineData("mha", TensorDType.F32, 2, 20)]
+    [InlineData("gqa", TensorDType.BF16, 3, 33)]
+    [InlineData("odd", TensorDType.F16, 1, 70)]
+    [InlineData("wide", TensorDType.F16, 2, 24)]
+    [InlineData("llama3", TensorDType.BF16, 1, 40)]
+    public void LongPrefillThroughThePackedGemmMatchesReference(string configName, TensorDType dtype, int batch, int tokens)
+    {
+        Assert.True(batch * tokens >= CpuBlockExecutor.PackedMinTokens);
+        using var model = new RandomLlama(TestConfigs.Get(configName), dtype);
+        using var executor = Managed().Create(model, new BlockRange(0, 2));
+        RunStatelessAndCompare(model, executor, batch, tokens, seed: 17);
+        RunCachedAndCompare(model, executor, batch, prefill: tokens, chunk: tokens, decode: 2, seed: 18);
+    }
+
+    [Theory]
     [InlineData("mha", TensorDType.F32)]
     [InlineData("gqa", TensorDType.BF16)]
     [InlineData("odd", TensorDType.F16)]

@@ -31,6 +31,20 @@ public sealed unsafe class KernelTests
         Check(fmt, m, k, n, rowStart: 1, rowEnd: n - 1, accumulate: true, seed: m * k);
     }
 
+    [Theory]
+    [InlineData(Fmt.F32, 1, 64, 12)]
+    [InlineData(Fmt.F32, 33, 37, 13)]
+    [InlineData(Fmt.F32, 40, 4100, 7)]
+    [InlineData(Fmt.Bf16, 32, 4099, 11)]
+    [InlineData(Fmt.Bf16, 64, 48, 8)]
+    [InlineData(Fmt.F16, 5, 31, 5)]
+    [InlineData(Fmt.F16, 70, 520, 17)]
+    public void PackedGemmMatchesScalarLoop(Fmt fmt, int m, int k, int n)
+    {
+        Check(fmt, m, k, n, rowStart: 0, rowEnd: n, accumulate: false, seed: m + k + n, packed: true);
+        Check(fmt, m, k, n, rowStart: 1, rowEnd: n - 1, accumulate: true, seed: m * k, packed: true);
+    }
+
     [Fact]
     public void ComputeMatchesScalarLoopForRandomShapes()
     {
@@ -43,6 +57,7 @@ public sealed unsafe class KernelTests
                 foreach (var fmt in Enum.GetValues<Fmt>())
                 {
                     Check(fmt, m, k, n, 0, n, accumulate: (m + k) % 2 == 0, seed: k);
+                    Check(fmt, m * 5, k, n, 0, n, accumulate: (m + k) % 2 == 1, seed: k, packed: true);
                 }
             }).QuickCheckThrowOnFailure();
     }
@@ -88,7 +103,7 @@ public sealed unsafe class KernelTests
         }
     }
 
-    private static void Check(Fmt fmt, int m, int k, int n, int rowStart, int rowEnd, bool accumulate, int seed)
+    private static void Check(Fmt fmt, int m, int k, int n, int rowStart, int rowEnd, bool accumulate, int seed, bool packed = false)
     {
         var random = new Random(seed);
         var x = new float[m * k];
@@ -130,10 +145,30 @@ public sealed unsafe class KernelTests
         }
 
         var before = (float[])y.Clone();
-        fixed (float* px = x, py = y)
+        var xp = new float[PackedGemm.PackedSize(m, k)];
+        var scratch = new float[PackedGemm.ScratchFloats];
+        fixed (float* px = x, py = y, pxp = xp, ps = scratch)
         fixed (byte* pw = w)
         {
+            if (packed)
+            {
+                PackedGemm.PackInput(px, m, k, pxp);
+            }
+
             switch (fmt)
+            {
+                case Fmt.F32 when packed:
+                    PackedGemm.Compute<F32Format>(pxp, m, k, pw, py, ldy, rowStart, rowEnd, accumulate, ps);
+                    break;
+                case Fmt.Bf16 when packed:
+                    PackedGemm.Compute<Bf16Format>(pxp, m, k, pw, py, ldy, rowStart, rowEnd, accumulate, ps);
+                    break;
+                case Fmt.F16 when packed:
+                    PackedGemm.Compute<F16Format>(pxp, m, k, pw, py, ldy, rowStart, rowEnd, accumulate, ps);
+                    break;
+            }
+
+            switch (packed ? (Fmt)(-1) : fmt)
             {
                 case Fmt.F32:
                     LinearKernels.Compute<F32Format>(px, m, k, pw, py, ldy, rowStart, rowEnd, accumulate);
@@ -141,7 +176,7 @@ public sealed unsafe class KernelTests
                 case Fmt.Bf16:
                     LinearKernels.Compute<Bf16Format>(px, m, k, pw, py, ldy, rowStart, rowEnd, accumulate);
                     break;
-                default:
+                case Fmt.F16:
                     LinearKernels.Compute<F16Format>(px, m, k, pw, py, ldy, rowStart, rowEnd, accumulate);
                     break;
             }
