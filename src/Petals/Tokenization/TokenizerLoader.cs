@@ -1,4 +1,5 @@
 using Petals.Formats;
+using Petals.Formats.Gguf;
 using Petals.Tokenization.HuggingFace;
 
 namespace Petals.Tokenization;
@@ -14,9 +15,10 @@ public static class TokenizerLoader
 
     /// <summary>
     /// Loads a tokenizer from <paramref name="path"/>: a directory holding tokenizer.json (and optionally
-    /// tokenizer_config.json), or a tokenizer.json file (tokenizer_config.json beside it is used when present).
+    /// tokenizer_config.json), a tokenizer.json file (tokenizer_config.json beside it is used when present), or a
+    /// .gguf file with an embedded vocabulary (see <see cref="FromGguf"/>).
     /// </summary>
-    /// <param name="path">A directory or a tokenizer.json file.</param>
+    /// <param name="path">A directory, a tokenizer.json file or a .gguf file.</param>
     /// <returns>The tokenizer; immutable and thread-safe.</returns>
     /// <exception cref="ModelFormatException">The files are missing, not valid JSON, or use an unsupported or
     /// malformed component; the message names the file and the field (e.g. <c>model.type</c>).</exception>
@@ -41,11 +43,10 @@ public static class TokenizerLoader
             throw new ModelFormatException(path, null, "no such file or directory.");
         }
 
-        // Where the GGUF reader lands, a ".gguf" branch goes here: read tokenizer.ggml.* metadata and call
-        // SentencePieceBpeTokenizer.FromVocabulary(tokens, scores, tokenTypes, bos, eos, unk, addBos, addSpacePrefix).
         if (jsonPath.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
         {
-            throw new ModelFormatException(jsonPath, null, "GGUF tokenizers are loaded through the GGUF reader, which calls SentencePieceBpeTokenizer.FromVocabulary.");
+            using var gguf = GgufFile.Open(jsonPath);
+            return FromGguf(gguf);
         }
 
         string configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(jsonPath))!, TokenizerConfigFileName);
@@ -63,6 +64,39 @@ public static class TokenizerLoader
     {
         ArgumentNullException.ThrowIfNull(tokenizerJson);
         return HuggingFaceTokenizer.Parse(tokenizerJson, sourceName, tokenizerConfigJson, tokenizerConfigJson is null ? null : TokenizerConfigFileName);
+    }
+
+    /// <summary>
+    /// Creates the tokenizer embedded in a GGUF file's metadata (<c>tokenizer.ggml.*</c>). The SentencePiece-style
+    /// vocabulary with scores (<c>tokenizer.ggml.model = "llama"</c>, as written by llama2.c and llama.cpp) is supported.
+    /// </summary>
+    /// <param name="gguf">An open GGUF file.</param>
+    /// <returns>The tokenizer; immutable and thread-safe, independent of the file once created.</returns>
+    /// <exception cref="ModelFormatException">The metadata has no vocabulary, an unsupported tokenizer model, or inconsistent arrays; the field names the GGUF key.</exception>
+    public static ITokenizer FromGguf(GgufFile gguf)
+    {
+        ArgumentNullException.ThrowIfNull(gguf);
+        var meta = gguf.Tokenizer;
+        var model = meta.Model ?? "llama";
+        if (!string.Equals(model, "llama", StringComparison.Ordinal))
+        {
+            throw new ModelFormatException(gguf.Path, "tokenizer.ggml.model",
+                $"tokenizer model '{model}' is not supported; only the SentencePiece-style 'llama' vocabulary is (use the model's tokenizer.json for others).");
+        }
+
+        var tokens = meta.Tokens ?? throw new ModelFormatException(gguf.Path, "tokenizer.ggml.tokens", "the file has no embedded vocabulary.");
+        var scores = meta.Scores ?? throw new ModelFormatException(gguf.Path, "tokenizer.ggml.scores", "a 'llama' vocabulary needs merge scores.");
+        var types = meta.TokenTypes ?? Enumerable.Repeat(SentencePieceBpeTokenizer.TokenTypeNormal, tokens.Count).ToArray();
+        return SentencePieceBpeTokenizer.FromVocabulary(
+            [.. tokens],
+            [.. scores],
+            [.. types],
+            meta.BosTokenId,
+            meta.EosTokenId,
+            meta.UnknownTokenId,
+            addBos: meta.AddBosToken ?? true,
+            addSpacePrefix: meta.AddSpacePrefix ?? true,
+            sourcePath: gguf.Path);
     }
 
     private static string ReadText(string path)
