@@ -113,6 +113,18 @@ public sealed class HuggingFaceTests : IDisposable
     }
 
     [Fact]
+    public void OversizedConfigIsRejectedWithoutReadingIt()
+    {
+        var path = Path.Combine(_dir.Path, "config.json");
+        using (var f = File.Create(path))
+        {
+            f.SetLength(HuggingFaceConfig.MaxFileLength + 1);
+        }
+
+        GgufFileTests.AssertFormat(() => HuggingFaceConfig.Read(path), path, null);
+    }
+
+    [Fact]
     public void WrittenConfigReadsBackIdentically()
     {
         ModelConfig[] configs =
