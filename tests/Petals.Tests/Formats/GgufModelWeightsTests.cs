@@ -55,6 +55,20 @@ public sealed class GgufModelWeightsTests : IDisposable
     }
 
     [Fact]
+    public void ConcurrentRequestsMaterializeEachTensorOnce()
+    {
+        var path = Write(GgufModels.Create(GgufModels.SmallConfig(), 3, GgufTensorType.Q8_0, seed: 11));
+        using var w = GgufModelWeights.Open(path);
+        var names = w.Tensors.Keys.ToArray();
+        var seen = new Petals.Tensors.WeightTensor[64 * names.Length];
+        Parallel.For(0, seen.Length, i => seen[i] = w.GetTensor(names[i % names.Length]));
+        for (var i = 0; i < seen.Length; i++)
+        {
+            Assert.Same(seen[i % names.Length], seen[i]);
+        }
+    }
+
+    [Fact]
     public void DefaultsApplyWhenOptionalKeysAreAbsent()
     {
         var c = GgufModels.SmallConfig(tied: true) with { NumKeyValueHeads = 4 };

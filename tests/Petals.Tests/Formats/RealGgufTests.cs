@@ -30,6 +30,13 @@ public sealed class RealGgufTests
         Assert.Equal(1e-5, c.RmsNormEps, 1e-9);
         Assert.Equal(1, c.BosTokenId);
         Assert.Equal([2], c.EosTokenIds);
+        Assert.Equal(10000.0, c.RopeTheta);
+
+        // The file stores output.weight (48 tensors: embeddings, 5 x 9 block tensors, final norm, head).
+        Assert.False(c.TieWordEmbeddings);
+        Assert.Equal(48, weights.File.Tensors.Count);
+        Assert.Equal(48, weights.Tensors.Count);
+        Assert.Equal("Meta AI original pth", weights.File.GetString("llama.tensor_data_layout"));
 
         var tok = weights.File.Tokenizer;
         Assert.Equal("llama", tok.Model);

@@ -55,7 +55,7 @@ public sealed class GgufFile : IDisposable
     /// <summary>The absolute offset of the tensor data section.</summary>
     public long DataOffset { get; }
 
-    /// <summary>All metadata, by key, in file order when enumerated.</summary>
+    /// <summary>All metadata, by key.</summary>
     public IReadOnlyDictionary<string, GgufMetadataValue> Metadata { get; }
 
     /// <summary>The tensors, in file order.</summary>

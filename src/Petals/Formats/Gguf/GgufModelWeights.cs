@@ -288,8 +288,9 @@ public sealed class GgufModelWeights : IModelWeights
         ReadOnlyMemory<byte> data;
         if (info.Type == GgufTensorType.Q8_0)
         {
-            var floats = File.ReadSingles(info);
-            data = MemoryMarshal.AsBytes(floats.AsSpan()).ToArray();
+            var bytes = new byte[descriptor.ByteSize];
+            TensorConversions.DequantizeQ8_0(File.GetTensorData(info).Span, MemoryMarshal.Cast<byte, float>(bytes.AsSpan()));
+            data = bytes;
         }
         else
         {

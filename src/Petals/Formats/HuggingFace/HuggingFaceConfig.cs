@@ -10,6 +10,9 @@ public static class HuggingFaceConfig
     /// <summary>The conventional file name.</summary>
     public const string FileName = "config.json";
 
+    /// <summary>The largest <c>config.json</c> accepted (1 MiB).</summary>
+    public const long MaxFileLength = 1 << 20;
+
     /// <summary>Reads and validates <paramref name="path"/>.</summary>
     /// <param name="path">A <c>config.json</c> file.</param>
     /// <returns>The configuration.</returns>
@@ -18,6 +21,11 @@ public static class HuggingFaceConfig
     public static ModelConfig Read(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        if (new FileInfo(path).Length > MaxFileLength)
+        {
+            throw new ModelFormatException(path, null, $"the file is larger than {MaxFileLength} bytes; a configuration is a few kilobytes.");
+        }
+
         return Parse(File.ReadAllBytes(path), path);
     }
 

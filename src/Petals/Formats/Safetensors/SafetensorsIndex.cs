@@ -12,6 +12,9 @@ public sealed record SafetensorsIndex(IReadOnlyDictionary<string, string> Weight
     /// <summary>The conventional index file name.</summary>
     public const string FileName = "model.safetensors.index.json";
 
+    /// <summary>The largest index file accepted (64 MiB).</summary>
+    public const long MaxFileLength = 64 << 20;
+
     /// <summary>The shard file names, distinct, in first-use order.</summary>
     public IReadOnlyList<string> Shards
     {
@@ -39,6 +42,11 @@ public sealed record SafetensorsIndex(IReadOnlyDictionary<string, string> Weight
     public static SafetensorsIndex Read(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        if (new FileInfo(path).Length > MaxFileLength)
+        {
+            throw new ModelFormatException(path, null, $"the index is larger than {MaxFileLength} bytes.");
+        }
+
         var bytes = File.ReadAllBytes(path);
         JsonDocument doc;
         try
