@@ -49,8 +49,8 @@ public static class TokenizerLoader
         }
 
         string configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(jsonPath))!, TokenizerConfigFileName);
-        string? config = File.Exists(configPath) ? ReadText(configPath) : null;
-        return HuggingFaceTokenizer.Parse(ReadText(jsonPath), jsonPath, config, config is null ? null : configPath);
+        string? config = File.Exists(configPath) ? Read(configPath, File.ReadAllText) : null;
+        return HuggingFaceTokenizer.Parse(Read(jsonPath, File.ReadAllBytes), jsonPath, config, config is null ? null : configPath);
     }
 
     /// <summary>Creates a tokenizer from tokenizer.json text (and optionally tokenizer_config.json text).</summary>
@@ -62,14 +62,14 @@ public static class TokenizerLoader
     public static ITokenizer FromJson(string tokenizerJson, string? tokenizerConfigJson = null, string sourceName = TokenizerJsonFileName)
     {
         ArgumentNullException.ThrowIfNull(tokenizerJson);
-        return HuggingFaceTokenizer.Parse(tokenizerJson, sourceName, tokenizerConfigJson, tokenizerConfigJson is null ? null : TokenizerConfigFileName);
+        return HuggingFaceTokenizer.Parse(System.Text.Encoding.UTF8.GetBytes(tokenizerJson), sourceName, tokenizerConfigJson, tokenizerConfigJson is null ? null : TokenizerConfigFileName);
     }
 
-    private static string ReadText(string path)
+    private static T Read<T>(string path, Func<string, T> read)
     {
         try
         {
-            return File.ReadAllText(path);
+            return read(path);
         }
         catch (IOException ex)
         {
