@@ -148,6 +148,33 @@ function applyVariant(variant) {
   return { json, config };
 }
 
+// A seeded random corpus: fragments that stress the split regex, byte fallback and added tokens, plus random
+// code points from every plane in use (BMP and astral).
+function randomCorpus(count, seed) {
+  let state = seed >>> 0;
+  const next = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const fragments = ["a", "the", " ", "  ", "   ", "\t", "\n", "\r\n", "\n\n", "1", "42", "2024", "123456", ".", ",", "!", "?", "'s", "'ll", "'", "\"", "-",
+    "_", "(", ")", "<", ">", "é", "e\u0301", "ß", "Ω", "中", "文", "日本", "한", "مر", "Привет", "😀", "👍🏽", "👨\u200d👩\u200d👧", "🇫🇷",
+    "𝓗", "𠀀", "\u200d", "\u00a0", "\u3000", "Hello", " world", " World", "HELLO", "<s>", "</s>", "<unk>", "<|begin_of_text|>",
+    "<|eot_id|>", "\u2581", "Ġ", "\u0000", "\u00ff", "\ud7ff", "\ufffd", "ｆｕｌｌ", "①"];
+  const out = [];
+  for (let i = 0; i < count; i++) {
+    const parts = [];
+    const n = Math.floor(next() * 12);
+    for (let j = 0; j < n; j++) {
+      if (next() < 0.8) parts.push(fragments[Math.floor(next() * fragments.length)]);
+      else {
+        let cp = 0x20 + Math.floor(next() * (0x2ffff - 0x20));
+        if (cp >= 0xd800 && cp <= 0xdfff) cp = 0x41;
+        parts.push(String.fromCodePoint(cp));
+      }
+    }
+    out.push(parts.join(""));
+  }
+  return out;
+}
+const extraCorpus = randomCorpus(250, 20241122);
+
 function load(lib, dir) {
   const { json, config } = variants[dir] ? applyVariant(variants[dir]) : loadFiles(dir);
   if (lib === "hf") return new hf.Tokenizer(json, config);
@@ -165,7 +192,7 @@ for (const name of ["llama3", "mistral", ...Object.keys(variants)]) {
   const a = load("hf", name);
   const b = load("lenml", name);
   const cases = [];
-  for (const text of variants[name] ? corpus.concat(variantExtraCorpus) : corpus) {
+  for (const text of variants[name] ? corpus.concat(variantExtraCorpus) : corpus.concat(extraCorpus)) {
     const ids = encodeHf(a, text, false);
     const idsSpecial = encodeHf(a, text, true);
     const decoded = decodeHf(a, idsSpecial, false);
