@@ -42,10 +42,11 @@ public static class TokenizerLoader
         }
 
         // Where the GGUF reader lands, a ".gguf" branch goes here: read tokenizer.ggml.* metadata and call
-        // SentencePieceBpeTokenizer.FromVocabulary(tokens, scores, tokenTypes, bos, eos, unk, addBos, addSpacePrefix).
+        // SentencePieceBpeTokenizer.FromVocabulary(...) when tokenizer.ggml.model is "llama", or
+        // ByteLevelBpeTokenizer.FromVocabulary(...) when it is "gpt2" (Llama 3 GGUFs).
         if (jsonPath.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
         {
-            throw new ModelFormatException(jsonPath, null, "GGUF tokenizers are loaded through the GGUF reader, which calls SentencePieceBpeTokenizer.FromVocabulary.");
+            throw new ModelFormatException(jsonPath, null, "GGUF tokenizers are loaded through the GGUF reader, which calls SentencePieceBpeTokenizer.FromVocabulary or ByteLevelBpeTokenizer.FromVocabulary.");
         }
 
         string configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(jsonPath))!, TokenizerConfigFileName);

@@ -70,7 +70,9 @@ internal sealed class HuggingFaceTokenizer : ITokenizer
     /// <param name="jsonPath">Its path, for error messages.</param>
     /// <param name="configJson">tokenizer_config.json content, or null.</param>
     /// <param name="configPath">Its path, for error messages.</param>
-    public static HuggingFaceTokenizer Parse(ReadOnlyMemory<byte> json, string jsonPath, string? configJson, string? configPath)
+    /// <param name="bosToken">BOS token content when there is no configuration (GGUF vocabularies).</param>
+    /// <param name="eosToken">EOS token content when there is no configuration (GGUF vocabularies).</param>
+    public static HuggingFaceTokenizer Parse(ReadOnlyMemory<byte> json, string jsonPath, string? configJson, string? configPath, string? bosToken = null, string? eosToken = null)
     {
         var f = new JsonFields(jsonPath);
         using JsonDocument doc = ParseDocument(json, jsonPath);
@@ -131,8 +133,8 @@ internal sealed class HuggingFaceTokenizer : ITokenizer
             }
         }
 
-        int? bos = null;
-        int? eos = null;
+        int? bos = bosToken is null ? null : added.FirstOrDefault(t => t.Content == bosToken)?.Id ?? model.TokenToId(bosToken);
+        int? eos = eosToken is null ? null : added.FirstOrDefault(t => t.Content == eosToken)?.Id ?? model.TokenToId(eosToken);
         if (configJson is not null)
         {
             var cf = new JsonFields(configPath ?? "tokenizer_config.json");
