@@ -382,7 +382,7 @@ public sealed class SentencePieceBpeTokenizer : ITokenizer
 
     /// <inheritdoc/>
     public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false) =>
-        new StreamingDecoder((ids, count, skip) => Decode(ids.AsSpan(0, count), skip), id => (uint)id < (uint)_tokens.Length, skipSpecialTokens);
+        new StreamingDecoder((ids, start, count, skip) => Decode(ids.AsSpan(start, count), skip), id => (uint)id < (uint)_tokens.Length, skipSpecialTokens);
 
     /// <inheritdoc/>
     public string? IdToToken(int id) => (uint)id < (uint)_tokens.Length ? _tokens[id] : null;

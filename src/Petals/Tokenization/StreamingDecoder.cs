@@ -8,7 +8,7 @@ namespace Petals.Tokenization;
 /// </summary>
 internal sealed class StreamingDecoder : IStreamingDecoder
 {
-    private readonly Func<int[], int, bool, string> _decode;
+    private readonly Func<int[], int, int, bool, string> _decode;
     private readonly Func<int, bool> _isValid;
     private readonly bool _skipSpecialTokens;
     private int[] _ids = new int[16];
@@ -18,10 +18,10 @@ internal sealed class StreamingDecoder : IStreamingDecoder
     private string _prefixText = string.Empty;
     private bool _started;
 
-    /// <param name="decode">Decodes ids[0..count) with the given skip flag.</param>
+    /// <param name="decode">Decodes ids[start..start+count) with the given skip flag.</param>
     /// <param name="isValid">Whether an id is inside the vocabulary.</param>
     /// <param name="skipSpecialTokens">The skip flag passed to <paramref name="decode"/>.</param>
-    public StreamingDecoder(Func<int[], int, bool, string> decode, Func<int, bool> isValid, bool skipSpecialTokens)
+    public StreamingDecoder(Func<int[], int, int, bool, string> decode, Func<int, bool> isValid, bool skipSpecialTokens)
     {
         _decode = decode;
         _isValid = isValid;
@@ -68,16 +68,7 @@ internal sealed class StreamingDecoder : IStreamingDecoder
         return piece;
     }
 
-    private string DecodeWindow(int start, int end)
-    {
-        if (start == 0)
-        {
-            return _decode(_ids, end, _skipSpecialTokens);
-        }
-
-        int[] window = _ids[start..end];
-        return _decode(window, window.Length, _skipSpecialTokens);
-    }
+    private string DecodeWindow(int start, int end) => _decode(_ids, start, end - start, _skipSpecialTokens);
 
     private void Compact()
     {

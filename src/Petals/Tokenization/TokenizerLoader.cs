@@ -50,8 +50,8 @@ public static class TokenizerLoader
         }
 
         string configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(jsonPath))!, TokenizerConfigFileName);
-        string? config = File.Exists(configPath) ? ReadText(configPath) : null;
-        return HuggingFaceTokenizer.Parse(ReadText(jsonPath), jsonPath, config, config is null ? null : configPath);
+        string? config = File.Exists(configPath) ? Read(configPath, File.ReadAllText) : null;
+        return HuggingFaceTokenizer.Parse(Read(jsonPath, File.ReadAllBytes), jsonPath, config, config is null ? null : configPath);
     }
 
     /// <summary>Creates a tokenizer from tokenizer.json text (and optionally tokenizer_config.json text).</summary>
@@ -63,12 +63,13 @@ public static class TokenizerLoader
     public static ITokenizer FromJson(string tokenizerJson, string? tokenizerConfigJson = null, string sourceName = TokenizerJsonFileName)
     {
         ArgumentNullException.ThrowIfNull(tokenizerJson);
-        return HuggingFaceTokenizer.Parse(tokenizerJson, sourceName, tokenizerConfigJson, tokenizerConfigJson is null ? null : TokenizerConfigFileName);
+        return HuggingFaceTokenizer.Parse(System.Text.Encoding.UTF8.GetBytes(tokenizerJson), sourceName, tokenizerConfigJson, tokenizerConfigJson is null ? null : TokenizerConfigFileName);
     }
 
     /// <summary>
-    /// Creates the tokenizer embedded in a GGUF file's metadata (<c>tokenizer.ggml.*</c>). The SentencePiece-style
-    /// vocabulary with scores (<c>tokenizer.ggml.model = "llama"</c>, as written by llama2.c and llama.cpp) is supported.
+    /// Creates the tokenizer embedded in a GGUF file's metadata (<c>tokenizer.ggml.*</c>). Supported: the SentencePiece-style
+    /// vocabulary with scores (<c>tokenizer.ggml.model = "llama"</c>, as written by llama2.c and llama.cpp) and the byte-level
+    /// BPE vocabulary with merges (<c>"gpt2"</c>, as in Llama 3 GGUF files).
     /// </summary>
     /// <param name="gguf">An open GGUF file.</param>
     /// <returns>The tokenizer; immutable and thread-safe, independent of the file once created.</returns>
@@ -78,13 +79,27 @@ public static class TokenizerLoader
         ArgumentNullException.ThrowIfNull(gguf);
         var meta = gguf.Tokenizer;
         var model = meta.Model ?? "llama";
+        var tokens = meta.Tokens ?? throw new ModelFormatException(gguf.Path, "tokenizer.ggml.tokens", "the file has no embedded vocabulary.");
+        if (string.Equals(model, "gpt2", StringComparison.Ordinal))
+        {
+            var merges = meta.Merges ?? throw new ModelFormatException(gguf.Path, "tokenizer.ggml.merges", "a 'gpt2' vocabulary needs merges.");
+            return ByteLevelBpeTokenizer.FromVocabulary(
+                [.. tokens],
+                meta.TokenTypes is { } t ? [.. t] : Enumerable.Repeat(SentencePieceBpeTokenizer.TokenTypeNormal, tokens.Count).ToArray(),
+                [.. merges],
+                meta.PreTokenizer,
+                meta.BosTokenId,
+                meta.EosTokenId,
+                addBos: meta.AddBosToken ?? false,
+                sourcePath: gguf.Path);
+        }
+
         if (!string.Equals(model, "llama", StringComparison.Ordinal))
         {
             throw new ModelFormatException(gguf.Path, "tokenizer.ggml.model",
-                $"tokenizer model '{model}' is not supported; only the SentencePiece-style 'llama' vocabulary is (use the model's tokenizer.json for others).");
+                $"tokenizer model '{model}' is not supported; GGUF vocabularies of type 'llama' (SentencePiece-style) and 'gpt2' (byte-level BPE) are.");
         }
 
-        var tokens = meta.Tokens ?? throw new ModelFormatException(gguf.Path, "tokenizer.ggml.tokens", "the file has no embedded vocabulary.");
         var scores = meta.Scores ?? throw new ModelFormatException(gguf.Path, "tokenizer.ggml.scores", "a 'llama' vocabulary needs merge scores.");
         var types = meta.TokenTypes ?? Enumerable.Repeat(SentencePieceBpeTokenizer.TokenTypeNormal, tokens.Count).ToArray();
         return SentencePieceBpeTokenizer.FromVocabulary(
@@ -99,11 +114,11 @@ public static class TokenizerLoader
             sourcePath: gguf.Path);
     }
 
-    private static string ReadText(string path)
+    private static T Read<T>(string path, Func<string, T> read)
     {
         try
         {
-            return File.ReadAllText(path);
+            return read(path);
         }
         catch (IOException ex)
         {

@@ -53,6 +53,23 @@ public sealed class StreamingDecodeTests
             .QuickCheckThrowOnFailure();
     }
 
+    [Theory]
+    [InlineData("llama3")]
+    [InlineData("mistral")]
+    public void LongStreamsStayExactAndLinear(string name)
+    {
+        // Thousands of ids: the decoder's window is compacted many times and must still reproduce Decode exactly.
+        RealTokenizerTests.SkipIfMissing();
+        ITokenizer tokenizer = RealTokenizerTests.Get(name);
+        string text = string.Concat(Enumerable.Repeat(string.Join("\n", ReferenceFixtures.Corpus.Take(80)), 3));
+        int[] ids = tokenizer.Encode(text);
+        Assert.True(ids.Length > 2000, $"only {ids.Length} ids");
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Equal(tokenizer.Decode(ids), Stream(tokenizer, ids, false));
+        Assert.Equal(tokenizer.Decode(ids, true), Stream(tokenizer, ids, true));
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(10), $"streaming {ids.Length} ids took {sw.Elapsed}");
+    }
+
     [Fact]
     public void MultiByteCharacterIsHeldBackUntilComplete()
     {

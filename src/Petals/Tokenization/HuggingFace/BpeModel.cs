@@ -98,7 +98,7 @@ internal sealed class BpeModel
         string? prefix = f.OptionalString(model, "continuing_subword_prefix", path);
         string? suffix = f.OptionalString(model, "end_of_word_suffix", path);
         JsonElement? mergesElement = JsonFields.Optional(model, "merges");
-        var merges = new Dictionary<long, long>();
+        var merges = new Dictionary<long, long>(PairComparer.Instance);
         if (mergesElement is { } me)
         {
             if (me.ValueKind != JsonValueKind.Array)
@@ -211,6 +211,16 @@ internal sealed class BpeModel
     }
 
     private static long Key(int left, int right) => ((long)left << 32) | (uint)right;
+
+    /// <summary>Mixes both ids into the hash: long's own hash (high ^ low) collides for most id pairs.</summary>
+    private sealed class PairComparer : IEqualityComparer<long>
+    {
+        public static readonly PairComparer Instance = new();
+
+        public bool Equals(long x, long y) => x == y;
+
+        public int GetHashCode(long obj) => (int)((ulong)(obj * unchecked((long)0x9E3779B97F4A7C15)) >> 32);
+    }
 
     /// <summary>Encodes one pre-tokenized word, appending its ids.</summary>
     public void Encode(string word, List<int> output)

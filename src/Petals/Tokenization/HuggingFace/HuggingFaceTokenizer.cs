@@ -66,11 +66,13 @@ internal sealed class HuggingFaceTokenizer : ITokenizer
     public bool AddBosToken { get; }
 
     /// <summary>Parses tokenizer.json (and tokenizer_config.json, if given) text.</summary>
-    /// <param name="json">tokenizer.json content.</param>
+    /// <param name="json">tokenizer.json content, UTF-8.</param>
     /// <param name="jsonPath">Its path, for error messages.</param>
     /// <param name="configJson">tokenizer_config.json content, or null.</param>
     /// <param name="configPath">Its path, for error messages.</param>
-    public static HuggingFaceTokenizer Parse(string json, string jsonPath, string? configJson, string? configPath)
+    /// <param name="bosToken">BOS token content when there is no configuration (GGUF vocabularies).</param>
+    /// <param name="eosToken">EOS token content when there is no configuration (GGUF vocabularies).</param>
+    public static HuggingFaceTokenizer Parse(ReadOnlyMemory<byte> json, string jsonPath, string? configJson, string? configPath, string? bosToken = null, string? eosToken = null)
     {
         var f = new JsonFields(jsonPath);
         using JsonDocument doc = ParseDocument(json, jsonPath);
@@ -131,8 +133,8 @@ internal sealed class HuggingFaceTokenizer : ITokenizer
             }
         }
 
-        int? bos = null;
-        int? eos = null;
+        int? bos = bosToken is null ? null : added.FirstOrDefault(t => t.Content == bosToken)?.Id ?? model.TokenToId(bosToken);
+        int? eos = eosToken is null ? null : added.FirstOrDefault(t => t.Content == eosToken)?.Id ?? model.TokenToId(eosToken);
         if (configJson is not null)
         {
             var cf = new JsonFields(configPath ?? "tokenizer_config.json");
@@ -169,7 +171,9 @@ internal sealed class HuggingFaceTokenizer : ITokenizer
         return new HuggingFaceTokenizer(model, normalizer, preTokenizer, decoder, postProcessor, added, bos, eos);
     }
 
-    private static JsonDocument ParseDocument(string json, string path)
+    private static JsonDocument ParseDocument(string json, string path) => ParseDocument(System.Text.Encoding.UTF8.GetBytes(json), path);
+
+    private static JsonDocument ParseDocument(ReadOnlyMemory<byte> json, string path)
     {
         try
         {
@@ -306,7 +310,7 @@ internal sealed class HuggingFaceTokenizer : ITokenizer
     }
 
     public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false) =>
-        new StreamingDecoder((ids, count, skip) => Decode(ids.AsSpan(0, count), skip), id => IdToToken(id) is not null, skipSpecialTokens);
+        new StreamingDecoder((ids, start, count, skip) => Decode(ids.AsSpan(start, count), skip), id => IdToToken(id) is not null, skipSpecialTokens);
 
     public string? IdToToken(int id) => _addedById.TryGetValue(id, out AddedToken? t) ? t.Content : _model.IdToToken(id);
 
