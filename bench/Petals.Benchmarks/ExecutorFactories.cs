@@ -15,9 +15,14 @@ internal static class ExecutorFactories
 
     public static IBlockExecutorFactory Create(string backend, int threads)
     {
+        if (backend == "reference")
+        {
+            return new ReferenceBlockExecutorFactory(threads);
+        }
+
         if (backend != "cpu")
         {
-            throw new ArgumentException($"Unknown backend '{backend}'; known: cpu.", nameof(backend));
+            throw new ArgumentException($"Unknown backend '{backend}'; known: cpu, reference.", nameof(backend));
         }
 
         var assembly = Assembly.Load("Petals.Backends.Cpu");
@@ -60,6 +65,6 @@ internal static class ExecutorFactories
         var assembly = executor.GetType().Assembly;
         var optionsType = assembly.GetType(CpuOptionsType);
         var options = optionsType is null ? null : executor.GetService(optionsType);
-        return options?.ToString() ?? executor.GetType().Name;
+        return options?.ToString() ?? executor.ToString() ?? executor.GetType().Name;
     }
 }
