@@ -1,0 +1,46 @@
+namespace Petals.Backends.Cpu;
+
+/// <summary>Options of the managed CPU executor (<see cref="CpuBlockExecutorFactory"/>).</summary>
+/// <remarks>The factory copies the values it needs when an executor is created; later changes do not affect existing executors.</remarks>
+public sealed class CpuExecutorOptions
+{
+    /// <summary>Number of threads that run one forward pass (the calling thread plus <c>ThreadCount - 1</c> workers). Default: <see cref="Environment.ProcessorCount"/>.</summary>
+    public int ThreadCount { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>Whether a native BLAS is used for large fp32 matrix products. Default: <see cref="NativeBlasMode.Auto"/>.</summary>
+    public NativeBlasMode NativeBlas { get; set; } = NativeBlasMode.Auto;
+
+    /// <summary>
+    /// Path or name of the native BLAS library to load; <see langword="null"/> (the default) tries
+    /// <c>libopenblas.so.0</c>, <c>libopenblas.so</c>, <c>libopenblas64_.so.0</c>, <c>libopenblas64.so.0</c> and the platform's equivalents in turn.
+    /// </summary>
+    public string? NativeBlasLibraryPath { get; set; }
+
+    /// <summary>
+    /// In <see cref="NativeBlasMode.Auto"/> mode, the fewest rows (batch × tokens) for which an fp32 product goes to the native BLAS;
+    /// smaller products (decode) use the managed kernels, which stream weights faster for a few rows. Default: 16.
+    /// </summary>
+    public int NativeBlasMinTokens { get; set; } = 16;
+
+    /// <summary>Checks the values.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">When <see cref="ThreadCount"/> or <see cref="NativeBlasMinTokens"/> is less than 1, or <see cref="NativeBlas"/> is not a defined mode.</exception>
+    public void Validate()
+    {
+        if (ThreadCount < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ThreadCount), ThreadCount, "CpuExecutorOptions.ThreadCount must be at least 1.");
+        }
+
+        if (NativeBlasMinTokens < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(NativeBlasMinTokens), NativeBlasMinTokens, "CpuExecutorOptions.NativeBlasMinTokens must be at least 1.");
+        }
+
+        if (!Enum.IsDefined(NativeBlas))
+        {
+            throw new ArgumentOutOfRangeException(nameof(NativeBlas), NativeBlas, "CpuExecutorOptions.NativeBlas is not a defined NativeBlasMode.");
+        }
+    }
+
+    internal CpuExecutorOptions Clone() => (CpuExecutorOptions)MemberwiseClone();
+}

@@ -1,0 +1,140 @@
+using Petals.Execution;
+
+namespace Petals.Backends.Cpu;
+
+/// <summary>
+/// The attention cache of one session on a <see cref="CpuBlockExecutor"/>: per block, keys and values laid out
+/// <c>[batch, kvHeads, maxLength, headDim]</c> in pinned fp32 arrays, so one head's keys are contiguous.
+/// </summary>
+internal sealed class CpuKvCache : IKvCache
+{
+    private readonly float[][] _keys;
+    private readonly float[][] _values;
+    private float[]? _reorderScratch;
+    private bool _disposed;
+
+    public CpuKvCache(CpuBlockExecutor owner, int blockCount, int batchSize, int maxLength, int kvHeads, int headDim)
+    {
+        Owner = owner;
+        BatchSize = batchSize;
+        MaxLength = maxLength;
+        KvHeads = kvHeads;
+        HeadDim = headDim;
+        var perBlock = (long)batchSize * kvHeads * maxLength * headDim;
+        if (perBlock > Array.MaxLength)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxLength), maxLength, $"A cache of {batchSize} x {maxLength} positions needs {perBlock} values per block, more than one array can hold.");
+        }
+
+        _keys = new float[blockCount][];
+        _values = new float[blockCount][];
+        for (var i = 0; i < blockCount; i++)
+        {
+            _keys[i] = GC.AllocateUninitializedArray<float>((int)perBlock, pinned: true);
+            _values[i] = GC.AllocateUninitializedArray<float>((int)perBlock, pinned: true);
+        }
+    }
+
+    public CpuBlockExecutor Owner { get; }
+
+    public int BatchSize { get; }
+
+    public int MaxLength { get; }
+
+    public int Length { get; internal set; }
+
+    public int KvHeads { get; }
+
+    public int HeadDim { get; }
+
+    public bool IsDisposed => _disposed;
+
+    /// <summary>The keys of block <paramref name="layer"/> of the span (index from 0).</summary>
+    public float[] Keys(int layer) => _keys[layer];
+
+    /// <summary>The values of block <paramref name="layer"/> of the span (index from 0).</summary>
+    public float[] Values(int layer) => _values[layer];
+
+    public void Reorder(ReadOnlySpan<int> hypoIds)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (hypoIds.Length != BatchSize)
+        {
+            throw new ArgumentException($"hypoIds has {hypoIds.Length} entries; the cache's batch size is {BatchSize}.", nameof(hypoIds));
+        }
+
+        var identity = true;
+        for (var i = 0; i < hypoIds.Length; i++)
+        {
+            if ((uint)hypoIds[i] >= (uint)BatchSize)
+            {
+                throw new ArgumentException($"hypoIds[{i}] = {hypoIds[i]} is outside [0, {BatchSize}).", nameof(hypoIds));
+            }
+
+            identity &= hypoIds[i] == i;
+        }
+
+        if (identity || Length == 0)
+        {
+            return;
+        }
+
+        // Rows may be duplicated, so sources are copied aside first; only the filled positions move.
+        var rowValues = (long)KvHeads * MaxLength * HeadDim;
+        var filled = Length * HeadDim;
+        var needed = BatchSize * KvHeads * filled;
+        if (_reorderScratch is null || _reorderScratch.Length < needed)
+        {
+            // Grow geometrically (up to one full block) so that beam search does not allocate on every step.
+            var full = BatchSize * KvHeads * MaxLength * HeadDim;
+            _reorderScratch = new float[Math.Min(full, Math.Max(needed, 2 * (_reorderScratch?.Length ?? 0)))];
+        }
+
+        var scratch = _reorderScratch.AsSpan(0, needed);
+        foreach (var store in (float[][][])[_keys, _values])
+        {
+            foreach (var layer in store)
+            {
+                for (var b = 0; b < BatchSize; b++)
+                {
+                    for (var g = 0; g < KvHeads; g++)
+                    {
+                        layer.AsSpan((int)((b * rowValues) + ((long)g * MaxLength * HeadDim)), filled)
+                            .CopyTo(scratch.Slice(((b * KvHeads) + g) * filled, filled));
+                    }
+                }
+
+                for (var b = 0; b < BatchSize; b++)
+                {
+                    var src = hypoIds[b];
+                    for (var g = 0; g < KvHeads; g++)
+                    {
+                        scratch.Slice(((src * KvHeads) + g) * filled, filled)
+                            .CopyTo(layer.AsSpan((int)((b * rowValues) + ((long)g * MaxLength * HeadDim)), filled));
+                    }
+                }
+            }
+        }
+    }
+
+    public void Truncate(int length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Length);
+        Length = length;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        Array.Clear(_keys);
+        Array.Clear(_values);
+        _reorderScratch = null;
+    }
+}

@@ -1,0 +1,65 @@
+using System.Buffers;
+using Petals.Backends.Cpu.Kernels;
+using Petals.Backends.Cpu.Native;
+using Petals.Tensors;
+
+namespace Petals.Backends.Cpu.Linear;
+
+/// <summary>A linear layer whose weights are F32, BF16 or F16, kept in their own type (a pinned view of the source memory).</summary>
+internal sealed unsafe class DenseLinearLayer : LinearLayer
+{
+    private readonly TensorDType _dtype;
+    private MemoryHandle _pin;
+    private readonly byte* _data;
+
+    public DenseLinearLayer(string name, TensorDType dtype, ReadOnlyMemory<byte> data, int outFeatures, int inFeatures)
+        : base(name, outFeatures, inFeatures)
+    {
+        if (dtype is not (TensorDType.F32 or TensorDType.BF16 or TensorDType.F16))
+        {
+            throw new ArgumentException($"Tensor '{name}': dtype {dtype} is not a dense floating-point type.", nameof(dtype));
+        }
+
+        _dtype = dtype;
+        _pin = data.Pin();
+        _data = (byte*)_pin.Pointer;
+    }
+
+    public override TensorDType DType => _dtype;
+
+    /// <summary>The start of the weight bytes.</summary>
+    public byte* Data => _data;
+
+    public override void ForwardRows(float* x, int m, float* y, int ldy, int rowStart, int rowEnd, bool accumulate)
+    {
+        switch (_dtype)
+        {
+            case TensorDType.F32:
+                LinearKernels.Compute<F32Format>(x, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate);
+                break;
+            case TensorDType.BF16:
+                LinearKernels.Compute<Bf16Format>(x, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate);
+                break;
+            default:
+                LinearKernels.Compute<F16Format>(x, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate);
+                break;
+        }
+    }
+
+    public override bool TryForwardNative(NativeBlas blas, float* x, int m, float* y, int ldy, bool accumulate)
+    {
+        if (_dtype != TensorDType.F32)
+        {
+            return false;
+        }
+
+        blas.MultiplyTransposed(m, OutFeatures, InFeatures, x, InFeatures, (float*)_data, InFeatures, y, ldy, accumulate);
+        return true;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        _pin.Dispose();
+        base.Dispose(disposing);
+    }
+}
