@@ -32,6 +32,9 @@ internal sealed class BlockOptions
 
     public string? Dir { get; set; }
 
+    /// <summary>The CPU executor's native BLAS mode for large fp32 products: auto (its default), never, always.</summary>
+    public string NativeBlas { get; set; } = "auto";
+
     public static BlockOptions Parse(ReadOnlySpan<string> args)
     {
         var o = new BlockOptions();
@@ -59,6 +62,7 @@ internal sealed class BlockOptions
                 case "--output": o.Output = OneOf(name, value, ["text", "json"]); break;
                 case "--backend": o.Backend = value; break;
                 case "--dir": o.Dir = value; break;
+                case "--native-blas": o.NativeBlas = OneOf(name, value, ["auto", "never", "always"]); break;
                 default: throw new ArgumentException($"Unknown option '{name}'.");
             }
         }

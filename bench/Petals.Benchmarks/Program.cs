@@ -13,7 +13,8 @@ internal static class Program
 
           block       --shape llama2-7b|llama3-8b|tiny --dtype f32|bf16 --mode decode --position N
                       | --mode prefill --tokens N   [--threads 2 --warmup 2 --iterations 10 --seed S
-                      --kv-bytes 4 --output text|json --backend cpu]
+                      --kv-bytes 4 --output text|json --backend cpu|reference
+                      --native-blas auto|never|always]
               Times one decoder block of random weights; prints median/min ms, GB/s and GFLOP/s.
           crosscheck  --dir D [--threads 2]
               Runs the block, prefill and decode steps of D/block.safetensors (written by
@@ -68,7 +69,7 @@ internal static class Program
         var fill = Stopwatch.StartNew();
         using var weights = InMemoryBlockWeights.CreateRandom(config, dtype, o.Seed);
         var fillMs = fill.Elapsed.TotalMilliseconds;
-        var factory = ExecutorFactories.Create(o.Backend, o.Threads);
+        var factory = ExecutorFactories.Create(o);
         var load = Stopwatch.StartNew();
         using var executor = factory.Create(weights, new BlockRange(0, 1));
         var loadMs = load.Elapsed.TotalMilliseconds;
@@ -83,7 +84,7 @@ internal static class Program
                 w.WriteStartObject();
                 w.WriteString("impl", "ours");
                 w.WriteString("backend", factory.Name);
-                w.WriteString("executor", ExecutorFactories.Describe(executor));
+                w.WriteString("executor", ExecutorFactories.Describe(factory, executor));
                 w.WriteString("shape", o.Shape);
                 w.WriteString("dtype", o.DType);
                 w.WriteString("mode", o.Mode);
@@ -129,7 +130,7 @@ internal static class Program
         var dir = o.Dir ?? throw new ArgumentException("crosscheck needs --dir.");
         var file = CrossCheckFile.Read(Path.Combine(dir, "block.safetensors"));
         var config = file.Weights.Config;
-        var factory = ExecutorFactories.Create(o.Backend, o.Threads);
+        var factory = ExecutorFactories.Create(o);
         using var executor = factory.Create(file.Weights, new BlockRange(0, 1));
         var total = file.Prefill + file.DecodeSteps;
         using var cache = executor.CreateCache(1, total);
@@ -143,7 +144,7 @@ internal static class Program
 
         var output = Path.Combine(dir, "ours.f32");
         File.WriteAllBytes(output, MemoryMarshal.AsBytes(hidden.AsSpan()).ToArray());
-        Console.WriteLine($"wrote {output}: prefill {file.Prefill} + {file.DecodeSteps} decode steps through {factory.Name} ({ExecutorFactories.Describe(executor)})");
+        Console.WriteLine($"wrote {output}: prefill {file.Prefill} + {file.DecodeSteps} decode steps through {factory.Name} ({ExecutorFactories.Describe(factory, executor)})");
         return 0;
     }
 
