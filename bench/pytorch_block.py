@@ -174,42 +174,67 @@ DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 ELEM_BYTES = {"f32": 4, "bf16": 2}
 
 
+def parse_cases(a):
+    """--cases decode:1024,decode:128,prefill:128, or the one case of --mode/--position/--tokens."""
+    if not a.cases:
+        return [("decode", a.position, 1) if a.mode == "decode" else ("prefill", 0, a.tokens)]
+    cases = []
+    for item in a.cases.split(","):
+        mode, _, n = item.strip().partition(":")
+        if mode == "decode" and n.isdigit():
+            cases.append(("decode", int(n), 1))
+        elif mode == "prefill" and n.isdigit() and int(n) >= 1:
+            cases.append(("prefill", 0, int(n)))
+        else:
+            raise SystemExit(f"case '{item}' is not decode:POSITION or prefill:TOKENS")
+    return cases
+
+
 def cmd_block(a):
+    """Same order as the C# harness (BlockRunner.cs): fill the cache once to the largest decode position
+    (not timed), decode cases from the largest position down (truncating), prefill cases last."""
     torch.set_num_threads(a.threads)
     s = SHAPES[a.shape]
     dtype = DTYPES[a.dtype]
-    tokens = 1 if a.mode == "decode" else a.tokens
-    position = a.position if a.mode == "decode" else 0
+    cases = parse_cases(a)
     weights = random_weights(s, a.seed, dtype)
-    block = Block(s, weights, dtype, position + tokens)
+    block = Block(s, weights, dtype, max(p + t for _, p, t in cases))
     g = torch.Generator().manual_seed(a.seed + 1)
+    fill_to = max([p for m, p, _ in cases if m == "decode"] + [0])
+    order = sorted(range(len(cases)), key=lambda i: (cases[i][0] != "decode", -cases[i][1]))
+    results = [None] * len(cases)
     with torch.inference_mode():
-        if position > 0:
-            block.forward(torch.randn(1, position, s["hidden"], generator=g).to(dtype))
-        x0 = torch.randn(1, tokens, s["hidden"], generator=g).to(dtype)
-        times = []
-        for i in range(a.warmup + a.iterations):
-            block.length = position            # truncate back: the position stays fixed
-            x = x0.clone()
-            t0 = time.perf_counter()
-            y = block.forward(x)
-            t1 = time.perf_counter()
-            if i >= a.warmup:
-                times.append((t1 - t0) * 1000.0)
-            if not torch.isfinite(y.float()).all():
-                raise RuntimeError("non-finite output")
-    times.sort()
-    median = times[len(times) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1] + times[len(times) // 2])
-    result = metrics(s, a.dtype, a.mode, position, tokens, median, ELEM_BYTES[a.dtype])
-    result.update(impl="torch", shape=a.shape, dtype=a.dtype, mode=a.mode, position=position, tokens=tokens,
-                  threads=torch.get_num_threads(), warmup=a.warmup, iterations=a.iterations,
-                  median_ms=median, min_ms=times[0], times_ms=times,
-                  torch_version=torch.__version__, blas=blas_library())
-    if a.output == "json":
-        print(json.dumps(result))
-    else:
-        print(f"torch {a.shape} {a.dtype} {a.mode} pos={position} tokens={tokens}: "
-              f"median {median:.2f} ms, min {times[0]:.2f} ms, {result['gbps']:.2f} GB/s, {result['gflops']:.2f} GFLOP/s")
+        if fill_to > 0:
+            block.forward(torch.randn(1, fill_to, s["hidden"], generator=g).to(dtype))
+        for ci in order:
+            mode, position, tokens = cases[ci]
+            x0 = torch.randn(1, tokens, s["hidden"], generator=g).to(dtype)
+            times = []
+            for i in range(a.warmup + a.iterations):
+                block.length = position            # truncate back: the position stays fixed
+                x = x0.clone()
+                t0 = time.perf_counter()
+                y = block.forward(x)
+                t1 = time.perf_counter()
+                if i >= a.warmup:
+                    times.append((t1 - t0) * 1000.0)
+                if not torch.isfinite(y.float()).all():
+                    raise RuntimeError("non-finite output")
+            times.sort()
+            n = len(times)
+            median = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
+            r = metrics(s, a.dtype, mode, position, tokens, median, ELEM_BYTES[a.dtype])
+            r.update(impl="torch", shape=a.shape, dtype=a.dtype, mode=mode, position=position, tokens=tokens,
+                     threads=torch.get_num_threads(), warmup=a.warmup, iterations=a.iterations,
+                     median_ms=median, min_ms=times[0], times_ms=times,
+                     torch_version=torch.__version__, blas=blas_library())
+            results[ci] = r
+    for r in results:
+        if a.output == "json":
+            print(json.dumps(r))
+        else:
+            print(f"torch {a.shape} {a.dtype} {r['mode']} pos={r['position']} tokens={r['tokens']}: "
+                  f"median {r['median_ms']:.2f} ms, min {r['min_ms']:.2f} ms, {r['gbps']:.2f} GB/s, {r['gflops']:.2f} GFLOP/s")
 
 
 def metrics(s, dtype, mode, position, tokens, median_ms, kv_bytes):
@@ -314,6 +339,7 @@ def main():
     b.add_argument("--mode", choices=["decode", "prefill"], default="decode")
     b.add_argument("--position", type=int, default=128)
     b.add_argument("--tokens", type=int, default=128)
+    b.add_argument("--cases", help="comma-separated decode:POSITION / prefill:TOKENS (overrides --mode)")
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--iterations", type=int, default=10)

@@ -32,6 +32,9 @@ internal sealed class BlockOptions
 
     public string? Dir { get; set; }
 
+    /// <summary>Cases from <c>--cases decode:128,prefill:128</c>; when absent, the one case of --mode/--position/--tokens.</summary>
+    public List<BlockCase> Cases { get; } = [];
+
     /// <summary>The CPU executor's native BLAS mode for large fp32 products: auto (its default), never, always.</summary>
     public string NativeBlas { get; set; } = "auto";
 
@@ -62,9 +65,15 @@ internal sealed class BlockOptions
                 case "--output": o.Output = OneOf(name, value, ["text", "json"]); break;
                 case "--backend": o.Backend = value; break;
                 case "--dir": o.Dir = value; break;
+                case "--cases": o.Cases.AddRange(value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(BlockCase.Parse)); break;
                 case "--native-blas": o.NativeBlas = OneOf(name, value, ["auto", "never", "always"]); break;
                 default: throw new ArgumentException($"Unknown option '{name}'.");
             }
+        }
+
+        if (o.Cases.Count == 0)
+        {
+            o.Cases.Add(o.Mode == "decode" ? new BlockCase(true, o.Position, 1) : new BlockCase(false, 0, o.Tokens));
         }
 
         return o;

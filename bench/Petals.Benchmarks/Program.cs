@@ -12,7 +12,7 @@ internal static class Program
         Petals.Benchmarks: block-level benchmarks of the executors.
 
           block       --shape llama2-7b|llama3-8b|tiny --dtype f32|bf16 --mode decode --position N
-                      | --mode prefill --tokens N   [--threads 2 --warmup 2 --iterations 10 --seed S
+                      | --mode prefill --tokens N | --cases decode:1024,decode:128,prefill:128   [--threads 2 --warmup 2 --iterations 10 --seed S
                       --kv-bytes 4 --output text|json --backend cpu|reference
                       --native-blas auto|never|always]
               Times one decoder block of random weights; prints median/min ms, GB/s and GFLOP/s.
@@ -73,56 +73,66 @@ internal static class Program
         var load = Stopwatch.StartNew();
         using var executor = factory.Create(weights, new BlockRange(0, 1));
         var loadMs = load.Elapsed.TotalMilliseconds;
-        var r = BlockRunner.Run(executor, o);
-        var gbps = r.Metrics.GigabytesPerSecond(r.MedianMs);
-        var gflops = r.Metrics.GigaflopsPerSecond(r.MedianMs);
-        if (o.Output == "json")
+        var results = BlockRunner.Run(executor, o, o.Cases);
+        var description = ExecutorFactories.Describe(factory, executor);
+        foreach (var r in results)
         {
-            using var stdout = Console.OpenStandardOutput();
-            using (var w = new Utf8JsonWriter(stdout))
+            var gbps = r.Metrics.GigabytesPerSecond(r.MedianMs);
+            var gflops = r.Metrics.GigaflopsPerSecond(r.MedianMs);
+            if (o.Output == "json")
             {
-                w.WriteStartObject();
-                w.WriteString("impl", "ours");
-                w.WriteString("backend", factory.Name);
-                w.WriteString("executor", ExecutorFactories.Describe(factory, executor));
-                w.WriteString("shape", o.Shape);
-                w.WriteString("dtype", o.DType);
-                w.WriteString("mode", o.Mode);
-                w.WriteNumber("position", r.Position);
-                w.WriteNumber("tokens", r.Tokens);
-                w.WriteNumber("threads", o.Threads);
-                w.WriteNumber("processors", Environment.ProcessorCount);
-                w.WriteNumber("warmup", o.Warmup);
-                w.WriteNumber("iterations", o.Iterations);
-                w.WriteNumber("median_ms", r.MedianMs);
-                w.WriteNumber("min_ms", r.MinMs);
-                w.WriteStartArray("times_ms");
-                foreach (var t in r.TimesMs)
-                {
-                    w.WriteNumberValue(t);
-                }
-
-                w.WriteEndArray();
-                w.WriteNumber("weight_bytes", r.Metrics.WeightBytes);
-                w.WriteNumber("kv_bytes_read", r.Metrics.KvBytesRead);
-                w.WriteNumber("flops", r.Metrics.Flops);
-                w.WriteNumber("gbps", gbps);
-                w.WriteNumber("gflops", gflops);
-                w.WriteNumber("allocated_bytes_per_step", r.AllocatedBytesPerStep);
-                w.WriteNumber("fill_ms", fillMs);
-                w.WriteNumber("load_ms", loadMs);
-                w.WriteString("runtime", RuntimeInformation.FrameworkDescription);
-                w.WriteEndObject();
+                WriteJson(o, factory.Name, description, r, fillMs, loadMs);
             }
-
-            stdout.WriteByte((byte)'\n');
-        }
-        else
-        {
-            Console.WriteLine($"ours ({factory.Name}) {o.Shape} {o.DType} {o.Mode} pos={r.Position} tokens={r.Tokens}: median {r.MedianMs:F2} ms, min {r.MinMs:F2} ms, {gbps:F2} GB/s, {gflops:F2} GFLOP/s, {r.AllocatedBytesPerStep} B allocated/step (fill {fillMs:F0} ms, load {loadMs:F0} ms)");
+            else
+            {
+                Console.WriteLine($"ours ({factory.Name}) {o.Shape} {o.DType} {r.Case}: median {r.MedianMs:F2} ms, min {r.MinMs:F2} ms, {gbps:F2} GB/s, {gflops:F2} GFLOP/s, {r.AllocatedBytesPerStep} B allocated/step (fill {fillMs:F0} ms, load {loadMs:F0} ms, cache fill {r.CacheFillMs:F0} ms)");
+            }
         }
 
         return 0;
+    }
+
+    private static void WriteJson(BlockOptions o, string backend, string description, BlockResult r, double fillMs, double loadMs)
+    {
+        using var stdout = Console.OpenStandardOutput();
+        using (var w = new Utf8JsonWriter(stdout))
+        {
+            w.WriteStartObject();
+            w.WriteString("impl", "ours");
+            w.WriteString("backend", backend);
+            w.WriteString("executor", description);
+            w.WriteString("shape", o.Shape);
+            w.WriteString("dtype", o.DType);
+            w.WriteString("mode", r.Case.Mode);
+            w.WriteNumber("position", r.Case.Position);
+            w.WriteNumber("tokens", r.Case.Tokens);
+            w.WriteNumber("threads", o.Threads);
+            w.WriteNumber("processors", Environment.ProcessorCount);
+            w.WriteNumber("warmup", o.Warmup);
+            w.WriteNumber("iterations", o.Iterations);
+            w.WriteNumber("median_ms", r.MedianMs);
+            w.WriteNumber("min_ms", r.MinMs);
+            w.WriteStartArray("times_ms");
+            foreach (var t in r.TimesMs)
+            {
+                w.WriteNumberValue(t);
+            }
+
+            w.WriteEndArray();
+            w.WriteNumber("weight_bytes", r.Metrics.WeightBytes);
+            w.WriteNumber("kv_bytes_read", r.Metrics.KvBytesRead);
+            w.WriteNumber("flops", r.Metrics.Flops);
+            w.WriteNumber("gbps", r.Metrics.GigabytesPerSecond(r.MedianMs));
+            w.WriteNumber("gflops", r.Metrics.GigaflopsPerSecond(r.MedianMs));
+            w.WriteNumber("allocated_bytes_per_step", r.AllocatedBytesPerStep);
+            w.WriteNumber("fill_ms", fillMs);
+            w.WriteNumber("load_ms", loadMs);
+            w.WriteNumber("cache_fill_ms", r.CacheFillMs);
+            w.WriteString("runtime", RuntimeInformation.FrameworkDescription);
+            w.WriteEndObject();
+        }
+
+        stdout.WriteByte((byte)'\n');
     }
 
     private static int CrossCheck(BlockOptions o)
