@@ -71,6 +71,7 @@ def main():
     results = {}  # (impl, shape, dtype, mode, position, tokens) -> best row
     raw = []
     t_start = datetime.datetime.now(datetime.timezone.utc)
+    load_start = os.getloadavg()[0]
     step = 0
     for rnd in range(a.rounds):
         for shape in a.shapes.split(","):
@@ -97,6 +98,7 @@ def main():
                             if key not in results or row["median_ms"] < results[key]["median_ms"]:
                                 results[key] = row
     elapsed = (datetime.datetime.now(datetime.timezone.utc) - t_start).total_seconds()
+    load_end = os.getloadavg()[0]
 
     if a.jsonl:
         with open(a.jsonl, "a") as f:
@@ -135,7 +137,8 @@ def main():
     any_ours = next((r for r in raw if r.get("impl") == "ours"), {})
     any_torch = next((r for r in raw if r.get("impl") == "torch"), {})
     notes = [
-        f"Date: {t_start.strftime('%Y-%m-%d %H:%M UTC')}; run took {elapsed:.0f} s.",
+        f"Date: {t_start.strftime('%Y-%m-%d %H:%M UTC')}; run took {elapsed:.0f} s; "
+        f"load average {load_start:.1f} at the start, {load_end:.1f} at the end (other work on the machine inflates both sides).",
         f"Machine: {model}, {cores} cores; both sides pinned to {a.threads} cores (taskset), {a.threads} threads.",
         f"Ours: {any_ours.get('executor', '?')}, {any_ours.get('runtime', '?')}.",
         f"PyTorch {any_torch.get('torch_version', '?')}, BLAS {', '.join(any_torch.get('blas', [])) or '?'}.",
