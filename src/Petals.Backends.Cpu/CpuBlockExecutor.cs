@@ -100,7 +100,8 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             var start = kv?.Length ?? 0;
-            _ws.Ensure(Config, (int)rows, tokenCount, start + tokenCount, _pool.PartCount);
+            // Scores are sized for the whole cache at once so that a session's decode steps never reallocate them.
+            _ws.Ensure(Config, (int)rows, tokenCount, kv?.MaxLength ?? tokenCount, _pool.PartCount);
             _rotary.Fill(start, tokenCount, _ws.Cos, _ws.Sin);
             fixed (float* h = hidden)
             {
