@@ -26,6 +26,9 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
     /// <summary>From this many rows (batch × tokens) on, linear layers use the packed GEMM rather than the streaming kernel.</summary>
     internal const int PackedMinTokens = 24;
 
+    /// <summary>Products with fewer multiply-adds than this run on the calling thread: waking workers would cost more.</summary>
+    internal const long SerialWorkLimit = 1 << 15;
+
     private readonly Lock _lock = new();
     private readonly Workspace _ws = new();
     private readonly LinearWork _linearWork = new();
@@ -161,7 +164,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
                 aw.StrideBatch = (long)tokens * _kvDim;
                 aw.StrideHead = d;
                 aw.StridePos = _kvDim;
-                _pool.Run(aw);
+                RunParallel(aw, (long)batch * c.NumHeads * tokens * (start + tokens) * d);
             }
             else
             {
@@ -189,7 +192,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
                     aw.StrideBatch = (long)c.NumKeyValueHeads * maxLen * d;
                     aw.StrideHead = (long)maxLen * d;
                     aw.StridePos = d;
-                    _pool.Run(aw);
+                    RunParallel(aw, (long)batch * c.NumHeads * tokens * (start + tokens) * d);
                 }
             }
         }
@@ -271,14 +274,27 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
                 PackedGemm.PackInput(job.X, job.Rows, job.Layers[0]!.InFeatures, xp);
                 job.PackedX = xp;
                 job.PartScratch = _ws.PartScratch;
-                _pool.Run(job);
+                RunParallel(job, job.MultiplyAdds);
                 job.PackedX = null;
             }
 
             return;
         }
 
-        _pool.Run(job);
+        RunParallel(job, job.MultiplyAdds);
+    }
+
+    /// <summary>Runs <paramref name="work"/> on all threads, or on the calling thread alone when it is too small to pay for a dispatch.</summary>
+    private void RunParallel(IParallelWork work, long multiplyAdds)
+    {
+        if (multiplyAdds < SerialWorkLimit)
+        {
+            work.Execute(0, 1);
+        }
+        else
+        {
+            _pool.Run(work);
+        }
     }
 
     public object? GetService(Type serviceType, object? serviceKey = null)
@@ -331,6 +347,21 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         public int Ldy { get; private set; }
 
         public int Count { get; private set; }
+
+        /// <summary>The multiply-adds of the whole job.</summary>
+        public long MultiplyAdds
+        {
+            get
+            {
+                long total = 0;
+                for (var i = 0; i < Count; i++)
+                {
+                    total += (long)Layers[i]!.OutFeatures * Layers[i]!.InFeatures;
+                }
+
+                return total * Rows;
+            }
+        }
 
         public OutputView Outputs => new(OutputAddresses);
 
