@@ -117,6 +117,42 @@ public sealed class CpuBlockExecutorTests
         }
     }
 
+    [Theory]
+    [InlineData(TensorDType.F32)]
+    [InlineData(TensorDType.BF16)]
+    public void BeamSearchLikeSequenceOfReordersAndDecodesMatchesReference(TensorDType dtype)
+    {
+        using var model = new RandomLlama(TestConfigs.Get("llama3"), dtype);
+        using var executor = Managed().Create(model, new BlockRange(0, 2));
+        var h = model.Config.HiddenSize;
+        const int Batch = 4;
+        var histories = Enumerable.Range(0, Batch).Select(_ => new List<float>()).ToArray();
+        using var cache = executor.CreateCache(Batch, 16);
+        var prompt = Accuracy.RandomHidden(Batch * 3 * h, 50);
+        executor.Forward((float[])prompt.Clone(), Batch, 3, cache);
+        for (var b = 0; b < Batch; b++)
+        {
+            histories[b].AddRange(prompt.AsSpan(b * 3 * h, 3 * h).ToArray());
+        }
+
+        int[][] reorders = [[3, 3, 1, 0], [0, 1, 2, 3], [2, 2, 2, 2], [1, 0, 3, 2]];
+        for (var step = 0; step < reorders.Length; step++)
+        {
+            cache.Reorder(reorders[step]);
+            histories = reorders[step].Select(src => new List<float>(histories[src])).ToArray();
+            var input = Accuracy.RandomHidden(Batch * h, 60 + step);
+            var output = (float[])input.Clone();
+            executor.Forward(output, Batch, 1, cache);
+            for (var b = 0; b < Batch; b++)
+            {
+                histories[b].AddRange(input.AsSpan(b * h, h).ToArray());
+                var length = histories[b].Count / h;
+                var expected = Accuracy.Reference(model, 0, 2, histories[b].ToArray(), length);
+                Accuracy.AssertClose(output.AsSpan(b * h, h), expected.AsSpan((length - 1) * h, h), $"step {step}, row {b}");
+            }
+        }
+    }
+
     [Fact]
     public void TruncateRollsBackSoNewTokensFollowTheKeptPrefix()
     {
