@@ -12,7 +12,7 @@ public sealed class AllocationTests
     public void DecodeStepsAllocateNothingAfterWarmUp(int threads)
     {
         using var model = new RandomLlama(TestConfigs.Get("gqa"), TensorDType.BF16);
-        using var executor = CpuBlockExecutorTests.Managed(threads).Create(model, new BlockRange(0, 2));
+        using var executor = ExecutorChecks.Managed(threads).Create(model, new BlockRange(0, 2));
         using var cache = executor.CreateCache(2, 64);
         var hidden = Accuracy.RandomHidden(2 * model.Config.HiddenSize, 5);
         var prompt = Accuracy.RandomHidden(2 * 30 * model.Config.HiddenSize, 6);
