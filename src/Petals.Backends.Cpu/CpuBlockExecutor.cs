@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Petals.Backends.Cpu.Kernels;
 using Petals.Backends.Cpu.Linear;
 using Petals.Backends.Cpu.Native;
 using Petals.Backends.Cpu.Threading;
@@ -22,6 +23,12 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
     private readonly NativeBlas? _blas;
     private readonly WorkerPool _pool;
     private readonly RotaryEmbedding _rotary;
+    /// <summary>From this many rows (batch × tokens) on, linear layers use the packed GEMM rather than the streaming kernel.</summary>
+    internal const int PackedMinTokens = 24;
+
+    /// <summary>Products with fewer multiply-adds than this run on the calling thread: waking workers would cost more.</summary>
+    internal const long SerialWorkLimit = 1 << 15;
+
     private readonly Lock _lock = new();
     private readonly Workspace _ws = new();
     private readonly LinearWork _linearWork = new();
@@ -96,7 +103,8 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             var start = kv?.Length ?? 0;
-            _ws.Ensure(Config, (int)rows, tokenCount, start + tokenCount, _pool.PartCount);
+            // Scores are sized for the whole cache at once so that a session's decode steps never reallocate them.
+            _ws.Ensure(Config, (int)rows, tokenCount, kv?.MaxLength ?? tokenCount, _pool.PartCount);
             _rotary.Fill(start, tokenCount, _ws.Cos, _ws.Sin);
             fixed (float* h = hidden)
             {
@@ -156,7 +164,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
                 aw.StrideBatch = (long)tokens * _kvDim;
                 aw.StrideHead = d;
                 aw.StridePos = _kvDim;
-                _pool.Run(aw);
+                RunParallel(aw, (long)batch * c.NumHeads * tokens * (start + tokens) * d);
             }
             else
             {
@@ -184,7 +192,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
                     aw.StrideBatch = (long)c.NumKeyValueHeads * maxLen * d;
                     aw.StrideHead = (long)maxLen * d;
                     aw.StridePos = d;
-                    _pool.Run(aw);
+                    RunParallel(aw, (long)batch * c.NumHeads * tokens * (start + tokens) * d);
                 }
             }
         }
@@ -258,7 +266,35 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             }
         }
 
-        _pool.Run(job);
+        if (job.Rows >= PackedMinTokens)
+        {
+            // Pack the inputs once for all threads; each thread then runs the packed micro-kernel on its rows.
+            fixed (float* xp = _ws.PackedX)
+            {
+                PackedGemm.PackInput(job.X, job.Rows, job.Layers[0]!.InFeatures, xp);
+                job.PackedX = xp;
+                job.PartScratch = _ws.PartScratch;
+                RunParallel(job, job.MultiplyAdds);
+                job.PackedX = null;
+            }
+
+            return;
+        }
+
+        RunParallel(job, job.MultiplyAdds);
+    }
+
+    /// <summary>Runs <paramref name="work"/> on all threads, or on the calling thread alone when it is too small to pay for a dispatch.</summary>
+    private void RunParallel(IParallelWork work, long multiplyAdds)
+    {
+        if (multiplyAdds < SerialWorkLimit)
+        {
+            work.Execute(0, 1);
+        }
+        else
+        {
+            _pool.Run(work);
+        }
     }
 
     public object? GetService(Type serviceType, object? serviceKey = null)
@@ -312,7 +348,28 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
 
         public int Count { get; private set; }
 
+        /// <summary>The multiply-adds of the whole job.</summary>
+        public long MultiplyAdds
+        {
+            get
+            {
+                long total = 0;
+                for (var i = 0; i < Count; i++)
+                {
+                    total += (long)Layers[i]!.OutFeatures * Layers[i]!.InFeatures;
+                }
+
+                return total * Rows;
+            }
+        }
+
         public OutputView Outputs => new(OutputAddresses);
+
+        /// <summary>The packed inputs when the packed GEMM runs, else null.</summary>
+        public float* PackedX { get; set; }
+
+        /// <summary>Per-part scratch of the packed GEMM.</summary>
+        public float[][] PartScratch { get; set; } = [];
 
         public void Set(float* x, int rows, bool accumulate, int ldy, LinearLayer a, float* ya, LinearLayer? b, float* yb, LinearLayer? c, float* yc)
         {
@@ -334,10 +391,25 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             for (var i = 0; i < Count; i++)
             {
                 var layer = Layers[i]!;
-                var (s, e) = WorkerPool.Slice(layer.OutFeatures, part, parts, 4);
-                if (s < e)
+                var ldy = Ldy == 0 ? layer.OutFeatures : Ldy;
+                if (PackedX != null)
                 {
-                    layer.ForwardRows(X, Rows, (float*)OutputAddresses[i], Ldy == 0 ? layer.OutFeatures : Ldy, s, e, Accumulate);
+                    var (s, e) = WorkerPool.Slice(layer.OutFeatures, part, parts, PackedGemm.RowTile);
+                    if (s < e)
+                    {
+                        fixed (float* scratch = PartScratch[part])
+                        {
+                            layer.ForwardRowsPacked(PackedX, Rows, (float*)OutputAddresses[i], ldy, s, e, Accumulate, scratch);
+                        }
+                    }
+                }
+                else
+                {
+                    var (s, e) = WorkerPool.Slice(layer.OutFeatures, part, parts, 4);
+                    if (s < e)
+                    {
+                        layer.ForwardRows(X, Rows, (float*)OutputAddresses[i], ldy, s, e, Accumulate);
+                    }
                 }
             }
         }
@@ -420,6 +492,8 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         public float[] Cos = [];
         public float[] Sin = [];
         public float[][] Scores = [];
+        public float[] PackedX = [];
+        public float[][] PartScratch = [];
 
         public void Ensure(ModelConfig c, int rows, int tokens, int keys, int parts)
         {
@@ -434,6 +508,21 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             Grow(ref Up, (long)rows * c.IntermediateSize);
             Grow(ref Cos, (long)tokens * c.HeadDim / 2);
             Grow(ref Sin, (long)tokens * c.HeadDim / 2);
+            if (rows >= PackedMinTokens)
+            {
+                var maxK = Math.Max(Math.Max(c.HiddenSize, qDim), c.IntermediateSize);
+                Grow(ref PackedX, PackedGemm.PackedSize(rows, maxK));
+            }
+
+            if (PartScratch.Length != parts)
+            {
+                PartScratch = new float[parts][];
+                for (var i = 0; i < parts; i++)
+                {
+                    PartScratch[i] = GC.AllocateUninitializedArray<float>(PackedGemm.ScratchFloats, pinned: true);
+                }
+            }
+
             if (Scores.Length != parts)
             {
                 Scores = new float[parts][];

@@ -27,6 +27,7 @@ internal static unsafe class LinearKernels
     /// <param name="rowStart">First weight row (output column) to compute.</param>
     /// <param name="rowEnd">Weight row past the last one.</param>
     /// <param name="accumulate">Add to <paramref name="y"/> instead of overwriting it.</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Compute<TF>(float* x, int m, int k, byte* w, float* y, int ldy, int rowStart, int rowEnd, bool accumulate)
         where TF : struct, IWeightFormat
     {
@@ -68,7 +69,7 @@ internal static unsafe class LinearKernels
     }
 
     /// <summary>Dot product of fp32 <paramref name="x"/> with one weight row.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
     internal static float Dot<TF>(float* x, byte* w, int k)
         where TF : struct, IWeightFormat
     {
@@ -119,6 +120,7 @@ internal static unsafe class LinearKernels
     }
 
     /// <summary>One token against four weight rows: each input vector is loaded once for four rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile4x1<TF>(float* x, byte* w0, nint rowBytes, int k, float* y, bool acc)
         where TF : struct, IWeightFormat
     {
@@ -207,6 +209,7 @@ internal static unsafe class LinearKernels
     }
 
     /// <summary>Four tokens against four weight rows: 16 accumulators, each widened weight vector used four times.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile4x4V512<TF>(float* x0, int ldx, byte* w0, nint rowBytes, int k, float* y, int ldy, bool acc)
         where TF : struct, IWeightFormat
     {

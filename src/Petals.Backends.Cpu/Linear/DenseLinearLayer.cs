@@ -46,6 +46,22 @@ internal sealed unsafe class DenseLinearLayer : LinearLayer
         }
     }
 
+    public override void ForwardRowsPacked(float* xp, int m, float* y, int ldy, int rowStart, int rowEnd, bool accumulate, float* scratch)
+    {
+        switch (_dtype)
+        {
+            case TensorDType.F32:
+                PackedGemm.Compute<F32Format>(xp, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate, scratch);
+                break;
+            case TensorDType.BF16:
+                PackedGemm.Compute<Bf16Format>(xp, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate, scratch);
+                break;
+            default:
+                PackedGemm.Compute<F16Format>(xp, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate, scratch);
+                break;
+        }
+    }
+
     public override bool TryForwardNative(NativeBlas blas, float* x, int m, float* y, int ldy, bool accumulate)
     {
         if (_dtype != TensorDType.F32)

@@ -36,6 +36,20 @@ internal abstract unsafe class LinearLayer : IDisposable
     /// <summary>Computes output columns <c>[rowStart, rowEnd)</c> of <c>y[m, ldy] (+)= x[m, InFeatures] W^T</c>.</summary>
     public abstract void ForwardRows(float* x, int m, float* y, int ldy, int rowStart, int rowEnd, bool accumulate);
 
+    /// <summary>
+    /// Computes output columns <c>[rowStart, rowEnd)</c> of <c>y[m, ldy] (+)= x W^T</c> from inputs packed by
+    /// <see cref="Kernels.PackedGemm.PackInput"/> (the compute-bound path for many tokens).
+    /// </summary>
+    /// <param name="xp">The packed inputs.</param>
+    /// <param name="m">Tokens.</param>
+    /// <param name="y">Outputs.</param>
+    /// <param name="ldy">Row stride of <paramref name="y"/>.</param>
+    /// <param name="rowStart">First output column.</param>
+    /// <param name="rowEnd">Output column past the last.</param>
+    /// <param name="accumulate">Add to <paramref name="y"/>.</param>
+    /// <param name="scratch">The calling thread's <see cref="Kernels.PackedGemm.ScratchFloats"/> floats.</param>
+    public abstract void ForwardRowsPacked(float* xp, int m, float* y, int ldy, int rowStart, int rowEnd, bool accumulate, float* scratch);
+
     /// <summary>Computes the whole product with a native BLAS when this storage allows it; returns <see langword="false"/> otherwise.</summary>
     public virtual bool TryForwardNative(NativeBlas blas, float* x, int m, float* y, int ldy, bool accumulate) => false;
 
