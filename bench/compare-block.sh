@@ -46,6 +46,11 @@ if not any("openblas" in l for l in libs):
     raise SystemExit("PyTorch does not use OpenBLAS here: install libopenblas0-pthread and select it with update-alternatives")
 PY
 
+load="$(cut -d' ' -f1 /proc/loadavg)"
+if awk -v l="$load" -v c="$(nproc)" 'BEGIN { exit !(l > c / 2) }'; then
+  echo "WARNING: load average $load on $(nproc) cores: other work will distort both sides' numbers." >&2
+fi
+
 echo "memory read bandwidth (the ceiling for decode):" >&2
 $ours membw --threads "$threads" --iterations 5 >&2
 
