@@ -41,7 +41,9 @@ export OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" MKL_NUM_THREAD
 import torch
 a = torch.randn(256, 256); a @ a
 libs = sorted({l.split()[-1] for l in open("/proc/self/maps") if "blas" in l})
-print("torch", torch.__version__, "threads", torch.get_num_threads(), "BLAS:", ", ".join(libs) or "none")
+blas_info = [f.replace("- Build settings: ", "") for f in torch.__config__.show().replace(",", "\n").splitlines() if "BLAS_INFO" in f]
+print("torch", torch.__version__, "threads", torch.get_num_threads(), "|", "".join(blas_info).strip(),
+      "(libblas.so.3 alternative) | loaded:", ", ".join(libs) or "none")
 if not any("openblas" in l for l in libs):
     raise SystemExit("PyTorch does not use OpenBLAS here: install libopenblas0-pthread and select it with update-alternatives")
 PY
