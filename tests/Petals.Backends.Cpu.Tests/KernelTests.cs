@@ -52,6 +52,8 @@ public sealed unsafe class KernelTests
     [InlineData(Fmt.Bf16, 64, 48, 8)]
     [InlineData(Fmt.F16, 5, 31, 5)]
     [InlineData(Fmt.F16, 70, 520, 17)]
+    [InlineData(Fmt.Bf16, 300, 40, 7)]
+    [InlineData(Fmt.F32, 257, 4097, 13)]
     public void PackedGemmMatchesScalarLoop(Fmt fmt, int m, int k, int n)
     {
         Check(fmt, m, k, n, rowStart: 0, rowEnd: n, accumulate: false, seed: m + k + n, packed: true);
