@@ -21,6 +21,9 @@ internal static unsafe class PackedGemm
     /// <summary>Columns per K block: one weight tile (6 × 512 fp32 = 12 KiB) stays in L1, one input panel block (64 KiB) in L2.</summary>
     public const int KBlock = 4096;
 
+    /// <summary>Token panels swept per pass of the weight rows (256 tokens: at most 4 MiB of packed inputs, within L3).</summary>
+    public const int PanelGroup = 8;
+
     /// <summary>Floats of per-thread scratch that <see cref="Compute{TF}"/> needs.</summary>
     public const int ScratchFloats = (RowTile * KBlock) + (RowTile * TokenTile);
 
@@ -85,47 +88,52 @@ internal static unsafe class PackedGemm
         {
             var kl = Math.Min(KBlock, k - k0);
             var acc = accumulate || k0 > 0;
-            for (var r = rowStart; r < rowEnd; r += RowTile)
+            // Panels are taken a group at a time so that the inputs one row tile sweeps stay in cache for long prompts.
+            for (var p0 = 0; p0 < panels; p0 += PanelGroup)
             {
-                var rows = Math.Min(RowTile, rowEnd - r);
-                for (var j = 0; j < rows; j++)
+                var p1 = Math.Min(panels, p0 + PanelGroup);
+                for (var r = rowStart; r < rowEnd; r += RowTile)
                 {
-                    Widen<TF>(w + ((r + j) * rowBytes) + ((nint)k0 * TF.ElementSize), wbuf + (j * KBlock), kl);
-                }
-
-                for (var p = 0; p < panels; p++)
-                {
-                    var panel = xp + (((long)p * k) + k0) * TokenTile;
-                    if (rows == RowTile)
-                    {
-                        Micro6x32(panel, wbuf, kl, tile);
-                    }
-                    else
-                    {
-                        for (var j = 0; j < rows; j++)
-                        {
-                            Micro1x32(panel, wbuf + (j * KBlock), kl, tile + (j * TokenTile));
-                        }
-                    }
-
-                    var t0 = p * TokenTile;
-                    var tokens = Math.Min(TokenTile, m - t0);
+                    var rows = Math.Min(RowTile, rowEnd - r);
                     for (var j = 0; j < rows; j++)
                     {
-                        var src = tile + (j * TokenTile);
-                        var dst = y + ((long)t0 * ldy) + r + j;
-                        if (acc)
+                        Widen<TF>(w + ((r + j) * rowBytes) + ((nint)k0 * TF.ElementSize), wbuf + (j * KBlock), kl);
+                    }
+
+                    for (var p = p0; p < p1; p++)
+                    {
+                        var panel = xp + ((((long)p * k) + k0) * TokenTile);
+                        if (rows == RowTile)
                         {
-                            for (var t = 0; t < tokens; t++)
-                            {
-                                dst[(long)t * ldy] += src[t];
-                            }
+                            Micro6x32(panel, wbuf, kl, tile);
                         }
                         else
                         {
-                            for (var t = 0; t < tokens; t++)
+                            for (var j = 0; j < rows; j++)
                             {
-                                dst[(long)t * ldy] = src[t];
+                                Micro1x32(panel, wbuf + (j * KBlock), kl, tile + (j * TokenTile));
+                            }
+                        }
+
+                        var t0 = p * TokenTile;
+                        var tokens = Math.Min(TokenTile, m - t0);
+                        for (var j = 0; j < rows; j++)
+                        {
+                            var src = tile + (j * TokenTile);
+                            var dst = y + ((long)t0 * ldy) + r + j;
+                            if (acc)
+                            {
+                                for (var t = 0; t < tokens; t++)
+                                {
+                                    dst[(long)t * ldy] += src[t];
+                                }
+                            }
+                            else
+                            {
+                                for (var t = 0; t < tokens; t++)
+                                {
+                                    dst[(long)t * ldy] = src[t];
+                                }
                             }
                         }
                     }
