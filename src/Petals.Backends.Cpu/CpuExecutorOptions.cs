@@ -17,8 +17,9 @@ public sealed class CpuExecutorOptions
     public string? NativeBlasLibraryPath { get; set; }
 
     /// <summary>
-    /// In <see cref="NativeBlasMode.Auto"/> mode, the fewest rows (batch × tokens) for which an fp32 product goes to the native BLAS;
-    /// smaller products (decode) use the managed kernels, which stream weights faster for a few rows. Default: 16.
+    /// In <see cref="NativeBlasMode.Auto"/> mode, the fewest rows (batch × tokens) for which an fp32 product may go to the native BLAS
+    /// (see <see cref="NativeBlasMode.Auto"/> for when it does); smaller products (decode) always use the managed kernels, which
+    /// stream weights faster for a few rows. Default: 16.
     /// </summary>
     public int NativeBlasMinTokens { get; set; } = 16;
 

@@ -33,6 +33,12 @@ internal static unsafe class PackedGemm
     /// <summary>Number of token panels.</summary>
     public static int Panels(int m) => (m + TokenTile - 1) / TokenTile;
 
+    /// <summary>
+    /// Whether the 6 × 32 micro-kernel runs at full width here (Vector512). Without it the managed GEMM falls back to
+    /// narrower, latency-bound loops, and a native BLAS is the better choice for large fp32 products.
+    /// </summary>
+    public static bool HasFastMicroKernel => Vector512.IsHardwareAccelerated;
+
     /// <summary>Packs <c>x[m, k]</c> into panels <c>xp[panel][k][32]</c>, zero-padding the last panel's missing tokens.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackInput(float* x, int m, int k, float* xp)
