@@ -5,8 +5,8 @@ public enum NativeBlasMode
 {
     /// <summary>
     /// The default. Load a native BLAS when one is present and use it for fp32 products of at least
-    /// <see cref="CpuExecutorOptions.NativeBlasMinTokens"/> rows where the managed GEMM cannot run its full-width
-    /// micro-kernel (no Vector512). Where Vector512 is accelerated the managed packed GEMM is used instead: on the
+    /// <see cref="CpuExecutorOptions.NativeBlasMinTokens"/> rows where the managed GEMM has no register-blocked
+    /// micro-kernel (neither Vector512 nor Vector256 with FMA, e.g. Arm64). Elsewhere the managed packed GEMM is used: on the
     /// AVX-512 development machine (AMD EPYC, Zen 4) it measured about 15% more work per core-second than OpenBLAS 0.3
     /// on Llama-7B-shaped fp32 prefill, and it also serves bf16/f16 weights, which BLAS cannot take without a copy.
     /// </summary>
