@@ -1,7 +1,7 @@
 namespace Petals.Backends.Cpu;
 
 /// <summary>Options of the managed CPU executor (<see cref="CpuBlockExecutorFactory"/>).</summary>
-/// <remarks>The factory copies the values it needs when an executor is created; later changes do not affect existing executors.</remarks>
+/// <remarks>The factory copies the options when it is constructed; later changes to this object do not affect it or its executors.</remarks>
 public sealed class CpuExecutorOptions
 {
     /// <summary>Number of threads that run one forward pass (the calling thread plus <c>ThreadCount - 1</c> workers). Default: <see cref="Environment.ProcessorCount"/>.</summary>
