@@ -246,7 +246,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
 
     private void Dispatch(LinearWork job)
     {
-        if (_blas is not null && (_options.NativeBlas == NativeBlasMode.Always || job.Rows >= _options.NativeBlasMinTokens))
+        if (_blas is not null && (_options.NativeBlas == NativeBlasMode.Always || (job.Rows >= _options.NativeBlasMinTokens && !PackedGemm.HasFastMicroKernel)))
         {
             var all = true;
             for (var i = 0; i < job.Count; i++)

@@ -45,6 +45,19 @@ public abstract class BlockExecutorConformanceTests
     }
 
     [Theory]
+    [InlineData(TensorDType.BF16)]
+    [InlineData(TensorDType.F32)]
+    [InlineData(TensorDType.F16)]
+    public void WideMlpCrossesKernelBlockBoundaries(TensorDType dtype)
+    {
+        // intermediate 4200 > the kernels' K blocks (2048 streaming, 4096 packed), so down_proj accumulates over several blocks.
+        using var model = new RandomLlama(TestConfigs.Get("deep", layers: 1), dtype);
+        using var executor = CreateFactory().Create(model, new BlockRange(0, 1));
+        ExecutorChecks.RunCachedAndCompare(model, executor, batch: 1, prefill: 26, chunk: 26, decode: 2, seed: 77);
+        ExecutorChecks.RunStatelessAndCompare(model, executor, batch: 2, tokens: 5, seed: 78);
+    }
+
+    [Theory]
     [InlineData("mha", TensorDType.F32)]
     [InlineData("gqa", TensorDType.BF16)]
     [InlineData("odd", TensorDType.F16)]

@@ -25,3 +25,9 @@ public sealed class CpuNativeBlasConformanceTests : BlockExecutorConformanceTest
 {
     protected override IBlockExecutorFactory CreateFactory() => NativeBlasTests.BlasOrSkip();
 }
+
+/// <summary>The conformance suite with the default options (native BLAS in Auto mode).</summary>
+public sealed class CpuDefaultOptionsConformanceTests : BlockExecutorConformanceTests
+{
+    protected override IBlockExecutorFactory CreateFactory() => new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 2 });
+}
