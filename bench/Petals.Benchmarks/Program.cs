@@ -1,1 +1,192 @@
-internal static class Program { private static int Main() => 0; }
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Petals.Models;
+using Petals.Tensors;
+
+namespace Petals.Benchmarks;
+
+internal static class Program
+{
+    private const string Usage = """
+        Petals.Benchmarks: block-level benchmarks of the executors.
+
+          block       --shape llama2-7b|llama3-8b|tiny --dtype f32|bf16
+                      (--mode decode --position N | --mode prefill --tokens N | --cases decode:1024,decode:128,prefill:128)
+                      [--threads 2 --warmup 2 --iterations 10 --seed S --kv-bytes 4 --output text|json
+                       --backend cpu|reference --native-blas auto|never|always]
+              Times one decoder block of random weights; prints median/min ms, GB/s and GFLOP/s per case.
+          crosscheck  --dir D [--threads 2 --backend cpu|reference]
+              Runs the block, prefill and decode steps of D/block.safetensors (written by
+              bench/pytorch_block.py xc-write) and writes the outputs to D/ours.f32.
+          membw       [--threads 2 --iterations 10]
+              Measures the read bandwidth of this machine (sum of a 1 GiB array), the ceiling for decode.
+          micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
+        """;
+
+    private static int Main(string[] args)
+    {
+        if (args.Length == 0 || args[0] is "-h" or "--help")
+        {
+            Console.WriteLine(Usage);
+            return args.Length == 0 ? 1 : 0;
+        }
+
+        try
+        {
+            switch (args[0])
+            {
+                case "block":
+                    return Block(BlockOptions.Parse(args.AsSpan(1)));
+                case "crosscheck":
+                    return CrossCheck(BlockOptions.Parse(args.AsSpan(1)));
+                case "membw":
+                    return MemoryBandwidth(BlockOptions.Parse(args.AsSpan(1)));
+                case "micro":
+                    BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
+                    return 0;
+                default:
+                    Console.Error.WriteLine($"Unknown command '{args[0]}'.\n{Usage}");
+                    return 2;
+            }
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        catch (InvalidOperationException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 3;
+        }
+    }
+
+    private static int Block(BlockOptions o)
+    {
+        var config = BlockShapes.Get(o.Shape);
+        var dtype = o.DType == "f32" ? TensorDType.F32 : TensorDType.BF16;
+        var fill = Stopwatch.StartNew();
+        using var weights = InMemoryBlockWeights.CreateRandom(config, dtype, o.Seed);
+        var fillMs = fill.Elapsed.TotalMilliseconds;
+        var factory = ExecutorFactories.Create(o);
+        var load = Stopwatch.StartNew();
+        using var executor = factory.Create(weights, new BlockRange(0, 1));
+        var loadMs = load.Elapsed.TotalMilliseconds;
+        var results = BlockRunner.Run(executor, o, o.Cases);
+        var description = ExecutorFactories.Describe(factory, executor);
+        foreach (var r in results)
+        {
+            var gbps = r.Metrics.GigabytesPerSecond(r.MedianMs);
+            var gflops = r.Metrics.GigaflopsPerSecond(r.MedianMs);
+            if (o.Output == "json")
+            {
+                WriteJson(o, factory.Name, description, r, fillMs, loadMs);
+            }
+            else
+            {
+                Console.WriteLine($"ours ({factory.Name}) {o.Shape} {o.DType} {r.Case}: median {r.MedianMs:F2} ms, min {r.MinMs:F2} ms, {gbps:F2} GB/s, {gflops:F2} GFLOP/s, {r.AllocatedBytesPerStep} B allocated/step (fill {fillMs:F0} ms, load {loadMs:F0} ms, cache fill {r.CacheFillMs:F0} ms)");
+            }
+        }
+
+        return 0;
+    }
+
+    private static void WriteJson(BlockOptions o, string backend, string description, BlockResult r, double fillMs, double loadMs)
+    {
+        using var stdout = Console.OpenStandardOutput();
+        using (var w = new Utf8JsonWriter(stdout))
+        {
+            w.WriteStartObject();
+            w.WriteString("impl", "ours");
+            w.WriteString("backend", backend);
+            w.WriteString("executor", description);
+            w.WriteString("shape", o.Shape);
+            w.WriteString("dtype", o.DType);
+            w.WriteString("mode", r.Case.Mode);
+            w.WriteNumber("position", r.Case.Position);
+            w.WriteNumber("tokens", r.Case.Tokens);
+            w.WriteNumber("threads", o.Threads);
+            w.WriteNumber("processors", Environment.ProcessorCount);
+            w.WriteNumber("warmup", o.Warmup);
+            w.WriteNumber("iterations", o.Iterations);
+            w.WriteNumber("median_ms", r.MedianMs);
+            w.WriteNumber("min_ms", r.MinMs);
+            w.WriteStartArray("times_ms");
+            foreach (var t in r.TimesMs)
+            {
+                w.WriteNumberValue(t);
+            }
+
+            w.WriteEndArray();
+            w.WriteNumber("weight_bytes", r.Metrics.WeightBytes);
+            w.WriteNumber("kv_bytes_read", r.Metrics.KvBytesRead);
+            w.WriteNumber("flops", r.Metrics.Flops);
+            w.WriteNumber("gbps", r.Metrics.GigabytesPerSecond(r.MedianMs));
+            w.WriteNumber("gflops", r.Metrics.GigaflopsPerSecond(r.MedianMs));
+            w.WriteNumber("allocated_bytes_per_step", r.AllocatedBytesPerStep);
+            w.WriteNumber("fill_ms", fillMs);
+            w.WriteNumber("load_ms", loadMs);
+            w.WriteNumber("cache_fill_ms", r.CacheFillMs);
+            w.WriteString("runtime", RuntimeInformation.FrameworkDescription);
+            w.WriteEndObject();
+        }
+
+        stdout.WriteByte((byte)'\n');
+    }
+
+    private static int CrossCheck(BlockOptions o)
+    {
+        var dir = o.Dir ?? throw new ArgumentException("crosscheck needs --dir.");
+        var file = CrossCheckFile.Read(Path.Combine(dir, "block.safetensors"));
+        var config = file.Weights.Config;
+        var factory = ExecutorFactories.Create(o);
+        using var executor = factory.Create(file.Weights, new BlockRange(0, 1));
+        var total = file.Prefill + file.DecodeSteps;
+        using var cache = executor.CreateCache(1, total);
+        var hidden = (float[])file.Inputs.Clone();
+        var h = config.HiddenSize;
+        executor.Forward(hidden.AsSpan(0, file.Prefill * h), 1, file.Prefill, cache);
+        for (var t = file.Prefill; t < total; t++)
+        {
+            executor.Forward(hidden.AsSpan(t * h, h), 1, 1, cache);
+        }
+
+        var output = Path.Combine(dir, "ours.f32");
+        File.WriteAllBytes(output, MemoryMarshal.AsBytes(hidden.AsSpan()).ToArray());
+        Console.WriteLine($"wrote {output}: prefill {file.Prefill} + {file.DecodeSteps} decode steps through {factory.Name} ({ExecutorFactories.Describe(factory, executor)})");
+        return 0;
+    }
+
+    private static int MemoryBandwidth(BlockOptions o)
+    {
+        var length = 1 << 28; // 1 GiB of floats
+        var data = new float[length];
+        InMemoryBlockWeights.FillUniform(data.AsSpan(0, 1 << 20), 1, 0f, 1f);
+        for (var offset = 1 << 20; offset < length; offset += 1 << 20)
+        {
+            data.AsSpan(0, 1 << 20).CopyTo(data.AsSpan(offset));
+        }
+
+        var threads = o.Threads;
+        var partials = new float[threads];
+        var best = double.MaxValue;
+        for (var i = 0; i < o.Iterations + 1; i++)
+        {
+            var start = Stopwatch.GetTimestamp();
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, p =>
+            {
+                var chunk = length / threads;
+                partials[p] = System.Numerics.Tensors.TensorPrimitives.Sum<float>(data.AsSpan(p * chunk, chunk));
+            });
+            var ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            if (i > 0)
+            {
+                best = Math.Min(best, ms);
+            }
+        }
+
+        Console.WriteLine($"read bandwidth ({threads} threads): {(double)length * 4 / (best / 1000) / 1e9:F2} GB/s (best of {o.Iterations}; checksum {partials.Sum():E3})");
+        return 0;
+    }
+}

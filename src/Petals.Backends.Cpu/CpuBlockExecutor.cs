@@ -26,6 +26,9 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
     /// <summary>From this many rows (batch × tokens) on, linear layers use the packed GEMM rather than the streaming kernel.</summary>
     internal const int PackedMinTokens = 24;
 
+    /// <summary>Products with fewer multiply-adds than this run on the calling thread: waking workers would cost more.</summary>
+    internal const long SerialWorkLimit = 1 << 15;
+
     private readonly Lock _lock = new();
     private readonly Workspace _ws = new();
     private readonly LinearWork _linearWork = new();
@@ -100,7 +103,8 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             var start = kv?.Length ?? 0;
-            _ws.Ensure(Config, (int)rows, tokenCount, start + tokenCount, _pool.PartCount);
+            // Scores are sized for the whole cache at once so that a session's decode steps never reallocate them.
+            _ws.Ensure(Config, (int)rows, tokenCount, kv?.MaxLength ?? tokenCount, _pool.PartCount);
             _rotary.Fill(start, tokenCount, _ws.Cos, _ws.Sin);
             fixed (float* h = hidden)
             {
@@ -160,7 +164,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
                 aw.StrideBatch = (long)tokens * _kvDim;
                 aw.StrideHead = d;
                 aw.StridePos = _kvDim;
-                _pool.Run(aw);
+                RunParallel(aw, (long)batch * c.NumHeads * tokens * (start + tokens) * d);
             }
             else
             {
@@ -188,7 +192,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
                     aw.StrideBatch = (long)c.NumKeyValueHeads * maxLen * d;
                     aw.StrideHead = (long)maxLen * d;
                     aw.StridePos = d;
-                    _pool.Run(aw);
+                    RunParallel(aw, (long)batch * c.NumHeads * tokens * (start + tokens) * d);
                 }
             }
         }
@@ -242,7 +246,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
 
     private void Dispatch(LinearWork job)
     {
-        if (_blas is not null && (_options.NativeBlas == NativeBlasMode.Always || job.Rows >= _options.NativeBlasMinTokens))
+        if (_blas is not null && (_options.NativeBlas == NativeBlasMode.Always || (job.Rows >= _options.NativeBlasMinTokens && !PackedGemm.HasFastMicroKernel)))
         {
             var all = true;
             for (var i = 0; i < job.Count; i++)
@@ -270,14 +274,27 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
                 PackedGemm.PackInput(job.X, job.Rows, job.Layers[0]!.InFeatures, xp);
                 job.PackedX = xp;
                 job.PartScratch = _ws.PartScratch;
-                _pool.Run(job);
+                RunParallel(job, job.MultiplyAdds);
                 job.PackedX = null;
             }
 
             return;
         }
 
-        _pool.Run(job);
+        RunParallel(job, job.MultiplyAdds);
+    }
+
+    /// <summary>Runs <paramref name="work"/> on all threads, or on the calling thread alone when it is too small to pay for a dispatch.</summary>
+    private void RunParallel(IParallelWork work, long multiplyAdds)
+    {
+        if (multiplyAdds < SerialWorkLimit)
+        {
+            work.Execute(0, 1);
+        }
+        else
+        {
+            _pool.Run(work);
+        }
     }
 
     public object? GetService(Type serviceType, object? serviceKey = null)
@@ -330,6 +347,21 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         public int Ldy { get; private set; }
 
         public int Count { get; private set; }
+
+        /// <summary>The multiply-adds of the whole job.</summary>
+        public long MultiplyAdds
+        {
+            get
+            {
+                long total = 0;
+                for (var i = 0; i < Count; i++)
+                {
+                    total += (long)Layers[i]!.OutFeatures * Layers[i]!.InFeatures;
+                }
+
+                return total * Rows;
+            }
+        }
 
         public OutputView Outputs => new(OutputAddresses);
 

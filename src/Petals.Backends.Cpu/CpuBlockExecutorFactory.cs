@@ -35,7 +35,11 @@ public sealed class CpuBlockExecutorFactory : IBlockExecutorFactory
     /// <summary>The backend name, <c>"cpu"</c>.</summary>
     public string Name => "cpu";
 
-    /// <summary>The native BLAS library in use (its path or name), or <see langword="null"/> when the managed kernels do all products.</summary>
+    /// <summary>
+    /// The native BLAS library that was loaded (its path or name), or <see langword="null"/> when none was (mode
+    /// <see cref="NativeBlasMode.Never"/>, or none found in <see cref="NativeBlasMode.Auto"/>); <see cref="NativeBlasMode"/>
+    /// says which products it takes.
+    /// </summary>
     public string? NativeBlasLibrary => _blas?.Library;
 
     /// <inheritdoc />

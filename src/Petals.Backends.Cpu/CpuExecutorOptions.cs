@@ -1,7 +1,7 @@
 namespace Petals.Backends.Cpu;
 
 /// <summary>Options of the managed CPU executor (<see cref="CpuBlockExecutorFactory"/>).</summary>
-/// <remarks>The factory copies the values it needs when an executor is created; later changes do not affect existing executors.</remarks>
+/// <remarks>The factory copies the options when it is constructed; later changes to this object do not affect it or its executors.</remarks>
 public sealed class CpuExecutorOptions
 {
     /// <summary>Number of threads that run one forward pass (the calling thread plus <c>ThreadCount - 1</c> workers). Default: <see cref="Environment.ProcessorCount"/>.</summary>
@@ -17,8 +17,9 @@ public sealed class CpuExecutorOptions
     public string? NativeBlasLibraryPath { get; set; }
 
     /// <summary>
-    /// In <see cref="NativeBlasMode.Auto"/> mode, the fewest rows (batch × tokens) for which an fp32 product goes to the native BLAS;
-    /// smaller products (decode) use the managed kernels, which stream weights faster for a few rows. Default: 16.
+    /// In <see cref="NativeBlasMode.Auto"/> mode, the fewest rows (batch × tokens) for which an fp32 product may go to the native BLAS
+    /// (see <see cref="NativeBlasMode.Auto"/> for when it does); smaller products (decode) always use the managed kernels, which
+    /// stream weights faster for a few rows. Default: 16.
     /// </summary>
     public int NativeBlasMinTokens { get; set; } = 16;
 

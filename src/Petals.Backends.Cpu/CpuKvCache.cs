@@ -91,28 +91,32 @@ internal sealed class CpuKvCache : IKvCache
         }
 
         var scratch = _reorderScratch.AsSpan(0, needed);
-        foreach (var store in (float[][][])[_keys, _values])
+        for (var layer = 0; layer < _keys.Length; layer++)
         {
-            foreach (var layer in store)
-            {
-                for (var b = 0; b < BatchSize; b++)
-                {
-                    for (var g = 0; g < KvHeads; g++)
-                    {
-                        layer.AsSpan((int)((b * rowValues) + ((long)g * MaxLength * HeadDim)), filled)
-                            .CopyTo(scratch.Slice(((b * KvHeads) + g) * filled, filled));
-                    }
-                }
+            ReorderStore(_keys[layer], hypoIds, scratch, rowValues, filled);
+            ReorderStore(_values[layer], hypoIds, scratch, rowValues, filled);
+        }
+    }
 
-                for (var b = 0; b < BatchSize; b++)
-                {
-                    var src = hypoIds[b];
-                    for (var g = 0; g < KvHeads; g++)
-                    {
-                        scratch.Slice(((src * KvHeads) + g) * filled, filled)
-                            .CopyTo(layer.AsSpan((int)((b * rowValues) + ((long)g * MaxLength * HeadDim)), filled));
-                    }
-                }
+    private void ReorderStore(float[] store, ReadOnlySpan<int> hypoIds, Span<float> scratch, long rowValues, int filled)
+    {
+        var headValues = (long)MaxLength * HeadDim;
+        for (var b = 0; b < BatchSize; b++)
+        {
+            for (var g = 0; g < KvHeads; g++)
+            {
+                store.AsSpan((int)((b * rowValues) + (g * headValues)), filled)
+                    .CopyTo(scratch.Slice(((b * KvHeads) + g) * filled, filled));
+            }
+        }
+
+        for (var b = 0; b < BatchSize; b++)
+        {
+            var src = hypoIds[b];
+            for (var g = 0; g < KvHeads; g++)
+            {
+                scratch.Slice(((src * KvHeads) + g) * filled, filled)
+                    .CopyTo(store.AsSpan((int)((b * rowValues) + (g * headValues)), filled));
             }
         }
     }

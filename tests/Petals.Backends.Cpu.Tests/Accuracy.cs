@@ -7,8 +7,9 @@ internal static class Accuracy
     public const double RelativeTolerance = 1e-5;
 
     /// <summary>
-    /// Asserts <c>max|ours-ref| / max|ref| &lt;= 1e-5</c>, and elementwise <c>|ours-ref| &lt;= 1e-5 * max(|ref|, 0.05 * max|ref|)</c>
-    /// (relative per element, with an absolute floor for values near zero).
+    /// Asserts <c>max|ours-ref| / max|ref| &lt;= 1e-5</c>, and elementwise <c>|ours-ref| &lt;= 1e-5 * max(|ref|, 0.25 * max|ref|)</c>
+    /// (relative per element, with an absolute floor of <c>2.5e-6 * max|ref|</c> for values near zero: fp32 sums over
+    /// thousands of products carry errors of that size whatever the element's own magnitude).
     /// </summary>
     public static void AssertClose(ReadOnlySpan<float> ours, ReadOnlySpan<double> reference, string what)
     {
@@ -24,7 +25,7 @@ internal static class Accuracy
         Assert.True(maxRef > 0, $"{what}: the reference is all zeros");
         var rel = maxErr / maxRef;
         Assert.True(rel <= RelativeTolerance, $"{what}: max|ours-ref|/max|ref| = {rel:E3} > {RelativeTolerance:E0}");
-        var floor = 0.05 * maxRef;
+        var floor = 0.25 * maxRef;
         for (var i = 0; i < reference.Length; i++)
         {
             var err = Math.Abs(ours[i] - reference[i]);

@@ -10,7 +10,7 @@ public sealed class BadInputTests
     public void WrongHiddenLengthIsRejected()
     {
         using var model = new RandomLlama(TestConfigs.Get("mha"));
-        using var executor = CpuBlockExecutorTests.Managed().Create(model, new BlockRange(0, 1));
+        using var executor = ExecutorChecks.Managed().Create(model, new BlockRange(0, 1));
         var ex = Assert.Throws<ArgumentException>(() => executor.Forward(new float[(2 * 3 * 64) - 1], 2, 3, null));
         Assert.Equal("hidden", ex.ParamName);
         Assert.Contains("384", ex.Message, StringComparison.Ordinal);
@@ -22,7 +22,7 @@ public sealed class BadInputTests
     public void BatchMismatchWithTheCacheIsRejected()
     {
         using var model = new RandomLlama(TestConfigs.Get("mha"));
-        using var executor = CpuBlockExecutorTests.Managed().Create(model, new BlockRange(0, 1));
+        using var executor = ExecutorChecks.Managed().Create(model, new BlockRange(0, 1));
         using var cache = executor.CreateCache(2, 4);
         var ex = Assert.Throws<ArgumentException>(() => executor.Forward(new float[3 * 64], 3, 1, cache));
         Assert.Contains("2", ex.Message, StringComparison.Ordinal);
@@ -33,7 +33,7 @@ public sealed class BadInputTests
     public void CacheOverflowIsRejectedAndLeavesTheCacheUnchanged()
     {
         using var model = new RandomLlama(TestConfigs.Get("mha"));
-        using var executor = CpuBlockExecutorTests.Managed().Create(model, new BlockRange(0, 1));
+        using var executor = ExecutorChecks.Managed().Create(model, new BlockRange(0, 1));
         using var cache = executor.CreateCache(1, 4);
         executor.Forward(new float[3 * 64], 1, 3, cache);
         var ex = Assert.Throws<InvalidOperationException>(() => executor.Forward(new float[2 * 64], 1, 2, cache));
@@ -47,8 +47,8 @@ public sealed class BadInputTests
     public void ForeignOrDisposedCachesAreRejected()
     {
         using var model = new RandomLlama(TestConfigs.Get("mha"));
-        using var a = CpuBlockExecutorTests.Managed().Create(model, new BlockRange(0, 1));
-        using var b = CpuBlockExecutorTests.Managed().Create(model, new BlockRange(0, 1));
+        using var a = ExecutorChecks.Managed().Create(model, new BlockRange(0, 1));
+        using var b = ExecutorChecks.Managed().Create(model, new BlockRange(0, 1));
         using var cache = b.CreateCache(1, 4);
         Assert.Throws<ArgumentException>(() => a.Forward(new float[64], 1, 1, cache));
         cache.Dispose();
@@ -61,7 +61,7 @@ public sealed class BadInputTests
     public void ReorderValidatesIds()
     {
         using var model = new RandomLlama(TestConfigs.Get("mha"));
-        using var executor = CpuBlockExecutorTests.Managed().Create(model, new BlockRange(0, 1));
+        using var executor = ExecutorChecks.Managed().Create(model, new BlockRange(0, 1));
         using var cache = executor.CreateCache(2, 4);
         Assert.Throws<ArgumentException>(() => cache.Reorder([0]));
         var ex = Assert.Throws<ArgumentException>(() => cache.Reorder([0, 2]));
@@ -74,12 +74,12 @@ public sealed class BadInputTests
     {
         using var model = new RandomLlama(TestConfigs.Get("mha"));
         model.Remove("model.layers.1.mlp.up_proj.weight");
-        var ex = Assert.Throws<InvalidDataException>(() => CpuBlockExecutorTests.Managed().Create(model, new BlockRange(0, 2)));
+        var ex = Assert.Throws<InvalidDataException>(() => ExecutorChecks.Managed().Create(model, new BlockRange(0, 2)));
         Assert.Contains("model.layers.1.mlp.up_proj.weight", ex.Message, StringComparison.Ordinal);
         Assert.Contains(model.Source, ex.Message, StringComparison.Ordinal);
 
         // Outside the span, the missing tensor does not matter.
-        using var executor = CpuBlockExecutorTests.Managed().Create(model, new BlockRange(0, 1));
+        using var executor = ExecutorChecks.Managed().Create(model, new BlockRange(0, 1));
         Assert.NotNull(executor);
     }
 
@@ -93,7 +93,7 @@ public sealed class BadInputTests
         var config = TestConfigs.Get("gqa");
         using var model = new RandomLlama(config);
         model.Replace(name, dtype, shape);
-        var ex = Assert.Throws<InvalidDataException>(() => CpuBlockExecutorTests.Managed().Create(model, new BlockRange(0, 1)));
+        var ex = Assert.Throws<InvalidDataException>(() => ExecutorChecks.Managed().Create(model, new BlockRange(0, 1)));
         Assert.Contains(name, ex.Message, StringComparison.Ordinal);
         Assert.Contains(detail, ex.Message, StringComparison.Ordinal);
     }
@@ -102,7 +102,7 @@ public sealed class BadInputTests
     public void SpanPastTheLastBlockIsRejected()
     {
         using var model = new RandomLlama(TestConfigs.Get("mha"));
-        Assert.Throws<ArgumentOutOfRangeException>(() => CpuBlockExecutorTests.Managed().Create(model, new BlockRange(1, 3)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ExecutorChecks.Managed().Create(model, new BlockRange(1, 3)));
     }
 
     [Fact]
@@ -110,7 +110,7 @@ public sealed class BadInputTests
     {
         var config = TestConfigs.Get("mha") with { RopeScaling = new RopeScaling("yarn", 4) };
         using var model = new RandomLlama(config);
-        var ex = Assert.Throws<InvalidDataException>(() => CpuBlockExecutorTests.Managed().Create(model, new BlockRange(0, 1)));
+        var ex = Assert.Throws<InvalidDataException>(() => ExecutorChecks.Managed().Create(model, new BlockRange(0, 1)));
         Assert.Contains("rope_scaling.type", ex.Message, StringComparison.Ordinal);
         Assert.Contains("yarn", ex.Message, StringComparison.Ordinal);
     }

@@ -13,6 +13,7 @@ public sealed unsafe class KernelTests
         F32,
         Bf16,
         F16,
+        Bf16Pairs,
     }
 
     [Theory]
@@ -32,6 +33,18 @@ public sealed unsafe class KernelTests
     }
 
     [Theory]
+    [InlineData(1, 4096, 12)]
+    [InlineData(1, 31, 5)]
+    [InlineData(2, 33, 9)]
+    [InlineData(3, 4099, 7)]
+    [InlineData(1, 96, 4)]
+    public void Bf16PairKernelMatchesScalarLoop(int m, int k, int n)
+    {
+        Check(Fmt.Bf16Pairs, m, k, n, rowStart: 0, rowEnd: n, accumulate: false, seed: m + k + n);
+        Check(Fmt.Bf16Pairs, m, k, n, rowStart: 1, rowEnd: n - 1, accumulate: true, seed: m * k);
+    }
+
+    [Theory]
     [InlineData(Fmt.F32, 1, 64, 12)]
     [InlineData(Fmt.F32, 33, 37, 13)]
     [InlineData(Fmt.F32, 40, 4100, 7)]
@@ -39,6 +52,8 @@ public sealed unsafe class KernelTests
     [InlineData(Fmt.Bf16, 64, 48, 8)]
     [InlineData(Fmt.F16, 5, 31, 5)]
     [InlineData(Fmt.F16, 70, 520, 17)]
+    [InlineData(Fmt.Bf16, 300, 40, 7)]
+    [InlineData(Fmt.F32, 257, 4097, 13)]
     public void PackedGemmMatchesScalarLoop(Fmt fmt, int m, int k, int n)
     {
         Check(fmt, m, k, n, rowStart: 0, rowEnd: n, accumulate: false, seed: m + k + n, packed: true);
@@ -57,7 +72,10 @@ public sealed unsafe class KernelTests
                 foreach (var fmt in Enum.GetValues<Fmt>())
                 {
                     Check(fmt, m, k, n, 0, n, accumulate: (m + k) % 2 == 0, seed: k);
-                    Check(fmt, m * 5, k, n, 0, n, accumulate: (m + k) % 2 == 1, seed: k, packed: true);
+                    if (fmt != Fmt.Bf16Pairs)
+                    {
+                        Check(fmt, m * 5, k, n, 0, n, accumulate: (m + k) % 2 == 1, seed: k, packed: true);
+                    }
                 }
             }).QuickCheckThrowOnFailure();
     }
@@ -113,6 +131,7 @@ public sealed unsafe class KernelTests
         }
 
         var es = fmt == Fmt.F32 ? 4 : 2;
+        Assert.False(packed && fmt == Fmt.Bf16Pairs);
         var w = new byte[n * k * es];
         var wd = new double[n * k];
         for (var i = 0; i < n * k; i++)
@@ -125,6 +144,7 @@ public sealed unsafe class KernelTests
                     wd[i] = v;
                     break;
                 case Fmt.Bf16:
+                case Fmt.Bf16Pairs:
                     var b = RandomLlama.ToBf16(v);
                     BinaryPrimitives.WriteUInt16LittleEndian(w.AsSpan(i * 2), b);
                     wd[i] = BitConverter.Int32BitsToSingle(b << 16);
@@ -178,6 +198,9 @@ public sealed unsafe class KernelTests
                     break;
                 case Fmt.F16:
                     LinearKernels.Compute<F16Format>(px, m, k, pw, py, ldy, rowStart, rowEnd, accumulate);
+                    break;
+                case Fmt.Bf16Pairs:
+                    Bf16PairKernels.Compute(px, m, k, pw, py, ldy, rowStart, rowEnd, accumulate);
                     break;
             }
         }

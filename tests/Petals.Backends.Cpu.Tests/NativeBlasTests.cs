@@ -6,7 +6,7 @@ namespace Petals.Backends.Cpu.Tests;
 /// <summary>The native BLAS path (every fp32 product through <c>cblas_sgemm</c>) against the float64 reference.</summary>
 public sealed class NativeBlasTests
 {
-    private static CpuBlockExecutorFactory BlasOrSkip()
+    internal static CpuBlockExecutorFactory BlasOrSkip()
     {
         try
         {
@@ -24,7 +24,7 @@ public sealed class NativeBlasTests
     {
         var factory = BlasOrSkip();
         Assert.False(string.IsNullOrEmpty(factory.NativeBlasLibrary));
-        Assert.Null(CpuBlockExecutorTests.Managed().NativeBlasLibrary);
+        Assert.Null(ExecutorChecks.Managed().NativeBlasLibrary);
     }
 
     [Theory]
@@ -37,8 +37,8 @@ public sealed class NativeBlasTests
         var factory = BlasOrSkip();
         using var model = new RandomLlama(TestConfigs.Get(configName, layers: 3));
         using var executor = factory.Create(model, new BlockRange(1, 3));
-        CpuBlockExecutorTests.RunStatelessAndCompare(model, executor, batch: 2, tokens: 7, seed: 41);
-        CpuBlockExecutorTests.RunCachedAndCompare(model, executor, batch: 2, prefill: 5, chunk: 3, decode: 3, seed: 42);
+        ExecutorChecks.RunStatelessAndCompare(model, executor, batch: 2, tokens: 7, seed: 41);
+        ExecutorChecks.RunCachedAndCompare(model, executor, batch: 2, prefill: 5, chunk: 3, decode: 3, seed: 42);
     }
 
     [Fact]
@@ -47,7 +47,7 @@ public sealed class NativeBlasTests
         var factory = BlasOrSkip();
         using var model = new RandomLlama(TestConfigs.Get("gqa"), TensorDType.BF16);
         using var executor = factory.Create(model, new BlockRange(0, 2));
-        CpuBlockExecutorTests.RunStatelessAndCompare(model, executor, batch: 1, tokens: 6, seed: 43);
+        ExecutorChecks.RunStatelessAndCompare(model, executor, batch: 1, tokens: 6, seed: 43);
     }
 
     [Fact]
@@ -68,6 +68,6 @@ public sealed class NativeBlasTests
         Assert.Null(factory.NativeBlasLibrary);
         using var model = new RandomLlama(TestConfigs.Get("mha"));
         using var executor = factory.Create(model, new BlockRange(0, 2));
-        CpuBlockExecutorTests.RunStatelessAndCompare(model, executor, batch: 1, tokens: 20, seed: 44);
+        ExecutorChecks.RunStatelessAndCompare(model, executor, batch: 1, tokens: 20, seed: 44);
     }
 }

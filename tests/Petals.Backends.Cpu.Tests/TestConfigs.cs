@@ -11,6 +11,7 @@ internal static class TestConfigs
         "gqa" => Make(hidden: 64, inter: 128, layers, heads: 8, kv: 2, headDim: 8),
         "odd" => Make(hidden: 37, inter: 53, layers, heads: 1, kv: 1, headDim: 8),
         "wide" => Make(hidden: 96, inter: 200, layers, heads: 6, kv: 3, headDim: 16) with { RopeTheta = 500000 },
+        "deep" => Make(hidden: 256, inter: 4200, layers, heads: 4, kv: 2, headDim: 64),
         "llama3" => Make(hidden: 64, inter: 96, layers, heads: 4, kv: 2, headDim: 16) with
         {
             RopeTheta = 500000,

@@ -21,6 +21,9 @@ internal static unsafe class PackedGemm
     /// <summary>Columns per K block: one weight tile (6 × 512 fp32 = 12 KiB) stays in L1, one input panel block (64 KiB) in L2.</summary>
     public const int KBlock = 4096;
 
+    /// <summary>Token panels swept per pass of the weight rows (256 tokens: at most 4 MiB of packed inputs, within L3).</summary>
+    public const int PanelGroup = 8;
+
     /// <summary>Floats of per-thread scratch that <see cref="Compute{TF}"/> needs.</summary>
     public const int ScratchFloats = (RowTile * KBlock) + (RowTile * TokenTile);
 
@@ -29,6 +32,13 @@ internal static unsafe class PackedGemm
 
     /// <summary>Number of token panels.</summary>
     public static int Panels(int m) => (m + TokenTile - 1) / TokenTile;
+
+    /// <summary>
+    /// Whether a register-blocked micro-kernel runs here (Vector512, or Vector256 with hardware FMA). Without one the
+    /// managed GEMM falls back to scalar loops, and a native BLAS is the better choice for large fp32 products.
+    /// </summary>
+    public static bool HasFastMicroKernel =>
+        Vector512.IsHardwareAccelerated || (Vector256.IsHardwareAccelerated && System.Runtime.Intrinsics.X86.Fma.IsSupported);
 
     /// <summary>Packs <c>x[m, k]</c> into panels <c>xp[panel][k][32]</c>, zero-padding the last panel's missing tokens.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -85,47 +95,52 @@ internal static unsafe class PackedGemm
         {
             var kl = Math.Min(KBlock, k - k0);
             var acc = accumulate || k0 > 0;
-            for (var r = rowStart; r < rowEnd; r += RowTile)
+            // Panels are taken a group at a time so that the inputs one row tile sweeps stay in cache for long prompts.
+            for (var p0 = 0; p0 < panels; p0 += PanelGroup)
             {
-                var rows = Math.Min(RowTile, rowEnd - r);
-                for (var j = 0; j < rows; j++)
+                var p1 = Math.Min(panels, p0 + PanelGroup);
+                for (var r = rowStart; r < rowEnd; r += RowTile)
                 {
-                    Widen<TF>(w + ((r + j) * rowBytes) + ((nint)k0 * TF.ElementSize), wbuf + (j * KBlock), kl);
-                }
-
-                for (var p = 0; p < panels; p++)
-                {
-                    var panel = xp + (((long)p * k) + k0) * TokenTile;
-                    if (rows == RowTile)
-                    {
-                        Micro6x32(panel, wbuf, kl, tile);
-                    }
-                    else
-                    {
-                        for (var j = 0; j < rows; j++)
-                        {
-                            Micro1x32(panel, wbuf + (j * KBlock), kl, tile + (j * TokenTile));
-                        }
-                    }
-
-                    var t0 = p * TokenTile;
-                    var tokens = Math.Min(TokenTile, m - t0);
+                    var rows = Math.Min(RowTile, rowEnd - r);
                     for (var j = 0; j < rows; j++)
                     {
-                        var src = tile + (j * TokenTile);
-                        var dst = y + ((long)t0 * ldy) + r + j;
-                        if (acc)
+                        Widen<TF>(w + ((r + j) * rowBytes) + ((nint)k0 * TF.ElementSize), wbuf + (j * KBlock), kl);
+                    }
+
+                    for (var p = p0; p < p1; p++)
+                    {
+                        var panel = xp + ((((long)p * k) + k0) * TokenTile);
+                        if (rows == RowTile)
                         {
-                            for (var t = 0; t < tokens; t++)
-                            {
-                                dst[(long)t * ldy] += src[t];
-                            }
+                            Micro6x32(panel, wbuf, kl, tile);
                         }
                         else
                         {
-                            for (var t = 0; t < tokens; t++)
+                            for (var j = 0; j < rows; j++)
                             {
-                                dst[(long)t * ldy] = src[t];
+                                Micro1x32(panel, wbuf + (j * KBlock), kl, tile + (j * TokenTile));
+                            }
+                        }
+
+                        var t0 = p * TokenTile;
+                        var tokens = Math.Min(TokenTile, m - t0);
+                        for (var j = 0; j < rows; j++)
+                        {
+                            var src = tile + (j * TokenTile);
+                            var dst = y + ((long)t0 * ldy) + r + j;
+                            if (acc)
+                            {
+                                for (var t = 0; t < tokens; t++)
+                                {
+                                    dst[(long)t * ldy] += src[t];
+                                }
+                            }
+                            else
+                            {
+                                for (var t = 0; t < tokens; t++)
+                                {
+                                    dst[(long)t * ldy] = src[t];
+                                }
                             }
                         }
                     }
@@ -207,6 +222,14 @@ internal static unsafe class PackedGemm
             c50.Store(tile + 160);
             c51.Store(tile + 176);
         }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            // 16 ymm registers: three passes of 2 rows × 32 tokens (8 accumulators, 4 inputs, 1 broadcast).
+            for (var j = 0; j < RowTile; j += 2)
+            {
+                Micro2x32V256(panel, wbuf + (j * KBlock), kl, tile + (j * TokenTile));
+            }
+        }
         else
         {
             for (var j = 0; j < RowTile; j++)
@@ -214,6 +237,43 @@ internal static unsafe class PackedGemm
                 Micro1x32(panel, wbuf + (j * KBlock), kl, tile + (j * TokenTile));
             }
         }
+    }
+
+    /// <summary>Two weight rows (stride <see cref="KBlock"/>) × 32 packed tokens with Vector256, into <c>tile[2][32]</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Micro2x32V256(float* panel, float* wbuf, int kl, float* tile)
+    {
+        Vector256<float> c00 = default, c01 = default, c02 = default, c03 = default;
+        Vector256<float> c10 = default, c11 = default, c12 = default, c13 = default;
+        var w0 = wbuf;
+        var w1 = wbuf + KBlock;
+        for (var i = 0; i < kl; i++)
+        {
+            var px = panel + (i * TokenTile);
+            var x0 = Vector256.Load(px);
+            var x1 = Vector256.Load(px + 8);
+            var x2 = Vector256.Load(px + 16);
+            var x3 = Vector256.Load(px + 24);
+            var b = Vector256.Create(w0[i]);
+            c00 = Vector256.FusedMultiplyAdd(b, x0, c00);
+            c01 = Vector256.FusedMultiplyAdd(b, x1, c01);
+            c02 = Vector256.FusedMultiplyAdd(b, x2, c02);
+            c03 = Vector256.FusedMultiplyAdd(b, x3, c03);
+            b = Vector256.Create(w1[i]);
+            c10 = Vector256.FusedMultiplyAdd(b, x0, c10);
+            c11 = Vector256.FusedMultiplyAdd(b, x1, c11);
+            c12 = Vector256.FusedMultiplyAdd(b, x2, c12);
+            c13 = Vector256.FusedMultiplyAdd(b, x3, c13);
+        }
+
+        c00.Store(tile);
+        c01.Store(tile + 8);
+        c02.Store(tile + 16);
+        c03.Store(tile + 24);
+        c10.Store(tile + 32);
+        c11.Store(tile + 40);
+        c12.Store(tile + 48);
+        c13.Store(tile + 56);
     }
 
     /// <summary>One weight row × 32 packed tokens, into <c>tile[32]</c>.</summary>

@@ -4,16 +4,22 @@ namespace Petals.Backends.Cpu.Threading;
 
 /// <summary>
 /// A fixed set of worker threads that run the parts of one <see cref="IParallelWork"/> at a time, the calling
-/// thread taking part 0. Dispatch allocates nothing, unlike <c>Parallel.For</c>, so it can be used per token.
+/// thread taking part 0. Dispatch allocates nothing, unlike <c>Parallel.For</c>, so it can be used per token; idle
+/// workers spin for a few tens of microseconds (the gap between two products of one forward pass) before sleeping,
+/// so back-to-back dispatches do not pay a kernel wake-up each.
 /// </summary>
 /// <remarks>One <see cref="Run"/> at a time: callers serialize (the executor holds its lock around a forward pass).</remarks>
 internal sealed class WorkerPool : IDisposable
 {
+    private const int SpinIterations = 100;
+
     private readonly Thread[] _threads;
-    private readonly SemaphoreSlim[] _start;
-    private readonly ManualResetEventSlim _done = new(false, spinCount: 2000);
+    private readonly SemaphoreSlim[] _wake;
+    private readonly int[] _sleeping;
+    private readonly SemaphoreSlim _done = new(0);
     private readonly Exception?[] _errors;
     private IParallelWork? _work;
+    private long _generation;
     private int _remaining;
     private volatile bool _disposed;
 
@@ -22,11 +28,12 @@ internal sealed class WorkerPool : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(threadCount, 1);
         PartCount = threadCount;
         _threads = new Thread[threadCount - 1];
-        _start = new SemaphoreSlim[threadCount - 1];
+        _wake = new SemaphoreSlim[threadCount - 1];
+        _sleeping = new int[threadCount - 1];
         _errors = new Exception?[threadCount];
         for (var i = 0; i < _threads.Length; i++)
         {
-            _start[i] = new SemaphoreSlim(0);
+            _wake[i] = new SemaphoreSlim(0);
             var index = i;
             _threads[i] = new Thread(() => WorkerLoop(index))
             {
@@ -52,12 +59,9 @@ internal sealed class WorkerPool : IDisposable
 
         _work = work;
         Array.Clear(_errors);
-        _done.Reset();
         Volatile.Write(ref _remaining, PartCount - 1);
-        foreach (var s in _start)
-        {
-            s.Release();
-        }
+        Interlocked.Increment(ref _generation);
+        WakeSleepers();
 
         try
         {
@@ -68,7 +72,16 @@ internal sealed class WorkerPool : IDisposable
             _errors[0] = ex;
         }
 
+        // The last worker releases _done exactly once per run; spin briefly first, then consume that release
+        // (SemaphoreSlim's synchronous wait allocates nothing, unlike a lazily created event).
+        var spins = 0;
+        while (Volatile.Read(ref _remaining) != 0 && spins++ < SpinIterations)
+        {
+            Thread.SpinWait(20);
+        }
+
         _done.Wait();
+
         _work = null;
         foreach (var e in _errors)
         {
@@ -79,17 +92,46 @@ internal sealed class WorkerPool : IDisposable
         }
     }
 
+    private void WakeSleepers()
+    {
+        for (var i = 0; i < _wake.Length; i++)
+        {
+            // The worker that set its flag is asleep (or about to be): whoever clears the flag owns the wake-up.
+            if (Interlocked.Exchange(ref _sleeping[i], 0) == 1)
+            {
+                _wake[i].Release();
+            }
+        }
+    }
+
     private void WorkerLoop(int index)
     {
-        var start = _start[index];
+        long seen = 0;
         while (true)
         {
-            start.Wait();
+            var spins = 0;
+            while (Volatile.Read(ref _generation) == seen && spins++ < SpinIterations)
+            {
+                Thread.SpinWait(20);
+            }
+
+            if (Volatile.Read(ref _generation) == seen)
+            {
+                Interlocked.Exchange(ref _sleeping[index], 1);
+                if (Volatile.Read(ref _generation) == seen || Interlocked.Exchange(ref _sleeping[index], 0) == 0)
+                {
+                    // Either nothing new yet (a dispatcher will clear the flag and release), or a dispatcher already
+                    // cleared the flag and released: consume that release.
+                    _wake[index].Wait();
+                }
+            }
+
             if (_disposed)
             {
                 return;
             }
 
+            seen = Volatile.Read(ref _generation);
             try
             {
                 _work!.Execute(index + 1, PartCount);
@@ -101,7 +143,7 @@ internal sealed class WorkerPool : IDisposable
 
             if (Interlocked.Decrement(ref _remaining) == 0)
             {
-                _done.Set();
+                _done.Release();
             }
         }
     }
@@ -115,17 +157,14 @@ internal sealed class WorkerPool : IDisposable
         }
 
         _disposed = true;
-        foreach (var s in _start)
-        {
-            s.Release();
-        }
-
+        Interlocked.Increment(ref _generation);
+        WakeSleepers();
         foreach (var t in _threads)
         {
             t.Join();
         }
 
-        foreach (var s in _start)
+        foreach (var s in _wake)
         {
             s.Dispose();
         }

@@ -4,27 +4,30 @@ using Petals.Tensors;
 
 namespace Petals.Backends.Cpu.Tests;
 
-/// <summary>The executor against the float64 reference: prefill, decode, batches, spans, dtypes, rope scaling, cache operations.</summary>
-public sealed class CpuBlockExecutorTests
+/// <summary>
+/// The conformance suite of <see cref="IBlockExecutorFactory"/> implementations against the float64 reference:
+/// prefill, decode, batches, spans, dtypes, rope scaling, cache operations. Each backend configuration subclasses it.
+/// </summary>
+public abstract class BlockExecutorConformanceTests
 {
-    internal static CpuBlockExecutorFactory Managed(int threads = 2) => new(new CpuExecutorOptions { NativeBlas = NativeBlasMode.Never, ThreadCount = threads });
+    /// <summary>The factory under test; may call <c>Assert.Skip</c> when the backend is unavailable here.</summary>
+    protected abstract IBlockExecutorFactory CreateFactory();
 
     [Theory]
-    [InlineData("mha", TensorDType.F32, 1)]
-    [InlineData("mha", TensorDType.F32, 2)]
-    [InlineData("gqa", TensorDType.F32, 3)]
-    [InlineData("odd", TensorDType.F32, 2)]
-    [InlineData("wide", TensorDType.F32, 2)]
-    [InlineData("llama3", TensorDType.F32, 2)]
-    [InlineData("mha", TensorDType.BF16, 2)]
-    [InlineData("gqa", TensorDType.F16, 2)]
-    [InlineData("wide", TensorDType.BF16, 3)]
-    [InlineData("odd", TensorDType.F16, 1)]
-    public void StatelessPrefillMatchesReference(string configName, TensorDType dtype, int threads)
+    [InlineData("mha", TensorDType.F32)]
+    [InlineData("gqa", TensorDType.F32)]
+    [InlineData("odd", TensorDType.F32)]
+    [InlineData("wide", TensorDType.F32)]
+    [InlineData("llama3", TensorDType.F32)]
+    [InlineData("mha", TensorDType.BF16)]
+    [InlineData("gqa", TensorDType.F16)]
+    [InlineData("wide", TensorDType.BF16)]
+    [InlineData("odd", TensorDType.F16)]
+    public void StatelessPrefillMatchesReference(string configName, TensorDType dtype)
     {
         using var model = new RandomLlama(TestConfigs.Get(configName), dtype);
-        using var executor = Managed(threads).Create(model, new BlockRange(0, 2));
-        RunStatelessAndCompare(model, executor, batch: 2, tokens: 9, seed: 7);
+        using var executor = CreateFactory().Create(model, new BlockRange(0, 2));
+        ExecutorChecks.RunStatelessAndCompare(model, executor, batch: 2, tokens: 9, seed: 7);
     }
 
     [Theory]
@@ -35,11 +38,23 @@ public sealed class CpuBlockExecutorTests
     [InlineData("llama3", TensorDType.BF16, 1, 40)]
     public void LongPrefillThroughThePackedGemmMatchesReference(string configName, TensorDType dtype, int batch, int tokens)
     {
-        Assert.True(batch * tokens >= CpuBlockExecutor.PackedMinTokens);
         using var model = new RandomLlama(TestConfigs.Get(configName), dtype);
-        using var executor = Managed().Create(model, new BlockRange(0, 2));
-        RunStatelessAndCompare(model, executor, batch, tokens, seed: 17);
-        RunCachedAndCompare(model, executor, batch, prefill: tokens, chunk: tokens, decode: 2, seed: 18);
+        using var executor = CreateFactory().Create(model, new BlockRange(0, 2));
+        ExecutorChecks.RunStatelessAndCompare(model, executor, batch, tokens, seed: 17);
+        ExecutorChecks.RunCachedAndCompare(model, executor, batch, prefill: tokens, chunk: tokens, decode: 2, seed: 18);
+    }
+
+    [Theory]
+    [InlineData(TensorDType.BF16)]
+    [InlineData(TensorDType.F32)]
+    [InlineData(TensorDType.F16)]
+    public void WideMlpCrossesKernelBlockBoundaries(TensorDType dtype)
+    {
+        // intermediate 4200 > the kernels' K blocks (2048 streaming, 4096 packed), so down_proj accumulates over several blocks.
+        using var model = new RandomLlama(TestConfigs.Get("deep", layers: 1), dtype);
+        using var executor = CreateFactory().Create(model, new BlockRange(0, 1));
+        ExecutorChecks.RunCachedAndCompare(model, executor, batch: 1, prefill: 26, chunk: 26, decode: 2, seed: 77);
+        ExecutorChecks.RunStatelessAndCompare(model, executor, batch: 2, tokens: 5, seed: 78);
     }
 
     [Theory]
@@ -51,15 +66,15 @@ public sealed class CpuBlockExecutorTests
     public void CachedPrefillThenDecodeMatchesPrefillOfWholeSequence(string configName, TensorDType dtype)
     {
         using var model = new RandomLlama(TestConfigs.Get(configName), dtype);
-        using var executor = Managed().Create(model, new BlockRange(0, 2));
-        RunCachedAndCompare(model, executor, batch: 3, prefill: 6, chunk: 2, decode: 4, seed: 11);
+        using var executor = CreateFactory().Create(model, new BlockRange(0, 2));
+        ExecutorChecks.RunCachedAndCompare(model, executor, batch: 3, prefill: 6, chunk: 2, decode: 4, seed: 11);
     }
 
     [Fact]
     public void SpanOfSeveralBlocksLoadsOnlyItsTensorsAndMatchesReference()
     {
         using var model = new RandomLlama(TestConfigs.Get("gqa", layers: 5), TensorDType.BF16);
-        using var executor = Managed().Create(model, new BlockRange(1, 4));
+        using var executor = CreateFactory().Create(model, new BlockRange(1, 4));
         Assert.Equal(new BlockRange(1, 4), executor.Blocks);
         foreach (var name in model.Requests.Keys)
         {
@@ -69,15 +84,15 @@ public sealed class CpuBlockExecutorTests
         }
 
         Assert.Equal(3 * LlamaTensorNames.BlockTensors.Count, model.Requests.Count);
-        RunStatelessAndCompare(model, executor, batch: 1, tokens: 5, seed: 3);
-        RunCachedAndCompare(model, executor, batch: 2, prefill: 4, chunk: 4, decode: 2, seed: 5);
+        ExecutorChecks.RunStatelessAndCompare(model, executor, batch: 1, tokens: 5, seed: 3);
+        ExecutorChecks.RunCachedAndCompare(model, executor, batch: 2, prefill: 4, chunk: 4, decode: 2, seed: 5);
     }
 
     [Fact]
     public void StatelessAndCachedPrefillAgree()
     {
         using var model = new RandomLlama(TestConfigs.Get("gqa"));
-        using var executor = Managed().Create(model, new BlockRange(0, 2));
+        using var executor = CreateFactory().Create(model, new BlockRange(0, 2));
         var h = model.Config.HiddenSize;
         var input = Accuracy.RandomHidden(2 * 5 * h, 99);
         var a = (float[])input.Clone();
@@ -96,7 +111,7 @@ public sealed class CpuBlockExecutorTests
     public void ReorderMakesRowsCopiesOfTheChosenHypotheses()
     {
         using var model = new RandomLlama(TestConfigs.Get("gqa"));
-        using var executor = Managed().Create(model, new BlockRange(0, 2));
+        using var executor = CreateFactory().Create(model, new BlockRange(0, 2));
         var h = model.Config.HiddenSize;
         const int Batch = 3, Prefill = 4;
         var history = Accuracy.RandomHidden(Batch * Prefill * h, 21);
@@ -117,11 +132,47 @@ public sealed class CpuBlockExecutorTests
         }
     }
 
+    [Theory]
+    [InlineData(TensorDType.F32)]
+    [InlineData(TensorDType.BF16)]
+    public void BeamSearchLikeSequenceOfReordersAndDecodesMatchesReference(TensorDType dtype)
+    {
+        using var model = new RandomLlama(TestConfigs.Get("llama3"), dtype);
+        using var executor = CreateFactory().Create(model, new BlockRange(0, 2));
+        var h = model.Config.HiddenSize;
+        const int Batch = 4;
+        var histories = Enumerable.Range(0, Batch).Select(_ => new List<float>()).ToArray();
+        using var cache = executor.CreateCache(Batch, 16);
+        var prompt = Accuracy.RandomHidden(Batch * 3 * h, 50);
+        executor.Forward((float[])prompt.Clone(), Batch, 3, cache);
+        for (var b = 0; b < Batch; b++)
+        {
+            histories[b].AddRange(prompt.AsSpan(b * 3 * h, 3 * h).ToArray());
+        }
+
+        int[][] reorders = [[3, 3, 1, 0], [0, 1, 2, 3], [2, 2, 2, 2], [1, 0, 3, 2]];
+        for (var step = 0; step < reorders.Length; step++)
+        {
+            cache.Reorder(reorders[step]);
+            histories = reorders[step].Select(src => new List<float>(histories[src])).ToArray();
+            var input = Accuracy.RandomHidden(Batch * h, 60 + step);
+            var output = (float[])input.Clone();
+            executor.Forward(output, Batch, 1, cache);
+            for (var b = 0; b < Batch; b++)
+            {
+                histories[b].AddRange(input.AsSpan(b * h, h).ToArray());
+                var length = histories[b].Count / h;
+                var expected = Accuracy.Reference(model, 0, 2, histories[b].ToArray(), length);
+                Accuracy.AssertClose(output.AsSpan(b * h, h), expected.AsSpan((length - 1) * h, h), $"step {step}, row {b}");
+            }
+        }
+    }
+
     [Fact]
     public void TruncateRollsBackSoNewTokensFollowTheKeptPrefix()
     {
         using var model = new RandomLlama(TestConfigs.Get("mha"), TensorDType.BF16);
-        using var executor = Managed().Create(model, new BlockRange(0, 2));
+        using var executor = CreateFactory().Create(model, new BlockRange(0, 2));
         var h = model.Config.HiddenSize;
         var first = Accuracy.RandomHidden(6 * h, 31);
         using var cache = executor.CreateCache(1, 10);
@@ -147,7 +198,7 @@ public sealed class CpuBlockExecutorTests
     public void ConcurrentSessionsOnDifferentCachesGiveTheSameResultsAsSequentialOnes()
     {
         using var model = new RandomLlama(TestConfigs.Get("gqa"));
-        using var executor = Managed().Create(model, new BlockRange(0, 2));
+        using var executor = CreateFactory().Create(model, new BlockRange(0, 2));
         var h = model.Config.HiddenSize;
         var inputs = Enumerable.Range(0, 4).Select(i => Accuracy.RandomHidden(3 * h, 100 + i)).ToArray();
         var sequential = inputs.Select(x =>
@@ -165,54 +216,6 @@ public sealed class CpuBlockExecutorTests
         for (var i = 0; i < inputs.Length; i++)
         {
             Assert.Equal(sequential[i], parallel[i]);
-        }
-    }
-
-    internal static void RunStatelessAndCompare(RandomLlama model, IBlockExecutor executor, int batch, int tokens, int seed)
-    {
-        var h = model.Config.HiddenSize;
-        var input = Accuracy.RandomHidden(batch * tokens * h, seed);
-        var output = (float[])input.Clone();
-        executor.Forward(output, batch, tokens, null);
-        for (var b = 0; b < batch; b++)
-        {
-            var expected = Accuracy.Reference(model, executor.Blocks.Start, executor.Blocks.Count, input.AsSpan(b * tokens * h, tokens * h), tokens);
-            Accuracy.AssertClose(output.AsSpan(b * tokens * h, tokens * h), expected, $"stateless prefill, row {b}");
-        }
-    }
-
-    /// <summary>Prefill in chunks, then decode one token at a time; every output equals the reference over the whole sequence.</summary>
-    internal static void RunCachedAndCompare(RandomLlama model, IBlockExecutor executor, int batch, int prefill, int chunk, int decode, int seed)
-    {
-        var h = model.Config.HiddenSize;
-        var total = prefill + decode;
-        var sequences = Accuracy.RandomHidden(batch * total * h, seed);
-        var outputs = new float[batch * total * h];
-        using var cache = executor.CreateCache(batch, total);
-        var position = 0;
-        while (position < total)
-        {
-            var step = position < prefill ? Math.Min(chunk, prefill - position) : 1;
-            var buffer = new float[batch * step * h];
-            for (var b = 0; b < batch; b++)
-            {
-                sequences.AsSpan(((b * total) + position) * h, step * h).CopyTo(buffer.AsSpan(b * step * h));
-            }
-
-            executor.Forward(buffer, batch, step, cache);
-            for (var b = 0; b < batch; b++)
-            {
-                buffer.AsSpan(b * step * h, step * h).CopyTo(outputs.AsSpan(((b * total) + position) * h));
-            }
-
-            position += step;
-            Assert.Equal(position, cache.Length);
-        }
-
-        for (var b = 0; b < batch; b++)
-        {
-            var expected = Accuracy.Reference(model, executor.Blocks.Start, executor.Blocks.Count, sequences.AsSpan(b * total * h, total * h), total);
-            Accuracy.AssertClose(outputs.AsSpan(b * total * h, total * h), expected, $"cached prefill+decode, row {b}");
         }
     }
 }

@@ -1,0 +1,35 @@
+using Petals.Models;
+using Petals.Tensors;
+
+namespace Petals.Backends.Cpu.Tests;
+
+/// <summary>The hot path allocates nothing once scratch buffers have grown.</summary>
+public sealed class AllocationTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void DecodeStepsAllocateNothingAfterWarmUp(int threads)
+    {
+        using var model = new RandomLlama(TestConfigs.Get("gqa"), TensorDType.BF16);
+        using var executor = ExecutorChecks.Managed(threads).Create(model, new BlockRange(0, 2));
+        using var cache = executor.CreateCache(2, 64);
+        var hidden = Accuracy.RandomHidden(2 * model.Config.HiddenSize, 5);
+        var prompt = Accuracy.RandomHidden(2 * 30 * model.Config.HiddenSize, 6);
+        executor.Forward(prompt, 2, 30, cache);
+        for (var i = 0; i < 4; i++)
+        {
+            executor.Forward(hidden, 2, 1, cache);
+        }
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 20; i++)
+        {
+            executor.Forward(hidden, 2, 1, cache);
+        }
+
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(0, allocated);
+        Assert.Equal(54, cache.Length);
+    }
+}
