@@ -3,7 +3,7 @@
 # and its own outputs (a prefill, then decode steps, computed in fp32 from the same dtype-rounded
 # weights); our harness runs the same file through the executor; the max relative difference is printed.
 #
-#   bench/crosscheck.sh [--shapes llama2-7b,llama3-8b] [--dtypes f32,bf16] [--backend cpu|reference]
+#   bench/crosscheck.sh [--shapes llama2-7b,llama3-8b] [--dtypes f32,bf16] [--backend cpu]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"

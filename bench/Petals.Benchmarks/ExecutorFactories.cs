@@ -19,8 +19,7 @@ internal static class ExecutorFactories
                 _ => NativeBlasMode.Auto,
             },
         }),
-        "reference" => new ReferenceBlockExecutorFactory(o.Threads),
-        _ => throw new ArgumentException($"Unknown backend '{o.Backend}'; known: cpu, reference."),
+        _ => throw new ArgumentException($"Unknown backend '{o.Backend}'; known: cpu."),
     };
 
     /// <summary>Describes the executor: its options and the native BLAS in use, if any.</summary>

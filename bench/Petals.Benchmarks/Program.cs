@@ -14,9 +14,9 @@ internal static class Program
           block       --shape llama2-7b|llama3-8b|tiny --dtype f32|bf16
                       (--mode decode --position N | --mode prefill --tokens N | --cases decode:1024,decode:128,prefill:128)
                       [--threads 2 --warmup 2 --iterations 10 --seed S --kv-bytes 4 --output text|json
-                       --backend cpu|reference --native-blas auto|never|always]
+                       --backend cpu --native-blas auto|never|always]
               Times one decoder block of random weights; prints median/min ms, GB/s and GFLOP/s per case.
-          crosscheck  --dir D [--threads 2 --backend cpu|reference]
+          crosscheck  --dir D [--threads 2 --backend cpu]
               Runs the block, prefill and decode steps of D/block.safetensors (written by
               bench/pytorch_block.py xc-write) and writes the outputs to D/ours.f32.
           membw       [--threads 2 --iterations 10]
