@@ -26,8 +26,6 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
     /// <summary>From this many rows (batch × tokens) on, linear layers use the packed GEMM rather than the streaming kernel.</summary>
     internal const int PackedMinTokens = 24;
 
-    /// <summary>Products with fewer multiply-adds than this run on the calling thread: waking workers would cost more.</summary>
-    internal const long SerialWorkLimit = 1 << 15;
 
     private readonly Lock _lock = new();
     private readonly Workspace _ws = new();
@@ -287,7 +285,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
     /// <summary>Runs <paramref name="work"/> on all threads, or on the calling thread alone when it is too small to pay for a dispatch.</summary>
     private void RunParallel(IParallelWork work, long multiplyAdds)
     {
-        if (multiplyAdds < SerialWorkLimit)
+        if (multiplyAdds < _options.ParallelMinMultiplyAdds)
         {
             work.Execute(0, 1);
         }
