@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using Petals.Backends.Cpu.Kernels;
 using Petals.Backends.Cpu.Linear;
 using Petals.Backends.Cpu.Native;
@@ -26,8 +27,6 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
     /// <summary>From this many rows (batch × tokens) on, linear layers use the packed GEMM rather than the streaming kernel.</summary>
     internal const int PackedMinTokens = 24;
 
-    /// <summary>Products with fewer multiply-adds than this run on the calling thread: waking workers would cost more.</summary>
-    internal const long SerialWorkLimit = 1 << 15;
 
     private readonly Lock _lock = new();
     private readonly Workspace _ws = new();
@@ -287,7 +286,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
     /// <summary>Runs <paramref name="work"/> on all threads, or on the calling thread alone when it is too small to pay for a dispatch.</summary>
     private void RunParallel(IParallelWork work, long multiplyAdds)
     {
-        if (multiplyAdds < SerialWorkLimit)
+        if (multiplyAdds < _options.ParallelMinMultiplyAdds)
         {
             work.Execute(0, 1);
         }
@@ -440,39 +439,42 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         public int QDim;
         public float Scale;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int part, int parts)
         {
             var (s, e) = WorkerPool.Slice(Batch * Heads, part, parts);
-            var scores = Scores[part];
             var d = HeadDim;
-            for (var item = s; item < e; item++)
+            fixed (float* scores = Scores[part])
             {
-                var b = item / Heads;
-                var h = item % Heads;
-                var g = h / Group;
-                var kBase = K + (b * StrideBatch) + (g * StrideHead);
-                var vBase = V + (b * StrideBatch) + (g * StrideHead);
-                for (var t = 0; t < Tokens; t++)
+                for (var item = s; item < e; item++)
                 {
-                    var q = new ReadOnlySpan<float>(Q + ((((long)b * Tokens) + t) * QDim) + ((long)h * d), d);
-                    var keys = Start + t + 1;
-                    var max = float.NegativeInfinity;
-                    for (var j = 0; j < keys; j++)
+                    var b = item / Heads;
+                    var h = item % Heads;
+                    var g = h / Group;
+                    var kBase = K + (b * StrideBatch) + (g * StrideHead);
+                    var vBase = V + (b * StrideBatch) + (g * StrideHead);
+                    for (var t = 0; t < Tokens; t++)
                     {
-                        var sc = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(kBase + (j * StridePos), d)) * Scale;
-                        scores[j] = sc;
-                        max = MathF.Max(max, sc);
-                    }
+                        var q = Q + ((((long)b * Tokens) + t) * QDim) + ((long)h * d);
+                        var keys = Start + t + 1;
+                        var max = float.NegativeInfinity;
+                        for (var j = 0; j < keys; j++)
+                        {
+                            var sc = VectorMath.Dot(q, kBase + (j * StridePos), d) * Scale;
+                            scores[j] = sc;
+                            max = MathF.Max(max, sc);
+                        }
 
-                    var p = scores.AsSpan(0, keys);
-                    TensorPrimitives.Subtract(p, max, p);
-                    TensorPrimitives.Exp(p, p);
-                    var inv = 1f / TensorPrimitives.Sum(p);
-                    var o = new Span<float>(Out + ((((long)b * Tokens) + t) * QDim) + ((long)h * d), d);
-                    o.Clear();
-                    for (var j = 0; j < keys; j++)
-                    {
-                        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(vBase + (j * StridePos), d), p[j] * inv, o, o);
+                        var p = new Span<float>(scores, keys);
+                        TensorPrimitives.Subtract(p, max, p);
+                        TensorPrimitives.Exp(p, p);
+                        var inv = 1f / TensorPrimitives.Sum(p);
+                        var o = Out + ((((long)b * Tokens) + t) * QDim) + ((long)h * d);
+                        new Span<float>(o, d).Clear();
+                        for (var j = 0; j < keys; j++)
+                        {
+                            VectorMath.MultiplyAdd(vBase + (j * StridePos), scores[j] * inv, o, d);
+                        }
                     }
                 }
             }

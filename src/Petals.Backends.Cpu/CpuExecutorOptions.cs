@@ -23,6 +23,13 @@ public sealed class CpuExecutorOptions
     /// </summary>
     public int NativeBlasMinTokens { get; set; } = 16;
 
+    /// <summary>
+    /// Products with fewer multiply-adds than this (about 40 µs of one core's work) run on the calling thread alone:
+    /// handing them to workers costs tens of microseconds on a busy machine and saves less. Internal: tests set 0 to
+    /// force every product through the worker pool.
+    /// </summary>
+    internal long ParallelMinMultiplyAdds { get; set; } = 1 << 20;
+
     /// <summary>Checks the values.</summary>
     /// <exception cref="ArgumentOutOfRangeException">When <see cref="ThreadCount"/> or <see cref="NativeBlasMinTokens"/> is less than 1, or <see cref="NativeBlas"/> is not a defined mode.</exception>
     public void Validate()

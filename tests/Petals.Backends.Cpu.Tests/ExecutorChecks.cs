@@ -5,8 +5,9 @@ namespace Petals.Backends.Cpu.Tests;
 /// <summary>Shared runs of an executor against the float64 reference.</summary>
 internal static class ExecutorChecks
 {
-    /// <summary>A factory that uses the managed kernels only.</summary>
-    internal static CpuBlockExecutorFactory Managed(int threads = 2) => new(new CpuExecutorOptions { NativeBlas = NativeBlasMode.Never, ThreadCount = threads });
+    /// <summary>A factory that uses the managed kernels only, every product split across all threads (however small).</summary>
+    internal static CpuBlockExecutorFactory Managed(int threads = 2) =>
+        new(new CpuExecutorOptions { NativeBlas = NativeBlasMode.Never, ThreadCount = threads, ParallelMinMultiplyAdds = 0 });
 
     internal static void RunStatelessAndCompare(RandomLlama model, IBlockExecutor executor, int batch, int tokens, int seed)
     {

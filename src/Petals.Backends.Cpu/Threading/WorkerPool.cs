@@ -15,11 +15,9 @@ internal sealed class WorkerPool : IDisposable
 
     private readonly Thread[] _threads;
     private readonly SemaphoreSlim[] _wake;
-    private readonly int[] _sleeping;
     private readonly SemaphoreSlim _done = new(0);
     private readonly Exception?[] _errors;
     private IParallelWork? _work;
-    private long _generation;
     private int _remaining;
     private volatile bool _disposed;
 
@@ -29,7 +27,6 @@ internal sealed class WorkerPool : IDisposable
         PartCount = threadCount;
         _threads = new Thread[threadCount - 1];
         _wake = new SemaphoreSlim[threadCount - 1];
-        _sleeping = new int[threadCount - 1];
         _errors = new Exception?[threadCount];
         for (var i = 0; i < _threads.Length; i++)
         {
@@ -60,8 +57,11 @@ internal sealed class WorkerPool : IDisposable
         _work = work;
         Array.Clear(_errors);
         Volatile.Write(ref _remaining, PartCount - 1);
-        Interlocked.Increment(ref _generation);
-        WakeSleepers();
+        foreach (var wake in _wake)
+        {
+            // One release per worker per run, one wait per worker per run: balanced by construction.
+            wake.Release();
+        }
 
         try
         {
@@ -92,46 +92,25 @@ internal sealed class WorkerPool : IDisposable
         }
     }
 
-    private void WakeSleepers()
-    {
-        for (var i = 0; i < _wake.Length; i++)
-        {
-            // The worker that set its flag is asleep (or about to be): whoever clears the flag owns the wake-up.
-            if (Interlocked.Exchange(ref _sleeping[i], 0) == 1)
-            {
-                _wake[i].Release();
-            }
-        }
-    }
-
     private void WorkerLoop(int index)
     {
-        long seen = 0;
+        var wake = _wake[index];
         while (true)
         {
+            // Spin briefly while the next run is likely to come soon (the products of one forward pass follow each
+            // other within microseconds), then block.
             var spins = 0;
-            while (Volatile.Read(ref _generation) == seen && spins++ < SpinIterations)
+            while (wake.CurrentCount == 0 && spins++ < SpinIterations)
             {
                 Thread.SpinWait(20);
             }
 
-            if (Volatile.Read(ref _generation) == seen)
-            {
-                Interlocked.Exchange(ref _sleeping[index], 1);
-                if (Volatile.Read(ref _generation) == seen || Interlocked.Exchange(ref _sleeping[index], 0) == 0)
-                {
-                    // Either nothing new yet (a dispatcher will clear the flag and release), or a dispatcher already
-                    // cleared the flag and released: consume that release.
-                    _wake[index].Wait();
-                }
-            }
-
+            wake.Wait();
             if (_disposed)
             {
                 return;
             }
 
-            seen = Volatile.Read(ref _generation);
             try
             {
                 _work!.Execute(index + 1, PartCount);
@@ -157,8 +136,10 @@ internal sealed class WorkerPool : IDisposable
         }
 
         _disposed = true;
-        Interlocked.Increment(ref _generation);
-        WakeSleepers();
+        foreach (var wake in _wake)
+        {
+            wake.Release();
+        }
         foreach (var t in _threads)
         {
             t.Join();
