@@ -119,10 +119,23 @@ public sealed class TokenizerJsonFuzzTests
     }
 
     /// <summary>Applies 1 to 3 structural edits chosen by <paramref name="seed"/>.</summary>
-    internal static string MutateJson(int seed)
+    internal static string MutateJson(int seed) => MutateJson(seed, Valid());
+
+    /// <summary>A tokenizer_config.json for <see cref="Valid"/>.</summary>
+    internal static JsonObject ValidConfig() => new()
+    {
+        ["add_bos_token"] = true,
+        ["add_eos_token"] = false,
+        ["bos_token"] = "<s>",
+        ["eos_token"] = new JsonObject { ["content"] = "</s>", ["special"] = true },
+        ["unk_token"] = "<unk>",
+        ["clean_up_tokenization_spaces"] = false,
+    };
+
+    /// <summary>Applies 1 to 3 structural edits chosen by <paramref name="seed"/> to <paramref name="root"/>.</summary>
+    internal static string MutateJson(int seed, JsonObject root)
     {
         var rng = new Random(seed);
-        var root = Valid();
         var edits = rng.Next(1, 4);
         for (var e = 0; e < edits; e++)
         {
@@ -154,16 +167,16 @@ public sealed class TokenizerJsonFuzzTests
         return root.ToJsonString();
     }
 
-    private static bool LoadsOrFailsWithFormatError(string json)
+    private static bool LoadsOrFailsWithFormatError(string json, string? configJson = null)
     {
         ITokenizer tokenizer;
         try
         {
-            tokenizer = TokenizerLoader.FromJson(json, sourceName: "fuzz/tokenizer.json");
+            tokenizer = TokenizerLoader.FromJson(json, configJson, sourceName: "fuzz/tokenizer.json");
         }
         catch (ModelFormatException ex)
         {
-            Assert.Equal("fuzz/tokenizer.json", ex.FilePath);
+            Assert.Equal(configJson is null || ex.FilePath != TokenizerLoader.TokenizerConfigFileName ? "fuzz/tokenizer.json" : TokenizerLoader.TokenizerConfigFileName, ex.FilePath);
             return true;
         }
 
@@ -221,6 +234,15 @@ public sealed class TokenizerJsonFuzzTests
     public void StructurallyMutatedTokenizerJsonOnlyRaisesModelFormatException() =>
         Prop.ForAll(Gen.Choose(0, int.MaxValue).ToArbitrary(), seed => LoadsOrFailsWithFormatError(MutateJson(seed)))
             .Check(Config.QuickThrowOnFailure.WithMaxTest(Cases));
+
+    [Fact]
+    public void MutatedTokenizerConfigJsonOnlyRaisesModelFormatException()
+    {
+        var json = Valid().ToJsonString();
+        Assert.True(LoadsOrFailsWithFormatError(json, ValidConfig().ToJsonString()));
+        Prop.ForAll(Gen.Choose(0, int.MaxValue).ToArbitrary(), seed => LoadsOrFailsWithFormatError(json, MutateJson(seed, ValidConfig())))
+            .Check(Config.QuickThrowOnFailure.WithMaxTest(Cases));
+    }
 
     [Fact]
     public void ByteMutatedTokenizerJsonOnlyRaisesModelFormatException()
