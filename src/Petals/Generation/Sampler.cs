@@ -31,7 +31,7 @@ public sealed class Sampler
     /// <param name="logits">The logits of every token of the vocabulary.</param>
     /// <param name="previousTokens">The tokens of the sequence so far (prompt and generated), for the repetition penalty.</param>
     /// <returns>The chosen token id.</returns>
-    /// <exception cref="ArgumentException">When <paramref name="logits"/> is empty or holds no finite value.</exception>
+    /// <exception cref="ArgumentException">When <paramref name="logits"/> is empty or holds no finite value. NaN logits are never chosen.</exception>
     public int Sample(Span<float> logits, ReadOnlySpan<int> previousTokens)
     {
         if (logits.IsEmpty)
@@ -57,6 +57,12 @@ public sealed class Sampler
         var count = vocab;
         for (var i = 0; i < vocab; i++)
         {
+            // NaN never wins, as in ArgMax: it would otherwise sort first and poison the softmax.
+            if (float.IsNaN(logits[i]))
+            {
+                logits[i] = float.NegativeInfinity;
+            }
+
             _indices[i] = i;
             _keys[i] = -logits[i];
         }

@@ -22,6 +22,23 @@ public sealed class SamplerTests
         Assert.Throws<ArgumentException>(() => Sampler.ArgMax(new[] { float.NaN, float.NaN }));
     }
 
+    [Theory]
+    [InlineData(0, 1.0)]
+    [InlineData(2, 1.0)]
+    [InlineData(0, 0.9)]
+    public void SamplingNeverChoosesNaNAndRejectsOnlyAllNaN(int topK, double topP)
+    {
+        // As ArgMax does; a NaN used to sort first among the candidates and make every draw fail.
+        var sampler = new Sampler(new SamplingOptions { Temperature = 1, TopK = topK, TopP = topP, Seed = 4 });
+        for (var i = 0; i < 200; i++)
+        {
+            var token = sampler.Sample(new[] { float.NaN, 1f, 1.5f, float.NaN }, []);
+            Assert.True(token is 1 or 2, $"draw {i} chose {token}");
+        }
+
+        Assert.Throws<ArgumentException>(() => sampler.Sample(new[] { float.NaN, float.NaN }, []));
+    }
+
     [Fact]
     public void RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogitsOncePerToken()
     {
