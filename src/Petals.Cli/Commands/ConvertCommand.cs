@@ -34,10 +34,13 @@ internal static class ConvertCommand
                 }),
                 WriteAdditionalFiles = (gguf, directory) =>
                 {
-                    if (TokenizerLoader.FromGguf(gguf) is SentencePieceBpeTokenizer tokenizer)
+                    if (gguf.Tokenizer.Tokens is null)
                     {
-                        tokenizer.WriteHuggingFaceFiles(directory);
+                        context.Info("the GGUF file has no embedded vocabulary: no tokenizer.json written");
+                        return;
                     }
+
+                    TokenizerLoader.WriteHuggingFaceFiles(gguf, directory);
                 },
             };
             var config = ModelConverter.ConvertGgufToHuggingFace(input, output, options, ct);

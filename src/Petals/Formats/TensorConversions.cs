@@ -18,14 +18,8 @@ internal static class TensorConversions
         TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(source), destination);
 
     /// <summary>Converts little-endian bfloat16 values to binary32 (exact: bfloat16 is the top half of binary32).</summary>
-    public static void BFloat16ToSingle(ReadOnlySpan<byte> source, Span<float> destination)
-    {
-        var bits = MemoryMarshal.Cast<byte, ushort>(source);
-        for (var i = 0; i < destination.Length; i++)
-        {
-            destination[i] = BitConverter.Int32BitsToSingle(bits[i] << 16);
-        }
-    }
+    public static void BFloat16ToSingle(ReadOnlySpan<byte> source, Span<float> destination) =>
+        Numerics.DenseMatrix.BFloat16ToSingle(MemoryMarshal.Cast<byte, ushort>(source)[..destination.Length], destination);
 
     /// <summary>Dequantizes Q8_0 blocks: value = fp16 scale * int8.</summary>
     public static void DequantizeQ8_0(ReadOnlySpan<byte> source, Span<float> destination)

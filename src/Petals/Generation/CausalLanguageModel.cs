@@ -70,8 +70,16 @@ public sealed class CausalLanguageModel : IDisposable
             var tokenizer = TokenizerLoader.Load(modelPath);
             var head = LanguageModelHead.Load(weights);
             var executor = executorFactory.Create(weights, new BlockRange(0, weights.Config.NumLayers));
-            var stack = new LocalTransformerBlocks([executor]);
-            return new CausalLanguageModel(head, stack, tokenizer, stack, weights);
+            try
+            {
+                var stack = new LocalTransformerBlocks([executor]);
+                return new CausalLanguageModel(head, stack, tokenizer, stack, weights);
+            }
+            catch
+            {
+                executor.Dispose();
+                throw;
+            }
         }
         catch
         {

@@ -14,6 +14,7 @@ public sealed class Sampler
     private int[] _indices = [];
     private float[] _keys = [];
     private double[] _probabilities = [];
+    private readonly PriorityQueue<int, (float Logit, int NegativeId)> _heap = new();
 
     /// <summary>Creates a sampler.</summary>
     /// <param name="options">The sampling options (validated here).</param>
@@ -31,7 +32,7 @@ public sealed class Sampler
     /// <param name="logits">The logits of every token of the vocabulary.</param>
     /// <param name="previousTokens">The tokens of the sequence so far (prompt and generated), for the repetition penalty.</param>
     /// <returns>The chosen token id.</returns>
-    /// <exception cref="ArgumentException">When <paramref name="logits"/> is empty or holds no finite value.</exception>
+    /// <exception cref="ArgumentException">When <paramref name="logits"/> is empty or holds no finite value. NaN logits are never chosen.</exception>
     public int Sample(Span<float> logits, ReadOnlySpan<int> previousTokens)
     {
         if (logits.IsEmpty)
@@ -57,19 +58,26 @@ public sealed class Sampler
         var count = vocab;
         for (var i = 0; i < vocab; i++)
         {
+            // NaN never wins, as in ArgMax: it would otherwise sort first and poison the softmax.
+            if (float.IsNaN(logits[i]))
+            {
+                logits[i] = float.NegativeInfinity;
+            }
+
             _indices[i] = i;
             _keys[i] = -logits[i];
         }
 
         var topK = _options.TopK;
-        var needsSort = _options.TopP < 1.0 || (topK > 0 && topK < vocab);
-        if (needsSort)
+        if (topK > 0 && topK < vocab)
+        {
+            // O(V log k) selection instead of sorting the whole vocabulary (16 ms a token at 128k before).
+            SelectTopK(logits, topK);
+            count = topK;
+        }
+        else if (_options.TopP < 1.0)
         {
             Array.Sort(_keys, _indices, 0, vocab);
-            if (topK > 0 && topK < vocab)
-            {
-                count = topK;
-            }
         }
 
         // Softmax over candidates in double precision, with the max subtracted.
@@ -169,6 +177,33 @@ public sealed class Sampler
             _seen[token] = _stamp;
             var value = logits[token];
             logits[token] = value > 0 ? value / penalty : value * penalty;
+        }
+    }
+
+    /// <summary>
+    /// Writes the <paramref name="k"/> largest logits' ids into <c>_indices[0..k)</c>, largest first, the lower id
+    /// first on ties, with a min-heap of the best k seen so far.
+    /// </summary>
+    private void SelectTopK(ReadOnlySpan<float> logits, int k)
+    {
+        var heap = _heap;
+        heap.Clear();
+        for (var i = 0; i < logits.Length; i++)
+        {
+            var priority = (logits[i], -i);
+            if (heap.Count < k)
+            {
+                heap.Enqueue(i, priority);
+            }
+            else if (heap.TryPeek(out _, out var worst) && priority.CompareTo(worst) > 0)
+            {
+                heap.DequeueEnqueue(i, priority);
+            }
+        }
+
+        for (var c = k - 1; c >= 0; c--)
+        {
+            _indices[c] = heap.Dequeue();
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -85,7 +86,13 @@ internal sealed class DenseMatrix
         var chunks = (Rows + RowsPerChunk - 1) / RowsPerChunk;
         if ((long)Rows * Columns < 1 << 20 || chunks < 2)
         {
-            MultiplyRows(x, y, 0, Rows, null);
+            var scratch = DType == TensorDType.F32 ? null : ArrayPool<float>.Shared.Rent(Columns);
+            MultiplyRows(x, y, 0, Rows, scratch);
+            if (scratch is not null)
+            {
+                ArrayPool<float>.Shared.Return(scratch);
+            }
+
             return;
         }
 
@@ -96,7 +103,8 @@ internal sealed class DenseMatrix
             {
                 var xPtr = (nint)px;
                 var yPtr = (nint)py;
-                Parallel.For(0, chunks, () => new float[Columns], (chunk, _, scratch) =>
+                // Row scratch comes from the pool: this runs once per generated token.
+                Parallel.For(0, chunks, () => ArrayPool<float>.Shared.Rent(Columns), (chunk, _, scratch) =>
                 {
                     var start = chunk * RowsPerChunk;
                     var end = Math.Min(Rows, start + RowsPerChunk);
@@ -104,11 +112,12 @@ internal sealed class DenseMatrix
                     var ys = new Span<float>((void*)yPtr, Rows);
                     MultiplyRows(xs, ys, start, end, scratch);
                     return scratch;
-                }, _ => { });
+                }, scratch => ArrayPool<float>.Shared.Return(scratch));
             }
         }
     }
 
+    /// <summary>Rows [start, end); <paramref name="scratch"/> holds at least one row (unused for F32).</summary>
     private void MultiplyRows(ReadOnlySpan<float> x, Span<float> y, int start, int end, float[]? scratch)
     {
         if (DType == TensorDType.F32)
@@ -122,11 +131,11 @@ internal sealed class DenseMatrix
             return;
         }
 
-        scratch ??= new float[Columns];
+        var row = scratch.AsSpan(0, Columns);
         for (var r = start; r < end; r++)
         {
-            ReadRow(r, scratch);
-            y[r] = TensorPrimitives.Dot(scratch, x);
+            ReadRow(r, row);
+            y[r] = TensorPrimitives.Dot(row, x);
         }
     }
 

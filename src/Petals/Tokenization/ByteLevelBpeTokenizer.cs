@@ -35,7 +35,87 @@ public static class ByteLevelBpeTokenizer
         int? bos,
         int? eos,
         bool addBos,
+        string sourcePath = "(vocabulary)") =>
+        Build(tokens, tokenTypes, merges, preTokenizer, bos, eos, addBos, sourcePath).Tokenizer;
+
+    /// <summary>
+    /// Writes the Hugging Face <c>tokenizer.json</c> (byte-level BPE with the pre-tokenizer's split regex, the BOS
+    /// template when <paramref name="addBos"/>) and <c>tokenizer_config.json</c> equivalent to
+    /// <see cref="FromVocabulary"/> into <paramref name="directory"/> (created if needed). The vocabulary is
+    /// validated first, so nothing is written for a malformed one.
+    /// </summary>
+    /// <param name="directory">The output directory.</param>
+    /// <param name="tokens">tokenizer.ggml.tokens.</param>
+    /// <param name="tokenTypes">tokenizer.ggml.token_type.</param>
+    /// <param name="merges">tokenizer.ggml.merges.</param>
+    /// <param name="preTokenizer">tokenizer.ggml.pre.</param>
+    /// <param name="bos">tokenizer.ggml.bos_token_id.</param>
+    /// <param name="eos">tokenizer.ggml.eos_token_id.</param>
+    /// <param name="addBos">tokenizer.ggml.add_bos_token.</param>
+    /// <param name="sourcePath">The file the vocabulary came from, for error messages.</param>
+    /// <exception cref="ModelFormatException">As <see cref="FromVocabulary"/>.</exception>
+    public static void WriteHuggingFaceFiles(
+        string directory,
+        string[] tokens,
+        int[] tokenTypes,
+        string[] merges,
+        string? preTokenizer,
+        int? bos,
+        int? eos,
+        bool addBos,
         string sourcePath = "(vocabulary)")
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        (ITokenizer _, byte[] json) = Build(tokens, tokenTypes, merges, preTokenizer, bos, eos, addBos, sourcePath);
+        using var config = new MemoryStream();
+        using (var w = new Utf8JsonWriter(config, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartObject();
+            w.WriteBoolean("add_bos_token", addBos);
+            w.WriteBoolean("add_eos_token", false);
+            WriteTokenOrNull(w, "bos_token", tokens, bos);
+            WriteTokenOrNull(w, "eos_token", tokens, eos);
+            w.WriteBoolean("clean_up_tokenization_spaces", false);
+            w.WriteString("tokenizer_class", "PreTrainedTokenizerFast");
+            w.WriteEndObject();
+        }
+
+        Directory.CreateDirectory(directory);
+        File.WriteAllBytes(Path.Combine(directory, TokenizerLoader.TokenizerJsonFileName), json);
+        File.WriteAllBytes(Path.Combine(directory, TokenizerLoader.TokenizerConfigFileName), config.ToArray());
+    }
+
+    private static void WriteTokenOrNull(Utf8JsonWriter w, string name, string[] tokens, int? id)
+    {
+        if (id is int value)
+        {
+            w.WriteString(name, tokens[value]);
+        }
+        else
+        {
+            w.WriteNull(name);
+        }
+    }
+
+    private static void WritePiece(Utf8JsonWriter w, string kind, string id, int typeId)
+    {
+        w.WriteStartObject();
+        w.WriteStartObject(kind);
+        w.WriteString("id", id);
+        w.WriteNumber("type_id", typeId);
+        w.WriteEndObject();
+        w.WriteEndObject();
+    }
+
+    private static (ITokenizer Tokenizer, byte[] Json) Build(
+        string[] tokens,
+        int[] tokenTypes,
+        string[] merges,
+        string? preTokenizer,
+        int? bos,
+        int? eos,
+        bool addBos,
+        string sourcePath)
     {
         ArgumentNullException.ThrowIfNull(tokens);
         ArgumentNullException.ThrowIfNull(tokenTypes);
@@ -66,10 +146,15 @@ public static class ByteLevelBpeTokenizer
             _ => throw new ModelFormatException(sourcePath, "tokenizer.ggml.pre", $"unsupported pre-tokenizer '{preTokenizer}' (supported: default, gpt2, llama-bpe)."),
         };
 
+        string? bosText = bos is int b ? tokens[b] : null;
         using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream))
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
+            // Every field the Rust crate's deserializers expect is written, so the file also loads there.
             w.WriteStartObject();
+            w.WriteString("version", "1.0");
+            w.WriteNull("truncation");
+            w.WriteNull("padding");
             w.WriteStartArray("added_tokens");
             var seen = new HashSet<string>(StringComparer.Ordinal);
             for (int i = 0; i < tokens.Length; i++)
@@ -80,6 +165,9 @@ public static class ByteLevelBpeTokenizer
                     w.WriteStartObject();
                     w.WriteNumber("id", i);
                     w.WriteString("content", token);
+                    w.WriteBoolean("single_word", false);
+                    w.WriteBoolean("lstrip", false);
+                    w.WriteBoolean("rstrip", false);
                     w.WriteBoolean("normalized", false);
                     w.WriteBoolean("special", tokenTypes[i] == SentencePieceBpeTokenizer.TokenTypeControl);
                     w.WriteEndObject();
@@ -87,6 +175,7 @@ public static class ByteLevelBpeTokenizer
             }
 
             w.WriteEndArray();
+            w.WriteNull("normalizer");
             w.WriteStartObject("pre_tokenizer");
             w.WriteString("type", "Sequence");
             w.WriteStartArray("pretokenizers");
@@ -96,10 +185,12 @@ public static class ByteLevelBpeTokenizer
             w.WriteString("Regex", pattern);
             w.WriteEndObject();
             w.WriteString("behavior", "Isolated");
+            w.WriteBoolean("invert", false);
             w.WriteEndObject();
             w.WriteStartObject();
             w.WriteString("type", "ByteLevel");
             w.WriteBoolean("add_prefix_space", false);
+            w.WriteBoolean("trim_offsets", true);
             w.WriteBoolean("use_regex", false);
             w.WriteEndObject();
             w.WriteEndArray();
@@ -109,32 +200,47 @@ public static class ByteLevelBpeTokenizer
                 w.WriteStartObject("post_processor");
                 w.WriteString("type", "TemplateProcessing");
                 w.WriteStartArray("single");
-                w.WriteStartObject();
-                w.WriteStartObject("SpecialToken");
-                w.WriteString("id", "bos");
-                w.WriteEndObject();
-                w.WriteEndObject();
-                w.WriteStartObject();
-                w.WriteStartObject("Sequence");
-                w.WriteString("id", "A");
-                w.WriteEndObject();
-                w.WriteEndObject();
+                WritePiece(w, "SpecialToken", bosText!, 0);
+                WritePiece(w, "Sequence", "A", 0);
+                w.WriteEndArray();
+                w.WriteStartArray("pair");
+                WritePiece(w, "SpecialToken", bosText!, 0);
+                WritePiece(w, "Sequence", "A", 0);
+                WritePiece(w, "SpecialToken", bosText!, 1);
+                WritePiece(w, "Sequence", "B", 1);
                 w.WriteEndArray();
                 w.WriteStartObject("special_tokens");
-                w.WriteStartObject("bos");
+                w.WriteStartObject(bosText!);
+                w.WriteString("id", bosText);
                 w.WriteStartArray("ids");
                 w.WriteNumberValue(bos!.Value);
+                w.WriteEndArray();
+                w.WriteStartArray("tokens");
+                w.WriteStringValue(bosText);
                 w.WriteEndArray();
                 w.WriteEndObject();
                 w.WriteEndObject();
                 w.WriteEndObject();
             }
+            else
+            {
+                w.WriteNull("post_processor");
+            }
 
             w.WriteStartObject("decoder");
             w.WriteString("type", "ByteLevel");
+            w.WriteBoolean("add_prefix_space", true);
+            w.WriteBoolean("trim_offsets", true);
+            w.WriteBoolean("use_regex", true);
             w.WriteEndObject();
             w.WriteStartObject("model");
             w.WriteString("type", "BPE");
+            w.WriteNull("dropout");
+            w.WriteNull("unk_token");
+            w.WriteNull("continuing_subword_prefix");
+            w.WriteNull("end_of_word_suffix");
+            w.WriteBoolean("fuse_unk", false);
+            w.WriteBoolean("byte_fallback", false);
             w.WriteBoolean("ignore_merges", ignoreMerges);
             w.WriteStartObject("vocab");
             seen.Clear();
@@ -158,11 +264,11 @@ public static class ByteLevelBpeTokenizer
             w.WriteEndObject();
         }
 
-        string? bosText = bos is int b ? tokens[b] : null;
         string? eosText = eos is int e ? tokens[e] : null;
+        byte[] json = stream.ToArray();
         try
         {
-            return HuggingFaceTokenizer.Parse(stream.ToArray(), sourcePath, null, null, bosText, eosText);
+            return (HuggingFaceTokenizer.Parse(json, sourcePath, null, null, bosText, eosText), json);
         }
         catch (ModelFormatException ex) when (ex.FilePath == sourcePath)
         {

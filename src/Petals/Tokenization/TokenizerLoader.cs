@@ -82,11 +82,11 @@ public static class TokenizerLoader
         var tokens = meta.Tokens ?? throw new ModelFormatException(gguf.Path, "tokenizer.ggml.tokens", "the file has no embedded vocabulary.");
         if (string.Equals(model, "gpt2", StringComparison.Ordinal))
         {
-            var merges = meta.Merges ?? throw new ModelFormatException(gguf.Path, "tokenizer.ggml.merges", "a 'gpt2' vocabulary needs merges.");
+            var (byteTokens, byteTypes, merges) = ByteLevelArrays(gguf, meta);
             return ByteLevelBpeTokenizer.FromVocabulary(
-                [.. tokens],
-                meta.TokenTypes is { } t ? [.. t] : Enumerable.Repeat(SentencePieceBpeTokenizer.TokenTypeNormal, tokens.Count).ToArray(),
-                [.. merges],
+                byteTokens,
+                byteTypes,
+                merges,
                 meta.PreTokenizer,
                 meta.BosTokenId,
                 meta.EosTokenId,
@@ -112,6 +112,37 @@ public static class TokenizerLoader
             addBos: meta.AddBosToken ?? true,
             addSpacePrefix: meta.AddSpacePrefix ?? true,
             sourcePath: gguf.Path);
+    }
+
+    /// <summary>
+    /// Writes the Hugging Face <c>tokenizer.json</c> and <c>tokenizer_config.json</c> equivalent to the vocabulary
+    /// embedded in <paramref name="gguf"/> (the files <see cref="Load"/> then reads from the directory): SentencePiece
+    /// vocabularies through <see cref="SentencePieceBpeTokenizer.WriteHuggingFaceFiles"/>, byte-level ones through
+    /// <see cref="ByteLevelBpeTokenizer.WriteHuggingFaceFiles"/>.
+    /// </summary>
+    /// <param name="gguf">An open GGUF file with an embedded vocabulary.</param>
+    /// <param name="directory">The output directory (created if needed).</param>
+    /// <exception cref="ModelFormatException">As <see cref="FromGguf"/>.</exception>
+    public static void WriteHuggingFaceFiles(GgufFile gguf, string directory)
+    {
+        ArgumentNullException.ThrowIfNull(gguf);
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        var meta = gguf.Tokenizer;
+        if (string.Equals(meta.Model, "gpt2", StringComparison.Ordinal))
+        {
+            var (tokens, types, merges) = ByteLevelArrays(gguf, meta);
+            ByteLevelBpeTokenizer.WriteHuggingFaceFiles(directory, tokens, types, merges, meta.PreTokenizer, meta.BosTokenId, meta.EosTokenId, meta.AddBosToken ?? false, gguf.Path);
+            return;
+        }
+
+        ((SentencePieceBpeTokenizer)FromGguf(gguf)).WriteHuggingFaceFiles(directory);
+    }
+
+    private static (string[] Tokens, int[] Types, string[] Merges) ByteLevelArrays(GgufFile gguf, GgufTokenizerMetadata meta)
+    {
+        var tokens = meta.Tokens ?? throw new ModelFormatException(gguf.Path, "tokenizer.ggml.tokens", "the file has no embedded vocabulary.");
+        var merges = meta.Merges ?? throw new ModelFormatException(gguf.Path, "tokenizer.ggml.merges", "a 'gpt2' vocabulary needs merges.");
+        return ([.. tokens], meta.TokenTypes is { } t ? [.. t] : Enumerable.Repeat(SentencePieceBpeTokenizer.TokenTypeNormal, tokens.Count).ToArray(), [.. merges]);
     }
 
     private static T Read<T>(string path, Func<string, T> read)

@@ -178,6 +178,21 @@ public sealed class FormatFuzzTests : IDisposable
             using (var file = GgufFile.Open(path))
             {
                 _ = file.Tokenizer;
+                if (file.Tokenizer.Tokens is not null)
+                {
+                    // The vocabulary must build (or fail as a format error) and decode every id.
+                    var tokenizer = Petals.Tokenization.TokenizerLoader.FromGguf(file);
+                    var all = Enumerable.Range(0, tokenizer.VocabSize).ToArray();
+                    _ = tokenizer.Decode(all);
+                    var streaming = tokenizer.CreateStreamingDecoder(skipSpecialTokens: true);
+                    foreach (var id in all)
+                    {
+                        streaming.Append(id);
+                    }
+
+                    _ = streaming.Flush();
+                }
+
                 foreach (var t in file.Tensors)
                 {
                     if (t.Type is GgufTensorType.F32 or GgufTensorType.F16 or GgufTensorType.BF16 or GgufTensorType.Q8_0)

@@ -212,6 +212,86 @@ public sealed class GgufModelWeightsTests : IDisposable
         }
     }
 
+    /// <summary>Hugging Face's <c>_compute_llama3_parameters</c>, as the divisors llama.cpp's converter stores in rope_freqs.weight.</summary>
+    private static float[] Llama3Divisors(double theta, int headDim, double factor, double low = 1, double high = 4, double context = 8192)
+    {
+        var result = new float[headDim / 2];
+        for (var j = 0; j < result.Length; j++)
+        {
+            var wavelength = 2 * Math.PI / Math.Pow(theta, -2.0 * j / headDim);
+            if (wavelength < context / high)
+            {
+                result[j] = 1;
+            }
+            else if (wavelength > context / low)
+            {
+                result[j] = (float)factor;
+            }
+            else
+            {
+                var smooth = ((context / wavelength) - low) / (high - low);
+                result[j] = (float)(1 / (((1 - smooth) / factor) + smooth));
+            }
+        }
+
+        return result;
+    }
+
+    [Fact]
+    public void Llama3RopeFrequencyFactorsBecomeRopeScaling()
+    {
+        var c = GgufModels.SmallConfig();
+        var divisors = Llama3Divisors(c.RopeTheta, c.HeadDim, factor: 8);
+
+        // The small head (16) still spans the three regions: unscaled, smoothed and fully scaled.
+        Assert.Contains(1f, divisors);
+        Assert.Contains(8f, divisors);
+        Assert.Contains(divisors, d => d is > 1 and < 8);
+        var w = GgufModels.Create(c, 3, GgufTensorType.F16, seed: 3);
+        w.AddTensor(GgufModelWeights.RopeFrequencyFactorsTensor, GgufTensorType.F32, [c.HeadDim / 2], TestEncodings.F32(divisors));
+        using var weights = GgufModelWeights.Open(Write(w));
+        Assert.Equal(new RopeScaling(RopeScaling.Llama3, 8), weights.Config.RopeScaling);
+        Assert.False(weights.Tensors.ContainsKey(GgufModelWeights.RopeFrequencyFactorsTensor));
+
+        // All ones means no scaling.
+        var ones = GgufModels.Create(c, 3, GgufTensorType.F16, seed: 3);
+        ones.AddTensor(GgufModelWeights.RopeFrequencyFactorsTensor, GgufTensorType.F32, [c.HeadDim / 2], TestEncodings.F32(Enumerable.Repeat(1f, c.HeadDim / 2).ToArray()));
+        using var plain = GgufModelWeights.Open(Write(ones, "ones.gguf"));
+        Assert.Null(plain.Config.RopeScaling);
+    }
+
+    [Theory]
+    [InlineData("other-parameters")]
+    [InlineData("perturbed")]
+    [InlineData("shape")]
+    [InlineData("negative")]
+    public void RopeFrequencyFactorsThatAreNotLlama3AreRejected(string variant)
+    {
+        var c = GgufModels.SmallConfig();
+        var divisors = variant == "other-parameters"
+            ? Llama3Divisors(c.RopeTheta, c.HeadDim, factor: 8, low: 2, high: 8)
+            : Llama3Divisors(c.RopeTheta, c.HeadDim, factor: 8);
+        long length = c.HeadDim / 2;
+        switch (variant)
+        {
+            case "perturbed":
+                divisors[4] *= 1.01f;
+                break;
+            case "shape":
+                divisors = [.. divisors, 8f];
+                length++;
+                break;
+            case "negative":
+                divisors[0] = -1;
+                break;
+        }
+
+        var w = GgufModels.Create(c, 3, GgufTensorType.F16, seed: 3);
+        w.AddTensor(GgufModelWeights.RopeFrequencyFactorsTensor, GgufTensorType.F32, [length], TestEncodings.F32(divisors));
+        var path = Write(w);
+        GgufFileTests.AssertFormat(() => GgufModelWeights.Open(path), path, GgufModelWeights.RopeFrequencyFactorsTensor);
+    }
+
     [Fact]
     public void MissingTensorIsReportedByItsGgufName()
     {

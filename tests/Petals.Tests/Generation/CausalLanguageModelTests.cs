@@ -118,4 +118,33 @@ public sealed class CausalLanguageModelTests
         Assert.Equal(6, nll.PredictedTokens);
         Assert.Equal(Math.Exp(nll.MeanNll), nll.Perplexity, 1e-12);
     }
+
+    [Fact]
+    public void LoadLocalDisposesTheExecutorWhenTheModelCannotBeAssembled()
+    {
+        using var dir = Petals.Testing.TestData.CreateTempDirectory();
+        var config = new ModelConfig
+        {
+            HiddenSize = 16, IntermediateSize = 32, NumLayers = 2, NumHeads = 2, NumKeyValueHeads = 2, HeadDim = 8,
+            VocabSize = 4, RmsNormEps = 1e-5, MaxPositionEmbeddings = 32, BosTokenId = 1, EosTokenIds = [2],
+        };
+        Petals.Tests.Formats.RandomModels.Write(dir.Path, config, TensorDType.F32, seed: 3);
+        File.WriteAllText(Path.Combine(dir.Path, "tokenizer.json"), """{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "c": 2, "d": 3}, "merges": []}}""");
+        var factory = new ShortSpanFactory();
+
+        // The executor covers one block of two, so the local stack rejects it after it was created.
+        Assert.Throws<ArgumentException>(() => CausalLanguageModel.LoadLocal(dir.Path, factory));
+        Assert.NotNull(factory.Created);
+        Assert.Throws<ObjectDisposedException>(() => factory.Created.CreateCache(1, 1));
+    }
+
+    private sealed class ShortSpanFactory : Petals.Execution.IBlockExecutorFactory
+    {
+        public Petals.Execution.IBlockExecutor? Created { get; private set; }
+
+        public string Name => "short span";
+
+        public Petals.Execution.IBlockExecutor Create(IModelWeights weights, BlockRange blocks) =>
+            Created = RandomModelFixture.Factory.Create(weights, new BlockRange(blocks.Start, blocks.End - 1));
+    }
 }

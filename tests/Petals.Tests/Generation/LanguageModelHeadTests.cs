@@ -37,6 +37,33 @@ public sealed class LanguageModelHeadTests
         }
     }
 
+    [Theory]
+    [InlineData(TensorDType.F16)]
+    [InlineData(TensorDType.BF16)]
+    public void ComputingLogitsAllocatesNothingOnceWarm(TensorDType dtype)
+    {
+        // Runs once per generated token; the row scratch of F16/BF16 heads used to be a new array every call.
+        using var fixture = new RandomModelFixture(dtype, tied: false, layers: 1);
+        var head = LanguageModelHead.Load(fixture.Weights);
+        var h = fixture.Config.HiddenSize;
+        var x = Enumerable.Range(0, h).Select(i => MathF.Sin(i * 0.7f)).ToArray();
+        var logits = new float[fixture.Config.VocabSize];
+        var scratch = new float[h];
+        var hidden = new float[h];
+        int[] token = [7];
+        head.ComputeLogits(x, logits, scratch);
+        head.Embed(token, hidden);
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 50; i++)
+        {
+            head.Embed(token, hidden);
+            head.ComputeLogits(x, logits, scratch);
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
     [Fact]
     public void TiedHeadsUseTheEmbeddingsAndEmbeddingRowsAreExact()
     {

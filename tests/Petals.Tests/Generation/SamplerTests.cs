@@ -22,6 +22,23 @@ public sealed class SamplerTests
         Assert.Throws<ArgumentException>(() => Sampler.ArgMax(new[] { float.NaN, float.NaN }));
     }
 
+    [Theory]
+    [InlineData(0, 1.0)]
+    [InlineData(2, 1.0)]
+    [InlineData(0, 0.9)]
+    public void SamplingNeverChoosesNaNAndRejectsOnlyAllNaN(int topK, double topP)
+    {
+        // As ArgMax does; a NaN used to sort first among the candidates and make every draw fail.
+        var sampler = new Sampler(new SamplingOptions { Temperature = 1, TopK = topK, TopP = topP, Seed = 4 });
+        for (var i = 0; i < 200; i++)
+        {
+            var token = sampler.Sample(new[] { float.NaN, 1f, 1.5f, float.NaN }, []);
+            Assert.True(token is 1 or 2, $"draw {i} chose {token}");
+        }
+
+        Assert.Throws<ArgumentException>(() => sampler.Sample(new[] { float.NaN, float.NaN }, []));
+    }
+
     [Fact]
     public void RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogitsOncePerToken()
     {
@@ -108,6 +125,67 @@ public sealed class SamplerTests
         var sampler = new Sampler(new SamplingOptions { Temperature = 1, Seed = 1 });
         Assert.Throws<ArgumentException>(() => sampler.Sample(Span<float>.Empty, []));
         Assert.Throws<ArgumentException>(() => sampler.Sample(new[] { float.NegativeInfinity, float.NegativeInfinity }, []));
+    }
+
+    /// <summary>Top-k then top-p the plain way: sort every id by (logit descending, id ascending), same arithmetic as the sampler.</summary>
+    private static int ReferenceTopKTopP(float[] logits, int k, double topP, double temperature, Random random)
+    {
+        var order = Enumerable.Range(0, logits.Length).OrderByDescending(i => logits[i]).ThenBy(i => i).Take(k).ToArray();
+        var inverse = (double)(float)(1.0 / temperature);
+        var max = order.Max(i => logits[i] * inverse);
+        var p = order.Select(i => Math.Exp((logits[i] * inverse) - max)).ToArray();
+        var sum = p.Sum();
+        var count = p.Length;
+        if (topP < 1.0)
+        {
+            var cumulative = 0.0;
+            var keep = 0;
+            while (keep < count)
+            {
+                cumulative += p[keep++];
+                if (cumulative >= topP * sum)
+                {
+                    break;
+                }
+            }
+
+            count = keep;
+            sum = cumulative;
+        }
+
+        var draw = random.NextDouble() * sum;
+        var acc = 0.0;
+        for (var c = 0; c < count; c++)
+        {
+            acc += p[c];
+            if (draw < acc)
+            {
+                return order[c];
+            }
+        }
+
+        return order[count - 1];
+    }
+
+    [Fact]
+    public void TopKSelectionDrawsExactlyAsSortingTheWholeVocabulary()
+    {
+        // Few distinct values, so ties at the k boundary are common: the lower id wins them.
+        Prop.ForAll(
+            Gen.ArrayOf(Gen.Choose(0, 6).Select(i => i * 0.5f)).Where(a => a.Length >= 2).ToArbitrary(),
+            Gen.Choose(1, 6).ToArbitrary(),
+            Gen.Elements(1.0, 0.8, 0.5).ToArbitrary(),
+            (logits, k, topP) =>
+            {
+                k = Math.Min(k, logits.Length - 1);
+                var options = new SamplingOptions { Temperature = 0.7, TopK = k, TopP = topP };
+                var sampler = new Sampler(options, new Random(k * 31));
+                var reference = new Random(k * 31);
+                for (var draw = 0; draw < 5; draw++)
+                {
+                    Assert.Equal(ReferenceTopKTopP(logits, k, topP, 0.7, reference), sampler.Sample((float[])logits.Clone(), []));
+                }
+            }).QuickCheckThrowOnFailure();
     }
 
     [Fact]

@@ -30,6 +30,64 @@ public sealed class ByteLevelBpeTokenizerTests
     }
 
     [Fact]
+    public void Llama3GgufVocabularyExportsTheReferenceTokenizerJson()
+    {
+        RealTokenizerTests.SkipIfMissing();
+        (string[] tokens, int[] types, string[] merges) = Llama3AsGguf();
+        using var dir = Petals.Testing.TestData.CreateTempDirectory();
+        ByteLevelBpeTokenizer.WriteHuggingFaceFiles(dir.Path, tokens, types, merges, "llama-bpe", 128000, 128009, addBos: true, "llama3.gguf");
+
+        ITokenizer exported = TokenizerLoader.Load(dir.Path);
+        Assert.True(exported.AddBosToken);
+        Assert.Equal(128000, exported.BosTokenId);
+        Assert.Equal(128009, exported.EosTokenId);
+        Assert.Equal(128256, exported.VocabSize);
+        foreach (FixtureCase c in ReferenceFixtures.For("llama3"))
+        {
+            Assert.Equal([128000, .. c.Ids], exported.Encode(c.Text));
+            Assert.Equal(c.Decoded, exported.Decode(c.Ids));
+        }
+
+        // The components are those of the real Llama 3 tokenizer.json, field for field.
+        using JsonDocument written = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir.Path, "tokenizer.json")));
+        using JsonDocument real = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(Petals.Testing.TestData.Llama3TokenizerDir, "tokenizer.json")));
+        foreach (string key in new[] { "normalizer", "pre_tokenizer", "decoder", "added_tokens" })
+        {
+            Assert.True(JsonElement.DeepEquals(real.RootElement.GetProperty(key), written.RootElement.GetProperty(key)), key);
+        }
+
+        JsonElement writtenModel = written.RootElement.GetProperty("model");
+        foreach (JsonProperty p in real.RootElement.GetProperty("model").EnumerateObject())
+        {
+            if (p.Name == "vocab")
+            {
+                foreach (JsonProperty entry in p.Value.EnumerateObject())
+                {
+                    Assert.Equal(entry.Value.GetInt32(), writtenModel.GetProperty("vocab").GetProperty(entry.Name).GetInt32());
+                }
+            }
+            else
+            {
+                Assert.True(JsonElement.DeepEquals(p.Value, writtenModel.GetProperty(p.Name)), "model." + p.Name);
+            }
+        }
+
+        using JsonDocument config = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir.Path, "tokenizer_config.json")));
+        Assert.Equal("<|begin_of_text|>", config.RootElement.GetProperty("bos_token").GetString());
+        Assert.Equal("<|eot_id|>", config.RootElement.GetProperty("eos_token").GetString());
+    }
+
+    [Fact]
+    public void AMalformedVocabularyWritesNothing()
+    {
+        using var dir = Petals.Testing.TestData.CreateTempDirectory();
+        var target = Path.Combine(dir.Path, "out");
+        var ex = Assert.Throws<ModelFormatException>(() => ByteLevelBpeTokenizer.WriteHuggingFaceFiles(target, ["a", "b"], [1, 1], ["a c"], null, null, null, false, "m.gguf"));
+        Assert.Equal("tokenizer.ggml.merges", ex.Field);
+        Assert.False(Directory.Exists(target));
+    }
+
+    [Fact]
     public void Llama3GgufVocabularyMatchesReferenceIds()
     {
         RealTokenizerTests.SkipIfMissing();

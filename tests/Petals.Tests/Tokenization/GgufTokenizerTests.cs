@@ -176,6 +176,46 @@ public sealed class GgufTokenizerDispatchTests
     }
 
     [Fact]
+    public void GgufVocabulariesOfBothTypesExportLoadableTokenizerFiles()
+    {
+        using var dir = TestData.CreateTempDirectory();
+        string[] tokens = ["a", "b", "ab", "Ġ", "Ġab", "<s>"];
+        var path = new Petals.Tests.Formats.GgufTestWriter(3)
+            .AddString("tokenizer.ggml.model", "gpt2")
+            .Add("tokenizer.ggml.tokens", GgufValueType.Array, new Petals.Tests.Formats.GgufArray(GgufValueType.String, tokens))
+            .Add("tokenizer.ggml.token_type", GgufValueType.Array, new Petals.Tests.Formats.GgufArray(GgufValueType.Int32, new[] { 1, 1, 1, 1, 1, 3 }))
+            .Add("tokenizer.ggml.merges", GgufValueType.Array, new Petals.Tests.Formats.GgufArray(GgufValueType.String, new[] { "a b", "Ġ ab" }))
+            .AddU32("tokenizer.ggml.bos_token_id", 5)
+            .Add("tokenizer.ggml.add_bos_token", GgufValueType.Bool, true)
+            .Write(Path.Combine(dir.Path, "bpe.gguf"));
+        using (var gguf = GgufFile.Open(path))
+        {
+            var outDir = Path.Combine(dir.Path, "bpe-hf");
+            TokenizerLoader.WriteHuggingFaceFiles(gguf, outDir);
+            var exported = TokenizerLoader.Load(outDir);
+            Assert.Equal([5, 2, 4], exported.Encode("ab ab"));
+            Assert.Equal([2, 5, 4], exported.Encode("ab<s>Ġab".Replace("Ġ", " ", StringComparison.Ordinal), addSpecialTokens: false));
+            Assert.Equal("ab ab", exported.Decode([5, 2, 4], skipSpecialTokens: true));
+            Assert.Equal(TokenizerLoader.FromGguf(gguf).Encode("b ab a", addSpecialTokens: true), exported.Encode("b ab a"));
+        }
+
+        var stories = TestData.Stories260KGguf;
+        if (File.Exists(stories))
+        {
+            using var gguf = GgufFile.Open(stories);
+            var outDir = Path.Combine(dir.Path, "spm-hf");
+            TokenizerLoader.WriteHuggingFaceFiles(gguf, outDir);
+            var exported = TokenizerLoader.Load(outDir);
+            var direct = TokenizerLoader.FromGguf(gguf);
+            const string text = "Once upon a time, a little dog named Max ran to the park.";
+            Assert.Equal(direct.Encode(text), exported.Encode(text));
+        }
+
+        using var empty = GgufFile.Open(new Petals.Tests.Formats.GgufTestWriter(3).AddString("general.architecture", "llama").Write(Path.Combine(dir.Path, "none.gguf")));
+        Assert.Equal("tokenizer.ggml.tokens", Assert.Throws<Petals.Formats.ModelFormatException>(() => TokenizerLoader.WriteHuggingFaceFiles(empty, Path.Combine(dir.Path, "none"))).Field);
+    }
+
+    [Fact]
     public void AGgufWithoutVocabularyIsRejected()
     {
         using var dir = TestData.CreateTempDirectory();

@@ -17,6 +17,12 @@ namespace Petals.Formats.Gguf;
 /// </remarks>
 public sealed class GgufModelWeights : IModelWeights
 {
+    /// <summary>
+    /// The stored name of the per-dimension rotary frequency divisors that llama.cpp writes for Llama 3.1-style
+    /// <c>rope_scaling</c> (instead of metadata keys).
+    /// </summary>
+    public const string RopeFrequencyFactorsTensor = "rope_freqs.weight";
+
     private static readonly Dictionary<string, string> BlockNames = new(StringComparer.Ordinal)
     {
         ["attn_norm.weight"] = LlamaTensorNames.InputNorm,
@@ -178,6 +184,7 @@ public sealed class GgufModelWeights : IModelWeights
         CheckPositive("llama.attention.layer_norm_rms_epsilon", eps);
         CheckPositive("llama.rope.freq_base", theta);
 
+        var ropeScaling = ReadRopeFrequencyFactors(file, headDim, theta);
         var config = new ModelConfig
         {
             Architecture = arch,
@@ -190,6 +197,7 @@ public sealed class GgufModelWeights : IModelWeights
             VocabSize = vocab,
             RmsNormEps = eps,
             RopeTheta = theta,
+            RopeScaling = ropeScaling,
             MaxPositionEmbeddings = context,
             TieWordEmbeddings = !file.TryGetTensor("output.weight", out _),
             BosTokenId = tokenizer.BosTokenId,
@@ -221,6 +229,72 @@ public sealed class GgufModelWeights : IModelWeights
                 throw new ModelFormatException(file.Path, key, string.Create(CultureInfo.InvariantCulture, $"value {value} is not a positive finite number."));
             }
         }
+    }
+
+    /// <summary>
+    /// Reads <see cref="RopeFrequencyFactorsTensor"/> when present and returns the Llama 3 <c>rope_scaling</c> it encodes.
+    /// llama.cpp stores only the divisors, not the parameters: the factor is their largest value, and the other
+    /// parameters are taken as Meta's (low_freq_factor 1, high_freq_factor 4, original context 8192), which every
+    /// Llama 3.1/3.2 model uses; every divisor is then checked against that reconstruction so that other divisors are
+    /// rejected rather than silently ignored.
+    /// </summary>
+    private static RopeScaling? ReadRopeFrequencyFactors(GgufFile file, int headDim, double theta)
+    {
+        if (!file.TryGetTensor(RopeFrequencyFactorsTensor, out var info))
+        {
+            return null;
+        }
+
+        var half = headDim / 2;
+        if (info.Type != GgufTensorType.F32 || info.Shape.Count != 1 || info.Shape[0] != half)
+        {
+            throw new ModelFormatException(file.Path, RopeFrequencyFactorsTensor, string.Create(CultureInfo.InvariantCulture, $"expected F32[{half}] (head_dim / 2), found {info.Type}[{string.Join(", ", info.Shape)}]."));
+        }
+
+        var stored = file.ReadSingles(info);
+        var factor = 1.0;
+        foreach (var f in stored)
+        {
+            if (!(f > 0) || !float.IsFinite(f))
+            {
+                throw new ModelFormatException(file.Path, RopeFrequencyFactorsTensor, string.Create(CultureInfo.InvariantCulture, $"divisor {f} is not a positive finite number."));
+            }
+
+            factor = Math.Max(factor, f);
+        }
+
+        var scaling = new RopeScaling(RopeScaling.Llama3, factor);
+        for (var j = 0; j < half; j++)
+        {
+            var expected = Llama3FrequencyDivisor(scaling, theta, headDim, j);
+            if (Math.Abs(stored[j] - expected) > 1e-4 * expected)
+            {
+                throw new ModelFormatException(file.Path, RopeFrequencyFactorsTensor, string.Create(CultureInfo.InvariantCulture,
+                    $"divisor {j} is {stored[j]}, but Llama 3 rope scaling with factor {factor}, low_freq_factor 1, high_freq_factor 4 and original context 8192 gives {expected}; other per-dimension rotary factors are not supported."));
+            }
+        }
+
+        // All ones: no scaling at all.
+        return factor == 1.0 ? null : scaling;
+    }
+
+    /// <summary>The divisor Llama 3 rope scaling applies to the inverse frequency of rotary pair <paramref name="j"/> (Hugging Face's <c>_compute_llama3_parameters</c>).</summary>
+    private static double Llama3FrequencyDivisor(RopeScaling scaling, double theta, int headDim, int j)
+    {
+        var wavelength = 2 * Math.PI * Math.Pow(theta, 2.0 * j / headDim);
+        double context = scaling.OriginalMaxPositionEmbeddings;
+        if (wavelength < context / scaling.HighFreqFactor)
+        {
+            return 1.0;
+        }
+
+        if (wavelength > context / scaling.LowFreqFactor)
+        {
+            return scaling.Factor;
+        }
+
+        var smooth = ((context / wavelength) - scaling.LowFreqFactor) / (scaling.HighFreqFactor - scaling.LowFreqFactor);
+        return 1.0 / (((1 - smooth) / scaling.Factor) + smooth);
     }
 
     /// <inheritdoc />

@@ -16,6 +16,9 @@ internal sealed class BpeModel
     private const int CacheCapacity = 50_000;
     private const int CacheMaxWordLength = 128;
 
+    /// <summary>How many ids may be missing below the largest vocabulary id.</summary>
+    internal const int MaxIdGap = 1 << 20;
+
     [ThreadStatic]
     private static Scratch? t_scratch;
 
@@ -82,6 +85,12 @@ internal sealed class BpeModel
             }
 
             maxId = Math.Max(maxId, id);
+        }
+
+        // Ids index an array: a few holes are fine, an id far beyond the vocabulary (a corrupt file) is not.
+        if (maxId >= (long)vocab.Count + MaxIdGap)
+        {
+            throw f.Error(path + ".vocab", $"id {maxId} is far beyond the {vocab.Count} tokens of the vocabulary (at most {MaxIdGap} unused ids are accepted).");
         }
 
         var idToToken = new string[maxId + 1];

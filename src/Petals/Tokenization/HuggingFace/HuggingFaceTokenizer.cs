@@ -115,6 +115,11 @@ internal sealed class HuggingFaceTokenizer : ITokenizer
                     throw f.Error(path + ".id", "must not be negative.");
                 }
 
+                if (id >= (long)model.Count + BpeModel.MaxIdGap)
+                {
+                    throw f.Error(path + ".id", $"id {id} is far beyond the {model.Count} tokens of the model vocabulary.");
+                }
+
                 string content = f.RequiredString(a, "content", path);
                 if (content.Length == 0)
                 {
@@ -165,6 +170,17 @@ internal sealed class HuggingFaceTokenizer : ITokenizer
                 }
 
                 postProcessor = new PostProcessor(addBos ? [bos!.Value] : [], addEos ? [eos!.Value] : []);
+            }
+        }
+
+        if (postProcessor is not null)
+        {
+            foreach (int id in postProcessor.Prefix.Concat(postProcessor.Suffix))
+            {
+                if (model.IdToToken(id) is null && !added.Exists(t => t.Id == id))
+                {
+                    throw f.Error("post_processor", $"special token id {id} is not in the vocabulary.");
+                }
             }
         }
 
