@@ -107,7 +107,8 @@ public sealed class CausalLanguageModel : IDisposable
     /// <param name="options">Generation options; greedy, 64 tokens by default.</param>
     /// <param name="cancellationToken">Stops the generation.</param>
     /// <returns>The generated token ids.</returns>
-    /// <exception cref="ArgumentException">When the prompt is empty or holds an id outside the vocabulary.</exception>
+    /// <exception cref="ArgumentException">When the prompt is empty, holds an id outside the vocabulary, or the prompt plus
+    /// <see cref="GenerationOptions.MaxNewTokens"/> exceeds the model's context (<see cref="ModelConfig.MaxPositionEmbeddings"/>).</exception>
     public async IAsyncEnumerable<int> GenerateAsync(
         IReadOnlyList<int> promptIds,
         GenerationOptions? options = null,
@@ -136,6 +137,7 @@ public sealed class CausalLanguageModel : IDisposable
             history[i] = id;
         }
 
+        EnsureWithinContext(maxLength, $"the prompt ({promptIds.Count} tokens) plus MaxNewTokens ({options.MaxNewTokens})", nameof(options));
         var stopTokens = options.StopTokenIds ?? Config.EosTokenIds;
         var sampler = new Sampler(options.Sampling);
         var logits = new float[vocab];
@@ -216,7 +218,8 @@ public sealed class CausalLanguageModel : IDisposable
     /// <param name="tokenIds">The sequence, at least two tokens (typically BOS followed by the text).</param>
     /// <param name="cancellationToken">Cancels the computation.</param>
     /// <returns>The mean NLL in nats per predicted token and the number of predicted tokens.</returns>
-    /// <exception cref="ArgumentException">When fewer than two tokens are given or an id is outside the vocabulary.</exception>
+    /// <exception cref="ArgumentException">When fewer than two tokens are given, an id is outside the vocabulary, or the
+    /// sequence is longer than the model's context (<see cref="ModelConfig.MaxPositionEmbeddings"/>).</exception>
     public async Task<NegativeLogLikelihood> ComputeNegativeLogLikelihoodAsync(IReadOnlyList<int> tokenIds, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(tokenIds);
@@ -237,6 +240,7 @@ public sealed class CausalLanguageModel : IDisposable
             }
         }
 
+        EnsureWithinContext(ids.Length, $"the sequence ({ids.Length} tokens)", nameof(tokenIds));
         var logits = new float[vocab];
         var scratch = new float[h];
         var chunk = new float[Math.Min(ids.Length, PrefillChunk) * h];
@@ -267,6 +271,15 @@ public sealed class CausalLanguageModel : IDisposable
         foreach (var owned in _owned)
         {
             owned.Dispose();
+        }
+    }
+
+    private void EnsureWithinContext(int length, string what, string parameter)
+    {
+        if (length > Config.MaxPositionEmbeddings)
+        {
+            throw new ArgumentException(
+                $"{what} needs {length} positions, more than the model's context of {Config.MaxPositionEmbeddings} (max_position_embeddings).", parameter);
         }
     }
 

@@ -90,6 +90,26 @@ public sealed class CausalLanguageModelTests
     }
 
     [Fact]
+    public async Task SequencesLongerThanTheContextAreRejectedWithBothNumbers()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false);
+        using var model = fixture.CreateModel();
+        var context = fixture.Config.MaxPositionEmbeddings;
+        var ex = await Assert.ThrowsAsync<ArgumentException>(async () =>
+            await model.GenerateAsync([1, 2, 3], new GenerationOptions { MaxNewTokens = context - 2 }, TestContext.Current.CancellationToken).ToArrayAsync(TestContext.Current.CancellationToken));
+        Assert.Contains($"needs {context + 1} positions", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"context of {context}", ex.Message, StringComparison.Ordinal);
+
+        var tooLong = Enumerable.Repeat(5, context + 1).ToArray();
+        await Assert.ThrowsAsync<ArgumentException>(() => model.ComputeNegativeLogLikelihoodAsync(tooLong, TestContext.Current.CancellationToken));
+
+        // Exactly the context is fine.
+        var generated = await model.GenerateAsync([1, 2, 3], new GenerationOptions { MaxNewTokens = context - 3, StopTokenIds = [] }, TestContext.Current.CancellationToken)
+            .ToArrayAsync(TestContext.Current.CancellationToken);
+        Assert.Equal(context - 3, generated.Length);
+    }
+
+    [Fact]
     public async Task NllEqualsTheMeanOfLogSoftmaxOverTeacherForcedPositions()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: true);
@@ -114,7 +134,8 @@ public sealed class CausalLanguageModelTests
         }
 
         var nll = await model.ComputeNegativeLogLikelihoodAsync(ids, TestContext.Current.CancellationToken);
-        Assert.Equal(expected / (ids.Length - 1), nll.MeanNll, 1e-9);
+        // fp32 activations: the block outputs for a 6- and a 7-token pass may round differently in the last bit.
+        Assert.Equal(expected / (ids.Length - 1), nll.MeanNll, 1e-6);
         Assert.Equal(6, nll.PredictedTokens);
         Assert.Equal(Math.Exp(nll.MeanNll), nll.Perplexity, 1e-12);
     }
