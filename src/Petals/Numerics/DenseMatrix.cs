@@ -14,7 +14,11 @@ namespace Petals.Numerics;
 /// </summary>
 internal sealed class DenseMatrix
 {
+    /// <summary>Matrix-vector products with at least this many multiply-adds run on all cores.</summary>
+    private const long ParallelThreshold = 1 << 20;
+
     private readonly ReadOnlyMemory<byte> _data;
+    private MatrixVectorWork? _work;
 
     public DenseMatrix(WeightTensor tensor, int rows, int columns)
     {
@@ -39,6 +43,7 @@ internal sealed class DenseMatrix
         Rows = rows;
         Columns = columns;
         Name = d.Name;
+        _work = new MatrixVectorWork(this);
     }
 
     public string Name { get; }
@@ -82,38 +87,41 @@ internal sealed class DenseMatrix
             throw new ArgumentException($"Matrix '{Name}' [{Rows}, {Columns}] cannot multiply a vector of {x.Length} into {y.Length}.");
         }
 
-        const int RowsPerChunk = 256;
-        var chunks = (Rows + RowsPerChunk - 1) / RowsPerChunk;
-        if ((long)Rows * Columns < 1 << 20 || chunks < 2)
+        if ((long)Rows * Columns >= ParallelThreshold && Rows >= RowParallel.Shared.Parts * 16)
         {
-            var scratch = DType == TensorDType.F32 ? null : ArrayPool<float>.Shared.Rent(Columns);
-            MultiplyRows(x, y, 0, Rows, scratch);
-            if (scratch is not null)
+            unsafe
             {
-                ArrayPool<float>.Shared.Return(scratch);
+                fixed (float* px = x)
+                fixed (float* py = y)
+                {
+                    // One cached work object per matrix: taking it (and the shared pool) fails only while another
+                    // thread multiplies, in which case this call runs serially below.
+                    var work = Interlocked.Exchange(ref _work, null);
+                    if (work is not null)
+                    {
+                        try
+                        {
+                            work.Set(px, py);
+                            if (RowParallel.Shared.TryRun(work, Rows))
+                            {
+                                return;
+                            }
+                        }
+                        finally
+                        {
+                            work.Set(null, null);
+                            _work = work;
+                        }
+                    }
+                }
             }
-
-            return;
         }
 
-        unsafe
+        var scratch = DType == TensorDType.F32 ? null : ArrayPool<float>.Shared.Rent(Columns);
+        MultiplyRows(x, y, 0, Rows, scratch);
+        if (scratch is not null)
         {
-            fixed (float* px = x)
-            fixed (float* py = y)
-            {
-                var xPtr = (nint)px;
-                var yPtr = (nint)py;
-                // Row scratch comes from the pool: this runs once per generated token.
-                Parallel.For(0, chunks, () => ArrayPool<float>.Shared.Rent(Columns), (chunk, _, scratch) =>
-                {
-                    var start = chunk * RowsPerChunk;
-                    var end = Math.Min(Rows, start + RowsPerChunk);
-                    var xs = new ReadOnlySpan<float>((void*)xPtr, Columns);
-                    var ys = new Span<float>((void*)yPtr, Rows);
-                    MultiplyRows(xs, ys, start, end, scratch);
-                    return scratch;
-                }, scratch => ArrayPool<float>.Shared.Return(scratch));
-            }
+            ArrayPool<float>.Shared.Return(scratch);
         }
     }
 
@@ -176,5 +184,33 @@ internal sealed class DenseMatrix
 
         var rounding = 0x7FFFu + ((bits >> 16) & 1);
         return (ushort)((bits + rounding) >> 16);
+    }
+
+    /// <summary>The row ranges of one product <c>y = W x</c>, with a row scratch per part for F16/BF16 rows.</summary>
+    private sealed unsafe class MatrixVectorWork(DenseMatrix matrix) : IRowWork
+    {
+        private readonly float[][] _scratch = CreateScratch(matrix);
+        private float* _x;
+        private float* _y;
+
+        public void Set(float* x, float* y)
+        {
+            _x = x;
+            _y = y;
+        }
+
+        public void Execute(int part, int start, int end) =>
+            matrix.MultiplyRows(new ReadOnlySpan<float>(_x, matrix.Columns), new Span<float>(_y, matrix.Rows), start, end, _scratch[part]);
+
+        private static float[][] CreateScratch(DenseMatrix matrix)
+        {
+            var scratch = new float[RowParallel.Shared.Parts][];
+            for (var i = 0; i < scratch.Length; i++)
+            {
+                scratch[i] = matrix.DType == TensorDType.F32 ? [] : new float[matrix.Columns];
+            }
+
+            return scratch;
+        }
     }
 }
