@@ -12,7 +12,6 @@ public sealed class Sampler
     private int[] _seen = [];
     private int _stamp;
     private int[] _indices = [];
-    private float[] _keys = [];
     private double[] _probabilities = [];
     private readonly PriorityQueue<int, (float Logit, int NegativeId)> _heap = new();
 
@@ -65,10 +64,10 @@ public sealed class Sampler
             }
 
             _indices[i] = i;
-            _keys[i] = -logits[i];
         }
 
         var topK = _options.TopK;
+        var nucleusMass = 0.0; // the mass TopP refers to when it is not the candidates' own (top-p over the whole vocabulary)
         if (topK > 0 && topK < vocab)
         {
             // O(V log k) selection instead of sorting the whole vocabulary (16 ms a token at 128k before).
@@ -77,7 +76,41 @@ public sealed class Sampler
         }
         else if (_options.TopP < 1.0)
         {
-            Array.Sort(_keys, _indices, 0, vocab);
+            // Nucleus without top-k: the nucleus is a prefix of the tokens sorted by logit, so select the top k
+            // (k = 64, 256, ...) until their probability mass reaches TopP of the whole vocabulary's; sorting all
+            // of a 128k vocabulary every token costs milliseconds.
+            var globalMax = double.NegativeInfinity;
+            for (var i = 0; i < vocab; i++)
+            {
+                globalMax = Math.Max(globalMax, logits[i] * (double)inverseTemperature);
+            }
+
+            var total = 0.0;
+            for (var i = 0; i < vocab; i++)
+            {
+                total += Math.Exp((logits[i] * (double)inverseTemperature) - globalMax);
+            }
+
+            var k = Math.Min(64, vocab);
+            while (true)
+            {
+                SelectTopK(logits, k);
+                var mass = 0.0;
+                for (var c = 0; c < k; c++)
+                {
+                    mass += Math.Exp((logits[_indices[c]] * (double)inverseTemperature) - globalMax);
+                }
+
+                if (k == vocab || mass >= _options.TopP * total)
+                {
+                    break;
+                }
+
+                k = (int)Math.Min(vocab, 4L * k);
+            }
+
+            count = k;
+            nucleusMass = total;
         }
 
         // Softmax over candidates in double precision, with the max subtracted.
@@ -103,7 +136,7 @@ public sealed class Sampler
         if (_options.TopP < 1.0)
         {
             // Candidates are sorted by decreasing probability: keep the shortest prefix reaching TopP.
-            var threshold = _options.TopP * sum;
+            var threshold = _options.TopP * (nucleusMass > 0 ? nucleusMass : sum);
             var cumulative = 0.0;
             var keep = 0;
             while (keep < count)
@@ -212,7 +245,6 @@ public sealed class Sampler
         if (_indices.Length < vocab)
         {
             _indices = new int[vocab];
-            _keys = new float[vocab];
             _probabilities = new double[vocab];
         }
     }

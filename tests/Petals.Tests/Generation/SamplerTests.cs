@@ -189,6 +189,25 @@ public sealed class SamplerTests
     }
 
     [Fact]
+    public void TopPWithoutTopKDrawsExactlyAsSortingTheWholeVocabulary()
+    {
+        // Flat-ish logits over up to 600 ids: the nucleus often needs more than the first 64 candidates.
+        Prop.ForAll(
+            Gen.Choose(2, 600).SelectMany(n => Gen.Choose(-300, 300).Select(i => i / 97f).ArrayOf(n)).ToArbitrary(),
+            Gen.Elements(0.5, 0.9, 0.97, 0.999).ToArbitrary(),
+            Gen.Choose(0, 1000).ToArbitrary(),
+            (logits, topP, seed) =>
+            {
+                var sampler = new Sampler(new SamplingOptions { Temperature = 0.9, TopP = topP }, new Random(seed));
+                var reference = new Random(seed);
+                for (var draw = 0; draw < 5; draw++)
+                {
+                    Assert.Equal(ReferenceTopKTopP(logits, logits.Length, topP, 0.9, reference), sampler.Sample((float[])logits.Clone(), []));
+                }
+            }).QuickCheckThrowOnFailure();
+    }
+
+    [Fact]
     public void SampledTokensAlwaysLieInTheTopKSet()
     {
         Prop.ForAll(
