@@ -9,6 +9,15 @@ using Petals.Tests.Formats;
 
 namespace Petals.Tests.Generation;
 
+/// <summary>Runs alone, after the parallel tests: it counts allocations of every thread (the LM head and the
+/// executor use pool and worker threads), which other tests running at the same time would inflate.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ProcessWideAllocationGroup
+{
+    public const string Name = "Process-wide allocation measurements";
+}
+
+[Collection(ProcessWideAllocationGroup.Name)]
 public sealed class GenerationAllocationTests
 {
     [Fact]
