@@ -203,10 +203,12 @@ internal sealed class ShapedStream : ITransportStream
                     deliverAt = linkFree;
                 }
 
-                var wait = _time.GetElapsedTime(_time.GetTimestamp(), deliverAt);
-                if (wait > TimeSpan.Zero)
+                // Task.Delay rounds to whole milliseconds (and sub-millisecond delays to none): wait on a timer
+                // of the exact length, and wait again if a coarse clock woke us early.
+                TimeSpan wait;
+                while ((wait = _time.GetElapsedTime(_time.GetTimestamp(), deliverAt)) > TimeSpan.Zero)
                 {
-                    await Task.Delay(wait, _time, token).ConfigureAwait(false);
+                    await DelayAsync(wait, token).ConfigureAwait(false);
                 }
 
                 if (chunk.Completion is { } completion)
@@ -233,6 +235,13 @@ internal sealed class ShapedStream : ITransportStream
             Fail(failure, null);
             _completion?.TrySetException(failure);
         }
+    }
+
+    private async Task DelayAsync(TimeSpan wait, CancellationToken cancellationToken)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var timer = _time.CreateTimer(static s => ((TaskCompletionSource)s!).TrySetResult(), done, wait, Timeout.InfiniteTimeSpan);
+        await done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private void Drop(string reason) =>
