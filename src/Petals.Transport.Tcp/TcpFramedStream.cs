@@ -1,0 +1,445 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Petals.Transport.Tcp;
+
+/// <summary>
+/// One stream over one TCP (or TLS) connection. Frames: a 5-byte header (type, little-endian uint32 length)
+/// then the payload. Types: data (at most <see cref="MaxDataFrame"/> bytes), end of writes (empty), abort
+/// (a UTF-8 reason of at most <see cref="MaxReasonBytes"/>). A background loop parses incoming frames into a
+/// pipe (bounded: back-pressure reaches the sender through TCP), so an abort from the peer is seen even by a
+/// side that only writes.
+/// </summary>
+internal sealed class TcpFramedStream : ITransportStream
+{
+    internal const int HeaderBytes = 5;
+    internal const int MaxDataFrame = 1 << 20;
+    internal const int MaxReasonBytes = 1024;
+    internal const byte DataFrame = 0;
+    internal const byte EndFrame = 1;
+    internal const byte AbortFrame = 2;
+    private const int SmallWrite = 16 * 1024;
+    private static readonly TimeSpan AbortLinger = TimeSpan.FromSeconds(5);
+
+    private readonly Socket _socket;
+    private readonly Stream _stream;
+    private readonly Pipe _inbound;
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly Lock _stateLock = new();
+    private readonly CancellationTokenSource _writeCancel = new();
+    private readonly CancellationTokenSource _lifetime = new();
+    private readonly byte[] _header = new byte[HeaderBytes];
+    private readonly Task _receiveLoop;
+    private volatile string? _localAbortReason;
+    private volatile string? _peerAbortReason;
+    private volatile TransportException? _broken;
+    private volatile bool _writesCompleted;
+    private volatile bool _disposed;
+    private Task? _abortTask;
+
+    public TcpFramedStream(Socket socket, Stream stream, PeerAddress remoteAddress, int receiveBufferBytes)
+    {
+        _socket = socket;
+        _stream = stream;
+        RemoteAddress = remoteAddress;
+        _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: receiveBufferBytes, resumeWriterThreshold: receiveBufferBytes / 2, useSynchronizationContext: false));
+        _receiveLoop = Task.Run(ReceiveLoopAsync);
+    }
+
+    public PeerAddress RemoteAddress { get; }
+
+    public async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        if (buffer.IsEmpty)
+        {
+            throw new ArgumentException("The buffer must not be empty.", nameof(buffer));
+        }
+
+        while (true)
+        {
+            ThrowIfUnusable();
+            ReadResult result;
+            try
+            {
+                result = await _inbound.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (TransportException)
+            {
+                ThrowIfUnusable();
+                throw;
+            }
+
+            if (result.IsCanceled)
+            {
+                continue;
+            }
+
+            var data = result.Buffer;
+            var n = (int)Math.Min(data.Length, buffer.Length);
+            var slice = data.Slice(0, n);
+            slice.CopyTo(buffer.Span);
+            _inbound.Reader.AdvanceTo(slice.End);
+            if (n > 0)
+            {
+                return n;
+            }
+
+            if (result.IsCompleted)
+            {
+                ThrowIfUnusable();
+                return 0;
+            }
+        }
+    }
+
+    public async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        ThrowIfUnusable();
+        if (_writesCompleted)
+        {
+            throw new InvalidOperationException($"Writes to the stream with {RemoteAddress} were already completed.");
+        }
+
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ThrowIfUnusable();
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _writeCancel.Token);
+            while (!buffer.IsEmpty)
+            {
+                var n = Math.Min(buffer.Length, MaxDataFrame);
+                await WriteFrameAsync(DataFrame, buffer[..n], linked.Token).ConfigureAwait(false);
+                buffer = buffer[n..];
+            }
+
+            await _stream.FlushAsync(linked.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        {
+            ThrowIfUnusable();
+            throw Broken(e);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    public async ValueTask CompleteWritesAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfUnusable();
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_writesCompleted)
+            {
+                return;
+            }
+
+            ThrowIfUnusable();
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _writeCancel.Token);
+            await WriteFrameAsync(EndFrame, ReadOnlyMemory<byte>.Empty, linked.Token).ConfigureAwait(false);
+            await _stream.FlushAsync(linked.Token).ConfigureAwait(false);
+            _writesCompleted = true;
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        {
+            ThrowIfUnusable();
+            throw Broken(e);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    public void Abort(string reason)
+    {
+        ArgumentNullException.ThrowIfNull(reason);
+        lock (_stateLock)
+        {
+            if (_localAbortReason is not null || _peerAbortReason is not null || _disposed)
+            {
+                return;
+            }
+
+            _localAbortReason = reason;
+            _abortTask = Task.Run(() => SendAbortAndCloseAsync(reason));
+        }
+
+        // Wake our own pending read; let the receive loop stop buffering.
+        _inbound.Reader.CancelPendingRead();
+        _inbound.Writer.CancelPendingFlush();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        if (!_writesCompleted && _localAbortReason is null && _peerAbortReason is null && _broken is null)
+        {
+            Abort("stream disposed");
+        }
+
+        Task? abort;
+        lock (_stateLock)
+        {
+            _disposed = true;
+            abort = _abortTask;
+        }
+
+        if (abort is not null)
+        {
+            await abort.ConfigureAwait(false);
+        }
+
+        await _lifetime.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // Already closed.
+        }
+
+        try
+        {
+            await _stream.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            // The connection is gone either way.
+        }
+
+        _socket.Dispose();
+        await _receiveLoop.ConfigureAwait(false);
+        _inbound.Reader.Complete();
+        _writeCancel.Dispose();
+        _lifetime.Dispose();
+    }
+
+    public object? GetService(Type serviceType, object? serviceKey = null)
+    {
+        ArgumentNullException.ThrowIfNull(serviceType);
+        if (serviceKey is not null)
+        {
+            return null;
+        }
+
+        return serviceType.IsInstanceOfType(this) ? this : serviceType == typeof(Socket) ? _socket : null;
+    }
+
+    private async ValueTask WriteFrameAsync(byte type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    {
+        if (payload.Length <= SmallWrite)
+        {
+            // One send for header and payload: with Nagle off, separate writes would be separate packets.
+            var frame = ArrayPool<byte>.Shared.Rent(HeaderBytes + payload.Length);
+            try
+            {
+                frame[0] = type;
+                BinaryPrimitives.WriteUInt32LittleEndian(frame.AsSpan(1), (uint)payload.Length);
+                payload.Span.CopyTo(frame.AsSpan(HeaderBytes));
+                await _stream.WriteAsync(frame.AsMemory(0, HeaderBytes + payload.Length), cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(frame);
+            }
+
+            return;
+        }
+
+        _header[0] = type;
+        BinaryPrimitives.WriteUInt32LittleEndian(_header.AsSpan(1), (uint)payload.Length);
+        await _stream.WriteAsync(_header, cancellationToken).ConfigureAwait(false);
+        await _stream.WriteAsync(payload, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task SendAbortAndCloseAsync(string reason)
+    {
+        var bytes = Encoding.UTF8.GetBytes(reason);
+        if (bytes.Length > MaxReasonBytes)
+        {
+            bytes = bytes[..MaxReasonBytes];
+        }
+
+        // Only a frame boundary may carry the abort frame: if a write is in progress, cancel it and reset instead.
+        var sent = false;
+        if (await _writeLock.WaitAsync(TimeSpan.Zero).ConfigureAwait(false))
+        {
+            try
+            {
+                using var timeout = new CancellationTokenSource(AbortLinger);
+                await WriteFrameAsync(AbortFrame, bytes, timeout.Token).ConfigureAwait(false);
+                await _stream.FlushAsync(timeout.Token).ConfigureAwait(false);
+                _socket.Shutdown(SocketShutdown.Send);
+                sent = true;
+            }
+            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+            {
+                // Fall back to a reset below.
+            }
+            finally
+            {
+                _writeLock.Release();
+            }
+        }
+
+        await _writeCancel.CancelAsync().ConfigureAwait(false);
+        if (sent)
+        {
+            // Keep receiving (and discarding) until the peer closes, so our close does not reset the
+            // connection before the peer has read the abort frame.
+            await Task.WhenAny(_receiveLoop, Task.Delay(AbortLinger)).ConfigureAwait(false);
+        }
+        else
+        {
+            try
+            {
+                _socket.LingerState = new LingerOption(true, 0);
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                // Already closed.
+            }
+        }
+
+        _socket.Dispose();
+    }
+
+    private async Task ReceiveLoopAsync()
+    {
+        var header = new byte[HeaderBytes];
+        var writer = _inbound.Writer;
+        var ended = false;
+        try
+        {
+            while (true)
+            {
+                if (!await ReadExactAsync(header, allowEof: true).ConfigureAwait(false))
+                {
+                    if (!ended && _localAbortReason is null && !_disposed)
+                    {
+                        Fail(new TransportException(TransportErrorKind.ConnectionReset, $"Connection to {RemoteAddress} closed by the peer without ending its writes or giving an abort reason."));
+                    }
+
+                    return;
+                }
+
+                var type = header[0];
+                var length = BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(1));
+                switch (type)
+                {
+                    case DataFrame when length <= MaxDataFrame && !ended:
+                        var remaining = (int)length;
+                        while (remaining > 0)
+                        {
+                            var memory = writer.GetMemory(Math.Min(remaining, 64 * 1024));
+                            var n = await _stream.ReadAsync(memory[..Math.Min(remaining, memory.Length)], _lifetime.Token).ConfigureAwait(false);
+                            if (n == 0)
+                            {
+                                throw new EndOfStreamException("the connection ended inside a data frame");
+                            }
+
+                            remaining -= n;
+                            if (_localAbortReason is not null)
+                            {
+                                continue; // Discard: nobody reads after a local abort.
+                            }
+
+                            writer.Advance(n);
+                            var flush = await writer.FlushAsync(_lifetime.Token).ConfigureAwait(false);
+                            if (flush.IsCompleted)
+                            {
+                                return;
+                            }
+                        }
+
+                        break;
+                    case EndFrame when length == 0 && !ended:
+                        ended = true;
+                        writer.Complete();
+                        break;
+                    case AbortFrame when length <= MaxReasonBytes:
+                        var reasonBytes = new byte[length];
+                        await ReadExactAsync(reasonBytes, allowEof: false).ConfigureAwait(false);
+                        var reason = Encoding.UTF8.GetString(reasonBytes);
+                        _peerAbortReason = reason;
+                        writer.Complete(new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted by peer: {reason}"));
+                        await _writeCancel.CancelAsync().ConfigureAwait(false);
+                        _socket.Dispose();
+                        return;
+                    default:
+                        Fail(new TransportException(TransportErrorKind.ProtocolViolation, $"Stream with {RemoteAddress}: the peer sent an invalid frame (type {type}, length {length}{(ended ? ", after ending its writes" : string.Empty)})."));
+                        _socket.Dispose();
+                        return;
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException or EndOfStreamException)
+        {
+            if (_localAbortReason is null && !_disposed)
+            {
+                Fail(new TransportException(TransportErrorKind.ConnectionReset, $"Connection to {RemoteAddress} reset: {e.Message}", e));
+            }
+        }
+        finally
+        {
+            writer.Complete();
+        }
+    }
+
+    private async ValueTask<bool> ReadExactAsync(byte[] buffer, bool allowEof)
+    {
+        var read = 0;
+        while (read < buffer.Length)
+        {
+            var n = await _stream.ReadAsync(buffer.AsMemory(read), _lifetime.Token).ConfigureAwait(false);
+            if (n == 0)
+            {
+                if (allowEof && read == 0)
+                {
+                    return false;
+                }
+
+                throw new EndOfStreamException("the connection ended inside a frame header or abort reason");
+            }
+
+            read += n;
+        }
+
+        return true;
+    }
+
+    private void Fail(TransportException error)
+    {
+        _broken ??= error;
+        _inbound.Writer.Complete(error);
+        _writeCancel.Cancel();
+    }
+
+    private TransportException Broken(Exception e) =>
+        _broken ?? new TransportException(TransportErrorKind.ConnectionReset, $"Connection to {RemoteAddress} reset: {e.Message}", e);
+
+    private void ThrowIfUnusable()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_localAbortReason is { } local)
+        {
+            throw new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted locally: {local}");
+        }
+
+        if (_peerAbortReason is { } remote)
+        {
+            throw new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted by peer: {remote}");
+        }
+    }
+}
