@@ -134,4 +134,73 @@ public sealed class TcpTransportTests
         Assert.Equal("tcp", server.RemoteAddress.Scheme);
         Assert.Equal("127.0.0.1", server.RemoteAddress.Host);
     }
+    [Fact]
+    public async Task An_unanswered_tls_handshake_times_out_as_a_transport_timeout()
+    {
+        using var silent = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        silent.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        silent.Listen(8); // the kernel completes TCP handshakes; nobody ever answers the TLS hello
+        var port = ((IPEndPoint)silent.LocalEndPoint!).Port;
+        var transport = new TcpTransport(new TcpTransportOptions { ConnectTimeout = TimeSpan.FromMilliseconds(300) });
+        var address = PeerAddress.FromHostPort("tls", "127.0.0.1", port, new string('a', 64));
+
+        var error = await Assert.ThrowsAsync<TransportException>(async () => await transport.ConnectAsync(address, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Equal(TransportErrorKind.Timeout, error.Kind);
+        Assert.Contains(address.ToString(), error.Message, StringComparison.Ordinal);
+
+        // The caller's own cancellation stays a cancellation.
+        var patient = new TcpTransport(new TcpTransportOptions { ConnectTimeout = TimeSpan.FromMinutes(1) });
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        cts.CancelAfter(200);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await patient.ConnectAsync(address, cts.Token).AsTask().WaitAsync(Bound, Ct));
+    }
+
+    [Fact]
+    public async Task A_client_that_never_finishes_the_tls_handshake_is_dropped_without_blocking_accepts()
+    {
+        using var identity = TlsPeerIdentity.Create();
+        var server = new TcpTransport(new TcpTransportOptions { Identity = identity, HandshakeTimeout = TimeSpan.FromMilliseconds(200) });
+        await using var listener = await server.ListenAsync(PeerAddress.Parse("tls://127.0.0.1:0"), Ct);
+        using var mute = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await mute.ConnectAsync(new IPEndPoint(IPAddress.Loopback, listener.LocalAddress.Port), Ct);
+
+        // A proper client is served while the mute one waits.
+        await using var client = await new TcpTransport().ConnectAsync(listener.LocalAddress, Ct);
+        await using var accepted = await listener.AcceptAsync(Ct).AsTask().WaitAsync(Bound, Ct);
+        await client.WriteAsync(new byte[] { 42 }, Ct);
+        var one = new byte[1];
+        Assert.Equal(1, await accepted.ReadAsync(one, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Equal(42, one[0]);
+
+        // The mute client is disconnected after the handshake timeout.
+        var received = await mute.ReceiveAsync(new byte[16], SocketFlags.None, Ct).AsTask().WaitAsync(Bound, Ct);
+        Assert.Equal(0, received);
+    }
+
+    [Fact]
+    public async Task Abort_during_a_blocked_write_resets_the_connection()
+    {
+        var transport = new TcpTransport();
+        await using var listener = await transport.ListenAsync(PeerAddress.Parse("tcp://127.0.0.1:0"), Ct);
+        await using var client = await transport.ConnectAsync(listener.LocalAddress, Ct);
+        await using var server = await listener.AcceptAsync(Ct).AsTask().WaitAsync(Bound, Ct);
+
+        // Nobody reads on the server, so this write fills the buffers and blocks mid-frame.
+        var write = client.WriteAsync(new byte[64 << 20], Ct).AsTask();
+        await Task.Delay(200, Ct);
+        Assert.False(write.IsCompleted);
+        client.Abort("gave up mid-write");
+        var local = await Assert.ThrowsAsync<TransportException>(() => write.WaitAsync(Bound, Ct));
+        Assert.Equal(TransportErrorKind.Aborted, local.Kind);
+        Assert.Contains("aborted locally: gave up mid-write", local.Message, StringComparison.Ordinal);
+
+        var peer = await Assert.ThrowsAsync<TransportException>(async () =>
+        {
+            var buffer = new byte[1 << 20];
+            while (await server.ReadAsync(buffer, Ct).AsTask().WaitAsync(Bound, Ct) > 0)
+            {
+            }
+        });
+        Assert.Equal(TransportErrorKind.ConnectionReset, peer.Kind);
+    }
 }
