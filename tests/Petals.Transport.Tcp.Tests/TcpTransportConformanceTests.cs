@@ -35,6 +35,26 @@ public sealed class TlsTransportConformanceTests : TransportConformanceTests, ID
     public void Dispose() => _identity.Dispose();
 }
 
+/// <summary>The shaper over real TCP: the decorator must keep every transport's behaviour.</summary>
+public sealed class ShapedTcpTransportConformanceTests : TransportConformanceTests
+{
+    protected override int LargePayloadBytes => 16 << 20;
+
+    protected override ValueTask<TransportUnderTest> CreateTransportAsync()
+    {
+        var options = new Petals.Testing.Transport.NetworkShapingOptions
+        {
+            RoundTripLatency = TimeSpan.FromMilliseconds(2),
+            Jitter = TimeSpan.FromMilliseconds(1),
+            Seed = 11,
+        };
+        var transport = Petals.Testing.Transport.TransportShapingExtensions.WithShaping(new TcpTransport(), options);
+        return ValueTask.FromResult(new TransportUnderTest(transport, transport, PeerAddress.Parse("tcp://127.0.0.1:0")));
+    }
+
+    protected override ValueTask<PeerAddress> GetDeadAddressAsync() => ValueTask.FromResult(DeadPort.Address("tcp"));
+}
+
 internal static class DeadPort
 {
     /// <summary>A loopback port that was free a moment ago (bound, read, closed).</summary>

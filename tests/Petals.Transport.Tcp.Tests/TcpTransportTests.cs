@@ -159,7 +159,7 @@ public sealed class TcpTransportTests
     public async Task A_client_that_never_finishes_the_tls_handshake_is_dropped_without_blocking_accepts()
     {
         using var identity = TlsPeerIdentity.Create();
-        var server = new TcpTransport(new TcpTransportOptions { Identity = identity, HandshakeTimeout = TimeSpan.FromMilliseconds(200) });
+        var server = new TcpTransport(new TcpTransportOptions { Identity = identity, HandshakeTimeout = TimeSpan.FromSeconds(2) });
         await using var listener = await server.ListenAsync(PeerAddress.Parse("tls://127.0.0.1:0"), Ct);
         using var mute = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await mute.ConnectAsync(new IPEndPoint(IPAddress.Loopback, listener.LocalAddress.Port), Ct);
