@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Pipelines;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace Petals.Transport.Tcp;
@@ -51,6 +52,7 @@ internal sealed class TcpFramedStream : ITransportStream
 
     public PeerAddress RemoteAddress { get; }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         if (buffer.IsEmpty)
@@ -95,7 +97,7 @@ internal sealed class TcpFramedStream : ITransportStream
         }
     }
 
-    public async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    public ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
         ThrowIfUnusable();
         if (_writesCompleted)
@@ -103,19 +105,76 @@ internal sealed class TcpFramedStream : ITransportStream
             throw new InvalidOperationException($"Writes to the stream with {RemoteAddress} were already completed.");
         }
 
+        // Fast path without a state machine: a small frame that the socket takes at once (the usual case for
+        // one generation step) allocates nothing.
+        if (buffer.Length <= SmallWrite && !cancellationToken.CanBeCanceled && _stream is NetworkStream && _writeLock.Wait(0, CancellationToken.None))
+        {
+            var released = false;
+            try
+            {
+                ThrowIfUnusable();
+                var pending = WriteFrameAsync(DataFrame, buffer, _writeCancel.Token);
+                if (pending.IsCompletedSuccessfully)
+                {
+                    pending.GetAwaiter().GetResult();
+                    return ValueTask.CompletedTask;
+                }
+
+                released = true; // the slow path below owns the lock now
+                return FinishWriteAsync(pending);
+            }
+            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+            {
+                ThrowIfUnusable();
+                throw Broken(e);
+            }
+            finally
+            {
+                if (!released)
+                {
+                    _writeLock.Release();
+                }
+            }
+        }
+
+        return WriteSlowAsync(buffer, cancellationToken);
+    }
+
+    private async ValueTask FinishWriteAsync(ValueTask pending)
+    {
+        try
+        {
+            await pending.ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            ThrowIfUnusable();
+            throw Broken(e);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    private async ValueTask WriteSlowAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken)
+    {
         await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             ThrowIfUnusable();
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _writeCancel.Token);
+
+            // A linked token source only when the caller can cancel: no allocation per write otherwise.
+            using var linked = cancellationToken.CanBeCanceled ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _writeCancel.Token) : null;
+            var token = linked?.Token ?? _writeCancel.Token;
             while (!buffer.IsEmpty)
             {
                 var n = Math.Min(buffer.Length, MaxDataFrame);
-                await WriteFrameAsync(DataFrame, buffer[..n], linked.Token).ConfigureAwait(false);
+                await WriteFrameAsync(DataFrame, buffer[..n], token).ConfigureAwait(false);
                 buffer = buffer[n..];
             }
 
-            await _stream.FlushAsync(linked.Token).ConfigureAwait(false);
+            await _stream.FlushAsync(token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
         {
@@ -236,6 +295,7 @@ internal sealed class TcpFramedStream : ITransportStream
         return serviceType.IsInstanceOfType(this) ? this : serviceType == typeof(Socket) ? _socket : null;
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WriteFrameAsync(byte type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
     {
         if (payload.Length <= SmallWrite)
@@ -324,7 +384,26 @@ internal sealed class TcpFramedStream : ITransportStream
         {
             while (true)
             {
-                if (!await ReadExactAsync(header, allowEof: true).ConfigureAwait(false))
+                // The header is read inline (not through a helper) so this long-lived state machine is the
+                // only one: no allocation per received frame.
+                var got = 0;
+                while (got < HeaderBytes)
+                {
+                    var n = await _stream.ReadAsync(header.AsMemory(got), _lifetime.Token).ConfigureAwait(false);
+                    if (n == 0)
+                    {
+                        break;
+                    }
+
+                    got += n;
+                }
+
+                if (got > 0 && got < HeaderBytes)
+                {
+                    throw new EndOfStreamException("the connection ended inside a frame header");
+                }
+
+                if (got == 0)
                 {
                     if (!ended && _localAbortReason is null && !_disposed)
                     {
@@ -397,6 +476,7 @@ internal sealed class TcpFramedStream : ITransportStream
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> ReadExactAsync(byte[] buffer, bool allowEof)
     {
         var read = 0;
