@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using System.Threading.Tasks.Sources;
 using System.Text;
 
 namespace Petals.Transport.Tcp;
@@ -14,7 +15,7 @@ namespace Petals.Transport.Tcp;
 /// pipe (bounded: back-pressure reaches the sender through TCP), so an abort from the peer is seen even by a
 /// side that only writes.
 /// </summary>
-internal sealed class TcpFramedStream : ITransportStream
+internal sealed class TcpFramedStream : ITransportStream, IValueTaskSource<int>
 {
     internal const int HeaderBytes = 5;
     internal const int MaxDataFrame = 1 << 20;
@@ -40,6 +41,11 @@ internal sealed class TcpFramedStream : ITransportStream
     private volatile bool _writesCompleted;
     private volatile bool _disposed;
     private Task? _abortTask;
+    private readonly Action _onPipeRead;
+    private ManualResetValueTaskSourceCore<int> _readCore = new() { RunContinuationsAsynchronously = true };
+    private ConfiguredValueTaskAwaitable<ReadResult>.ConfiguredValueTaskAwaiter _pipeAwaiter;
+    private Memory<byte> _readBuffer;
+    private CancellationToken _readToken;
 
     public TcpFramedStream(Socket socket, Stream stream, PeerAddress remoteAddress, int receiveBufferBytes)
     {
@@ -47,26 +53,40 @@ internal sealed class TcpFramedStream : ITransportStream
         _stream = stream;
         RemoteAddress = remoteAddress;
         _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: receiveBufferBytes, resumeWriterThreshold: receiveBufferBytes / 2, useSynchronizationContext: false));
+        _onPipeRead = OnPipeRead;
         _receiveLoop = Task.Run(ReceiveLoopAsync);
     }
 
     public PeerAddress RemoteAddress { get; }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    public ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         if (buffer.IsEmpty)
         {
             throw new ArgumentException("The buffer must not be empty.", nameof(buffer));
         }
 
+        // One reusable completion source per stream (one read at a time): a read that has to wait allocates nothing.
         while (true)
         {
             ThrowIfUnusable();
+#pragma warning disable CA2012 // Consumed exactly once: either awaited through _pipeAwaiter or read synchronously below.
+            var pending = _inbound.Reader.ReadAsync(cancellationToken);
+#pragma warning restore CA2012
+            if (!pending.IsCompleted)
+            {
+                _readBuffer = buffer;
+                _readToken = cancellationToken;
+                _readCore.Reset();
+                _pipeAwaiter = pending.ConfigureAwait(false).GetAwaiter();
+                _pipeAwaiter.UnsafeOnCompleted(_onPipeRead);
+                return new ValueTask<int>(this, _readCore.Version);
+            }
+
             ReadResult result;
             try
             {
-                result = await _inbound.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                result = pending.GetAwaiter().GetResult();
             }
             catch (TransportException)
             {
@@ -74,27 +94,88 @@ internal sealed class TcpFramedStream : ITransportStream
                 throw;
             }
 
-            if (result.IsCanceled)
+            if (TryConsume(result, buffer, out var n))
             {
-                continue;
-            }
-
-            var data = result.Buffer;
-            var n = (int)Math.Min(data.Length, buffer.Length);
-            var slice = data.Slice(0, n);
-            slice.CopyTo(buffer.Span);
-            _inbound.Reader.AdvanceTo(slice.End);
-            if (n > 0)
-            {
-                return n;
-            }
-
-            if (result.IsCompleted)
-            {
-                ThrowIfUnusable();
-                return 0;
+                return new ValueTask<int>(n);
             }
         }
+    }
+
+    int IValueTaskSource<int>.GetResult(short token) => _readCore.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource<int>.GetStatus(short token) => _readCore.GetStatus(token);
+
+    void IValueTaskSource<int>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _readCore.OnCompleted(continuation, state, token, flags);
+
+    private void OnPipeRead()
+    {
+        try
+        {
+            while (true)
+            {
+                ReadResult result;
+                try
+                {
+                    result = _pipeAwaiter.GetResult();
+                }
+                catch (TransportException)
+                {
+                    ThrowIfUnusable();
+                    throw;
+                }
+
+                if (TryConsume(result, _readBuffer, out var n))
+                {
+                    _readBuffer = default;
+                    _readCore.SetResult(n);
+                    return;
+                }
+
+                ThrowIfUnusable();
+#pragma warning disable CA2012 // Consumed exactly once, through _pipeAwaiter.
+                _pipeAwaiter = _inbound.Reader.ReadAsync(_readToken).ConfigureAwait(false).GetAwaiter();
+#pragma warning restore CA2012
+                if (!_pipeAwaiter.IsCompleted)
+                {
+                    _pipeAwaiter.UnsafeOnCompleted(_onPipeRead);
+                    return;
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            _readBuffer = default;
+            _readCore.SetException(e);
+        }
+    }
+
+    /// <summary>Copies what the pipe holds; false when the read was woken without data (an abort) and must go on.</summary>
+    private bool TryConsume(ReadResult result, Memory<byte> buffer, out int count)
+    {
+        count = 0;
+        if (result.IsCanceled)
+        {
+            return false;
+        }
+
+        var data = result.Buffer;
+        count = (int)Math.Min(data.Length, buffer.Length);
+        var slice = data.Slice(0, count);
+        slice.CopyTo(buffer.Span);
+        _inbound.Reader.AdvanceTo(slice.End);
+        if (count > 0)
+        {
+            return true;
+        }
+
+        if (result.IsCompleted)
+        {
+            ThrowIfUnusable();
+            return true;
+        }
+
+        return false;
     }
 
     public ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
