@@ -12,23 +12,25 @@ public readonly struct PeerAddress : IEquatable<PeerAddress>
 {
     private const string Separator = "://";
     private readonly string? _value;
+    private readonly string? _scheme;
+    private readonly string? _location;
 
     private PeerAddress(string value, string scheme, string? peerId, string location)
     {
         _value = value;
-        Scheme = scheme;
+        _scheme = scheme;
         PeerId = peerId;
-        Location = location;
+        _location = location;
     }
 
-    /// <summary>The scheme in lower case, e.g. <c>"tcp"</c>.</summary>
-    public string Scheme { get; }
+    /// <summary>The scheme in lower case, e.g. <c>"tcp"</c> (empty for the default value).</summary>
+    public string Scheme => _scheme ?? string.Empty;
 
     /// <summary>The identity the peer must prove (the part before <c>@</c>), or null.</summary>
     public string? PeerId { get; }
 
-    /// <summary>Everything after the scheme separator and the optional peer id, e.g. <c>"127.0.0.1:5000"</c>.</summary>
-    public string Location { get; }
+    /// <summary>Everything after the scheme separator and the optional peer id, e.g. <c>"127.0.0.1:5000"</c> (empty for the default value).</summary>
+    public string Location => _location ?? string.Empty;
 
     /// <summary>Whether this is the default (empty) value rather than a parsed address.</summary>
     public bool IsEmpty => _value is null;
@@ -165,7 +167,7 @@ public readonly struct PeerAddress : IEquatable<PeerAddress>
 
     private (string Host, int Port) SplitHostPort()
     {
-        var location = Location ?? throw new FormatException("The peer address is empty.");
+        var location = _location ?? throw new FormatException("The peer address is empty.");
         int colon;
         string host;
         if (location.StartsWith('['))

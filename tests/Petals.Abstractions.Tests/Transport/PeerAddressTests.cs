@@ -86,6 +86,9 @@ public sealed class PeerAddressTests
         PeerAddress empty = default;
         Assert.True(empty.IsEmpty);
         Assert.Equal(string.Empty, empty.ToString());
+        Assert.Equal(string.Empty, empty.Scheme);
+        Assert.Equal(string.Empty, empty.Location);
+        Assert.Throws<FormatException>(() => empty.Port);
         Assert.NotEqual(empty, PeerAddress.Parse("mem://x"));
     }
 
