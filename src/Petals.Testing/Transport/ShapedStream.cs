@@ -1,0 +1,286 @@
+using System.Buffers;
+using System.Threading.Channels;
+using Petals.Transport;
+
+namespace Petals.Testing.Transport;
+
+/// <summary>
+/// A stream whose writes pass through a delay line: each chunk is stamped with its due time (now + half RTT +
+/// jitter, never before the previous chunk), paced by the bandwidth, and written to the inner stream by a pump.
+/// Reads pass through; both count towards the drop-after-bytes fault.
+/// </summary>
+internal sealed class ShapedStream : ITransportStream
+{
+    private const int ChunkBytes = 64 * 1024;
+
+    private readonly ITransportStream _inner;
+    private readonly ShapingTransport _owner;
+    private readonly NetworkShapingOptions _options;
+    private readonly TimeProvider _time;
+    private readonly Channel<Chunk> _queue = Channel.CreateUnbounded<Chunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly SemaphoreSlim _budget;
+    private readonly CancellationTokenSource _closed = new();
+    private readonly Task _pump;
+    private readonly ITimer? _dropTimer;
+    private readonly long _dropAfterBytes;
+    private long _lastDue;
+    private long _bytesThrough;
+    private volatile Exception? _failure;
+    private volatile bool _writesCompleted;
+    private volatile bool _disposed;
+    private TaskCompletionSource? _completion;
+
+    public ShapedStream(ITransportStream inner, ShapingTransport owner)
+    {
+        _inner = inner;
+        _owner = owner;
+        _options = owner.Options;
+        _time = owner.TimeProvider;
+        _dropAfterBytes = _options.DropAfterBytes ?? long.MaxValue;
+        _budget = new SemaphoreSlim(Math.Max(1, _options.MaxBufferedBytes / ChunkBytes));
+        _pump = Task.Run(PumpAsync);
+        if (_options.DropAfterTime is { } dropAfter)
+        {
+            _dropTimer = _time.CreateTimer(static s => ((ShapedStream)s!).Drop($"fault injected: stream dropped after {((ShapedStream)s!)._options.DropAfterTime}"), this, dropAfter, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    public PeerAddress RemoteAddress => _inner.RemoteAddress;
+
+    public async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        ThrowIfFailed();
+        var left = _dropAfterBytes - Interlocked.Read(ref _bytesThrough);
+        if (left <= 0)
+        {
+            Drop($"fault injected: stream dropped after {_dropAfterBytes} bytes");
+            ThrowIfFailed();
+        }
+
+        if (buffer.Length > left)
+        {
+            buffer = buffer[..(int)left];
+        }
+
+        int n;
+        try
+        {
+            n = await _inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TransportException) when (_failure is not null)
+        {
+            ThrowIfFailed();
+            throw;
+        }
+
+        Interlocked.Add(ref _bytesThrough, n);
+        return n;
+    }
+
+    public async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        ThrowIfFailed();
+        if (_writesCompleted)
+        {
+            throw new InvalidOperationException($"Writes to the stream with {RemoteAddress} were already completed.");
+        }
+
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closed.Token);
+        while (!buffer.IsEmpty)
+        {
+            var left = _dropAfterBytes - Interlocked.Read(ref _bytesThrough);
+            if (left <= 0)
+            {
+                Drop($"fault injected: stream dropped after {_dropAfterBytes} bytes");
+                ThrowIfFailed();
+            }
+
+            var n = (int)Math.Min(Math.Min(buffer.Length, ChunkBytes), left);
+            try
+            {
+                await _budget.WaitAsync(linked.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                ThrowIfFailed();
+                throw;
+            }
+
+            var array = ArrayPool<byte>.Shared.Rent(n);
+            buffer.Span[..n].CopyTo(array);
+            Interlocked.Add(ref _bytesThrough, n);
+            _queue.Writer.TryWrite(new Chunk(array, n, NextDue(), null));
+            buffer = buffer[n..];
+        }
+    }
+
+    public async ValueTask CompleteWritesAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfFailed();
+        if (!_writesCompleted)
+        {
+            _writesCompleted = true;
+            _completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _queue.Writer.TryWrite(new Chunk(null, 0, NextDue(), _completion));
+            _queue.Writer.TryComplete();
+        }
+
+        await _completion!.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public void Abort(string reason)
+    {
+        ArgumentNullException.ThrowIfNull(reason);
+        Fail(new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted locally: {reason}"), reason);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        if (!_writesCompleted && _failure is null)
+        {
+            Abort("stream disposed");
+        }
+
+        _disposed = true;
+        _queue.Writer.TryComplete();
+        if (_dropTimer is not null)
+        {
+            await _dropTimer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        try
+        {
+            await _pump.ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is TransportException or OperationCanceledException)
+        {
+            // The pump's failure was already recorded for callers.
+        }
+
+        await _inner.DisposeAsync().ConfigureAwait(false);
+        _closed.Dispose();
+    }
+
+    public object? GetService(Type serviceType, object? serviceKey = null)
+    {
+        ArgumentNullException.ThrowIfNull(serviceType);
+        return serviceKey is null && serviceType.IsInstanceOfType(this) ? this : _inner.GetService(serviceType, serviceKey);
+    }
+
+    private long NextDue()
+    {
+        var due = _time.GetTimestamp() + ToTimestamp(_options.RoundTripLatency / 2 + _owner.NextJitter());
+        var last = Interlocked.Read(ref _lastDue);
+        if (due < last)
+        {
+            due = last;
+        }
+
+        Interlocked.Exchange(ref _lastDue, due);
+        return due;
+    }
+
+    private long ToTimestamp(TimeSpan span) => (long)(span.Ticks * (double)_time.TimestampFrequency / TimeSpan.TicksPerSecond);
+
+    private async Task PumpAsync()
+    {
+        long linkFree = 0;
+        var token = _closed.Token;
+        try
+        {
+            await foreach (var chunk in _queue.Reader.ReadAllAsync(token).ConfigureAwait(false))
+            {
+                var deliverAt = chunk.Due;
+                if (_options.BandwidthBytesPerSecond is { } bandwidth && chunk.Length > 0)
+                {
+                    var start = Math.Max(deliverAt, linkFree);
+                    linkFree = start + (long)(chunk.Length * (double)_time.TimestampFrequency / bandwidth);
+                    deliverAt = linkFree;
+                }
+
+                // Task.Delay rounds to whole milliseconds (and sub-millisecond delays to none): wait on a timer
+                // of the exact length, and wait again if a coarse clock woke us early.
+                TimeSpan wait;
+                while ((wait = _time.GetElapsedTime(_time.GetTimestamp(), deliverAt)) > TimeSpan.Zero)
+                {
+                    await DelayAsync(wait, token).ConfigureAwait(false);
+                }
+
+                if (chunk.Completion is { } completion)
+                {
+                    await _inner.CompleteWritesAsync(token).ConfigureAwait(false);
+                    completion.TrySetResult();
+                    continue;
+                }
+
+                try
+                {
+                    await _inner.WriteAsync(chunk.Array.AsMemory(0, chunk.Length), token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(chunk.Array!);
+                    _budget.Release();
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            var failure = e is OperationCanceledException && _failure is { } f ? f : e;
+            Fail(failure, null);
+            _completion?.TrySetException(failure);
+        }
+    }
+
+    private async Task DelayAsync(TimeSpan wait, CancellationToken cancellationToken)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var timer = _time.CreateTimer(static s => ((TaskCompletionSource)s!).TrySetResult(), done, wait, Timeout.InfiniteTimeSpan);
+        await done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private void Drop(string reason) =>
+        Fail(new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted locally: {reason}"), reason);
+
+    private void Fail(Exception failure, string? abortReason)
+    {
+        if (Interlocked.CompareExchange(ref _failure, failure, null) is not null)
+        {
+            return;
+        }
+
+        if (abortReason is not null)
+        {
+            _inner.Abort(abortReason);
+        }
+
+        try
+        {
+            _closed.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed concurrently: nothing left to wake.
+        }
+
+        _completion?.TrySetException(failure);
+    }
+
+    private void ThrowIfFailed()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_failure is { } failure)
+        {
+            throw failure is TransportException t
+                ? new TransportException(t.Kind, t.Message, t)
+                : new TransportException(TransportErrorKind.ConnectionReset, $"Stream with {RemoteAddress} failed: {failure.Message}", failure);
+        }
+    }
+
+    private readonly record struct Chunk(byte[]? Array, int Length, long Due, TaskCompletionSource? Completion);
+}

@@ -1,0 +1,17 @@
+namespace Petals.Transport.Tcp;
+
+/// <summary>Settings of a <see cref="TcpTransport"/>.</summary>
+public sealed class TcpTransportOptions
+{
+    /// <summary>How long a connect (TCP and, for <c>tls://</c>, the TLS handshake) may take before it fails with <see cref="TransportErrorKind.Timeout"/>. Default 10 seconds.</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long an accepted connection's TLS handshake may take before the connection is dropped. Default 10 seconds.</summary>
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>The identity a <c>tls://</c> listener presents; required to listen on <c>tls://</c>. Default null.</summary>
+    public TlsPeerIdentity? Identity { get; set; }
+
+    /// <summary>How many received bytes a stream buffers before the sender is slowed down (back-pressure). Default 1 MiB.</summary>
+    public int ReceiveBufferBytes { get; set; } = 1 << 20;
+}
