@@ -51,12 +51,17 @@ public sealed class ProtocolReader : IDisposable
     /// <exception cref="ProtocolException">When a frame is malformed, oversized or out of order, or the stream ends inside a frame.</exception>
     /// <exception cref="OperationCanceledException">When <paramref name="cancellationToken"/> is canceled.</exception>
     /// <exception cref="ObjectDisposedException">When the reader is disposed.</exception>
-    public async ValueTask<ReceivedMessage?> ReadAsync(CancellationToken cancellationToken = default)
+    public ValueTask<ReceivedMessage?> ReadAsync(CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_fault is not null)
         {
-            throw _fault;
+            return ValueTask.FromException<ReceivedMessage?>(_fault);
+        }
+
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<ReceivedMessage?>(cancellationToken);
         }
 
         if (_advancePending)
@@ -65,10 +70,43 @@ public sealed class ProtocolReader : IDisposable
             _reader.AdvanceTo(_advanceTo);
         }
 
+        // Fast path without an async state machine: the next frame is often already buffered.
+        try
+        {
+            if (_reader.TryRead(out var result) && TryProcess(result, out var message))
+            {
+                return new ValueTask<ReceivedMessage?>(message);
+            }
+        }
+        catch (Exception ex) when (ex is ProtocolException or OperationCanceledException)
+        {
+            return ValueTask.FromException<ReceivedMessage?>(ex);
+        }
+
+        return ReadSlowAsync(cancellationToken);
+    }
+
+    private async ValueTask<ReceivedMessage?> ReadSlowAsync(CancellationToken cancellationToken)
+    {
         while (true)
         {
             var result = await _reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-            var buffer = result.Buffer;
+            if (TryProcess(result, out var message))
+            {
+                return message;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Consumes frames from one read result: <see langword="true"/> with the message (or null at a clean end of stream),
+    /// or <see langword="false"/> when more data is needed (the reader has been advanced, the buffer marked examined).
+    /// </summary>
+    private bool TryProcess(in ReadResult result, out ReceivedMessage? message)
+    {
+        var buffer = result.Buffer;
+        while (true)
+        {
             var status = FrameScanner.Scan(buffer, _limits, out var header, out var error);
             if (status == ScanStatus.Invalid)
             {
@@ -83,7 +121,8 @@ public sealed class ProtocolReader : IDisposable
                     _reader.AdvanceTo(buffer.End);
                     if (buffer.IsEmpty && !_assemblyActive)
                     {
-                        return null;
+                        message = null;
+                        return true;
                     }
 
                     throw Fault(new ProtocolException(
@@ -97,36 +136,39 @@ public sealed class ProtocolReader : IDisposable
                     throw new OperationCanceledException("The pending read was canceled.");
                 }
 
+                // Never waits for more than one header plus the maximum frame size: the scanner checked the length.
                 _reader.AdvanceTo(buffer.Start, buffer.End);
-                continue;
+                message = null;
+                return false;
             }
 
             var payload = buffer.Slice(FrameHeader.Size, header.PayloadLength);
             var end = payload.End;
             if (header.Type == FrameType.Continuation)
             {
-                Continue(header, payload);
-                _reader.AdvanceTo(end);
+                Fail(buffer, Continue(header, payload));
                 if (_assemblyActive)
                 {
+                    buffer = buffer.Slice(end);
                     continue;
                 }
 
-                return Decode(_assemblyStream, _assemblyType, _assemblyFlags, _assembly.AsMemory(0, _assemblyLength));
+                _reader.AdvanceTo(end);
+                message = Decode(_assemblyStream, _assemblyType, _assemblyFlags, _assembly.AsMemory(0, _assemblyLength));
+                return true;
             }
 
             if (_assemblyActive)
             {
-                _reader.AdvanceTo(buffer.Start);
-                throw Fault(new ProtocolException(
+                Fail(buffer, new ProtocolException(
                     ProtocolErrorCode.OutOfOrder,
                     string.Create(CultureInfo.InvariantCulture, $"A {header.Type} frame on stream {header.StreamId} arrived while a chunked {_assemblyType} message on stream {_assemblyStream} was incomplete ({_assemblyFilled} of {_assemblyLength} bytes).")) { StreamId = header.StreamId });
             }
 
             if ((header.Flags & FrameFlags.More) != 0)
             {
-                Begin(header, payload);
-                _reader.AdvanceTo(end);
+                Fail(buffer, Begin(header, payload));
+                buffer = buffer.Slice(end);
                 continue;
             }
 
@@ -151,7 +193,17 @@ public sealed class ProtocolReader : IDisposable
                 _reader.AdvanceTo(end);
             }
 
-            return Decode(header.StreamId, header.Type, header.Flags, memory);
+            message = Decode(header.StreamId, header.Type, header.Flags, memory);
+            return true;
+        }
+    }
+
+    private void Fail(in ReadOnlySequence<byte> buffer, ProtocolException? error)
+    {
+        if (error is not null)
+        {
+            _reader.AdvanceTo(buffer.Start);
+            throw Fault(error);
         }
     }
 
@@ -180,11 +232,11 @@ public sealed class ProtocolReader : IDisposable
     private ReceivedMessage Decode(uint streamId, FrameType type, FrameFlags flags, ReadOnlyMemory<byte> payload) =>
         new(streamId, MessageDecoder.Decode(type, flags & ~FrameFlags.More, payload, _limits, streamId));
 
-    private void Begin(FrameHeader header, ReadOnlySequence<byte> payload)
+    private ProtocolException? Begin(FrameHeader header, ReadOnlySequence<byte> payload)
     {
         if (header.PayloadLength < 4)
         {
-            throw Fault(new ProtocolException(ProtocolErrorCode.Truncated, string.Create(CultureInfo.InvariantCulture, $"{header.Type} frame on stream {header.StreamId}: field 'totalLength' of a chunked message needs 4 bytes but the frame holds {header.PayloadLength}.")) { StreamId = header.StreamId });
+            return new ProtocolException(ProtocolErrorCode.Truncated, string.Create(CultureInfo.InvariantCulture, $"{header.Type} frame on stream {header.StreamId}: field 'totalLength' of a chunked message needs 4 bytes but the frame holds {header.PayloadLength}.")) { StreamId = header.StreamId };
         }
 
         Span<byte> raw = stackalloc byte[4];
@@ -193,12 +245,12 @@ public sealed class ProtocolReader : IDisposable
         var first = header.PayloadLength - 4;
         if (total > (uint)_limits.MaxMessageSize)
         {
-            throw Fault(new ProtocolException(ProtocolErrorCode.MessageTooLarge, string.Create(CultureInfo.InvariantCulture, $"{header.Type} frame on stream {header.StreamId}: field 'totalLength' is {total}, above the maximum message size {_limits.MaxMessageSize}.")) { StreamId = header.StreamId });
+            return new ProtocolException(ProtocolErrorCode.MessageTooLarge, string.Create(CultureInfo.InvariantCulture, $"{header.Type} frame on stream {header.StreamId}: field 'totalLength' is {total}, above the maximum message size {_limits.MaxMessageSize}.")) { StreamId = header.StreamId };
         }
 
         if (total <= (uint)first)
         {
-            throw Fault(new ProtocolException(ProtocolErrorCode.MalformedFrame, string.Create(CultureInfo.InvariantCulture, $"{header.Type} frame on stream {header.StreamId}: field 'totalLength' is {total} but the first chunk already holds {first} bytes; a chunked message must need more than one frame.")) { StreamId = header.StreamId });
+            return new ProtocolException(ProtocolErrorCode.MalformedFrame, string.Create(CultureInfo.InvariantCulture, $"{header.Type} frame on stream {header.StreamId}: field 'totalLength' is {total} but the first chunk already holds {first} bytes; a chunked message must need more than one frame.")) { StreamId = header.StreamId };
         }
 
         if (_assembly is null || _assembly.Length < total)
@@ -214,30 +266,32 @@ public sealed class ProtocolReader : IDisposable
         _assemblyType = header.Type;
         _assemblyFlags = header.Flags;
         _assemblyStream = header.StreamId;
+        return null;
     }
 
-    private void Continue(FrameHeader header, ReadOnlySequence<byte> payload)
+    private ProtocolException? Continue(FrameHeader header, ReadOnlySequence<byte> payload)
     {
         if (!_assemblyActive)
         {
-            throw Fault(new ProtocolException(ProtocolErrorCode.OutOfOrder, string.Create(CultureInfo.InvariantCulture, $"A Continuation frame on stream {header.StreamId} arrived with no chunked message in progress.")) { StreamId = header.StreamId });
+            return new ProtocolException(ProtocolErrorCode.OutOfOrder, string.Create(CultureInfo.InvariantCulture, $"A Continuation frame on stream {header.StreamId} arrived with no chunked message in progress.")) { StreamId = header.StreamId };
         }
 
         if (header.StreamId != _assemblyStream)
         {
-            throw Fault(new ProtocolException(ProtocolErrorCode.OutOfOrder, string.Create(CultureInfo.InvariantCulture, $"A Continuation frame on stream {header.StreamId} arrived while the chunked {_assemblyType} message in progress is on stream {_assemblyStream}.")) { StreamId = header.StreamId });
+            return new ProtocolException(ProtocolErrorCode.OutOfOrder, string.Create(CultureInfo.InvariantCulture, $"A Continuation frame on stream {header.StreamId} arrived while the chunked {_assemblyType} message in progress is on stream {_assemblyStream}.")) { StreamId = header.StreamId };
         }
 
         var left = _assemblyLength - _assemblyFilled;
         var more = (header.Flags & FrameFlags.More) != 0;
         if (header.PayloadLength == 0 || header.PayloadLength > left || (more && header.PayloadLength == left) || (!more && header.PayloadLength != left))
         {
-            throw Fault(new ProtocolException(ProtocolErrorCode.MalformedFrame, string.Create(CultureInfo.InvariantCulture, $"Continuation frame on stream {header.StreamId}: {header.PayloadLength} bytes with MORE={more} do not fit the {left} bytes left of the {_assemblyLength}-byte {_assemblyType} message.")) { StreamId = header.StreamId });
+            return new ProtocolException(ProtocolErrorCode.MalformedFrame, string.Create(CultureInfo.InvariantCulture, $"Continuation frame on stream {header.StreamId}: {header.PayloadLength} bytes with MORE={more} do not fit the {left} bytes left of the {_assemblyLength}-byte {_assemblyType} message.")) { StreamId = header.StreamId };
         }
 
         payload.CopyTo(_assembly.AsSpan(_assemblyFilled));
         _assemblyFilled += header.PayloadLength;
         _assemblyActive = more;
+        return null;
     }
 
     private ProtocolException Fault(ProtocolException error)
