@@ -4,6 +4,7 @@ using Petals.Protocol;
 
 namespace Petals.Tests.Protocol;
 
+[Collection(ProtocolTestGroup.Name)]
 public sealed class HiddenStateCodecTests
 {
     /// <summary>An independent scalar reference: round to nearest even on the low 16 bits; NaN quieted.</summary>

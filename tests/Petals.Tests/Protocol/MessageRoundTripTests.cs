@@ -6,6 +6,7 @@ using Petals.Protocol;
 
 namespace Petals.Tests.Protocol;
 
+[Collection(ProtocolTestGroup.Name)]
 public sealed class MessageRoundTripTests
 {
     private static readonly ProtocolLimits SmallFrames = new() { MaxFrameSize = ProtocolLimits.MinFrameSize, MaxMessageSize = 1 << 20 };

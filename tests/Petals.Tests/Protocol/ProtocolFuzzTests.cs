@@ -9,6 +9,7 @@ namespace Petals.Tests.Protocol;
 /// read completes without waiting (the writer is complete, so a wait would be a hang), and no read allocates more than
 /// the configured message size plus a small constant.
 /// </summary>
+[Collection(ProtocolTestGroup.Name)]
 public sealed class ProtocolFuzzTests
 {
     private static readonly ProtocolLimits Limits = new() { MaxFrameSize = 1024, MaxMessageSize = 4096, MaxStringBytes = 64, MaxHypoIds = 16 };

@@ -4,6 +4,7 @@ using Petals.Protocol;
 
 namespace Petals.Tests.Protocol;
 
+[Collection(ProtocolTestGroup.Name)]
 public sealed class ProtocolHandshakeTests
 {
     private static CancellationToken Token => TestContext.Current.CancellationToken;

@@ -4,6 +4,7 @@ using Petals.Protocol;
 
 namespace Petals.Tests.Protocol;
 
+[Collection(ProtocolTestGroup.Name)]
 public sealed class ProtocolReaderTests
 {
     private static readonly ProtocolLimits Limits = new() { MaxFrameSize = 1024, MaxMessageSize = 8192, MaxStringBytes = 64, MaxHypoIds = 8 };
