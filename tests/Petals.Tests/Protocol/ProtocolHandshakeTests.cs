@@ -1,5 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using FsCheck;
+using FsCheck.Fluent;
 using Petals.Protocol;
 
 namespace Petals.Tests.Protocol;
@@ -128,4 +130,45 @@ public sealed class ProtocolHandshakeTests
         await Assert.ThrowsAsync<ArgumentException>(async () => await ProtocolHandshake.PerformAsync(left, new ConnectionPreamble("p", new string('m', 256)), cancellationToken: Token));
         await Assert.ThrowsAsync<ArgumentException>(async () => await ProtocolHandshake.PerformAsync(left, new ConnectionPreamble("p", "m", 100), cancellationToken: Token));
     }
+
+    [Fact]
+    public void MutatedPreamblesOnlyRaiseProtocolErrorsAndNeverWaitOnceTheStreamEnds() =>
+        Prop.ForAll(Gen.Choose(0, int.MaxValue).ToArbitrary(), seed =>
+        {
+            var random = new Random(seed);
+            var preamble = new ConnectionPreamble(ProtocolTestKit.RandomString(random, 20) + "p", ProtocolTestKit.RandomString(random, 30), random.Next(1024, int.MaxValue - 10), (ushort)random.Next(3), (ushort)random.Next(3));
+            var bytes = new byte[preamble.GetSize()];
+            preamble.Write(bytes);
+            var list = new List<byte>(bytes);
+            for (var m = random.Next(0, 4); m > 0 && list.Count > 0; m--)
+            {
+                var at = random.Next(list.Count);
+                switch (random.Next(3))
+                {
+                    case 0:
+                        list[at] = (byte)random.Next(256);
+                        break;
+                    case 1:
+                        list.RemoveRange(at, list.Count - at);
+                        break;
+                    default:
+                        list.Insert(at, (byte)random.Next(256));
+                        break;
+                }
+            }
+
+            var pipe = new Pipe();
+            pipe.Writer.Write([.. list]);
+            pipe.Writer.Complete();
+            var read = ProtocolHandshake.ReadPreambleAsync(pipe.Reader, ProtocolLimits.Default, CancellationToken.None).AsTask();
+            Assert.True(read.IsCompleted, "The preamble reader waited although the stream was complete.");
+            if (read.IsFaulted)
+            {
+                Assert.IsType<ProtocolException>(read.Exception!.InnerException);
+            }
+            else if (list.Count == bytes.Length && list.SequenceEqual(bytes))
+            {
+                Assert.Equal(preamble, read.GetAwaiter().GetResult());
+            }
+        }).Check(Config.QuickThrowOnFailure.WithMaxTest(3000));
 }
