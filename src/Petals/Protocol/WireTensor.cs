@@ -20,6 +20,9 @@ public readonly struct WireTensor : IEquatable<WireTensor>
         IsEncoded = isEncoded;
     }
 
+    /// <summary>The largest element payload a tensor may have (any message limit is smaller).</summary>
+    public const int MaxPayloadBytes = int.MaxValue - 1024;
+
     /// <summary>The shape.</summary>
     public TensorShape Shape { get; }
 
@@ -46,7 +49,7 @@ public readonly struct WireTensor : IEquatable<WireTensor>
     /// <param name="values">Exactly <c>shape.ElementCount</c> values; not copied, so keep them unchanged until written.</param>
     /// <param name="codec">The wire form.</param>
     /// <returns>The tensor.</returns>
-    /// <exception cref="ArgumentException">When the count of values does not match the shape, the shape is default, or the codec is unknown.</exception>
+    /// <exception cref="ArgumentException">When the count of values does not match the shape, the shape is default, the payload exceeds <see cref="MaxPayloadBytes"/>, or the codec is unknown.</exception>
     public static WireTensor FromValues(TensorShape shape, ReadOnlyMemory<float> values, WireCodec codec = WireCodec.Fp32)
     {
         if (shape.Rank == 0)
@@ -54,12 +57,16 @@ public readonly struct WireTensor : IEquatable<WireTensor>
             throw new ArgumentException("The shape is empty.", nameof(shape));
         }
 
+        if ((long)shape.ElementCount * HiddenStateCodec.ElementSize(codec) > MaxPayloadBytes)
+        {
+            throw new ArgumentException($"Shape {shape} in {codec} takes more than {MaxPayloadBytes} bytes, more than any message can hold.", nameof(shape));
+        }
+
         if (values.Length != shape.ElementCount)
         {
             throw new ArgumentException($"Shape {shape} holds {shape.ElementCount} elements but {values.Length} values were given.", nameof(values));
         }
 
-        _ = HiddenStateCodec.ElementSize(codec);
         return new WireTensor(shape, codec, values, default, isEncoded: false);
     }
 

@@ -174,5 +174,10 @@ public sealed class MessageRoundTripTests
         var big = new ProtocolWriter(new Pipe().Writer, new ProtocolLimits { MaxFrameSize = 1024, MaxMessageSize = 4096 });
         var ex = Assert.Throws<ProtocolException>(() => big.Write(1, new ForwardResponse(WireTensor.FromValues(new TensorShape(1, 1, 2000), new float[2000]))));
         Assert.Equal(ProtocolErrorCode.MessageTooLarge, ex.Code);
+
+        // A payload no message could hold is refused when the tensor is built (its size would overflow int).
+        var huge = new TensorShape(1, 40_000, 16_384);
+        var refused = Assert.Throws<ArgumentException>(() => WireTensor.FromValues(huge, new float[1], WireCodec.Fp32));
+        Assert.Contains("more than any message can hold", refused.Message, StringComparison.Ordinal);
     }
 }
