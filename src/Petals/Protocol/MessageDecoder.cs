@@ -1,0 +1,164 @@
+using System.Globalization;
+using Petals.Tensors;
+
+namespace Petals.Protocol;
+
+/// <summary>Decodes a complete message payload into its <see cref="ProtocolMessage"/>, validating every field.</summary>
+internal static class MessageDecoder
+{
+    public static ProtocolMessage Decode(FrameType type, FrameFlags flags, ReadOnlyMemory<byte> payload, ProtocolLimits limits, uint streamId)
+    {
+        var reader = new WireReader(payload, limits, type, streamId);
+        ProtocolMessage message;
+        switch (type)
+        {
+            case FrameType.InfoRequest:
+                message = InfoRequest.Instance;
+                break;
+            case FrameType.InferenceClose:
+                message = InferenceClose.Instance;
+                break;
+            case FrameType.Ping:
+                message = new PingMessage(reader.U64("nonce"));
+                break;
+            case FrameType.Pong:
+                message = new PongMessage(reader.U64("nonce"));
+                break;
+            case FrameType.Error:
+            {
+                var code = reader.String("code");
+                if (code.Length == 0)
+                {
+                    throw reader.Error(ProtocolErrorCode.MalformedFrame, "code", "is empty.");
+                }
+
+                message = new ErrorMessage(new ProtocolErrorCode(code), reader.String("message"));
+                break;
+            }
+
+            case FrameType.InfoResponse:
+                message = DecodeInfo(ref reader);
+                break;
+            case FrameType.ForwardRequest:
+            {
+                var blocks = reader.Blocks("blocks");
+                var reply = reader.Codec("replyCodec");
+                var hidden = Hidden(ref reader);
+                WireTensor? prompts = (flags & FrameFlags.HasPrompts) != 0 ? reader.Tensor("prompts") : null;
+                message = new ForwardRequest(blocks, reply, hidden, prompts);
+                break;
+            }
+
+            case FrameType.ForwardResponse:
+                message = new ForwardResponse(Hidden(ref reader));
+                break;
+            case FrameType.InferenceOpen:
+            {
+                var session = reader.Guid("sessionId");
+                var blocks = reader.Blocks("blocks");
+                var maxLength = reader.Count("maxLength");
+                if (maxLength == 0)
+                {
+                    throw reader.Error(ProtocolErrorCode.MalformedFrame, "maxLength", "is 0; a session holds at least one token.");
+                }
+
+                message = new InferenceOpen(session, blocks, maxLength, reader.Codec("replyCodec"));
+                break;
+            }
+
+            case FrameType.InferenceStep:
+                message = DecodeStep(ref reader, flags, limits);
+                break;
+            case FrameType.InferenceStepResult:
+            {
+                var stepId = reader.U64("stepId");
+                var position = reader.Count("position");
+                message = new InferenceStepResult(stepId, position, Hidden(ref reader));
+                break;
+            }
+
+            default:
+                // The scanner rejects unknown types and routes continuations to reassembly.
+                throw new ProtocolException(ProtocolErrorCode.UnknownFrameType, string.Create(CultureInfo.InvariantCulture, $"Frame type 0x{(byte)type:X2} on stream {streamId} is not a message.")) { StreamId = streamId };
+        }
+
+        reader.End();
+        return message;
+    }
+
+    private static WireTensor Hidden(ref WireReader reader)
+    {
+        var hidden = reader.Tensor("hidden");
+        if (hidden.Shape.Rank != 3)
+        {
+            throw reader.Error(ProtocolErrorCode.BadShape, "hidden", string.Create(CultureInfo.InvariantCulture, $"has rank {hidden.Shape.Rank}; hidden states are [batch, tokens, hidden]."));
+        }
+
+        return hidden;
+    }
+
+    private static InfoResponse DecodeInfo(ref WireReader reader)
+    {
+        var major = reader.U16("versionMajor");
+        var minor = reader.U16("versionMinor");
+        var model = reader.String("modelId");
+        var blocks = reader.Blocks("blocks");
+        var dtype = reader.U8("computeDType");
+        if (dtype > (byte)TensorDType.I64)
+        {
+            throw reader.Error(ProtocolErrorCode.BadDType, "computeDType", string.Create(CultureInfo.InvariantCulture, $"is {dtype}, not a known dtype."));
+        }
+
+        var codecs = reader.U8("codecs");
+        if ((codecs & ~(byte)WireCodecs.All) != 0)
+        {
+            throw reader.Error(ProtocolErrorCode.BadDType, "codecs", string.Create(CultureInfo.InvariantCulture, $"is 0x{codecs:X2}; only bits 0-2 name codecs."));
+        }
+
+        return new InfoResponse(
+            major,
+            minor,
+            model,
+            blocks,
+            (TensorDType)dtype,
+            (WireCodecs)codecs,
+            reader.U64("cacheTokensLeft"),
+            reader.Count("maxFrameSize"),
+            reader.Count("maxMessageSize"),
+            reader.Count("maxBatchSize"),
+            reader.Count("maxSessionLength"));
+    }
+
+    private static InferenceStep DecodeStep(ref WireReader reader, FrameFlags flags, ProtocolLimits limits)
+    {
+        var stepId = reader.U64("stepId");
+        var start = reader.Count("startPosition");
+        var hidden = Hidden(ref reader);
+        WireTensor? prompts = (flags & FrameFlags.HasPrompts) != 0 ? reader.Tensor("prompts") : null;
+        ReadOnlyMemory<int>? hypoIds = null;
+        if ((flags & FrameFlags.HasHypoIds) != 0)
+        {
+            var count = reader.Count("hypoIds");
+            if (count > limits.MaxHypoIds)
+            {
+                throw reader.Error(ProtocolErrorCode.MalformedFrame, "hypoIds", string.Create(CultureInfo.InvariantCulture, $"holds {count} ids; the limit is {limits.MaxHypoIds}."));
+            }
+
+            if ((long)count * 4 > reader.Remaining)
+            {
+                throw reader.Error(ProtocolErrorCode.Truncated, "hypoIds", string.Create(CultureInfo.InvariantCulture, $"declares {count} ids but only {reader.Remaining} bytes remain."));
+            }
+
+            // Beam search only: a small array bounded by MaxHypoIds.
+            var ids = new int[count];
+            for (var i = 0; i < ids.Length; i++)
+            {
+                ids[i] = reader.I32("hypoIds");
+            }
+
+            hypoIds = ids;
+        }
+
+        return new InferenceStep(stepId, start, hidden, prompts, hypoIds);
+    }
+}

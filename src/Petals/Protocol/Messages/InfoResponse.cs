@@ -1,0 +1,57 @@
+using Petals.Models;
+using Petals.Tensors;
+
+namespace Petals.Protocol;
+
+/// <summary>What a server offers: protocol version, model, span of blocks, compute dtype, codecs, free cache and limits.</summary>
+/// <param name="VersionMajor">The server's protocol major version.</param>
+/// <param name="VersionMinor">The server's protocol minor version.</param>
+/// <param name="ModelId">The model the server serves.</param>
+/// <param name="Blocks">The span of blocks the server holds.</param>
+/// <param name="ComputeDType">The dtype the server computes in.</param>
+/// <param name="Codecs">The wire codecs the server accepts and can reply with.</param>
+/// <param name="CacheTokensLeft">Attention cache tokens still free on the server.</param>
+/// <param name="MaxFrameSize">The largest frame payload the server accepts.</param>
+/// <param name="MaxMessageSize">The largest (reassembled) message the server accepts.</param>
+/// <param name="MaxBatchSize">The largest batch a request may carry.</param>
+/// <param name="MaxSessionLength">The most tokens one inference session may hold.</param>
+public sealed record InfoResponse(
+    ushort VersionMajor,
+    ushort VersionMinor,
+    string ModelId,
+    BlockRange Blocks,
+    TensorDType ComputeDType,
+    WireCodecs Codecs,
+    ulong CacheTokensLeft,
+    int MaxFrameSize,
+    int MaxMessageSize,
+    int MaxBatchSize,
+    int MaxSessionLength) : ProtocolMessage
+{
+    /// <inheritdoc />
+    public override FrameType Type => FrameType.InfoResponse;
+
+    internal override int GetPayloadSize(ProtocolLimits limits)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(MaxFrameSize);
+        ArgumentOutOfRangeException.ThrowIfNegative(MaxMessageSize);
+        ArgumentOutOfRangeException.ThrowIfNegative(MaxBatchSize);
+        ArgumentOutOfRangeException.ThrowIfNegative(MaxSessionLength);
+        return 2 + 2 + WireWriter.StringSize(ModelId, "modelId", limits.MaxStringBytes) + 8 + 1 + 1 + 8 + 16;
+    }
+
+    internal override void WritePayload(ref WireWriter writer)
+    {
+        writer.U16(VersionMajor);
+        writer.U16(VersionMinor);
+        writer.String(ModelId);
+        writer.Blocks(Blocks);
+        writer.U8((byte)ComputeDType);
+        writer.U8((byte)Codecs);
+        writer.U64(CacheTokensLeft);
+        writer.U32((uint)MaxFrameSize);
+        writer.U32((uint)MaxMessageSize);
+        writer.U32((uint)MaxBatchSize);
+        writer.U32((uint)MaxSessionLength);
+    }
+}
