@@ -6,7 +6,12 @@ using System.Threading.Channels;
 
 namespace Petals.Transport.Tcp;
 
-/// <summary>Accepts TCP connections in the background, runs TLS handshakes off the accept path, queues ready streams.</summary>
+/// <summary>
+/// Accepts TCP connections in the background, runs TLS handshakes off the accept path, queues ready streams. At most
+/// <see cref="TcpTransportOptions.MaxPendingStreams"/> connections are taken from the kernel and not yet accepted by
+/// the caller (in a handshake or queued); beyond that the loop stops accepting and the kernel backlog applies, so
+/// peers cannot make the listener buffer without bound.
+/// </summary>
 internal sealed class TcpListenerImpl : ITransportListener
 {
     private readonly Socket _socket;
@@ -14,6 +19,7 @@ internal sealed class TcpListenerImpl : ITransportListener
     private readonly TcpTransportOptions _options;
     private readonly Channel<TcpFramedStream> _ready = Channel.CreateUnbounded<TcpFramedStream>();
     private readonly CancellationTokenSource _stop = new();
+    private readonly SemaphoreSlim _slots;
     private readonly Task _acceptLoop;
     private int _disposed;
 
@@ -23,16 +29,22 @@ internal sealed class TcpListenerImpl : ITransportListener
         LocalAddress = localAddress;
         _identity = identity;
         _options = options;
+        _slots = new SemaphoreSlim(options.MaxPendingStreams, options.MaxPendingStreams);
         _acceptLoop = Task.Run(AcceptLoopAsync);
     }
 
     public PeerAddress LocalAddress { get; }
 
+    /// <summary>Streams admitted and waiting for <see cref="AcceptAsync"/> (for tests).</summary>
+    internal int QueuedStreams => _ready.Reader.Count;
+
     public async ValueTask<ITransportStream> AcceptAsync(CancellationToken cancellationToken = default)
     {
         try
         {
-            return await _ready.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var stream = await _ready.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+            _slots.Release();
+            return stream;
         }
         catch (ChannelClosedException e)
         {
@@ -63,6 +75,16 @@ internal sealed class TcpListenerImpl : ITransportListener
     {
         while (!_stop.IsCancellationRequested)
         {
+            try
+            {
+                // A slot per connection taken from the kernel, given back when the caller accepts it or it is dropped.
+                await _slots.WaitAsync(_stop.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
             Socket client;
             try
             {
@@ -70,6 +92,7 @@ internal sealed class TcpListenerImpl : ITransportListener
             }
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
             {
+                _slots.Release();
                 if (_stop.IsCancellationRequested)
                 {
                     return;
@@ -109,12 +132,14 @@ internal sealed class TcpListenerImpl : ITransportListener
             var framed = new TcpFramedStream(client, stream, remoteAddress, _options.ReceiveBufferBytes);
             if (!_ready.Writer.TryWrite(framed))
             {
+                _slots.Release();
                 await framed.DisposeAsync().ConfigureAwait(false);
             }
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or AuthenticationException or SocketException or ObjectDisposedException)
         {
             // A client that fails its handshake is dropped; it sees the failure on its side.
+            _slots.Release();
             await stream.DisposeAsync().ConfigureAwait(false);
             client.Dispose();
         }

@@ -28,13 +28,14 @@ public sealed class TcpTransport : ITransport
 
     /// <summary>Creates the transport.</summary>
     /// <param name="options">Settings; default <see cref="TcpTransportOptions"/>.</param>
-    /// <exception cref="ArgumentOutOfRangeException">A timeout is not positive or the receive buffer is below 64 KiB.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A timeout or the pending-stream limit is not positive, or the receive buffer is below 64 KiB.</exception>
     public TcpTransport(TcpTransportOptions? options = null)
     {
         _options = options ?? new TcpTransportOptions();
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.ConnectTimeout, TimeSpan.Zero, "options.ConnectTimeout");
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.HandshakeTimeout, TimeSpan.Zero, "options.HandshakeTimeout");
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.ReceiveBufferBytes, 64 * 1024, "options.ReceiveBufferBytes");
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(_options.MaxPendingStreams, "options.MaxPendingStreams");
     }
 
     /// <inheritdoc/>

@@ -14,4 +14,12 @@ public sealed class TcpTransportOptions
 
     /// <summary>How many received bytes a stream buffers before the sender is slowed down (back-pressure). Default 1 MiB.</summary>
     public int ReceiveBufferBytes { get; set; } = 1 << 20;
+
+    /// <summary>
+    /// How many incoming connections a listener takes from the kernel before the caller accepts them (TLS handshakes
+    /// in progress and streams waiting for <see cref="ITransportListener.AcceptAsync"/>); further connections wait
+    /// in the kernel's listen backlog. Bounds what unaccepted peers can make a listener buffer (about this many times
+    /// <see cref="ReceiveBufferBytes"/>). Slow TLS handshakes hold a slot until <see cref="HandshakeTimeout"/>. Default 128.
+    /// </summary>
+    public int MaxPendingStreams { get; set; } = 128;
 }

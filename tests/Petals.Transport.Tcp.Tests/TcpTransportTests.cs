@@ -203,4 +203,66 @@ public sealed class TcpTransportTests
         });
         Assert.Equal(TransportErrorKind.ConnectionReset, peer.Kind);
     }
+
+    [Fact]
+    public async Task Unaccepted_connections_are_bounded_and_admitted_as_the_caller_accepts()
+    {
+        var transport = new TcpTransport(new TcpTransportOptions { MaxPendingStreams = 2 });
+        await using var listener = await transport.ListenAsync(PeerAddress.Parse("tcp://127.0.0.1:0"), Ct);
+        var queue = (TcpListenerImpl)listener;
+        var clients = new List<ITransportStream>();
+        try
+        {
+            // Five peers connect (the kernel completes TCP handshakes) and each sends a frame nobody has accepted yet.
+            for (var i = 0; i < 5; i++)
+            {
+                var client = await transport.ConnectAsync(listener.LocalAddress, Ct);
+                clients.Add(client);
+                await client.WriteAsync(new[] { (byte)i }, Ct);
+            }
+
+            // The listener takes only two of them from the kernel: waits for both, then watches that no third arrives.
+            var deadline = DateTime.UtcNow + Bound;
+            while (queue.QueuedStreams < 2 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(10, Ct);
+            }
+
+            for (var i = 0; i < 50; i++)
+            {
+                Assert.True(queue.QueuedStreams <= 2, $"{queue.QueuedStreams} unaccepted streams are queued; the limit is 2");
+                await Task.Delay(10, Ct);
+            }
+
+            Assert.Equal(2, queue.QueuedStreams);
+
+            // Accepting frees slots: every peer is served in turn, with its own bytes.
+            var seen = new List<int>();
+            for (var i = 0; i < 5; i++)
+            {
+                await using var accepted = await listener.AcceptAsync(Ct).AsTask().WaitAsync(Bound, Ct);
+                var one = new byte[1];
+                Assert.Equal(1, await accepted.ReadAsync(one, Ct).AsTask().WaitAsync(Bound, Ct));
+                seen.Add(one[0]);
+                Assert.True(queue.QueuedStreams <= 2, $"{queue.QueuedStreams} unaccepted streams are queued; the limit is 2");
+                await accepted.CompleteWritesAsync(Ct);
+            }
+
+            seen.Sort();
+            Assert.Equal([0, 1, 2, 3, 4], seen);
+        }
+        finally
+        {
+            foreach (var client in clients)
+            {
+                await client.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public void The_pending_stream_limit_must_be_positive()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => new TcpTransport(new TcpTransportOptions { MaxPendingStreams = 0 }));
+    }
 }
