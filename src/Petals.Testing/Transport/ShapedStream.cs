@@ -141,10 +141,13 @@ internal sealed class ShapedStream : ITransportStream
             return;
         }
 
-        if (!_writesCompleted && _failure is null)
+        // Writes count as completed only once the end of writes reached the inner stream (a half-close whose wait
+        // was cancelled may still be queued behind data the peer does not read): otherwise abort, as TCP does.
+        if ((!_writesCompleted || _completion is not { Task.IsCompletedSuccessfully: true }) && _failure is null)
         {
             Abort("stream disposed");
         }
+
 
         _disposed = true;
         _queue.Writer.TryComplete();

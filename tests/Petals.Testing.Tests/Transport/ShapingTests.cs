@@ -213,6 +213,31 @@ public sealed class ShapingTests
     }
 
     [Fact]
+    public async Task Dispose_after_a_cancelled_half_close_aborts_instead_of_waiting_for_the_peer_to_read()
+    {
+        // A 1 KiB in-memory buffer that nobody reads: the shaper's pump blocks delivering the first chunk.
+        var transport = new MemoryTransport(bufferBytes: 1024).WithShaping(new NetworkShapingOptions(), TimeProvider.System);
+        await using var listener = await transport.ListenAsync(PeerAddress.Parse("mem://server"), Ct);
+        var client = await transport.ConnectAsync(listener.LocalAddress, Ct);
+        await using var server = await listener.AcceptAsync(Ct);
+        await client.WriteAsync(new byte[256 * 1024], Ct);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        cts.CancelAfter(100);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await client.CompleteWritesAsync(cts.Token));
+
+        // The end of writes never reached the peer: disposing must abort (as TCP does), not wait for the peer to read.
+        await client.DisposeAsync().AsTask().WaitAsync(Bound, Ct);
+        var error = await Assert.ThrowsAsync<TransportException>(async () =>
+        {
+            var buffer = new byte[64 * 1024];
+            while (await server.ReadAsync(buffer, Ct).AsTask().WaitAsync(Bound, Ct) > 0)
+            {
+            }
+        });
+        Assert.Equal(TransportErrorKind.Aborted, error.Kind);
+    }
+
+    [Fact]
     public void Invalid_options_are_rejected()
     {
         var memory = new MemoryTransport();
