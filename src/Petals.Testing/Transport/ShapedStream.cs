@@ -148,7 +148,6 @@ internal sealed class ShapedStream : ITransportStream
             Abort("stream disposed");
         }
 
-
         _disposed = true;
         _queue.Writer.TryComplete();
         if (_dropTimer is not null)
@@ -211,7 +210,7 @@ internal sealed class ShapedStream : ITransportStream
                 TimeSpan wait;
                 while ((wait = _time.GetElapsedTime(_time.GetTimestamp(), deliverAt)) > TimeSpan.Zero)
                 {
-                    await DelayAsync(wait, token).ConfigureAwait(false);
+                    await DelayAsync(deliverAt, token).ConfigureAwait(false);
                 }
 
                 if (chunk.Completion is { } completion)
@@ -240,10 +239,33 @@ internal sealed class ShapedStream : ITransportStream
         }
     }
 
-    private async Task DelayAsync(TimeSpan wait, CancellationToken cancellationToken)
+    private async Task DelayAsync(long deliverAt, CancellationToken cancellationToken)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var timer = _time.CreateTimer(static s => ((TaskCompletionSource)s!).TrySetResult(), done, wait, Timeout.InfiniteTimeSpan);
+        var before = _time.GetTimestamp();
+        await using var timer = _time.CreateTimer(static s => ((TaskCompletionSource)s!).TrySetResult(), done, _time.GetElapsedTime(before, deliverAt), Timeout.InfiniteTimeSpan);
+
+        // Timers are relative: a clock that moved while this one was armed (a manual clock advanced by the test
+        // thread) would make it fire that much late, or never. Re-arm from the current time until the clock holds still.
+        for (var i = 0; i < 3; i++)
+        {
+            var now = _time.GetTimestamp();
+            if (now == before)
+            {
+                break;
+            }
+
+            before = now;
+            var left = _time.GetElapsedTime(now, deliverAt);
+            if (left <= TimeSpan.Zero)
+            {
+                done.TrySetResult();
+                break;
+            }
+
+            timer.Change(left, Timeout.InfiniteTimeSpan);
+        }
+
         await done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 

@@ -213,6 +213,30 @@ public sealed class ShapingTests
     }
 
     [Fact]
+    public async Task A_clock_advanced_while_the_pump_arms_its_timer_does_not_delay_delivery()
+    {
+        // The test thread advances the clock between the pump reading the time and arming its timer.
+        var clock = new ClockAdvancedWhileArming();
+        var (client, server, listener) = await ConnectAsync(new NetworkShapingOptions { RoundTripLatency = TimeSpan.FromMilliseconds(100) }, clock);
+        await using var _ = listener;
+        await using var c = client;
+        await using var s = server;
+
+        clock.AdvanceWhileArming = TimeSpan.FromMilliseconds(49);
+        await c.WriteAsync(new byte[] { 1, 2, 3 }, Ct);
+        var read = s.ReadAsync(new byte[16], Ct).AsTask();
+        var deadline = DateTime.UtcNow + Bound;
+        while (clock.AdvanceWhileArming > TimeSpan.Zero && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(5, Ct);
+        }
+
+        await AssertStillPending(read);
+        clock.Inner.Advance(TimeSpan.FromMilliseconds(1)); // 50 ms after the write: due now
+        Assert.Equal(3, await read.WaitAsync(Bound, Ct));
+    }
+
+    [Fact]
     public async Task Dispose_after_a_cancelled_half_close_aborts_instead_of_waiting_for_the_peer_to_read()
     {
         // A 1 KiB in-memory buffer that nobody reads: the shaper's pump blocks delivering the first chunk.
@@ -245,6 +269,31 @@ public sealed class ShapingTests
         Assert.Throws<ArgumentOutOfRangeException>(() => memory.WithShaping(new NetworkShapingOptions { BandwidthBytesPerSecond = 0 }));
         Assert.Throws<ArgumentOutOfRangeException>(() => memory.WithShaping(new NetworkShapingOptions { DropAfterBytes = -1 }));
         Assert.Throws<ArgumentOutOfRangeException>(() => memory.WithShaping(new NetworkShapingOptions { MaxBufferedBytes = 10 }));
+    }
+
+    /// <summary>A manual clock that, once, advances itself inside <see cref="CreateTimer"/> before the timer is armed.</summary>
+    private sealed class ClockAdvancedWhileArming : TimeProvider
+    {
+        public ManualTimeProvider Inner { get; } = new();
+
+        public TimeSpan AdvanceWhileArming { get; set; }
+
+        public override long TimestampFrequency => Inner.TimestampFrequency;
+
+        public override long GetTimestamp() => Inner.GetTimestamp();
+
+        public override DateTimeOffset GetUtcNow() => Inner.GetUtcNow();
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            if (AdvanceWhileArming > TimeSpan.Zero)
+            {
+                Inner.Advance(AdvanceWhileArming);
+                AdvanceWhileArming = TimeSpan.Zero;
+            }
+
+            return Inner.CreateTimer(callback, state, dueTime, period);
+        }
     }
 
     private static async Task<(ITransportStream Client, ITransportStream Server, ITransportListener Listener)> ConnectAsync(NetworkShapingOptions options, TimeProvider clock)
