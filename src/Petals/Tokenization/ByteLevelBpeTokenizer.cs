@@ -97,16 +97,6 @@ public static class ByteLevelBpeTokenizer
         }
     }
 
-    private static void WritePiece(Utf8JsonWriter w, string kind, string id, int typeId)
-    {
-        w.WriteStartObject();
-        w.WriteStartObject(kind);
-        w.WriteString("id", id);
-        w.WriteNumber("type_id", typeId);
-        w.WriteEndObject();
-        w.WriteEndObject();
-    }
-
     private static (ITokenizer Tokenizer, byte[] Json) Build(
         string[] tokens,
         int[] tokenTypes,
@@ -195,37 +185,7 @@ public static class ByteLevelBpeTokenizer
             w.WriteEndObject();
             w.WriteEndArray();
             w.WriteEndObject();
-            if (addBos)
-            {
-                w.WriteStartObject("post_processor");
-                w.WriteString("type", "TemplateProcessing");
-                w.WriteStartArray("single");
-                WritePiece(w, "SpecialToken", bosText!, 0);
-                WritePiece(w, "Sequence", "A", 0);
-                w.WriteEndArray();
-                w.WriteStartArray("pair");
-                WritePiece(w, "SpecialToken", bosText!, 0);
-                WritePiece(w, "Sequence", "A", 0);
-                WritePiece(w, "SpecialToken", bosText!, 1);
-                WritePiece(w, "Sequence", "B", 1);
-                w.WriteEndArray();
-                w.WriteStartObject("special_tokens");
-                w.WriteStartObject(bosText!);
-                w.WriteString("id", bosText);
-                w.WriteStartArray("ids");
-                w.WriteNumberValue(bos!.Value);
-                w.WriteEndArray();
-                w.WriteStartArray("tokens");
-                w.WriteStringValue(bosText);
-                w.WriteEndArray();
-                w.WriteEndObject();
-                w.WriteEndObject();
-                w.WriteEndObject();
-            }
-            else
-            {
-                w.WriteNull("post_processor");
-            }
+            TokenizerJsonWriting.WriteBosPostProcessor(w, addBos ? bosText : null, bos);
 
             w.WriteStartObject("decoder");
             w.WriteString("type", "ByteLevel");

@@ -476,42 +476,7 @@ public sealed class SentencePieceBpeTokenizer : ITokenizer
             w.WriteEndObject();
 
             w.WriteNull("pre_tokenizer");
-            if (AddBosToken)
-            {
-                string bos = _tokens[BosTokenId!.Value];
-                w.WriteStartObject("post_processor");
-                w.WriteString("type", "TemplateProcessing");
-                w.WriteStartArray("single");
-                w.WriteStartObject();
-                w.WriteStartObject("SpecialToken");
-                w.WriteString("id", bos);
-                w.WriteNumber("type_id", 0);
-                w.WriteEndObject();
-                w.WriteEndObject();
-                w.WriteStartObject();
-                w.WriteStartObject("Sequence");
-                w.WriteString("id", "A");
-                w.WriteNumber("type_id", 0);
-                w.WriteEndObject();
-                w.WriteEndObject();
-                w.WriteEndArray();
-                w.WriteStartObject("special_tokens");
-                w.WriteStartObject(bos);
-                w.WriteString("id", bos);
-                w.WriteStartArray("ids");
-                w.WriteNumberValue(BosTokenId.Value);
-                w.WriteEndArray();
-                w.WriteStartArray("tokens");
-                w.WriteStringValue(bos);
-                w.WriteEndArray();
-                w.WriteEndObject();
-                w.WriteEndObject();
-                w.WriteEndObject();
-            }
-            else
-            {
-                w.WriteNull("post_processor");
-            }
+            TokenizerJsonWriting.WriteBosPostProcessor(w, AddBosToken ? _tokens[BosTokenId!.Value] : null, BosTokenId);
 
             w.WriteStartObject("decoder");
             w.WriteString("type", "Sequence");
