@@ -67,7 +67,7 @@ public abstract class TransportConformanceTests
             await pair.Server.CompleteWritesAsync(Ct);
         }, Ct);
 
-        var received = await ReadToEndAsync(pair.Client);
+        var received = await WithBound(ReadToEndAsync(pair.Client));
         await WithBound(Task.WhenAll(writer, echo));
         Assert.Equal(sent.Length, received.Length);
         Assert.True(sent.AsSpan().SequenceEqual(received), "the echoed bytes differ from the bytes sent");

@@ -233,8 +233,10 @@ internal sealed class ShapedStream : ITransportStream
         }
         catch (Exception e)
         {
+            // A pump that stops for its own reason must not leave the peer waiting for bytes that will never come:
+            // abort the inner stream too (a no-op when the failure came from it).
             var failure = e is OperationCanceledException && _failure is { } f ? f : e;
-            Fail(failure, null);
+            Fail(failure, $"shaper failed: {failure.Message}");
             _completion?.TrySetException(failure);
         }
     }
@@ -243,7 +245,15 @@ internal sealed class ShapedStream : ITransportStream
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var before = _time.GetTimestamp();
-        await using var timer = _time.CreateTimer(static s => ((TaskCompletionSource)s!).TrySetResult(), done, _time.GetElapsedTime(before, deliverAt), Timeout.InfiniteTimeSpan);
+        var first = _time.GetElapsedTime(before, deliverAt);
+        if (first <= TimeSpan.Zero)
+        {
+            // The due time passed since the caller looked (a busy machine): a negative timer length is either
+            // rejected or, at exactly -1 ms, means "never".
+            return;
+        }
+
+        await using var timer = _time.CreateTimer(static s => ((TaskCompletionSource)s!).TrySetResult(), done, first, Timeout.InfiniteTimeSpan);
 
         // Timers are relative: a clock that moved while this one was armed (a manual clock advanced by the test
         // thread) would make it fire that much late, or never. Re-arm from the current time until the clock holds still.

@@ -237,6 +237,45 @@ public sealed class ShapingTests
     }
 
     [Fact]
+    public async Task A_due_time_that_passes_while_the_pump_prepares_its_wait_delivers_at_once()
+    {
+        // Every clock read moves 3 ms on (a machine too busy to run the pump promptly): the pump sees the chunk due in
+        // 1 ms, and by the time it arms its timer the due time is 2 ms past. A negative timer length is rejected by
+        // the system timer, which used to stop the pump with the bytes undelivered and the peer never told.
+        var clock = new SteppingClock(TimeSpan.FromMilliseconds(3));
+        var (client, server, listener) = await ConnectAsync(new NetworkShapingOptions { RoundTripLatency = TimeSpan.FromMilliseconds(8) }, clock);
+        await using var _ = listener;
+        await using var c = client;
+        await using var s = server;
+
+        // One chunk and no other clock reader until it arrives, so the reads happen in exactly that order.
+        await c.WriteAsync(new byte[] { 1, 2, 3 }, Ct);
+        var buffer = new byte[16];
+        Assert.Equal(3, await s.ReadAsync(buffer, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Equal(new byte[] { 1, 2, 3 }, buffer[..3]);
+        await c.CompleteWritesAsync(Ct).AsTask().WaitAsync(Bound, Ct);
+        Assert.Equal(0, await s.ReadAsync(buffer, Ct).AsTask().WaitAsync(Bound, Ct));
+    }
+
+    [Fact]
+    public async Task A_shaper_that_fails_aborts_the_stream_so_the_peer_does_not_wait_forever()
+    {
+        var (client, server, listener) = await ConnectAsync(new NetworkShapingOptions { RoundTripLatency = TimeSpan.FromMilliseconds(10) }, new ClockWithoutTimers());
+        await using var _ = listener;
+        await using var c = client;
+        await using var s = server;
+
+        await c.WriteAsync(new byte[] { 1, 2, 3 }, Ct);
+        var error = await Assert.ThrowsAsync<TransportException>(async () => await s.ReadAsync(new byte[16], Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Equal(TransportErrorKind.Aborted, error.Kind);
+        Assert.Contains("shaper failed: no timers on this clock", error.Message, StringComparison.Ordinal);
+
+        // The writer learns of it too, with the same cause.
+        var local = await Assert.ThrowsAsync<TransportException>(async () => await c.WriteAsync(new byte[] { 4 }, Ct));
+        Assert.Contains("no timers on this clock", local.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Dispose_after_a_cancelled_half_close_aborts_instead_of_waiting_for_the_peer_to_read()
     {
         // A 1 KiB in-memory buffer that nobody reads: the shaper's pump blocks delivering the first chunk.
@@ -269,6 +308,27 @@ public sealed class ShapingTests
         Assert.Throws<ArgumentOutOfRangeException>(() => memory.WithShaping(new NetworkShapingOptions { BandwidthBytesPerSecond = 0 }));
         Assert.Throws<ArgumentOutOfRangeException>(() => memory.WithShaping(new NetworkShapingOptions { DropAfterBytes = -1 }));
         Assert.Throws<ArgumentOutOfRangeException>(() => memory.WithShaping(new NetworkShapingOptions { MaxBufferedBytes = 10 }));
+    }
+
+    /// <summary>A manual clock whose timers cannot be created: the shaper's pump fails on its first delay.</summary>
+    private sealed class ClockWithoutTimers : TimeProvider
+    {
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => 1_000_000;
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
+            throw new InvalidOperationException("no timers on this clock");
+    }
+
+    /// <summary>A clock whose every read is <paramref name="step"/> later than the one before; timers run on real time.</summary>
+    private sealed class SteppingClock(TimeSpan step) : TimeProvider
+    {
+        private long _now = 1_000_000;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => Interlocked.Add(ref _now, step.Ticks);
     }
 
     /// <summary>A manual clock that, once, advances itself inside <see cref="CreateTimer"/> before the timer is armed.</summary>
