@@ -46,15 +46,15 @@ internal sealed class ComputeScheduler : IDisposable
     public Task RunAsync(ComputePriority priority, Action<object?> work, object? state, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(work);
-        if (cancellationToken.IsCancellationRequested)
-        {
-            return Task.FromCanceled(cancellationToken);
-        }
-
         var item = new WorkItem(work, state, cancellationToken);
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return Task.FromCanceled(cancellationToken);
+            }
+
             _queues[(int)priority].Enqueue(item);
         }
 
