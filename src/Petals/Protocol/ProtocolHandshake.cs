@@ -55,7 +55,7 @@ public static class ProtocolHandshake
             {
                 await writer.SendAsync(0, ErrorMessage.From(mismatch, limits), cancellationToken).ConfigureAwait(false);
             }
-            catch (InvalidOperationException)
+            catch (Exception e) when (e is InvalidOperationException or Petals.Transport.TransportException)
             {
                 // The peer may already have closed its side after detecting the same mismatch; the local error stands.
             }
