@@ -136,6 +136,15 @@ internal sealed class InferenceSession
         {
             // Cancelled: closed, timed out, connection lost or shutting down.
         }
+#pragma warning disable CA1031 // A session's failure (a send on a broken connection) ends only that session.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            if (!token.IsCancellationRequested)
+            {
+                _endReason = ex.Message;
+            }
+        }
         finally
         {
             if (Volatile.Read(ref _endError) is { } error)

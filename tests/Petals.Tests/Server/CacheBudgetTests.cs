@@ -154,7 +154,7 @@ public sealed class CacheBudgetTests
             for (var i = waiting.Count - 1; i >= 0; i--)
             {
                 var (task, cts, tokens) = waiting[i];
-                if (!task.Wait(TimeSpan.FromMilliseconds(i == 0 ? 0 : 0)) && !task.IsCompleted)
+                if (!task.IsCompleted)
                 {
                     continue;
                 }
@@ -163,6 +163,11 @@ public sealed class CacheBudgetTests
                 {
                     Assert.Equal(tokens, task.Result.Tokens);
                     held.Add(task.Result);
+                }
+
+                else if (!task.IsCanceled && task.Exception?.InnerException is not ProtocolException { Code.Value: "cache_exhausted" })
+                {
+                    Assert.Fail($"A reservation failed unexpectedly: {task.Exception}");
                 }
 
                 cts.Dispose();

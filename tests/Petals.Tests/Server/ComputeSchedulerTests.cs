@@ -35,8 +35,8 @@ public sealed class ComputeSchedulerTests
     {
         using var scheduler = new ComputeScheduler();
         var threads = new ConcurrentBag<int>();
-        var ok = Enumerable.Range(0, 20).Select(_ => scheduler.RunAsync(ComputePriority.Inference, _ => threads.Add(Environment.CurrentManagedThreadId), null)).ToList();
-        var failing = scheduler.RunAsync(ComputePriority.Forward, _ => throw new InvalidOperationException("boom"), null);
+        var ok = Enumerable.Range(0, 20).Select(_ => scheduler.RunAsync(ComputePriority.Inference, _ => threads.Add(Environment.CurrentManagedThreadId), null, TestContext.Current.CancellationToken)).ToList();
+        var failing = scheduler.RunAsync(ComputePriority.Forward, _ => throw new InvalidOperationException("boom"), null, TestContext.Current.CancellationToken);
         await Task.WhenAll(ok).WaitAsync(Bound, TestContext.Current.CancellationToken);
         var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => failing.WaitAsync(Bound, TestContext.Current.CancellationToken));
         Assert.Equal("boom", ex.Message);
@@ -44,7 +44,7 @@ public sealed class ComputeSchedulerTests
         Assert.NotEqual(Environment.CurrentManagedThreadId, threads.First());
 
         // The lane still runs after a failure.
-        await scheduler.RunAsync(ComputePriority.Forward, _ => { }, null).WaitAsync(Bound, TestContext.Current.CancellationToken);
+        await scheduler.RunAsync(ComputePriority.Forward, _ => { }, null, TestContext.Current.CancellationToken).WaitAsync(Bound, TestContext.Current.CancellationToken);
     }
 
     [Fact]
@@ -52,14 +52,14 @@ public sealed class ComputeSchedulerTests
     {
         var scheduler = new ComputeScheduler();
         using var gate = new ManualResetEventSlim();
-        var running = scheduler.RunAsync(ComputePriority.Forward, _ => gate.Wait(Bound), null);
-        var queued = scheduler.RunAsync(ComputePriority.Forward, _ => { }, null);
+        var running = scheduler.RunAsync(ComputePriority.Forward, _ => gate.Wait(Bound), null, TestContext.Current.CancellationToken);
+        var queued = scheduler.RunAsync(ComputePriority.Forward, _ => { }, null, TestContext.Current.CancellationToken);
         var dispose = Task.Run(scheduler.Dispose, TestContext.Current.CancellationToken);
         await Task.Delay(50, TestContext.Current.CancellationToken);
         gate.Set();
         await dispose.WaitAsync(Bound, TestContext.Current.CancellationToken);
         await running.WaitAsync(Bound, TestContext.Current.CancellationToken);
         await Assert.ThrowsAsync<ObjectDisposedException>(() => queued.WaitAsync(Bound, TestContext.Current.CancellationToken));
-        Assert.Throws<ObjectDisposedException>(() => scheduler.RunAsync(ComputePriority.Inference, _ => { }, null));
+        Assert.Throws<ObjectDisposedException>(() => { _ = scheduler.RunAsync(ComputePriority.Inference, _ => { }, null, TestContext.Current.CancellationToken); });
     }
 }
