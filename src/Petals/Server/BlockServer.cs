@@ -1,0 +1,337 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Petals.Execution;
+using Petals.Models;
+using Petals.Protocol;
+using Petals.Tensors;
+using Petals.Transport;
+
+namespace Petals.Server;
+
+/// <summary>
+/// Serves one span of decoder blocks over the wire protocol: info, ping, stateless forward passes and inference
+/// sessions with their attention caches, charged against a token budget (docs/architecture.md, "Block server").
+/// </summary>
+/// <remarks>
+/// Start it with <see cref="StartAsync"/> on a listener; stop it with <see cref="StopAsync"/> or <see cref="DisposeAsync"/>.
+/// Compute runs on one dedicated thread, inference steps before forward batches. A failure on one connection never
+/// affects another. The server does not own the executor: dispose the executor after the server. Thread-safe.
+/// </remarks>
+public sealed class BlockServer : IAsyncDisposable
+{
+    private readonly ILogger _logger;
+    private readonly ConnectionPreamble _preamble;
+    private readonly ConcurrentDictionary<ServerConnection, byte> _connections = new();
+    private readonly ConcurrentDictionary<InferenceSession, byte> _sessions = new();
+    private readonly ConcurrentDictionary<Task, byte> _connectionTasks = new();
+    private readonly CancellationTokenSource _acceptCts = new();
+    private readonly CancellationTokenSource _runCts = new();
+    private readonly Lock _lifecycle = new();
+    private ITransportListener? _listener;
+    private Task _acceptLoop = Task.CompletedTask;
+    private ITimer? _sweeper;
+    private Task? _stopping;
+    private long _connectionsAccepted;
+    private long _sessionsOpened;
+    private long _steps;
+    private long _forwards;
+    private long _tokens;
+    private long _closedBytesSent;
+    private long _closedBytesReceived;
+
+    /// <summary>Creates a server for <paramref name="executor"/>'s span.</summary>
+    /// <param name="executor">The executor of the span; not disposed by the server.</param>
+    /// <param name="options">The settings; <see cref="BlockServerOptions.Blocks"/> must equal the executor's span.</param>
+    /// <param name="logger">Where to log; none by default.</param>
+    /// <exception cref="ArgumentException">When an option is invalid or the span differs from the executor's.</exception>
+    public BlockServer(IBlockExecutor executor, BlockServerOptions options, ILogger<BlockServer>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(executor);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        if (options.Blocks != executor.Blocks)
+        {
+            throw new ArgumentException($"The options name blocks {options.Blocks} but the executor runs blocks {executor.Blocks}.", nameof(options));
+        }
+
+        Executor = executor;
+        Options = options;
+        _logger = logger ?? (ILogger)NullLogger.Instance;
+        Budget = new CacheBudget(options.CacheTokens, options.TimeProvider);
+        Scheduler = new ComputeScheduler();
+        _preamble = new ConnectionPreamble(options.PeerId, options.ModelId, options.Limits.MaxFrameSize);
+    }
+
+    /// <summary>The settings.</summary>
+    public BlockServerOptions Options { get; }
+
+    /// <summary>The blocks served.</summary>
+    public BlockRange Blocks => Options.Blocks;
+
+    /// <summary>The model's configuration.</summary>
+    public ModelConfig Config => Executor.Config;
+
+    /// <summary>The address the server listens on (empty before <see cref="StartAsync"/>).</summary>
+    public PeerAddress LocalAddress { get; private set; }
+
+    /// <summary>Attention cache tokens free now.</summary>
+    public long CacheTokensLeft => Budget.Free;
+
+    /// <summary>Inference sessions open now.</summary>
+    public int ActiveSessions => _sessions.Count;
+
+    internal IBlockExecutor Executor { get; }
+
+    internal CacheBudget Budget { get; }
+
+    internal ComputeScheduler Scheduler { get; }
+
+    internal TimeProvider Time => Options.TimeProvider;
+
+    internal bool IsStopping => _acceptCts.IsCancellationRequested;
+
+    /// <summary>Starts accepting connections on <paramref name="listener"/>, which the server then owns (and disposes when it stops).</summary>
+    /// <param name="listener">A bound listener (TCP, QUIC, memory).</param>
+    /// <param name="cancellationToken">Unused beyond an early check; stop the server with <see cref="StopAsync"/>.</param>
+    /// <returns>A task that completes once the server accepts connections.</returns>
+    /// <exception cref="InvalidOperationException">When the server was already started or stopped.</exception>
+    public Task StartAsync(ITransportListener listener, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(listener);
+        cancellationToken.ThrowIfCancellationRequested();
+        lock (_lifecycle)
+        {
+            if (_listener is not null || _stopping is not null)
+            {
+                throw new InvalidOperationException("The block server was already started.");
+            }
+
+            _listener = listener;
+            LocalAddress = listener.LocalAddress;
+        }
+
+        var period = TimeSpan.FromTicks(Math.Clamp(Options.SessionIdleTimeout.Ticks / 4, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond * 5));
+        _sweeper = Time.CreateTimer(static s => ((BlockServer)s!).SweepIdleSessions(), this, period, period);
+        _acceptLoop = Task.Run(() => AcceptLoopAsync(listener, _acceptCts.Token), CancellationToken.None);
+        ServerLog.Listening(_logger, Options.ModelId, Blocks.ToString(), LocalAddress);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// Stops accepting, ends open sessions with a <c>shutting_down</c> error, lets forward passes in progress finish,
+    /// closes every connection and frees every cache. Safe to call more than once.
+    /// </summary>
+    /// <param name="cancellationToken">Stops waiting (the shutdown goes on in the background).</param>
+    /// <returns>A task that completes when everything is closed and freed.</returns>
+    public Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        Task stopping;
+        lock (_lifecycle)
+        {
+            stopping = _stopping ??= StopCoreAsync();
+        }
+
+        return stopping.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>Stops the server (<see cref="StopAsync"/>) and releases its compute thread.</summary>
+    /// <returns>A task that completes when the server is stopped.</returns>
+    public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
+
+    /// <summary>A snapshot of the server's counters.</summary>
+    /// <returns>The statistics.</returns>
+    public BlockServerStatistics GetStatistics()
+    {
+        long sent = Interlocked.Read(ref _closedBytesSent), received = Interlocked.Read(ref _closedBytesReceived);
+        foreach (var connection in _connections.Keys)
+        {
+            sent += connection.Connection.BytesSent;
+            received += connection.Connection.BytesReceived;
+        }
+
+        return new BlockServerStatistics(
+            Interlocked.Read(ref _connectionsAccepted),
+            _connections.Count,
+            Interlocked.Read(ref _sessionsOpened),
+            _sessions.Count,
+            Interlocked.Read(ref _steps),
+            Interlocked.Read(ref _forwards),
+            Interlocked.Read(ref _tokens),
+            sent,
+            received,
+            Scheduler.ComputeTime,
+            Budget.Capacity,
+            Budget.Free,
+            Budget.PeakUsed);
+    }
+
+    internal InfoResponse CreateInfo() => new(
+        ConnectionPreamble.CurrentVersionMajor,
+        ConnectionPreamble.CurrentVersionMinor,
+        Options.ModelId,
+        Blocks,
+        TensorDType.F32,
+        Options.Codecs,
+        (ulong)Budget.Free,
+        Options.Limits.MaxFrameSize,
+        Options.Limits.MaxMessageSize,
+        Options.MaxBatchTokens,
+        Options.MaxSessionLength);
+
+    internal bool Accepts(WireCodec codec) => (byte)codec < 8 && ((int)Options.Codecs & (1 << (int)codec)) != 0;
+
+    internal void OnSessionOpened(InferenceSession session)
+    {
+        _sessions.TryAdd(session, 0);
+        Interlocked.Increment(ref _sessionsOpened);
+        ServerLog.SessionOpened(_logger, session.Id, session.StreamId, session.MaxLength);
+    }
+
+    internal void OnSessionEnded(InferenceSession session, long steps, string reason)
+    {
+        _sessions.TryRemove(session, out _);
+        ServerLog.SessionEnded(_logger, session.Id, steps, reason);
+    }
+
+    internal void OnComputed(int tokens, bool inference)
+    {
+        Interlocked.Add(ref _tokens, tokens);
+        Interlocked.Increment(ref inference ? ref _steps : ref _forwards);
+    }
+
+    private void SweepIdleSessions()
+    {
+        var timeout = Options.SessionIdleTimeout;
+        foreach (var session in _sessions.Keys)
+        {
+            if (session.IsIdle(timeout))
+            {
+                session.Cancel(
+                    new ProtocolException(BlockServerErrors.SessionTimeout, $"the session received nothing for {timeout.TotalSeconds:0.###} s; its cache was freed"),
+                    "idle timeout");
+            }
+        }
+    }
+
+    private async Task AcceptLoopAsync(ITransportListener listener, CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            ITransportStream stream;
+            try
+            {
+                stream = await listener.AcceptAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (ObjectDisposedException)
+            {
+                break;
+            }
+            catch (TransportException ex)
+            {
+                ServerLog.AcceptFailed(_logger, ex);
+                if (cancellationToken.IsCancellationRequested)
+                {
+                    break;
+                }
+
+                // A failed accept (a client that reset during its handshake) must not stop the server; pace retries.
+                await Task.Delay(TimeSpan.FromMilliseconds(10), Time, CancellationToken.None).ConfigureAwait(false);
+                continue;
+            }
+
+            var task = ServeAsync(stream);
+            _connectionTasks.TryAdd(task, 0);
+            _ = task.ContinueWith(static (t, s) => ((ConcurrentDictionary<Task, byte>)s!).TryRemove(t, out _), _connectionTasks, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    private async Task ServeAsync(ITransportStream stream)
+    {
+        await Task.Yield();
+        var remote = stream.RemoteAddress;
+        ProtocolConnection connection;
+        using (var handshake = CancellationTokenSource.CreateLinkedTokenSource(_runCts.Token))
+        {
+            handshake.CancelAfter(Options.SessionIdleTimeout);
+            try
+            {
+                connection = await ProtocolConnection.AcceptAsync(stream, _preamble, Options.Limits, handshake.Token).ConfigureAwait(false);
+            }
+            catch (ProtocolException ex)
+            {
+                ServerLog.HandshakeFailed(_logger, remote, ex.Message);
+                return;
+            }
+#pragma warning disable CA1031 // A client that broke or stalled during the handshake: drop it, keep serving.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                ServerLog.HandshakeFailed(_logger, remote, ex.Message);
+                await stream.DisposeAsync().ConfigureAwait(false);
+                return;
+            }
+        }
+
+        Interlocked.Increment(ref _connectionsAccepted);
+        var handler = new ServerConnection(this, connection);
+        _connections.TryAdd(handler, 0);
+        var reason = "closed by the client";
+        try
+        {
+            await connection.RunAsync(handler, _runCts.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_runCts.IsCancellationRequested)
+        {
+            reason = "server stopped";
+        }
+        catch (Exception ex) when (ex is ProtocolException or TransportException or IOException)
+        {
+            reason = ex.Message;
+        }
+#pragma warning disable CA1031 // One connection's failure must not affect the others.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            reason = ex.Message;
+            ServerLog.ConnectionFailed(_logger, remote, ex);
+        }
+        finally
+        {
+            await handler.CloseAsync(null, "connection ended: " + reason).ConfigureAwait(false);
+            await connection.DisposeAsync().ConfigureAwait(false);
+            Interlocked.Add(ref _closedBytesSent, connection.BytesSent);
+            Interlocked.Add(ref _closedBytesReceived, connection.BytesReceived);
+            _connections.TryRemove(handler, out _);
+            ServerLog.ConnectionEnded(_logger, remote, reason);
+        }
+    }
+
+    private async Task StopCoreAsync()
+    {
+        await Task.Yield();
+        await _acceptCts.CancelAsync().ConfigureAwait(false);
+        if (_listener is { } listener)
+        {
+            await listener.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await _acceptLoop.ConfigureAwait(false);
+        if (_sweeper is { } sweeper)
+        {
+            await sweeper.DisposeAsync().ConfigureAwait(false);
+        }
+
+        // Tell open sessions, let calls in progress finish, then close the connections.
+        var error = new ProtocolException(BlockServerErrors.ShuttingDown, "the server is shutting down");
+        await Task.WhenAll(_connections.Keys.Select(c => c.CloseAsync(error, "server stopped"))).ConfigureAwait(false);
+        await _runCts.CancelAsync().ConfigureAwait(false);
+        await Task.WhenAll(_connectionTasks.Keys).ConfigureAwait(false);
+        Scheduler.Dispose();
+        ServerLog.Stopped(_logger);
+    }
+}

@@ -1,0 +1,92 @@
+using Petals.Models;
+using Petals.Protocol;
+
+namespace Petals.Server;
+
+/// <summary>Settings of a <see cref="BlockServer"/>; checked by <see cref="Validate"/> when the server is built.</summary>
+/// <remarks>Set the properties, then hand the instance to the server; do not change it afterwards.</remarks>
+public sealed class BlockServerOptions
+{
+    /// <summary>The span of blocks served; must equal the executor's span. Required.</summary>
+    public BlockRange Blocks { get; set; }
+
+    /// <summary>The model id announced in the handshake and in <see cref="InfoResponse"/>; a client naming another model is refused (<c>model_mismatch</c>). Required, 1 to 255 UTF-8 bytes.</summary>
+    public string ModelId { get; set; } = string.Empty;
+
+    /// <summary>The server's peer id in the handshake. Default <c>"petals-server"</c>.</summary>
+    public string PeerId { get; set; } = "petals-server";
+
+    /// <summary>
+    /// The attention cache budget in tokens: a session of batch <c>B</c> opened with <c>maxLength L</c> holds <c>B × L</c> tokens
+    /// from its first step until it ends. Default 16384.
+    /// </summary>
+    public long CacheTokens { get; set; } = 16384;
+
+    /// <summary>The most <c>batch × tokens</c> one forward request or inference step may carry; a larger one is refused with <c>request_too_large</c>. Default 4096.</summary>
+    public int MaxBatchTokens { get; set; } = 4096;
+
+    /// <summary>The largest <c>maxLength</c> an inference session may ask for; a larger one is refused with <c>request_too_large</c>. Default 2048.</summary>
+    public int MaxSessionLength { get; set; } = 2048;
+
+    /// <summary>How long a session waits for cache tokens to free up before it gets <c>cache_exhausted</c>. Default 30 s.</summary>
+    public TimeSpan CacheWaitTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>A session that receives nothing for this long is closed with <c>session_timeout</c> and its cache freed. Default 60 s.</summary>
+    public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>The limits enforced on what clients send. Default <see cref="ProtocolLimits.Default"/>.</summary>
+    public ProtocolLimits Limits { get; set; } = ProtocolLimits.Default;
+
+    /// <summary>The codecs clients may use for requests and replies. Default <see cref="WireCodecs.All"/>.</summary>
+    public WireCodecs Codecs { get; set; } = WireCodecs.All;
+
+    /// <summary>The clock for timeouts (tests pass a manual one). Default <see cref="TimeProvider.System"/>.</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    /// <summary>Checks every setting.</summary>
+    /// <exception cref="ArgumentException">When a setting is missing or out of range; the message names it.</exception>
+    public void Validate()
+    {
+        if (Blocks.Count <= 0)
+        {
+            throw new ArgumentException($"{nameof(Blocks)} must name at least one block.", nameof(Blocks));
+        }
+
+        CheckId(ModelId, nameof(ModelId), allowEmpty: false);
+        CheckId(PeerId, nameof(PeerId), allowEmpty: false);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(CacheTokens, nameof(CacheTokens));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxBatchTokens, nameof(MaxBatchTokens));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxSessionLength, nameof(MaxSessionLength));
+        if (CacheWaitTimeout < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(CacheWaitTimeout), CacheWaitTimeout, $"{nameof(CacheWaitTimeout)} must not be negative.");
+        }
+
+        if (SessionIdleTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(SessionIdleTimeout), SessionIdleTimeout, $"{nameof(SessionIdleTimeout)} must be positive.");
+        }
+
+        ArgumentNullException.ThrowIfNull(Limits, nameof(Limits));
+        Limits.Validate();
+        if ((Codecs & WireCodecs.Fp32) == 0 || (Codecs & ~WireCodecs.All) != 0)
+        {
+            throw new ArgumentException($"{nameof(Codecs)} must include Fp32 and only codecs of protocol 1.0, not {Codecs}.", nameof(Codecs));
+        }
+
+        ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
+    }
+
+    private static void CheckId(string? value, string name, bool allowEmpty)
+    {
+        if (value is null || (!allowEmpty && value.Length == 0))
+        {
+            throw new ArgumentException($"{name} must not be empty.", name);
+        }
+
+        if (System.Text.Encoding.UTF8.GetByteCount(value) > 255)
+        {
+            throw new ArgumentException($"{name} takes more than 255 UTF-8 bytes.", name);
+        }
+    }
+}

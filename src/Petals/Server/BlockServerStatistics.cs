@@ -1,0 +1,30 @@
+namespace Petals.Server;
+
+/// <summary>A snapshot of what a <see cref="BlockServer"/> has done since it started.</summary>
+/// <param name="ConnectionsAccepted">Connections that completed the handshake.</param>
+/// <param name="ActiveConnections">Connections open now.</param>
+/// <param name="SessionsOpened">Inference sessions opened.</param>
+/// <param name="ActiveSessions">Inference sessions open now.</param>
+/// <param name="InferenceSteps">Inference steps computed (re-sent duplicates not counted).</param>
+/// <param name="ForwardCalls">Stateless forward requests computed.</param>
+/// <param name="TokensProcessed">Tokens (batch rows × positions) run through the span by steps and forwards.</param>
+/// <param name="BytesSent">Bytes written to clients (all connections, closed ones included).</param>
+/// <param name="BytesReceived">Bytes read from clients (all connections, closed ones included).</param>
+/// <param name="ComputeTime">Time the compute lane spent running steps and forwards.</param>
+/// <param name="CacheTokens">The cache budget in tokens.</param>
+/// <param name="CacheTokensLeft">Cache tokens free now.</param>
+/// <param name="PeakCacheTokens">The most cache tokens reserved at once.</param>
+public sealed record BlockServerStatistics(
+    long ConnectionsAccepted,
+    int ActiveConnections,
+    long SessionsOpened,
+    int ActiveSessions,
+    long InferenceSteps,
+    long ForwardCalls,
+    long TokensProcessed,
+    long BytesSent,
+    long BytesReceived,
+    TimeSpan ComputeTime,
+    long CacheTokens,
+    long CacheTokensLeft,
+    long PeakCacheTokens);

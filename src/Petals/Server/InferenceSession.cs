@@ -1,0 +1,321 @@
+using System.Buffers;
+using System.Globalization;
+using System.Threading.Channels;
+using Petals.Execution;
+using Petals.Protocol;
+
+namespace Petals.Server;
+
+/// <summary>
+/// One inference session: its steps run in arrival order on a loop of their own; the cache and its budget
+/// reservation belong to the loop and are freed when it ends (close, error, idle timeout, lost connection, shutdown).
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The session's loop disposes its token source when it ends; the session is never disposed from outside.")]
+internal sealed class InferenceSession
+{
+    private readonly BlockServer _server;
+    private readonly ServerConnection _connection;
+    private readonly Channel<StepWork> _queue = Channel.CreateUnbounded<StepWork>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _cts = new();
+    private readonly HashSet<ulong> _applied = [];
+    private IKvCache? _cache;
+    private CacheReservation? _reservation;
+    private StepWork? _last;
+    private ProtocolException? _endError;
+    private string _endReason = "closed by the client";
+    private long _lastActivity;
+    private int _busy;
+    private long _steps;
+
+    public InferenceSession(BlockServer server, ServerConnection connection, uint streamId, InferenceOpen open)
+    {
+        _server = server;
+        _connection = connection;
+        StreamId = streamId;
+        Id = open.SessionId;
+        MaxLength = open.MaxLength;
+        ReplyCodec = open.ReplyCodec;
+        Touch();
+    }
+
+    public uint StreamId { get; }
+
+    public Guid Id { get; }
+
+    public int MaxLength { get; }
+
+    public WireCodec ReplyCodec { get; }
+
+    /// <summary>The loop; completes when the session has ended and freed everything.</summary>
+    public Task Completion { get; private set; } = Task.CompletedTask;
+
+    public void Start() => Completion = Task.Run(RunAsync);
+
+    public void Touch() => Volatile.Write(ref _lastActivity, _server.Time.GetTimestamp());
+
+    /// <summary>Whether nothing is queued or running and nothing arrived for <paramref name="timeout"/>.</summary>
+    public bool IsIdle(TimeSpan timeout) =>
+        Volatile.Read(ref _busy) == 0 && _server.Time.GetElapsedTime(Volatile.Read(ref _lastActivity)) >= timeout;
+
+    /// <summary>Queues a step (its tensors already copied); false when the session has ended.</summary>
+    public bool Enqueue(StepWork work)
+    {
+        Interlocked.Increment(ref _busy);
+        Touch();
+        if (_queue.Writer.TryWrite(work))
+        {
+            return true;
+        }
+
+        Interlocked.Decrement(ref _busy);
+        return false;
+    }
+
+    /// <summary>Ends the session after the step in progress; <paramref name="error"/>, when given, is sent to the client.</summary>
+    public void Cancel(ProtocolException? error, string reason)
+    {
+        if (_queue.Writer.TryComplete())
+        {
+            Volatile.Write(ref _endError, error);
+            _endReason = reason;
+        }
+
+        try
+        {
+            _cts.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The loop already ended.
+        }
+    }
+
+    private async Task RunAsync()
+    {
+        var token = _cts.Token;
+        try
+        {
+            await foreach (var work in _queue.Reader.ReadAllAsync(token).ConfigureAwait(false))
+            {
+                try
+                {
+                    if (work.Error is { } invalid)
+                    {
+                        throw invalid;
+                    }
+
+                    await ProcessAsync(work, token).ConfigureAwait(false);
+                }
+                catch (ProtocolException ex) when (!token.IsCancellationRequested)
+                {
+                    _endReason = ex.Message;
+                    _queue.Writer.TryComplete();
+                    await _connection.TrySendErrorAsync(StreamId, ex).ConfigureAwait(false);
+                    break;
+                }
+                catch (Exception ex) when (ex is ArgumentException or InvalidOperationException && !token.IsCancellationRequested)
+                {
+                    // The executor refused the step (shape, cache overflow): a precise message, not a crash.
+                    _endReason = ex.Message;
+                    _queue.Writer.TryComplete();
+                    await _connection.TrySendErrorAsync(StreamId, new ProtocolException(ProtocolErrorCode.Internal, $"The step failed: {ex.Message}")).ConfigureAwait(false);
+                    break;
+                }
+                finally
+                {
+                    if (!ReferenceEquals(work, _last))
+                    {
+                        work.Dispose();
+                    }
+
+                    Interlocked.Decrement(ref _busy);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+            // Cancelled: closed, timed out, connection lost or shutting down.
+        }
+#pragma warning disable CA1031 // A session's failure (a send on a broken connection) ends only that session.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            if (!token.IsCancellationRequested)
+            {
+                _endReason = ex.Message;
+            }
+        }
+        finally
+        {
+            if (Volatile.Read(ref _endError) is { } error)
+            {
+                await _connection.TrySendErrorAsync(StreamId, error).ConfigureAwait(false);
+            }
+
+            while (_queue.Reader.TryRead(out var left))
+            {
+                left.Dispose();
+                Interlocked.Decrement(ref _busy);
+            }
+
+            _last?.Dispose();
+            _last = null;
+            _cache?.Dispose();
+            _cache = null;
+            _reservation?.Dispose();
+            _reservation = null;
+            _cts.Dispose();
+            _connection.OnSessionEnded(this);
+            _server.OnSessionEnded(this, _steps, _endReason);
+        }
+    }
+
+    private async Task ProcessAsync(StepWork work, CancellationToken cancellationToken)
+    {
+        if (_applied.Contains(work.StepId))
+        {
+            if (_last is { } last && last.StepId == work.StepId)
+            {
+                await _connection.SendAsync(StreamId, last.ToResult(ReplyCodec), cancellationToken).ConfigureAwait(false);
+                return;
+            }
+
+            throw new ProtocolException(ProtocolErrorCode.DuplicateStep, string.Create(CultureInfo.InvariantCulture,
+                $"step {work.StepId} was already applied and is not the last step ({(_last is null ? "none" : _last.StepId.ToString(CultureInfo.InvariantCulture))}); it is not applied again"));
+        }
+
+        if (_cache is null)
+        {
+            _reservation = await _server.Budget.ReserveAsync((long)work.Batch * MaxLength, _server.Options.CacheWaitTimeout, cancellationToken).ConfigureAwait(false);
+            _cache = _server.Executor.CreateCache(work.Batch, MaxLength);
+        }
+        else if (work.Batch != _cache.BatchSize)
+        {
+            throw new ProtocolException(ProtocolErrorCode.BadShape, string.Create(CultureInfo.InvariantCulture,
+                $"step {work.StepId} has batch {work.Batch}, the session's cache holds {_cache.BatchSize} rows"));
+        }
+
+        if (work.StartPosition > _cache.Length)
+        {
+            throw new ProtocolException(ProtocolErrorCode.BadPosition, string.Create(CultureInfo.InvariantCulture,
+                $"step {work.StepId} starts at position {work.StartPosition} but the session cache holds {_cache.Length} tokens"));
+        }
+
+        if ((long)work.StartPosition + work.Tokens > MaxLength)
+        {
+            throw new ProtocolException(ProtocolErrorCode.BadPosition, string.Create(CultureInfo.InvariantCulture,
+                $"step {work.StepId} would fill positions {work.StartPosition}..{work.StartPosition + work.Tokens - 1}, past the session's max length {MaxLength}"));
+        }
+
+        if (work.HypoIds is { } hypo)
+        {
+            if (hypo.Length != work.Batch)
+            {
+                throw new ProtocolException(ProtocolErrorCode.BadHypoIds, string.Create(CultureInfo.InvariantCulture,
+                    $"step {work.StepId} carries {hypo.Length} hypo ids for a batch of {work.Batch}"));
+            }
+
+            for (var i = 0; i < hypo.Length; i++)
+            {
+                if ((uint)hypo[i] >= (uint)work.Batch)
+                {
+                    throw new ProtocolException(ProtocolErrorCode.BadHypoIds, string.Create(CultureInfo.InvariantCulture,
+                        $"step {work.StepId}: hypo id {hypo[i]} at index {i} is outside the batch [0, {work.Batch})"));
+                }
+            }
+        }
+
+        work.Cache = _cache;
+        work.Executor = _server.Executor;
+        await _server.Scheduler.RunAsync(ComputePriority.Inference, static s => ((StepWork)s!).Execute(), work, cancellationToken).ConfigureAwait(false);
+        work.Position = _cache.Length;
+        _applied.Add(work.StepId);
+        _last?.Dispose();
+        _last = work;
+        _steps++;
+        _server.OnComputed(work.Batch * work.Tokens, inference: true);
+        Touch();
+        await _connection.SendAsync(StreamId, work.ToResult(ReplyCodec), cancellationToken).ConfigureAwait(false);
+    }
+}
+
+/// <summary>A step's inputs, copied out of the receive buffer, and after it ran, its outputs.</summary>
+internal sealed class StepWork : IDisposable
+{
+    private float[]? _buffer;
+
+    private StepWork(ulong stepId, int startPosition, int batch, int tokens, int hidden, float[]? buffer, int[]? hypoIds, ProtocolException? error)
+    {
+        StepId = stepId;
+        StartPosition = startPosition;
+        Batch = batch;
+        Tokens = tokens;
+        Hidden = hidden;
+        _buffer = buffer;
+        HypoIds = hypoIds;
+        Error = error;
+    }
+
+    public ulong StepId { get; }
+
+    public int StartPosition { get; }
+
+    public int Batch { get; }
+
+    public int Tokens { get; }
+
+    public int Hidden { get; }
+
+    public int[]? HypoIds { get; }
+
+    /// <summary>A validation error found on receipt, reported in order with the session's other steps.</summary>
+    public ProtocolException? Error { get; }
+
+    public int Position { get; set; }
+
+    public IKvCache? Cache { get; set; }
+
+    public Execution.IBlockExecutor? Executor { get; set; }
+
+    private int Count => Batch * Tokens * Hidden;
+
+    /// <summary>Copies the step out of the message (which is valid only during the handler call).</summary>
+    public static StepWork FromMessage(InferenceStep step, int batch, int tokens, int hidden)
+    {
+        var buffer = ArrayPool<float>.Shared.Rent(batch * tokens * hidden);
+        step.Hidden.CopyTo(buffer);
+        var hypo = step.HypoIds is { } ids ? ids.Span.ToArray() : null;
+        return new StepWork(step.StepId, step.StartPosition, batch, tokens, hidden, buffer, hypo, null);
+    }
+
+    /// <summary>A step refused on receipt.</summary>
+    public static StepWork Failed(ulong stepId, ProtocolException error) => new(stepId, 0, 0, 0, 0, null, null, error);
+
+    /// <summary>Runs on the compute lane: rollback, reorder, forward.</summary>
+    public void Execute()
+    {
+        var cache = Cache!;
+        if (StartPosition < cache.Length)
+        {
+            cache.Truncate(StartPosition);
+        }
+
+        if (HypoIds is { } hypo)
+        {
+            cache.Reorder(hypo);
+        }
+
+        Executor!.Forward(_buffer.AsSpan(0, Count), Batch, Tokens, cache);
+    }
+
+    public InferenceStepResult ToResult(WireCodec codec) =>
+        new(StepId, Position, WireTensor.FromValues(new TensorShape(Batch, Tokens, Hidden), _buffer.AsMemory(0, Count), codec));
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _buffer, null) is { } buffer)
+        {
+            ArrayPool<float>.Shared.Return(buffer);
+        }
+    }
+}

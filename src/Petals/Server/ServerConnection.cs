@@ -1,0 +1,321 @@
+using System.Buffers;
+using System.Globalization;
+using Petals.Protocol;
+
+namespace Petals.Server;
+
+/// <summary>
+/// The server side of one client connection: answers unary calls, owns the connection's inference sessions, and
+/// frees them when the connection ends. Runs on the connection's read loop; compute is queued, never awaited there.
+/// </summary>
+internal sealed class ServerConnection : IProtocolMessageHandler
+{
+    private static readonly TimeSpan ErrorSendTimeout = TimeSpan.FromSeconds(5);
+    private readonly BlockServer _server;
+    private readonly ProtocolConnection _connection;
+    private readonly Lock _lock = new();
+    private readonly Dictionary<uint, InferenceSession> _sessions = [];
+    private readonly HashSet<Task> _forwards = [];
+    private bool _closed;
+
+    public ServerConnection(BlockServer server, ProtocolConnection connection)
+    {
+        _server = server;
+        _connection = connection;
+    }
+
+    public ProtocolConnection Connection => _connection;
+
+    public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken ct) => message switch
+    {
+        InfoRequest => connection.SendAsync(streamId, _server.CreateInfo(), ct),
+        PingMessage ping => connection.SendAsync(streamId, new PongMessage(ping.Nonce), ct),
+        ForwardRequest forward => OnForwardAsync(streamId, forward, ct),
+        InferenceOpen open => OnOpenAsync(streamId, open, ct),
+        InferenceStep step => OnStepAsync(streamId, step, ct),
+        InferenceClose => OnClose(streamId),
+        _ => SendErrorAsync(streamId, new ProtocolException(ProtocolErrorCode.OutOfOrder, $"a block server does not accept {message.Type} messages"), ct),
+    };
+
+    public void OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException error)
+    {
+        InferenceSession? session;
+        lock (_lock)
+        {
+            _sessions.TryGetValue(streamId, out session);
+        }
+
+        session?.Cancel(null, $"the call failed: {error.Message}");
+    }
+
+    public ValueTask SendAsync(uint streamId, ProtocolMessage message, CancellationToken cancellationToken) =>
+        _connection.SendAsync(streamId, message, cancellationToken);
+
+    /// <summary>Sends an error on a stream, best effort: the connection may be gone already.</summary>
+    public async Task TrySendErrorAsync(uint streamId, ProtocolException error)
+    {
+        using var timeout = new CancellationTokenSource(ErrorSendTimeout);
+        try
+        {
+            await _connection.SendAsync(streamId, ErrorMessage.From(error, _server.Options.Limits), timeout.Token).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Best effort: a dead connection cannot be told anything.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    private ValueTask SendErrorAsync(uint streamId, ProtocolException error, CancellationToken ct) =>
+        _connection.SendAsync(streamId, ErrorMessage.From(error, _server.Options.Limits), ct);
+
+    private ValueTask OnForwardAsync(uint streamId, ForwardRequest request, CancellationToken ct)
+    {
+        if (_server.IsStopping)
+        {
+            return SendErrorAsync(streamId, ShuttingDown(), ct);
+        }
+
+        if (request.Blocks != _server.Blocks)
+        {
+            return SendErrorAsync(streamId, SpanMismatch(request.Blocks), ct);
+        }
+
+        if (request.Prompts.HasValue)
+        {
+            return SendErrorAsync(streamId, NoPrompts(), ct);
+        }
+
+        if (!_server.Accepts(request.ReplyCodec))
+        {
+            return SendErrorAsync(streamId, BadCodec("reply codec", request.ReplyCodec), ct);
+        }
+
+        if (ValidateHidden(request.Hidden, out var batch, out var tokens) is { } invalid)
+        {
+            return SendErrorAsync(streamId, invalid, ct);
+        }
+
+        var hidden = _server.Config.HiddenSize;
+        var buffer = ArrayPool<float>.Shared.Rent(batch * tokens * hidden);
+        request.Hidden.CopyTo(buffer);
+        var work = RunForwardAsync(streamId, buffer, batch, tokens, request.ReplyCodec);
+        lock (_lock)
+        {
+            _forwards.RemoveWhere(static t => t.IsCompleted);
+            if (!work.IsCompleted)
+            {
+                _forwards.Add(work);
+            }
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private async Task RunForwardAsync(uint streamId, float[] buffer, int batch, int tokens, WireCodec codec)
+    {
+        var hidden = _server.Config.HiddenSize;
+        var count = batch * tokens * hidden;
+        try
+        {
+            var state = (Server: _server, Buffer: buffer, Count: count, Batch: batch, Tokens: tokens);
+            await _server.Scheduler.RunAsync(
+                ComputePriority.Forward,
+                static s =>
+                {
+                    var (server, buffer, count, batch, tokens) = ((BlockServer, float[], int, int, int))s!;
+                    server.Executor.Forward(buffer.AsSpan(0, count), batch, tokens, cache: null);
+                },
+                state).ConfigureAwait(false);
+            _server.OnComputed(batch * tokens, inference: false);
+            var response = new ForwardResponse(WireTensor.FromValues(new TensorShape(batch, tokens, hidden), buffer.AsMemory(0, count), codec));
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await _connection.SendAsync(streamId, response, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or ObjectDisposedException)
+        {
+            var error = ex is ObjectDisposedException ? ShuttingDown() : new ProtocolException(ProtocolErrorCode.Internal, $"The forward pass failed: {ex.Message}");
+            await TrySendErrorAsync(streamId, error).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // The connection broke while sending: nothing to tell the client.
+        catch (Exception ex) when (ex is OperationCanceledException or ProtocolException or Transport.TransportException or IOException)
+#pragma warning restore CA1031
+        {
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(buffer);
+        }
+    }
+
+    private ValueTask OnOpenAsync(uint streamId, InferenceOpen open, CancellationToken ct)
+    {
+        if (_server.IsStopping)
+        {
+            return SendErrorAsync(streamId, ShuttingDown(), ct);
+        }
+
+        if (open.Blocks != _server.Blocks)
+        {
+            return SendErrorAsync(streamId, SpanMismatch(open.Blocks), ct);
+        }
+
+        if (open.MaxLength > _server.Options.MaxSessionLength)
+        {
+            return SendErrorAsync(streamId, new ProtocolException(BlockServerErrors.RequestTooLarge, string.Create(CultureInfo.InvariantCulture,
+                $"the session asks for max length {open.MaxLength}, above this server's limit of {_server.Options.MaxSessionLength}")), ct);
+        }
+
+        if (!_server.Accepts(open.ReplyCodec))
+        {
+            return SendErrorAsync(streamId, BadCodec("reply codec", open.ReplyCodec), ct);
+        }
+
+        var session = new InferenceSession(_server, this, streamId, open);
+        lock (_lock)
+        {
+            if (_closed)
+            {
+                return ValueTask.CompletedTask;
+            }
+
+            if (!_sessions.TryAdd(streamId, session))
+            {
+                return SendErrorAsync(streamId, new ProtocolException(ProtocolErrorCode.OutOfOrder, $"stream {streamId} already carries an open session"), ct);
+            }
+        }
+
+        _server.OnSessionOpened(session);
+        session.Start();
+        return ValueTask.CompletedTask;
+    }
+
+    private ValueTask OnStepAsync(uint streamId, InferenceStep step, CancellationToken ct)
+    {
+        InferenceSession? session;
+        lock (_lock)
+        {
+            _sessions.TryGetValue(streamId, out session);
+        }
+
+        if (session is null)
+        {
+            return SendErrorAsync(streamId, new ProtocolException(ProtocolErrorCode.UnknownSession,
+                $"stream {streamId} has no open session (it was never opened, or ended by an earlier error or timeout)"), ct);
+        }
+
+        StepWork work;
+        if (step.Prompts.HasValue)
+        {
+            work = StepWork.Failed(step.StepId, NoPrompts());
+        }
+        else if (ValidateHidden(step.Hidden, out var batch, out var tokens) is { } invalid)
+        {
+            work = StepWork.Failed(step.StepId, invalid);
+        }
+        else
+        {
+            work = StepWork.FromMessage(step, batch, tokens, _server.Config.HiddenSize);
+        }
+
+        if (!session.Enqueue(work))
+        {
+            work.Dispose();
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private ValueTask OnClose(uint streamId)
+    {
+        InferenceSession? session;
+        lock (_lock)
+        {
+            _sessions.TryGetValue(streamId, out session);
+        }
+
+        session?.Cancel(null, "closed by the client");
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Checks a hidden-state tensor against the model and the server's limits.</summary>
+    private ProtocolException? ValidateHidden(WireTensor tensor, out int batch, out int tokens)
+    {
+        batch = tokens = 0;
+        var shape = tensor.Shape;
+        if (shape.Rank != 3)
+        {
+            return new ProtocolException(ProtocolErrorCode.BadShape, $"hidden states must be [batch, tokens, hidden], not {shape}");
+        }
+
+        if (shape[2] != _server.Config.HiddenSize)
+        {
+            return new ProtocolException(ProtocolErrorCode.BadShape, string.Create(CultureInfo.InvariantCulture,
+                $"hidden states {shape} have hidden size {shape[2]}, the model's is {_server.Config.HiddenSize}"));
+        }
+
+        if (!_server.Accepts(tensor.Codec))
+        {
+            return BadCodec("hidden states codec", tensor.Codec);
+        }
+
+        if ((long)shape[0] * shape[1] > _server.Options.MaxBatchTokens)
+        {
+            return new ProtocolException(BlockServerErrors.RequestTooLarge, string.Create(CultureInfo.InvariantCulture,
+                $"hidden states {shape} carry {(long)shape[0] * shape[1]} batch x tokens, above this server's limit of {_server.Options.MaxBatchTokens}"));
+        }
+
+        batch = shape[0];
+        tokens = shape[1];
+        return null;
+    }
+
+    private ProtocolException SpanMismatch(Models.BlockRange requested) => new(ProtocolErrorCode.SpanMismatch,
+        $"blocks {requested} requested; this server runs exactly blocks {_server.Blocks} (sub-spans are not served)");
+
+    private static ProtocolException NoPrompts() =>
+        new(BlockServerErrors.Unsupported, "deep prompts are not supported by this server");
+
+    private static ProtocolException ShuttingDown() =>
+        new(BlockServerErrors.ShuttingDown, "the server is shutting down");
+
+    private ProtocolException BadCodec(string what, WireCodec codec) =>
+        new(ProtocolErrorCode.BadDType, $"the {what} {codec} is not accepted; this server accepts {_server.Options.Codecs}");
+
+    /// <summary>Called by a session's loop when it has freed everything.</summary>
+    public void OnSessionEnded(InferenceSession session)
+    {
+        lock (_lock)
+        {
+            if (_sessions.TryGetValue(session.StreamId, out var current) && ReferenceEquals(current, session))
+            {
+                _sessions.Remove(session.StreamId);
+            }
+        }
+    }
+
+    /// <summary>Ends every session (telling the clients <paramref name="error"/> when given) and waits until all are freed and forwards done.</summary>
+    public async Task CloseAsync(ProtocolException? error, string reason)
+    {
+        InferenceSession[] sessions;
+        Task[] forwards;
+        lock (_lock)
+        {
+            _closed = true;
+            sessions = [.. _sessions.Values];
+            forwards = [.. _forwards];
+        }
+
+        foreach (var session in sessions)
+        {
+            session.Cancel(error, reason);
+        }
+
+        foreach (var session in sessions)
+        {
+            await session.Completion.ConfigureAwait(false);
+        }
+
+        await Task.WhenAll(forwards).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,154 @@
+using System.Buffers.Binary;
+using System.Text;
+using Petals.Protocol;
+using Petals.Transport;
+
+namespace Petals.Tests.Server;
+
+/// <summary>Clients that break the protocol get a precise error on stream 0, and the server keeps serving others.</summary>
+public sealed class BlockServerBadClientTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task AWrongProtocolVersionIsRefusedWithVersionMismatch()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        var (code, message) = await SendRawAsync(h, Preamble(major: 2, model: ServerHarness.ModelId));
+        Assert.Equal("version_mismatch", code);
+        Assert.Contains("2", message, StringComparison.Ordinal);
+        await AssertStillServesAsync(h);
+    }
+
+    [Fact]
+    public async Task AWrongModelIsRefusedWithModelMismatchNamingBoth()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        var (code, message) = await SendRawAsync(h, Preamble(major: 1, model: "another-model"));
+        Assert.Equal("model_mismatch", code);
+        Assert.Contains("another-model", message, StringComparison.Ordinal);
+        Assert.Contains(ServerHarness.ModelId, message, StringComparison.Ordinal);
+        await AssertStillServesAsync(h);
+
+        // The typed client side reports the same.
+        var ex = await Assert.ThrowsAsync<ProtocolException>(() => h.ConnectAsync("another-model"));
+        Assert.Equal(ProtocolErrorCode.ModelMismatch, ex.Code);
+        await AssertStillServesAsync(h);
+    }
+
+    [Fact]
+    public async Task GarbageBytesAreRefusedWithBadPreamble()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        var (code, _) = await SendRawAsync(h, Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        Assert.Equal("bad_preamble", code);
+        await AssertStillServesAsync(h);
+    }
+
+    [Fact]
+    public async Task AnOversizedFrameIsRefusedWithFrameTooLargeAndAGarbledOneWithItsCode()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        var limit = h.Server.Options.Limits.MaxFrameSize;
+        var (code, message) = await SendRawAsync(h, [.. Preamble(1, ServerHarness.ModelId), .. FrameHeader((uint)limit + 1, type: 0x05, streamId: 1)]);
+        Assert.Equal("frame_too_large", code);
+        Assert.Contains(limit.ToString(System.Globalization.CultureInfo.InvariantCulture), message, StringComparison.Ordinal);
+
+        var (code2, _) = await SendRawAsync(h, [.. Preamble(1, ServerHarness.ModelId), .. FrameHeader(0, type: 0x7E, streamId: 1)]);
+        Assert.Equal("unknown_frame_type", code2);
+        await AssertStillServesAsync(h);
+    }
+
+    [Fact]
+    public async Task ABadConnectionDoesNotDisturbASessionOnAnotherConnection()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        await using var good = await h.ConnectAsync();
+        var session = await BlockServerTests.Session.OpenAsync(good, h, maxLength: 16);
+        await session.StepAsync(1, 0, h.Input(1, 2, seed: 1), 1, 2);
+        await SendRawAsync(h, Encoding.ASCII.GetBytes("\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"));
+        var (code, _) = await SendRawAsync(h, [.. Preamble(1, ServerHarness.ModelId), .. FrameHeader(5, type: 0x01, streamId: 1), 1, 2, 3, 4, 5], expectedStream: 1);
+        Assert.Equal("trailing_bytes", code);
+        Assert.Equal(3, (await session.StepAsync(2, 2, h.Input(1, 1, seed: 2), 1, 1)).Position);
+    }
+
+    private static async Task AssertStillServesAsync(ServerHarness h)
+    {
+        await using var client = await h.ConnectAsync();
+        Assert.IsType<InfoResponse>((await client.CallAsync(InfoRequest.Instance)).Message);
+    }
+
+    private static byte[] Preamble(ushort major, string model)
+    {
+        var peer = "raw-client"u8.ToArray();
+        var modelBytes = Encoding.UTF8.GetBytes(model);
+        var body = new byte[2 + 2 + 4 + 1 + peer.Length + 1 + modelBytes.Length];
+        BinaryPrimitives.WriteUInt16LittleEndian(body, major);
+        BinaryPrimitives.WriteUInt16LittleEndian(body.AsSpan(2), 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(body.AsSpan(4), 1 << 20);
+        body[8] = (byte)peer.Length;
+        peer.CopyTo(body, 9);
+        body[9 + peer.Length] = (byte)modelBytes.Length;
+        modelBytes.CopyTo(body, 10 + peer.Length);
+        var result = new byte[6 + body.Length];
+        "PTLS"u8.CopyTo(result);
+        BinaryPrimitives.WriteUInt16LittleEndian(result.AsSpan(4), (ushort)body.Length);
+        body.CopyTo(result, 6);
+        return result;
+    }
+
+    private static byte[] FrameHeader(uint payloadLength, byte type, uint streamId)
+    {
+        var header = new byte[10];
+        BinaryPrimitives.WriteUInt32LittleEndian(header, payloadLength);
+        header[4] = type;
+        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(6), streamId);
+        return header;
+    }
+
+    /// <summary>Writes <paramref name="bytes"/> on a raw stream, reads until the server closes, and decodes the Error frame on stream 0 after its preamble.</summary>
+    private static async Task<(string Code, string Message)> SendRawAsync(ServerHarness h, byte[] bytes, uint expectedStream = 0)
+    {
+        await using var stream = await h.Transport.ConnectAsync(h.Address, Ct);
+        await stream.WriteAsync(bytes, Ct);
+        await stream.CompleteWritesAsync(Ct);
+        using var received = new MemoryStream();
+        var buffer = new byte[4096];
+        using var bound = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        bound.CancelAfter(ServerHarness.Bound);
+        while (true)
+        {
+            int n;
+            try
+            {
+                n = await stream.ReadAsync(buffer, bound.Token);
+            }
+            catch (TransportException)
+            {
+                break;
+            }
+
+            if (n == 0)
+            {
+                break;
+            }
+
+            received.Write(buffer, 0, n);
+        }
+
+        var data = received.ToArray();
+        Assert.True(data.Length > 6 && data.AsSpan(0, 4).SequenceEqual("PTLS"u8), "The server sent no preamble.");
+        var offset = 6 + BinaryPrimitives.ReadUInt16LittleEndian(data.AsSpan(4));
+        Assert.True(data.Length >= offset + 10, "The server closed without an Error frame.");
+        var frame = data.AsSpan(offset);
+        var length = (int)BinaryPrimitives.ReadUInt32LittleEndian(frame);
+        Assert.Equal(0x0B, frame[4]);
+        Assert.Equal(expectedStream, BinaryPrimitives.ReadUInt32LittleEndian(frame[6..]));
+        var payload = frame.Slice(10, length);
+        var codeLength = BinaryPrimitives.ReadUInt16LittleEndian(payload);
+        var code = Encoding.UTF8.GetString(payload.Slice(2, codeLength));
+        var rest = payload[(2 + codeLength)..];
+        var messageLength = BinaryPrimitives.ReadUInt16LittleEndian(rest);
+        return (code, Encoding.UTF8.GetString(rest.Slice(2, messageLength)));
+    }
+}
