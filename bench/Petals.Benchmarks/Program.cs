@@ -21,6 +21,12 @@ internal static class Program
               bench/pytorch_block.py xc-write) and writes the outputs to D/ours.f32.
           membw       [--threads 2 --iterations 10]
               Measures the read bandwidth of this machine (sum of a 1 GiB array), the ceiling for decode.
+          swarm-model  --out DIR [--hidden 2048 --layers 12 --seed 1]
+              Writes a random fp32 Llama checkpoint (Hugging Face layout, vocab 32000) for the swarm benchmark.
+          swarm-client --model DIR --peers host:port,... [--prompt-tokens 16 --new-tokens 32 --threads 2 --rounds 2 --output text|json]
+              Greedy generation with all blocks in this process and through the servers, alternating; prints
+              decode steps/s of each, their ratio, whether the tokens are identical, and bytes per step message.
+              bench/swarm.sh starts the servers and runs both.
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -42,6 +48,17 @@ internal static class Program
                     return CrossCheck(BlockOptions.Parse(args.AsSpan(1)));
                 case "membw":
                     return MemoryBandwidth(BlockOptions.Parse(args.AsSpan(1)));
+                case "swarm-model":
+                    return SwarmBench.WriteModel(Arg(args, "--out") ?? throw new ArgumentException("--out is required."), IntArg(args, "--hidden", 2048), IntArg(args, "--layers", 12), (ulong)IntArg(args, "--seed", 1));
+                case "swarm-client":
+                    return SwarmBench.RunClientAsync(
+                        Arg(args, "--model") ?? throw new ArgumentException("--model is required."),
+                        Arg(args, "--peers") ?? throw new ArgumentException("--peers is required."),
+                        IntArg(args, "--prompt-tokens", 16),
+                        IntArg(args, "--new-tokens", 32),
+                        IntArg(args, "--threads", 2),
+                        IntArg(args, "--rounds", 2),
+                        Arg(args, "--output") == "json").GetAwaiter().GetResult();
                 case "micro":
                     BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
                     return 0;
@@ -61,6 +78,19 @@ internal static class Program
             return 3;
         }
     }
+
+    private static string? Arg(string[] args, string name)
+    {
+        var i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+
+    private static int IntArg(string[] args, string name, int fallback) =>
+        Arg(args, name) is { } text
+            ? int.TryParse(text, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var value) && value > 0
+                ? value
+                : throw new ArgumentException($"{name} must be a positive integer, not '{text}'.")
+            : fallback;
 
     private static int Block(BlockOptions o)
     {

@@ -14,6 +14,9 @@ internal sealed class CliContext(TextWriter output, TextWriter error)
     /// <summary>Exit code of a command cancelled by Ctrl-C / SIGTERM.</summary>
     public const int Cancelled = 130;
 
+    /// <summary>Exit code when servers cannot be reached, refuse, or fail a call.</summary>
+    public const int SwarmError = 3;
+
     public static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     public TextWriter Output { get; } = output;
@@ -36,6 +39,11 @@ internal sealed class CliContext(TextWriter output, TextWriter error)
         {
             await Error.WriteLineAsync($"error: {ex.Message}").ConfigureAwait(false);
             return InputError;
+        }
+        catch (Exception ex) when (ex is Petals.Protocol.ProtocolException or Petals.Transport.TransportException or Petals.Client.RemoteChainException or TimeoutException)
+        {
+            await Error.WriteLineAsync($"error: {ex.Message}").ConfigureAwait(false);
+            return SwarmError;
         }
     }
 

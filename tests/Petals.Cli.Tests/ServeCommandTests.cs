@@ -44,7 +44,7 @@ public sealed class ServeCommandTests
         Assert.Contains("ready in", stderr.ToString(), StringComparison.Ordinal);
 
         var handler = new Inbox();
-        var connection = await ProtocolConnection.ConnectAsync(new TcpTransport(), address, new ConnectionPreamble("cli-test", "stories260K-f32"), cancellationToken: TestContext.Current.CancellationToken)
+        var connection = await ProtocolConnection.ConnectAsync(new TcpTransport(), address, new ConnectionPreamble("cli-test", "stories260K-f32:llama-5x64-v512"), cancellationToken: TestContext.Current.CancellationToken)
             .WaitAsync(Bound, TestContext.Current.CancellationToken);
         await using (connection)
         {
@@ -54,6 +54,8 @@ public sealed class ServeCommandTests
             Assert.Equal(new BlockRange(1, 4), info.Blocks);
             Assert.Equal(512ul, info.CacheTokensLeft);
             Assert.Equal(64, info.MaxSessionLength);
+            Assert.Equal(64, info.HiddenSize);
+            Assert.Equal("stories260K-f32:llama-5x64-v512", info.ModelId);
 
             var hidden = new float[2 * 64];
             await connection.SendAsync(connection.NewStreamId(), new ForwardRequest(new BlockRange(1, 4), WireCodec.Fp32, WireTensor.FromValues(new TensorShape(1, 2, 64), hidden)), TestContext.Current.CancellationToken);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using Petals.Client;
 using Petals.Generation;
 
 namespace Petals.Cli.Commands;
@@ -20,10 +21,12 @@ internal static class GenerateCommand
         var repetitionPenalty = new Option<double>("--repetition-penalty") { Description = "Penalty for tokens already in the sequence (1: off).", DefaultValueFactory = _ => 1.0 };
         var seed = new Option<int?>("--seed") { Description = "Random seed for sampling." };
         var output = ModelOptions.Output();
+        var peers = SwarmOptions.Peers();
+        var wireCodec = SwarmOptions.WireCodec();
 
-        var command = new Command("generate", "Generate text from a prompt with a model in this process.")
+        var command = new Command("generate", "Generate text from a prompt, with the blocks in this process or on servers given by --peers.")
         {
-            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads,
+            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -43,64 +46,86 @@ internal static class GenerateCommand
             options.Validate();
             var json = ModelOptions.IsJson(parse.GetValue(output));
 
+            var peerList = parse.GetValue(peers);
             var load = Stopwatch.StartNew();
-            using var lm = ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads));
+            using var lm = peerList is null
+                ? ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads))
+                : await SwarmOptions.ConnectAsync(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), ct).ConfigureAwait(false);
             context.Info($"loaded {lm.Config.NumLayers} blocks, hidden {lm.Config.HiddenSize}, vocab {lm.Config.VocabSize}", load);
-
-            var text = parse.GetValue(prompt)!;
-            var promptIds = lm.EncodePrompt(text);
-            var generated = new List<int>(options.MaxNewTokens);
-            var decoder = lm.Tokenizer!.CreateStreamingDecoder(skipSpecialTokens: true);
-            var pieces = new System.Text.StringBuilder();
-            if (!json)
+            if (lm.Blocks is RemoteTransformerBlocks remote)
             {
-                await context.Output.WriteAsync(text).ConfigureAwait(false);
-            }
-
-            var timer = Stopwatch.StartNew();
-            var firstTokenSeconds = 0.0;
-            await foreach (var token in lm.GenerateAsync(promptIds, options, ct).ConfigureAwait(false))
-            {
-                if (generated.Count == 0)
+                foreach (var span in remote.Spans)
                 {
-                    firstTokenSeconds = timer.Elapsed.TotalSeconds;
-                }
-
-                generated.Add(token);
-                var piece = decoder.Append(token);
-                pieces.Append(piece);
-                if (!json && piece.Length > 0)
-                {
-                    await context.Output.WriteAsync(piece).ConfigureAwait(false);
-                    await context.Output.FlushAsync(ct).ConfigureAwait(false);
+                    context.Info($"blocks {span.Blocks} on {span}");
                 }
             }
 
-            var rest = decoder.Flush();
-            pieces.Append(rest);
-            var seconds = timer.Elapsed.TotalSeconds;
-            if (json)
-            {
-                context.WriteJsonLine(w =>
-                {
-                    w.WriteStartObject();
-                    WriteIds(w, "prompt_ids", promptIds);
-                    WriteIds(w, "generated_ids", generated);
-                    w.WriteString("text", pieces.ToString());
-                    w.WriteEndObject();
-                });
-            }
-            else
-            {
-                await context.Output.WriteLineAsync(rest).ConfigureAwait(false);
-            }
-
-            var decodeRate = generated.Count > 1 ? (generated.Count - 1) / Math.Max(1e-9, seconds - firstTokenSeconds) : 0;
-            context.Info(string.Create(CultureInfo.InvariantCulture,
-                $"prompt {promptIds.Length} tokens, generated {generated.Count} tokens in {seconds:F2} s (first token {firstTokenSeconds * 1000:F0} ms, then {decodeRate:F1} tokens/s)"));
+            await RunAsync(context, lm, parse.GetValue(prompt)!, options, json, ct).ConfigureAwait(false);
             return 0;
         }, cancellationToken));
         return command;
+    }
+
+    /// <summary>Generates from <paramref name="text"/>, streaming the text to the output (or one JSON line), and reports timing.</summary>
+    internal static async Task<GenerationRun> RunAsync(CliContext context, CausalLanguageModel lm, string text, GenerationOptions options, bool json, CancellationToken ct)
+    {
+        var promptIds = lm.EncodePrompt(text);
+        var generated = new List<int>(options.MaxNewTokens);
+        var decoder = lm.Tokenizer!.CreateStreamingDecoder(skipSpecialTokens: true);
+        var pieces = new System.Text.StringBuilder();
+        if (!json)
+        {
+            await context.Output.WriteAsync(text).ConfigureAwait(false);
+        }
+
+        var timer = Stopwatch.StartNew();
+        var firstTokenSeconds = 0.0;
+        await foreach (var token in lm.GenerateAsync(promptIds, options, ct).ConfigureAwait(false))
+        {
+            if (generated.Count == 0)
+            {
+                firstTokenSeconds = timer.Elapsed.TotalSeconds;
+            }
+
+            generated.Add(token);
+            var piece = decoder.Append(token);
+            pieces.Append(piece);
+            if (!json && piece.Length > 0)
+            {
+                await context.Output.WriteAsync(piece).ConfigureAwait(false);
+                await context.Output.FlushAsync(ct).ConfigureAwait(false);
+            }
+        }
+
+        var rest = decoder.Flush();
+        pieces.Append(rest);
+        var seconds = timer.Elapsed.TotalSeconds;
+        if (json)
+        {
+            context.WriteJsonLine(w =>
+            {
+                w.WriteStartObject();
+                WriteIds(w, "prompt_ids", promptIds);
+                WriteIds(w, "generated_ids", generated);
+                w.WriteString("text", pieces.ToString());
+                w.WriteEndObject();
+            });
+        }
+        else
+        {
+            await context.Output.WriteLineAsync(rest).ConfigureAwait(false);
+        }
+
+        var decodeRate = generated.Count > 1 ? (generated.Count - 1) / Math.Max(1e-9, seconds - firstTokenSeconds) : 0;
+        context.Info(string.Create(CultureInfo.InvariantCulture,
+            $"prompt {promptIds.Length} tokens, generated {generated.Count} tokens in {seconds:F2} s (first token {firstTokenSeconds * 1000:F0} ms, then {decodeRate:F1} tokens/s)"));
+        if (lm.Blocks is RemoteTransformerBlocks remote && generated.Count > 0)
+        {
+            context.Info(string.Create(CultureInfo.InvariantCulture,
+                $"wire: {remote.BytesSent} bytes sent, {remote.BytesReceived} received over {remote.Spans.Count} servers ({(remote.BytesSent + remote.BytesReceived) / (double)generated.Count / remote.Spans.Count:F0} bytes per token per server)"));
+        }
+
+        return new GenerationRun(promptIds, generated, pieces.ToString(), seconds, firstTokenSeconds, decodeRate);
     }
 
     internal static void WriteIds(System.Text.Json.Utf8JsonWriter writer, string name, IReadOnlyList<int> ids)
@@ -114,3 +139,6 @@ internal static class GenerateCommand
         writer.WriteEndArray();
     }
 }
+
+/// <summary>What one generation produced and how fast.</summary>
+internal sealed record GenerationRun(int[] PromptIds, List<int> GeneratedIds, string Text, double Seconds, double FirstTokenSeconds, double DecodeTokensPerSecond);

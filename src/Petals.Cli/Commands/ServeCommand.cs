@@ -24,7 +24,7 @@ internal static class ServeCommand
         var cacheTokens = new Option<long>("--cache-tokens") { Description = "Attention cache budget in tokens (a session takes batch x max length).", DefaultValueFactory = _ => defaults.CacheTokens };
         var maxBatchTokens = new Option<int>("--max-batch-tokens") { Description = "The most batch x tokens per request.", DefaultValueFactory = _ => defaults.MaxBatchTokens };
         var maxLength = new Option<int>("--max-length") { Description = "The longest session (tokens) a client may open.", DefaultValueFactory = _ => defaults.MaxSessionLength };
-        var modelId = new Option<string?>("--model-id") { Description = "The model id clients must name (default: the model's file or directory name)." };
+        var modelId = new Option<string?>("--model-id") { Description = "The model id clients must name (default: ModelIdentity of the model, e.g. stories260K-f32:llama-5x64-v512)." };
 
         var command = new Command("serve", "Serve a span of a model's blocks to the swarm over TCP until Ctrl-C / SIGTERM.")
         {
@@ -65,7 +65,7 @@ internal static class ServeCommand
             var options = new BlockServerOptions
             {
                 Blocks = span,
-                ModelId = parse.GetValue(modelId) ?? DefaultModelId(path),
+                ModelId = parse.GetValue(modelId) ?? "pending",
                 CacheTokens = parse.GetValue(cacheTokens),
                 MaxBatchTokens = parse.GetValue(maxBatchTokens),
                 MaxSessionLength = parse.GetValue(maxLength),
@@ -74,6 +74,7 @@ internal static class ServeCommand
 
             // Only the span's tensors are read: the loader maps the file, the executor takes its blocks.
             using var weights = ModelLoader.Open(path);
+            options.ModelId = parse.GetValue(modelId) ?? ModelIdentity.Compute(path, weights.Config);
             if (span.End > weights.Config.NumLayers)
             {
                 throw new ArgumentException($"--blocks {span} goes past the model's {weights.Config.NumLayers} blocks.");
@@ -123,12 +124,6 @@ internal static class ServeCommand
             }
         }, cancellationToken));
         return command;
-    }
-
-    private static string DefaultModelId(string path)
-    {
-        var full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
-        return File.Exists(full) ? Path.GetFileNameWithoutExtension(full) : Path.GetFileName(full);
     }
 
     private static void WriteStatistics(System.Text.Json.Utf8JsonWriter w, BlockServerStatistics stats)

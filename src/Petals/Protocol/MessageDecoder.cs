@@ -103,6 +103,7 @@ internal static class MessageDecoder
         var minor = reader.U16("versionMinor");
         var model = reader.String("modelId");
         var blocks = reader.Blocks("blocks");
+        var hidden = reader.Count("hiddenSize");
         var dtype = reader.U8("computeDType");
         if (dtype > (byte)TensorDType.I64)
         {
@@ -120,6 +121,7 @@ internal static class MessageDecoder
             minor,
             model,
             blocks,
+            hidden,
             (TensorDType)dtype,
             (WireCodecs)codecs,
             reader.U64("cacheTokensLeft"),

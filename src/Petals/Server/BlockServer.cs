@@ -171,6 +171,7 @@ public sealed class BlockServer : IAsyncDisposable
         ConnectionPreamble.CurrentVersionMinor,
         Options.ModelId,
         Blocks,
+        Config.HiddenSize,
         TensorDType.F32,
         Options.Codecs,
         (ulong)Budget.Free,

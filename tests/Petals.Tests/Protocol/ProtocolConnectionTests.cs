@@ -255,7 +255,7 @@ public sealed class ProtocolConnectionTests
             switch (message)
             {
                 case InfoRequest when connection.Role == CallRole.Callee:
-                    await connection.SendAsync(streamId, new InfoResponse(1, 0, "model-a", new BlockRange(0, 4), TensorDType.F32, WireCodecs.All, 100, 1 << 20, 64 << 20, 8, 512), cancellationToken);
+                    await connection.SendAsync(streamId, new InfoResponse(1, 0, "model-a", new BlockRange(0, 4), 64, TensorDType.F32, WireCodecs.All, 100, 1 << 20, 64 << 20, 8, 512), cancellationToken);
                     return;
                 case PingMessage ping when connection.Role == CallRole.Callee:
                     await connection.SendAsync(streamId, new PongMessage(ping.Nonce), cancellationToken);

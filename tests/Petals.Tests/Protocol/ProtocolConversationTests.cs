@@ -42,7 +42,7 @@ public sealed class ProtocolConversationTests
             var (stream, message) = received.Value;
             ProtocolMessage? answer = message switch
             {
-                InfoRequest => new InfoResponse(1, 0, "toy", new BlockRange(0, 4), Petals.Tensors.TensorDType.F32, WireCodecs.All, 1000, 1 << 20, 64 << 20, 8, 512),
+                InfoRequest => new InfoResponse(1, 0, "toy", new BlockRange(0, 4), 64, Petals.Tensors.TensorDType.F32, WireCodecs.All, 1000, 1 << 20, 64 << 20, 8, 512),
                 PingMessage ping => new PongMessage(ping.Nonce),
                 InferenceOpen => null,
                 InferenceClose => null,

@@ -118,6 +118,7 @@ internal static class ProtocolTestKit
                     (ushort)random.Next(ushort.MaxValue + 1),
                     RandomString(random, 60),
                     RandomBlocks(random),
+                    random.Next(),
                     (TensorDType)random.Next(7),
                     (WireCodecs)random.Next(8),
                     (ulong)random.NextInt64(),

@@ -8,6 +8,7 @@ namespace Petals.Protocol;
 /// <param name="VersionMinor">The server's protocol minor version.</param>
 /// <param name="ModelId">The model the server serves.</param>
 /// <param name="Blocks">The span of blocks the server holds.</param>
+/// <param name="HiddenSize">The model's hidden size (the last dimension of every hidden-state tensor).</param>
 /// <param name="ComputeDType">The dtype the server computes in.</param>
 /// <param name="Codecs">The wire codecs the server accepts and can reply with.</param>
 /// <param name="CacheTokensLeft">Attention cache tokens still free on the server.</param>
@@ -20,6 +21,7 @@ public sealed record InfoResponse(
     ushort VersionMinor,
     string ModelId,
     BlockRange Blocks,
+    int HiddenSize,
     TensorDType ComputeDType,
     WireCodecs Codecs,
     ulong CacheTokensLeft,
@@ -37,7 +39,8 @@ public sealed record InfoResponse(
         ArgumentOutOfRangeException.ThrowIfNegative(MaxMessageSize);
         ArgumentOutOfRangeException.ThrowIfNegative(MaxBatchSize);
         ArgumentOutOfRangeException.ThrowIfNegative(MaxSessionLength);
-        return 2 + 2 + WireWriter.StringSize(ModelId, "modelId", limits.MaxStringBytes) + 8 + 1 + 1 + 8 + 16;
+        ArgumentOutOfRangeException.ThrowIfNegative(HiddenSize);
+        return 2 + 2 + WireWriter.StringSize(ModelId, "modelId", limits.MaxStringBytes) + 8 + 4 + 1 + 1 + 8 + 16;
     }
 
     internal override void WritePayload(ref WireWriter writer)
@@ -46,6 +49,7 @@ public sealed record InfoResponse(
         writer.U16(VersionMinor);
         writer.String(ModelId);
         writer.Blocks(Blocks);
+        writer.U32((uint)HiddenSize);
         writer.U8((byte)ComputeDType);
         writer.U8((byte)Codecs);
         writer.U64(CacheTokensLeft);

@@ -1,0 +1,63 @@
+using System.CommandLine;
+using Petals.Client;
+using Petals.Generation;
+using Petals.Protocol;
+using Petals.Transport;
+using Petals.Transport.Tcp;
+
+namespace Petals.Cli.Commands;
+
+/// <summary>Options and connecting shared by the commands that use servers.</summary>
+internal static class SwarmOptions
+{
+    public static Option<string?> Peers() =>
+        new("--peers") { Description = "Servers that together run every block, comma-separated: host:port, tcp://host:port or tls://peer-id@host:port." };
+
+    public static Option<string> WireCodec()
+    {
+        var option = new Option<string>("--wire-codec") { Description = "How hidden states travel: fp32 (exact), fp16 or bf16 (half the bytes).", DefaultValueFactory = _ => "fp32" };
+        option.AcceptOnlyFromAmong("fp32", "fp16", "bf16");
+        return option;
+    }
+
+    /// <summary>Parses a comma-separated list of server addresses; bare <c>host:port</c> means TCP.</summary>
+    public static PeerAddress[] ParsePeers(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (parts.Length == 0)
+        {
+            throw new ArgumentException("--peers names no server.");
+        }
+
+        return [.. parts.Select(part =>
+        {
+            var candidate = part.Contains("://", StringComparison.Ordinal) ? part : $"{TcpTransport.TcpScheme}://{part}";
+            if (!PeerAddress.TryParse(candidate, out var address) || (address.Scheme != TcpTransport.TcpScheme && address.Scheme != TcpTransport.TlsScheme))
+            {
+                throw new ArgumentException($"--peers: '{part}' is not a server address (host:port, tcp://host:port or tls://peer-id@host:port).");
+            }
+
+            _ = address.Port;
+            return address;
+        })];
+    }
+
+    public static WireCodec ParseCodec(string? text) => text switch
+    {
+        "fp16" => Protocol.WireCodec.Fp16,
+        "bf16" => Protocol.WireCodec.Bf16,
+        _ => Protocol.WireCodec.Fp32,
+    };
+
+    /// <summary>Loads the client side of <paramref name="modelPath"/> and connects to the servers.</summary>
+    public static async Task<CausalLanguageModel> ConnectAsync(string modelPath, string peers, string? codec, CancellationToken ct)
+    {
+        if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
+        {
+            throw new FileNotFoundException($"Model '{modelPath}' does not exist.", modelPath);
+        }
+
+        var addresses = ParsePeers(peers);
+        return await RemoteModel.ConnectAsync(modelPath, new TcpTransport(), addresses, new RemoteSequenceOptions { Codec = ParseCodec(codec) }, cancellationToken: ct).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,54 @@
+using Petals.Formats;
+using Petals.Generation;
+using Petals.Tokenization;
+using Petals.Transport;
+
+namespace Petals.Client;
+
+/// <summary>Loads the client side of a distributed model: embeddings, final norm, head and tokenizer here, every block on remote servers.</summary>
+public static class RemoteModel
+{
+    /// <summary>
+    /// Opens <paramref name="modelPath"/> for its embeddings, final norm, head and tokenizer only (no block's weights are
+    /// read), connects to the servers in <paramref name="peers"/> and checks that they form a chain over all blocks.
+    /// </summary>
+    /// <param name="modelPath">A .gguf file or a Hugging Face directory: the same model the servers run.</param>
+    /// <param name="transport">The transport to reach the servers with.</param>
+    /// <param name="peers">The servers' addresses.</param>
+    /// <param name="options">Connection options; defaults when null.</param>
+    /// <param name="modelId">The model id to announce; by default <see cref="ModelIdentity.Compute"/> of the model.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <returns>A language model whose <see cref="CausalLanguageModel.Blocks"/> is a <see cref="RemoteTransformerBlocks"/>; disposing it closes the connections.</returns>
+    /// <exception cref="ModelFormatException">When the model file is malformed.</exception>
+    /// <exception cref="RemoteChainException">When the servers do not form one chain for this model.</exception>
+    /// <exception cref="TransportException">When a server cannot be reached.</exception>
+    public static async Task<CausalLanguageModel> ConnectAsync(
+        string modelPath,
+        ITransport transport,
+        IReadOnlyList<PeerAddress> peers,
+        RemoteSequenceOptions? options = null,
+        string? modelId = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(modelPath);
+        var weights = ModelLoader.Open(modelPath);
+        try
+        {
+            var tokenizer = TokenizerLoader.Load(modelPath);
+            var head = LanguageModelHead.Load(weights);
+            var blocks = await RemoteTransformerBlocks.ConnectAsync(
+                transport,
+                peers,
+                weights.Config,
+                modelId ?? ModelIdentity.Compute(modelPath, weights.Config),
+                options,
+                cancellationToken).ConfigureAwait(false);
+            return new CausalLanguageModel(head, blocks, tokenizer, blocks, weights);
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,344 @@
+using System.Globalization;
+using System.Text;
+using Petals.Inference;
+using Petals.Models;
+using Petals.Protocol;
+using Petals.Transport;
+
+namespace Petals.Client;
+
+/// <summary>
+/// All blocks of a model on a chain of remote servers, each running a contiguous span: hidden states go through the
+/// servers in block order. Generation code uses it through <see cref="ITransformerBlocks"/> exactly as it uses the
+/// local blocks.
+/// </summary>
+/// <remarks>
+/// <see cref="ConnectAsync"/> checks the whole chain before any tensor is sent: every block covered exactly once, the
+/// same model, the same hidden size, the wire codec accepted. Thread-safe for opening sessions and stateless forward
+/// calls; each session is used by one caller at a time.
+/// </remarks>
+public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposable, IDisposable
+{
+    private readonly RemoteSpanConnection[] _spans;
+    private readonly RemoteSequenceOptions _options;
+    private int _disposed;
+
+    private RemoteTransformerBlocks(ModelConfig config, RemoteSpanConnection[] spans, RemoteSequenceOptions options)
+    {
+        Config = config;
+        _spans = spans;
+        _options = options;
+        Spans = [.. spans.Select(s => new RemoteSpanInfo(s.Connection.RemoteAddress, s.Connection.Remote.PeerId, s.Info))];
+    }
+
+    /// <inheritdoc />
+    public ModelConfig Config { get; }
+
+    /// <summary>The servers of the chain, in block order.</summary>
+    public IReadOnlyList<RemoteSpanInfo> Spans { get; }
+
+    /// <summary>Bytes sent to all servers so far (frames, headers and preambles included).</summary>
+    public long BytesSent => _spans.Sum(s => s.Connection.BytesSent);
+
+    /// <summary>Bytes received from all servers so far.</summary>
+    public long BytesReceived => _spans.Sum(s => s.Connection.BytesReceived);
+
+    /// <summary>
+    /// Connects to every server in <paramref name="peers"/>, asks each for its info, and checks that together they form
+    /// one chain over all blocks of the model.
+    /// </summary>
+    /// <param name="transport">The transport to reach the servers with.</param>
+    /// <param name="peers">The servers' addresses, in any order; they are sorted by the first block they serve.</param>
+    /// <param name="config">The model's configuration (from the locally loaded embeddings and head).</param>
+    /// <param name="modelId">The model id announced in the handshake (<see cref="Formats.ModelIdentity"/>).</param>
+    /// <param name="options">Connection options; defaults when null.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <returns>The chain, connected.</returns>
+    /// <exception cref="RemoteChainException">When the servers leave a gap, overlap, serve another model or hidden size, or refuse the codec.</exception>
+    /// <exception cref="ProtocolException">When a handshake fails (another protocol version or model).</exception>
+    /// <exception cref="TransportException">When a server cannot be reached.</exception>
+    /// <exception cref="TimeoutException">When a server does not answer within <see cref="RemoteSequenceOptions.ConnectTimeout"/>.</exception>
+    public static async Task<RemoteTransformerBlocks> ConnectAsync(
+        ITransport transport,
+        IReadOnlyList<PeerAddress> peers,
+        ModelConfig config,
+        string modelId,
+        RemoteSequenceOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(peers);
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(modelId);
+        options ??= new RemoteSequenceOptions();
+        options.Validate();
+        if (peers.Count == 0)
+        {
+            throw new ArgumentException("At least one server address is required.", nameof(peers));
+        }
+
+        var preamble = new ConnectionPreamble(options.PeerId, modelId, options.Limits.MaxFrameSize);
+        var connecting = peers.Select(p => RemoteSpanConnection.ConnectAsync(transport, p, preamble, options, cancellationToken)).ToArray();
+        try
+        {
+            await Task.WhenAll(connecting).ConfigureAwait(false);
+        }
+        catch
+        {
+            foreach (var task in connecting)
+            {
+                if (task.IsCompletedSuccessfully)
+                {
+                    await task.Result.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+
+            throw;
+        }
+
+        var spans = connecting.Select(t => t.Result).OrderBy(s => s.Info.Blocks.Start).ThenBy(s => s.Info.Blocks.End).ToArray();
+        try
+        {
+            CheckChain(spans, config, modelId, options.Codec);
+        }
+        catch
+        {
+            foreach (var span in spans)
+            {
+                await span.DisposeAsync().ConfigureAwait(false);
+            }
+
+            throw;
+        }
+
+        return new RemoteTransformerBlocks(config, spans, options);
+    }
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// Opens an inference stream on every server. The servers reserve their caches on the first step, so an
+    /// exhausted cache surfaces as a <see cref="ProtocolException"/> (<c>cache_exhausted</c>) from the first
+    /// <see cref="ITransformerSession.ForwardAsync"/>.
+    /// </remarks>
+    public async ValueTask<ITransformerSession> OpenSessionAsync(int batchSize, int maxLength, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxLength, 1);
+        var sessionId = Guid.NewGuid();
+        var streams = new uint[_spans.Length];
+        var opened = 0;
+        try
+        {
+            for (; opened < _spans.Length; opened++)
+            {
+                var span = _spans[opened];
+                if (maxLength > span.Info.MaxSessionLength)
+                {
+                    throw new ArgumentOutOfRangeException(
+                        nameof(maxLength),
+                        maxLength,
+                        string.Create(CultureInfo.InvariantCulture, $"{span.Name} holds sessions of at most {span.Info.MaxSessionLength} tokens."));
+                }
+
+                streams[opened] = span.Connection.NewStreamId();
+                await span.SendOneWayAsync(streams[opened], new InferenceOpen(sessionId, span.Info.Blocks, maxLength, _options.Codec), cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch
+        {
+            await CloseStreamsAsync(_spans, streams, opened).ConfigureAwait(false);
+            throw;
+        }
+
+        return new RemoteSession(this, streams, batchSize, maxLength);
+    }
+
+    /// <summary>Runs hidden states through every block without a session (no cache): each server gets one stateless forward call.</summary>
+    /// <param name="hidden">Hidden states <c>[batchSize, tokenCount, HiddenSize]</c>, overwritten with the last block's outputs.</param>
+    /// <param name="batchSize">Number of sequences, at least 1.</param>
+    /// <param name="tokenCount">Positions per sequence (0 to tokenCount-1), at least 1.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>A task that completes when the outputs are in <paramref name="hidden"/>.</returns>
+    /// <exception cref="ArgumentException">When the buffer does not hold exactly <c>batchSize * tokenCount * HiddenSize</c> values.</exception>
+    /// <exception cref="ProtocolException">When a server answers with an error; the message names the server.</exception>
+    public async ValueTask ForwardAsync(Memory<float> hidden, int batchSize, int tokenCount, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        CheckShape(hidden.Length, batchSize, tokenCount);
+        var shape = new TensorShape(batchSize, tokenCount, Config.HiddenSize);
+        foreach (var span in _spans)
+        {
+            var call = span.Register(span.Connection.NewStreamId(), hidden);
+            await span.SendAsync(call, new ForwardRequest(span.Info.Blocks, _options.Codec, WireTensor.FromValues(shape, hidden, _options.Codec)), cancellationToken).ConfigureAwait(false);
+            await span.WaitAsync(call, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        foreach (var span in _spans)
+        {
+            await span.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    private static void CheckChain(RemoteSpanConnection[] spans, ModelConfig config, string modelId, WireCodec codec)
+    {
+        var problems = new List<string>();
+        var next = 0;
+        foreach (var span in spans)
+        {
+            var info = span.Info;
+            if (info.ModelId.Length > 0 && !string.Equals(info.ModelId, modelId, StringComparison.Ordinal))
+            {
+                problems.Add($"{span.Name} serves model '{info.ModelId}', not '{modelId}'");
+            }
+
+            if (info.HiddenSize != config.HiddenSize)
+            {
+                problems.Add(string.Create(CultureInfo.InvariantCulture, $"{span.Name} has hidden size {info.HiddenSize}, the model has {config.HiddenSize}"));
+            }
+
+            if ((info.Codecs & (WireCodecs)(1 << (int)codec)) == 0)
+            {
+                problems.Add($"{span.Name} does not accept hidden states as {codec} (it accepts {info.Codecs})");
+            }
+
+            if (info.Blocks.Start > next)
+            {
+                problems.Add(string.Create(CultureInfo.InvariantCulture, $"no server covers blocks {next}:{info.Blocks.Start} (the next, {span.Name}, starts at {info.Blocks.Start})"));
+            }
+            else if (info.Blocks.Start < next)
+            {
+                problems.Add(string.Create(CultureInfo.InvariantCulture, $"{span.Name} overlaps the previous server, which already covers blocks up to {next}"));
+            }
+
+            next = Math.Max(next, info.Blocks.End);
+        }
+
+        if (next < config.NumLayers)
+        {
+            problems.Add(string.Create(CultureInfo.InvariantCulture, $"no server covers blocks {next}:{config.NumLayers}"));
+        }
+        else if (next > config.NumLayers)
+        {
+            problems.Add(string.Create(CultureInfo.InvariantCulture, $"the servers run blocks up to {next}, but the model has {config.NumLayers}"));
+        }
+
+        if (problems.Count > 0)
+        {
+            var message = new StringBuilder("The servers do not form one chain over the model's ")
+                .Append(config.NumLayers.ToString(CultureInfo.InvariantCulture)).Append(" blocks: ")
+                .AppendJoin("; ", problems).Append(". Servers: ")
+                .AppendJoin(", ", spans.Select(s => string.Create(CultureInfo.InvariantCulture, $"{s.Connection.RemoteAddress} = {s.Info.Blocks}")))
+                .Append('.');
+            throw new RemoteChainException(message.ToString());
+        }
+    }
+
+    private static async Task CloseStreamsAsync(RemoteSpanConnection[] spans, uint[] streams, int count)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            try
+            {
+                using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                await spans[i].SendOneWayAsync(streams[i], new InferenceClose(), wait.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is TransportException or ProtocolException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
+            {
+                // The server frees the session when the connection drops or the session idles out.
+            }
+        }
+    }
+
+    private void CheckShape(int length, int batchSize, int tokenCount)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokenCount, 1);
+        var expected = (long)batchSize * tokenCount * Config.HiddenSize;
+        if (length != expected)
+        {
+            throw new ArgumentException(
+                string.Create(CultureInfo.InvariantCulture, $"Hidden states hold {length} values; expected batch {batchSize} x tokens {tokenCount} x hidden {Config.HiddenSize} = {expected}."),
+                nameof(length));
+        }
+    }
+
+    /// <summary>An inference session: one inference stream per server, steps sent through the chain in order.</summary>
+    private sealed class RemoteSession(RemoteTransformerBlocks owner, uint[] streams, int batchSize, int maxLength) : ITransformerSession
+    {
+        private ulong _lastStepId;
+        private bool _broken;
+        private bool _disposed;
+
+        public int BatchSize { get; } = batchSize;
+
+        public int MaxLength { get; } = maxLength;
+
+        public int Position { get; private set; }
+
+        public async ValueTask ForwardAsync(Memory<float> hidden, int tokenCount, CancellationToken cancellationToken = default)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_broken)
+            {
+                throw new InvalidOperationException("An earlier step of this session failed, so the servers' caches no longer match it; open a new session.");
+            }
+
+            owner.CheckShape(hidden.Length, BatchSize, tokenCount);
+            if (Position + tokenCount > MaxLength)
+            {
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"The session holds {Position} of at most {MaxLength} positions and cannot take {tokenCount} more."));
+            }
+
+            var shape = new TensorShape(BatchSize, tokenCount, owner.Config.HiddenSize);
+            var codec = owner._options.Codec;
+            try
+            {
+                for (var i = 0; i < owner._spans.Length; i++)
+                {
+                    var span = owner._spans[i];
+                    var stepId = ++_lastStepId;
+                    var call = span.Register(streams[i], hidden);
+                    await span.SendAsync(call, new InferenceStep(stepId, Position, WireTensor.FromValues(shape, hidden, codec)), cancellationToken).ConfigureAwait(false);
+                    var outcome = await span.WaitAsync(call, cancellationToken).ConfigureAwait(false);
+                    if (outcome.StepId != stepId || outcome.Position != Position + tokenCount)
+                    {
+                        throw new ProtocolException(
+                            ProtocolErrorCode.OutOfOrder,
+                            string.Create(CultureInfo.InvariantCulture, $"{span.Name} answered step {stepId} as step {outcome.StepId} at position {outcome.Position}; expected position {Position + tokenCount}."));
+                    }
+                }
+            }
+            catch
+            {
+                _broken = true;
+                throw;
+            }
+
+            Position += tokenCount;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            await CloseStreamsAsync(owner._spans, streams, streams.Length).ConfigureAwait(false);
+        }
+    }
+}
