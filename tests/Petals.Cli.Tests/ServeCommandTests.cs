@@ -74,6 +74,46 @@ public sealed class ServeCommandTests
         Assert.Equal(2, stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
     }
 
+    [Fact]
+    public async Task AServeProcessStopsCleanlyOnSigtermAndPrintsItsStats()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        var info = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll"), "serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1" })
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using var process = System.Diagnostics.Process.Start(info)!;
+        var stderr = process.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        try
+        {
+            var first = await process.StandardOutput.ReadLineAsync(TestContext.Current.CancellationToken).AsTask().WaitAsync(Bound, TestContext.Current.CancellationToken);
+            Assert.NotNull(first);
+            Assert.Matches(@"^listening tcp://127\.0\.0\.1:[1-9][0-9]* blocks 0:5$", first);
+
+            using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!)
+            {
+                await kill.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(Bound, TestContext.Current.CancellationToken);
+            }
+
+            var rest = await process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken).WaitAsync(Bound, TestContext.Current.CancellationToken);
+            await process.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(Bound, TestContext.Current.CancellationToken);
+            Assert.True(process.ExitCode == 0, await stderr);
+            Assert.StartsWith("stats {", rest, StringComparison.Ordinal);
+            using var json = JsonDocument.Parse(rest.Trim()["stats ".Length..]);
+            Assert.Equal(0, json.RootElement.GetProperty("sessions").GetInt64());
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
     [Theory]
     [InlineData("4:2", "--blocks")]
     [InlineData("0:99", "past the model's")]
