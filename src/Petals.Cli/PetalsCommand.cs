@@ -15,6 +15,7 @@ internal static class PetalsCommand
         root.Subcommands.Add(PerplexityCommand.Create(context));
         root.Subcommands.Add(TokenizeCommand.Create(context));
         root.Subcommands.Add(ConvertCommand.Create(context));
+        root.Subcommands.Add(ServeCommand.Create(context));
         root.Subcommands.Add(SwarmCommand.Create(context));
         return root;
     }

@@ -21,6 +21,7 @@ public sealed class BlockServerTests
         Assert.Equal(128, info.MaxSessionLength);
         Assert.Equal(256, info.MaxBatchSize);
         Assert.Equal(WireCodecs.All, info.Codecs);
+        Assert.Equal(h.Hidden, info.HiddenSize);
         Assert.Equal(ConnectionPreamble.CurrentVersionMajor, info.VersionMajor);
     }
 

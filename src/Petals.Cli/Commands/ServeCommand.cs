@@ -1,0 +1,145 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Petals.Formats;
+using Petals.Models;
+using Petals.Server;
+using Petals.Transport;
+using Petals.Transport.Tcp;
+
+namespace Petals.Cli.Commands;
+
+/// <summary><c>petals serve</c>: serves a span of blocks over TCP until Ctrl-C / SIGTERM.</summary>
+internal static class ServeCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = ModelOptions.Model();
+        var threads = ModelOptions.Threads();
+        var blocks = new Option<string>("--blocks") { Description = "The span of blocks to serve, START:END (END exclusive).", Required = true };
+        var host = new Option<string>("--host") { Description = "The address to listen on.", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "The TCP port; 0 picks a free one.", DefaultValueFactory = _ => 0 };
+        var defaults = new BlockServerOptions();
+        var cacheTokens = new Option<long>("--cache-tokens") { Description = "Attention cache budget in tokens (a session takes batch x max length).", DefaultValueFactory = _ => defaults.CacheTokens };
+        var maxBatchTokens = new Option<int>("--max-batch-tokens") { Description = "The most batch x tokens per request.", DefaultValueFactory = _ => defaults.MaxBatchTokens };
+        var maxLength = new Option<int>("--max-length") { Description = "The longest session (tokens) a client may open.", DefaultValueFactory = _ => defaults.MaxSessionLength };
+        var modelId = new Option<string?>("--model-id") { Description = "The model id clients must name (default: ModelIdentity of the model, e.g. stories260K-f32:llama-5x64-v512)." };
+
+        var command = new Command("serve", "Serve a span of a model's blocks to the swarm over TCP until Ctrl-C / SIGTERM.")
+        {
+            model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, modelId, threads,
+        };
+
+        command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
+        {
+            var started = Stopwatch.StartNew();
+            var path = parse.GetValue(model)!;
+            if (!File.Exists(path) && !Directory.Exists(path))
+            {
+                throw new FileNotFoundException($"Model '{path}' does not exist.", path);
+            }
+
+            BlockRange span;
+            try
+            {
+                span = BlockRange.Parse(parse.GetValue(blocks)!);
+            }
+            catch (FormatException e)
+            {
+                throw new ArgumentException($"--blocks: {e.Message}", e);
+            }
+
+            var portValue = parse.GetValue(port);
+            if (portValue is < 0 or > 65535)
+            {
+                throw new ArgumentException($"--port must be between 0 and 65535, not {portValue}.");
+            }
+
+            var t = parse.GetValue(threads);
+            if (t is < 1)
+            {
+                throw new ArgumentException($"--threads must be at least 1, not {t}.");
+            }
+
+            var options = new BlockServerOptions
+            {
+                Blocks = span,
+                ModelId = parse.GetValue(modelId) ?? "pending",
+                CacheTokens = parse.GetValue(cacheTokens),
+                MaxBatchTokens = parse.GetValue(maxBatchTokens),
+                MaxSessionLength = parse.GetValue(maxLength),
+            };
+            options.Validate();
+
+            // Only the span's tensors are read: the loader maps the file, the executor takes its blocks.
+            using var weights = ModelLoader.Open(path);
+            options.ModelId = parse.GetValue(modelId) ?? ModelIdentity.Compute(path, weights.Config);
+            if (span.End > weights.Config.NumLayers)
+            {
+                throw new ArgumentException($"--blocks {span} goes past the model's {weights.Config.NumLayers} blocks.");
+            }
+
+            using var executor = ExecutorFactories.Cpu(t).Create(weights, span);
+            var server = new BlockServer(executor, options);
+            await using (server.ConfigureAwait(false))
+            {
+                var transport = new TcpTransport();
+                var listener = await transport.ListenAsync(PeerAddress.FromHostPort("tcp", parse.GetValue(host)!, portValue), ct).ConfigureAwait(false);
+                await server.StartAsync(listener, ct).ConfigureAwait(false);
+                await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {span}").ConfigureAwait(false);
+                await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+                context.Info(string.Create(CultureInfo.InvariantCulture,
+                    $"ready in {started.Elapsed.TotalMilliseconds:F0} ms: model {options.ModelId}, blocks {span}, cache {options.CacheTokens} tokens"));
+
+                using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+                using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, stop.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Ctrl-C, SIGTERM or the caller's token: shut down cleanly below.
+                }
+
+                await server.StopAsync(CancellationToken.None).ConfigureAwait(false);
+                var stats = server.GetStatistics();
+                using var buffer = new MemoryStream();
+                using (var writer = new System.Text.Json.Utf8JsonWriter(buffer, CliContext.JsonOptions))
+                {
+                    WriteStatistics(writer, stats);
+                }
+
+                await context.Output.WriteLineAsync("stats " + System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length)).ConfigureAwait(false);
+                await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+                return 0;
+
+                void OnSignal(PosixSignalContext signal)
+                {
+                    signal.Cancel = true;
+                    stop.Cancel();
+                }
+            }
+        }, cancellationToken));
+        return command;
+    }
+
+    private static void WriteStatistics(System.Text.Json.Utf8JsonWriter w, BlockServerStatistics stats)
+    {
+        w.WriteStartObject();
+        w.WriteNumber("connections", stats.ConnectionsAccepted);
+        w.WriteNumber("sessions", stats.SessionsOpened);
+        w.WriteNumber("steps", stats.InferenceSteps);
+        w.WriteNumber("forwards", stats.ForwardCalls);
+        w.WriteNumber("tokens", stats.TokensProcessed);
+        w.WriteNumber("bytes_sent", stats.BytesSent);
+        w.WriteNumber("bytes_received", stats.BytesReceived);
+        w.WriteNumber("compute_ms", Math.Round(stats.ComputeTime.TotalMilliseconds, 3));
+        w.WriteNumber("cache_tokens", stats.CacheTokens);
+        w.WriteNumber("cache_tokens_left", stats.CacheTokensLeft);
+        w.WriteNumber("peak_cache_tokens", stats.PeakCacheTokens);
+        w.WriteEndObject();
+    }
+}

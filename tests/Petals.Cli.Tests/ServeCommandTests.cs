@@ -1,0 +1,142 @@
+using System.Text.Json;
+using System.Threading.Channels;
+using Petals.Models;
+using Petals.Protocol;
+using Petals.Testing;
+using Petals.Transport;
+using Petals.Transport.Tcp;
+
+namespace Petals.Cli.Tests;
+
+public sealed class ServeCommandTests
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+
+    [Fact]
+    public async Task ServeOnPortZeroPrintsTheListeningLineServesAndPrintsStatsWhenCancelled()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        using var stdout = new StringWriter();
+        using var stderr = new StringWriter();
+        var output = TextWriter.Synchronized(stdout);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        var run = PetalsCommand.RunAsync(
+            ["serve", "--model", TestData.Stories260KGguf, "--blocks", "1:4", "--port", "0", "--cache-tokens", "512", "--max-length", "64", "--threads", "1"],
+            output, TextWriter.Synchronized(stderr), stop.Token);
+
+        var deadline = DateTime.UtcNow + Bound;
+        string? line;
+        while ((line = stdout.ToString().Split('\n').FirstOrDefault(l => l.StartsWith("listening ", StringComparison.Ordinal))) is null)
+        {
+            Assert.False(run.IsCompleted, $"serve exited early: {stderr}");
+            Assert.True(DateTime.UtcNow < deadline, "serve printed no listening line.");
+            await Task.Delay(20, TestContext.Current.CancellationToken);
+        }
+
+        // listening tcp://127.0.0.1:PORT blocks 1:4
+        var parts = line.Trim().Split(' ');
+        Assert.Equal(4, parts.Length);
+        Assert.Equal("blocks", parts[2]);
+        Assert.Equal("1:4", parts[3]);
+        var address = PeerAddress.Parse(parts[1]);
+        Assert.Equal("127.0.0.1", address.Host);
+        Assert.NotEqual(0, address.Port);
+        Assert.Contains("ready in", stderr.ToString(), StringComparison.Ordinal);
+
+        var handler = new Inbox();
+        var connection = await ProtocolConnection.ConnectAsync(new TcpTransport(), address, new ConnectionPreamble("cli-test", "stories260K-f32:llama-5x64-v512"), cancellationToken: TestContext.Current.CancellationToken)
+            .WaitAsync(Bound, TestContext.Current.CancellationToken);
+        await using (connection)
+        {
+            var reading = connection.RunAsync(handler, TestContext.Current.CancellationToken);
+            await connection.SendAsync(connection.NewStreamId(), InfoRequest.Instance, TestContext.Current.CancellationToken);
+            var info = Assert.IsType<InfoResponse>(await handler.Messages.Reader.ReadAsync(TestContext.Current.CancellationToken).AsTask().WaitAsync(Bound, TestContext.Current.CancellationToken));
+            Assert.Equal(new BlockRange(1, 4), info.Blocks);
+            Assert.Equal(512ul, info.CacheTokensLeft);
+            Assert.Equal(64, info.MaxSessionLength);
+            Assert.Equal(64, info.HiddenSize);
+            Assert.Equal("stories260K-f32:llama-5x64-v512", info.ModelId);
+
+            var hidden = new float[2 * 64];
+            await connection.SendAsync(connection.NewStreamId(), new ForwardRequest(new BlockRange(1, 4), WireCodec.Fp32, WireTensor.FromValues(new TensorShape(1, 2, 64), hidden)), TestContext.Current.CancellationToken);
+            Assert.IsType<ForwardResponse>(await handler.Messages.Reader.ReadAsync(TestContext.Current.CancellationToken).AsTask().WaitAsync(Bound, TestContext.Current.CancellationToken));
+        }
+
+        await stop.CancelAsync();
+        var code = await run.WaitAsync(Bound, TestContext.Current.CancellationToken);
+        Assert.True(code == 0, stderr.ToString());
+        var stats = stdout.ToString().Split('\n').Single(l => l.StartsWith("stats ", StringComparison.Ordinal));
+        using var json = JsonDocument.Parse(stats["stats ".Length..]);
+        Assert.Equal(1, json.RootElement.GetProperty("forwards").GetInt64());
+        Assert.Equal(2, json.RootElement.GetProperty("tokens").GetInt64());
+        Assert.Equal(512, json.RootElement.GetProperty("cache_tokens_left").GetInt64());
+        Assert.True(json.RootElement.GetProperty("bytes_received").GetInt64() > 2 * 64 * 4);
+        Assert.Equal(2, stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+    }
+
+    [Fact]
+    public async Task AServeProcessStopsCleanlyOnSigtermAndPrintsItsStats()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        var info = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll"), "serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1" })
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using var process = System.Diagnostics.Process.Start(info)!;
+        var stderr = process.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        try
+        {
+            var first = await process.StandardOutput.ReadLineAsync(TestContext.Current.CancellationToken).AsTask().WaitAsync(Bound, TestContext.Current.CancellationToken);
+            Assert.NotNull(first);
+            Assert.Matches(@"^listening tcp://127\.0\.0\.1:[1-9][0-9]* blocks 0:5$", first);
+
+            using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!)
+            {
+                await kill.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(Bound, TestContext.Current.CancellationToken);
+            }
+
+            var rest = await process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken).WaitAsync(Bound, TestContext.Current.CancellationToken);
+            await process.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(Bound, TestContext.Current.CancellationToken);
+            Assert.True(process.ExitCode == 0, await stderr);
+            Assert.StartsWith("stats {", rest, StringComparison.Ordinal);
+            using var json = JsonDocument.Parse(rest.Trim()["stats ".Length..]);
+            Assert.Equal(0, json.RootElement.GetProperty("sessions").GetInt64());
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("4:2", "--blocks")]
+    [InlineData("0:99", "past the model's")]
+    public async Task ABadSpanIsAClearError(string blocks, string fragment)
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var (code, _, error) = await CliRunner.RunAsync("serve", "--model", TestData.Stories260KGguf, "--blocks", blocks);
+        Assert.Equal(1, code);
+        Assert.Contains(fragment, error, StringComparison.Ordinal);
+    }
+
+    private sealed class Inbox : IProtocolMessageHandler
+    {
+        public Channel<ProtocolMessage> Messages { get; } = Channel.CreateUnbounded<ProtocolMessage>();
+
+        public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken ct)
+        {
+            // Tensors die with this call; the test only checks message types, not values.
+            Messages.Writer.TryWrite(message);
+            return ValueTask.CompletedTask;
+        }
+
+        public void OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException error) =>
+            Messages.Writer.TryWrite(ErrorMessage.From(error, ProtocolLimits.Default));
+    }
+}
