@@ -49,6 +49,27 @@ public sealed class SwarmProcessTests
     }
 
     [Fact]
+    public async Task Generate_with_an_unreachable_peer_fails_with_exit_code_3_naming_it()
+    {
+        SkipWithoutShared();
+        var (code, _, error) = await CliRunner.RunAsync("generate", "--model", TestData.Stories260KGguf, "--peers", "127.0.0.1:1", "--prompt", "Hi");
+        Assert.Equal(3, code);
+        Assert.Contains("127.0.0.1:1", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bad_peer_lists_and_server_counts_are_input_errors()
+    {
+        SkipWithoutShared();
+        var peers = await CliRunner.RunAsync("generate", "--model", TestData.Stories260KGguf, "--peers", "udp://x:1", "--prompt", "Hi");
+        Assert.Equal(1, peers.ExitCode);
+        Assert.Contains("'udp://x:1' is not a server address", peers.Error, StringComparison.Ordinal);
+        var servers = await CliRunner.RunAsync("swarm", "--model", TestData.Stories260KGguf, "--servers", "6");
+        Assert.Equal(1, servers.ExitCode);
+        Assert.Contains("--servers must be between 1 and the model's 5 blocks", servers.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_random_twelve_block_model_split_four_four_four_over_processes_matches_local_hidden_states()
     {
         using var dir = TestData.CreateTempDirectory();
