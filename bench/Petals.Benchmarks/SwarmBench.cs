@@ -129,6 +129,8 @@ internal static class SwarmBench
                 bytes_per_step_message_sent = sentPerStep,
                 bytes_per_step_message_received = receivedPerStep,
                 hidden_payload_bytes = payload,
+                local_allocated_bytes_per_step = bestLocal.AllocatedBytesPerStep,
+                swarm_client_allocated_bytes_per_step = bestRemote.AllocatedBytesPerStep,
             }));
         }
         else
@@ -138,6 +140,7 @@ internal static class SwarmBench
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"swarm ({hops} servers): decode {string.Join(" / ", remoteRuns.Select(x => x.DecodeStepsPerSecond.ToString("F2", CultureInfo.InvariantCulture)))} steps/s; prefill {bestRemote.PrefillSeconds * 1000:F0} ms"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio swarm/local (best runs): {ratio:F3}"));
             Console.WriteLine($"tokens identical in every run: {identical}");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"allocated per decode step in this process: local {bestLocal.AllocatedBytesPerStep:F0} bytes, swarm client {bestRemote.AllocatedBytesPerStep:F0} bytes"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wire per decode step per hop: {sentPerStep:F1} bytes sent, {receivedPerStep:F1} received; hidden payload {payload} bytes, overhead {sentPerStep - payload:F1} / {receivedPerStep - payload:F1} bytes"));
         }
 
@@ -149,7 +152,7 @@ internal static class SwarmBench
         var tokens = new List<int>();
         var timer = Stopwatch.StartNew();
         double prefill = 0;
-        long sent0 = 0, received0 = 0;
+        long sent0 = 0, received0 = 0, allocated0 = 0;
         await foreach (var token in model.GenerateAsync(prompt, options).ConfigureAwait(false))
         {
             if (tokens.Count == 0)
@@ -157,19 +160,22 @@ internal static class SwarmBench
                 prefill = timer.Elapsed.TotalSeconds;
                 sent0 = remote?.BytesSent ?? 0;
                 received0 = remote?.BytesReceived ?? 0;
+                allocated0 = GC.GetTotalAllocatedBytes(precise: true);
             }
 
             tokens.Add(token);
         }
 
         var total = timer.Elapsed.TotalSeconds;
+        var allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated0;
         return new Run(
             [.. tokens],
             prefill,
             (tokens.Count - 1) / (total - prefill),
             (remote?.BytesSent ?? 0) - sent0,
-            (remote?.BytesReceived ?? 0) - received0);
+            (remote?.BytesReceived ?? 0) - received0,
+            allocated / (double)Math.Max(1, tokens.Count - 1));
     }
 
-    private sealed record Run(int[] Tokens, double PrefillSeconds, double DecodeStepsPerSecond, long DecodeBytesSent, long DecodeBytesReceived);
+    private sealed record Run(int[] Tokens, double PrefillSeconds, double DecodeStepsPerSecond, long DecodeBytesSent, long DecodeBytesReceived, double AllocatedBytesPerStep);
 }
