@@ -183,10 +183,12 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             {
                 return SendErrorAsync(streamId, new ProtocolException(ProtocolErrorCode.OutOfOrder, $"stream {streamId} already carries an open session"), ct);
             }
+
+            // Registered and started under the lock, so that CloseAsync always finds and awaits a running loop.
+            _server.OnSessionOpened(session);
+            session.Start();
         }
 
-        _server.OnSessionOpened(session);
-        session.Start();
         return ValueTask.CompletedTask;
     }
 

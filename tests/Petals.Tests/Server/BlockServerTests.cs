@@ -78,6 +78,19 @@ public sealed class BlockServerTests
     }
 
     [Fact]
+    public async Task CodecsTheServerDoesNotAcceptAreBadDType()
+    {
+        await using var h = await ServerHarness.StartAsync(o => o.Codecs = WireCodecs.Fp32 | WireCodecs.Fp16);
+        await using var client = await h.ConnectAsync();
+        var reply = await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Bf16, h.Tensor(h.Input(1, 1, 0), 1, 1)));
+        AssertError(reply, "bad_dtype", "the reply codec Bf16 is not accepted");
+        var input = await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(1, 1, 0), 1, 1, WireCodec.Bf16)));
+        AssertError(input, "bad_dtype", "the hidden states codec Bf16 is not accepted");
+        var fp16 = await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp16, h.Tensor(h.Input(1, 2, 0), 1, 2, WireCodec.Fp16)));
+        Assert.IsType<ForwardResponse>(fp16.Message);
+    }
+
+    [Fact]
     public async Task AnInferenceSessionMatchesTheLocalExecutorTokenByToken()
     {
         await using var h = await ServerHarness.StartAsync();
