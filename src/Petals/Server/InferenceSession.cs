@@ -37,7 +37,13 @@ internal sealed class InferenceSession
         Touch();
     }
 
+    /// <summary>The most steps of one session queued or running at once; more is answered with <c>busy</c>.</summary>
+    public const int MaxQueuedSteps = 64;
+
     public uint StreamId { get; }
+
+    /// <summary>Steps queued or running.</summary>
+    public int QueuedSteps => Volatile.Read(ref _busy);
 
     public Guid Id { get; }
 

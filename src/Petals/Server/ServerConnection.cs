@@ -207,7 +207,13 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         }
 
         StepWork work;
-        if (step.Prompts.HasValue)
+        if (session.QueuedSteps >= InferenceSession.MaxQueuedSteps)
+        {
+            // A client that pipelines without reading results would make the server hold unbounded inputs.
+            work = StepWork.Failed(step.StepId, new ProtocolException(ProtocolErrorCode.Busy, string.Create(CultureInfo.InvariantCulture,
+                $"more than {InferenceSession.MaxQueuedSteps} steps of this session are queued; wait for results before sending more")));
+        }
+        else if (step.Prompts.HasValue)
         {
             work = StepWork.Failed(step.StepId, NoPrompts());
         }

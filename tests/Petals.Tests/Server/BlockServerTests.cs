@@ -210,6 +210,49 @@ public sealed class BlockServerTests
     }
 
     [Fact]
+    public async Task PipeliningStepsAreAnsweredInOrderAndAFloodIsBusy()
+    {
+        await using var h = await ServerHarness.StartAsync(o => o.CacheTokens = 100);
+        await using var client = await h.ConnectAsync();
+        using var cache = h.Reference.CreateCache(1, 80);
+
+        // Five steps sent back to back (the first waits for nothing, the rest queue behind it): results come in order.
+        var session = await Session.OpenAsync(client, h, maxLength: 80);
+        var tokens = Enumerable.Range(0, 5).Select(i => h.Input(1, 1, seed: 40 + i)).ToArray();
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            await session.SendStepAsync((ulong)i + 1, i, tokens[i], 1, 1);
+        }
+
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            var result = await client.NextAsync(session.StreamId);
+            var step = Assert.IsType<InferenceStepResult>(result.Message);
+            Assert.Equal((ulong)i + 1, step.StepId);
+            Assert.Equal(Local(h, cache, tokens[i], 1, 1), result.Hidden);
+        }
+
+        // A second session that waits for cache while its client floods it with steps: the excess is refused with busy.
+        var flooded = await Session.OpenAsync(client, h, maxLength: 70);
+        for (var i = 0; i <= InferenceSession.MaxQueuedSteps; i++)
+        {
+            await flooded.SendStepAsync((ulong)i + 1, i, tokens[0], 1, 1);
+        }
+
+        await ServerHarness.WaitUntil(() => h.Server.Budget.Waiting == 1, "the flooded session waits for cache");
+        await session.CloseAsync();
+
+        // The queued steps run once the cache frees up; the step past the limit ends the session with busy.
+        for (var i = 0; i < InferenceSession.MaxQueuedSteps; i++)
+        {
+            Assert.Equal((ulong)i + 1, Assert.IsType<InferenceStepResult>((await client.NextAsync(flooded.StreamId)).Message).StepId);
+        }
+
+        AssertError(await client.NextAsync(flooded.StreamId), "busy", $"more than {InferenceSession.MaxQueuedSteps} steps");
+        await ServerHarness.WaitUntil(() => h.Server.CacheTokensLeft == 100 && h.Server.ActiveSessions == 0, "every cache is freed");
+    }
+
+    [Fact]
     public async Task OpeningASessionOutsideTheSpanOrLongerThanTheLimitIsRefused()
     {
         await using var h = await ServerHarness.StartAsync();
