@@ -24,11 +24,13 @@ internal static class ServeCommand
         var cacheTokens = new Option<long>("--cache-tokens") { Description = "Attention cache budget in tokens (a session takes batch x max length).", DefaultValueFactory = _ => defaults.CacheTokens };
         var maxBatchTokens = new Option<int>("--max-batch-tokens") { Description = "The most batch x tokens per request.", DefaultValueFactory = _ => defaults.MaxBatchTokens };
         var maxLength = new Option<int>("--max-length") { Description = "The longest session (tokens) a client may open.", DefaultValueFactory = _ => defaults.MaxSessionLength };
+        var idleTimeout = new Option<double>("--idle-timeout") { Description = "Seconds a session may stay without steps before its cache is freed.", DefaultValueFactory = _ => defaults.SessionIdleTimeout.TotalSeconds };
+        var cacheWait = new Option<double>("--cache-wait") { Description = "Seconds a session that does not fit the cache budget waits before it gets the cache-full error.", DefaultValueFactory = _ => defaults.CacheWaitTimeout.TotalSeconds };
         var modelId = new Option<string?>("--model-id") { Description = "The model id clients must name (default: ModelIdentity of the model, e.g. stories260K-f32:llama-5x64-v512)." };
 
         var command = new Command("serve", "Serve a span of a model's blocks to the swarm over TCP until Ctrl-C / SIGTERM.")
         {
-            model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, modelId, threads,
+            model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, modelId, threads,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -69,6 +71,8 @@ internal static class ServeCommand
                 CacheTokens = parse.GetValue(cacheTokens),
                 MaxBatchTokens = parse.GetValue(maxBatchTokens),
                 MaxSessionLength = parse.GetValue(maxLength),
+                SessionIdleTimeout = Seconds(parse.GetValue(idleTimeout), "--idle-timeout"),
+                CacheWaitTimeout = Seconds(parse.GetValue(cacheWait), "--cache-wait"),
             };
             options.Validate();
 
@@ -87,6 +91,7 @@ internal static class ServeCommand
                 var transport = new TcpTransport();
                 var listener = await transport.ListenAsync(PeerAddress.FromHostPort("tcp", parse.GetValue(host)!, portValue), ct).ConfigureAwait(false);
                 await server.StartAsync(listener, ct).ConfigureAwait(false);
+                var readyMs = started.Elapsed.TotalMilliseconds;
                 await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {span}").ConfigureAwait(false);
                 await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
                 context.Info(string.Create(CultureInfo.InvariantCulture,
@@ -109,7 +114,7 @@ internal static class ServeCommand
                 using var buffer = new MemoryStream();
                 using (var writer = new System.Text.Json.Utf8JsonWriter(buffer, CliContext.JsonOptions))
                 {
-                    WriteStatistics(writer, stats);
+                    WriteStatistics(writer, stats, readyMs, SpanWeightBytes(weights, span), TotalWeightBytes(weights));
                 }
 
                 await context.Output.WriteLineAsync("stats " + System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length)).ConfigureAwait(false);
@@ -126,9 +131,34 @@ internal static class ServeCommand
         return command;
     }
 
-    private static void WriteStatistics(System.Text.Json.Utf8JsonWriter w, BlockServerStatistics stats)
+    private static TimeSpan Seconds(double value, string option) =>
+        value > 0 && double.IsFinite(value) && value <= TimeSpan.MaxValue.TotalSeconds
+            ? TimeSpan.FromSeconds(value)
+            : throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"{option} must be a positive number of seconds, not {value}."));
+
+    /// <summary>The bytes of the tensors of the blocks in <paramref name="span"/> (what the server had to read).</summary>
+    private static long SpanWeightBytes(IModelWeights weights, BlockRange span)
     {
+        long total = 0;
+        for (var b = span.Start; b < span.End; b++)
+        {
+            var prefix = LlamaTensorNames.Block(b, string.Empty);
+            total += weights.Tensors.Where(t => t.Key.StartsWith(prefix, StringComparison.Ordinal)).Sum(t => t.Value.ByteSize);
+        }
+
+        return total;
+    }
+
+    private static long TotalWeightBytes(IModelWeights weights) => weights.Tensors.Values.Sum(t => t.ByteSize);
+
+    private static void WriteStatistics(System.Text.Json.Utf8JsonWriter w, BlockServerStatistics stats, double readyMs, long spanBytes, long modelBytes)
+    {
+        using var self = Process.GetCurrentProcess();
         w.WriteStartObject();
+        w.WriteNumber("ready_ms", Math.Round(readyMs, 1));
+        w.WriteNumber("peak_memory_mb", Math.Round(self.PeakWorkingSet64 / 1048576.0, 1));
+        w.WriteNumber("span_weights_mb", Math.Round(spanBytes / 1048576.0, 1));
+        w.WriteNumber("model_weights_mb", Math.Round(modelBytes / 1048576.0, 1));
         w.WriteNumber("connections", stats.ConnectionsAccepted);
         w.WriteNumber("sessions", stats.SessionsOpened);
         w.WriteNumber("steps", stats.InferenceSteps);

@@ -1,0 +1,262 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Petals.Backends.Cpu;
+using Petals.Cli.Swarm;
+using Petals.Client;
+using Petals.Formats;
+using Petals.Formats.HuggingFace;
+using Petals.Inference;
+using Petals.Models;
+using Petals.Protocol;
+using Petals.Tensors;
+using Petals.Testing;
+using Petals.Transport;
+using Petals.Transport.Tcp;
+
+namespace Petals.Cli.Tests;
+
+/// <summary>Real `petals serve` processes on 127.0.0.1, driven by `petals swarm`, the remote client, and killed clients.</summary>
+public sealed class SwarmProcessTests
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(120);
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task Swarm_of_three_server_processes_generates_exactly_what_local_generation_does()
+    {
+        SkipWithoutShared();
+        var local = await CliRunner.RunAsync("generate", "--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "40", "--output", "json");
+        Assert.True(local.ExitCode == 0, local.Error);
+        var swarm = await CliRunner.RunAsync("swarm", "--model", TestData.Stories260KGguf, "--servers", "3", "--prompt", "Once upon a time", "--max-new-tokens", "40", "--output", "json", "--threads", "1");
+        Assert.True(swarm.ExitCode == 0, swarm.Error);
+
+        var lines = swarm.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        using var expected = JsonDocument.Parse(local.Output);
+        using var generated = JsonDocument.Parse(lines[0]);
+        Assert.Equal(
+            expected.RootElement.GetProperty("generated_ids").EnumerateArray().Select(e => e.GetInt32()),
+            generated.RootElement.GetProperty("generated_ids").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal(expected.RootElement.GetProperty("text").GetString(), generated.RootElement.GetProperty("text").GetString());
+
+        using var stats = JsonDocument.Parse(lines[1]);
+        var servers = stats.RootElement.GetProperty("servers").EnumerateArray().ToArray();
+        Assert.Equal(["0:2", "2:4", "4:5"], servers.Select(s => s.GetProperty("blocks").GetString()));
+        Assert.All(servers, s => Assert.True(s.GetProperty("stopped_cleanly").GetBoolean()));
+        Assert.All(servers, s => Assert.True(s.GetProperty("stats").GetProperty("steps").GetInt64() >= 40));
+        Assert.Contains("3 servers ready", swarm.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_random_twelve_block_model_split_four_four_four_over_processes_matches_local_hidden_states()
+    {
+        using var dir = TestData.CreateTempDirectory();
+        var config = new ModelConfig
+        {
+            HiddenSize = 64, IntermediateSize = 160, NumLayers = 12, NumHeads = 4, NumKeyValueHeads = 2, HeadDim = 16,
+            VocabSize = 50, RmsNormEps = 1e-5, MaxPositionEmbeddings = 128, BosTokenId = 1, EosTokenIds = [2],
+        };
+        WriteRandomModel(dir.Path, config);
+        var servers = new List<ServerProcess>();
+        try
+        {
+            foreach (var span in new[] { "0:4", "4:8", "8:12" })
+            {
+                servers.Add(ServerProcess.Start($"server {span}", ["--model", dir.Path, "--blocks", span, "--host", "127.0.0.1", "--port", "0", "--threads", "1"]));
+            }
+
+            var addresses = await Task.WhenAll(servers.Select(s => s.WaitUntilListeningAsync(Bound, Ct)));
+            await using var remote = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport(), addresses, config, ModelIdentity.Compute(dir.Path, config), cancellationToken: Ct);
+            using var weights = ModelLoader.Open(dir.Path);
+            using var local = new LocalTransformerBlocks([new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 1 }).Create(weights, new BlockRange(0, 12))]);
+            await using var remoteSession = await remote.OpenSessionAsync(2, 32, Ct);
+            await using var localSession = await local.OpenSessionAsync(2, 32, Ct);
+            var random = new Random(12);
+            var worst = 0f;
+            foreach (var tokens in new[] { 6, 1, 1, 1, 4 })
+            {
+                var input = Enumerable.Range(0, 2 * tokens * config.HiddenSize).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+                var theirs = input.ToArray();
+                var ours = input.ToArray();
+                await remoteSession.ForwardAsync(theirs, tokens, Ct);
+                await localSession.ForwardAsync(ours, tokens, Ct);
+                worst = Math.Max(worst, ours.Zip(theirs, (a, b) => Math.Abs(a - b)).Max());
+            }
+
+            Assert.True(worst <= 1e-5f, $"largest difference {worst}");
+        }
+        finally
+        {
+            foreach (var server in servers)
+            {
+                await server.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_killed_client_releases_its_cache_and_a_frozen_one_is_freed_by_the_idle_timeout()
+    {
+        SkipWithoutShared();
+        await using var server = ServerProcess.Start("server", ["--model", TestData.Stories260KGguf, "--blocks", "0:5", "--host", "127.0.0.1", "--port", "0", "--cache-tokens", "4096", "--idle-timeout", "2"]);
+        var address = await server.WaitUntilListeningAsync(Bound, Ct);
+        string modelId;
+        using (var weights = ModelLoader.Open(TestData.Stories260KGguf))
+        {
+            modelId = ModelIdentity.Compute(TestData.Stories260KGguf, weights.Config);
+        }
+
+        Assert.Equal(4096ul, await CacheTokensLeftAsync(address, modelId));
+
+        // Killed: the kernel closes its connection, the server frees the session at once.
+        await using (var client = await StartFrozenClientAsync(address))
+        {
+            Assert.True(await CacheTokensLeftAsync(address, modelId) < 4096ul, "the frozen client holds a session");
+            client.Kill();
+            await WaitForCacheAsync(address, modelId, 4096ul, TimeSpan.FromSeconds(30));
+        }
+
+        // Frozen (SIGSTOP): the connection stays open, the idle timeout (2 s) frees the session.
+        await using (var client = await StartFrozenClientAsync(address))
+        {
+            Assert.True(await CacheTokensLeftAsync(address, modelId) < 4096ul, "the frozen client holds a session");
+            var frozenAt = Stopwatch.StartNew();
+            await WaitForCacheAsync(address, modelId, 4096ul, TimeSpan.FromSeconds(30));
+            Assert.True(frozenAt.Elapsed >= TimeSpan.FromSeconds(1), $"freed after {frozenAt.Elapsed}, before the idle timeout");
+        }
+    }
+
+    private static async Task WaitForCacheAsync(PeerAddress address, string modelId, ulong expected, TimeSpan within)
+    {
+        var deadline = Stopwatch.StartNew();
+        ulong left;
+        while ((left = await CacheTokensLeftAsync(address, modelId)) != expected)
+        {
+            Assert.True(deadline.Elapsed < within, $"cache tokens left {left}, expected {expected} within {within}");
+            await Task.Delay(100, Ct);
+        }
+    }
+
+    private static Task<ulong> CacheTokensLeftAsync(PeerAddress address, string modelId) => InfoProbe.CacheTokensLeftAsync(address, modelId);
+
+    /// <summary>Starts `petals generate --peers` as a process and stops it (SIGSTOP) as soon as it printed its first generated piece.</summary>
+    private static async Task<FrozenClient> StartFrozenClientAsync(PeerAddress address)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll"), "generate", "--model", TestData.Stories260KGguf, "--peers", address.ToString(), "--prompt", "Once upon a time", "--max-new-tokens", "400" })
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        var process = Process.Start(info)!;
+        _ = process.StandardError.ReadToEndAsync(Ct);
+        var buffer = new char[64];
+        var seen = new System.Text.StringBuilder();
+        var deadline = Stopwatch.StartNew();
+        while (seen.Length <= "Once upon a time".Length)
+        {
+            Assert.True(deadline.Elapsed < Bound, "the client printed nothing");
+            var n = await process.StandardOutput.ReadAsync(buffer, Ct).AsTask().WaitAsync(Bound, Ct);
+            Assert.True(n > 0, $"the client ended before generating: {seen}");
+            seen.Append(buffer, 0, n);
+        }
+
+        Assert.Equal(0, Signal(process.Id, 19)); // SIGSTOP
+        return new FrozenClient(process);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill")]
+#pragma warning disable SYSLIB1054 // test code: a plain import is enough
+    private static extern int Signal(int pid, int signal);
+#pragma warning restore SYSLIB1054
+
+    private sealed class FrozenClient(Process process) : IAsyncDisposable
+    {
+        public void Kill() => process.Kill(entireProcessTree: true);
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+
+            await process.WaitForExitAsync(CancellationToken.None).WaitAsync(Bound);
+            process.Dispose();
+        }
+    }
+
+    private static void WriteRandomModel(string directory, ModelConfig config)
+    {
+        var random = new Random(21);
+        var tensors = new List<WeightTensor>();
+        long q = (long)config.NumHeads * config.HeadDim;
+        long kv = (long)config.NumKeyValueHeads * config.HeadDim;
+        var shapes = new List<(string, long[])> { (LlamaTensorNames.Embeddings, [config.VocabSize, config.HiddenSize]) };
+        for (var b = 0; b < config.NumLayers; b++)
+        {
+            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.InputNorm), [config.HiddenSize]));
+            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.QProj), [q, config.HiddenSize]));
+            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.KProj), [kv, config.HiddenSize]));
+            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.VProj), [kv, config.HiddenSize]));
+            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.OProj), [config.HiddenSize, q]));
+            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.PostAttentionNorm), [config.HiddenSize]));
+            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.GateProj), [config.IntermediateSize, config.HiddenSize]));
+            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.UpProj), [config.IntermediateSize, config.HiddenSize]));
+            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.DownProj), [config.HiddenSize, config.IntermediateSize]));
+        }
+
+        shapes.Add((LlamaTensorNames.FinalNorm, [config.HiddenSize]));
+        shapes.Add((LlamaTensorNames.LmHead, [config.VocabSize, config.HiddenSize]));
+        foreach (var (name, shape) in shapes)
+        {
+            var count = shape.Aggregate(1L, (a, d) => a * d);
+            var values = new float[count];
+            for (var i = 0; i < values.Length; i++)
+            {
+                values[i] = shape.Length == 1 ? 1f + (float)((random.NextDouble() - 0.5) * 0.2) : (float)((random.NextDouble() - 0.5) * 0.2);
+            }
+
+            var bytes = new byte[count * 4];
+            Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length);
+            tensors.Add(new WeightTensor(new TensorDescriptor(name, TensorDType.F32, shape), bytes));
+        }
+
+        HuggingFaceModelWriter.Write(directory, config, tensors);
+    }
+
+    private static void SkipWithoutShared() => GenerateCommandTests.SkipWithoutShared();
+
+    /// <summary>One info call on a fresh connection.</summary>
+    private sealed class InfoProbe : IProtocolMessageHandler
+    {
+        private readonly TaskCompletionSource<InfoResponse> _info = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public static async Task<ulong> CacheTokensLeftAsync(PeerAddress address, string modelId)
+        {
+            await using var connection = await ProtocolConnection.ConnectAsync(new TcpTransport(), address, new ConnectionPreamble("probe", modelId), cancellationToken: Ct).WaitAsync(Bound, Ct);
+            var probe = new InfoProbe();
+            var run = connection.RunAsync(probe, Ct);
+            await connection.SendAsync(connection.NewStreamId(), new InfoRequest(), Ct);
+            var info = await probe._info.Task.WaitAsync(Bound, Ct);
+            return info.CacheTokensLeft;
+        }
+
+        public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken)
+        {
+            if (message is InfoResponse info)
+            {
+                _info.TrySetResult(info);
+            }
+            else
+            {
+                _info.TrySetException(new InvalidOperationException($"info answered with {message}"));
+            }
+
+            return ValueTask.CompletedTask;
+        }
+
+        public void OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException failure) => _info.TrySetException(failure);
+    }
+}

@@ -1,0 +1,304 @@
+using Petals.Backends.Cpu;
+using Petals.Client;
+using Petals.Execution;
+using Petals.Formats;
+using Petals.Generation;
+using Petals.Inference;
+using Petals.Models;
+using Petals.Protocol;
+using Petals.Server;
+using Petals.Tensors;
+using Petals.Testing.Transport;
+using Petals.Tests.Generation;
+using Petals.Transport;
+using Petals.Transport.Tcp;
+
+namespace Petals.Tests.Client;
+
+/// <summary>The remote client against real block servers (in this process, over the in-memory transport and TCP).</summary>
+public sealed class RemoteTransformerBlocksTests
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task A_session_through_three_servers_equals_the_local_blocks_step_by_step()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 6);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 2), new(2, 4), new(4, 6)]);
+        await using var remote = await swarm.ConnectAsync();
+        Assert.Equal([new BlockRange(0, 2), new BlockRange(2, 4), new BlockRange(4, 6)], remote.Spans.Select(s => s.Blocks));
+        using var local = fixture.CreateBlocks();
+
+        await using var remoteSession = await remote.OpenSessionAsync(batchSize: 2, maxLength: 16, Ct);
+        await using var localSession = await local.OpenSessionAsync(batchSize: 2, maxLength: 16, Ct);
+        var random = new Random(3);
+        foreach (var tokens in new[] { 5, 1, 1, 3, 1 })
+        {
+            var input = RandomHidden(random, 2 * tokens * fixture.Config.HiddenSize);
+            var theirs = input.ToArray();
+            var ours = input.ToArray();
+            await remoteSession.ForwardAsync(theirs, tokens, Ct);
+            await localSession.ForwardAsync(ours, tokens, Ct);
+            AssertClose(ours, theirs, 1e-5f);
+        }
+
+        Assert.Equal(11, remoteSession.Position);
+    }
+
+    [Fact]
+    public async Task Stateless_forward_through_the_chain_equals_the_local_blocks()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 4)]);
+        await using var remote = await swarm.ConnectAsync();
+        using var local = fixture.CreateBlocks();
+        var input = RandomHidden(new Random(5), 3 * 7 * fixture.Config.HiddenSize);
+        var theirs = input.ToArray();
+        await remote.ForwardAsync(theirs, batchSize: 3, tokenCount: 7, Ct);
+        var ours = input.ToArray();
+        await using (var session = await local.OpenSessionAsync(3, 7, Ct))
+        {
+            await session.ForwardAsync(ours, 7, Ct);
+        }
+
+        AssertClose(ours, theirs, 1e-5f);
+    }
+
+    [Fact]
+    public async Task Greedy_generation_through_servers_over_tcp_equals_local_generation()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: true, layers: 4);
+        await using var swarm = await Swarm.StartAsync(fixture, new TcpTransport(), [new(0, 1), new(1, 3), new(3, 4)]);
+        await using var remote = await swarm.ConnectAsync();
+        using var remoteModel = new CausalLanguageModel(LanguageModelHead.Load(fixture.Weights), remote, tokenizer: null);
+        using var localModel = fixture.CreateModel();
+        var options = new GenerationOptions { MaxNewTokens = 12, StopTokenIds = [] };
+        int[] prompt = [1, 17, 42, 5];
+        var expected = await localModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
+        var actual = await remoteModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
+        Assert.Equal(expected, actual);
+        Assert.True(remote.BytesSent > 0 && remote.BytesReceived > 0);
+    }
+
+    [Fact]
+    public async Task Half_precision_on_the_wire_stays_close_to_fp32()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 2)]);
+        await using var remote = await swarm.ConnectAsync(new RemoteSequenceOptions { Codec = WireCodec.Bf16 });
+        using var local = fixture.CreateBlocks();
+        var input = RandomHidden(new Random(9), 4 * fixture.Config.HiddenSize);
+        var theirs = input.ToArray();
+        var ours = input.ToArray();
+        await using (var s = await remote.OpenSessionAsync(1, 8, Ct))
+        {
+            await s.ForwardAsync(theirs, 4, Ct);
+        }
+
+        await using (var s = await local.OpenSessionAsync(1, 8, Ct))
+        {
+            await s.ForwardAsync(ours, 4, Ct);
+        }
+
+        // bf16 keeps 8 bits of mantissa: about 2 significant digits per hop.
+        AssertClose(ours, theirs, 0.05f, relative: true);
+    }
+
+    [Fact]
+    public async Task A_gap_between_servers_is_refused_before_any_tensor_is_sent()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(2, 4)]);
+        var error = await Assert.ThrowsAsync<RemoteChainException>(() => swarm.ConnectAsync());
+        Assert.Contains("no server covers blocks 1:2", error.Message, StringComparison.Ordinal);
+        Assert.All(swarm.Servers, s => Assert.Equal(0, s.GetStatistics().InferenceSteps + s.GetStatistics().ForwardCalls));
+    }
+
+    [Fact]
+    public async Task Overlapping_servers_and_missing_last_blocks_are_refused_with_the_spans_named()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 2), new(1, 3)]);
+        var error = await Assert.ThrowsAsync<RemoteChainException>(() => swarm.ConnectAsync());
+        Assert.Contains("overlaps", error.Message, StringComparison.Ordinal);
+        Assert.Contains("no server covers blocks 3:4", error.Message, StringComparison.Ordinal);
+        Assert.Contains("= 1:3", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_server_that_refuses_the_codec_is_refused()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 2)], o => o.Codecs = WireCodecs.Fp32);
+        var error = await Assert.ThrowsAsync<RemoteChainException>(() => swarm.ConnectAsync(new RemoteSequenceOptions { Codec = WireCodec.Fp16 }));
+        Assert.Contains("does not accept hidden states as Fp16", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_server_of_another_model_fails_the_handshake()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 2)]);
+        var error = await Assert.ThrowsAsync<ProtocolException>(() => RemoteTransformerBlocks.ConnectAsync(swarm.Transport, swarm.Addresses, fixture.Config, "another-model", cancellationToken: Ct));
+        Assert.Equal(ProtocolErrorCode.ModelMismatch, error.Code);
+    }
+
+    [Fact]
+    public async Task A_server_with_another_hidden_size_is_refused()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 2)]);
+        var wider = fixture.Config with { HiddenSize = fixture.Config.HiddenSize * 2 };
+        var error = await Assert.ThrowsAsync<RemoteChainException>(() => RemoteTransformerBlocks.ConnectAsync(swarm.Transport, swarm.Addresses, wider, Swarm.ModelId, cancellationToken: Ct));
+        Assert.Contains("has hidden size 48, the model has 96", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_unreachable_server_fails_connecting_with_its_address()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        var error = await Assert.ThrowsAsync<TransportException>(() => RemoteTransformerBlocks.ConnectAsync(new MemoryTransport(), [PeerAddress.Parse("mem://nobody")], fixture.Config, Swarm.ModelId, cancellationToken: Ct));
+        Assert.Contains("mem://nobody", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_session_over_the_cache_budget_gets_cache_full_naming_the_server()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 2)], o =>
+        {
+            o.CacheTokens = 64;
+            o.CacheWaitTimeout = TimeSpan.FromMilliseconds(200);
+        });
+        await using var remote = await swarm.ConnectAsync();
+        await using var session = await remote.OpenSessionAsync(batchSize: 1, maxLength: 100, Ct);
+        var hidden = new float[fixture.Config.HiddenSize];
+        var error = await Assert.ThrowsAsync<ProtocolException>(async () => await session.ForwardAsync(hidden, 1, Ct));
+        Assert.Equal(ProtocolErrorCode.CacheExhausted, error.Code);
+        Assert.Contains("server", error.Message, StringComparison.Ordinal);
+
+        // The failed session is unusable; a smaller one works.
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await session.ForwardAsync(hidden, 1, Ct));
+        await using var small = await remote.OpenSessionAsync(batchSize: 1, maxLength: 32, Ct);
+        await small.ForwardAsync(hidden, 1, Ct);
+        Assert.Equal(1, small.Position);
+    }
+
+    [Fact]
+    public async Task A_server_that_stops_mid_session_fails_the_next_step_naming_it()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 2)]);
+        await using var remote = await swarm.ConnectAsync();
+        await using var session = await remote.OpenSessionAsync(1, 8, Ct);
+        var hidden = new float[fixture.Config.HiddenSize];
+        await session.ForwardAsync(hidden, 1, Ct);
+        await swarm.Servers[1].StopAsync(Ct).WaitAsync(Bound, Ct);
+        var error = await Assert.ThrowsAnyAsync<Exception>(async () => await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.True(error is ProtocolException or TransportException, error.ToString());
+        Assert.Contains("server-1", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Closing_sessions_returns_every_cache_token_to_the_servers()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 2)]);
+        await using var remote = await swarm.ConnectAsync();
+        var full = swarm.Servers.Select(s => s.CacheTokensLeft).ToArray();
+        var sessions = new List<ITransformerSession>();
+        for (var i = 0; i < 4; i++)
+        {
+            var session = await remote.OpenSessionAsync(1, 16, Ct);
+            await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct);
+            sessions.Add(session);
+        }
+
+        Assert.All(swarm.Servers.Zip(full), p => Assert.Equal(p.Second - 64, p.First.CacheTokensLeft));
+        foreach (var session in sessions)
+        {
+            await session.DisposeAsync();
+        }
+
+        var deadline = DateTime.UtcNow + Bound;
+        while (swarm.Servers.Zip(full).Any(p => p.First.CacheTokensLeft != p.Second) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10, Ct);
+        }
+
+        Assert.Equal(full, swarm.Servers.Select(s => s.CacheTokensLeft).ToArray());
+    }
+
+    private static float[] RandomHidden(Random random, int count) => [.. Enumerable.Range(0, count).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+
+    private static void AssertClose(float[] expected, float[] actual, float tolerance, bool relative = false)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        var scale = relative ? Math.Max(1e-6f, expected.Max(Math.Abs)) : 1f;
+        for (var i = 0; i < expected.Length; i++)
+        {
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= tolerance * scale, $"value {i}: expected {expected[i]}, got {actual[i]} (tolerance {tolerance * scale})");
+        }
+    }
+
+    /// <summary>Block servers over one random model, each with its own span, listening on one transport.</summary>
+    private sealed class Swarm : IAsyncDisposable
+    {
+        public const string ModelId = "random-test-model";
+
+        private readonly List<ITransportListener> _listeners = [];
+        private readonly List<IBlockExecutor> _executors = [];
+
+        private Swarm(ITransport transport) => Transport = transport;
+
+        public ITransport Transport { get; }
+
+        public List<BlockServer> Servers { get; } = [];
+
+        public List<PeerAddress> Addresses { get; } = [];
+
+        public static async Task<Swarm> StartAsync(RandomModelFixture fixture, ITransport transport, BlockRange[] spans, Action<BlockServerOptions>? configure = null)
+        {
+            var swarm = new Swarm(transport);
+            for (var i = 0; i < spans.Length; i++)
+            {
+                var executor = RandomModelFixture.Factory.Create(fixture.Weights, spans[i]);
+                swarm._executors.Add(executor);
+                var options = new BlockServerOptions { Blocks = spans[i], ModelId = ModelId, PeerId = $"server-{i}" };
+                configure?.Invoke(options);
+                var server = new BlockServer(executor, options);
+                var bind = transport is TcpTransport ? PeerAddress.Parse("tcp://127.0.0.1:0") : PeerAddress.Parse($"mem://server-{i}-{Guid.NewGuid():N}");
+                var listener = await transport.ListenAsync(bind, Ct);
+                swarm._listeners.Add(listener);
+                await server.StartAsync(listener, Ct);
+                swarm.Servers.Add(server);
+                swarm.Addresses.Add(listener.LocalAddress);
+            }
+
+            return swarm;
+        }
+
+        public Task<RemoteTransformerBlocks> ConnectAsync(RemoteSequenceOptions? options = null) =>
+            RemoteTransformerBlocks.ConnectAsync(Transport, Addresses, Servers[0].Config, ModelId, options, Ct).WaitAsync(Bound, Ct);
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var server in Servers)
+            {
+                await server.DisposeAsync();
+            }
+
+            foreach (var listener in _listeners)
+            {
+                await listener.DisposeAsync();
+            }
+
+            foreach (var executor in _executors)
+            {
+                executor.Dispose();
+            }
+        }
+    }
+}
