@@ -253,6 +253,34 @@ public sealed class BlockServerTests
     }
 
     [Fact]
+    public async Task AQueuedInferenceStepRunsBeforeAForwardThatArrivedEarlier()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        await using var client = await h.ConnectAsync();
+        var session = await Session.OpenAsync(client, h, maxLength: 16);
+        await session.StepAsync(1, 0, h.Input(1, 2, seed: 1), 1, 2);
+
+        // Hold the compute lane, queue a forward and then a step behind it, release: the step is answered first.
+        using var gate = new ManualResetEventSlim();
+        using var holding = new ManualResetEventSlim();
+        var hold = h.Server.Scheduler.RunAsync(ComputePriority.Forward, _ => { holding.Set(); gate.Wait(ServerHarness.Bound); }, null, Ct);
+        await ServerHarness.WaitUntil(() => holding.IsSet, "the lane is held");
+        var forwardId = client.Connection.NewStreamId();
+        await client.Connection.SendAsync(forwardId, new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(1, 8, seed: 2), 1, 8)), Ct);
+        await ServerHarness.WaitUntil(() => h.Server.Scheduler.Queued == 1, "the forward is queued");
+        await session.SendStepAsync(2, 2, h.Input(1, 1, seed: 3), 1, 1);
+        await ServerHarness.WaitUntil(() => h.Server.Scheduler.Queued == 2, "the step is queued");
+        gate.Set();
+        await hold.WaitAsync(ServerHarness.Bound, Ct);
+
+        var forward = await client.NextAsync(forwardId);
+        var step = await client.NextAsync(session.StreamId);
+        Assert.IsType<ForwardResponse>(forward.Message);
+        Assert.IsType<InferenceStepResult>(step.Message);
+        Assert.True(step.Sequence < forward.Sequence, $"the step arrived as message {step.Sequence}, after the forward ({forward.Sequence})");
+    }
+
+    [Fact]
     public async Task OpeningASessionOutsideTheSpanOrLongerThanTheLimitIsRefused()
     {
         await using var h = await ServerHarness.StartAsync();

@@ -12,12 +12,13 @@ using Petals.Transport;
 namespace Petals.Tests.Server;
 
 /// <summary>A message as the test client received it, with its hidden states decoded (tensors die with the handler call).</summary>
-internal sealed record Received(uint StreamId, ProtocolMessage Message, float[]? Hidden);
+internal sealed record Received(uint StreamId, ProtocolMessage Message, float[]? Hidden, long Sequence = 0);
 
 /// <summary>A raw protocol client: sends what a test says, queues what arrives per stream.</summary>
 internal sealed class TestClient : IProtocolMessageHandler, IAsyncDisposable
 {
     private readonly ConcurrentDictionary<uint, Channel<Received>> _streams = new();
+    private long _sequence;
 
     private TestClient(ProtocolConnection connection)
     {
@@ -54,7 +55,7 @@ internal sealed class TestClient : IProtocolMessageHandler, IAsyncDisposable
             InferenceStepResult r => r.Hidden.ToArray(),
             _ => null,
         };
-        Stream(streamId).Writer.TryWrite(new Received(streamId, message, hidden));
+        Stream(streamId).Writer.TryWrite(new Received(streamId, message, hidden, Interlocked.Increment(ref _sequence)));
         return ValueTask.CompletedTask;
     }
 
@@ -146,9 +147,9 @@ internal sealed class ServerHarness : IAsyncDisposable
         WireTensor.FromValues(new TensorShape(batch, tokens, Hidden), values, codec);
 
     /// <summary>Polls until <paramref name="condition"/> holds, failing after the bound.</summary>
-    public static async Task WaitUntil(Func<bool> condition, string what)
+    public static async Task WaitUntil(Func<bool> condition, string what, TimeSpan? bound = null)
     {
-        var deadline = DateTime.UtcNow + Bound;
+        var deadline = DateTime.UtcNow + (bound ?? Bound);
         while (!condition())
         {
             Assert.True(DateTime.UtcNow < deadline, $"Timed out waiting until {what}.");
