@@ -12,13 +12,12 @@ using Petals.Transport;
 namespace Petals.Tests.Server;
 
 /// <summary>A message as the test client received it, with its hidden states decoded (tensors die with the handler call).</summary>
-internal sealed record Received(uint StreamId, ProtocolMessage Message, float[]? Hidden, long Sequence = 0);
+internal sealed record Received(uint StreamId, ProtocolMessage Message, float[]? Hidden);
 
 /// <summary>A raw protocol client: sends what a test says, queues what arrives per stream.</summary>
 internal sealed class TestClient : IProtocolMessageHandler, IAsyncDisposable
 {
     private readonly ConcurrentDictionary<uint, Channel<Received>> _streams = new();
-    private long _sequence;
 
     private TestClient(ProtocolConnection connection)
     {
@@ -55,7 +54,7 @@ internal sealed class TestClient : IProtocolMessageHandler, IAsyncDisposable
             InferenceStepResult r => r.Hidden.ToArray(),
             _ => null,
         };
-        Stream(streamId).Writer.TryWrite(new Received(streamId, message, hidden, Interlocked.Increment(ref _sequence)));
+        Stream(streamId).Writer.TryWrite(new Received(streamId, message, hidden));
         return ValueTask.CompletedTask;
     }
 
@@ -112,10 +111,11 @@ internal sealed class ServerHarness : IAsyncDisposable
 
     public static BlockRange Span { get; } = new(1, 3);
 
-    public static async Task<ServerHarness> StartAsync(Action<BlockServerOptions>? configure = null, ITransport? transport = null)
+    public static async Task<ServerHarness> StartAsync(Action<BlockServerOptions>? configure = null, ITransport? transport = null, Func<IBlockExecutor, IBlockExecutor>? wrap = null)
     {
         var model = new RandomModelFixture(TensorDType.F32, tied: false);
         var executor = RandomModelFixture.Factory.Create(model.Weights, Span);
+        executor = wrap?.Invoke(executor) ?? executor;
         var reference = RandomModelFixture.Factory.Create(model.Weights, Span);
         var options = new BlockServerOptions { Blocks = Span, ModelId = ModelId, CacheTokens = 1024, MaxSessionLength = 128, MaxBatchTokens = 256 };
         configure?.Invoke(options);
@@ -164,4 +164,28 @@ internal sealed class ServerHarness : IAsyncDisposable
         Reference.Dispose();
         Model.Dispose();
     }
+}
+
+/// <summary>Runs the real executor and records, in order, whether each pass was an inference step (with a cache) or a forward.</summary>
+internal sealed class RecordingExecutor(IBlockExecutor inner) : IBlockExecutor
+{
+    private readonly ConcurrentQueue<string> _calls = new();
+
+    public IReadOnlyCollection<string> Calls => _calls;
+
+    public ModelConfig Config => inner.Config;
+
+    public BlockRange Blocks => inner.Blocks;
+
+    public IKvCache CreateCache(int batchSize, int maxLength) => inner.CreateCache(batchSize, maxLength);
+
+    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache)
+    {
+        _calls.Enqueue(cache is null ? "forward" : "step");
+        inner.Forward(hidden, batchSize, tokenCount, cache);
+    }
+
+    public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
+
+    public void Dispose() => inner.Dispose();
 }
