@@ -49,6 +49,27 @@ public sealed class SwarmProcessTests
     }
 
     [Fact]
+    public async Task Generate_with_an_unreachable_peer_fails_with_exit_code_3_naming_it()
+    {
+        SkipWithoutShared();
+        var (code, _, error) = await CliRunner.RunAsync("generate", "--model", TestData.Stories260KGguf, "--peers", "127.0.0.1:1", "--prompt", "Hi");
+        Assert.Equal(3, code);
+        Assert.Contains("127.0.0.1:1", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bad_peer_lists_and_server_counts_are_input_errors()
+    {
+        SkipWithoutShared();
+        var peers = await CliRunner.RunAsync("generate", "--model", TestData.Stories260KGguf, "--peers", "udp://x:1", "--prompt", "Hi");
+        Assert.Equal(1, peers.ExitCode);
+        Assert.Contains("'udp://x:1' is not a server address", peers.Error, StringComparison.Ordinal);
+        var servers = await CliRunner.RunAsync("swarm", "--model", TestData.Stories260KGguf, "--servers", "6");
+        Assert.Equal(1, servers.ExitCode);
+        Assert.Contains("--servers must be between 1 and the model's 5 blocks", servers.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_random_twelve_block_model_split_four_four_four_over_processes_matches_local_hidden_states()
     {
         using var dir = TestData.CreateTempDirectory();
@@ -121,9 +142,8 @@ public sealed class SwarmProcessTests
         await using (var client = await StartFrozenClientAsync(address))
         {
             Assert.True(await CacheTokensLeftAsync(address, modelId) < 4096ul, "the frozen client holds a session");
-            var frozenAt = Stopwatch.StartNew();
             await WaitForCacheAsync(address, modelId, 4096ul, TimeSpan.FromSeconds(30));
-            Assert.True(frozenAt.Elapsed >= TimeSpan.FromSeconds(1), $"freed after {frozenAt.Elapsed}, before the idle timeout");
+            Assert.True(client.SinceStopped >= TimeSpan.FromSeconds(1), $"freed {client.SinceStopped} after the client froze: before the 2 s idle timeout");
         }
     }
 
@@ -162,8 +182,9 @@ public sealed class SwarmProcessTests
             seen.Append(buffer, 0, n);
         }
 
+        var stopped = Stopwatch.StartNew();
         Assert.Equal(0, Signal(process.Id, 19)); // SIGSTOP
-        return new FrozenClient(process);
+        return new FrozenClient(process, stopped);
     }
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill")]
@@ -171,8 +192,10 @@ public sealed class SwarmProcessTests
     private static extern int Signal(int pid, int signal);
 #pragma warning restore SYSLIB1054
 
-    private sealed class FrozenClient(Process process) : IAsyncDisposable
+    private sealed class FrozenClient(Process process, Stopwatch stopped) : IAsyncDisposable
     {
+        public TimeSpan SinceStopped => stopped.Elapsed;
+
         public void Kill() => process.Kill(entireProcessTree: true);
 
         public async ValueTask DisposeAsync()

@@ -48,6 +48,25 @@ public sealed class RemoteTransformerBlocksTests
     }
 
     [Fact]
+    public async Task A_decode_step_costs_the_hidden_state_plus_36_bytes_per_message_on_the_wire()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 2)]);
+        foreach (var (codec, bytesPerValue) in new[] { (WireCodec.Fp32, 4), (WireCodec.Fp16, 2) })
+        {
+            await using var remote = await swarm.ConnectAsync(new RemoteSequenceOptions { Codec = codec });
+            await using var session = await remote.OpenSessionAsync(1, 8, Ct);
+            await session.ForwardAsync(new float[3 * fixture.Config.HiddenSize], 3, Ct);
+            var sent = remote.BytesSent;
+            var received = remote.BytesReceived;
+            await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct);
+            var perMessage = (fixture.Config.HiddenSize * bytesPerValue) + 36;
+            Assert.Equal(2 * perMessage, remote.BytesSent - sent);
+            Assert.Equal(2 * perMessage, remote.BytesReceived - received);
+        }
+    }
+
+    [Fact]
     public async Task Stateless_forward_through_the_chain_equals_the_local_blocks()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
