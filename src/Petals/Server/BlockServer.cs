@@ -333,6 +333,8 @@ public sealed class BlockServer : IAsyncDisposable
         await _runCts.CancelAsync().ConfigureAwait(false);
         await Task.WhenAll(_connectionTasks.Keys).ConfigureAwait(false);
         Scheduler.Dispose();
+        _acceptCts.Dispose();
+        _runCts.Dispose();
         ServerLog.Stopped(_logger);
     }
 }

@@ -38,6 +38,18 @@ internal sealed class ComputeScheduler : IDisposable
     /// <summary>Time spent running work items.</summary>
     public TimeSpan ComputeTime => TimeSpan.FromTicks(Interlocked.Read(ref _computeTicks));
 
+    /// <summary>The number of work items waiting to run.</summary>
+    public int Queued
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _queues[0].Count + _queues[1].Count;
+            }
+        }
+    }
+
     /// <summary>The number of work items run.</summary>
     public long Completed => Interlocked.Read(ref _completed);
 

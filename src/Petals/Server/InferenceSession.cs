@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Globalization;
 using System.Threading.Channels;
 using Petals.Execution;
@@ -38,7 +37,13 @@ internal sealed class InferenceSession
         Touch();
     }
 
+    /// <summary>The most steps of one session queued or running at once; more is answered with <c>busy</c>.</summary>
+    public const int MaxQueuedSteps = 64;
+
     public uint StreamId { get; }
+
+    /// <summary>Steps queued or running.</summary>
+    public int QueuedSteps => Volatile.Read(ref _busy);
 
     public Guid Id { get; }
 
@@ -236,86 +241,5 @@ internal sealed class InferenceSession
         _server.OnComputed(work.Batch * work.Tokens, inference: true);
         Touch();
         await _connection.SendAsync(StreamId, work.ToResult(ReplyCodec), cancellationToken).ConfigureAwait(false);
-    }
-}
-
-/// <summary>A step's inputs, copied out of the receive buffer, and after it ran, its outputs.</summary>
-internal sealed class StepWork : IDisposable
-{
-    private float[]? _buffer;
-
-    private StepWork(ulong stepId, int startPosition, int batch, int tokens, int hidden, float[]? buffer, int[]? hypoIds, ProtocolException? error)
-    {
-        StepId = stepId;
-        StartPosition = startPosition;
-        Batch = batch;
-        Tokens = tokens;
-        Hidden = hidden;
-        _buffer = buffer;
-        HypoIds = hypoIds;
-        Error = error;
-    }
-
-    public ulong StepId { get; }
-
-    public int StartPosition { get; }
-
-    public int Batch { get; }
-
-    public int Tokens { get; }
-
-    public int Hidden { get; }
-
-    public int[]? HypoIds { get; }
-
-    /// <summary>A validation error found on receipt, reported in order with the session's other steps.</summary>
-    public ProtocolException? Error { get; }
-
-    public int Position { get; set; }
-
-    public IKvCache? Cache { get; set; }
-
-    public Execution.IBlockExecutor? Executor { get; set; }
-
-    private int Count => Batch * Tokens * Hidden;
-
-    /// <summary>Copies the step out of the message (which is valid only during the handler call).</summary>
-    public static StepWork FromMessage(InferenceStep step, int batch, int tokens, int hidden)
-    {
-        var buffer = ArrayPool<float>.Shared.Rent(batch * tokens * hidden);
-        step.Hidden.CopyTo(buffer);
-        var hypo = step.HypoIds is { } ids ? ids.Span.ToArray() : null;
-        return new StepWork(step.StepId, step.StartPosition, batch, tokens, hidden, buffer, hypo, null);
-    }
-
-    /// <summary>A step refused on receipt.</summary>
-    public static StepWork Failed(ulong stepId, ProtocolException error) => new(stepId, 0, 0, 0, 0, null, null, error);
-
-    /// <summary>Runs on the compute lane: rollback, reorder, forward.</summary>
-    public void Execute()
-    {
-        var cache = Cache!;
-        if (StartPosition < cache.Length)
-        {
-            cache.Truncate(StartPosition);
-        }
-
-        if (HypoIds is { } hypo)
-        {
-            cache.Reorder(hypo);
-        }
-
-        Executor!.Forward(_buffer.AsSpan(0, Count), Batch, Tokens, cache);
-    }
-
-    public InferenceStepResult ToResult(WireCodec codec) =>
-        new(StepId, Position, WireTensor.FromValues(new TensorShape(Batch, Tokens, Hidden), _buffer.AsMemory(0, Count), codec));
-
-    public void Dispose()
-    {
-        if (Interlocked.Exchange(ref _buffer, null) is { } buffer)
-        {
-            ArrayPool<float>.Shared.Return(buffer);
-        }
     }
 }

@@ -183,10 +183,12 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             {
                 return SendErrorAsync(streamId, new ProtocolException(ProtocolErrorCode.OutOfOrder, $"stream {streamId} already carries an open session"), ct);
             }
+
+            // Registered and started under the lock, so that CloseAsync always finds and awaits a running loop.
+            _server.OnSessionOpened(session);
+            session.Start();
         }
 
-        _server.OnSessionOpened(session);
-        session.Start();
         return ValueTask.CompletedTask;
     }
 
@@ -205,7 +207,13 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         }
 
         StepWork work;
-        if (step.Prompts.HasValue)
+        if (session.QueuedSteps >= InferenceSession.MaxQueuedSteps)
+        {
+            // A client that pipelines without reading results would make the server hold unbounded inputs.
+            work = StepWork.Failed(step.StepId, new ProtocolException(ProtocolErrorCode.Busy, string.Create(CultureInfo.InvariantCulture,
+                $"more than {InferenceSession.MaxQueuedSteps} steps of this session are queued; wait for results before sending more")));
+        }
+        else if (step.Prompts.HasValue)
         {
             work = StepWork.Failed(step.StepId, NoPrompts());
         }

@@ -78,6 +78,19 @@ public sealed class BlockServerTests
     }
 
     [Fact]
+    public async Task CodecsTheServerDoesNotAcceptAreBadDType()
+    {
+        await using var h = await ServerHarness.StartAsync(o => o.Codecs = WireCodecs.Fp32 | WireCodecs.Fp16);
+        await using var client = await h.ConnectAsync();
+        var reply = await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Bf16, h.Tensor(h.Input(1, 1, 0), 1, 1)));
+        AssertError(reply, "bad_dtype", "the reply codec Bf16 is not accepted");
+        var input = await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(1, 1, 0), 1, 1, WireCodec.Bf16)));
+        AssertError(input, "bad_dtype", "the hidden states codec Bf16 is not accepted");
+        var fp16 = await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp16, h.Tensor(h.Input(1, 2, 0), 1, 2, WireCodec.Fp16)));
+        Assert.IsType<ForwardResponse>(fp16.Message);
+    }
+
+    [Fact]
     public async Task AnInferenceSessionMatchesTheLocalExecutorTokenByToken()
     {
         await using var h = await ServerHarness.StartAsync();
@@ -194,6 +207,78 @@ public sealed class BlockServerTests
 
         await ServerHarness.WaitUntil(() => h.Server.CacheTokensLeft == 1024 && h.Server.ActiveSessions == 0, "failed sessions free their caches");
         Assert.IsType<InfoResponse>((await client.CallAsync(InfoRequest.Instance)).Message);
+    }
+
+    [Fact]
+    public async Task PipeliningStepsAreAnsweredInOrderAndAFloodIsBusy()
+    {
+        await using var h = await ServerHarness.StartAsync(o => o.CacheTokens = 100);
+        await using var client = await h.ConnectAsync();
+        using var cache = h.Reference.CreateCache(1, 80);
+
+        // Five steps sent back to back (the first waits for nothing, the rest queue behind it): results come in order.
+        var session = await Session.OpenAsync(client, h, maxLength: 80);
+        var tokens = Enumerable.Range(0, 5).Select(i => h.Input(1, 1, seed: 40 + i)).ToArray();
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            await session.SendStepAsync((ulong)i + 1, i, tokens[i], 1, 1);
+        }
+
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            var result = await client.NextAsync(session.StreamId);
+            var step = Assert.IsType<InferenceStepResult>(result.Message);
+            Assert.Equal((ulong)i + 1, step.StepId);
+            Assert.Equal(Local(h, cache, tokens[i], 1, 1), result.Hidden);
+        }
+
+        // A second session that waits for cache while its client floods it with steps: the excess is refused with busy.
+        var flooded = await Session.OpenAsync(client, h, maxLength: 70);
+        for (var i = 0; i <= InferenceSession.MaxQueuedSteps; i++)
+        {
+            await flooded.SendStepAsync((ulong)i + 1, i, tokens[0], 1, 1);
+        }
+
+        await ServerHarness.WaitUntil(() => h.Server.Budget.Waiting == 1, "the flooded session waits for cache");
+        await session.CloseAsync();
+
+        // The queued steps run once the cache frees up; the step past the limit ends the session with busy.
+        for (var i = 0; i < InferenceSession.MaxQueuedSteps; i++)
+        {
+            Assert.Equal((ulong)i + 1, Assert.IsType<InferenceStepResult>((await client.NextAsync(flooded.StreamId)).Message).StepId);
+        }
+
+        AssertError(await client.NextAsync(flooded.StreamId), "busy", $"more than {InferenceSession.MaxQueuedSteps} steps");
+        await ServerHarness.WaitUntil(() => h.Server.CacheTokensLeft == 100 && h.Server.ActiveSessions == 0, "every cache is freed");
+    }
+
+    [Fact]
+    public async Task AQueuedInferenceStepRunsBeforeAForwardThatArrivedEarlier()
+    {
+        RecordingExecutor? recorder = null;
+        await using var h = await ServerHarness.StartAsync(wrap: e => recorder = new RecordingExecutor(e));
+        await using var client = await h.ConnectAsync();
+        var session = await Session.OpenAsync(client, h, maxLength: 16);
+        await session.StepAsync(1, 0, h.Input(1, 2, seed: 1), 1, 2);
+
+        // Hold the compute lane, queue a forward and then a step behind it, release: the step is answered first.
+        using var gate = new ManualResetEventSlim();
+        using var holding = new ManualResetEventSlim();
+        var hold = h.Server.Scheduler.RunAsync(ComputePriority.Forward, _ => { holding.Set(); gate.Wait(ServerHarness.Bound); }, null, Ct);
+        await ServerHarness.WaitUntil(() => holding.IsSet, "the lane is held");
+        var forwardId = client.Connection.NewStreamId();
+        await client.Connection.SendAsync(forwardId, new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(1, 8, seed: 2), 1, 8)), Ct);
+        await ServerHarness.WaitUntil(() => h.Server.Scheduler.Queued == 1, "the forward is queued");
+        await session.SendStepAsync(2, 2, h.Input(1, 1, seed: 3), 1, 1);
+        await ServerHarness.WaitUntil(() => h.Server.Scheduler.Queued == 2, "the step is queued");
+        gate.Set();
+        await hold.WaitAsync(ServerHarness.Bound, Ct);
+
+        var forward = await client.NextAsync(forwardId);
+        var step = await client.NextAsync(session.StreamId);
+        Assert.IsType<ForwardResponse>(forward.Message);
+        Assert.IsType<InferenceStepResult>(step.Message);
+        Assert.Equal(["step", "step", "forward"], recorder!.Calls);
     }
 
     [Fact]
@@ -340,7 +425,16 @@ public sealed class BlockServerTests
 
         time.Advance(TimeSpan.FromSeconds(10));
         Assert.Equal(1, h.Server.ActiveSessions);
-        time.Advance(TimeSpan.FromSeconds(15));
+
+        // Past the timeout the sweeper closes it (in steps of 5 s: the sweeper runs on the manual clock).
+        var deadline = DateTime.UtcNow + ServerHarness.Bound;
+        while (h.Server.ActiveSessions != 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "The idle session was never swept.");
+            time.Advance(TimeSpan.FromSeconds(5));
+            await Task.Delay(10, Ct);
+        }
+
         AssertError(await client.NextAsync(idle.StreamId), "session_timeout", "received nothing for 20 s");
         await ServerHarness.WaitUntil(() => h.Server.CacheTokensLeft == 1024 && h.Server.ActiveSessions == 0, "the idle session's cache is freed");
     }

@@ -52,7 +52,9 @@ public sealed class ComputeSchedulerTests
     {
         var scheduler = new ComputeScheduler();
         using var gate = new ManualResetEventSlim();
-        var running = scheduler.RunAsync(ComputePriority.Forward, _ => gate.Wait(Bound), null, TestContext.Current.CancellationToken);
+        using var started = new ManualResetEventSlim();
+        var running = scheduler.RunAsync(ComputePriority.Forward, _ => { started.Set(); gate.Wait(Bound); }, null, TestContext.Current.CancellationToken);
+        Assert.True(started.Wait(Bound, TestContext.Current.CancellationToken), "The first item did not start.");
         var queued = scheduler.RunAsync(ComputePriority.Forward, _ => { }, null, TestContext.Current.CancellationToken);
         var dispose = Task.Run(scheduler.Dispose, TestContext.Current.CancellationToken);
         await Task.Delay(50, TestContext.Current.CancellationToken);

@@ -111,10 +111,11 @@ internal sealed class ServerHarness : IAsyncDisposable
 
     public static BlockRange Span { get; } = new(1, 3);
 
-    public static async Task<ServerHarness> StartAsync(Action<BlockServerOptions>? configure = null, ITransport? transport = null)
+    public static async Task<ServerHarness> StartAsync(Action<BlockServerOptions>? configure = null, ITransport? transport = null, Func<IBlockExecutor, IBlockExecutor>? wrap = null)
     {
         var model = new RandomModelFixture(TensorDType.F32, tied: false);
         var executor = RandomModelFixture.Factory.Create(model.Weights, Span);
+        executor = wrap?.Invoke(executor) ?? executor;
         var reference = RandomModelFixture.Factory.Create(model.Weights, Span);
         var options = new BlockServerOptions { Blocks = Span, ModelId = ModelId, CacheTokens = 1024, MaxSessionLength = 128, MaxBatchTokens = 256 };
         configure?.Invoke(options);
@@ -146,9 +147,9 @@ internal sealed class ServerHarness : IAsyncDisposable
         WireTensor.FromValues(new TensorShape(batch, tokens, Hidden), values, codec);
 
     /// <summary>Polls until <paramref name="condition"/> holds, failing after the bound.</summary>
-    public static async Task WaitUntil(Func<bool> condition, string what)
+    public static async Task WaitUntil(Func<bool> condition, string what, TimeSpan? bound = null)
     {
-        var deadline = DateTime.UtcNow + Bound;
+        var deadline = DateTime.UtcNow + (bound ?? Bound);
         while (!condition())
         {
             Assert.True(DateTime.UtcNow < deadline, $"Timed out waiting until {what}.");
@@ -163,4 +164,28 @@ internal sealed class ServerHarness : IAsyncDisposable
         Reference.Dispose();
         Model.Dispose();
     }
+}
+
+/// <summary>Runs the real executor and records, in order, whether each pass was an inference step (with a cache) or a forward.</summary>
+internal sealed class RecordingExecutor(IBlockExecutor inner) : IBlockExecutor
+{
+    private readonly ConcurrentQueue<string> _calls = new();
+
+    public IReadOnlyCollection<string> Calls => _calls;
+
+    public ModelConfig Config => inner.Config;
+
+    public BlockRange Blocks => inner.Blocks;
+
+    public IKvCache CreateCache(int batchSize, int maxLength) => inner.CreateCache(batchSize, maxLength);
+
+    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache)
+    {
+        _calls.Enqueue(cache is null ? "forward" : "step");
+        inner.Forward(hidden, batchSize, tokenCount, cache);
+    }
+
+    public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
+
+    public void Dispose() => inner.Dispose();
 }
