@@ -1,5 +1,7 @@
-using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Threading.Tasks.Sources;
 using Petals.Protocol;
 using Petals.Transport;
 
@@ -9,11 +11,17 @@ namespace Petals.Client;
 /// The client's connection to one server: calls are registered by stream id before they are sent, and the read loop
 /// decodes each answer straight into the caller's buffer before completing the call.
 /// </summary>
+/// <remarks>
+/// A session reuses one <see cref="PendingCall"/> per server for all its steps, and deadlines are checked by one timer
+/// per connection, so a decode step allocates nothing here.
+/// </remarks>
 internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisposable
 {
     private readonly ProtocolConnection _connection;
-    private readonly ConcurrentDictionary<uint, PendingCall> _pending = new();
+    private readonly Dictionary<uint, PendingCall> _pending = [];
+    private readonly Lock _pendingLock = new();
     private readonly TimeSpan _requestTimeout;
+    private readonly ITimer _deadlines;
     private readonly Task _run;
     private volatile Exception? _failure;
 
@@ -21,8 +29,13 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     {
         _connection = connection;
         _requestTimeout = requestTimeout;
+        var period = TimeSpan.FromTicks(Math.Clamp(requestTimeout.Ticks / 8, TimeSpan.TicksPerMillisecond * 20, TimeSpan.TicksPerSecond));
+        _deadlines = TimeProvider.System.CreateTimer(static s => ((RemoteSpanConnection)s!).FailOverdueCalls(), this, period, period);
         _run = RunAsync();
     }
+
+    /// <summary>How long a call may wait for its answer.</summary>
+    public TimeSpan RequestTimeout => _requestTimeout;
 
     /// <summary>The server's info (set once connected).</summary>
     public InfoResponse Info { get; private set; } = null!;
@@ -48,7 +61,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         var span = new RemoteSpanConnection(connection, options.RequestTimeout);
         try
         {
-            var pending = span.Register(span._connection.NewStreamId(), default);
+            var pending = span.Register(new PendingCall(), span._connection.NewStreamId(), default);
             await span.SendAsync(pending, new InfoRequest(), timeout.Token).ConfigureAwait(false);
             span.Info = (InfoResponse)(await span.WaitAsync(pending, timeout.Token).ConfigureAwait(false)).Message!;
             return span;
@@ -65,24 +78,30 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         }
     }
 
-    /// <summary>Registers a call whose answer is decoded into <paramref name="destination"/>; register before sending.</summary>
-    public PendingCall Register(uint streamId, Memory<float> destination)
+    /// <summary>
+    /// Registers <paramref name="call"/> (fresh, or one whose previous answer was awaited) for an answer on
+    /// <paramref name="streamId"/>, decoded into <paramref name="destination"/>; register before sending.
+    /// </summary>
+    public PendingCall Register(PendingCall call, uint streamId, Memory<float> destination)
     {
-        var call = new PendingCall(streamId, destination);
-        if (!_pending.TryAdd(streamId, call))
+        call.Arm(streamId, destination, Stopwatch.GetTimestamp() + (long)(_requestTimeout.TotalSeconds * Stopwatch.Frequency));
+        lock (_pendingLock)
         {
-            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"Stream {streamId} to {Name} already waits for an answer."));
-        }
+            if (_failure is { } failure)
+            {
+                throw Lost(failure);
+            }
 
-        if (_failure is { } failure)
-        {
-            _pending.TryRemove(streamId, out _);
-            throw Lost(failure);
+            if (!_pending.TryAdd(streamId, call))
+            {
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"Stream {streamId} to {Name} already waits for an answer."));
+            }
         }
 
         return call;
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask SendAsync(PendingCall call, ProtocolMessage message, CancellationToken cancellationToken)
     {
         try
@@ -91,7 +110,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         }
         catch
         {
-            _pending.TryRemove(call.StreamId, out _);
+            Remove(call.StreamId);
             throw;
         }
     }
@@ -104,30 +123,40 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     /// <exception cref="ProtocolException">When the server answered with an error; the message names the server.</exception>
     /// <exception cref="TimeoutException">When no answer came within the request timeout.</exception>
     /// <exception cref="TransportException">When the connection broke.</exception>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<CallOutcome> WaitAsync(PendingCall call, CancellationToken cancellationToken)
     {
+        CancellationTokenRegistration registration = default;
+        if (cancellationToken.CanBeCanceled)
+        {
+            registration = cancellationToken.UnsafeRegister(static (s, token) => ((PendingCall)s!).Fail(new OperationCanceledException(token)), call);
+        }
+
         try
         {
-            return await call.Task.WaitAsync(_requestTimeout, cancellationToken).ConfigureAwait(false);
-        }
-        catch (TimeoutException)
-        {
-            _pending.TryRemove(call.StreamId, out _);
-            throw new TimeoutException(string.Create(CultureInfo.InvariantCulture, $"{Name} did not answer within {_requestTimeout.TotalSeconds:0.#} s (stream {call.StreamId})."));
+            return await call.AsValueTask().ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
-            _pending.TryRemove(call.StreamId, out _);
+            Remove(call.StreamId);
             throw;
+        }
+        finally
+        {
+            await registration.DisposeAsync().ConfigureAwait(false);
         }
     }
 
     ValueTask IProtocolMessageHandler.OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken)
     {
-        if (!_pending.TryRemove(streamId, out var call))
+        PendingCall? call;
+        lock (_pendingLock)
         {
-            // The answer to a call that timed out or was canceled: nobody waits for it.
-            return ValueTask.CompletedTask;
+            if (!_pending.Remove(streamId, out call))
+            {
+                // The answer to a call that timed out or was canceled: nobody waits for it.
+                return ValueTask.CompletedTask;
+            }
         }
 
         try
@@ -163,7 +192,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 
     void IProtocolMessageHandler.OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException failure)
     {
-        if (_pending.TryRemove(streamId, out var call))
+        if (Remove(streamId) is { } call)
         {
             call.Fail(new ProtocolException(failure.Code, $"The answer of {Name} on stream {streamId} was malformed: {failure.Message}", failure) { StreamId = streamId });
         }
@@ -171,8 +200,49 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 
     public async ValueTask DisposeAsync()
     {
+        await _deadlines.DisposeAsync().ConfigureAwait(false);
         await _connection.DisposeAsync().ConfigureAwait(false);
         await _run.ConfigureAwait(false);
+    }
+
+    private PendingCall? Remove(uint streamId)
+    {
+        lock (_pendingLock)
+        {
+            return _pending.Remove(streamId, out var call) ? call : null;
+        }
+    }
+
+    private void FailOverdueCalls()
+    {
+        var now = Stopwatch.GetTimestamp();
+        List<PendingCall>? overdue = null;
+        lock (_pendingLock)
+        {
+            foreach (var call in _pending.Values)
+            {
+                if (call.Deadline < now)
+                {
+                    (overdue ??= []).Add(call);
+                }
+            }
+
+            if (overdue is not null)
+            {
+                foreach (var call in overdue)
+                {
+                    _pending.Remove(call.StreamId);
+                }
+            }
+        }
+
+        if (overdue is not null)
+        {
+            foreach (var call in overdue)
+            {
+                call.Fail(new TimeoutException(string.Create(CultureInfo.InvariantCulture, $"{Name} did not answer within {_requestTimeout.TotalSeconds:0.#} s (stream {call.StreamId}).")));
+            }
+        }
     }
 
     private void Decode(PendingCall call, WireTensor hidden)
@@ -201,13 +271,17 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
             failure = e;
         }
 
-        _failure = failure;
-        foreach (var call in _pending.Values)
+        PendingCall[] orphans;
+        lock (_pendingLock)
         {
-            if (_pending.TryRemove(call.StreamId, out _))
-            {
-                call.Fail(Lost(failure));
-            }
+            _failure = failure;
+            orphans = [.. _pending.Values];
+            _pending.Clear();
+        }
+
+        foreach (var call in orphans)
+        {
+            call.Fail(Lost(failure));
         }
     }
 
@@ -221,19 +295,58 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     /// <summary>What a call's answer carried besides the hidden states written into the caller's buffer.</summary>
     internal readonly record struct CallOutcome(ulong StepId, int Position, ProtocolMessage? Message);
 
-    /// <summary>One call waiting for its answer.</summary>
-    internal sealed class PendingCall(uint streamId, Memory<float> destination)
+    /// <summary>
+    /// A call waiting for its answer: a reusable value-task source (one per session and server, re-armed for every
+    /// step). Exactly one of <see cref="Complete"/> and <see cref="Fail"/> takes effect per arming.
+    /// </summary>
+    internal sealed class PendingCall : IValueTaskSource<CallOutcome>
     {
-        private readonly TaskCompletionSource<CallOutcome> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private ManualResetValueTaskSourceCore<CallOutcome> _core = new() { RunContinuationsAsynchronously = true };
+        private int _armed;
 
-        public uint StreamId => streamId;
+        public uint StreamId { get; private set; }
 
-        public Memory<float> Destination => destination;
+        public Memory<float> Destination { get; private set; }
 
-        public Task<CallOutcome> Task => _done.Task;
+        public long Deadline { get; private set; }
 
-        public void Complete(CallOutcome outcome) => _done.TrySetResult(outcome);
+        public void Arm(uint streamId, Memory<float> destination, long deadline)
+        {
+            if (Volatile.Read(ref _armed) != 0)
+            {
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"The call on stream {StreamId} still waits for its answer."));
+            }
 
-        public void Fail(Exception failure) => _done.TrySetException(failure);
+            _core.Reset();
+            StreamId = streamId;
+            Destination = destination;
+            Deadline = deadline;
+            Volatile.Write(ref _armed, 1);
+        }
+
+        public ValueTask<CallOutcome> AsValueTask() => new(this, _core.Version);
+
+        public void Complete(CallOutcome outcome)
+        {
+            if (Interlocked.Exchange(ref _armed, 0) == 1)
+            {
+                _core.SetResult(outcome);
+            }
+        }
+
+        public void Fail(Exception failure)
+        {
+            if (Interlocked.Exchange(ref _armed, 0) == 1)
+            {
+                _core.SetException(failure);
+            }
+        }
+
+        public CallOutcome GetResult(short token) => _core.GetResult(token);
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _core.OnCompleted(continuation, state, token, flags);
     }
 }

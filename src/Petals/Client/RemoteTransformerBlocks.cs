@@ -169,7 +169,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         var shape = new TensorShape(batchSize, tokenCount, Config.HiddenSize);
         foreach (var span in _spans)
         {
-            var call = span.Register(span.Connection.NewStreamId(), hidden);
+            var call = span.Register(new RemoteSpanConnection.PendingCall(), span.Connection.NewStreamId(), hidden);
             await span.SendAsync(call, new ForwardRequest(span.Info.Blocks, _options.Codec, WireTensor.FromValues(shape, hidden, _options.Codec)), cancellationToken).ConfigureAwait(false);
             await span.WaitAsync(call, cancellationToken).ConfigureAwait(false);
         }
@@ -278,6 +278,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// <summary>An inference session: one inference stream per server, steps sent through the chain in order.</summary>
     private sealed class RemoteSession(RemoteTransformerBlocks owner, uint[] streams, int batchSize, int maxLength) : ITransformerSession
     {
+        private readonly RemoteSpanConnection.PendingCall[] _calls = [.. streams.Select(_ => new RemoteSpanConnection.PendingCall())];
         private ulong _lastStepId;
         private bool _broken;
         private bool _disposed;
@@ -288,6 +289,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
 
         public int Position { get; private set; }
 
+        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
         public async ValueTask ForwardAsync(Memory<float> hidden, int tokenCount, CancellationToken cancellationToken = default)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -310,7 +312,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
                 {
                     var span = owner._spans[i];
                     var stepId = ++_lastStepId;
-                    var call = span.Register(streams[i], hidden);
+                    var call = span.Register(_calls[i], streams[i], hidden);
                     await span.SendAsync(call, new InferenceStep(stepId, Position, WireTensor.FromValues(shape, hidden, codec)), cancellationToken).ConfigureAwait(false);
                     var outcome = await span.WaitAsync(call, cancellationToken).ConfigureAwait(false);
                     if (outcome.StepId != stepId || outcome.Position != Position + tokenCount)

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.IO.Pipelines;
 using Petals.Transport;
 
@@ -134,6 +135,7 @@ public sealed class ProtocolConnection : IAsyncDisposable
     /// <exception cref="ProtocolException">When the message exceeds the maximum message size.</exception>
     /// <exception cref="InvalidOperationException">When a request reuses the id of a call that is still open.</exception>
     /// <exception cref="ObjectDisposedException">When the connection is disposed.</exception>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask SendAsync(uint streamId, ProtocolMessage message, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(message);
@@ -469,6 +471,7 @@ public sealed class ProtocolConnection : IAsyncDisposable
             set => throw new NotSupportedException("A transport stream has no position.");
         }
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
             var n = await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
@@ -481,6 +484,7 @@ public sealed class ProtocolConnection : IAsyncDisposable
 
         public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException("Use ReadAsync.");
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
             await inner.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);

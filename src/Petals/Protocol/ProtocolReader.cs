@@ -86,6 +86,7 @@ public sealed class ProtocolReader : IDisposable
         return ReadSlowAsync(cancellationToken);
     }
 
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<ReceivedMessage?> ReadSlowAsync(CancellationToken cancellationToken)
     {
         while (true)

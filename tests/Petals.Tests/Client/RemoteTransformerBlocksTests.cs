@@ -250,6 +250,93 @@ public sealed class RemoteTransformerBlocksTests
         Assert.Equal(full, swarm.Servers.Select(s => s.CacheTokensLeft).ToArray());
     }
 
+    [Fact]
+    public async Task A_server_that_stops_answering_times_out_within_the_request_timeout_and_breaks_the_session()
+    {
+        var transport = new MemoryTransport();
+        await using var silent = await SilentServer.StartAsync(transport, hiddenSize: 8, blocks: 2);
+        var config = new ModelConfig { HiddenSize = 8, IntermediateSize = 16, NumLayers = 2, NumHeads = 1, NumKeyValueHeads = 1, HeadDim = 8, VocabSize = 10 };
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(transport, [silent.Address], config, Swarm.ModelId, new RemoteSequenceOptions { RequestTimeout = TimeSpan.FromMilliseconds(300) }, Ct);
+        await using var session = await remote.OpenSessionAsync(1, 4, Ct);
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var error = await Assert.ThrowsAsync<TimeoutException>(async () => await session.ForwardAsync(new float[8], 1, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Contains("silent", error.Message, StringComparison.Ordinal);
+        Assert.Contains("did not answer within 0.3 s", error.Message, StringComparison.Ordinal);
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(20), $"timed out after {started.Elapsed}");
+        var broken = await Assert.ThrowsAsync<InvalidOperationException>(async () => await session.ForwardAsync(new float[8], 1, Ct));
+        Assert.Contains("open a new session", broken.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Canceling_a_step_that_waits_ends_it_with_cancellation()
+    {
+        var transport = new MemoryTransport();
+        await using var silent = await SilentServer.StartAsync(transport, hiddenSize: 8, blocks: 2);
+        var config = new ModelConfig { HiddenSize = 8, IntermediateSize = 16, NumLayers = 2, NumHeads = 1, NumKeyValueHeads = 1, HeadDim = 8, VocabSize = 10 };
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(transport, [silent.Address], config, Swarm.ModelId, cancellationToken: Ct);
+        await using var session = await remote.OpenSessionAsync(1, 4, Ct);
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        cancel.CancelAfter(200);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await session.ForwardAsync(new float[8], 1, cancel.Token).AsTask().WaitAsync(Bound, Ct));
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await session.ForwardAsync(new float[8], 1, Ct));
+    }
+
+    /// <summary>A peer that completes the handshake and answers info, then never answers anything else (a hung server).</summary>
+    private sealed class SilentServer : IProtocolMessageHandler, IAsyncDisposable
+    {
+        private readonly ITransportListener _listener;
+        private readonly int _hiddenSize;
+        private readonly int _blocks;
+        private readonly Task _accept;
+        private ProtocolConnection? _connection;
+
+        private SilentServer(ITransportListener listener, int hiddenSize, int blocks)
+        {
+            _listener = listener;
+            _hiddenSize = hiddenSize;
+            _blocks = blocks;
+            _accept = Task.Run(async () =>
+            {
+                _connection = await ProtocolConnection.AcceptAsync(await listener.AcceptAsync(Ct), new ConnectionPreamble("silent", Swarm.ModelId), cancellationToken: Ct);
+                try
+                {
+                    await _connection.RunAsync(this, Ct);
+                }
+                catch (Exception e) when (e is OperationCanceledException or TransportException or ProtocolException)
+                {
+                }
+            }, Ct);
+        }
+
+        public PeerAddress Address => _listener.LocalAddress;
+
+        public static async Task<SilentServer> StartAsync(ITransport transport, int hiddenSize, int blocks) =>
+            new(await transport.ListenAsync(PeerAddress.Parse($"mem://silent-{Guid.NewGuid():N}"), Ct), hiddenSize, blocks);
+
+        public async ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken)
+        {
+            if (message is InfoRequest)
+            {
+                await connection.SendAsync(streamId, new InfoResponse(1, 0, Swarm.ModelId, new BlockRange(0, _blocks), _hiddenSize, TensorDType.F32, WireCodecs.All, 1000, 1 << 20, 64 << 20, 64, 64), cancellationToken);
+            }
+        }
+
+        public void OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException failure)
+        {
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_connection is not null)
+            {
+                await _connection.DisposeAsync();
+            }
+
+            await _listener.DisposeAsync();
+            await _accept.WaitAsync(Bound);
+        }
+    }
+
     private static float[] RandomHidden(Random random, int count) => [.. Enumerable.Range(0, count).Select(_ => (float)(random.NextDouble() * 2 - 1))];
 
     private static void AssertClose(float[] expected, float[] actual, float tolerance, bool relative = false)
