@@ -126,6 +126,21 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLength, 1);
         var sessionId = Guid.NewGuid();
+        var maxTokensPerStep = int.MaxValue;
+        foreach (var span in _spans)
+        {
+            var tokens = span.Info.MaxBatchSize / batchSize;
+            if (tokens < 1)
+            {
+                throw new ArgumentOutOfRangeException(
+                    nameof(batchSize),
+                    batchSize,
+                    string.Create(CultureInfo.InvariantCulture, $"{span.Name} takes at most {span.Info.MaxBatchSize} batch x tokens per step, less than one token for each of {batchSize} sequences."));
+            }
+
+            maxTokensPerStep = Math.Min(maxTokensPerStep, tokens);
+        }
+
         var streams = new uint[_spans.Length];
         var opened = 0;
         try
@@ -151,7 +166,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
             throw;
         }
 
-        return new RemoteSession(this, streams, batchSize, maxLength);
+        return new RemoteSession(this, streams, batchSize, maxLength, maxTokensPerStep);
     }
 
     /// <summary>Runs hidden states through every block without a session (no cache): each server gets one stateless forward call.</summary>
@@ -276,7 +291,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     }
 
     /// <summary>An inference session: one inference stream per server, steps sent through the chain in order.</summary>
-    private sealed class RemoteSession(RemoteTransformerBlocks owner, uint[] streams, int batchSize, int maxLength) : ITransformerSession
+    private sealed class RemoteSession(RemoteTransformerBlocks owner, uint[] streams, int batchSize, int maxLength, int maxTokensPerStep) : ITransformerSession
     {
         private readonly RemoteSpanConnection.PendingCall[] _calls = [.. streams.Select(_ => new RemoteSpanConnection.PendingCall())];
         private ulong _lastStepId;
@@ -304,9 +319,75 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
                 throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"The session holds {Position} of at most {MaxLength} positions and cannot take {tokenCount} more."));
             }
 
+            try
+            {
+                if (tokenCount <= maxTokensPerStep)
+                {
+                    await StepAsync(hidden, tokenCount, cancellationToken).ConfigureAwait(false);
+                }
+                else
+                {
+                    await StepInChunksAsync(hidden, tokenCount, cancellationToken).ConfigureAwait(false);
+                }
+            }
+            catch
+            {
+                _broken = true;
+                throw;
+            }
+        }
+
+        /// <summary>
+        /// Runs a prefill longer than the servers take in one step as consecutive steps of at most
+        /// <c>maxTokensPerStep</c> tokens: each chunk attends to the earlier ones through the servers' caches, so the
+        /// outputs equal one big step.
+        /// </summary>
+        private async ValueTask StepInChunksAsync(Memory<float> hidden, int tokenCount, CancellationToken cancellationToken)
+        {
+            var width = owner.Config.HiddenSize;
+            if (BatchSize == 1)
+            {
+                for (var start = 0; start < tokenCount; start += maxTokensPerStep)
+                {
+                    var chunk = Math.Min(maxTokensPerStep, tokenCount - start);
+                    await StepAsync(hidden.Slice(start * width, chunk * width), chunk, cancellationToken).ConfigureAwait(false);
+                }
+
+                return;
+            }
+
+            // Rows of a chunk are not contiguous across the batch: gather them into one buffer and scatter the outputs back.
+            var buffer = System.Buffers.ArrayPool<float>.Shared.Rent(BatchSize * maxTokensPerStep * width);
+            try
+            {
+                for (var start = 0; start < tokenCount; start += maxTokensPerStep)
+                {
+                    var chunk = Math.Min(maxTokensPerStep, tokenCount - start);
+                    var part = buffer.AsMemory(0, BatchSize * chunk * width);
+                    for (var b = 0; b < BatchSize; b++)
+                    {
+                        hidden.Span.Slice(((b * tokenCount) + start) * width, chunk * width).CopyTo(part.Span[(b * chunk * width)..]);
+                    }
+
+                    await StepAsync(part, chunk, cancellationToken).ConfigureAwait(false);
+                    for (var b = 0; b < BatchSize; b++)
+                    {
+                        part.Span.Slice(b * chunk * width, chunk * width).CopyTo(hidden.Span[(((b * tokenCount) + start) * width)..]);
+                    }
+                }
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<float>.Shared.Return(buffer);
+            }
+        }
+
+        /// <summary>One step through every server in block order; advances <see cref="Position"/>.</summary>
+        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
+        private async ValueTask StepAsync(Memory<float> hidden, int tokenCount, CancellationToken cancellationToken)
+        {
             var shape = new TensorShape(BatchSize, tokenCount, owner.Config.HiddenSize);
             var codec = owner._options.Codec;
-            try
             {
                 for (var i = 0; i < owner._spans.Length; i++)
                 {
@@ -322,11 +403,6 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
                             string.Create(CultureInfo.InvariantCulture, $"{span.Name} answered step {stepId} as step {outcome.StepId} at position {outcome.Position}; expected position {Position + tokenCount}."));
                     }
                 }
-            }
-            catch
-            {
-                _broken = true;
-                throw;
             }
 
             Position += tokenCount;

@@ -66,6 +66,42 @@ public sealed class RemoteTransformerBlocksTests
         }
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task A_prefill_larger_than_a_server_takes_is_sent_in_chunks_with_the_same_outputs(int batch)
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 2), new(2, 4)], o => o.MaxBatchTokens = 6);
+        await using var remote = await swarm.ConnectAsync();
+        using var local = fixture.CreateBlocks();
+        await using var remoteSession = await remote.OpenSessionAsync(batch, 32, Ct);
+        await using var localSession = await local.OpenSessionAsync(batch, 32, Ct);
+        var random = new Random(17);
+        foreach (var tokens in new[] { 11, 1, 7 })
+        {
+            var input = RandomHidden(random, batch * tokens * fixture.Config.HiddenSize);
+            var theirs = input.ToArray();
+            var ours = input.ToArray();
+            await remoteSession.ForwardAsync(theirs, tokens, Ct);
+            await localSession.ForwardAsync(ours, tokens, Ct);
+            AssertClose(ours, theirs, 1e-5f);
+        }
+
+        Assert.Equal(19, remoteSession.Position);
+        Assert.True(swarm.Servers[0].GetStatistics().InferenceSteps >= (batch == 1 ? 5 : 8), "the prefill went in several steps");
+    }
+
+    [Fact]
+    public async Task A_batch_wider_than_a_server_takes_is_refused_at_open()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 2)], o => o.MaxBatchTokens = 4);
+        await using var remote = await swarm.ConnectAsync();
+        var error = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await remote.OpenSessionAsync(5, 8, Ct));
+        Assert.Contains("at most 4 batch x tokens per step", error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Stateless_forward_through_the_chain_equals_the_local_blocks()
     {
