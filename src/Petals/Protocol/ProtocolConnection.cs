@@ -245,6 +245,14 @@ public sealed class ProtocolConnection : IAsyncDisposable
         {
             // A broken or aborted stream has nothing left to close gracefully.
         }
+        finally
+        {
+            if (graceful)
+            {
+                // Senders that queued behind the close wake up and see the connection disposed.
+                _sendLock.Release();
+            }
+        }
 
         await _stop.CancelAsync().ConfigureAwait(false);
         if (_run is { } run)

@@ -184,6 +184,15 @@ public sealed class ProtocolConnectionTests
     }
 
     [Fact]
+    public async Task Sends_after_dispose_fail_as_disposed_instead_of_waiting()
+    {
+        var pair = await Pair.OpenAsync();
+        await pair.Client.Connection.DisposeAsync();
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await pair.Client.Connection.SendAsync(1, new InfoRequest(), Ct).AsTask().WaitAsync(Bound, Ct));
+        await pair.DisposeAsync();
+    }
+
+    [Fact]
     public async Task The_read_loop_runs_once()
     {
         await using var pair = await Pair.OpenAsync();
