@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 using Petals.Client;
 using Petals.Execution;
+using Petals.Protocol;
 using Petals.Server;
 using Petals.Transport;
 
@@ -38,6 +39,7 @@ internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : 
         // The block server's own checks, on a copy with the required fields filled in so that only the knobs are judged.
         var knobs = options.ToBlockServerOptions("model", TimeProvider.System);
         knobs.Blocks = options.Blocks.Count > 0 ? options.Blocks : new(0, 1);
+        knobs.Limits = PetalsValidation.CheckLimits(options.Limits, nameof(PetalsServerOptions), failures);
         PetalsValidation.Check(knobs.Validate, nameof(PetalsServerOptions), failures);
 
         if (services.GetService<IServiceProviderIsKeyedService>() is { } registered)
@@ -90,6 +92,12 @@ internal sealed class PetalsClientOptionsValidator(IServiceProvider services) : 
         }
 
         var knobs = options.ToSequenceOptions();
+        knobs.Limits = PetalsValidation.CheckLimits(options.Limits, nameof(PetalsClientOptions), failures);
+        if (options.PeerId is { Length: 0 })
+        {
+            knobs.PeerId = "client";
+        }
+
         PetalsValidation.Check(knobs.Validate, nameof(PetalsClientOptions), failures);
 
         if (services.GetService<IServiceProviderIsKeyedService>() is { } registered
@@ -132,6 +140,20 @@ internal static class PetalsValidation
         {
             failures.Add($"{owner}.ModelId takes more than 255 UTF-8 bytes.");
         }
+    }
+
+    /// <summary>Checks the protocol limits under the name <c>Limits</c>; returns limits to judge the other settings with.</summary>
+    public static ProtocolLimits CheckLimits(ProtocolLimits? limits, string owner, List<string> failures)
+    {
+        if (limits is null)
+        {
+            failures.Add($"{owner}.Limits must not be null.");
+            return ProtocolLimits.Default;
+        }
+
+        var before = failures.Count;
+        Check(limits.Validate, owner + ".Limits", failures);
+        return failures.Count == before ? limits : ProtocolLimits.Default;
     }
 
     /// <summary>Runs a <c>Validate()</c> method that throws on the first bad setting and records its message.</summary>

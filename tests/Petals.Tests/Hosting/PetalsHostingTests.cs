@@ -8,7 +8,9 @@ using Petals.Client;
 using Petals.Generation;
 using Petals.Hosting;
 using Petals.Models;
+using Petals.Protocol;
 using Petals.Testing;
+using Petals.Testing.Time;
 using Petals.Testing.Transport;
 using Petals.Transport;
 using Petals.Transport.Quic;
@@ -131,6 +133,7 @@ public sealed class PetalsHostingTests
             o.ListenAddress = "127.0.0.1:5000";
             o.ModelId = string.Empty;
             o.CacheTokens = 0;
+            o.Limits = new ProtocolLimits { MaxFrameSize = 16 };
         }).UseCpuExecutor().UseMemoryTransport(network));
         var e = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync(Ct).WaitAsync(Bound, Ct));
         Assert.Equal(
@@ -139,6 +142,7 @@ public sealed class PetalsHostingTests
                 "PetalsServerOptions.Blocks must name at least one block (e.g. new BlockRange(0, 4)), not 0:0.",
                 "PetalsServerOptions.ListenAddress '127.0.0.1:5000' is not a peer address scheme://location (e.g. tcp://127.0.0.1:0 or mem://server-1).",
                 "PetalsServerOptions.ModelId must not be empty (leave it null to compute it from the model).",
+                "PetalsServerOptions.Limits.MaxFrameSize: MaxFrameSize ('16') must be greater than or equal to '1024'.",
                 "PetalsServerOptions.CacheTokens: CacheTokens ('0') must be a non-negative and non-zero value.",
             ],
             e.Failures);
@@ -170,10 +174,12 @@ public sealed class PetalsHostingTests
             o.Peers.Add("mem://ok");
             o.Peers.Add("no-scheme");
             o.ConnectTimeout = TimeSpan.Zero;
+            o.PeerId = string.Empty;
         };
         string[] expected =
         [
             "PetalsClientOptions.Peers[1] 'no-scheme' is not a peer address scheme://location (e.g. tcp://127.0.0.1:5000).",
+            "PetalsClientOptions.PeerId must not be empty (leave it null for a random one).",
             "PetalsClientOptions.ConnectTimeout: ConnectTimeout must be positive.",
         ];
         using var host = BuildHost(s => s.AddPetalsClient(configure).UseMemoryTransport(network));
@@ -197,6 +203,56 @@ public sealed class PetalsHostingTests
                 "PetalsClientOptions.Peers must name at least one server address (e.g. tcp://127.0.0.1:5000).",
             ],
             e.Failures);
+    }
+
+    [Fact]
+    public async Task The_servers_knobs_model_id_and_the_containers_clock_reach_the_block_server()
+    {
+        RequireSharedModel();
+        var path = TestData.Stories260KGguf;
+        var network = new MemoryTransport();
+        var time = new ManualTimeProvider();
+        using var serverHost = BuildHost(s =>
+        {
+            s.AddSingleton<TimeProvider>(time);
+            s.AddPetalsServer(o =>
+            {
+                Server(o, path, new(0, 5), "mem://clocked");
+                o.ModelId = "stories-custom";
+                o.CacheTokens = 1024;
+                o.SessionIdleTimeout = TimeSpan.FromMinutes(10); // Far beyond the test's bound on the real clock.
+            }).UseCpuExecutor(Threads).UseMemoryTransport(network);
+        });
+        await serverHost.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var server = serverHost.Services.GetRequiredService<IPetalsServer>();
+        Assert.Equal("stories-custom", server.ModelId);
+        Assert.Equal(1024, server.GetStatistics().CacheTokens);
+
+        // A client announcing the model's default id is refused; one naming the server's id gets in.
+        using var wrongId = BuildHost(s => s.AddPetalsClient(o => Client(o, path, "mem://clocked")).UseMemoryTransport(network));
+        var refused = await Assert.ThrowsAsync<ProtocolException>(() => wrongId.Services.GetRequiredService<IPetalsClient>().ConnectAsync(Ct).WaitAsync(Bound, Ct));
+        Assert.Contains("is for model 'stories-custom'", refused.Message, StringComparison.Ordinal);
+        using var clientHost = BuildHost(s => s.AddPetalsClient(o =>
+        {
+            Client(o, path, "mem://clocked");
+            o.ModelId = "stories-custom";
+        }).UseMemoryTransport(network));
+        using var model = await clientHost.Services.GetRequiredService<IPetalsClient>().ConnectAsync(Ct).WaitAsync(Bound, Ct);
+        await using var session = await model.Blocks.OpenSessionAsync(batchSize: 1, maxLength: 64, Ct);
+        await session.ForwardAsync(new float[model.Config.HiddenSize], 1, Ct).AsTask().WaitAsync(Bound, Ct);
+        Assert.Equal(1, server.GetStatistics().ActiveSessions);
+        Assert.Equal(1024 - 64, server.GetStatistics().CacheTokensLeft);
+
+        // Only the manual clock moves: the server's idle sweeper must be running on it.
+        time.Advance(TimeSpan.FromMinutes(11));
+        var deadline = DateTime.UtcNow + Bound;
+        while (server.GetStatistics() is { ActiveSessions: > 0 } or { CacheTokensLeft: < 1024 })
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the idle session was not freed by the container's clock");
+            await Task.Delay(20, Ct);
+        }
+
+        await serverHost.StopAsync(Ct).WaitAsync(Bound, Ct);
     }
 
     [Fact]
