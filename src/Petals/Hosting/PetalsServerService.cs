@@ -19,7 +19,7 @@ internal sealed class PetalsServerService(
     IServiceProvider services,
     IOptions<PetalsServerOptions> options,
     TimeProvider timeProvider,
-    ILoggerFactory loggerFactory) : IHostedService, IPetalsServer, IAsyncDisposable
+    ILoggerFactory loggerFactory) : IHostedService, IPetalsServer, IAsyncDisposable, IDisposable
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger<PetalsServerService>();
     private readonly Lock _lock = new();
@@ -174,6 +174,9 @@ internal sealed class PetalsServerService(
     }
 
     public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None).ConfigureAwait(false);
+
+    /// <summary>For containers disposed synchronously: stops the server if it still runs, blocking until it has.</summary>
+    public void Dispose() => StopAsync(CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>What a running server holds, released in reverse order once the server has stopped.</summary>
     private sealed record Running(IModelWeights Weights, IBlockExecutor Executor, BlockServer Server)

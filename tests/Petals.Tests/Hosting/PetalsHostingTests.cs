@@ -282,6 +282,27 @@ public sealed class PetalsHostingTests
     }
 
     [Fact]
+    public async Task Disposing_a_container_synchronously_stops_a_server_that_still_runs()
+    {
+        RequireSharedModel();
+        var network = new MemoryTransport();
+        var services = new ServiceCollection();
+        services.AddPetalsServer(o => Server(o, TestData.Stories260KGguf, new(0, 5), "mem://disposed")).UseCpuExecutor(Threads).UseMemoryTransport(network);
+        var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IHostedService>().StartAsync(Ct).WaitAsync(Bound, Ct);
+        var server = provider.GetRequiredService<IPetalsServer>();
+        Assert.True(server.IsRunning);
+        await using (await network.ConnectAsync(PeerAddress.Parse("mem://disposed"), Ct).AsTask().WaitAsync(Bound, Ct))
+        {
+        }
+
+        await Task.Run(provider.Dispose, Ct).WaitAsync(Bound, Ct);
+        Assert.False(server.IsRunning);
+        var refused = await Assert.ThrowsAsync<TransportException>(() => network.ConnectAsync(PeerAddress.Parse("mem://disposed"), Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Equal(TransportErrorKind.ConnectionRefused, refused.Kind);
+    }
+
+    [Fact]
     [System.Runtime.Versioning.SupportedOSPlatform("linux")] // Skipped elsewhere: the check below.
     public async Task Quic_where_it_is_unsupported_fails_at_start_with_the_reason()
     {
