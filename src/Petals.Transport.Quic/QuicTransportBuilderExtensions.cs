@@ -1,0 +1,55 @@
+using Microsoft.Extensions.Options;
+using Petals.Hosting;
+using Petals.Transport.Quic;
+
+namespace Microsoft.Extensions.DependencyInjection;
+
+/// <summary>Chooses the QUIC transport for a Petals server (<c>AddPetalsServer</c>) or client (<c>AddPetalsClient</c>).</summary>
+public static class QuicTransportBuilderExtensions
+{
+    /// <summary>
+    /// Makes the server listen over QUIC (<c>quic://host:port</c>). Where QUIC is unsupported (no libmsquic), the host fails to start
+    /// with <see cref="QuicTransport.UnsupportedMessage"/> among the option failures.
+    /// </summary>
+    /// <param name="builder">The server builder.</param>
+    /// <param name="configure">Sets the transport's options (certificate, timeouts); defaults when null.</param>
+    /// <returns>The builder.</returns>
+    public static IPetalsServerBuilder UseQuicTransport(this IPetalsServerBuilder builder, Action<QuicTransportOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.Services.AddOptions<PetalsServerOptions>().Validate(_ => IsSupported, UnsupportedMessage);
+        return builder.UseTransport(_ => Create(configure));
+    }
+
+    /// <summary>
+    /// Makes the client connect over QUIC. Where QUIC is unsupported (no libmsquic), the host fails to start (and connecting fails)
+    /// with <see cref="QuicTransport.UnsupportedMessage"/> among the option failures.
+    /// </summary>
+    /// <param name="builder">The client builder.</param>
+    /// <param name="configure">Sets the transport's options (certificate, timeouts); defaults when null.</param>
+    /// <returns>The builder.</returns>
+    public static IPetalsClientBuilder UseQuicTransport(this IPetalsClientBuilder builder, Action<QuicTransportOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.Services.AddOptions<PetalsClientOptions>().Validate(_ => IsSupported, UnsupportedMessage);
+        return builder.UseTransport(_ => Create(configure));
+    }
+
+    private static bool IsSupported => (OperatingSystem.IsLinux() || OperatingSystem.IsWindows() || OperatingSystem.IsMacOS()) && QuicTransport.IsSupported;
+
+    private static string UnsupportedMessage => OperatingSystem.IsLinux() || OperatingSystem.IsWindows() || OperatingSystem.IsMacOS()
+        ? QuicTransport.UnsupportedMessage
+        : "QUIC is not supported on this operating system (System.Net.Quic runs on Linux, Windows and macOS). Use the TCP transport instead.";
+
+    private static QuicTransport Create(Action<QuicTransportOptions>? configure)
+    {
+        if (!(OperatingSystem.IsLinux() || OperatingSystem.IsWindows() || OperatingSystem.IsMacOS()) || !QuicTransport.IsSupported)
+        {
+            throw new PlatformNotSupportedException(UnsupportedMessage);
+        }
+
+        var options = new QuicTransportOptions();
+        configure?.Invoke(options);
+        return new QuicTransport(options);
+    }
+}

@@ -1,0 +1,46 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Petals.Client;
+using Petals.Generation;
+using Petals.Transport;
+
+namespace Petals.Hosting;
+
+/// <summary>The <see cref="IPetalsClient"/> registered by <see cref="PetalsServiceCollectionExtensions.AddPetalsClient"/>.</summary>
+internal sealed class PetalsClient(IServiceProvider services, IOptions<PetalsClientOptions> options, ILogger<PetalsClient> logger) : IPetalsClient
+{
+    public async Task<CausalLanguageModel> ConnectAsync(CancellationToken cancellationToken = default)
+    {
+        var settings = options.Value; // Validates (OptionsValidationException) unless the host already did.
+        var transport = services.GetKeyedService<ITransport>(PetalsServiceKeys.Client)
+            ?? throw new InvalidOperationException(PetalsClientOptionsValidator.MissingTransport);
+        var peers = new PeerAddress[settings.Peers.Count];
+        for (var i = 0; i < peers.Length; i++)
+        {
+            peers[i] = PeerAddress.Parse(settings.Peers[i]);
+        }
+
+        PetalsHostingLog.ClientConnecting(logger, peers.Length, transport.Name, settings.ModelPath);
+        CausalLanguageModel model;
+        try
+        {
+            model = await RemoteModel.ConnectAsync(
+                settings.ModelPath,
+                transport,
+                peers,
+                settings.ToSequenceOptions(),
+                settings.ModelId,
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            PetalsHostingLog.ClientConnectFailed(logger, e, string.Join(", ", settings.Peers));
+            throw;
+        }
+
+        var spans = model.Blocks is RemoteTransformerBlocks remote ? remote.Spans.Count : 0;
+        PetalsHostingLog.ClientConnected(logger, spans, model.Config.NumLayers);
+        return model;
+    }
+}

@@ -1,0 +1,33 @@
+using Microsoft.Extensions.Logging;
+using Petals.Models;
+using Petals.Transport;
+
+namespace Petals.Hosting;
+
+/// <summary>The log messages of the hosted server and the client (source-generated; stable event ids 3200-3299).</summary>
+internal static partial class PetalsHostingLog
+{
+    [LoggerMessage(EventId = 3200, Level = LogLevel.Information, Message = "Petals server starting: model {ModelPath}, blocks {Blocks}, executor {Executor}, transport {Transport}")]
+    public static partial void ServerStarting(ILogger logger, string modelPath, BlockRange blocks, string executor, string transport);
+
+    [LoggerMessage(EventId = 3201, Level = LogLevel.Information, Message = "Petals server listening on {Address}: model {ModelId}, blocks {Blocks}, cache {CacheTokens} tokens, ready in {ElapsedMs} ms")]
+    public static partial void ServerStarted(ILogger logger, PeerAddress address, string modelId, BlockRange blocks, long cacheTokens, long elapsedMs);
+
+    [LoggerMessage(EventId = 3202, Level = LogLevel.Error, Message = "Petals server failed to start: model {ModelPath}, blocks {Blocks}")]
+    public static partial void ServerStartFailed(ILogger logger, Exception exception, string modelPath, BlockRange blocks);
+
+    [LoggerMessage(EventId = 3203, Level = LogLevel.Information, Message = "Petals server on {Address} stopping")]
+    public static partial void ServerStopping(ILogger logger, PeerAddress address);
+
+    [LoggerMessage(EventId = 3204, Level = LogLevel.Information, Message = "Petals server on {Address} stopped: {Connections} connections, {Sessions} sessions, {Steps} steps, {Forwards} forwards, {Tokens} tokens")]
+    public static partial void ServerStopped(ILogger logger, PeerAddress address, long connections, long sessions, long steps, long forwards, long tokens);
+
+    [LoggerMessage(EventId = 3210, Level = LogLevel.Information, Message = "Petals client connecting to {PeerCount} servers over {Transport} for model {ModelPath}")]
+    public static partial void ClientConnecting(ILogger logger, int peerCount, string transport, string modelPath);
+
+    [LoggerMessage(EventId = 3211, Level = LogLevel.Information, Message = "Petals client connected: {SpanCount} spans cover {BlockCount} blocks")]
+    public static partial void ClientConnected(ILogger logger, int spanCount, int blockCount);
+
+    [LoggerMessage(EventId = 3212, Level = LogLevel.Warning, Message = "Petals client failed to connect to {Peers}")]
+    public static partial void ClientConnectFailed(ILogger logger, Exception exception, string peers);
+}

@@ -1,0 +1,180 @@
+using System.Globalization;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using Petals.Client;
+using Petals.Execution;
+using Petals.Protocol;
+using Petals.Server;
+using Petals.Transport;
+
+namespace Petals.Hosting;
+
+/// <summary>Checks <see cref="PetalsServerOptions"/> and that the server builder got an executor and a transport.</summary>
+internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : IValidateOptions<PetalsServerOptions>
+{
+    internal const string MissingExecutor =
+        "AddPetalsServer has no block executor: call UseCpuExecutor() (package Petals.Backends.Cpu) or UseExecutor(…) on the server builder.";
+
+    internal const string MissingTransport =
+        "AddPetalsServer has no transport: call UseTcpTransport() (Petals.Transport.Tcp), UseQuicTransport() (Petals.Transport.Quic), "
+        + "UseMemoryTransport(…) (Petals.Testing) or UseTransport(…) on the server builder.";
+
+    public ValidateOptionsResult Validate(string? name, PetalsServerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var failures = new List<string>();
+        PetalsValidation.CheckModelPath(options.ModelPath, nameof(PetalsServerOptions), failures);
+        if (options.Blocks.Count <= 0)
+        {
+            failures.Add($"PetalsServerOptions.Blocks must name at least one block (e.g. new BlockRange(0, 4)), not {options.Blocks}.");
+        }
+
+        if (!PeerAddress.TryParse(options.ListenAddress, out _))
+        {
+            failures.Add($"PetalsServerOptions.ListenAddress '{options.ListenAddress}' is not a peer address scheme://location (e.g. tcp://127.0.0.1:0 or mem://server-1).");
+        }
+
+        PetalsValidation.CheckModelId(options.ModelId, nameof(PetalsServerOptions), failures);
+
+        // The block server's own checks, on a copy with the required fields filled in so that only the knobs are judged.
+        var knobs = options.ToBlockServerOptions("model", TimeProvider.System);
+        knobs.Blocks = options.Blocks.Count > 0 ? options.Blocks : new(0, 1);
+        knobs.Limits = PetalsValidation.CheckLimits(options.Limits, nameof(PetalsServerOptions), failures);
+        PetalsValidation.Check(knobs.Validate, nameof(PetalsServerOptions), failures);
+
+        if (services.GetService<IServiceProviderIsKeyedService>() is { } registered)
+        {
+            if (!registered.IsKeyedService(typeof(IBlockExecutorFactory), PetalsServiceKeys.Server))
+            {
+                failures.Add(MissingExecutor);
+            }
+
+            if (!registered.IsKeyedService(typeof(ITransport), PetalsServiceKeys.Server))
+            {
+                failures.Add(MissingTransport);
+            }
+        }
+
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+}
+
+/// <summary>Checks <see cref="PetalsClientOptions"/> and that the client builder got a transport.</summary>
+internal sealed class PetalsClientOptionsValidator(IServiceProvider services) : IValidateOptions<PetalsClientOptions>
+{
+    internal const string MissingTransport =
+        "AddPetalsClient has no transport: call UseTcpTransport() (Petals.Transport.Tcp), UseQuicTransport() (Petals.Transport.Quic), "
+        + "UseMemoryTransport(…) (Petals.Testing) or UseTransport(…) on the client builder.";
+
+    public ValidateOptionsResult Validate(string? name, PetalsClientOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var failures = new List<string>();
+        PetalsValidation.CheckModelPath(options.ModelPath, nameof(PetalsClientOptions), failures);
+        if (options.Peers.Count == 0)
+        {
+            failures.Add("PetalsClientOptions.Peers must name at least one server address (e.g. tcp://127.0.0.1:5000).");
+        }
+
+        for (var i = 0; i < options.Peers.Count; i++)
+        {
+            if (!PeerAddress.TryParse(options.Peers[i], out _))
+            {
+                failures.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"PetalsClientOptions.Peers[{i}] '{options.Peers[i]}' is not a peer address scheme://location (e.g. tcp://127.0.0.1:5000)."));
+            }
+        }
+
+        PetalsValidation.CheckModelId(options.ModelId, nameof(PetalsClientOptions), failures);
+        if (options.PeerId is { Length: 0 })
+        {
+            failures.Add("PetalsClientOptions.PeerId must not be empty (leave it null for a random one).");
+        }
+
+        var knobs = options.ToSequenceOptions();
+        knobs.Limits = PetalsValidation.CheckLimits(options.Limits, nameof(PetalsClientOptions), failures);
+        if (options.PeerId is { Length: 0 })
+        {
+            knobs.PeerId = "client";
+        }
+
+        PetalsValidation.Check(knobs.Validate, nameof(PetalsClientOptions), failures);
+
+        if (services.GetService<IServiceProviderIsKeyedService>() is { } registered
+            && !registered.IsKeyedService(typeof(ITransport), PetalsServiceKeys.Client))
+        {
+            failures.Add(MissingTransport);
+        }
+
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+}
+
+/// <summary>Checks shared by both validators.</summary>
+internal static class PetalsValidation
+{
+    public static void CheckModelPath(string? path, string owner, List<string> failures)
+    {
+        if (string.IsNullOrWhiteSpace(path))
+        {
+            failures.Add($"{owner}.ModelPath is required: the .gguf file or Hugging Face directory of the model.");
+        }
+        else if (!File.Exists(path) && !Directory.Exists(path))
+        {
+            failures.Add($"{owner}.ModelPath '{path}' does not exist.");
+        }
+    }
+
+    public static void CheckModelId(string? modelId, string owner, List<string> failures)
+    {
+        if (modelId is null)
+        {
+            return;
+        }
+
+        if (modelId.Length == 0)
+        {
+            failures.Add($"{owner}.ModelId must not be empty (leave it null to compute it from the model).");
+        }
+        else if (System.Text.Encoding.UTF8.GetByteCount(modelId) > 255)
+        {
+            failures.Add($"{owner}.ModelId takes more than 255 UTF-8 bytes.");
+        }
+    }
+
+    /// <summary>Checks the protocol limits under the name <c>Limits</c>; returns limits to judge the other settings with.</summary>
+    public static ProtocolLimits CheckLimits(ProtocolLimits? limits, string owner, List<string> failures)
+    {
+        if (limits is null)
+        {
+            failures.Add($"{owner}.Limits must not be null.");
+            return ProtocolLimits.Default;
+        }
+
+        var before = failures.Count;
+        Check(limits.Validate, owner + ".Limits", failures);
+        return failures.Count == before ? limits : ProtocolLimits.Default;
+    }
+
+    /// <summary>Runs a <c>Validate()</c> method that throws on the first bad setting and records its message.</summary>
+    public static void Check(Action validate, string owner, List<string> failures)
+    {
+        try
+        {
+            validate();
+        }
+        catch (ArgumentException e)
+        {
+            failures.Add($"{owner}.{e.ParamName ?? "?"}: {FirstLine(e.Message)}");
+        }
+    }
+
+    private static string FirstLine(string message)
+    {
+        // ArgumentException appends " (Parameter 'X')" and ArgumentOutOfRangeException "Actual value was …" on new lines / at the end.
+        var end = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
+        var text = end >= 0 ? message[..end] : message;
+        var newline = text.IndexOf('\n', StringComparison.Ordinal);
+        return (newline >= 0 ? text[..newline] : text).TrimEnd();
+    }
+}

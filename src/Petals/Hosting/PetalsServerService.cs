@@ -1,0 +1,190 @@
+using System.Diagnostics;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Petals.Execution;
+using Petals.Formats;
+using Petals.Models;
+using Petals.Server;
+using Petals.Transport;
+
+namespace Petals.Hosting;
+
+/// <summary>
+/// The hosted service registered by <see cref="PetalsServiceCollectionExtensions.AddPetalsServer"/>: loads the span, listens and
+/// serves from <see cref="StartAsync"/> to <see cref="StopAsync"/>. Started at most once.
+/// </summary>
+internal sealed class PetalsServerService(
+    IServiceProvider services,
+    IOptions<PetalsServerOptions> options,
+    TimeProvider timeProvider,
+    ILoggerFactory loggerFactory) : IHostedService, IPetalsServer, IAsyncDisposable, IDisposable
+{
+    private readonly ILogger _logger = loggerFactory.CreateLogger<PetalsServerService>();
+    private readonly Lock _lock = new();
+    private Running? _running;
+    private BlockServerStatistics? _final;
+    private bool _started;
+
+    public bool IsRunning
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _running is not null;
+            }
+        }
+    }
+
+    public PeerAddress LocalAddress => Current.Server.LocalAddress;
+
+    public string ModelId => Current.Server.Options.ModelId;
+
+    public BlockRange Blocks => Current.Server.Blocks;
+
+    private Running Current
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _running ?? throw new InvalidOperationException(_started
+                    ? "The Petals server has stopped."
+                    : "The Petals server is not started: start the host (or the hosted service) first.");
+            }
+        }
+    }
+
+    public BlockServerStatistics GetStatistics()
+    {
+        lock (_lock)
+        {
+            return _running?.Server.GetStatistics() ?? _final
+                ?? throw new InvalidOperationException("The Petals server was never started: start the host (or the hosted service) first.");
+        }
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            if (_started)
+            {
+                throw new InvalidOperationException("The Petals server was already started; a stopped one cannot start again (build a new host).");
+            }
+
+            _started = true;
+        }
+
+        var settings = options.Value; // Validates (OptionsValidationException) unless the host already did.
+        var factory = services.GetKeyedService<IBlockExecutorFactory>(PetalsServiceKeys.Server)
+            ?? throw new InvalidOperationException(PetalsServerOptionsValidator.MissingExecutor);
+        var transport = services.GetKeyedService<ITransport>(PetalsServiceKeys.Server)
+            ?? throw new InvalidOperationException(PetalsServerOptionsValidator.MissingTransport);
+        var span = settings.Blocks;
+        var started = Stopwatch.StartNew();
+        PetalsHostingLog.ServerStarting(_logger, settings.ModelPath, span, factory.Name, transport.Name);
+
+        IModelWeights? weights = null;
+        IBlockExecutor? executor = null;
+        BlockServer? server = null;
+        ITransportListener? listener = null;
+        try
+        {
+            // Only the span's tensors are read: the loader maps the file, the executor takes its blocks.
+            weights = ModelLoader.Open(settings.ModelPath);
+            if (span.End > weights.Config.NumLayers)
+            {
+                throw new OptionsValidationException(
+                    nameof(PetalsServerOptions),
+                    typeof(PetalsServerOptions),
+                    [$"PetalsServerOptions.Blocks {span} goes past the model's {weights.Config.NumLayers} blocks ({settings.ModelPath})."]);
+            }
+
+            var modelId = settings.ModelId ?? ModelIdentity.Compute(settings.ModelPath, weights.Config);
+            executor = factory.Create(weights, span);
+            server = new BlockServer(executor, settings.ToBlockServerOptions(modelId, timeProvider), loggerFactory.CreateLogger<BlockServer>());
+            listener = await transport.ListenAsync(PeerAddress.Parse(settings.ListenAddress), cancellationToken).ConfigureAwait(false);
+            await server.StartAsync(listener, cancellationToken).ConfigureAwait(false);
+            listener = null; // The server owns it now.
+            lock (_lock)
+            {
+                _running = new Running(weights, executor, server);
+            }
+
+            PetalsHostingLog.ServerStarted(_logger, server.LocalAddress, modelId, span, settings.CacheTokens, (long)started.Elapsed.TotalMilliseconds);
+        }
+        catch (Exception e)
+        {
+            PetalsHostingLog.ServerStartFailed(_logger, e, settings.ModelPath, span);
+            if (listener is not null)
+            {
+                await listener.DisposeAsync().ConfigureAwait(false);
+            }
+
+            if (server is not null)
+            {
+                await server.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+
+            executor?.Dispose();
+            weights?.Dispose();
+            throw;
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        Running? running;
+        lock (_lock)
+        {
+            running = _running;
+            _running = null;
+        }
+
+        if (running is null)
+        {
+            return;
+        }
+
+        var address = running.Server.LocalAddress;
+        PetalsHostingLog.ServerStopping(_logger, address);
+        var stopping = running.Server.StopAsync(CancellationToken.None);
+        try
+        {
+            await stopping.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // The host gave up waiting: the shutdown goes on, and the weights are released once it is over.
+            _ = stopping.ContinueWith(static (_, state) => ((Running)state!).Release(), running, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            throw;
+        }
+
+        var stats = running.Server.GetStatistics();
+        lock (_lock)
+        {
+            _final = stats;
+        }
+
+        running.Release();
+        PetalsHostingLog.ServerStopped(_logger, address, stats.ConnectionsAccepted, stats.SessionsOpened, stats.InferenceSteps, stats.ForwardCalls, stats.TokensProcessed);
+    }
+
+    public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None).ConfigureAwait(false);
+
+    /// <summary>For containers disposed synchronously: stops the server if it still runs, blocking until it has.</summary>
+    public void Dispose() => StopAsync(CancellationToken.None).GetAwaiter().GetResult();
+
+    /// <summary>What a running server holds, released in reverse order once the server has stopped.</summary>
+    private sealed record Running(IModelWeights Weights, IBlockExecutor Executor, BlockServer Server)
+    {
+        public void Release()
+        {
+            Executor.Dispose();
+            Weights.Dispose();
+        }
+    }
+}
