@@ -50,7 +50,7 @@ for i in $(seq 1 "$servers"); do
 done
 
 IFS=,; peer_list="${peers[*]}"; unset IFS
-dotnet "$bench" swarm-client --model "$model_dir" --peers "$peer_list" --new-tokens "$new_tokens" --rounds "$rounds"
+dotnet "$bench" swarm-client --model "$model_dir" --peers "$peer_list" --new-tokens "$new_tokens" --rounds "$rounds" ${local_spans:+--local-spans "$local_spans"}
 status=$?
 
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done

@@ -24,6 +24,7 @@ internal static class Program
           swarm-model  --out DIR [--hidden 2048 --layers 12 --seed 1]
               Writes a random fp32 Llama checkpoint (Hugging Face layout, vocab 32000) for the swarm benchmark.
           swarm-client --model DIR --peers host:port,... [--prompt-tokens 16 --new-tokens 32 --threads 2 --rounds 2 --output text|json]
+                       [--local-spans 1] (the local reference split into that many executors)
               Greedy generation with all blocks in this process and through the servers, alternating; prints
               decode steps/s of each, their ratio, whether the tokens are identical, and bytes per step message.
               bench/swarm.sh starts the servers and runs both.
@@ -58,7 +59,8 @@ internal static class Program
                         IntArg(args, "--new-tokens", 32),
                         IntArg(args, "--threads", 2),
                         IntArg(args, "--rounds", 2),
-                        Arg(args, "--output") == "json").GetAwaiter().GetResult();
+                        Arg(args, "--output") == "json",
+                        IntArg(args, "--local-spans", 1)).GetAwaiter().GetResult();
                 case "micro":
                     BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
                     return 0;

@@ -78,7 +78,7 @@ internal static class SwarmBench
     }
 
     /// <summary>Greedy generation locally and through <paramref name="peers"/>, alternating, <paramref name="rounds"/> times each.</summary>
-    public static async Task<int> RunClientAsync(string model, string peers, int promptTokens, int newTokens, int threads, int rounds, bool json)
+    public static async Task<int> RunClientAsync(string model, string peers, int promptTokens, int newTokens, int threads, int rounds, bool json, int localSpans = 1)
     {
         using var weights = ModelLoader.Open(model);
         var config = weights.Config;
@@ -88,7 +88,10 @@ internal static class SwarmBench
         var options = new GenerationOptions { MaxNewTokens = newTokens, StopTokenIds = [] };
 
         var factory = new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = threads });
-        using var local = new LocalTransformerBlocks([factory.Create(weights, new BlockRange(0, config.NumLayers))]);
+        // The local reference may be split into several executors like the servers (--local-spans), to separate the cost
+        // of splitting the blocks from the cost of the processes and the network.
+        var splits = Enumerable.Range(0, localSpans + 1).Select(i => i * config.NumLayers / localSpans).ToArray();
+        using var local = new LocalTransformerBlocks([.. Enumerable.Range(0, localSpans).Select(i => factory.Create(weights, new BlockRange(splits[i], splits[i + 1])))]);
         using var localModel = new CausalLanguageModel(head, local, tokenizer: null);
 
         var addresses = peers.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
