@@ -5,8 +5,9 @@ namespace Petals.Discovery;
 /// <see cref="RecordStorageOptions"/>. Every stored record has passed <see cref="RecordValidator"/>; a sub-record is
 /// replaced only by one with a later expiration. Expired records are dropped lazily (on reads and writes) and by
 /// <see cref="Sweep"/> (which <see cref="StartPeriodicSweep"/> runs on a timer). When a bound is reached, the
-/// sub-records that expire soonest are evicted to make room, but only while they expire sooner than the incoming
-/// record; otherwise the incoming record is refused with <see cref="RecordRejectionReason.StorageFull"/>.
+/// sub-records that expire soonest are evicted to make room, but only those that expire sooner than the incoming
+/// record; when that cannot make room, nothing is evicted and the incoming record is refused with
+/// <see cref="RecordRejectionReason.StorageFull"/>.
 /// </summary>
 /// <remarks>
 /// Thread-safe: all operations take one lock and are O(log n) apart from the per-key eviction scan (bounded by
@@ -224,56 +225,74 @@ public sealed class RecordStorage
     private static RecordValidationResult Full(DhtRecord record, string why) =>
         RecordValidationResult.Reject(RecordRejectionReason.StorageFull, $"Record '{record.Key}'/{record.SubKey} is not stored: {why}.");
 
-    // Evicts records that expire sooner than `record` until it fits every bound; returns why it cannot, or null.
+    // Evicts records that expire sooner than `record` until it fits every bound, and returns null; or, when that is
+    // impossible, changes nothing and returns why. Victims are chosen first and removed only once the record fits.
     private string? MakeRoom(DhtRecord record, long size)
     {
-        if (_keys.TryGetValue(record.Key, out var subRecords) && subRecords.Count >= Options.MaxRecordsPerKey)
+        var victims = new List<DhtRecord>();
+        var victimsPerKey = new Dictionary<string, int>(StringComparer.Ordinal);
+        var bytes = _bytes;
+        var keys = _keys.Count;
+
+        int Remaining(string key) => (_keys.TryGetValue(key, out var held) ? held.Count : 0) - victimsPerKey.GetValueOrDefault(key);
+
+        void Take(DhtRecord victim)
         {
-            DhtRecord? soonest = null;
-            foreach (var candidate in subRecords.Values)
+            var left = Remaining(victim.Key) - 1;
+            victims.Add(victim);
+            victimsPerKey[victim.Key] = victimsPerKey.GetValueOrDefault(victim.Key) + 1;
+            bytes -= victim.StorageSize;
+            if (left == 0)
             {
-                if (soonest is null || ExpirationOrder.Instance.Compare(candidate, soonest) < 0)
+                keys--;
+            }
+        }
+
+        DhtRecord? keyVictim = null;
+        if (Remaining(record.Key) >= Options.MaxRecordsPerKey)
+        {
+            foreach (var candidate in _keys[record.Key].Values)
+            {
+                if (keyVictim is null || ExpirationOrder.Instance.Compare(candidate, keyVictim) < 0)
                 {
-                    soonest = candidate;
+                    keyVictim = candidate;
                 }
             }
 
-            if (soonest!.ExpirationUnixMilliseconds >= record.ExpirationUnixMilliseconds)
+            if (keyVictim!.ExpirationUnixMilliseconds >= record.ExpirationUnixMilliseconds)
             {
                 return $"key '{record.Key}' holds its maximum of {Options.MaxRecordsPerKey} sub-records, none expiring before this one";
             }
 
-            RemoveRecord(soonest);
+            Take(keyVictim);
         }
 
-        while (!_keys.ContainsKey(record.Key) && _keys.Count >= Options.MaxKeys)
+        using var soonestFirst = _byExpiration.GetEnumerator();
+        while (bytes + size > Options.MaxBytes || (Remaining(record.Key) == 0 && keys >= Options.MaxKeys))
         {
-            if (!EvictSoonest(record))
+            DhtRecord? next;
+            do
             {
-                return $"the storage holds its maximum of {Options.MaxKeys} keys, none with a record expiring before this one";
+                next = soonestFirst.MoveNext() ? soonestFirst.Current : null;
             }
+            while (next is not null && ReferenceEquals(next, keyVictim));
+
+            if (next is null || next.ExpirationUnixMilliseconds >= record.ExpirationUnixMilliseconds)
+            {
+                return bytes + size > Options.MaxBytes
+                    ? $"the storage holds {_bytes} of its {Options.MaxBytes} bytes, with too few records expiring before this one to make room"
+                    : $"the storage holds its maximum of {Options.MaxKeys} keys, with no key freed by evicting records expiring before this one";
+            }
+
+            Take(next);
         }
 
-        while (_bytes + size > Options.MaxBytes)
+        foreach (var victim in victims)
         {
-            if (!EvictSoonest(record))
-            {
-                return $"the storage holds {_bytes} of its {Options.MaxBytes} bytes, with no record expiring before this one";
-            }
+            RemoveRecord(victim);
         }
 
         return null;
-    }
-
-    private bool EvictSoonest(DhtRecord incoming)
-    {
-        if (_byExpiration.Count == 0 || _byExpiration.Min!.ExpirationUnixMilliseconds >= incoming.ExpirationUnixMilliseconds)
-        {
-            return false;
-        }
-
-        RemoveRecord(_byExpiration.Min);
-        return true;
     }
 
     private int DropExpired(long nowMilliseconds)
