@@ -141,6 +141,7 @@ public sealed class RecordStorageTests
     public void Random_workloads_respect_every_bound_and_evict_only_sooner_records()
     {
         var options = new RecordStorageOptions { MaxKeys = 4, MaxRecordsPerKey = 3, MaxBytes = 9 * At(0, "k0", 1).StorageSize };
+        int evictions = 0, refusals = 0, replays = 0;
         Prop.ForAll(Gen.Choose(0, int.MaxValue).ToArbitrary(), seed =>
         {
             var random = new Random(seed);
@@ -172,20 +173,26 @@ public sealed class RecordStorageTests
                     foreach (var gone in before.Where(b => !after.Contains(b) && b != existing))
                     {
                         Assert.True(gone.ExpiresAt < record.ExpiresAt, $"{gone} was evicted for {record}.");
+                        evictions++;
                     }
                 }
                 else if (verdict.Reason == RecordRejectionReason.StorageFull)
                 {
                     Assert.Equal(before.Where(b => b.ExpiresAt > clock.GetUtcNow()).Count(), after.Count);
+                    refusals++;
                 }
                 else
                 {
                     Assert.Equal(RecordRejectionReason.Replayed, verdict.Reason);
                     Assert.NotNull(existing);
                     Assert.True(existing.ExpiresAt >= record.ExpiresAt);
+                    replays++;
                 }
             }
         }).Check(Config.QuickThrowOnFailure.WithMaxTest(40));
+
+        // The workload is tight enough to exercise every path: evictions, refusals for lack of room, and replays.
+        Assert.True(evictions > 0 && refusals > 0 && replays > 0, $"evictions {evictions}, refusals {refusals}, replays {replays}");
     }
 
     [Fact]
