@@ -229,7 +229,8 @@ public sealed class PeerIdentity : IDisposable
     /// <summary>The node id in hex.</summary>
     public override string ToString() => NodeId.ToString();
 
-    private static ECDsa? TryImportPublicKey(ReadOnlySpan<byte> subjectPublicKeyInfo)
+    /// <summary>Imports exactly one well-formed P-256 SubjectPublicKeyInfo, or returns null; the caller disposes the key.</summary>
+    internal static ECDsa? TryImportPublicKey(ReadOnlySpan<byte> subjectPublicKeyInfo)
     {
         if (subjectPublicKeyInfo.IsEmpty)
         {

@@ -128,9 +128,11 @@ public static class DhtRecordCodec
     /// <param name="limits">The key and value size limits; <see cref="RecordLimits.Default"/> when null.</param>
     /// <param name="consumed">The number of bytes the record occupied.</param>
     /// <exception cref="DhtFormatException">The input is truncated or a field is malformed or over its limit.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A limit is out of range.</exception>
     public static DhtRecord Decode(ReadOnlySpan<byte> source, RecordLimits? limits, out int consumed)
     {
         limits ??= RecordLimits.Default;
+        limits.Validate();
         var at = 0;
         var record = Read(source, ref at, 0, limits);
         consumed = at;
@@ -146,6 +148,7 @@ public static class DhtRecordCodec
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxRecords);
         limits ??= RecordLimits.Default;
+        limits.Validate();
         Require(source, 0, 2, "record count");
         var count = BinaryPrimitives.ReadUInt16LittleEndian(source);
         if (count > maxRecords)

@@ -1,3 +1,5 @@
+using System.Security.Cryptography;
+
 namespace Petals.Discovery;
 
 /// <summary>
@@ -60,7 +62,8 @@ public sealed class RecordValidator
             return RecordValidationResult.Reject(RecordRejectionReason.NotSigned, $"Record {Describe(record)} is unsigned (it has {(record.PublicKey.IsEmpty ? "no public key" : "no signature")}).");
         }
 
-        if (!PeerIdentity.IsValidPublicKey(record.PublicKey.Span))
+        using var publicKey = PeerIdentity.TryImportPublicKey(record.PublicKey.Span);
+        if (publicKey is null)
         {
             return RecordValidationResult.Reject(RecordRejectionReason.MalformedPublicKey, $"Record {Describe(record)}: the public key ({record.PublicKey.Length} bytes) is not a P-256 SubjectPublicKeyInfo.");
         }
@@ -71,7 +74,8 @@ public sealed class RecordValidator
             return RecordValidationResult.Reject(RecordRejectionReason.SubKeyMismatch, $"Record {Describe(record)}: the sub-key is not the id of the signing key ({signer}); a peer may only write its own sub-record.");
         }
 
-        if (!PeerIdentity.Verify(record.PublicKey.Span, record.GetSignedPayload(), record.Signature.Span))
+        if (record.Signature.Length != PeerIdentity.SignatureSize
+            || !publicKey.VerifyData(record.GetSignedPayload(), record.Signature.Span, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
         {
             return RecordValidationResult.Reject(RecordRejectionReason.ForgedSignature, $"Record {Describe(record)}: the signature does not verify against the signer's public key.");
         }

@@ -71,9 +71,15 @@ public sealed class RoutingTable
     /// </summary>
     /// <param name="contact">The contact.</param>
     /// <returns>What happened; see <see cref="RoutingUpdateKind"/>.</returns>
+    /// <exception cref="ArgumentException">The contact has no address.</exception>
     public RoutingUpdate Update(DhtContact contact)
     {
         ArgumentNullException.ThrowIfNull(contact);
+        if (contact.Address.IsEmpty)
+        {
+            throw new ArgumentException($"Contact {contact.Id} has no address.", nameof(contact));
+        }
+
         var index = Self.BucketIndexOf(contact.Id);
         if (index < 0)
         {

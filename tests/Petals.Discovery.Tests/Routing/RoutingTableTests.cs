@@ -130,6 +130,7 @@ public sealed class RoutingTableTests
         table.Update(new DhtContact(id, Petals.Transport.PeerAddress.Parse("tcp://127.0.0.1:2000")));
         Assert.Equal("127.0.0.1:2000", table.Find(id)!.Address.Location);
         Assert.Equal(1, table.Count);
+        Assert.Throws<ArgumentException>(() => table.Update(new DhtContact(id, default)));
     }
 
     [Fact]
