@@ -123,6 +123,24 @@ public sealed class DhtRecordCodecTests
     }
 
     [Fact]
+    public void Encoding_checks_its_destination_and_list_size()
+    {
+        var record = new DhtRecord("k", NodeId.Zero, new byte[] { 1 }, Start, default, default);
+        var length = DhtRecordCodec.GetEncodedLength(record);
+        Assert.Equal(DhtRecordCodec.FixedSize + 2, length);
+        Assert.Throws<ArgumentException>(() => DhtRecordCodec.Encode(record, new byte[length - 1]));
+        Assert.Equal(length, DhtRecordCodec.Encode(record, new byte[length + 5]));
+        Assert.Throws<ArgumentException>(() => DhtRecordCodec.EncodeList(Enumerable.Repeat(record, ushort.MaxValue + 1).ToArray(), new ArrayBufferWriter<byte>()));
+
+        // Decoding with a consumed count reads one record off the front of a longer buffer.
+        var two = new byte[2 * length];
+        DhtRecordCodec.Encode(record, two);
+        DhtRecordCodec.Encode(record, two.AsSpan(length));
+        AssertSame(record, DhtRecordCodec.Decode(two, Limits, out var consumed));
+        Assert.Equal(length, consumed);
+    }
+
+    [Fact]
     public void Mutated_inputs_fail_only_with_format_errors_and_bounded_allocation()
     {
         long worst = 0;

@@ -148,4 +148,19 @@ public sealed class RecordValidatorTests
         Assert.Throws<ArgumentException>(() => new DhtRecord("k", id, default, Now, default, new byte[DhtRecord.MaxSignatureBytes + 1]));
         Assert.Throws<ArgumentOutOfRangeException>(() => new RecordValidator(new RecordLimits { MaxKeyBytes = 0 }));
     }
+
+    [Fact]
+    public void Verdicts_and_record_descriptions_are_precise()
+    {
+        Assert.Throws<ArgumentException>(() => RecordValidationResult.Reject(RecordRejectionReason.None, "x"));
+        Assert.Equal("accepted", RecordValidationResult.Accepted.ToString());
+        var rejected = RecordValidationResult.Reject(RecordRejectionReason.Expired, "too late");
+        Assert.Equal("Expired: too late", rejected.ToString());
+
+        var record = Valid(value: [0xAB, 0xCD]);
+        Assert.Equal(record.KeyByteCount + 2 + record.PublicKey.Length + PeerIdentity.SignatureSize + DhtRecord.StorageOverheadBytes, record.StorageSize);
+        Assert.Contains("2 value bytes, signed", record.ToString(), StringComparison.Ordinal);
+        Assert.DoesNotContain("abcd", record.ToString(), StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(NodeId.FromKey("llama.3"), record.KeyId);
+    }
 }
