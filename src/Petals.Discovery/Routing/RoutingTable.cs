@@ -130,16 +130,14 @@ public sealed class RoutingTable
     /// <returns>Whether the node was in the table.</returns>
     public bool MarkFailed(NodeId id)
     {
-        var index = Self.BucketIndexOf(id);
-        if (index < 0)
-        {
-            return false;
-        }
-
         lock (_gate)
         {
-            var bucket = _buckets[index];
-            var position = bucket.IndexOf(id);
+            var position = Locate(id, out var bucket);
+            if (bucket is null)
+            {
+                return false;
+            }
+
             if (position < 0)
             {
                 return bucket.RemoveReplacement(id);
@@ -164,21 +162,7 @@ public sealed class RoutingTable
 
     /// <summary>The contact with id <paramref name="id"/> in a bucket, or null.</summary>
     /// <param name="id">The node id.</param>
-    public DhtContact? Find(NodeId id)
-    {
-        var index = Self.BucketIndexOf(id);
-        if (index < 0)
-        {
-            return null;
-        }
-
-        lock (_gate)
-        {
-            var bucket = _buckets[index];
-            var position = bucket.IndexOf(id);
-            return position < 0 ? null : bucket.Contacts[position].Contact;
-        }
-    }
+    public DhtContact? Find(NodeId id) => TryGetEntry(id, out var entry) ? entry.Contact : null;
 
     /// <summary>When the contact <paramref name="id"/> (in a bucket) was last heard from.</summary>
     /// <param name="id">The node id.</param>
@@ -186,25 +170,9 @@ public sealed class RoutingTable
     /// <returns>Whether the contact is in a bucket.</returns>
     public bool TryGetLastSeen(NodeId id, out DateTimeOffset lastSeen)
     {
-        lastSeen = default;
-        var index = Self.BucketIndexOf(id);
-        if (index < 0)
-        {
-            return false;
-        }
-
-        lock (_gate)
-        {
-            var bucket = _buckets[index];
-            var position = bucket.IndexOf(id);
-            if (position < 0)
-            {
-                return false;
-            }
-
-            lastSeen = bucket.Contacts[position].LastSeen;
-            return true;
-        }
+        var found = TryGetEntry(id, out var entry);
+        lastSeen = entry.LastSeen;
+        return found;
     }
 
     /// <summary>
@@ -360,6 +328,24 @@ public sealed class RoutingTable
         }
 
         return result;
+    }
+
+    private bool TryGetEntry(NodeId id, out Entry entry)
+    {
+        lock (_gate)
+        {
+            var position = Locate(id, out var bucket);
+            entry = position < 0 ? default : bucket!.Contacts[position];
+            return position >= 0;
+        }
+    }
+
+    // Under the lock: the bucket whose range holds `id` (null for self) and the id's position in it (-1 if absent).
+    private int Locate(NodeId id, out Bucket? bucket)
+    {
+        var index = Self.BucketIndexOf(id);
+        bucket = index < 0 ? null : _buckets[index];
+        return bucket?.IndexOf(id) ?? -1;
     }
 
     private static void CheckIndex(int index)
