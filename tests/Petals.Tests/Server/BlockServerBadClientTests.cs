@@ -72,6 +72,30 @@ public sealed class BlockServerBadClientTests
         Assert.Equal(3, (await session.StepAsync(2, 2, h.Input(1, 1, seed: 2), 1, 1)).Position);
     }
 
+    [Fact]
+    public async Task AClientThatNeverReadsItsStepResultsLosesTheSessionAndItsCacheIsFreed()
+    {
+        // A small transport buffer, so the results the client never reads stall the server's sends.
+        await using var h = await ServerHarness.StartAsync(o => o.SessionIdleTimeout = TimeSpan.FromSeconds(1), new Petals.Testing.Transport.MemoryTransport(bufferBytes: 16 * 1024));
+        await using var stalled = await ProtocolConnection.ConnectAsync(h.Transport, h.Address, new ConnectionPreamble("never-reads", ServerHarness.ModelId), cancellationToken: Ct)
+            .WaitAsync(ServerHarness.Bound, Ct);
+        var stream = stalled.NewStreamId();
+        await stalled.SendAsync(stream, new InferenceOpen(Guid.NewGuid(), ServerHarness.Span, 128, WireCodec.Fp32), Ct);
+        var step = new InferenceStep(1, 0, h.Tensor(h.Input(2, 128, seed: 1), 2, 128));
+        for (var i = 0; i < 20; i++)
+        {
+            // The first is applied, the others are retransmissions: each is answered with the full result again.
+            await stalled.SendAsync(stream, step, Ct).AsTask().WaitAsync(ServerHarness.Bound, Ct);
+        }
+
+        await ServerHarness.WaitUntil(() => h.Server.GetStatistics().InferenceSteps == 1, "the step ran");
+        await ServerHarness.WaitUntil(
+            () => h.Server.ActiveSessions == 0 && h.Server.CacheTokensLeft == h.Server.Options.CacheTokens,
+            "the stalled session ended and freed its cache",
+            TimeSpan.FromSeconds(30));
+        await AssertStillServesAsync(h);
+    }
+
     private static async Task AssertStillServesAsync(ServerHarness h)
     {
         await using var client = await h.ConnectAsync();
