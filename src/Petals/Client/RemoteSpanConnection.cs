@@ -104,6 +104,9 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask SendAsync(PendingCall call, ProtocolMessage message, CancellationToken cancellationToken)
     {
+        // While sending, the deadline timer aborts the connection if the call gets overdue: a server that stopped
+        // reading would otherwise hold this send (and its caller) forever, since the deadline only fails the answer.
+        call.IsSending = true;
         try
         {
             await _connection.SendAsync(call.StreamId, message, cancellationToken).ConfigureAwait(false);
@@ -112,6 +115,10 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         {
             Remove(call.StreamId);
             throw;
+        }
+        finally
+        {
+            call.IsSending = false;
         }
     }
 
@@ -238,6 +245,11 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 
         if (overdue is not null)
         {
+            if (overdue.Exists(static c => c.IsSending))
+            {
+                _connection.Abort(string.Create(CultureInfo.InvariantCulture, $"{Name} did not read a request within {_requestTimeout.TotalSeconds:0.#} s"));
+            }
+
             foreach (var call in overdue)
             {
                 call.Fail(new TimeoutException(string.Create(CultureInfo.InvariantCulture, $"{Name} did not answer within {_requestTimeout.TotalSeconds:0.#} s (stream {call.StreamId}).")));
@@ -303,12 +315,20 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     {
         private ManualResetValueTaskSourceCore<CallOutcome> _core = new() { RunContinuationsAsynchronously = true };
         private int _armed;
+        private bool _sending;
 
         public uint StreamId { get; private set; }
 
         public Memory<float> Destination { get; private set; }
 
         public long Deadline { get; private set; }
+
+        /// <summary>Whether the request is being sent (written to the transport) now.</summary>
+        public bool IsSending
+        {
+            get => Volatile.Read(ref _sending);
+            set => Volatile.Write(ref _sending, value);
+        }
 
         public void Arm(uint streamId, Memory<float> destination, long deadline)
         {
