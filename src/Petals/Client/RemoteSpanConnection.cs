@@ -19,6 +19,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 {
     private readonly ProtocolConnection _connection;
     private readonly Dictionary<uint, PendingCall> _pending = [];
+    private readonly Dictionary<uint, ErrorMessage?> _sessions = [];
     private readonly Lock _pendingLock = new();
     private readonly TimeSpan _requestTimeout;
     private readonly ITimer _deadlines;
@@ -92,6 +93,12 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
                 throw Lost(failure);
             }
 
+            if (_sessions.TryGetValue(streamId, out var ended) && ended is not null)
+            {
+                // The server ended the session between steps (idle timeout, shutdown): its reason, not a confusing out_of_order.
+                throw new ProtocolException(ended.Code, $"{Name} ended the session earlier with {ended.Code.Value}: {ended.Message}") { StreamId = streamId };
+            }
+
             if (!_pending.TryAdd(streamId, call))
             {
                 throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"Stream {streamId} to {Name} already waits for an answer."));
@@ -119,6 +126,27 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         finally
         {
             call.IsSending = false;
+        }
+    }
+
+    /// <summary>
+    /// Marks <paramref name="streamId"/> as an inference stream: an error the server sends there while no step waits
+    /// (the session ended between steps) is kept and reported by the next <see cref="Register"/> on it.
+    /// </summary>
+    public void TrackSession(uint streamId)
+    {
+        lock (_pendingLock)
+        {
+            _sessions[streamId] = null;
+        }
+    }
+
+    /// <summary>Forgets an inference stream (the session is closed).</summary>
+    public void ForgetSession(uint streamId)
+    {
+        lock (_pendingLock)
+        {
+            _sessions.Remove(streamId);
         }
     }
 
@@ -161,7 +189,13 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         {
             if (!_pending.Remove(streamId, out call))
             {
-                // The answer to a call that timed out or was canceled: nobody waits for it.
+                // The answer to a call that timed out or was canceled: nobody waits for it. An error on an idle
+                // inference stream ended its session: kept for the next step.
+                if (message is ErrorMessage error && _sessions.ContainsKey(streamId))
+                {
+                    _sessions[streamId] = error;
+                }
+
                 return ValueTask.CompletedTask;
             }
         }

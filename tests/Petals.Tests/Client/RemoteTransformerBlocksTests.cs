@@ -257,6 +257,28 @@ public sealed class RemoteTransformerBlocksTests
     }
 
     [Fact]
+    public async Task A_session_the_server_ended_between_steps_fails_the_next_step_with_the_servers_reason()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 2)], o => o.SessionIdleTimeout = TimeSpan.FromSeconds(1));
+        await using var remote = await swarm.ConnectAsync();
+        await using var session = await remote.OpenSessionAsync(1, 8, Ct);
+        await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct);
+
+        // The client pauses longer than the idle timeout: both servers end the session and say why on its stream.
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while (swarm.Servers.Any(s => s.ActiveSessions > 0))
+        {
+            Assert.True(deadline.Elapsed < Bound, "the idle sessions were not ended");
+            await Task.Delay(20, Ct);
+        }
+
+        var error = await Assert.ThrowsAsync<ProtocolException>(async () => await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Equal(BlockServerErrors.SessionTimeout, error.Code);
+        Assert.Contains("server-0", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Closing_sessions_returns_every_cache_token_to_the_servers()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
