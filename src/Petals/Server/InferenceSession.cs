@@ -35,7 +35,7 @@ internal sealed class InferenceSession
         Id = open.SessionId;
         MaxLength = open.MaxLength;
         ReplyCodec = open.ReplyCodec;
-        _send = CancellationTokenSource.CreateLinkedTokenSource(_cts.Token);
+        _send = new CancellationTokenSource();
         Touch();
     }
 
@@ -79,7 +79,13 @@ internal sealed class InferenceSession
     }
 
     /// <summary>Ends the session after the step in progress; <paramref name="error"/>, when given, is sent to the client.</summary>
-    public void Cancel(ProtocolException? error, string reason)
+    /// <param name="error">The error to send on the stream, or null.</param>
+    /// <param name="reason">Why, for the log.</param>
+    /// <param name="letResultOut">
+    /// Whether a result already going out finishes (bounded by the idle timeout) instead of being cut off: a client's
+    /// close must not tear the frame, which would abort the connection and every other session on it.
+    /// </param>
+    public void Cancel(ProtocolException? error, string reason, bool letResultOut = false)
     {
         if (_queue.Writer.TryComplete())
         {
@@ -90,6 +96,10 @@ internal sealed class InferenceSession
         try
         {
             _cts.Cancel();
+            if (!letResultOut)
+            {
+                _send.Cancel();
+            }
         }
         catch (ObjectDisposedException)
         {

@@ -242,7 +242,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             _sessions.TryGetValue(streamId, out session);
         }
 
-        session?.Cancel(null, "closed by the client");
+        session?.Cancel(null, "closed by the client", letResultOut: true);
         return ValueTask.CompletedTask;
     }
 

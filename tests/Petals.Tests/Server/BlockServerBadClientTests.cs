@@ -96,6 +96,66 @@ public sealed class BlockServerBadClientTests
         await AssertStillServesAsync(h);
     }
 
+    [Fact]
+    public async Task ClosingASessionWhoseResultIsStillGoingOutKeepsTheConnectionAndItsOtherSessions()
+    {
+        // A small transport buffer and a client that reads only later: session A's result is still going out when A is closed.
+        await using var h = await ServerHarness.StartAsync(transport: new Petals.Testing.Transport.MemoryTransport(bufferBytes: 16 * 1024));
+        var connection = await ProtocolConnection.ConnectAsync(h.Transport, h.Address, new ConnectionPreamble("late-reader", ServerHarness.ModelId), cancellationToken: Ct)
+            .WaitAsync(ServerHarness.Bound, Ct);
+        var a = connection.NewStreamId();
+        var b = connection.NewStreamId();
+        await connection.SendAsync(a, new InferenceOpen(Guid.NewGuid(), ServerHarness.Span, 128, WireCodec.Fp32), Ct);
+        await connection.SendAsync(b, new InferenceOpen(Guid.NewGuid(), ServerHarness.Span, 16, WireCodec.Fp32), Ct);
+        await connection.SendAsync(a, new InferenceStep(1, 0, h.Tensor(h.Input(2, 128, seed: 1), 2, 128)), Ct);
+        await ServerHarness.WaitUntil(() => h.Server.GetStatistics().InferenceSteps == 1, "session A's step ran");
+        await connection.SendAsync(a, InferenceClose.Instance, Ct);
+        await ServerHarness.WaitUntil(() => h.Server.GetStatistics().BytesReceived >= connection.BytesSent, "the server read the close");
+        await Task.Delay(200, Ct);
+
+        // Now the client reads: session B on the same connection still works.
+        var client = new TestClientHandler();
+        var run = connection.RunAsync(client, Ct);
+        try
+        {
+            await connection.SendAsync(b, new InferenceStep(1, 0, h.Tensor(h.Input(1, 2, seed: 2), 1, 2)), Ct);
+            var result = Assert.IsType<InferenceStepResult>(await client.NextAsync(b));
+            Assert.Equal(2, result.Position);
+        }
+        finally
+        {
+            await connection.DisposeAsync();
+            try
+            {
+                await run.WaitAsync(ServerHarness.Bound, Ct);
+            }
+            catch (Exception e) when (e is OperationCanceledException or TransportException or ProtocolException or ObjectDisposedException)
+            {
+            }
+        }
+    }
+
+    /// <summary>Collects messages per stream.</summary>
+    private sealed class TestClientHandler : IProtocolMessageHandler
+    {
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<uint, System.Threading.Channels.Channel<ProtocolMessage>> _streams = new();
+
+        public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken)
+        {
+            // Only the fixed fields are read later; a tensor would not outlive this call.
+            Stream(streamId).Writer.TryWrite(message);
+            return ValueTask.CompletedTask;
+        }
+
+        public void OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException failure) =>
+            Stream(streamId).Writer.TryWrite(ErrorMessage.From(failure, ProtocolLimits.Default));
+
+        public async Task<ProtocolMessage> NextAsync(uint streamId) =>
+            await Stream(streamId).Reader.ReadAsync(Ct).AsTask().WaitAsync(ServerHarness.Bound, Ct);
+
+        private System.Threading.Channels.Channel<ProtocolMessage> Stream(uint id) => _streams.GetOrAdd(id, _ => System.Threading.Channels.Channel.CreateUnbounded<ProtocolMessage>());
+    }
+
     private static async Task AssertStillServesAsync(ServerHarness h)
     {
         await using var client = await h.ConnectAsync();
