@@ -34,6 +34,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         InferenceOpen open => OnOpenAsync(streamId, open, ct),
         InferenceStep step => OnStepAsync(streamId, step, ct),
         InferenceClose => OnClose(streamId),
+        ErrorMessage => OnClientError(streamId),
         _ => SendErrorAsync(streamId, new ProtocolException(ProtocolErrorCode.OutOfOrder, $"a block server does not accept {message.Type} messages"), ct),
     };
 
@@ -243,6 +244,22 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         }
 
         session?.Cancel(null, "closed by the client", letResultOut: true);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// The client abandoned the call on <paramref name="streamId"/> with an error (its connection already closed the
+    /// stream): its session, if any, ends. Errors are never answered, since answering errors with errors could loop.
+    /// </summary>
+    private ValueTask OnClientError(uint streamId)
+    {
+        InferenceSession? session;
+        lock (_lock)
+        {
+            _sessions.TryGetValue(streamId, out session);
+        }
+
+        session?.Cancel(null, "abandoned by the client with an error", letResultOut: true);
         return ValueTask.CompletedTask;
     }
 

@@ -156,6 +156,27 @@ public sealed class BlockServerBadClientTests
         private System.Threading.Channels.Channel<ProtocolMessage> Stream(uint id) => _streams.GetOrAdd(id, _ => System.Threading.Channels.Channel.CreateUnbounded<ProtocolMessage>());
     }
 
+    [Fact]
+    public async Task AnErrorFromTheClientEndsItsSessionAndIsNotAnsweredWithAnError()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        await using var client = await h.ConnectAsync();
+        var session = await BlockServerTests.Session.OpenAsync(client, h, maxLength: 16);
+        await session.StepAsync(1, 0, h.Input(1, 2, seed: 1), 1, 2);
+        Assert.True(h.Server.CacheTokensLeft < h.Server.Options.CacheTokens);
+
+        // The client abandons the session with an error (as a client does when it rejects what arrived on the stream).
+        await client.Connection.SendAsync(session.StreamId, new ErrorMessage(ProtocolErrorCode.OutOfOrder, "the client gave up on this stream"), Ct);
+
+        // Messages are answered in order: once the info call is answered, an answer to the error would have arrived too.
+        Assert.IsType<InfoResponse>((await client.CallAsync(InfoRequest.Instance)).Message);
+        await Assert.ThrowsAsync<TimeoutException>(() => client.NextAsync(session.StreamId, TimeSpan.FromMilliseconds(200)));
+        await ServerHarness.WaitUntil(
+            () => h.Server.ActiveSessions == 0 && h.Server.CacheTokensLeft == h.Server.Options.CacheTokens,
+            "the abandoned session ended and freed its cache",
+            TimeSpan.FromSeconds(30));
+    }
+
     private static async Task AssertStillServesAsync(ServerHarness h)
     {
         await using var client = await h.ConnectAsync();
