@@ -130,7 +130,9 @@ internal sealed class InferenceSession
                     await _connection.TrySendErrorAsync(StreamId, ex).ConfigureAwait(false);
                     break;
                 }
-                catch (Exception ex) when (ex is ArgumentException or InvalidOperationException && !token.IsCancellationRequested)
+#pragma warning disable CA1031 // Whatever the executor throws is answered (internal); a broken send or a shutdown is not.
+                catch (Exception ex) when (ex is not (OperationCanceledException or Transport.TransportException or IOException or ObjectDisposedException) && !token.IsCancellationRequested)
+#pragma warning restore CA1031
                 {
                     // The executor refused the step (shape, cache overflow): a precise message, not a crash.
                     _endReason = ex.Message;

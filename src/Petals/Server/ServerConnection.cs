@@ -133,7 +133,9 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
             await _connection.SendAsync(streamId, response, timeout.Token).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or ObjectDisposedException)
+#pragma warning disable CA1031 // Whatever the executor throws is answered (internal); only a broken send is not.
+        catch (Exception ex) when (ex is not (OperationCanceledException or ProtocolException or Transport.TransportException or IOException))
+#pragma warning restore CA1031
         {
             var error = ex is ObjectDisposedException ? ShuttingDown() : new ProtocolException(ProtocolErrorCode.Internal, $"The forward pass failed: {ex.Message}");
             await TrySendErrorAsync(streamId, error).ConfigureAwait(false);

@@ -177,6 +177,51 @@ public sealed class BlockServerBadClientTests
             TimeSpan.FromSeconds(30));
     }
 
+    [Fact]
+    public async Task APassThatFailsUnexpectedlyIsAnsweredWithInternalAndTheServerStopsCleanly()
+    {
+        var h = await ServerHarness.StartAsync(wrap: e => new FailingForwardExecutor(e));
+        try
+        {
+            await using var client = await h.ConnectAsync();
+            var id = client.Connection.NewStreamId();
+            await client.Connection.SendAsync(id, new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(1, 2, seed: 1), 1, 2)), Ct);
+            var error = Assert.IsType<ErrorMessage>((await client.NextAsync(id, TimeSpan.FromSeconds(30))).Message);
+            Assert.Equal(ProtocolErrorCode.Internal, error.Code);
+            Assert.Contains("the backend cannot run this", error.Message, StringComparison.Ordinal);
+
+            var session = await BlockServerTests.Session.OpenAsync(client, h, maxLength: 16);
+            await session.SendStepAsync(1, 0, h.Input(1, 2, seed: 2), 1, 2);
+            var stepError = Assert.IsType<ErrorMessage>((await client.NextAsync(session.StreamId, TimeSpan.FromSeconds(30))).Message);
+            Assert.Equal(ProtocolErrorCode.Internal, stepError.Code);
+            Assert.Contains("the backend cannot run this", stepError.Message, StringComparison.Ordinal);
+            await ServerHarness.WaitUntil(() => h.Server.ActiveSessions == 0 && h.Server.CacheTokensLeft == h.Server.Options.CacheTokens, "the failed session freed its cache");
+            await AssertStillServesAsync(h);
+        }
+        finally
+        {
+            await h.Server.StopAsync(Ct).WaitAsync(ServerHarness.Bound, Ct);
+            await h.DisposeAsync();
+        }
+    }
+
+    /// <summary>An executor whose stateless forward pass throws an exception type the server does not expect.</summary>
+    private sealed class FailingForwardExecutor(Petals.Execution.IBlockExecutor inner) : Petals.Execution.IBlockExecutor
+    {
+        public Petals.Models.ModelConfig Config => inner.Config;
+
+        public Petals.Models.BlockRange Blocks => inner.Blocks;
+
+        public Petals.Execution.IKvCache CreateCache(int batchSize, int maxLength) => inner.CreateCache(batchSize, maxLength);
+
+        public void Forward(Span<float> hidden, int batchSize, int tokenCount, Petals.Execution.IKvCache? cache) =>
+            throw new NotSupportedException("the backend cannot run this");
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
+
+        public void Dispose() => inner.Dispose();
+    }
+
     private static async Task AssertStillServesAsync(ServerHarness h)
     {
         await using var client = await h.ConnectAsync();
