@@ -88,15 +88,16 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         call.Arm(streamId, destination, Stopwatch.GetTimestamp() + (long)(_requestTimeout.TotalSeconds * Stopwatch.Frequency));
         lock (_pendingLock)
         {
+            // The server ended the session between steps (idle timeout, shutdown): its reason, not a confusing
+            // out_of_order, nor the lost connection that may have followed it.
+            if (_sessions.TryGetValue(streamId, out var ended) && ended is not null)
+            {
+                throw new ProtocolException(ended.Code, $"{Name} ended the session earlier with {ended.Code.Value}: {ended.Message}") { StreamId = streamId };
+            }
+
             if (_failure is { } failure)
             {
                 throw Lost(failure);
-            }
-
-            if (_sessions.TryGetValue(streamId, out var ended) && ended is not null)
-            {
-                // The server ended the session between steps (idle timeout, shutdown): its reason, not a confusing out_of_order.
-                throw new ProtocolException(ended.Code, $"{Name} ended the session earlier with {ended.Code.Value}: {ended.Message}") { StreamId = streamId };
             }
 
             if (!_pending.TryAdd(streamId, call))

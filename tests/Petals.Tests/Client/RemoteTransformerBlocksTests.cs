@@ -279,6 +279,32 @@ public sealed class RemoteTransformerBlocksTests
     }
 
     [Fact]
+    public async Task A_server_that_stopped_between_steps_fails_the_next_step_with_shutting_down()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 2)]);
+        await using var remote = await swarm.ConnectAsync();
+        await using var session = await remote.OpenSessionAsync(1, 8, Ct);
+        await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct);
+        await swarm.Servers[0].StopAsync(Ct).WaitAsync(Bound, Ct);
+
+        // Let the client take in what the server sent before it closed (the error, then the end of the stream).
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while (remote.BytesReceived < swarm.Servers.Sum(s => s.GetStatistics().BytesSent))
+        {
+            Assert.True(deadline.Elapsed < Bound, "the client did not receive what the servers sent");
+            await Task.Delay(10, Ct);
+        }
+
+        await Task.Delay(1000, Ct);
+
+        // The server told the session why before it closed the connection: that reason (retry elsewhere) wins.
+        var error = await Assert.ThrowsAsync<ProtocolException>(async () => await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Equal(BlockServerErrors.ShuttingDown, error.Code);
+        Assert.Contains("server-0", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Closing_sessions_returns_every_cache_token_to_the_servers()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
