@@ -96,14 +96,16 @@ internal static class ServeCommand
                 var listener = await transport.ListenAsync(PeerAddress.FromHostPort("tcp", parse.GetValue(host)!, portValue), ct).ConfigureAwait(false);
                 await server.StartAsync(listener, ct).ConfigureAwait(false);
                 var readyMs = started.Elapsed.TotalMilliseconds;
+
+                // Handlers first: whoever reads the listening line may send SIGTERM at once, and must get a clean stop.
+                using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+                using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
                 await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {span}").ConfigureAwait(false);
                 await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
                 context.Info(string.Create(CultureInfo.InvariantCulture,
                     $"ready in {started.Elapsed.TotalMilliseconds:F0} ms: model {options.ModelId}, blocks {span}, cache {options.CacheTokens} tokens"));
 
-                using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-                using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
                 if (parse.GetValue(stopWhenInputCloses))
                 {
                     _ = StopWhenInputClosesAsync(stop);
