@@ -147,6 +147,73 @@ public sealed class SwarmProcessTests
         }
     }
 
+    [Fact]
+    public async Task The_servers_of_a_killed_swarm_stop_with_it_instead_of_running_on()
+    {
+        SkipWithoutShared();
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll"), "swarm", "--model", TestData.Stories260KGguf, "--servers", "2", "--prompt", "Once upon a time", "--max-new-tokens", "400", "--threads", "1" })
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using var swarm = Process.Start(info)!;
+        _ = swarm.StandardOutput.ReadToEndAsync(Ct);
+        var pids = new List<int>();
+        try
+        {
+            var deadline = Stopwatch.StartNew();
+            while (true)
+            {
+                Assert.True(deadline.Elapsed < Bound, "the swarm did not get ready");
+                var line = await swarm.StandardError.ReadLineAsync(Ct).AsTask().WaitAsync(Bound, Ct);
+                Assert.True(line is not null, "the swarm ended before its servers were ready");
+                if (System.Text.RegularExpressions.Regex.Match(line, @"\(pid (\d+),") is { Success: true } match)
+                {
+                    pids.Add(int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+                }
+
+                if (line.Contains("servers ready", StringComparison.Ordinal))
+                {
+                    break;
+                }
+            }
+
+            Assert.Equal(2, pids.Count);
+
+            // Killed (no chance to clean up, as in a crash or an OOM kill): the servers must notice and stop.
+            swarm.Kill();
+            await swarm.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
+            var stopped = Stopwatch.StartNew();
+            while (pids.Any(IsRunning))
+            {
+                Assert.True(stopped.Elapsed < TimeSpan.FromSeconds(30), $"servers {string.Join(", ", pids.Where(IsRunning))} still run 30 s after their swarm was killed");
+                await Task.Delay(100, Ct);
+            }
+        }
+        finally
+        {
+            foreach (var pid in pids.Where(IsRunning))
+            {
+                _ = Signal(pid, 9);
+            }
+        }
+    }
+
+    /// <summary>Whether the process runs (a zombie waiting to be reaped counts as ended).</summary>
+    private static bool IsRunning(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..][0] is not ('Z' or 'X');
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
     private static async Task WaitForCacheAsync(PeerAddress address, string modelId, ulong expected, TimeSpan within)
     {
         var deadline = Stopwatch.StartNew();

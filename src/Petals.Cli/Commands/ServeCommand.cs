@@ -26,11 +26,15 @@ internal static class ServeCommand
         var maxLength = new Option<int>("--max-length") { Description = "The longest session (tokens) a client may open.", DefaultValueFactory = _ => defaults.MaxSessionLength };
         var idleTimeout = new Option<double>("--idle-timeout") { Description = "Seconds a session may stay without steps before its cache is freed.", DefaultValueFactory = _ => defaults.SessionIdleTimeout.TotalSeconds };
         var cacheWait = new Option<double>("--cache-wait") { Description = "Seconds a session that does not fit the cache budget waits before it gets the cache-full error.", DefaultValueFactory = _ => defaults.CacheWaitTimeout.TotalSeconds };
+        var stopWhenInputCloses = new Option<bool>("--stop-when-input-closes")
+        {
+            Description = "Stop (as on SIGTERM) when standard input reaches its end: a parent that holds the other end of a pipe (petals swarm) takes its servers down with it, even when it is killed.",
+        };
         var modelId = new Option<string?>("--model-id") { Description = "The model id clients must name (default: ModelIdentity of the model, e.g. stories260K-f32:llama-5x64-v512)." };
 
         var command = new Command("serve", "Serve a span of a model's blocks to the swarm over TCP until Ctrl-C / SIGTERM.")
         {
-            model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, modelId, threads,
+            model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, modelId, threads, stopWhenInputCloses,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -92,14 +96,21 @@ internal static class ServeCommand
                 var listener = await transport.ListenAsync(PeerAddress.FromHostPort("tcp", parse.GetValue(host)!, portValue), ct).ConfigureAwait(false);
                 await server.StartAsync(listener, ct).ConfigureAwait(false);
                 var readyMs = started.Elapsed.TotalMilliseconds;
+
+                // Handlers first: whoever reads the listening line may send SIGTERM at once, and must get a clean stop.
+                using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+                using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
                 await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {span}").ConfigureAwait(false);
                 await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
                 context.Info(string.Create(CultureInfo.InvariantCulture,
                     $"ready in {started.Elapsed.TotalMilliseconds:F0} ms: model {options.ModelId}, blocks {span}, cache {options.CacheTokens} tokens"));
 
-                using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-                using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+                if (parse.GetValue(stopWhenInputCloses))
+                {
+                    _ = StopWhenInputClosesAsync(stop);
+                }
+
                 try
                 {
                     await Task.Delay(Timeout.Infinite, stop.Token).ConfigureAwait(false);
@@ -129,6 +140,27 @@ internal static class ServeCommand
             }
         }, cancellationToken));
         return command;
+    }
+
+    /// <summary>Reads standard input to its end (what a dead parent's pipe gives), then cancels <paramref name="stop"/>.</summary>
+    private static async Task StopWhenInputClosesAsync(CancellationTokenSource stop)
+    {
+        var token = stop.Token;
+        try
+        {
+            using var input = Console.OpenStandardInput();
+            var buffer = new byte[256];
+            while (await input.ReadAsync(buffer, token).ConfigureAwait(false) > 0)
+            {
+                // What the parent writes means nothing; only the end of the input does.
+            }
+
+            await stop.CancelAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or IOException)
+        {
+            // Stopped another way first, or no readable input: nothing to watch.
+        }
     }
 
     private static TimeSpan Seconds(double value, string option) =>

@@ -55,7 +55,8 @@ internal sealed partial class ServerProcess : IAsyncDisposable
             UseShellExecute = false,
             CreateNoWindow = true,
         };
-        foreach (var argument in prefix.Append("serve").Concat(arguments))
+        // The child stops when its input ends: when this process dies, however it dies, its servers stop too.
+        foreach (var argument in prefix.Append("serve").Concat(arguments).Append("--stop-when-input-closes"))
         {
             info.ArgumentList.Add(argument);
         }

@@ -40,6 +40,8 @@ public sealed class RemoteSequenceOptions
             throw new ArgumentOutOfRangeException(nameof(RequestTimeout), RequestTimeout, "RequestTimeout must be positive.");
         }
 
+        Server.BlockServerOptions.CheckTimerRange(ConnectTimeout, nameof(ConnectTimeout));
+        Server.BlockServerOptions.CheckTimerRange(RequestTimeout, nameof(RequestTimeout));
         ArgumentNullException.ThrowIfNull(Limits, nameof(Limits));
         Limits.Validate();
     }

@@ -19,6 +19,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 {
     private readonly ProtocolConnection _connection;
     private readonly Dictionary<uint, PendingCall> _pending = [];
+    private readonly Dictionary<uint, ErrorMessage?> _sessions = [];
     private readonly Lock _pendingLock = new();
     private readonly TimeSpan _requestTimeout;
     private readonly ITimer _deadlines;
@@ -87,6 +88,13 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         call.Arm(streamId, destination, Stopwatch.GetTimestamp() + (long)(_requestTimeout.TotalSeconds * Stopwatch.Frequency));
         lock (_pendingLock)
         {
+            // The server ended the session between steps (idle timeout, shutdown): its reason, not a confusing
+            // out_of_order, nor the lost connection that may have followed it.
+            if (_sessions.TryGetValue(streamId, out var ended) && ended is not null)
+            {
+                throw new ProtocolException(ended.Code, $"{Name} ended the session earlier with {ended.Code.Value}: {ended.Message}") { StreamId = streamId };
+            }
+
             if (_failure is { } failure)
             {
                 throw Lost(failure);
@@ -104,6 +112,9 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask SendAsync(PendingCall call, ProtocolMessage message, CancellationToken cancellationToken)
     {
+        // While sending, the deadline timer aborts the connection if the call gets overdue: a server that stopped
+        // reading would otherwise hold this send (and its caller) forever, since the deadline only fails the answer.
+        call.IsSending = true;
         try
         {
             await _connection.SendAsync(call.StreamId, message, cancellationToken).ConfigureAwait(false);
@@ -112,6 +123,31 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         {
             Remove(call.StreamId);
             throw;
+        }
+        finally
+        {
+            call.IsSending = false;
+        }
+    }
+
+    /// <summary>
+    /// Marks <paramref name="streamId"/> as an inference stream: an error the server sends there while no step waits
+    /// (the session ended between steps) is kept and reported by the next <see cref="Register"/> on it.
+    /// </summary>
+    public void TrackSession(uint streamId)
+    {
+        lock (_pendingLock)
+        {
+            _sessions[streamId] = null;
+        }
+    }
+
+    /// <summary>Forgets an inference stream (the session is closed).</summary>
+    public void ForgetSession(uint streamId)
+    {
+        lock (_pendingLock)
+        {
+            _sessions.Remove(streamId);
         }
     }
 
@@ -154,7 +190,13 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         {
             if (!_pending.Remove(streamId, out call))
             {
-                // The answer to a call that timed out or was canceled: nobody waits for it.
+                // The answer to a call that timed out or was canceled: nobody waits for it. An error on an idle
+                // inference stream ended its session: kept for the next step.
+                if (message is ErrorMessage error && _sessions.ContainsKey(streamId))
+                {
+                    _sessions[streamId] = error;
+                }
+
                 return ValueTask.CompletedTask;
             }
         }
@@ -238,6 +280,11 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 
         if (overdue is not null)
         {
+            if (overdue.Exists(static c => c.IsSending))
+            {
+                _connection.Abort(string.Create(CultureInfo.InvariantCulture, $"{Name} did not read a request within {_requestTimeout.TotalSeconds:0.#} s"));
+            }
+
             foreach (var call in overdue)
             {
                 call.Fail(new TimeoutException(string.Create(CultureInfo.InvariantCulture, $"{Name} did not answer within {_requestTimeout.TotalSeconds:0.#} s (stream {call.StreamId}).")));
@@ -303,12 +350,20 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     {
         private ManualResetValueTaskSourceCore<CallOutcome> _core = new() { RunContinuationsAsynchronously = true };
         private int _armed;
+        private bool _sending;
 
         public uint StreamId { get; private set; }
 
         public Memory<float> Destination { get; private set; }
 
         public long Deadline { get; private set; }
+
+        /// <summary>Whether the request is being sent (written to the transport) now.</summary>
+        public bool IsSending
+        {
+            get => Volatile.Read(ref _sending);
+            set => Volatile.Write(ref _sending, value);
+        }
 
         public void Arm(uint streamId, Memory<float> destination, long deadline)
         {

@@ -157,11 +157,17 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
                 }
 
                 streams[opened] = span.Connection.NewStreamId();
+                span.TrackSession(streams[opened]);
                 await span.SendOneWayAsync(streams[opened], new InferenceOpen(sessionId, span.Info.Blocks, maxLength, _options.Codec), cancellationToken).ConfigureAwait(false);
             }
         }
         catch
         {
+            if (opened < _spans.Length && streams[opened] != 0)
+            {
+                _spans[opened].ForgetSession(streams[opened]);
+            }
+
             await CloseStreamsAsync(_spans, streams, opened).ConfigureAwait(false);
             throw;
         }
@@ -265,6 +271,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     {
         for (var i = 0; i < count; i++)
         {
+            spans[i].ForgetSession(streams[i]);
             try
             {
                 using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(5));

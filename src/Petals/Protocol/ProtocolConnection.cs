@@ -129,7 +129,10 @@ public sealed class ProtocolConnection : IAsyncDisposable
     /// <summary>Sends one message (chunked when it exceeds the peer's frame size). Thread-safe; sends are serialized.</summary>
     /// <param name="streamId">The stream (call) id; 0 only for Error, Ping and Pong.</param>
     /// <param name="message">The message.</param>
-    /// <param name="cancellationToken">Cancels waiting for the send.</param>
+    /// <param name="cancellationToken">
+    /// Cancels waiting for the send. Canceling once the message is going out aborts the connection, since the peer
+    /// would otherwise see a torn frame.
+    /// </param>
     /// <returns>A task that completes when the message was handed to the transport.</returns>
     /// <exception cref="TransportException">When the stream is broken or closed.</exception>
     /// <exception cref="ProtocolException">When the message exceeds the maximum message size.</exception>
@@ -150,7 +153,19 @@ public sealed class ProtocolConnection : IAsyncDisposable
             }
 
             _writer.Write(streamId, message);
-            var result = await _writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+            FlushResult result;
+            try
+            {
+                result = await _writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // Part of the message may be on the wire and the rest is still buffered: whatever is sent next would tear
+                // the frame (the peer would wait for the rest forever or misread it). Only aborting keeps the peer safe.
+                Abort("a send was canceled part-way through a message");
+                throw;
+            }
+
             if (result.IsCompleted)
             {
                 throw new TransportException(TransportErrorKind.ConnectionReset, $"The connection to {RemoteAddress} is closed for writing.");

@@ -67,6 +67,9 @@ public sealed class BlockServerOptions
             throw new ArgumentOutOfRangeException(nameof(SessionIdleTimeout), SessionIdleTimeout, $"{nameof(SessionIdleTimeout)} must be positive.");
         }
 
+        CheckTimerRange(CacheWaitTimeout, nameof(CacheWaitTimeout));
+        CheckTimerRange(SessionIdleTimeout, nameof(SessionIdleTimeout));
+
         ArgumentNullException.ThrowIfNull(Limits, nameof(Limits));
         Limits.Validate();
         if ((Codecs & WireCodecs.Fp32) == 0 || (Codecs & ~WireCodecs.All) != 0)
@@ -75,6 +78,18 @@ public sealed class BlockServerOptions
         }
 
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
+    }
+
+    /// <summary>The longest timeout a .NET timer takes (about 49.7 days).</summary>
+    internal static readonly TimeSpan MaxTimeout = TimeSpan.FromMilliseconds(uint.MaxValue - 1.0);
+
+    /// <summary>Refuses a timeout longer than <see cref="MaxTimeout"/>: arming its timer would throw at run time.</summary>
+    internal static void CheckTimerRange(TimeSpan value, string name)
+    {
+        if (value > MaxTimeout)
+        {
+            throw new ArgumentOutOfRangeException(name, value, $"{name} must be at most 49.7 days (the longest timer .NET supports).");
+        }
     }
 
     private static void CheckId(string? value, string name, bool allowEmpty)

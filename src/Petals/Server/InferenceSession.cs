@@ -9,13 +9,14 @@ namespace Petals.Server;
 /// One inference session: its steps run in arrival order on a loop of their own; the cache and its budget
 /// reservation belong to the loop and are freed when it ends (close, error, idle timeout, lost connection, shutdown).
 /// </summary>
-[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The session's loop disposes its token source when it ends; the session is never disposed from outside.")]
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The session's loop disposes its token sources when it ends; the session is never disposed from outside.")]
 internal sealed class InferenceSession
 {
     private readonly BlockServer _server;
     private readonly ServerConnection _connection;
     private readonly Channel<StepWork> _queue = Channel.CreateUnbounded<StepWork>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _cts = new();
+    private readonly CancellationTokenSource _send;
     private readonly HashSet<ulong> _applied = [];
     private IKvCache? _cache;
     private CacheReservation? _reservation;
@@ -34,6 +35,7 @@ internal sealed class InferenceSession
         Id = open.SessionId;
         MaxLength = open.MaxLength;
         ReplyCodec = open.ReplyCodec;
+        _send = new CancellationTokenSource();
         Touch();
     }
 
@@ -77,7 +79,13 @@ internal sealed class InferenceSession
     }
 
     /// <summary>Ends the session after the step in progress; <paramref name="error"/>, when given, is sent to the client.</summary>
-    public void Cancel(ProtocolException? error, string reason)
+    /// <param name="error">The error to send on the stream, or null.</param>
+    /// <param name="reason">Why, for the log.</param>
+    /// <param name="letResultOut">
+    /// Whether a result already going out finishes (bounded by the idle timeout) instead of being cut off: a client's
+    /// close must not tear the frame, which would abort the connection and every other session on it.
+    /// </param>
+    public void Cancel(ProtocolException? error, string reason, bool letResultOut = false)
     {
         if (_queue.Writer.TryComplete())
         {
@@ -88,6 +96,10 @@ internal sealed class InferenceSession
         try
         {
             _cts.Cancel();
+            if (!letResultOut)
+            {
+                _send.Cancel();
+            }
         }
         catch (ObjectDisposedException)
         {
@@ -118,7 +130,9 @@ internal sealed class InferenceSession
                     await _connection.TrySendErrorAsync(StreamId, ex).ConfigureAwait(false);
                     break;
                 }
-                catch (Exception ex) when (ex is ArgumentException or InvalidOperationException && !token.IsCancellationRequested)
+#pragma warning disable CA1031 // Whatever the executor throws is answered (internal); a broken send or a shutdown is not.
+                catch (Exception ex) when (ex is not (OperationCanceledException or Transport.TransportException or IOException or ObjectDisposedException) && !token.IsCancellationRequested)
+#pragma warning restore CA1031
                 {
                     // The executor refused the step (shape, cache overflow): a precise message, not a crash.
                     _endReason = ex.Message;
@@ -140,6 +154,12 @@ internal sealed class InferenceSession
         catch (OperationCanceledException) when (token.IsCancellationRequested)
         {
             // Cancelled: closed, timed out, connection lost or shutting down.
+        }
+        catch (OperationCanceledException) when (_send.IsCancellationRequested)
+        {
+            // The client did not read a result for the idle timeout; the send aborted the connection.
+            _endReason = string.Create(CultureInfo.InvariantCulture,
+                $"the client read no step result for {_server.Options.SessionIdleTimeout.TotalSeconds:0.###} s; the connection was aborted");
         }
 #pragma warning disable CA1031 // A session's failure (a send on a broken connection) ends only that session.
         catch (Exception ex)
@@ -169,6 +189,7 @@ internal sealed class InferenceSession
             _cache = null;
             _reservation?.Dispose();
             _reservation = null;
+            _send.Dispose();
             _cts.Dispose();
             _connection.OnSessionEnded(this);
             _server.OnSessionEnded(this, _steps, _endReason);
@@ -181,7 +202,7 @@ internal sealed class InferenceSession
         {
             if (_last is { } last && last.StepId == work.StepId)
             {
-                await _connection.SendAsync(StreamId, last.ToResult(ReplyCodec), cancellationToken).ConfigureAwait(false);
+                await SendResultAsync(last).ConfigureAwait(false);
                 return;
             }
 
@@ -240,6 +261,17 @@ internal sealed class InferenceSession
         _steps++;
         _server.OnComputed(work.Batch * work.Tokens, inference: true);
         Touch();
-        await _connection.SendAsync(StreamId, work.ToResult(ReplyCodec), cancellationToken).ConfigureAwait(false);
+        await SendResultAsync(work).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Sends a step's result, bounded by the idle timeout: a client that does not read would otherwise hold the
+    /// session, its cache and its budget forever (a busy session is never idle). On timeout the connection is aborted.
+    /// </summary>
+    private async ValueTask SendResultAsync(StepWork work)
+    {
+        _send.CancelAfter(_server.Options.SessionIdleTimeout);
+        await _connection.SendAsync(StreamId, work.ToResult(ReplyCodec), _send.Token).ConfigureAwait(false);
+        _send.CancelAfter(Timeout.InfiniteTimeSpan);
     }
 }

@@ -34,6 +34,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         InferenceOpen open => OnOpenAsync(streamId, open, ct),
         InferenceStep step => OnStepAsync(streamId, step, ct),
         InferenceClose => OnClose(streamId),
+        ErrorMessage => OnClientError(streamId),
         _ => SendErrorAsync(streamId, new ProtocolException(ProtocolErrorCode.OutOfOrder, $"a block server does not accept {message.Type} messages"), ct),
     };
 
@@ -132,7 +133,9 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
             await _connection.SendAsync(streamId, response, timeout.Token).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or ObjectDisposedException)
+#pragma warning disable CA1031 // Whatever the executor throws is answered (internal); only a broken send is not.
+        catch (Exception ex) when (ex is not (OperationCanceledException or ProtocolException or Transport.TransportException or IOException))
+#pragma warning restore CA1031
         {
             var error = ex is ObjectDisposedException ? ShuttingDown() : new ProtocolException(ProtocolErrorCode.Internal, $"The forward pass failed: {ex.Message}");
             await TrySendErrorAsync(streamId, error).ConfigureAwait(false);
@@ -242,7 +245,23 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             _sessions.TryGetValue(streamId, out session);
         }
 
-        session?.Cancel(null, "closed by the client");
+        session?.Cancel(null, "closed by the client", letResultOut: true);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// The client abandoned the call on <paramref name="streamId"/> with an error (its connection already closed the
+    /// stream): its session, if any, ends. Errors are never answered, since answering errors with errors could loop.
+    /// </summary>
+    private ValueTask OnClientError(uint streamId)
+    {
+        InferenceSession? session;
+        lock (_lock)
+        {
+            _sessions.TryGetValue(streamId, out session);
+        }
+
+        session?.Cancel(null, "abandoned by the client with an error", letResultOut: true);
         return ValueTask.CompletedTask;
     }
 

@@ -257,6 +257,54 @@ public sealed class RemoteTransformerBlocksTests
     }
 
     [Fact]
+    public async Task A_session_the_server_ended_between_steps_fails_the_next_step_with_the_servers_reason()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 2)], o => o.SessionIdleTimeout = TimeSpan.FromSeconds(1));
+        await using var remote = await swarm.ConnectAsync();
+        await using var session = await remote.OpenSessionAsync(1, 8, Ct);
+        await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct);
+
+        // The client pauses longer than the idle timeout: both servers end the session and say why on its stream.
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while (swarm.Servers.Any(s => s.ActiveSessions > 0))
+        {
+            Assert.True(deadline.Elapsed < Bound, "the idle sessions were not ended");
+            await Task.Delay(20, Ct);
+        }
+
+        var error = await Assert.ThrowsAsync<ProtocolException>(async () => await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Equal(BlockServerErrors.SessionTimeout, error.Code);
+        Assert.Contains("server-0", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_server_that_stopped_between_steps_fails_the_next_step_with_shutting_down()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 2)]);
+        await using var remote = await swarm.ConnectAsync();
+        await using var session = await remote.OpenSessionAsync(1, 8, Ct);
+        await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct);
+        await swarm.Servers[0].StopAsync(Ct).WaitAsync(Bound, Ct);
+
+        // Let the client take in what the server sent before it closed (the error, then the end of the stream).
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while (remote.BytesReceived < swarm.Servers.Sum(s => s.GetStatistics().BytesSent))
+        {
+            Assert.True(deadline.Elapsed < Bound, "the client did not receive what the servers sent");
+            await Task.Delay(10, Ct);
+        }
+
+        await Task.Delay(1000, Ct);
+
+        // The server told the session why before it closed the connection: that reason (retry elsewhere) wins.
+        var error = await Assert.ThrowsAsync<ProtocolException>(async () => await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Equal(BlockServerErrors.ShuttingDown, error.Code);
+        Assert.Contains("server-0", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Closing_sessions_returns_every_cache_token_to_the_servers()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
@@ -304,6 +352,24 @@ public sealed class RemoteTransformerBlocksTests
     }
 
     [Fact]
+    public async Task A_request_to_a_server_that_stopped_reading_fails_within_the_request_timeout_instead_of_hanging_in_its_send()
+    {
+        // A small transport buffer and a server that stops reading after the first call: a large request stalls in its send.
+        var transport = new MemoryTransport(bufferBytes: 16 * 1024);
+        await using var silent = await SilentServer.StartAsync(transport, hiddenSize: 8, blocks: 2, frozen: true);
+        var config = new ModelConfig { HiddenSize = 8, IntermediateSize = 16, NumLayers = 2, NumHeads = 1, NumKeyValueHeads = 1, HeadDim = 8, VocabSize = 10 };
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(transport, [silent.Address], config, Swarm.ModelId, new RemoteSequenceOptions { RequestTimeout = TimeSpan.FromMilliseconds(500) }, Ct);
+        var first = remote.ForwardAsync(new float[8], 1, 1, Ct).AsTask();
+        await silent.Frozen.WaitAsync(Bound, Ct);
+        var large = remote.ForwardAsync(new float[8 * 250_000], 1, 250_000, Ct).AsTask();
+        await Assert.ThrowsAsync<TimeoutException>(() => first.WaitAsync(Bound, Ct));
+        Assert.Same(large, await Task.WhenAny(large, Task.Delay(TimeSpan.FromSeconds(30), Ct)));
+        var error = await Assert.ThrowsAsync<TransportException>(() => large);
+        Assert.Contains("silent", error.Message, StringComparison.Ordinal);
+        Assert.Contains("did not read", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Canceling_a_step_that_waits_ends_it_with_cancellation()
     {
         var transport = new MemoryTransport();
@@ -323,14 +389,17 @@ public sealed class RemoteTransformerBlocksTests
         private readonly ITransportListener _listener;
         private readonly int _hiddenSize;
         private readonly int _blocks;
+        private readonly bool _frozen;
+        private readonly TaskCompletionSource _frozenNow = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly Task _accept;
         private ProtocolConnection? _connection;
 
-        private SilentServer(ITransportListener listener, int hiddenSize, int blocks)
+        private SilentServer(ITransportListener listener, int hiddenSize, int blocks, bool frozen)
         {
             _listener = listener;
             _hiddenSize = hiddenSize;
             _blocks = blocks;
+            _frozen = frozen;
             _accept = Task.Run(async () =>
             {
                 _connection = await ProtocolConnection.AcceptAsync(await listener.AcceptAsync(Ct), new ConnectionPreamble("silent", Swarm.ModelId), cancellationToken: Ct);
@@ -346,14 +415,23 @@ public sealed class RemoteTransformerBlocksTests
 
         public PeerAddress Address => _listener.LocalAddress;
 
-        public static async Task<SilentServer> StartAsync(ITransport transport, int hiddenSize, int blocks) =>
-            new(await transport.ListenAsync(PeerAddress.Parse($"mem://silent-{Guid.NewGuid():N}"), Ct), hiddenSize, blocks);
+        /// <summary>Completes when a frozen server stopped reading.</summary>
+        public Task Frozen => _frozenNow.Task;
+
+        /// <param name="frozen">Whether the server stops reading (a hung process) at the first message after the info call.</param>
+        public static async Task<SilentServer> StartAsync(ITransport transport, int hiddenSize, int blocks, bool frozen = false) =>
+            new(await transport.ListenAsync(PeerAddress.Parse($"mem://silent-{Guid.NewGuid():N}"), Ct), hiddenSize, blocks, frozen);
 
         public async ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken)
         {
             if (message is InfoRequest)
             {
                 await connection.SendAsync(streamId, new InfoResponse(1, 0, Swarm.ModelId, new BlockRange(0, _blocks), _hiddenSize, TensorDType.F32, WireCodecs.All, 1000, 1 << 20, 64 << 20, 64, 64), cancellationToken);
+            }
+            else if (_frozen)
+            {
+                _frozenNow.TrySetResult();
+                await Task.Delay(Timeout.Infinite, cancellationToken);
             }
         }
 

@@ -193,6 +193,34 @@ public sealed class ProtocolConnectionTests
     }
 
     [Fact]
+    public async Task A_send_canceled_part_way_through_a_message_aborts_the_connection_instead_of_tearing_the_frame()
+    {
+        // A small transport buffer and a peer that does not read yet: the big message stalls part-way out.
+        var transport = new MemoryTransport(bufferBytes: 64 * 1024);
+        await using var listener = await transport.ListenAsync(PeerAddress.Parse("mem://stalled"), Ct);
+        var accept = Task.Run(async () => await ProtocolConnection.AcceptAsync(await listener.AcceptAsync(Ct), new ConnectionPreamble("server", "model-a"), cancellationToken: Ct), Ct);
+        await using var client = await ProtocolConnection.ConnectAsync(transport, listener.LocalAddress, new ConnectionPreamble("client", "model-a"), cancellationToken: Ct);
+        await using var server = await accept.WaitAsync(Bound, Ct);
+        var clientRun = client.RunAsync(new RecordingHandler(), Ct);
+
+        var values = new float[1_000_000];
+        var request = new ForwardRequest(new BlockRange(0, 4), WireCodec.Fp32, WireTensor.FromValues(new TensorShape(1, 1000, 1000), values));
+        using (var soon = CancellationTokenSource.CreateLinkedTokenSource(Ct))
+        {
+            soon.CancelAfter(TimeSpan.FromMilliseconds(300));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await client.SendAsync(client.NewStreamId(), request, soon.Token).AsTask().WaitAsync(Bound, Ct));
+        }
+
+        // The peer now reads: it must see a broken connection, never the rest of a torn frame or its bytes again.
+        var serverHandler = new RecordingHandler();
+        var serverRun = server.RunAsync(serverHandler, Ct);
+        await Assert.ThrowsAsync<TransportException>(() => serverRun.WaitAsync(Bound, Ct));
+        Assert.Empty(serverHandler.Messages);
+        await Assert.ThrowsAsync<TransportException>(async () => await client.SendAsync(client.NewStreamId(), new InfoRequest(), Ct).AsTask().WaitAsync(Bound, Ct));
+        await Assert.ThrowsAnyAsync<Exception>(() => clientRun.WaitAsync(Bound, Ct));
+    }
+
+    [Fact]
     public async Task The_read_loop_runs_once()
     {
         await using var pair = await Pair.OpenAsync();

@@ -72,6 +72,156 @@ public sealed class BlockServerBadClientTests
         Assert.Equal(3, (await session.StepAsync(2, 2, h.Input(1, 1, seed: 2), 1, 1)).Position);
     }
 
+    [Fact]
+    public async Task AClientThatNeverReadsItsStepResultsLosesTheSessionAndItsCacheIsFreed()
+    {
+        // A small transport buffer, so the results the client never reads stall the server's sends.
+        await using var h = await ServerHarness.StartAsync(o => o.SessionIdleTimeout = TimeSpan.FromSeconds(1), new Petals.Testing.Transport.MemoryTransport(bufferBytes: 16 * 1024));
+        await using var stalled = await ProtocolConnection.ConnectAsync(h.Transport, h.Address, new ConnectionPreamble("never-reads", ServerHarness.ModelId), cancellationToken: Ct)
+            .WaitAsync(ServerHarness.Bound, Ct);
+        var stream = stalled.NewStreamId();
+        await stalled.SendAsync(stream, new InferenceOpen(Guid.NewGuid(), ServerHarness.Span, 128, WireCodec.Fp32), Ct);
+        var step = new InferenceStep(1, 0, h.Tensor(h.Input(2, 128, seed: 1), 2, 128));
+        for (var i = 0; i < 20; i++)
+        {
+            // The first is applied, the others are retransmissions: each is answered with the full result again.
+            await stalled.SendAsync(stream, step, Ct).AsTask().WaitAsync(ServerHarness.Bound, Ct);
+        }
+
+        await ServerHarness.WaitUntil(() => h.Server.GetStatistics().InferenceSteps == 1, "the step ran");
+        await ServerHarness.WaitUntil(
+            () => h.Server.ActiveSessions == 0 && h.Server.CacheTokensLeft == h.Server.Options.CacheTokens,
+            "the stalled session ended and freed its cache",
+            TimeSpan.FromSeconds(30));
+        await AssertStillServesAsync(h);
+    }
+
+    [Fact]
+    public async Task ClosingASessionWhoseResultIsStillGoingOutKeepsTheConnectionAndItsOtherSessions()
+    {
+        // A small transport buffer and a client that reads only later: session A's result is still going out when A is closed.
+        await using var h = await ServerHarness.StartAsync(transport: new Petals.Testing.Transport.MemoryTransport(bufferBytes: 16 * 1024));
+        var connection = await ProtocolConnection.ConnectAsync(h.Transport, h.Address, new ConnectionPreamble("late-reader", ServerHarness.ModelId), cancellationToken: Ct)
+            .WaitAsync(ServerHarness.Bound, Ct);
+        var a = connection.NewStreamId();
+        var b = connection.NewStreamId();
+        await connection.SendAsync(a, new InferenceOpen(Guid.NewGuid(), ServerHarness.Span, 128, WireCodec.Fp32), Ct);
+        await connection.SendAsync(b, new InferenceOpen(Guid.NewGuid(), ServerHarness.Span, 16, WireCodec.Fp32), Ct);
+        await connection.SendAsync(a, new InferenceStep(1, 0, h.Tensor(h.Input(2, 128, seed: 1), 2, 128)), Ct);
+        await ServerHarness.WaitUntil(() => h.Server.GetStatistics().InferenceSteps == 1, "session A's step ran");
+        await connection.SendAsync(a, InferenceClose.Instance, Ct);
+        await ServerHarness.WaitUntil(() => h.Server.GetStatistics().BytesReceived >= connection.BytesSent, "the server read the close");
+        await Task.Delay(200, Ct);
+
+        // Now the client reads: session B on the same connection still works.
+        var client = new TestClientHandler();
+        var run = connection.RunAsync(client, Ct);
+        try
+        {
+            await connection.SendAsync(b, new InferenceStep(1, 0, h.Tensor(h.Input(1, 2, seed: 2), 1, 2)), Ct);
+            var result = Assert.IsType<InferenceStepResult>(await client.NextAsync(b));
+            Assert.Equal(2, result.Position);
+        }
+        finally
+        {
+            await connection.DisposeAsync();
+            try
+            {
+                await run.WaitAsync(ServerHarness.Bound, Ct);
+            }
+            catch (Exception e) when (e is OperationCanceledException or TransportException or ProtocolException or ObjectDisposedException)
+            {
+            }
+        }
+    }
+
+    /// <summary>Collects messages per stream.</summary>
+    private sealed class TestClientHandler : IProtocolMessageHandler
+    {
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<uint, System.Threading.Channels.Channel<ProtocolMessage>> _streams = new();
+
+        public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken)
+        {
+            // Only the fixed fields are read later; a tensor would not outlive this call.
+            Stream(streamId).Writer.TryWrite(message);
+            return ValueTask.CompletedTask;
+        }
+
+        public void OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException failure) =>
+            Stream(streamId).Writer.TryWrite(ErrorMessage.From(failure, ProtocolLimits.Default));
+
+        public async Task<ProtocolMessage> NextAsync(uint streamId) =>
+            await Stream(streamId).Reader.ReadAsync(Ct).AsTask().WaitAsync(ServerHarness.Bound, Ct);
+
+        private System.Threading.Channels.Channel<ProtocolMessage> Stream(uint id) => _streams.GetOrAdd(id, _ => System.Threading.Channels.Channel.CreateUnbounded<ProtocolMessage>());
+    }
+
+    [Fact]
+    public async Task AnErrorFromTheClientEndsItsSessionAndIsNotAnsweredWithAnError()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        await using var client = await h.ConnectAsync();
+        var session = await BlockServerTests.Session.OpenAsync(client, h, maxLength: 16);
+        await session.StepAsync(1, 0, h.Input(1, 2, seed: 1), 1, 2);
+        Assert.True(h.Server.CacheTokensLeft < h.Server.Options.CacheTokens);
+
+        // The client abandons the session with an error (as a client does when it rejects what arrived on the stream).
+        await client.Connection.SendAsync(session.StreamId, new ErrorMessage(ProtocolErrorCode.OutOfOrder, "the client gave up on this stream"), Ct);
+
+        // Messages are answered in order: once the info call is answered, an answer to the error would have arrived too.
+        Assert.IsType<InfoResponse>((await client.CallAsync(InfoRequest.Instance)).Message);
+        await Assert.ThrowsAsync<TimeoutException>(() => client.NextAsync(session.StreamId, TimeSpan.FromMilliseconds(200)));
+        await ServerHarness.WaitUntil(
+            () => h.Server.ActiveSessions == 0 && h.Server.CacheTokensLeft == h.Server.Options.CacheTokens,
+            "the abandoned session ended and freed its cache",
+            TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task APassThatFailsUnexpectedlyIsAnsweredWithInternalAndTheServerStopsCleanly()
+    {
+        var h = await ServerHarness.StartAsync(wrap: e => new FailingForwardExecutor(e));
+        try
+        {
+            await using var client = await h.ConnectAsync();
+            var id = client.Connection.NewStreamId();
+            await client.Connection.SendAsync(id, new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(1, 2, seed: 1), 1, 2)), Ct);
+            var error = Assert.IsType<ErrorMessage>((await client.NextAsync(id, TimeSpan.FromSeconds(30))).Message);
+            Assert.Equal(ProtocolErrorCode.Internal, error.Code);
+            Assert.Contains("the backend cannot run this", error.Message, StringComparison.Ordinal);
+
+            var session = await BlockServerTests.Session.OpenAsync(client, h, maxLength: 16);
+            await session.SendStepAsync(1, 0, h.Input(1, 2, seed: 2), 1, 2);
+            var stepError = Assert.IsType<ErrorMessage>((await client.NextAsync(session.StreamId, TimeSpan.FromSeconds(30))).Message);
+            Assert.Equal(ProtocolErrorCode.Internal, stepError.Code);
+            Assert.Contains("the backend cannot run this", stepError.Message, StringComparison.Ordinal);
+            await ServerHarness.WaitUntil(() => h.Server.ActiveSessions == 0 && h.Server.CacheTokensLeft == h.Server.Options.CacheTokens, "the failed session freed its cache");
+            await AssertStillServesAsync(h);
+        }
+        finally
+        {
+            await h.Server.StopAsync(Ct).WaitAsync(ServerHarness.Bound, Ct);
+            await h.DisposeAsync();
+        }
+    }
+
+    /// <summary>An executor whose stateless forward pass throws an exception type the server does not expect.</summary>
+    private sealed class FailingForwardExecutor(Petals.Execution.IBlockExecutor inner) : Petals.Execution.IBlockExecutor
+    {
+        public Petals.Models.ModelConfig Config => inner.Config;
+
+        public Petals.Models.BlockRange Blocks => inner.Blocks;
+
+        public Petals.Execution.IKvCache CreateCache(int batchSize, int maxLength) => inner.CreateCache(batchSize, maxLength);
+
+        public void Forward(Span<float> hidden, int batchSize, int tokenCount, Petals.Execution.IKvCache? cache) =>
+            throw new NotSupportedException("the backend cannot run this");
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
+
+        public void Dispose() => inner.Dispose();
+    }
+
     private static async Task AssertStillServesAsync(ServerHarness h)
     {
         await using var client = await h.ConnectAsync();
