@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Petals.Execution;
@@ -33,6 +34,7 @@ public sealed class BlockServer : IAsyncDisposable
     private ITimer? _sweeper;
     private Task? _stopping;
     private long _connectionsAccepted;
+    private long _queuedInputBytes;
     private long _sessionsOpened;
     private long _steps;
     private long _forwards;
@@ -165,6 +167,30 @@ public sealed class BlockServer : IAsyncDisposable
             Budget.Free,
             Budget.PeakUsed);
     }
+
+    /// <summary>Bytes of received hidden states held for steps and forwards not yet answered (see <see cref="BlockServerOptions.MaxQueuedInputBytes"/>).</summary>
+    public long QueuedInputBytes => Interlocked.Read(ref _queuedInputBytes);
+
+    /// <summary>Charges <paramref name="bytes"/> of received inputs to the queued-input budget; false when it is full.</summary>
+    internal bool TryReserveInput(long bytes)
+    {
+        var total = Interlocked.Add(ref _queuedInputBytes, bytes);
+        if (total > Options.MaxQueuedInputBytes && total != bytes)
+        {
+            Interlocked.Add(ref _queuedInputBytes, -bytes);
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>Returns what <see cref="TryReserveInput"/> charged.</summary>
+    internal void ReleaseInput(long bytes) => Interlocked.Add(ref _queuedInputBytes, -bytes);
+
+    /// <summary>The error for a request that does not fit the queued-input budget.</summary>
+    internal ProtocolException InputBudgetFull(long bytes) => new(
+        ProtocolErrorCode.Busy,
+        string.Create(CultureInfo.InvariantCulture, $"the server already holds {QueuedInputBytes} bytes of inputs waiting for computation (limit {Options.MaxQueuedInputBytes}); this request needs {bytes} more: retry when results arrive"));
 
     internal InfoResponse CreateInfo() => new(
         ConnectionPreamble.CurrentVersionMajor,

@@ -25,6 +25,14 @@ public sealed class BlockServerOptions
     /// <summary>The most <c>batch × tokens</c> one forward request or inference step may carry; a larger one is refused with <c>request_too_large</c>. Default 4096.</summary>
     public int MaxBatchTokens { get; set; } = 4096;
 
+    /// <summary>
+    /// The most bytes of received hidden states the server holds at once for steps and forward requests that wait for or
+    /// are in computation, over all connections (a client pipelining many steps or forwards without reading would
+    /// otherwise make it allocate without bound). A request beyond it is answered <c>busy</c>; one request is always
+    /// admitted when nothing else is held. Default 512 MiB.
+    /// </summary>
+    public long MaxQueuedInputBytes { get; set; } = 512L << 20;
+
     /// <summary>The largest <c>maxLength</c> an inference session may ask for; a larger one is refused with <c>request_too_large</c>. Default 2048.</summary>
     public int MaxSessionLength { get; set; } = 2048;
 
@@ -57,6 +65,7 @@ public sealed class BlockServerOptions
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(CacheTokens, nameof(CacheTokens));
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxBatchTokens, nameof(MaxBatchTokens));
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxSessionLength, nameof(MaxSessionLength));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxQueuedInputBytes, nameof(MaxQueuedInputBytes));
         if (CacheWaitTimeout < TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(CacheWaitTimeout), CacheWaitTimeout, $"{nameof(CacheWaitTimeout)} must not be negative.");

@@ -258,6 +258,10 @@ internal sealed class InferenceSession
         _applied.Add(work.StepId);
         _last?.Dispose();
         _last = work;
+
+        // Kept only to re-send a repeated step: no longer waiting for computation, so off the queued-input budget
+        // (otherwise sessions whose last step was a long prefill would hold it and be refused their next step).
+        work.ReleaseInputBudget();
         _steps++;
         _server.OnComputed(work.Batch * work.Tokens, inference: true);
         Touch();

@@ -98,6 +98,12 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         }
 
         var hidden = _server.Config.HiddenSize;
+        var bytes = (long)batch * tokens * hidden * sizeof(float);
+        if (!_server.TryReserveInput(bytes))
+        {
+            return SendErrorAsync(streamId, _server.InputBudgetFull(bytes), ct);
+        }
+
         var buffer = ArrayPool<float>.Shared.Rent(batch * tokens * hidden);
         request.Hidden.CopyTo(buffer);
         var work = RunForwardAsync(streamId, buffer, batch, tokens, request.ReplyCodec);
@@ -148,6 +154,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         finally
         {
             ArrayPool<float>.Shared.Return(buffer);
+            _server.ReleaseInput((long)count * sizeof(float));
         }
     }
 
@@ -224,9 +231,13 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         {
             work = StepWork.Failed(step.StepId, invalid);
         }
+        else if (!_server.TryReserveInput((long)batch * tokens * _server.Config.HiddenSize * sizeof(float)))
+        {
+            work = StepWork.Failed(step.StepId, _server.InputBudgetFull((long)batch * tokens * _server.Config.HiddenSize * sizeof(float)));
+        }
         else
         {
-            work = StepWork.FromMessage(step, batch, tokens, _server.Config.HiddenSize);
+            work = StepWork.FromMessage(step, batch, tokens, _server.Config.HiddenSize, _server);
         }
 
         if (!session.Enqueue(work))

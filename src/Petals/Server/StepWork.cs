@@ -8,6 +8,7 @@ namespace Petals.Server;
 internal sealed class StepWork : IDisposable
 {
     private float[]? _buffer;
+    private BlockServer? _budget;
 
     private StepWork(ulong stepId, int startPosition, int batch, int tokens, int hidden, float[]? buffer, int[]? hypoIds, ProtocolException? error)
     {
@@ -44,13 +45,16 @@ internal sealed class StepWork : IDisposable
 
     private int Count => Batch * Tokens * Hidden;
 
-    /// <summary>Copies the step out of the message (which is valid only during the handler call).</summary>
-    public static StepWork FromMessage(InferenceStep step, int batch, int tokens, int hidden)
+    /// <summary>
+    /// Copies the step out of the message (which is valid only during the handler call). Its inputs were charged to
+    /// <paramref name="budget"/>'s queued-input budget; <see cref="Dispose"/> returns them.
+    /// </summary>
+    public static StepWork FromMessage(InferenceStep step, int batch, int tokens, int hidden, BlockServer budget)
     {
         var buffer = ArrayPool<float>.Shared.Rent(batch * tokens * hidden);
         step.Hidden.CopyTo(buffer);
         var hypo = step.HypoIds is { } ids ? ids.Span.ToArray() : null;
-        return new StepWork(step.StepId, step.StartPosition, batch, tokens, hidden, buffer, hypo, null);
+        return new StepWork(step.StepId, step.StartPosition, batch, tokens, hidden, buffer, hypo, null) { _budget = budget };
     }
 
     /// <summary>A step refused on receipt.</summary>
@@ -76,11 +80,15 @@ internal sealed class StepWork : IDisposable
     public InferenceStepResult ToResult(WireCodec codec) =>
         new(StepId, Position, WireTensor.FromValues(new TensorShape(Batch, Tokens, Hidden), _buffer.AsMemory(0, Count), codec));
 
+    /// <summary>Returns the inputs' charge to the queued-input budget early (the buffer stays, e.g. for a re-send).</summary>
+    public void ReleaseInputBudget() => Interlocked.Exchange(ref _budget, null)?.ReleaseInput((long)Count * sizeof(float));
+
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _buffer, null) is { } buffer)
         {
             ArrayPool<float>.Shared.Return(buffer);
+            ReleaseInputBudget();
         }
     }
 }

@@ -253,6 +253,47 @@ public sealed class BlockServerTests
     }
 
     [Fact]
+    public async Task InputsWaitingForComputationAreBoundedByTheQueuedInputBudget()
+    {
+        var stepBytes = 0L;
+        await using var h = await ServerHarness.StartAsync(o => o.CacheTokens = 100);
+        stepBytes = (long)h.Hidden * sizeof(float);
+        h.Server.Options.MaxQueuedInputBytes = 3 * stepBytes;
+        await using var client = await h.ConnectAsync();
+
+        // Session A holds most of the cache, so session B's steps queue (holding their inputs) while B waits for cache.
+        var a = await Session.OpenAsync(client, h, maxLength: 80);
+        await a.StepAsync(1, 0, h.Input(1, 1, seed: 1), 1, 1);
+        var b = await Session.OpenAsync(client, h, maxLength: 70);
+        for (var i = 0; i < 4; i++)
+        {
+            await b.SendStepAsync((ulong)i + 1, i, h.Input(1, 1, seed: 10 + i), 1, 1);
+        }
+
+        await ServerHarness.WaitUntil(() => h.Server.Budget.Waiting == 1, "session B waits for cache");
+        await ServerHarness.WaitUntil(() => h.Server.QueuedInputBytes == 3 * stepBytes, "three steps' inputs are held");
+
+        // The budget is server-wide: a forward from another client is refused too, with the figures.
+        await using var other = await h.ConnectAsync();
+        var forward = await other.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, WireTensor.FromValues(new TensorShape(1, 1, h.Hidden), h.Input(1, 1, seed: 3))));
+        AssertError(forward, "busy", $"already holds {3 * stepBytes} bytes of inputs waiting for computation (limit {3 * stepBytes})");
+
+        // Once A closes, B's three admitted steps run; the fourth was refused with busy, which ends B.
+        await a.CloseAsync();
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal((ulong)i + 1, Assert.IsType<InferenceStepResult>((await client.NextAsync(b.StreamId)).Message).StepId);
+        }
+
+        AssertError(await client.NextAsync(b.StreamId), "busy", "bytes of inputs waiting for computation");
+        await ServerHarness.WaitUntil(() => h.Server.QueuedInputBytes == 0 && h.Server.ActiveSessions == 0 && h.Server.CacheTokensLeft == 100, "every input and cache is returned");
+
+        // With the budget free again, the forward goes through.
+        Assert.IsType<ForwardResponse>((await other.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, WireTensor.FromValues(new TensorShape(1, 1, h.Hidden), h.Input(1, 1, seed: 3))))).Message);
+        Assert.Equal(0, h.Server.QueuedInputBytes);
+    }
+
+    [Fact]
     public async Task AQueuedInferenceStepRunsBeforeAForwardThatArrivedEarlier()
     {
         RecordingExecutor? recorder = null;
