@@ -28,8 +28,8 @@ internal sealed class ServerConnection : IProtocolMessageHandler
 
     public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken ct) => message switch
     {
-        InfoRequest => connection.SendAsync(streamId, _server.CreateInfo(), ct),
-        PingMessage ping => connection.SendAsync(streamId, new PongMessage(ping.Nonce), ct),
+        InfoRequest => ReplyAsync(streamId, _server.CreateInfo(), ct),
+        PingMessage ping => ReplyAsync(streamId, new PongMessage(ping.Nonce), ct),
         ForwardRequest forward => OnForwardAsync(streamId, forward, ct),
         InferenceOpen open => OnOpenAsync(streamId, open, ct),
         InferenceStep step => OnStepAsync(streamId, step, ct),
@@ -68,7 +68,19 @@ internal sealed class ServerConnection : IProtocolMessageHandler
     }
 
     private ValueTask SendErrorAsync(uint streamId, ProtocolException error, CancellationToken ct) =>
-        _connection.SendAsync(streamId, ErrorMessage.From(error, _server.Options.Limits), ct);
+        ReplyAsync(streamId, ErrorMessage.From(error, _server.Options.Limits), ct);
+
+    /// <summary>
+    /// An answer sent from the read loop, bounded by the idle timeout: a client that sends requests but never reads
+    /// would otherwise hold the read loop (and the connection) in this send until shutdown. On timeout the send is
+    /// canceled, which aborts the connection.
+    /// </summary>
+    private async ValueTask ReplyAsync(uint streamId, ProtocolMessage message, CancellationToken ct)
+    {
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        bounded.CancelAfter(_server.Options.SessionIdleTimeout);
+        await _connection.SendAsync(streamId, message, bounded.Token).ConfigureAwait(false);
+    }
 
     private ValueTask OnForwardAsync(uint streamId, ForwardRequest request, CancellationToken ct)
     {

@@ -97,6 +97,26 @@ public sealed class BlockServerBadClientTests
     }
 
     [Fact]
+    public async Task AClientThatSendsRequestsButNeverReadsIsDisconnectedAfterTheIdleTimeout()
+    {
+        // Info answers pile up in a small transport buffer the client never reads: the server's read loop stalls in its
+        // send until the idle timeout, then drops the connection instead of holding it until shutdown.
+        await using var h = await ServerHarness.StartAsync(o => o.SessionIdleTimeout = TimeSpan.FromSeconds(1), new Petals.Testing.Transport.MemoryTransport(bufferBytes: 4 * 1024));
+        await using var raw = await h.Transport.ConnectAsync(h.Address, Ct);
+        await raw.WriteAsync(Preamble(1, ServerHarness.ModelId), Ct);
+        var requests = new byte[10 * 2000];
+        for (var i = 0; i < 2000; i++)
+        {
+            FrameHeader(0, 0x01, (uint)((2 * i) + 1)).CopyTo(requests, i * 10);
+        }
+
+        await raw.WriteAsync(requests, Ct).AsTask().WaitAsync(ServerHarness.Bound, Ct);
+        await ServerHarness.WaitUntil(() => h.Server.GetStatistics().ConnectionsAccepted == 1, "the connection was accepted");
+        await ServerHarness.WaitUntil(() => h.Server.GetStatistics().ActiveConnections == 0, "the connection that never reads was dropped", TimeSpan.FromSeconds(30));
+        await AssertStillServesAsync(h);
+    }
+
+    [Fact]
     public async Task ClosingASessionWhoseResultIsStillGoingOutKeepsTheConnectionAndItsOtherSessions()
     {
         // A small transport buffer and a client that reads only later: session A's result is still going out when A is closed.
