@@ -201,12 +201,19 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
             }
         }
 
+        // Claim the call before writing into its buffer: a call canceled or timed out a moment ago has returned to its
+        // caller, whose buffer must not change any more; once claimed, a cancellation no longer wins.
+        if (!call.TryClaim())
+        {
+            return ValueTask.CompletedTask;
+        }
+
         try
         {
             switch (message)
             {
                 case ErrorMessage error:
-                    call.Fail(new ProtocolException(error.Code, $"{Name} answered {error.Code.Value}: {error.Message}") { StreamId = streamId });
+                    call.Fail(new ProtocolException(error.Code, $"{Name} answered {error.Code.Value}: {error.Message}") { StreamId = streamId }, claimed: true);
                     break;
                 case InferenceStepResult result:
                     Decode(call, result.Hidden);
@@ -220,13 +227,13 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
                     call.Complete(new CallOutcome(0, 0, message));
                     break;
                 default:
-                    call.Fail(new ProtocolException(ProtocolErrorCode.OutOfOrder, $"{Name} answered stream {streamId} with an unexpected {message.Type}.") { StreamId = streamId });
+                    call.Fail(new ProtocolException(ProtocolErrorCode.OutOfOrder, $"{Name} answered stream {streamId} with an unexpected {message.Type}.") { StreamId = streamId }, claimed: true);
                     break;
             }
         }
         catch (ProtocolException e)
         {
-            call.Fail(e);
+            call.Fail(e, claimed: true);
         }
 
         return ValueTask.CompletedTask;
@@ -349,6 +356,9 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     internal sealed class PendingCall : IValueTaskSource<CallOutcome>
     {
         private ManualResetValueTaskSourceCore<CallOutcome> _core = new() { RunContinuationsAsynchronously = true };
+        private const int Idle = 0;
+        private const int Armed = 1;
+        private const int Claimed = 2;
         private int _armed;
         private bool _sending;
 
@@ -376,22 +386,34 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
             StreamId = streamId;
             Destination = destination;
             Deadline = deadline;
-            Volatile.Write(ref _armed, 1);
+            Volatile.Write(ref _armed, Armed);
         }
 
         public ValueTask<CallOutcome> AsValueTask() => new(this, _core.Version);
 
+        /// <summary>
+        /// Takes the call for its answer (armed → claimed): from now on only the answer completes it, and cancellations,
+        /// deadlines and connection loss no longer do. False when the call already ended.
+        /// </summary>
+        public bool TryClaim() => Interlocked.CompareExchange(ref _armed, Claimed, Armed) == Armed;
+
+        /// <summary>Completes the call with its answer; the call must be armed or claimed by the caller of this method.</summary>
         public void Complete(CallOutcome outcome)
         {
-            if (Interlocked.Exchange(ref _armed, 0) == 1)
+            if (Interlocked.Exchange(ref _armed, Idle) != Idle)
             {
                 _core.SetResult(outcome);
             }
         }
 
-        public void Fail(Exception failure)
+        /// <summary>
+        /// Fails an armed call (cancellation, deadline, connection loss), or a claimed one from the thread that claimed it
+        /// (<paramref name="claimed"/>: the answer itself was an error or malformed). A call claimed by another thread is
+        /// left to its answer.
+        /// </summary>
+        public void Fail(Exception failure, bool claimed = false)
         {
-            if (Interlocked.Exchange(ref _armed, 0) == 1)
+            if (Interlocked.CompareExchange(ref _armed, Idle, claimed ? Claimed : Armed) == (claimed ? Claimed : Armed))
             {
                 _core.SetException(failure);
             }
