@@ -21,6 +21,7 @@ public sealed class DhtNode : IAsyncDisposable
     private readonly ConcurrentDictionary<NodeId, byte> _evictionPings = new();
     private readonly HashSet<Task> _background = [];
     private readonly Lock _gate = new();
+    private readonly SemaphoreSlim _serving;
     private DhtSender? _listening;
     private ITransport? _transport;
     private ITransportListener? _listener;
@@ -49,6 +50,7 @@ public sealed class DhtNode : IAsyncDisposable
         Storage = new RecordStorage(_options.Storage, new RecordValidator(null, _time), _time);
         _self = new DhtSender(identity.NodeId, identity.PublicKey, default);
         _nextRequestId = Random.Shared.NextInt64();
+        _serving = new SemaphoreSlim(_options.MaxConcurrentRequests, _options.MaxConcurrentRequests);
     }
 
     /// <summary>The node's identity.</summary>
@@ -289,6 +291,7 @@ public sealed class DhtNode : IAsyncDisposable
     {
         await StopAsync().ConfigureAwait(false);
         _stop.Dispose();
+        _serving.Dispose();
     }
 
     /// <inheritdoc/>
@@ -629,14 +632,36 @@ public sealed class DhtNode : IAsyncDisposable
             ITransportStream stream;
             try
             {
-                stream = await listener.AcceptAsync(stop).ConfigureAwait(false);
+                await _serving.WaitAsync(stop).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or TransportException)
+            catch (OperationCanceledException)
             {
                 return;
             }
 
-            Track(ServeAsync(stream, stop));
+            try
+            {
+                stream = await listener.AcceptAsync(stop).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or TransportException)
+            {
+                _serving.Release();
+                return;
+            }
+
+            Track(ServeAndReleaseAsync(stream, stop));
+        }
+    }
+
+    private async Task ServeAndReleaseAsync(ITransportStream stream, CancellationToken stop)
+    {
+        try
+        {
+            await ServeAsync(stream, stop).ConfigureAwait(false);
+        }
+        finally
+        {
+            _serving.Release();
         }
     }
 
@@ -658,7 +683,15 @@ public sealed class DhtNode : IAsyncDisposable
                         return;
                     }
 
-                    response = Handle(request);
+                    try
+                    {
+                        response = Handle(request);
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException)
+                    {
+                        // A bug or an unexpected fault in a handler: answer Internal instead of leaving the peer waiting.
+                        response = Error(request.RequestId, DhtErrorCode.Internal, $"{e.GetType().Name}: {e.Message}");
+                    }
                 }
                 catch (DhtFormatException e)
                 {

@@ -21,6 +21,9 @@ public sealed record DhtNodeOptions
     /// <summary>How often the node re-stores its own records (those given to <see cref="DhtNode.StoreAsync"/>) at the current k closest nodes.</summary>
     public TimeSpan RepublishInterval { get; init; } = TimeSpan.FromMinutes(20);
 
+    /// <summary>How many incoming requests the node serves at once; further connections wait to be accepted (backpressure).</summary>
+    public int MaxConcurrentRequests { get; init; } = 64;
+
     /// <summary>The bounds of the node's record storage.</summary>
     public RecordStorageOptions Storage { get; init; } = RecordStorageOptions.Default;
 
@@ -31,6 +34,7 @@ public sealed record DhtNodeOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(K, 1, nameof(K));
         ArgumentOutOfRangeException.ThrowIfGreaterThan(K, DhtMessageCodec.MaxContacts, nameof(K));
         ArgumentOutOfRangeException.ThrowIfLessThan(Alpha, 1, nameof(Alpha));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxConcurrentRequests, 1, nameof(MaxConcurrentRequests));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(RequestTimeout, TimeSpan.Zero, nameof(RequestTimeout));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(RefreshInterval, TimeSpan.Zero, nameof(RefreshInterval));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(RepublishInterval, TimeSpan.Zero, nameof(RepublishInterval));

@@ -357,6 +357,26 @@ public sealed class DhtNodeTests
         await using var __ = idle;
     }
 
+    [Fact]
+    public async Task Served_requests_are_capped_and_the_rest_wait()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var network = new DhtTestNetwork(new DhtNodeOptions { MaxConcurrentRequests = 1 });
+        var node = await network.AddAsync(null, ct);
+        var sender = new DhtSender(Identities[0].NodeId, Identities[0].PublicKey, PeerAddress.Parse("mem://cap"));
+
+        // A silent stream takes the only slot.
+        var silent = await network.Transport.ConnectAsync(node.LocalAddress, ct);
+        var waiting = ExchangeAsync(network, node.LocalAddress, DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Ping, 1, sender)), ct);
+        await Task.Delay(200, ct);
+        Assert.False(waiting.IsCompleted);
+
+        // Ending the silent stream frees the slot and the queued request is served.
+        await silent.CompleteWritesAsync(ct);
+        await silent.DisposeAsync();
+        Assert.Equal(DhtMessageType.Pong, (await waiting.WaitAsync(Bound, ct)).Type);
+    }
+
     private static async Task WaitUntilAsync(Func<bool> condition, string what, CancellationToken ct)
     {
         var deadline = DateTime.UtcNow + Bound;
