@@ -377,6 +377,48 @@ public sealed class DhtNodeTests
         Assert.Equal(DhtMessageType.Pong, (await waiting.WaitAsync(Bound, ct)).Type);
     }
 
+    [Fact]
+    public async Task A_peer_that_never_answers_times_out_on_the_injected_clock_and_is_marked_failed()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var network = new DhtTestNetwork();
+        var node = await network.AddAsync(null, ct);
+
+        // A peer introduces itself with a valid PING, then accepts connections but never answers.
+        var mute = new DhtSender(Identities[3].NodeId, Identities[3].PublicKey, PeerAddress.Parse("mem://mute"));
+        await using var listener = await network.Transport.ListenAsync(mute.Address, ct);
+        Assert.Equal(DhtMessageType.Pong, (await ExchangeAsync(network, node.LocalAddress, DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Ping, 1, mute)), ct)).Type);
+        Assert.NotNull(node.Routing.Find(mute.Id));
+        var accepted = new System.Collections.Concurrent.ConcurrentQueue<ITransportStream>();
+        var accepting = Task.Run(
+            async () =>
+            {
+                while (!ct.IsCancellationRequested)
+                {
+                    accepted.Enqueue(await listener.AcceptAsync(ct));
+                }
+            },
+            ct);
+
+        var lookup = node.FindNodeAsync(NodeId.CreateRandom(new Random(9)), ct);
+        var deadline = DateTime.UtcNow + Bound;
+        while (!lookup.IsCompleted)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "The request never timed out.");
+            await Task.Delay(10, ct);
+            network.Time.Advance(node.Options.RequestTimeout);
+        }
+
+        var result = await lookup;
+        Assert.Empty(result.Closest);
+        Assert.Equal(1, result.MessagesSent);
+        Assert.Null(node.Routing.Find(mute.Id));
+        foreach (var stream in accepted.ToArray())
+        {
+            await stream.DisposeAsync();
+        }
+    }
+
     private static async Task WaitUntilAsync(Func<bool> condition, string what, CancellationToken ct)
     {
         var deadline = DateTime.UtcNow + Bound;
