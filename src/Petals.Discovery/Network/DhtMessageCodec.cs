@@ -1,0 +1,461 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Text;
+using Petals.Transport;
+
+namespace Petals.Discovery;
+
+/// <summary>
+/// Encodes and strictly decodes the DHT messages of docs/dht-protocol.md. Every length is checked against the input
+/// and the protocol limits before anything is allocated; malformed input throws <see cref="DhtFormatException"/> only.
+/// </summary>
+internal static class DhtMessageCodec
+{
+    public const byte Version = 1;
+
+    /// <summary>The largest frame body accepted or sent (1 MiB).</summary>
+    public const int MaxFrameBytes = 1 << 20;
+
+    /// <summary>The most records in one STORE or VALUE message.</summary>
+    public const int MaxRecords = 256;
+
+    /// <summary>The most contacts in one NODES or VALUE message.</summary>
+    public const int MaxContacts = 64;
+
+    /// <summary>The most UTF-8 bytes of a listen address.</summary>
+    public const int MaxAddressBytes = 512;
+
+    /// <summary>The most UTF-8 bytes of an error or rejection message.</summary>
+    public const int MaxTextBytes = 1024;
+
+    /// <summary>
+    /// The record limits applied while decoding: wider than <see cref="RecordLimits.Default"/> so that an oversized
+    /// record inside a valid frame reaches the validator and is refused with its precise reason.
+    /// </summary>
+    private static readonly RecordLimits WireLimits = new() { MaxKeyBytes = 4096, MaxValueBytes = MaxFrameBytes };
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>Encodes <paramref name="message"/> as a whole frame (u32 length prefix included).</summary>
+    /// <exception cref="ArgumentException">The message does not fit the protocol limits.</exception>
+    public static byte[] EncodeFrame(DhtMessage message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        var writer = new ArrayBufferWriter<byte>(256);
+        writer.Advance(4);
+        writer.GetSpan(1)[0] = Version;
+        writer.Advance(1);
+        writer.GetSpan(1)[0] = (byte)message.Type;
+        writer.Advance(1);
+        BinaryPrimitives.WriteUInt64LittleEndian(writer.GetSpan(8), message.RequestId);
+        writer.Advance(8);
+        WriteSender(writer, message.Sender);
+        switch (message.Type)
+        {
+            case DhtMessageType.Ping:
+            case DhtMessageType.Pong:
+                break;
+            case DhtMessageType.Store:
+                WriteRecords(writer, message.Records);
+                break;
+            case DhtMessageType.StoreResult:
+                WriteResults(writer, message.StoreResults);
+                break;
+            case DhtMessageType.FindNode:
+                message.Target.WriteTo(writer.GetSpan(NodeId.Size));
+                writer.Advance(NodeId.Size);
+                break;
+            case DhtMessageType.Nodes:
+                WriteContacts(writer, message.Contacts);
+                break;
+            case DhtMessageType.FindValue:
+                WriteText(writer, message.Key, RecordLimits.Default.MaxKeyBytes, "key");
+                break;
+            case DhtMessageType.Value:
+                WriteRecords(writer, message.Records);
+                WriteContacts(writer, message.Contacts);
+                break;
+            case DhtMessageType.Error:
+                WriteU16(writer, (ushort)message.ErrorCode);
+                WriteText(writer, Truncate(message.ErrorMessage), MaxTextBytes, "error message");
+                break;
+            default:
+                throw new ArgumentException($"Unknown message type {(byte)message.Type}.", nameof(message));
+        }
+
+        var body = writer.WrittenCount - 4;
+        if (body > MaxFrameBytes)
+        {
+            throw new ArgumentException($"The {message.Type} message is {body} bytes; a frame holds at most {MaxFrameBytes}.", nameof(message));
+        }
+
+        var frame = writer.WrittenSpan.ToArray();
+        BinaryPrimitives.WriteUInt32LittleEndian(frame, (uint)body);
+        return frame;
+    }
+
+    /// <summary>Decodes one frame body (without its length prefix).</summary>
+    /// <exception cref="DhtFormatException">The body is malformed; the exception names the field and offset.</exception>
+    public static DhtMessage Decode(ReadOnlySpan<byte> body)
+    {
+        if (body.Length > MaxFrameBytes)
+        {
+            throw new DhtFormatException("frame", 0, $"{body.Length} bytes; a frame holds at most {MaxFrameBytes}.");
+        }
+
+        var at = 0;
+        Require(body, at, 1, "version");
+        if (body[0] != Version)
+        {
+            throw new DhtFormatException("version", 0, $"protocol version {body[0]} is not supported (expected {Version}).");
+        }
+
+        at++;
+        Require(body, at, 1, "message type");
+        var type = (DhtMessageType)body[at];
+        if (!Enum.IsDefined(type))
+        {
+            throw new DhtFormatException("message type", at, $"unknown message type {body[at]}.");
+        }
+
+        at++;
+        Require(body, at, 8, "request id");
+        var requestId = BinaryPrimitives.ReadUInt64LittleEndian(body[at..]);
+        at += 8;
+        var sender = ReadSender(body, ref at);
+        DhtMessage message;
+        switch (type)
+        {
+            case DhtMessageType.Ping:
+            case DhtMessageType.Pong:
+                message = new DhtMessage(type, requestId, sender);
+                break;
+            case DhtMessageType.Store:
+                message = new DhtMessage(type, requestId, sender) { Records = ReadRecords(body, ref at) };
+                break;
+            case DhtMessageType.StoreResult:
+                message = new DhtMessage(type, requestId, sender) { StoreResults = ReadResults(body, ref at) };
+                break;
+            case DhtMessageType.FindNode:
+                Require(body, at, NodeId.Size, "target");
+                var target = NodeId.FromBytes(body.Slice(at, NodeId.Size));
+                at += NodeId.Size;
+                message = new DhtMessage(type, requestId, sender) { Target = target };
+                break;
+            case DhtMessageType.Nodes:
+                message = new DhtMessage(type, requestId, sender) { Contacts = ReadContacts(body, ref at) };
+                break;
+            case DhtMessageType.FindValue:
+                var key = ReadText(body, ref at, RecordLimits.Default.MaxKeyBytes, "key");
+                if (key.Length == 0)
+                {
+                    throw new DhtFormatException("key", at, "the key is empty.");
+                }
+
+                message = new DhtMessage(type, requestId, sender) { Key = key };
+                break;
+            case DhtMessageType.Value:
+                var records = ReadRecords(body, ref at);
+                message = new DhtMessage(type, requestId, sender) { Records = records, Contacts = ReadContacts(body, ref at) };
+                break;
+            default:
+                Require(body, at, 2, "error code");
+                var code = (DhtErrorCode)BinaryPrimitives.ReadUInt16LittleEndian(body[at..]);
+                at += 2;
+                message = new DhtMessage(type, requestId, sender) { ErrorCode = code, ErrorMessage = ReadText(body, ref at, MaxTextBytes, "error message") };
+                break;
+        }
+
+        if (at != body.Length)
+        {
+            throw new DhtFormatException("end of message", at, $"{body.Length - at} unexpected trailing bytes after a {type} message.");
+        }
+
+        return message;
+    }
+
+    /// <summary>Reads one whole frame from <paramref name="stream"/>; null if the stream ended before any byte.</summary>
+    /// <exception cref="DhtFormatException">The frame is oversized, truncated or malformed.</exception>
+    public static async ValueTask<DhtMessage?> ReadFrameAsync(ITransportStream stream, CancellationToken cancellationToken)
+    {
+        var header = new byte[4];
+        var got = await ReadFullyAsync(stream, header, cancellationToken).ConfigureAwait(false);
+        if (got == 0)
+        {
+            return null;
+        }
+
+        if (got < 4)
+        {
+            throw new DhtFormatException("frame length", 0, $"truncated: the stream ended after {got} of 4 bytes.");
+        }
+
+        var length = BinaryPrimitives.ReadUInt32LittleEndian(header);
+        if (length == 0 || length > MaxFrameBytes)
+        {
+            throw new DhtFormatException("frame length", 0, $"{length} bytes; a frame holds 1 to {MaxFrameBytes} bytes.");
+        }
+
+        var body = new byte[length];
+        got = await ReadFullyAsync(stream, body, cancellationToken).ConfigureAwait(false);
+        if (got < body.Length)
+        {
+            throw new DhtFormatException("frame body", 4 + got, $"truncated: the stream ended after {got} of {length} bytes.");
+        }
+
+        return Decode(body);
+    }
+
+    private static async ValueTask<int> ReadFullyAsync(ITransportStream stream, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        var total = 0;
+        while (total < buffer.Length)
+        {
+            var n = await stream.ReadAsync(buffer[total..], cancellationToken).ConfigureAwait(false);
+            if (n == 0)
+            {
+                break;
+            }
+
+            total += n;
+        }
+
+        return total;
+    }
+
+    private static string Truncate(string text) => text.Length > MaxTextBytes / 4 ? text[..(MaxTextBytes / 4)] : text;
+
+    private static void WriteU16(ArrayBufferWriter<byte> writer, ushort value)
+    {
+        BinaryPrimitives.WriteUInt16LittleEndian(writer.GetSpan(2), value);
+        writer.Advance(2);
+    }
+
+    private static void WriteText(ArrayBufferWriter<byte> writer, string text, int max, string field)
+    {
+        var length = StrictUtf8.GetByteCount(text);
+        if (length > max)
+        {
+            throw new ArgumentException($"The {field} is {length} UTF-8 bytes; at most {max}.", nameof(text));
+        }
+
+        WriteU16(writer, (ushort)length);
+        writer.Advance(StrictUtf8.GetBytes(text, writer.GetSpan(length)));
+    }
+
+    private static void WriteSender(ArrayBufferWriter<byte> writer, DhtSender sender)
+    {
+        sender.Id.WriteTo(writer.GetSpan(NodeId.Size));
+        writer.Advance(NodeId.Size);
+        if (sender.PublicKey.Length is 0 or > DhtRecord.MaxPublicKeyBytes)
+        {
+            throw new ArgumentException($"The sender's public key is {sender.PublicKey.Length} bytes; 1 to {DhtRecord.MaxPublicKeyBytes}.", nameof(sender));
+        }
+
+        writer.GetSpan(1)[0] = (byte)sender.PublicKey.Length;
+        writer.Advance(1);
+        writer.Write(sender.PublicKey.Span);
+        WriteText(writer, sender.Address.ToString(), MaxAddressBytes, "sender address");
+    }
+
+    private static void WriteRecords(ArrayBufferWriter<byte> writer, IReadOnlyList<DhtRecord> records)
+    {
+        if (records.Count > MaxRecords)
+        {
+            throw new ArgumentException($"A message holds at most {MaxRecords} records, not {records.Count}.", nameof(records));
+        }
+
+        DhtRecordCodec.EncodeList(records, writer);
+    }
+
+    private static void WriteContacts(ArrayBufferWriter<byte> writer, IReadOnlyList<DhtContact> contacts)
+    {
+        if (contacts.Count > MaxContacts)
+        {
+            throw new ArgumentException($"A message holds at most {MaxContacts} contacts, not {contacts.Count}.", nameof(contacts));
+        }
+
+        WriteU16(writer, (ushort)contacts.Count);
+        foreach (var contact in contacts)
+        {
+            contact.Id.WriteTo(writer.GetSpan(NodeId.Size));
+            writer.Advance(NodeId.Size);
+            WriteText(writer, contact.Address.ToString(), MaxAddressBytes, "contact address");
+        }
+    }
+
+    private static void WriteResults(ArrayBufferWriter<byte> writer, IReadOnlyList<RecordValidationResult> results)
+    {
+        if (results.Count > MaxRecords)
+        {
+            throw new ArgumentException($"A message holds at most {MaxRecords} results, not {results.Count}.", nameof(results));
+        }
+
+        WriteU16(writer, (ushort)results.Count);
+        foreach (var result in results)
+        {
+            writer.GetSpan(1)[0] = (byte)result.Reason;
+            writer.Advance(1);
+            WriteText(writer, Truncate(result.Message ?? string.Empty), MaxTextBytes, "rejection message");
+        }
+    }
+
+    private static DhtSender ReadSender(ReadOnlySpan<byte> body, ref int at)
+    {
+        Require(body, at, NodeId.Size, "sender id");
+        var id = NodeId.FromBytes(body.Slice(at, NodeId.Size));
+        at += NodeId.Size;
+        Require(body, at, 1, "sender public key length");
+        var keyLength = body[at];
+        if (keyLength == 0 || keyLength > DhtRecord.MaxPublicKeyBytes)
+        {
+            throw new DhtFormatException("sender public key length", at, $"{keyLength} bytes; 1 to {DhtRecord.MaxPublicKeyBytes}.");
+        }
+
+        at++;
+        Require(body, at, keyLength, "sender public key");
+        var key = body.Slice(at, keyLength).ToArray();
+        at += keyLength;
+        var address = ReadAddress(body, ref at, "sender address");
+        return new DhtSender(id, key, address);
+    }
+
+    private static PeerAddress ReadAddress(ReadOnlySpan<byte> body, ref int at, string field)
+    {
+        var start = at;
+        var text = ReadText(body, ref at, MaxAddressBytes, field);
+        if (!PeerAddress.TryParse(text, out var address) || address.IsEmpty)
+        {
+            throw new DhtFormatException(field, start, $"'{text}' is not a valid peer address.");
+        }
+
+        return address;
+    }
+
+    private static string ReadText(ReadOnlySpan<byte> body, ref int at, int max, string field)
+    {
+        Require(body, at, 2, field + " length");
+        int length = BinaryPrimitives.ReadUInt16LittleEndian(body[at..]);
+        if (length > max)
+        {
+            throw new DhtFormatException(field + " length", at, $"{length} bytes; at most {max}.");
+        }
+
+        at += 2;
+        Require(body, at, length, field);
+        string text;
+        try
+        {
+            text = StrictUtf8.GetString(body.Slice(at, length));
+        }
+        catch (DecoderFallbackException e)
+        {
+            throw new DhtFormatException($"DHT message encoding: {field} at offset {at}: not valid UTF-8.", e);
+        }
+
+        at += length;
+        return text;
+    }
+
+    private static DhtRecord[] ReadRecords(ReadOnlySpan<byte> body, ref int at)
+    {
+        // The record list runs to a length the list itself determines; decode it record by record with a bounded count.
+        Require(body, at, 2, "record count");
+        var count = BinaryPrimitives.ReadUInt16LittleEndian(body[at..]);
+        if (count > MaxRecords)
+        {
+            throw new DhtFormatException("record count", at, $"{count} records; at most {MaxRecords} are accepted.");
+        }
+
+        if ((long)count * (DhtRecordCodec.FixedSize + 1) > body.Length - at - 2)
+        {
+            throw new DhtFormatException("record count", at, $"{count} records cannot fit in the remaining {body.Length - at - 2} bytes.");
+        }
+
+        at += 2;
+        var records = new DhtRecord[count];
+        for (var i = 0; i < count; i++)
+        {
+            var start = at;
+            try
+            {
+                records[i] = DhtRecordCodec.Decode(body[at..], WireLimits, out var consumed);
+                at += consumed;
+            }
+            catch (DhtFormatException e)
+            {
+                throw new DhtFormatException($"DHT message encoding: record {i} at offset {start}: {e.Message}", e);
+            }
+        }
+
+        return records;
+    }
+
+    private static DhtContact[] ReadContacts(ReadOnlySpan<byte> body, ref int at)
+    {
+        Require(body, at, 2, "contact count");
+        var count = BinaryPrimitives.ReadUInt16LittleEndian(body[at..]);
+        if (count > MaxContacts)
+        {
+            throw new DhtFormatException("contact count", at, $"{count} contacts; at most {MaxContacts} are accepted.");
+        }
+
+        if ((long)count * (NodeId.Size + 2) > body.Length - at - 2)
+        {
+            throw new DhtFormatException("contact count", at, $"{count} contacts cannot fit in the remaining {body.Length - at - 2} bytes.");
+        }
+
+        at += 2;
+        var contacts = new DhtContact[count];
+        for (var i = 0; i < count; i++)
+        {
+            Require(body, at, NodeId.Size, $"contact {i} id");
+            var id = NodeId.FromBytes(body.Slice(at, NodeId.Size));
+            at += NodeId.Size;
+            contacts[i] = new DhtContact(id, ReadAddress(body, ref at, $"contact {i} address"));
+        }
+
+        return contacts;
+    }
+
+    private static RecordValidationResult[] ReadResults(ReadOnlySpan<byte> body, ref int at)
+    {
+        Require(body, at, 2, "result count");
+        var count = BinaryPrimitives.ReadUInt16LittleEndian(body[at..]);
+        if (count > MaxRecords)
+        {
+            throw new DhtFormatException("result count", at, $"{count} results; at most {MaxRecords} are accepted.");
+        }
+
+        if ((long)count * 3 > body.Length - at - 2)
+        {
+            throw new DhtFormatException("result count", at, $"{count} results cannot fit in the remaining {body.Length - at - 2} bytes.");
+        }
+
+        at += 2;
+        var results = new RecordValidationResult[count];
+        for (var i = 0; i < count; i++)
+        {
+            var reasonAt = at;
+            Require(body, at, 1, $"result {i} reason");
+            var reason = (RecordRejectionReason)body[at++];
+            if (!Enum.IsDefined(reason))
+            {
+                throw new DhtFormatException($"result {i} reason", reasonAt, $"unknown rejection reason {(byte)reason}.");
+            }
+
+            var text = ReadText(body, ref at, MaxTextBytes, $"result {i} message");
+            results[i] = reason == RecordRejectionReason.None ? RecordValidationResult.Accepted : RecordValidationResult.Reject(reason, text.Length == 0 ? reason.ToString() : text);
+        }
+
+        return results;
+    }
+
+    private static void Require(ReadOnlySpan<byte> source, int at, int length, string field)
+    {
+        if (source.Length - at < length)
+        {
+            throw new DhtFormatException(field, at, $"truncated: {length} bytes needed, {source.Length - at} left.");
+        }
+    }
+}
