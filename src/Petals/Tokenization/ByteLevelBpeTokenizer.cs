@@ -138,13 +138,10 @@ public static class ByteLevelBpeTokenizer
 
         string? bosText = bos is int b ? tokens[b] : null;
         using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        using (var w = new Utf8JsonWriter(stream, TokenizerJsonWriting.Options))
         {
             // Every field the Rust crate's deserializers expect is written, so the file also loads there.
-            w.WriteStartObject();
-            w.WriteString("version", "1.0");
-            w.WriteNull("truncation");
-            w.WriteNull("padding");
+            TokenizerJsonWriting.WriteHeader(w);
             w.WriteStartArray("added_tokens");
             var seen = new HashSet<string>(StringComparer.Ordinal);
             for (int i = 0; i < tokens.Length; i++)
@@ -152,15 +149,7 @@ public static class ByteLevelBpeTokenizer
                 string token = tokens[i] ?? throw new ModelFormatException(sourcePath, "tokenizer.ggml.tokens", $"token {i} is null.");
                 if (tokenTypes[i] is SentencePieceBpeTokenizer.TokenTypeControl or SentencePieceBpeTokenizer.TokenTypeUserDefined && token.Length > 0 && seen.Add(token))
                 {
-                    w.WriteStartObject();
-                    w.WriteNumber("id", i);
-                    w.WriteString("content", token);
-                    w.WriteBoolean("single_word", false);
-                    w.WriteBoolean("lstrip", false);
-                    w.WriteBoolean("rstrip", false);
-                    w.WriteBoolean("normalized", false);
-                    w.WriteBoolean("special", tokenTypes[i] == SentencePieceBpeTokenizer.TokenTypeControl);
-                    w.WriteEndObject();
+                    TokenizerJsonWriting.WriteAddedToken(w, i, token, special: tokenTypes[i] == SentencePieceBpeTokenizer.TokenTypeControl);
                 }
             }
 

@@ -429,26 +429,15 @@ public sealed class SentencePieceBpeTokenizer : ITokenizer
     public byte[] ToHuggingFaceTokenizerJson()
     {
         using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        using (var w = new Utf8JsonWriter(stream, TokenizerJsonWriting.Options))
         {
-            w.WriteStartObject();
-            w.WriteString("version", "1.0");
-            w.WriteNull("truncation");
-            w.WriteNull("padding");
+            TokenizerJsonWriting.WriteHeader(w);
             w.WriteStartArray("added_tokens");
             for (int i = 0; i < _tokens.Length; i++)
             {
                 if (IsMatchedLiterally(_types[i]) && _tokenToId[_tokens[i]] == i)
                 {
-                    w.WriteStartObject();
-                    w.WriteNumber("id", i);
-                    w.WriteString("content", _tokens[i]);
-                    w.WriteBoolean("single_word", false);
-                    w.WriteBoolean("lstrip", false);
-                    w.WriteBoolean("rstrip", false);
-                    w.WriteBoolean("normalized", false);
-                    w.WriteBoolean("special", _types[i] != TokenTypeUserDefined);
-                    w.WriteEndObject();
+                    TokenizerJsonWriting.WriteAddedToken(w, i, _tokens[i], special: _types[i] != TokenTypeUserDefined);
                 }
             }
 
