@@ -171,7 +171,7 @@ internal sealed class QuicTransportStream : ITransportStream
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_localAbortReason is { } local)
         {
-            throw new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted locally: {local}");
+            throw TransportException.AbortedLocally(RemoteAddress, local);
         }
     }
 }

@@ -533,7 +533,7 @@ internal sealed class TcpFramedStream : ITransportStream, IValueTaskSource<int>
                         await ReadExactAsync(reasonBytes, allowEof: false).ConfigureAwait(false);
                         var reason = Encoding.UTF8.GetString(reasonBytes);
                         _peerAbortReason = reason;
-                        writer.Complete(new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted by peer: {reason}"));
+                        writer.Complete(TransportException.AbortedByPeer(RemoteAddress, reason));
                         await _writeCancel.CancelAsync().ConfigureAwait(false);
                         _socket.Dispose();
                         return;
@@ -595,12 +595,12 @@ internal sealed class TcpFramedStream : ITransportStream, IValueTaskSource<int>
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_localAbortReason is { } local)
         {
-            throw new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted locally: {local}");
+            throw TransportException.AbortedLocally(RemoteAddress, local);
         }
 
         if (_peerAbortReason is { } remote)
         {
-            throw new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted by peer: {remote}");
+            throw TransportException.AbortedByPeer(RemoteAddress, remote);
         }
     }
 }

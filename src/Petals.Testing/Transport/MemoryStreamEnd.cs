@@ -107,7 +107,7 @@ internal sealed class MemoryStreamEnd : ITransportStream
             ThrowIfUnusable();
             if (result.IsCompleted)
             {
-                throw new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted by peer: peer closed the stream");
+                throw TransportException.AbortedByPeer(RemoteAddress, "peer closed the stream");
             }
 
             buffer = buffer[n..];
@@ -146,7 +146,7 @@ internal sealed class MemoryStreamEnd : ITransportStream
 
             _localAbortReason = reason;
             _peer._peerAbortReason = reason;
-            _outbound.Writer.Complete(new TransportException(TransportErrorKind.Aborted, $"Stream with {_peer.RemoteAddress} aborted by peer: {reason}"));
+            _outbound.Writer.Complete(TransportException.AbortedByPeer(_peer.RemoteAddress, reason));
         }
 
         // Wake whoever waits: our pending read and write, and the peer's pending write.
@@ -189,12 +189,12 @@ internal sealed class MemoryStreamEnd : ITransportStream
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_localAbortReason is { } local)
         {
-            throw new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted locally: {local}");
+            throw TransportException.AbortedLocally(RemoteAddress, local);
         }
 
         if (_peerAbortReason is { } remote)
         {
-            throw new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted by peer: {remote}");
+            throw TransportException.AbortedByPeer(RemoteAddress, remote);
         }
     }
 }

@@ -131,7 +131,7 @@ internal sealed class ShapedStream : ITransportStream
     public void Abort(string reason)
     {
         ArgumentNullException.ThrowIfNull(reason);
-        Fail(new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted locally: {reason}"), reason);
+        Fail(TransportException.AbortedLocally(RemoteAddress, reason), reason);
     }
 
     public async ValueTask DisposeAsync()
@@ -280,7 +280,7 @@ internal sealed class ShapedStream : ITransportStream
     }
 
     private void Drop(string reason) =>
-        Fail(new TransportException(TransportErrorKind.Aborted, $"Stream with {RemoteAddress} aborted locally: {reason}"), reason);
+        Fail(TransportException.AbortedLocally(RemoteAddress, reason), reason);
 
     private void Fail(Exception failure, string? abortReason)
     {

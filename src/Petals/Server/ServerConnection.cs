@@ -260,23 +260,16 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         return ValueTask.CompletedTask;
     }
 
-    private ValueTask OnClose(uint streamId)
-    {
-        InferenceSession? session;
-        lock (_lock)
-        {
-            _sessions.TryGetValue(streamId, out session);
-        }
-
-        session?.Cancel(null, "closed by the client", letResultOut: true);
-        return ValueTask.CompletedTask;
-    }
+    private ValueTask OnClose(uint streamId) => EndSessionByClient(streamId, "closed by the client");
 
     /// <summary>
     /// The client abandoned the call on <paramref name="streamId"/> with an error (its connection already closed the
     /// stream): its session, if any, ends. Errors are never answered, since answering errors with errors could loop.
     /// </summary>
-    private ValueTask OnClientError(uint streamId)
+    private ValueTask OnClientError(uint streamId) => EndSessionByClient(streamId, "abandoned by the client with an error");
+
+    /// <summary>Ends the session on <paramref name="streamId"/>, if any, letting a result already going out finish.</summary>
+    private ValueTask EndSessionByClient(uint streamId, string reason)
     {
         InferenceSession? session;
         lock (_lock)
@@ -284,7 +277,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             _sessions.TryGetValue(streamId, out session);
         }
 
-        session?.Cancel(null, "abandoned by the client with an error", letResultOut: true);
+        session?.Cancel(null, reason, letResultOut: true);
         return ValueTask.CompletedTask;
     }
 
