@@ -4,11 +4,10 @@ using System.Text.Json;
 using Petals.Backends.Cpu;
 using Petals.Client;
 using Petals.Formats;
-using Petals.Formats.HuggingFace;
 using Petals.Generation;
 using Petals.Inference;
 using Petals.Models;
-using Petals.Tensors;
+using Petals.Testing.Models;
 using Petals.Transport;
 using Petals.Transport.Tcp;
 
@@ -41,38 +40,7 @@ internal static class SwarmBench
     {
         var config = Shape(hidden, layers);
         var timer = Stopwatch.StartNew();
-        var tensors = new List<WeightTensor>();
-        long q = (long)config.NumHeads * config.HeadDim;
-        var shapes = new List<(string Name, long[] Shape)> { (LlamaTensorNames.Embeddings, [config.VocabSize, hidden]) };
-        for (var b = 0; b < layers; b++)
-        {
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.InputNorm), [hidden]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.QProj), [q, hidden]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.KProj), [q, hidden]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.VProj), [q, hidden]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.OProj), [hidden, q]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.PostAttentionNorm), [hidden]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.GateProj), [config.IntermediateSize, hidden]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.UpProj), [config.IntermediateSize, hidden]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.DownProj), [hidden, config.IntermediateSize]));
-        }
-
-        shapes.Add((LlamaTensorNames.FinalNorm, [hidden]));
-        shapes.Add((LlamaTensorNames.LmHead, [config.VocabSize, hidden]));
-        var index = 0UL;
-        foreach (var (name, shape) in shapes)
-        {
-            var count = shape.Aggregate(1L, (a, d) => a * d);
-            var values = new float[count];
-            var isNorm = shape.Length == 1;
-            InMemoryBlockWeights.FillUniform(values, seed + index++, isNorm ? 1f : 0f, isNorm ? 0.1f : (float)(1.0 / Math.Sqrt(shape[^1])));
-            var bytes = new byte[count * 4];
-            Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length);
-            tensors.Add(new WeightTensor(new TensorDescriptor(name, TensorDType.F32, shape), bytes));
-        }
-
-        Directory.CreateDirectory(directory);
-        HuggingFaceModelWriter.Write(directory, config, tensors, maxShardBytes: 2L << 30);
+        RandomLlamaCheckpoint.Write(directory, config, seed, maxShardBytes: 2L << 30);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {directory}: hidden {hidden}, {layers} blocks, vocab {config.VocabSize}, fp32, in {timer.Elapsed.TotalSeconds:F1} s"));
         return 0;
     }

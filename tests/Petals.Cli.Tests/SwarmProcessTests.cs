@@ -4,12 +4,11 @@ using Petals.Backends.Cpu;
 using Petals.Cli.Swarm;
 using Petals.Client;
 using Petals.Formats;
-using Petals.Formats.HuggingFace;
 using Petals.Inference;
 using Petals.Models;
 using Petals.Protocol;
-using Petals.Tensors;
 using Petals.Testing;
+using Petals.Testing.Models;
 using Petals.Transport;
 using Petals.Transport.Tcp;
 
@@ -78,7 +77,7 @@ public sealed class SwarmProcessTests
             HiddenSize = 64, IntermediateSize = 160, NumLayers = 12, NumHeads = 4, NumKeyValueHeads = 2, HeadDim = 16,
             VocabSize = 50, RmsNormEps = 1e-5, MaxPositionEmbeddings = 128, BosTokenId = 1, EosTokenIds = [2],
         };
-        WriteRandomModel(dir.Path, config);
+        RandomLlamaCheckpoint.Write(dir.Path, config, seed: 21);
         var servers = new List<ServerProcess>();
         try
         {
@@ -275,45 +274,6 @@ public sealed class SwarmProcessTests
             await process.WaitForExitAsync(CancellationToken.None).WaitAsync(Bound);
             process.Dispose();
         }
-    }
-
-    private static void WriteRandomModel(string directory, ModelConfig config)
-    {
-        var random = new Random(21);
-        var tensors = new List<WeightTensor>();
-        long q = (long)config.NumHeads * config.HeadDim;
-        long kv = (long)config.NumKeyValueHeads * config.HeadDim;
-        var shapes = new List<(string, long[])> { (LlamaTensorNames.Embeddings, [config.VocabSize, config.HiddenSize]) };
-        for (var b = 0; b < config.NumLayers; b++)
-        {
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.InputNorm), [config.HiddenSize]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.QProj), [q, config.HiddenSize]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.KProj), [kv, config.HiddenSize]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.VProj), [kv, config.HiddenSize]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.OProj), [config.HiddenSize, q]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.PostAttentionNorm), [config.HiddenSize]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.GateProj), [config.IntermediateSize, config.HiddenSize]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.UpProj), [config.IntermediateSize, config.HiddenSize]));
-            shapes.Add((LlamaTensorNames.Block(b, LlamaTensorNames.DownProj), [config.HiddenSize, config.IntermediateSize]));
-        }
-
-        shapes.Add((LlamaTensorNames.FinalNorm, [config.HiddenSize]));
-        shapes.Add((LlamaTensorNames.LmHead, [config.VocabSize, config.HiddenSize]));
-        foreach (var (name, shape) in shapes)
-        {
-            var count = shape.Aggregate(1L, (a, d) => a * d);
-            var values = new float[count];
-            for (var i = 0; i < values.Length; i++)
-            {
-                values[i] = shape.Length == 1 ? 1f + (float)((random.NextDouble() - 0.5) * 0.2) : (float)((random.NextDouble() - 0.5) * 0.2);
-            }
-
-            var bytes = new byte[count * 4];
-            Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length);
-            tensors.Add(new WeightTensor(new TensorDescriptor(name, TensorDType.F32, shape), bytes));
-        }
-
-        HuggingFaceModelWriter.Write(directory, config, tensors);
     }
 
     private static void SkipWithoutShared() => GenerateCommandTests.SkipWithoutShared();
