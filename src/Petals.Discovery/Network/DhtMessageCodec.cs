@@ -316,14 +316,20 @@ internal static class DhtMessageCodec
         Require(body, at, keyLength, "sender public key");
         var key = body.Slice(at, keyLength).ToArray();
         at += keyLength;
-        var address = ReadAddress(body, ref at, "sender address");
+        // An empty sender address is a client-mode node, which does not listen.
+        var address = ReadAddress(body, ref at, "sender address", allowEmpty: true);
         return new DhtSender(id, key, address);
     }
 
-    private static PeerAddress ReadAddress(ReadOnlySpan<byte> body, ref int at, string field)
+    private static PeerAddress ReadAddress(ReadOnlySpan<byte> body, ref int at, string field, bool allowEmpty = false)
     {
         var start = at;
         var text = ReadText(body, ref at, MaxAddressBytes, field);
+        if (allowEmpty && text.Length == 0)
+        {
+            return default;
+        }
+
         if (!PeerAddress.TryParse(text, out var address) || address.IsEmpty)
         {
             throw new DhtFormatException(field, start, $"'{text}' is not a valid peer address.");

@@ -22,6 +22,9 @@ public sealed class DhtNode : IAsyncDisposable
     private readonly HashSet<Task> _background = [];
     private readonly Lock _gate = new();
     private readonly SemaphoreSlim _serving;
+    private readonly ConcurrentDictionary<NodeId, LostPeer> _lostPeers = new();
+    private readonly Lock _initialGate = new();
+    private readonly Dictionary<PeerAddress, NodeId?> _initialPeers = [];
     private DhtSender? _listening;
     private ITransport? _transport;
     private ITransportListener? _listener;
@@ -34,7 +37,7 @@ public sealed class DhtNode : IAsyncDisposable
     private int _republishing;
     private int _state; // 0 created, 1 started, 2 stopped
 
-    /// <summary>Creates a node; call <see cref="StartAsync"/> to serve and <see cref="BootstrapAsync"/> to join a network.</summary>
+    /// <summary>Creates a node; call <c>StartAsync</c> to serve and <see cref="BootstrapAsync"/> to join a network.</summary>
     /// <param name="identity">The node's key pair; its <see cref="PeerIdentity.NodeId"/> is the node's id. Not disposed by the node.</param>
     /// <param name="options">The settings; <see cref="DhtNodeOptions.Default"/> if null.</param>
     /// <param name="timeProvider">The clock for timeouts, timers and record expiry; the system clock if null.</param>
@@ -68,7 +71,7 @@ public sealed class DhtNode : IAsyncDisposable
     /// <summary>The records this node holds for the network.</summary>
     public RecordStorage Storage { get; }
 
-    /// <summary>Where the node listens (empty before <see cref="StartAsync"/>).</summary>
+    /// <summary>Where the node listens (empty before <c>StartAsync</c> and in client mode).</summary>
     public PeerAddress LocalAddress => _listening?.Address ?? default;
 
     /// <summary>The node as a contact (id and listen address).</summary>
@@ -76,6 +79,41 @@ public sealed class DhtNode : IAsyncDisposable
 
     /// <summary>Whether the node is serving requests.</summary>
     public bool IsRunning => Volatile.Read(ref _state) == 1;
+
+    /// <summary>Whether the node runs in client mode (started without a listen address): it looks up, gets and stores but serves nobody.</summary>
+    public bool IsClientMode { get; private set; }
+
+    /// <summary>
+    /// The contacts that failed recently while in the routing table (the "lost peers", most recent last): the refresh
+    /// pings them (and the initial peers missing from the table) so that a network split by a partition merges again.
+    /// </summary>
+    public IReadOnlyList<DhtContact> LostPeers => _lostPeers.Values.OrderBy(p => p.LostAt).Select(p => p.Contact).ToArray();
+
+    /// <summary>
+    /// Starts the node in <b>client mode</b> (as hivemind's <c>client_mode</c>): it does not listen, its requests carry an
+    /// empty address so that receivers never add it to their routing tables, and it never keeps a replica of a record it
+    /// stores. <see cref="BootstrapAsync"/>, <see cref="FindNodeAsync"/>, <see cref="GetAsync"/>, <see cref="StoreAsync"/>
+    /// and the refresh and republication timers work as on a listening node. Suits a client behind NAT or one that
+    /// only reads.
+    /// </summary>
+    /// <param name="transport">The transport to connect with.</param>
+    /// <param name="cancellationToken">Cancels the start.</param>
+    /// <exception cref="InvalidOperationException">The node was already started or stopped.</exception>
+    public Task StartAsync(ITransport transport, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(transport);
+        cancellationToken.ThrowIfCancellationRequested();
+        if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
+        {
+            throw new InvalidOperationException($"DHT node {Id} was already started or stopped; a node starts once.");
+        }
+
+        IsClientMode = true;
+        _transport = transport;
+        _listening = _self;
+        StartTimers();
+        return Task.CompletedTask;
+    }
 
     /// <summary>Starts listening at <paramref name="bindAddress"/> and serving requests; starts the refresh, republication and sweep timers.</summary>
     /// <param name="transport">The transport to listen and connect with.</param>
@@ -108,40 +146,49 @@ public sealed class DhtNode : IAsyncDisposable
         _transport = transport;
         _listening = _self with { Address = _listener.LocalAddress };
         _acceptLoop = AcceptLoopAsync(_listener, _stop.Token);
-        _refreshTimer = _time.CreateTimer(_ => Track(RunRefreshAsync()), null, _options.RefreshInterval, _options.RefreshInterval);
-        _republishTimer = _time.CreateTimer(_ => Track(RunRepublishAsync()), null, _options.RepublishInterval, _options.RepublishInterval);
-        _sweepTimer = Storage.StartPeriodicSweep(_options.RepublishInterval);
+        StartTimers();
     }
 
     /// <summary>
     /// Joins the network through <paramref name="peers"/>: pings each (learning and verifying its id), looks up the
-    /// node's own id, then refreshes every bucket from the nearest non-empty one up.
+    /// node's own id, then refreshes every bucket from the nearest non-empty one up. An address that names a peer id
+    /// (<c>tcp://&lt;40 hex digits&gt;@host:port</c>) is accepted only if the node answering there has that id.
+    /// The peers are remembered as initial peers, which the refresh pings again whenever they are missing from the
+    /// routing table. <see cref="JoinAsync"/> does the same and tells what each peer answered.
     /// </summary>
     /// <param name="peers">Addresses of nodes already in the network.</param>
     /// <param name="cancellationToken">Cancels the bootstrap.</param>
-    /// <returns>How many of <paramref name="peers"/> answered.</returns>
+    /// <returns>How many of <paramref name="peers"/> answered with the expected identity (0: the node reached nobody and is alone).</returns>
     /// <exception cref="InvalidOperationException">The node is not running.</exception>
-    public async Task<int> BootstrapAsync(IEnumerable<PeerAddress> peers, CancellationToken cancellationToken = default)
+    public async Task<int> BootstrapAsync(IEnumerable<PeerAddress> peers, CancellationToken cancellationToken = default) =>
+        (await JoinAsync(peers, cancellationToken).ConfigureAwait(false)).Answered;
+
+    /// <summary>
+    /// <see cref="BootstrapAsync"/> with a report: pings every peer (refusing one whose address names a peer id other
+    /// than the id it answers with, or a peer id that is not a node id), then, if any answered, looks up the node's own
+    /// id and refreshes every bucket from the nearest non-empty one up (<see cref="DhtNodeOptions.RefreshBucketsOnJoin"/>).
+    /// </summary>
+    /// <param name="peers">Addresses of nodes already in the network, optionally with the peer id they must prove.</param>
+    /// <param name="cancellationToken">Cancels the bootstrap.</param>
+    /// <returns>Each peer's outcome, with the reason for each one refused or unreachable.</returns>
+    /// <exception cref="InvalidOperationException">The node is not running.</exception>
+    public async Task<DhtJoinResult> JoinAsync(IEnumerable<PeerAddress> peers, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(peers);
         EnsureRunning();
-        var pings = peers.Where(p => !p.IsEmpty && p != LocalAddress).Distinct()
-            .Select(p => RequestAsync(p, null, new DhtMessage(DhtMessageType.Ping, NextRequestId(), Self), cancellationToken)).ToArray();
-        var answers = await Task.WhenAll(pings).ConfigureAwait(false);
-        var answered = answers.Count(a => a is { Type: DhtMessageType.Pong });
-        if (Routing.Count == 0)
+        var distinct = peers.Where(p => !p.IsEmpty && p != LocalAddress).Distinct().ToArray();
+        var outcomes = await Task.WhenAll(distinct.Select(p => PingInitialPeerAsync(p, remember: true, cancellationToken))).ConfigureAwait(false);
+        if (Routing.Count > 0)
         {
-            return answered;
+            await FindNodeAsync(Id, cancellationToken).ConfigureAwait(false);
+            var nearest = Enumerable.Range(0, NodeId.BitLength).FirstOrDefault(i => Routing.GetBucket(i).Count > 0, -1);
+            if (nearest >= 0 && _options.RefreshBucketsOnJoin)
+            {
+                await RefreshBucketsAsync(Enumerable.Range(nearest, NodeId.BitLength - nearest).ToArray(), cancellationToken).ConfigureAwait(false);
+            }
         }
 
-        await FindNodeAsync(Id, cancellationToken).ConfigureAwait(false);
-        var nearest = Enumerable.Range(0, NodeId.BitLength).FirstOrDefault(i => Routing.GetBucket(i).Count > 0, -1);
-        if (nearest >= 0)
-        {
-            await RefreshBucketsAsync(Enumerable.Range(nearest, NodeId.BitLength - nearest).ToArray(), cancellationToken).ConfigureAwait(false);
-        }
-
-        return answered;
+        return new DhtJoinResult(outcomes);
     }
 
     /// <summary>Looks up the k nodes closest to <paramref name="target"/> with alpha parallel iterative queries.</summary>
@@ -202,13 +249,19 @@ public sealed class DhtNode : IAsyncDisposable
         return await PublishAsync(record, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Looks up a random id in every bucket idle for at least <see cref="DhtNodeOptions.RefreshInterval"/> (what the refresh timer runs).</summary>
+    /// <summary>
+    /// What the refresh timer runs: first pings the initial peers missing from the routing table and the
+    /// <see cref="LostPeers"/> (those that answer re-enter the table; a lost peer silent for longer than
+    /// <see cref="DhtNodeOptions.LostPeerRetention"/> is forgotten), then looks up a random id in every bucket idle
+    /// for at least <see cref="DhtNodeOptions.RefreshInterval"/>.
+    /// </summary>
     /// <param name="cancellationToken">Cancels the refresh.</param>
     /// <returns>How many buckets were refreshed.</returns>
     /// <exception cref="InvalidOperationException">The node is not running.</exception>
     public async Task<int> RefreshAsync(CancellationToken cancellationToken = default)
     {
         EnsureRunning();
+        await ReconnectAsync(cancellationToken).ConfigureAwait(false);
         var buckets = Routing.GetBucketsToRefresh(_options.RefreshInterval);
         await RefreshBucketsAsync(buckets, cancellationToken).ConfigureAwait(false);
         return buckets.Count;
@@ -296,6 +349,13 @@ public sealed class DhtNode : IAsyncDisposable
 
     /// <inheritdoc/>
     public override string ToString() => $"DHT node {Id} at {LocalAddress}";
+
+    private void StartTimers()
+    {
+        _refreshTimer = _time.CreateTimer(_ => Track(RunRefreshAsync()), null, _options.RefreshInterval, _options.RefreshInterval);
+        _republishTimer = _time.CreateTimer(_ => Track(RunRepublishAsync()), null, _options.RepublishInterval, _options.RepublishInterval);
+        _sweepTimer = Storage.StartPeriodicSweep(_options.RepublishInterval);
+    }
 
     private DhtSender Self => _listening ?? throw new InvalidOperationException($"DHT node {Id} is not started.");
 
@@ -414,7 +474,7 @@ public sealed class DhtNode : IAsyncDisposable
         var (lookup, _) = await LookupAsync(keyId, null, cancellationToken).ConfigureAwait(false);
         var replies = new List<DhtStoreReply>();
         var closest = lookup.Closest;
-        if (closest.Count < _options.K || keyId.CompareDistance(Id, closest[^1].Id) < 0)
+        if (!IsClientMode && (closest.Count < _options.K || keyId.CompareDistance(Id, closest[^1].Id) < 0))
         {
             // This node is one of the k closest: it keeps a replica and the farthest remote one drops out.
             replies.Add(new DhtStoreReply(Contact, Storage.Store(record)));
@@ -538,7 +598,16 @@ public sealed class DhtNode : IAsyncDisposable
     /// Sends one request on a fresh stream and reads its response. Null when the peer failed (refused, timed out,
     /// malformed or inconsistent answer), after marking it failed; otherwise the sender is recorded as seen.
     /// </summary>
-    private async Task<DhtMessage?> RequestAsync(PeerAddress address, NodeId? expectedId, DhtMessage request, CancellationToken cancellationToken)
+    private async Task<DhtMessage?> RequestAsync(PeerAddress address, NodeId? expectedId, DhtMessage request, CancellationToken cancellationToken) =>
+        (await RequestCoreAsync(address, expectedId, request, preferClaimedAddress: false, cancellationToken).ConfigureAwait(false)).Response;
+
+    /// <summary>
+    /// <see cref="RequestAsync"/> that also tells why a peer failed. The responder enters the routing table at the
+    /// address it was reached at, or (<paramref name="preferClaimedAddress"/>, for initial peers known by an address
+    /// only) at the listen address it claims. A peer that fails while in a bucket is marked failed and kept in the
+    /// lost peers.
+    /// </summary>
+    private async Task<(DhtMessage? Response, string? Fault)> RequestCoreAsync(PeerAddress address, NodeId? expectedId, DhtMessage request, bool preferClaimedAddress, CancellationToken cancellationToken)
     {
         var transport = _transport ?? throw new InvalidOperationException($"DHT node {Id} is not started.");
         using var timeout = new CancellationTokenSource(_options.RequestTimeout, _time);
@@ -557,11 +626,11 @@ public sealed class DhtNode : IAsyncDisposable
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && !_stop.IsCancellationRequested)
         {
-            fault = "timed out";
+            fault = $"timed out after {_options.RequestTimeout.TotalSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)} s";
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
-            return null;
+            return (null, "the local node stopped");
         }
         catch (Exception e) when (e is TransportException or DhtFormatException or IOException or ObjectDisposedException)
         {
@@ -582,9 +651,13 @@ public sealed class DhtNode : IAsyncDisposable
             {
                 fault = $"answered {request.Type} with {response.Type}";
             }
-            else if (!response.Sender.IsIdentityConsistent || (expectedId is { } id && response.Sender.Id != id))
+            else if (!response.Sender.IsIdentityConsistent)
             {
-                fault = "answered with an identity that is not the one expected or not the hash of its key";
+                fault = $"answered with the id {response.Sender.Id}, which is not the hash of its public key";
+            }
+            else if (expectedId is { } id && response.Sender.Id != id)
+            {
+                fault = $"answered as node {response.Sender.Id}, not the expected {id}";
             }
         }
 
@@ -592,18 +665,115 @@ public sealed class DhtNode : IAsyncDisposable
         {
             if (expectedId is { } failed)
             {
-                Routing.MarkFailed(failed);
+                var known = Routing.Find(failed);
+                if (Routing.MarkFailed(failed) && known is not null)
+                {
+                    RememberLost(known);
+                }
             }
 
-            return null;
+            return (null, fault);
         }
 
-        Observe(new DhtContact(response!.Sender.Id, expectedId is null ? response.Sender.Address : address));
-        return response;
+        var claimed = response!.Sender.Address;
+        Observe(new DhtContact(response.Sender.Id, preferClaimedAddress && !claimed.IsEmpty ? claimed : address));
+        return (response, null);
+    }
+
+    private void RememberLost(DhtContact contact)
+    {
+        if (_options.MaxLostPeers == 0 || _stop.IsCancellationRequested)
+        {
+            return;
+        }
+
+        _lostPeers[contact.Id] = new LostPeer(contact, _time.GetUtcNow());
+        while (_lostPeers.Count > _options.MaxLostPeers)
+        {
+            var oldest = _lostPeers.Values.MinBy(p => p.LostAt);
+            if (oldest is null)
+            {
+                break;
+            }
+
+            _lostPeers.TryRemove(new KeyValuePair<NodeId, LostPeer>(oldest.Contact.Id, oldest));
+        }
+    }
+
+    private async Task<DhtPeerOutcome> PingInitialPeerAsync(PeerAddress address, bool remember, CancellationToken cancellationToken)
+    {
+        NodeId? expected = null;
+        if (address.PeerId is { } text)
+        {
+            if (!NodeId.TryParse(text, out var parsed))
+            {
+                return new DhtPeerOutcome(address, null, $"the peer id '{text}' is not a DHT node id (40 hex digits)");
+            }
+
+            expected = parsed;
+        }
+
+        if (remember)
+        {
+            lock (_initialGate)
+            {
+                _initialPeers.TryAdd(address, expected);
+            }
+        }
+
+        var (response, fault) = await RequestCoreAsync(address, expected, new DhtMessage(DhtMessageType.Ping, NextRequestId(), Self), preferClaimedAddress: true, cancellationToken).ConfigureAwait(false);
+        if (response is null)
+        {
+            return new DhtPeerOutcome(address, null, fault);
+        }
+
+        if (response.Type != DhtMessageType.Pong)
+        {
+            return new DhtPeerOutcome(address, response.Sender.Id, $"answered PING with ERROR {response.ErrorCode}: {response.ErrorMessage}");
+        }
+
+        lock (_initialGate)
+        {
+            if (_initialPeers.ContainsKey(address))
+            {
+                _initialPeers[address] = response.Sender.Id;
+            }
+        }
+
+        return new DhtPeerOutcome(address, response.Sender.Id, null);
+    }
+
+    /// <summary>Pings the initial peers missing from the routing table and the lost peers (forgetting those lost too long ago).</summary>
+    private async Task ReconnectAsync(CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        foreach (var (id, lost) in _lostPeers)
+        {
+            if (now - lost.LostAt > _options.LostPeerRetention || Routing.Find(id) is not null)
+            {
+                _lostPeers.TryRemove(new KeyValuePair<NodeId, LostPeer>(id, lost));
+            }
+        }
+
+        PeerAddress[] initial;
+        lock (_initialGate)
+        {
+            initial = _initialPeers.Where(p => p.Value is not { } id || Routing.Find(id) is null).Select(p => p.Key).ToArray();
+        }
+
+        var pings = initial.Select(a => (Task)PingInitialPeerAsync(a, remember: false, cancellationToken))
+            .Concat(_lostPeers.Values.Select(l => (Task)RequestAsync(l.Contact.Address, l.Contact.Id, new DhtMessage(DhtMessageType.Ping, NextRequestId(), Self), cancellationToken)))
+            .ToArray();
+        await Task.WhenAll(pings).ConfigureAwait(false);
     }
 
     private void Observe(DhtContact contact)
     {
+        if (!_lostPeers.IsEmpty)
+        {
+            _lostPeers.TryRemove(contact.Id, out _);
+        }
+
         var update = Routing.Update(contact);
         if (update.Kind == RoutingUpdateKind.Pending && update.PingCandidate is { } candidate && IsRunning && _evictionPings.TryAdd(candidate.Id, 0))
         {
@@ -724,7 +894,12 @@ public sealed class DhtNode : IAsyncDisposable
             return Error(request.RequestId, DhtErrorCode.IdentityMismatch, $"The sender id {request.Sender.Id} is not the hash of the sender's public key.");
         }
 
-        Observe(request.Sender.ToContact());
+        // A client-mode sender (no listen address) is answered but never remembered, so it is never handed out in NODES.
+        if (!request.Sender.Address.IsEmpty)
+        {
+            Observe(request.Sender.ToContact());
+        }
+
         switch (request.Type)
         {
             case DhtMessageType.Ping:
@@ -760,4 +935,6 @@ public sealed class DhtNode : IAsyncDisposable
                 };
         }
     }
+
+    private sealed record LostPeer(DhtContact Contact, DateTimeOffset LostAt);
 }

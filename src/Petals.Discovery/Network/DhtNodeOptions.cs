@@ -24,6 +24,19 @@ public sealed record DhtNodeOptions
     /// <summary>How many incoming requests the node serves at once; further connections wait to be accepted (backpressure).</summary>
     public int MaxConcurrentRequests { get; init; } = 64;
 
+    /// <summary>
+    /// Whether <see cref="DhtNode.JoinAsync"/> (and <see cref="DhtNode.BootstrapAsync"/>) refreshes every bucket from the
+    /// nearest non-empty one up after the self lookup, as in Kademlia (default true). False joins with the self lookup
+    /// only (cheaper: the farther buckets then fill from later traffic and the periodic refresh).
+    /// </summary>
+    public bool RefreshBucketsOnJoin { get; init; } = true;
+
+    /// <summary>How many contacts that failed while in the routing table the node remembers as lost peers, re-pinged on every refresh (default 20; 0 turns it off).</summary>
+    public int MaxLostPeers { get; init; } = 20;
+
+    /// <summary>How long a lost peer is re-pinged before it is forgotten (default 24 h).</summary>
+    public TimeSpan LostPeerRetention { get; init; } = TimeSpan.FromHours(24);
+
     /// <summary>The bounds of the node's record storage.</summary>
     public RecordStorageOptions Storage { get; init; } = RecordStorageOptions.Default;
 
@@ -38,6 +51,8 @@ public sealed record DhtNodeOptions
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(RequestTimeout, TimeSpan.Zero, nameof(RequestTimeout));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(RefreshInterval, TimeSpan.Zero, nameof(RefreshInterval));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(RepublishInterval, TimeSpan.Zero, nameof(RepublishInterval));
+        ArgumentOutOfRangeException.ThrowIfNegative(MaxLostPeers, nameof(MaxLostPeers));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(LostPeerRetention, TimeSpan.Zero, nameof(LostPeerRetention));
         ArgumentNullException.ThrowIfNull(Storage, nameof(Storage));
         Storage.Validate();
     }
