@@ -28,6 +28,14 @@ internal static class Program
               Greedy generation with all blocks in this process and through the servers, alternating; prints
               decode steps/s of each, their ratio, whether the tokens are identical, and bytes per step message.
               bench/swarm.sh starts the servers and runs both.
+          dht-sim     --nodes N [--latency-ms 25 --lookups 500 --records 100 --seed 1 --join full|self
+                       --join-parallelism 8 --join-with-latency --concurrency 4 --output text|json]
+              N DHT nodes in this process on the in-memory transport with the given one-way latency, joined
+              through random earlier nodes (real Kademlia joins; 'full' up to 2,000 nodes, 'self' beyond by
+              default, latency off while joining unless --join-with-latency); stores records from random nodes,
+              then measures lookups (get of stored keys, find-node of random ids) from random nodes: median and
+              p99 latency, median/p99/max hops, mean messages per lookup, success rate, peak RSS.
+              bench/dht-sim.sh runs 100, 1,000 and 10,000 nodes.
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -61,6 +69,14 @@ internal static class Program
                         IntArg(args, "--rounds", 2),
                         Arg(args, "--output") == "json",
                         IntArg(args, "--local-spans", 1)).GetAwaiter().GetResult();
+                case "dht-sim":
+                    {
+                        var options = DhtSimOptions.Parse(args.AsSpan(1));
+                        var result = DhtSim.RunAsync(options, Console.Error, CancellationToken.None).GetAwaiter().GetResult();
+                        Console.WriteLine(options.Json ? result.ToJson() : result.ToText());
+                        return result.All.SuccessRate >= 0.99 ? 0 : 4;
+                    }
+
                 case "micro":
                     BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
                     return 0;
