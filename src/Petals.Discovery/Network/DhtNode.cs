@@ -665,8 +665,14 @@ public sealed class DhtNode : IAsyncDisposable
         {
             if (expectedId is { } failed)
             {
+                // Only a failure at the address the table holds counts against the node: a stale address from another
+                // node's answer, or another node answering at an address said to be this id's, must not evict it.
                 var known = Routing.Find(failed);
-                if (Routing.MarkFailed(failed) && known is not null)
+                if (known is null)
+                {
+                    Routing.MarkFailed(failed);
+                }
+                else if (known.Address == address && Routing.MarkFailed(failed))
                 {
                     RememberLost(known);
                 }

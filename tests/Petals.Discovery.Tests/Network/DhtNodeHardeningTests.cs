@@ -1,4 +1,5 @@
 using System.Text;
+using Petals.Models;
 using Petals.Testing.Time;
 using Petals.Testing.Transport;
 using Petals.Transport;
@@ -62,6 +63,42 @@ public sealed class DhtNodeHardeningTests
     }
 
     [Fact]
+    public async Task A_client_mode_node_reads_server_announcements_through_DhtPeerDiscovery()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        const string Model = "client-mode-model";
+        await using var network = new DhtTestNetwork();
+        await network.BuildAsync(12, new Random(21), ct);
+        var servers = network.Nodes.Take(2).Select(n => new DhtPeerDiscovery(n, network.Time)).ToArray();
+        for (var i = 0; i < servers.Length; i++)
+        {
+            var info = new ServerInfo
+            {
+                PeerId = servers[i].LocalPeerId,
+                Address = PeerAddress.Parse($"tcp://127.0.0.1:{6000 + i}"),
+                State = ServerState.Online,
+                Span = new BlockRange(2 * i, (2 * i) + 2),
+                Throughput = 5,
+                CacheTokensLeft = 100,
+                Version = "test",
+            };
+            await servers[i].AnnounceAsync(Model, 4, info, TimeSpan.FromMinutes(5), ct).WaitAsync(Bound, ct);
+        }
+
+        var client = new DhtNode(DhtTestNetwork.Identity(501), network.Options, network.Time);
+        await using (client)
+        {
+            await client.StartAsync(network.Transport, ct).WaitAsync(Bound, ct);
+            Assert.Equal(1, await client.BootstrapAsync([network.Nodes[^1].LocalAddress], ct).WaitAsync(Bound, ct));
+            var discovery = new DhtPeerDiscovery(client, network.Time);
+            var blocks = await discovery.GetServersAsync(Model, new BlockRange(0, 4), ct).WaitAsync(Bound, ct);
+            Assert.Equal([servers[0].LocalPeerId, servers[0].LocalPeerId, servers[1].LocalPeerId, servers[1].LocalPeerId], blocks.Select(b => Assert.Single(b.Servers).PeerId));
+            Assert.Equal([new SwarmModelInfo(Model, 4, 2)], await discovery.GetModelsAsync(ct).WaitAsync(Bound, ct));
+            Assert.All(network.Nodes, n => Assert.Null(n.Routing.Find(client.Id)));
+        }
+    }
+
+    [Fact]
     public void A_client_request_with_an_empty_sender_address_round_trips_through_the_codec()
     {
         var identity = Identities[3];
@@ -121,6 +158,10 @@ public sealed class DhtNodeHardeningTests
         var mixed = await network.AddAsync(null, ct);
         Assert.Equal(1, await mixed.BootstrapAsync([impostor, b.LocalAddress.WithPeerId(b.Id.ToString())], ct).WaitAsync(Bound, ct));
         Assert.NotNull(mixed.Routing.Find(b.Id));
+
+        // An impostor at another address that claims b's id does not evict the real b from the table.
+        Assert.Equal(0, await mixed.BootstrapAsync([impostor], ct).WaitAsync(Bound, ct));
+        Assert.Equal(b.Contact, mixed.Routing.Find(b.Id));
     }
 
     [Fact]
@@ -131,7 +172,8 @@ public sealed class DhtNodeHardeningTests
         var memory = new MemoryTransport();
         var cut = new NetworkShapingOptions();
         var reverseCut = new NetworkShapingOptions();
-        var options = new DhtNodeOptions { LostPeerRetention = TimeSpan.FromHours(3) };
+        // Timers far off: the test runs the refresh itself, and no background work races with its steps.
+        var options = new DhtNodeOptions { LostPeerRetention = TimeSpan.FromHours(3), RefreshInterval = TimeSpan.FromDays(30), RepublishInterval = TimeSpan.FromDays(30) };
         var hub = new DhtNode(DhtTestNetwork.Identity(600), options, time);
         var watcher = new DhtNode(DhtTestNetwork.Identity(601), options, time);
         var peer = new DhtNode(DhtTestNetwork.Identity(602), options, time);
