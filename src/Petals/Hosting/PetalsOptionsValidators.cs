@@ -41,6 +41,7 @@ internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : 
         knobs.Blocks = options.Blocks.Count > 0 ? options.Blocks : new(0, 1);
         knobs.Limits = PetalsValidation.CheckLimits(options.Limits, nameof(PetalsServerOptions), failures);
         PetalsValidation.Check(knobs.Validate, nameof(PetalsServerOptions), failures);
+        PetalsValidation.Check(options.ToAnnouncerOptions(TimeProvider.System).Validate, nameof(PetalsServerOptions), failures);
 
         if (services.GetService<IServiceProviderIsKeyedService>() is { } registered)
         {
