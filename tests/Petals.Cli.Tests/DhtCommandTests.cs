@@ -1,0 +1,227 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Petals.Discovery;
+using Petals.Models;
+using Petals.Testing;
+using Petals.Transport;
+using Petals.Transport.Tcp;
+
+namespace Petals.Cli.Tests;
+
+/// <summary>Real <c>petals dht</c> and <c>petals serve --new-swarm</c> processes on 127.0.0.1, read through a DHT node of the test's own.</summary>
+public sealed class DhtCommandTests
+{
+    private const string ModelId = "stories260K-f32:llama-5x64-v512";
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task Dht_prints_its_address_keeps_its_id_with_an_identity_file_and_prints_stats_on_sigterm()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        var keyFile = Path.Combine(Path.GetTempPath(), $"petals-dht-{Guid.NewGuid():N}.key");
+        try
+        {
+            var first = await RunDhtOnceAsync(["--identity", keyFile]);
+            Assert.True(File.Exists(keyFile));
+            var second = await RunDhtOnceAsync(["--identity", keyFile, "--port", "0"]);
+            var fresh = await RunDhtOnceAsync([]);
+            Assert.Equal(first.PeerId, second.PeerId);
+            Assert.NotEqual(first.PeerId, fresh.PeerId);
+            Assert.Matches("^[0-9a-f]{40}$", first.PeerId!);
+        }
+        finally
+        {
+            File.Delete(keyFile);
+        }
+    }
+
+    [Fact]
+    public async Task A_second_dht_node_joins_the_first_and_the_first_counts_the_requests_it_served()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        await using var boot = PetalsProcess.Start("dht");
+        var bootAddress = PeerAddress.Parse((await boot.WaitForLineAsync("dht "))["dht ".Length..]);
+        Assert.Equal("127.0.0.1", bootAddress.Host);
+        await using (var joiner = PetalsProcess.Start("dht", "--initial-peers", bootAddress.ToString()))
+        {
+            await joiner.WaitForLineAsync("dht ");
+            var (code, stats) = await joiner.StopAsync();
+            Assert.Equal(0, code);
+            Assert.True(stats.GetProperty("known_nodes").GetInt32() >= 1);
+        }
+
+        var (bootCode, bootStats) = await boot.StopAsync();
+        Assert.Equal(0, bootCode);
+        Assert.True(bootStats.GetProperty("requests_served").GetInt64() >= 2, bootStats.ToString()); // the ping and the self-lookup
+        Assert.Equal(bootAddress.PeerId, bootStats.GetProperty("node_id").GetString());
+    }
+
+    [Fact]
+    public async Task Serve_with_new_swarm_announces_online_under_its_dht_id_and_offline_after_sigterm()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        await using var serve = PetalsProcess.Start(
+            "serve", "--model", TestData.Stories260KGguf, "--blocks", "1:4", "--threads", "1", "--new-swarm", "--public-name", "cli-test", "--announce-interval", "30");
+        var dht = PeerAddress.Parse((await serve.WaitForLineAsync("dht "))["dht ".Length..]);
+        var listening = PeerAddress.Parse((await serve.WaitForLineAsync("listening ")).Split(' ')[1]);
+
+        using var key = PeerIdentity.Generate();
+        await using var node = new DhtNode(key);
+        await node.StartAsync(new TcpTransport(), PeerAddress.Parse("tcp://127.0.0.1:0"), Ct).WaitAsync(Bound, Ct);
+        Assert.Equal(1, await node.BootstrapAsync([dht], Ct).WaitAsync(Bound, Ct));
+        var reader = new DhtPeerDiscovery(node);
+
+        var blocks = await reader.GetServersAsync(ModelId, new BlockRange(1, 4), Ct).WaitAsync(Bound, Ct);
+        foreach (var block in blocks)
+        {
+            var server = Assert.Single(block.Servers);
+            Assert.Equal(dht.PeerId, server.PeerId);
+            Assert.Equal(ServerState.Online, server.State);
+            Assert.Equal(listening, server.Address);
+            Assert.Equal(new BlockRange(1, 4), server.Span);
+            Assert.Equal("cli-test", server.PublicName);
+            Assert.True(server.Throughput > 0);
+        }
+
+        var (code, stats) = await serve.StopAsync();
+        Assert.True(code == 0, serve.Errors);
+        Assert.True(stats.GetProperty("announcements").GetInt64() >= 2, stats.ToString()); // online and offline (joining too, unless its store raced the bootstrap)
+        Assert.Equal(0, stats.GetProperty("announce_failures").GetInt64());
+
+        // The server is gone, but the reader's node holds its last word.
+        var after = await reader.GetServersAsync(ModelId, new BlockRange(1, 4), Ct).WaitAsync(Bound, Ct);
+        Assert.All(after, b => Assert.Equal(ServerState.Offline, Assert.Single(b.Servers).State));
+    }
+
+    [Fact]
+    public async Task Serve_exits_with_code_3_naming_the_initial_peers_when_none_answers()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var (code, output, error) = await CliRunner.RunAsync("serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1", "--initial-peers", "127.0.0.1:1");
+        Assert.Equal(3, code);
+        Assert.Contains("none of the initial DHT peers answered", error, StringComparison.Ordinal);
+        Assert.Contains("tcp://127.0.0.1:1", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("listening", output, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--new-swarm --initial-peers 127.0.0.1:5", "not both")]
+    [InlineData("--public-name lab", "--public-name needs discovery")]
+    [InlineData("--identity x.key", "--identity needs discovery")]
+    [InlineData("--initial-peers quic://1.2.3.4:5", "is not a DHT node address")]
+    [InlineData("--new-swarm --announce-interval 0", "--announce-interval must be a positive")]
+    [InlineData("--new-swarm --announce-host a/b", "--announce-host")]
+    public async Task Bad_discovery_options_are_clear_errors(string options, string fragment)
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var (code, _, error) = await CliRunner.RunAsync(["serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", .. options.Split(' ')]);
+        Assert.Equal(1, code);
+        Assert.Contains(fragment, error, StringComparison.Ordinal);
+    }
+
+    /// <summary>Runs <c>petals dht ARGS</c>, reads its address, stops it with SIGTERM and checks the stats line.</summary>
+    private static async Task<PeerAddress> RunDhtOnceAsync(string[] args)
+    {
+        await using var process = PetalsProcess.Start(["dht", .. args]);
+        var line = await process.WaitForLineAsync("dht ");
+        var address = PeerAddress.Parse(line["dht ".Length..]);
+        Assert.Equal("tcp", address.Scheme);
+        Assert.NotEqual(0, address.Port);
+        var (code, stats) = await process.StopAsync();
+        Assert.Equal(0, code);
+        Assert.Equal(address.PeerId, stats.GetProperty("node_id").GetString());
+        return address;
+    }
+
+    /// <summary>A real petals process whose stdout lines are collected; always killed on dispose.</summary>
+    private sealed class PetalsProcess : IAsyncDisposable
+    {
+        private readonly Process _process;
+        private readonly List<string> _lines = [];
+        private readonly Task _reading;
+        private readonly Task<string> _errors;
+
+        private PetalsProcess(Process process)
+        {
+            _process = process;
+            _reading = Task.Run(async () =>
+            {
+                while (await process.StandardOutput.ReadLineAsync() is { } line)
+                {
+                    lock (_lines)
+                    {
+                        _lines.Add(line);
+                    }
+                }
+            });
+            _errors = process.StandardError.ReadToEndAsync();
+        }
+
+        public string Errors => _errors.IsCompleted ? _errors.Result : "(stderr still open)";
+
+        public static PetalsProcess Start(params string[] args)
+        {
+            var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll"));
+            foreach (var a in args)
+            {
+                info.ArgumentList.Add(a);
+            }
+
+            return new PetalsProcess(Process.Start(info)!);
+        }
+
+        public async Task<string> WaitForLineAsync(string prefix)
+        {
+            var deadline = DateTime.UtcNow + Bound;
+            while (true)
+            {
+                lock (_lines)
+                {
+                    if (_lines.FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal)) is { } line)
+                    {
+                        return line;
+                    }
+                }
+
+                if (_process.HasExited && _reading.IsCompleted)
+                {
+                    Assert.Fail($"petals exited ({_process.ExitCode}) without a '{prefix}' line: {await _errors}");
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, $"petals printed no '{prefix}' line within {Bound}.");
+                await Task.Delay(20, Ct);
+            }
+        }
+
+        /// <summary>Sends SIGTERM, waits for the exit, returns the exit code and the parsed stats line.</summary>
+        public async Task<(int ExitCode, JsonElement Stats)> StopAsync()
+        {
+            using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(CultureInfo.InvariantCulture)])!)
+            {
+                await kill.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
+            }
+
+            await _process.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
+            await _reading.WaitAsync(Bound, Ct);
+            var stats = await WaitForLineAsync("stats ");
+            using var json = JsonDocument.Parse(stats["stats ".Length..]);
+            return (_process.ExitCode, json.RootElement.Clone());
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+                await _process.WaitForExitAsync(CancellationToken.None).WaitAsync(Bound);
+            }
+
+            _process.Dispose();
+        }
+    }
+}
