@@ -515,11 +515,13 @@ public sealed class ServerAnnouncer : IAsyncDisposable
                 NextServerRtts = state == ServerState.Online ? NextServerRtts : new Dictionary<string, TimeSpan>(),
             };
 
-            var accepted = await _discovery.AnnounceAsync(ModelId, BlockCount, info, timeToLive, cancellationToken).ConfigureAwait(false);
             lock (_gate)
             {
+                // Before the call: records of a failed announcement may still have reached some nodes.
                 _lastExpiresAt = expiresAt;
             }
+
+            var accepted = await _discovery.AnnounceAsync(ModelId, BlockCount, info, timeToLive, cancellationToken).ConfigureAwait(false);
 
             if (accepted <= 0)
             {
