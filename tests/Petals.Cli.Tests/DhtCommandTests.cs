@@ -98,6 +98,32 @@ public sealed class DhtCommandTests
     }
 
     [Fact]
+    public async Task A_server_whose_dht_peer_hangs_still_stops_cleanly_on_sigterm_with_its_stats()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGSTOP and SIGTERM are POSIX signals.");
+        await using var boot = PetalsProcess.Start("dht");
+        var bootAddress = (await boot.WaitForLineAsync("dht "))["dht ".Length..];
+        await using var serve = PetalsProcess.Start("serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1", "--initial-peers", bootAddress);
+        await serve.WaitForLineAsync("listening ");
+
+        // The bootstrap node freezes: the offline announcement waits for its request timeout (5 s), longer than the
+        // 2 s System.CommandLine allows a stopping command by default; the server must still stop cleanly.
+        await boot.SignalAsync("STOP");
+        try
+        {
+            var stopping = Stopwatch.StartNew();
+            var (code, stats) = await serve.StopAsync();
+            Assert.True(code == 0, $"exit {code} after {stopping.Elapsed}: {serve.Errors}");
+            Assert.True(stats.GetProperty("announcements").GetInt64() >= 2, stats.ToString());
+        }
+        finally
+        {
+            await boot.SignalAsync("CONT");
+        }
+    }
+
+    [Fact]
     public async Task Serve_exits_with_code_3_naming_the_initial_peers_when_none_answers()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
@@ -198,13 +224,17 @@ public sealed class DhtCommandTests
             }
         }
 
+        /// <summary>Sends the signal <paramref name="name"/> (e.g. <c>TERM</c>, <c>STOP</c>) with kill(1).</summary>
+        public async Task SignalAsync(string name)
+        {
+            using var kill = Process.Start("kill", ["-" + name, _process.Id.ToString(CultureInfo.InvariantCulture)])!;
+            await kill.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
+        }
+
         /// <summary>Sends SIGTERM, waits for the exit, returns the exit code and the parsed stats line.</summary>
         public async Task<(int ExitCode, JsonElement Stats)> StopAsync()
         {
-            using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(CultureInfo.InvariantCulture)])!)
-            {
-                await kill.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
-            }
+            await SignalAsync("TERM");
 
             await _process.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
             await _reading.WaitAsync(Bound, Ct);
