@@ -60,6 +60,16 @@ public sealed class DhtCommandTests
     }
 
     [Fact]
+    public async Task Dht_with_stop_when_input_closes_stops_cleanly_when_its_input_ends()
+    {
+        await using var node = PetalsProcess.Start(redirectInput: true, "dht", "--stop-when-input-closes");
+        await node.WaitForLineAsync("dht ");
+        var (code, stats) = await node.CloseInputAndWaitAsync();
+        Assert.Equal(0, code);
+        Assert.Equal(0, stats.GetProperty("records_stored").GetInt32());
+    }
+
+    [Fact]
     public async Task Serve_with_new_swarm_announces_online_under_its_dht_id_and_offline_after_sigterm()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
@@ -189,9 +199,11 @@ public sealed class DhtCommandTests
 
         public string Errors => _errors.IsCompleted ? _errors.Result : "(stderr still open)";
 
-        public static PetalsProcess Start(params string[] args)
+        public static PetalsProcess Start(params string[] args) => Start(false, args);
+
+        public static PetalsProcess Start(bool redirectInput, params string[] args)
         {
-            var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = redirectInput, UseShellExecute = false };
             info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll"));
             foreach (var a in args)
             {
@@ -235,7 +247,18 @@ public sealed class DhtCommandTests
         public async Task<(int ExitCode, JsonElement Stats)> StopAsync()
         {
             await SignalAsync("TERM");
+            return await WaitForStatsAsync();
+        }
 
+        /// <summary>Closes the process's standard input, waits for the exit, returns the exit code and the parsed stats line.</summary>
+        public async Task<(int ExitCode, JsonElement Stats)> CloseInputAndWaitAsync()
+        {
+            _process.StandardInput.Close();
+            return await WaitForStatsAsync();
+        }
+
+        private async Task<(int ExitCode, JsonElement Stats)> WaitForStatsAsync()
+        {
             await _process.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
             await _reading.WaitAsync(Bound, Ct);
             var stats = await WaitForLineAsync("stats ");

@@ -163,6 +163,11 @@ internal static class ServeCommand
                 await context.Output.WriteLineAsync($"dht {DhtNodeStarter.AddressOf(node)}").ConfigureAwait(false);
                 await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
                 options.PeerId = node.Id.ToString();
+                if (announceOptions.AnnounceHost is null && parse.GetValue(host) is "0.0.0.0" or "::" or "[::]")
+                {
+                    context.Info($"warning: announcing the wildcard host {parse.GetValue(host)}, which clients cannot connect to: pass --announce-host with this machine's reachable address");
+                }
+
                 announcer = new ServerAnnouncer(new DhtPeerDiscovery(node), transport, options.ModelId, weights.Config.NumLayers, span, announceOptions);
                 nodeLifetime.Add(announcer);
             }

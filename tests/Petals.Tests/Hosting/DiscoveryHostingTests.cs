@@ -69,6 +69,18 @@ public sealed class DiscoveryHostingTests
             Assert.Equal(headId, connection.Remote.PeerId);
         }
 
+        // A client container finds the same servers through its own DHT node.
+        var clientServices = new ServiceCollection();
+        clientServices.AddPetalsClient(o => o.ModelPath = TestData.Stories260KGguf).UseMemoryTransport(network)
+            .UseDhtDiscovery(d => { d.InitialPeers.Add("mem://dh-tail-dht"); d.ListenAddress = "mem://dh-client-dht"; });
+        await using (var clientProvider = clientServices.BuildServiceProvider())
+        {
+            var clientDiscovery = clientProvider.GetRequiredKeyedService<IPeerDiscovery>(PetalsServiceKeys.Client);
+            var seen = await clientDiscovery.GetServersAsync(ModelId, new BlockRange(0, 5), Ct).WaitAsync(Bound, Ct);
+            Assert.Equal([headId, headId, tailId, tailId, tailId], seen.Select(b => Assert.Single(b.Servers).PeerId));
+            Assert.NotEqual(headId, clientDiscovery.LocalPeerId);
+        }
+
         await head.StopAsync(Ct).WaitAsync(Bound, Ct);
         var after = await reader.GetServersAsync(ModelId, new BlockRange(0, 1), Ct).WaitAsync(Bound, Ct);
         Assert.Equal(ServerState.Offline, Assert.Single(after[0].Servers).State);
