@@ -15,7 +15,7 @@ public static class ModelIdentity
     /// </summary>
     /// <param name="modelPath">The model file or directory.</param>
     /// <param name="config">The model's configuration.</param>
-    /// <returns>The id, at most 255 UTF-8 bytes.</returns>
+    /// <returns>The id, at most 240 UTF-8 bytes (so that DHT block keys <c>"{id}.{block}"</c> stay within the 256-byte key limit).</returns>
     public static string Compute(string modelPath, ModelConfig config)
     {
         ArgumentException.ThrowIfNullOrEmpty(modelPath);
@@ -27,7 +27,7 @@ public static class ModelIdentity
         }
 
         var shape = string.Create(CultureInfo.InvariantCulture, $":{config.Architecture}-{config.NumLayers}x{config.HiddenSize}-v{config.VocabSize}");
-        const int MaxBytes = 255;
+        const int MaxBytes = 240;
         while (System.Text.Encoding.UTF8.GetByteCount(name) + shape.Length > MaxBytes)
         {
             name = name[..^1];
