@@ -17,6 +17,7 @@ internal static class PetalsCommand
         root.Subcommands.Add(ConvertCommand.Create(context));
         root.Subcommands.Add(ServeCommand.Create(context));
         root.Subcommands.Add(SwarmCommand.Create(context));
+        root.Subcommands.Add(StatusCommand.Create(context));
         return root;
     }
 
