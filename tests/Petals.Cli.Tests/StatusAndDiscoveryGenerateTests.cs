@@ -106,6 +106,22 @@ public sealed class StatusAndDiscoveryGenerateTests
     }
 
     [Fact]
+    public async Task Servers_announcing_a_custom_model_id_are_found_with_model_id()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        await using var swarm = await TcpSwarm.StartAsync([new(0, 5)], modelId: "my-stories");
+        string[] args = ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "4", "--initial-peers", swarm.Bootstrap.ToString()];
+        var missing = await CliRunner.RunAsync(args).WaitAsync(Bound, Ct);
+        Assert.Equal(3, missing.ExitCode);
+        Assert.Contains("no online server covers blocks 0:5 of model stories260K-f32:llama-5x64-v512 (online spans: none)", missing.Error, StringComparison.Ordinal);
+
+        var found = await CliRunner.RunAsync([.. args, "--model-id", "my-stories"]).WaitAsync(Bound, Ct);
+        Assert.True(found.ExitCode == 0, found.Error);
+        Assert.StartsWith("Once upon a time", found.Output, StringComparison.Ordinal);
+        Assert.Contains($"blocks 0:5 on {swarm.PeerIds[0]}", found.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Unreachable_initial_peers_exit_with_code_3_naming_them()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
@@ -130,12 +146,15 @@ public sealed class StatusAndDiscoveryGenerateTests
     [InlineData("--initial-peers", "udp://1.2.3.4:5", "is not a DHT address")]
     [InlineData("--initial-peers", " , ", "names no DHT node")]
     [InlineData("--peers", "127.0.0.1:1", "exclusive")]
+    [InlineData("--model-id", "x", "--model-id needs --initial-peers")]
     public async Task Bad_initial_peers_are_clear_errors(string option, string value, string fragment)
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
-        string[] args = option == "--peers"
-            ? ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Hi", "--peers", value, "--initial-peers", "127.0.0.1:2"]
-            : ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Hi", option, value];
+        string[] args = option switch
+        {
+            "--peers" => ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Hi", "--peers", value, "--initial-peers", "127.0.0.1:2"],
+            _ => ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Hi", option, value],
+        };
         var (code, _, error) = await CliRunner.RunAsync(args).WaitAsync(Bound, Ct);
         Assert.NotEqual(0, code);
         Assert.Contains(fragment, error, StringComparison.Ordinal);
@@ -162,14 +181,14 @@ public sealed class StatusAndDiscoveryGenerateTests
 
         public List<string> PeerIds { get; } = [];
 
-        public static async Task<TcpSwarm> StartAsync(BlockRange[] spans)
+        public static async Task<TcpSwarm> StartAsync(BlockRange[] spans, string? modelId = null)
         {
             var swarm = new TcpSwarm();
             try
             {
                 var transport = new TcpTransport();
                 swarm._weights = ModelLoader.Open(TestData.Stories260KGguf);
-                swarm.ModelId = ModelIdentity.Compute(TestData.Stories260KGguf, swarm._weights.Config);
+                swarm.ModelId = modelId ?? ModelIdentity.Compute(TestData.Stories260KGguf, swarm._weights.Config);
                 var bootstrap = await swarm.StartNodeAsync(transport, null);
                 swarm.Bootstrap = bootstrap.LocalAddress;
                 var factory = new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 1 });

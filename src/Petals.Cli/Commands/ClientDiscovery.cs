@@ -95,9 +95,13 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     /// Loads the client side of <paramref name="modelPath"/> and connects to the best chain of online servers the swarm
     /// announces for it (the model keeps refreshing the swarm's view through this node, so dispose it before this).
     /// </summary>
+    /// <param name="modelPath">The model file or directory.</param>
+    /// <param name="modelId">The model id the servers announce; null to compute it from the model.</param>
+    /// <param name="codec">The wire codec name (fp32, fp16, bf16).</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
     /// <exception cref="FileNotFoundException">When the model does not exist.</exception>
     /// <exception cref="Client.RemoteChainException">When no chain covers the model (naming the uncovered blocks) or every chain tried failed.</exception>
-    public async Task<Generation.CausalLanguageModel> ConnectModelAsync(string modelPath, string? codec, CancellationToken cancellationToken)
+    public async Task<Generation.CausalLanguageModel> ConnectModelAsync(string modelPath, string? modelId, string? codec, CancellationToken cancellationToken)
     {
         if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
         {
@@ -109,6 +113,7 @@ internal sealed class ClientDiscovery : IAsyncDisposable
             new TcpTransport(),
             Discovery,
             new Client.RemoteSequenceOptions { Codec = SwarmOptions.ParseCodec(codec) },
+            modelId: modelId,
             cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
