@@ -102,11 +102,13 @@ public sealed partial class RemoteTransformerBlocks
             var (blocks, failures) = await TryConnectChainAsync(transport, chain, config, sequence.ModelId, options, cancellationToken).ConfigureAwait(false);
             if (blocks is not null)
             {
+                ClientLog.ChainConnected(sequence.Logger, chain.Count, sequence.ModelId, string.Join(", ", chain.Select(s => $"{s.Span} by {s.PeerId} at {s.Address}")));
                 return blocks;
             }
 
             foreach (var (server, error) in failures)
             {
+                ClientLog.ServerExcluded(sequence.Logger, server.PeerId, server.Address.ToString(), server.Span.ToString(), sequence.ModelId, error.Message);
                 excluded.Add(server.PeerId);
                 attempts.Add(string.Create(CultureInfo.InvariantCulture, $"attempt {attempt}: server {ChainPlanner.Short(server.PeerId)} at {server.Address} (blocks {server.Span}): {error.Message}"));
             }

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Petals.Discovery;
 using Petals.Models;
 
@@ -36,8 +38,9 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// <param name="blockCount">The model's number of blocks.</param>
     /// <param name="options">Refresh and routing settings; defaults when null.</param>
     /// <param name="timeProvider">The clock for the background refresh and expiry; the system clock when null.</param>
+    /// <param name="logger">Where refreshes, refresh failures and excluded servers are logged; none when null.</param>
     /// <exception cref="ArgumentException">When the model id is empty, the block count is not positive or an option is out of range.</exception>
-    public SwarmSequenceManager(IPeerDiscovery discovery, string modelId, int blockCount, SwarmSequenceOptions? options = null, TimeProvider? timeProvider = null)
+    public SwarmSequenceManager(IPeerDiscovery discovery, string modelId, int blockCount, SwarmSequenceOptions? options = null, TimeProvider? timeProvider = null, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(discovery);
         ArgumentException.ThrowIfNullOrEmpty(modelId);
@@ -46,6 +49,7 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         _options.Validate();
         _discovery = discovery;
         _time = timeProvider ?? TimeProvider.System;
+        Logger = logger ?? NullLogger.Instance;
         ModelId = modelId;
         BlockCount = blockCount;
     }
@@ -58,6 +62,9 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
 
     /// <summary>The settings.</summary>
     public SwarmSequenceOptions Options => _options;
+
+    /// <summary>The logger (connecting through the manager logs excluded servers here too).</summary>
+    internal ILogger Logger { get; }
 
     /// <summary>Every announcement of the last refresh, one entry per block, in any state (empty before the first refresh).</summary>
     public IReadOnlyList<BlockServers> Announcements => Volatile.Read(ref _snapshot).Blocks;
@@ -132,7 +139,9 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         {
             var blocks = await _discovery.GetServersAsync(ModelId, new BlockRange(0, BlockCount), cancellationToken).ConfigureAwait(false);
             var now = _time.GetUtcNow();
-            Volatile.Write(ref _snapshot, new Snapshot(blocks, ChainPlanner.Collect(blocks, BlockCount, now), now));
+            var view = ChainPlanner.Collect(blocks, BlockCount, now);
+            Volatile.Write(ref _snapshot, new Snapshot(blocks, view, now));
+            ClientLog.Refreshed(Logger, ModelId, view.Online.Count, view.Ignored.Count);
             Volatile.Write(ref _lastRefreshError, null);
             Interlocked.Increment(ref _refreshCount);
         }
@@ -226,6 +235,7 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
 #pragma warning restore CA1031
         {
             Volatile.Write(ref _lastRefreshError, e);
+            ClientLog.RefreshFailed(Logger, ModelId, e);
         }
     }
 

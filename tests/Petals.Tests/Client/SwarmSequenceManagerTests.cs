@@ -157,6 +157,23 @@ public sealed class SwarmSequenceManagerTests
     }
 
     [Fact]
+    public async Task A_failed_background_refresh_keeps_the_previous_view_and_reports_the_error()
+    {
+        var (swarm, time) = await StartAsync();
+        await using var _ = swarm;
+        await swarm.AnnounceAsync(Model, 4, swarm.Info(1, new BlockRange(0, 4)), TimeSpan.FromHours(1), Ct);
+        await using var manager = await ManagerAsync(swarm, time);
+
+        // The client's own DHT node stops: the next refresh cannot look anything up.
+        await swarm.Nodes[0].DisposeAsync().AsTask().WaitAsync(Bound, Ct);
+        time.Advance(manager.Options.RefreshInterval);
+        await WaitUntilAsync(() => manager.LastRefreshError is not null);
+        Assert.Equal(1, manager.RefreshCount);
+        Assert.Equal([swarm.Peers[1].LocalPeerId], Ids(manager.BuildChain()));
+        await Assert.ThrowsAnyAsync<Exception>(() => manager.RefreshAsync(Ct).WaitAsync(Bound, Ct));
+    }
+
+    [Fact]
     public async Task A_gap_names_exactly_the_uncovered_blocks_and_the_online_spans()
     {
         var (swarm, time) = await StartAsync();
