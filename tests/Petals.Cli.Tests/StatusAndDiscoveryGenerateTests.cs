@@ -41,6 +41,21 @@ public sealed class StatusAndDiscoveryGenerateTests
     }
 
     [Fact]
+    public async Task A_real_generate_process_with_only_the_bootstrap_address_generates_as_locally_and_exits_cleanly()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        await using var swarm = await TcpSwarm.StartAsync([new(0, 1), new(1, 3), new(3, 5)]);
+        string[] common = ["--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "16"];
+        var local = await CliRunner.RunAsync(["generate", .. common]);
+        Assert.True(local.ExitCode == 0, local.Error);
+        var remote = await CliRunner.RunProcessAsync(Bound, ["generate", .. common, "--initial-peers", swarm.Bootstrap.ToString()]);
+        Assert.True(remote.ExitCode == 0, remote.Error);
+        Assert.Equal(local.Output, remote.Output);
+        Assert.Contains("joined the swarm as DHT node", remote.Error, StringComparison.Ordinal);
+        Assert.Equal(3, remote.Error.Split('\n').Count(l => l.StartsWith("blocks ", StringComparison.Ordinal)));
+    }
+
+    [Fact]
     public async Task Status_lists_the_model_its_blocks_servers_and_the_chain_then_names_the_uncovered_blocks_when_a_server_goes_offline()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
