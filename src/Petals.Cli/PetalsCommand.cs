@@ -18,6 +18,7 @@ internal static class PetalsCommand
         root.Subcommands.Add(ServeCommand.Create(context));
         root.Subcommands.Add(SwarmCommand.Create(context));
         root.Subcommands.Add(DhtCommand.Create(context));
+        root.Subcommands.Add(StatusCommand.Create(context));
         return root;
     }
 

@@ -148,7 +148,7 @@ public sealed class DhtCommandTests
     [InlineData("--new-swarm --initial-peers 127.0.0.1:5", "not both")]
     [InlineData("--public-name lab", "--public-name needs discovery")]
     [InlineData("--identity x.key", "--identity needs discovery")]
-    [InlineData("--initial-peers quic://1.2.3.4:5", "is not a DHT node address")]
+    [InlineData("--initial-peers quic://1.2.3.4:5", "is not a DHT address")]
     [InlineData("--new-swarm --announce-interval 0", "--announce-interval must be a positive")]
     [InlineData("--new-swarm --announce-host a/b", "--announce-host")]
     public async Task Bad_discovery_options_are_clear_errors(string options, string fragment)

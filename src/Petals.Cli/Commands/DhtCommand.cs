@@ -13,7 +13,7 @@ internal static class DhtCommand
         var host = new Option<string>("--host") { Description = "The address to listen on.", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "The TCP port; 0 picks a free one.", DefaultValueFactory = _ => 0 };
         var identity = DhtNodeStarter.Identity();
-        var initialPeers = DhtNodeStarter.InitialPeers();
+        var initialPeers = ClientDiscovery.InitialPeersOption();
         var stopWhenInputCloses = new Option<bool>("--stop-when-input-closes")
         {
             Description = "Stop (as on SIGTERM) when standard input reaches its end: a parent holding the other end of a pipe takes the node down with it.",
@@ -26,7 +26,7 @@ internal static class DhtCommand
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
-            var peers = parse.GetValue(initialPeers) is { } text ? DhtNodeStarter.ParsePeers(text) : [];
+            var peers = parse.GetValue(initialPeers) is { } text ? ClientDiscovery.ParseInitialPeers(text) : [];
             using var key = DhtNodeStarter.LoadIdentity(parse.GetValue(identity));
             var node = new DhtNode(key);
             await using (node.ConfigureAwait(false))

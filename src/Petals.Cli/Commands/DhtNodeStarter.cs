@@ -6,45 +6,14 @@ using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Commands;
 
-/// <summary>The DHT options of <c>petals dht</c> and <c>petals serve</c>, and starting their node over TCP.</summary>
+/// <summary>
+/// The DHT node of <c>petals dht</c> and <c>petals serve</c>: identity option, start and bootstrap over TCP (the
+/// <c>--initial-peers</c> option and its parsing are <see cref="ClientDiscovery"/>'s, shared with the client commands).
+/// </summary>
 internal static class DhtNodeStarter
 {
-    public static Option<string?> InitialPeers() =>
-        new("--initial-peers") { Description = "DHT nodes of the swarm to join, comma-separated, as `petals dht` prints them: tcp://<id>@host:port (or host:port)." };
-
     public static Option<string?> Identity() =>
         new("--identity") { Description = "Key file of this node's identity (created if missing); keeps its id, and so its address, stable across runs. Default: a fresh key per run." };
-
-    /// <summary>Parses a comma-separated list of DHT node addresses; bare <c>host:port</c> means TCP.</summary>
-    /// <exception cref="ArgumentException">The list is empty or an entry is not a TCP address; the message quotes it.</exception>
-    public static PeerAddress[] ParsePeers(string text, string option = "--initial-peers")
-    {
-        var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        if (parts.Length == 0)
-        {
-            throw new ArgumentException($"{option} names no DHT node.");
-        }
-
-        return [.. parts.Select(part =>
-        {
-            var candidate = part.Contains("://", StringComparison.Ordinal) ? part : $"{TcpTransport.TcpScheme}://{part}";
-            if (!PeerAddress.TryParse(candidate, out var address) || address.Scheme != TcpTransport.TcpScheme)
-            {
-                throw new ArgumentException($"{option}: '{part}' is not a DHT node address (tcp://<id>@host:port or host:port).");
-            }
-
-            try
-            {
-                _ = address.Port;
-            }
-            catch (FormatException e)
-            {
-                throw new ArgumentException($"{option}: '{part}' is not a DHT node address: {e.Message}", e);
-            }
-
-            return address;
-        })];
-    }
 
     /// <summary>Loads or creates the identity (<paramref name="path"/>), or makes a fresh one when it is null.</summary>
     public static PeerIdentity LoadIdentity(string? path) => path is null ? PeerIdentity.Generate() : PeerIdentity.LoadOrCreate(path);

@@ -34,7 +34,7 @@ internal static class ServeCommand
             Description = "Stop (as on SIGTERM) when standard input reaches its end: a parent that holds the other end of a pipe (petals swarm) takes its servers down with it, even when it is killed.",
         };
         var modelId = new Option<string?>("--model-id") { Description = "The model id clients must name (default: ModelIdentity of the model, e.g. stories260K-f32:llama-5x64-v512)." };
-        var initialPeers = DhtNodeStarter.InitialPeers();
+        var initialPeers = ClientDiscovery.InitialPeersOption();
         var newSwarm = new Option<bool>("--new-swarm") { Description = "Start a new swarm: this server's DHT node bootstraps from nobody (others join with --initial-peers and its dht address)." };
         var identity = DhtNodeStarter.Identity();
         var dhtPort = new Option<int>("--dht-port") { Description = "The TCP port of this server's DHT node (on --host); 0 picks a free one.", DefaultValueFactory = _ => 0 };
@@ -106,7 +106,7 @@ internal static class ServeCommand
                 throw new ArgumentException("Give --initial-peers to join a swarm or --new-swarm to start one, not both.");
             }
 
-            var dhtPeers = peersText is null ? [] : DhtNodeStarter.ParsePeers(peersText);
+            var dhtPeers = peersText is null ? [] : ClientDiscovery.ParseInitialPeers(peersText);
             var discover = startSwarm || peersText is not null;
             var announceOptions = new ServerAnnouncerOptions
             {

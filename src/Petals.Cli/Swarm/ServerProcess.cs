@@ -22,10 +22,13 @@ internal sealed partial class ServerProcess : IAsyncDisposable
     private readonly TaskCompletionSource _outputDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _errorDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private ServerProcess(string name, Process process)
+    private readonly string _readyPrefix;
+
+    private ServerProcess(string name, Process process, string readyPrefix)
     {
         Name = name;
         _process = process;
+        _readyPrefix = readyPrefix;
     }
 
     /// <summary>A short name for messages, e.g. <c>server 2</c>.</summary>
@@ -44,7 +47,15 @@ internal sealed partial class ServerProcess : IAsyncDisposable
     public int? ExitCode => _process.HasExited ? _process.ExitCode : null;
 
     /// <summary>Starts <c>petals serve</c> with <paramref name="arguments"/> (everything after <c>serve</c>).</summary>
-    public static ServerProcess Start(string name, IEnumerable<string> arguments)
+    public static ServerProcess Start(string name, IEnumerable<string> arguments) => Start(name, "serve", "listening ", arguments);
+
+    /// <summary>Starts <c>petals <paramref name="command"/></c> (e.g. <c>dht</c>), ready once it prints a line starting with <paramref name="readyPrefix"/> followed by an address.</summary>
+    /// <param name="name">The name used in messages, e.g. <c>"bootstrap"</c>.</param>
+    /// <param name="command">The petals command to run.</param>
+    /// <param name="readyPrefix">The start of the line that announces the address, e.g. <c>"dht "</c>.</param>
+    /// <param name="arguments">The command's arguments (<c>--stop-when-input-closes</c> is added).</param>
+    /// <returns>The started process.</returns>
+    public static ServerProcess Start(string name, string command, string readyPrefix, IEnumerable<string> arguments)
     {
         var (host, prefix) = ResolveEntryPoint();
         var info = new ProcessStartInfo(host)
@@ -56,13 +67,13 @@ internal sealed partial class ServerProcess : IAsyncDisposable
             CreateNoWindow = true,
         };
         // The child stops when its input ends: when this process dies, however it dies, its servers stop too.
-        foreach (var argument in prefix.Append("serve").Concat(arguments).Append("--stop-when-input-closes"))
+        foreach (var argument in prefix.Append(command).Concat(arguments).Append("--stop-when-input-closes"))
         {
             info.ArgumentList.Add(argument);
         }
 
         var process = new Process { StartInfo = info, EnableRaisingEvents = true };
-        var server = new ServerProcess(name, process);
+        var server = new ServerProcess(name, process, readyPrefix);
         process.OutputDataReceived += (_, e) => server.OnOutput(e.Data);
         process.ErrorDataReceived += (_, e) => server.OnError(e.Data);
         process.Exited += (_, _) => server._listening.TrySetException(new InvalidOperationException(server.Describe("exited before it was ready")));
@@ -176,7 +187,7 @@ internal sealed partial class ServerProcess : IAsyncDisposable
         }
 
         Keep(line);
-        if (line.StartsWith("listening ", StringComparison.Ordinal))
+        if (line.StartsWith(_readyPrefix, StringComparison.Ordinal) && !_listening.Task.IsCompleted)
         {
             var address = line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
             if (PeerAddress.TryParse(address, out var parsed))

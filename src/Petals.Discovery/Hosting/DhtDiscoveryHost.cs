@@ -10,6 +10,7 @@ namespace Petals.Discovery;
 /// <see cref="DhtPeerDiscovery"/>. A bootstrap that no initial peer answered fails that call and is tried again on the
 /// next one (a server keeps serving and its announcer retries each period). Thread-safe.
 /// </summary>
+/// <remarks>Log event ids 3400-3409.</remarks>
 internal sealed partial class DhtDiscoveryHost : IPeerDiscovery, IAsyncDisposable
 {
     private readonly DhtDiscoveryOptions _options;
@@ -115,10 +116,10 @@ internal sealed partial class DhtDiscoveryHost : IPeerDiscovery, IAsyncDisposabl
 
     private static partial class Log
     {
-        [LoggerMessage(3300, LogLevel.Information, "DHT node {NodeId} listening on {Address}")]
+        [LoggerMessage(3400, LogLevel.Information, "DHT node {NodeId} listening on {Address}")]
         public static partial void Started(ILogger logger, string nodeId, PeerAddress address);
 
-        [LoggerMessage(3301, LogLevel.Information, "DHT node bootstrapped: {Answered} of {Peers} initial peers answered, {Known} nodes known")]
+        [LoggerMessage(3401, LogLevel.Information, "DHT node bootstrapped: {Answered} of {Peers} initial peers answered, {Known} nodes known")]
         public static partial void Bootstrapped(ILogger logger, int answered, int peers, int known);
     }
 }
