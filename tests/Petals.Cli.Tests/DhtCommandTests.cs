@@ -108,6 +108,61 @@ public sealed class DhtCommandTests
     }
 
     [Fact]
+    public async Task Real_processes_a_bootstrap_node_three_servers_and_a_client_knowing_only_the_bootstrap_generate_as_locally_and_avoid_a_stopped_server()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        await using var boot = PetalsProcess.Start("dht");
+        var bootAddress = (await boot.WaitForLineAsync("dht "))["dht ".Length..];
+        string[] spans = ["0:2", "2:5", "2:5"];
+        var servers = spans.Select(span => PetalsProcess.Start(
+            "serve", "--model", TestData.Stories260KGguf, "--blocks", span, "--threads", "1", "--initial-peers", bootAddress, "--public-name", "server " + span)).ToArray();
+        try
+        {
+            var ids = new string[servers.Length];
+            for (var i = 0; i < servers.Length; i++)
+            {
+                ids[i] = PeerAddress.Parse((await servers[i].WaitForLineAsync("dht "))["dht ".Length..]).PeerId!;
+                await servers[i].WaitForLineAsync("listening ");
+            }
+
+            string[] common = ["--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "16"];
+            var local = await CliRunner.RunAsync(["generate", .. common]);
+            Assert.True(local.ExitCode == 0, local.Error);
+            var remote = await CliRunner.RunProcessAsync(Bound, ["generate", .. common, "--initial-peers", bootAddress]);
+            Assert.True(remote.ExitCode == 0, remote.Error);
+            Assert.Equal(local.Output, remote.Output);
+
+            // One of the two servers of blocks 2:5 stops: it announces offline, and the next chain goes through the other.
+            var (code, _) = await servers[2].StopAsync();
+            Assert.True(code == 0, servers[2].Errors);
+            var status = await CliRunner.RunAsync("status", "--initial-peers", bootAddress, "--output", "json").WaitAsync(Bound, Ct);
+            Assert.True(status.ExitCode == 0, status.Error);
+            using (var json = JsonDocument.Parse(status.Output))
+            {
+                var model = Assert.Single(json.RootElement.GetProperty("models").EnumerateArray());
+                var block3 = model.GetProperty("blocks").EnumerateArray().Single(b => b.GetProperty("block").GetInt32() == 3).GetProperty("servers").EnumerateArray().ToArray();
+                Assert.Equal("offline", block3.Single(s => s.GetProperty("peer_id").GetString() == ids[2]).GetProperty("state").GetString());
+                Assert.Equal("online", block3.Single(s => s.GetProperty("peer_id").GetString() == ids[1]).GetProperty("state").GetString());
+                Assert.True(model.GetProperty("chain").GetProperty("complete").GetBoolean());
+            }
+
+            var again = await CliRunner.RunProcessAsync(Bound, ["generate", .. common, "--initial-peers", bootAddress]);
+            Assert.True(again.ExitCode == 0, again.Error);
+            Assert.Equal(local.Output, again.Output);
+            Assert.Contains($"blocks 2:5 on {ids[1]}", again.Error, StringComparison.Ordinal);
+            Assert.DoesNotContain(ids[2], again.Error, StringComparison.Ordinal);
+        }
+        finally
+        {
+            foreach (var server in servers)
+            {
+                await server.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
     public async Task A_server_whose_dht_peer_hangs_still_stops_cleanly_on_sigterm_with_its_stats()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
