@@ -3,7 +3,9 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Petals.Backends.Cpu;
+using Petals.Client;
 using Petals.Discovery;
+using Petals.Generation;
 using Petals.Hosting;
 using Petals.Models;
 using Petals.Protocol;
@@ -79,6 +81,17 @@ public sealed class DiscoveryHostingTests
             var seen = await clientDiscovery.GetServersAsync(ModelId, new BlockRange(0, 5), Ct).WaitAsync(Bound, Ct);
             Assert.Equal([headId, headId, tailId, tailId, tailId], seen.Select(b => Assert.Single(b.Servers).PeerId));
             Assert.NotEqual(headId, clientDiscovery.LocalPeerId);
+
+            // With no Peers listed, IPetalsClient connects through the discovery and generates as the local model does.
+            using var model = await clientProvider.GetRequiredService<IPetalsClient>().ConnectAsync(Ct).WaitAsync(Bound, Ct);
+            var remote = Assert.IsType<RemoteTransformerBlocks>(model.Blocks);
+            Assert.Equal([headId, tailId], remote.Spans.Select(s => s.PeerId));
+            var options = new GenerationOptions { MaxNewTokens = 12 };
+            var generated = string.Concat(await model.GenerateTextAsync("Once upon a time", options, Ct).ToListAsync(Ct));
+            using var local = CausalLanguageModel.LoadLocal(TestData.Stories260KGguf, new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 2 }));
+            var expected = string.Concat(await local.GenerateTextAsync("Once upon a time", options, Ct).ToListAsync(Ct));
+            Assert.False(string.IsNullOrWhiteSpace(expected));
+            Assert.Equal(expected, generated);
         }
 
         await head.StopAsync(Ct).WaitAsync(Bound, Ct);
