@@ -17,6 +17,8 @@ internal static class PetalsCommand
         root.Subcommands.Add(ConvertCommand.Create(context));
         root.Subcommands.Add(ServeCommand.Create(context));
         root.Subcommands.Add(SwarmCommand.Create(context));
+        root.Subcommands.Add(DhtCommand.Create(context));
+        root.Subcommands.Add(StatusCommand.Create(context));
         return root;
     }
 
@@ -25,7 +27,13 @@ internal static class PetalsCommand
     {
         var root = Create(output, error);
         var parse = root.Parse(args);
-        var configuration = new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false };
+        // On SIGTERM / Ctrl-C System.CommandLine cancels the command's token, then ends the process with 143 / 130 if the
+        // command has not returned within ProcessTerminationTimeout (default 2 s). A serving process needs longer to stop
+        // cleanly on a loaded machine (announce offline in the DHT, end sessions, print its stats): give it 30 s.
+        var configuration = new InvocationConfiguration
+        {
+            Output = output, Error = error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(30),
+        };
         return await parse.InvokeAsync(configuration, cancellationToken).ConfigureAwait(false);
     }
 }

@@ -44,7 +44,17 @@ public sealed class SwarmProcessTests
         Assert.Equal(["0:2", "2:4", "4:5"], servers.Select(s => s.GetProperty("blocks").GetString()));
         Assert.All(servers, s => Assert.True(s.GetProperty("stopped_cleanly").GetBoolean()));
         Assert.All(servers, s => Assert.True(s.GetProperty("stats").GetProperty("steps").GetInt64() >= 40));
-        Assert.Contains("3 servers ready", swarm.Error, StringComparison.Ordinal);
+        Assert.Contains("3 servers found through the DHT", swarm.Error, StringComparison.Ordinal);
+
+        // The servers joined through the bootstrap node, and the client found each of them online there.
+        var ids = servers.Select(s => s.GetProperty("peer_id").GetString()).ToArray();
+        Assert.All(ids, id => Assert.Matches("^[0-9a-f]{40}$", id));
+        Assert.Equal(3, ids.Distinct().Count());
+        Assert.All(servers, s => Assert.InRange(s.GetProperty("usable_ms").GetDouble(), 1, 120_000));
+        Assert.All(servers, s => Assert.True(s.GetProperty("stats").GetProperty("announcements").GetInt64() >= 3));
+        var bootstrap = stats.RootElement.GetProperty("bootstrap");
+        Assert.StartsWith("tcp://", bootstrap.GetProperty("address").GetString(), StringComparison.Ordinal);
+        Assert.True(bootstrap.GetProperty("stats").GetProperty("requests_served").GetInt64() > 0);
     }
 
     [Fact]
@@ -172,13 +182,13 @@ public sealed class SwarmProcessTests
                     pids.Add(int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
                 }
 
-                if (line.Contains("servers ready", StringComparison.Ordinal))
+                if (line.Contains("servers found through the DHT", StringComparison.Ordinal))
                 {
                     break;
                 }
             }
 
-            Assert.Equal(2, pids.Count);
+            Assert.Equal(3, pids.Count); // the bootstrap node and two servers
 
             // Killed (no chance to clean up, as in a crash or an OOM kill): the servers must notice and stop.
             swarm.Kill();
@@ -186,7 +196,7 @@ public sealed class SwarmProcessTests
             var stopped = Stopwatch.StartNew();
             while (pids.Any(IsRunning))
             {
-                Assert.True(stopped.Elapsed < TimeSpan.FromSeconds(30), $"servers {string.Join(", ", pids.Where(IsRunning))} still run 30 s after their swarm was killed");
+                Assert.True(stopped.Elapsed < TimeSpan.FromSeconds(30), $"processes {string.Join(", ", pids.Where(IsRunning))} still run 30 s after their swarm was killed");
                 await Task.Delay(100, Ct);
             }
         }

@@ -23,11 +23,25 @@ internal static class GenerateCommand
         var output = ModelOptions.Output();
         var peers = SwarmOptions.Peers();
         var wireCodec = SwarmOptions.WireCodec();
+        var initialPeers = ClientDiscovery.InitialPeersOption();
+        var modelId = new Option<string?>("--model-id") { Description = "With --initial-peers: the model id the servers announce (default: computed from the model, as `petals serve` does)." };
 
-        var command = new Command("generate", "Generate text from a prompt, with the blocks in this process or on servers given by --peers.")
+        var command = new Command("generate", "Generate text from a prompt, with the blocks in this process, on servers given by --peers, or on servers found in the swarm through --initial-peers.")
         {
-            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec,
+            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec, initialPeers, modelId,
         };
+        command.Validators.Add(result =>
+        {
+            if (result.GetResult(peers) is not null && result.GetResult(initialPeers) is not null)
+            {
+                result.AddError("--peers and --initial-peers are exclusive: name the servers, or the swarm's DHT nodes to find them through.");
+            }
+
+            if (result.GetResult(modelId) is not null && result.GetResult(initialPeers) is null)
+            {
+                result.AddError("--model-id needs --initial-peers (it names the model in the swarm's announcements).");
+            }
+        });
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
@@ -47,10 +61,27 @@ internal static class GenerateCommand
             var json = ModelOptions.IsJson(parse.GetValue(output));
 
             var peerList = parse.GetValue(peers);
+            var dhtPeers = parse.GetValue(initialPeers);
             var load = Stopwatch.StartNew();
-            using var lm = peerList is null
-                ? ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads))
-                : await SwarmOptions.ConnectAsync(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), ct).ConfigureAwait(false);
+
+            var modelPath = parse.GetValue(model)!;
+            if (dhtPeers is not null && !File.Exists(modelPath) && !Directory.Exists(modelPath))
+            {
+                throw new FileNotFoundException($"Model '{modelPath}' does not exist.", modelPath);
+            }
+
+            // The DHT node outlives the model: the model's sequence manager keeps reading through it.
+            await using var swarm = dhtPeers is null ? null : await ClientDiscovery.JoinAsync(dhtPeers, ct).ConfigureAwait(false);
+            if (swarm is not null)
+            {
+                context.Info($"joined the swarm as DHT node {swarm.Node.Id} through {dhtPeers}", load);
+            }
+
+            using var lm = swarm is not null
+                ? await swarm.ConnectModelAsync(modelPath, parse.GetValue(modelId), parse.GetValue(wireCodec), ct).ConfigureAwait(false)
+                : peerList is null
+                    ? ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads))
+                    : await SwarmOptions.ConnectAsync(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), ct).ConfigureAwait(false);
             context.Info($"loaded {lm.Config.NumLayers} blocks, hidden {lm.Config.HiddenSize}, vocab {lm.Config.VocabSize}", load);
             if (lm.Blocks is RemoteTransformerBlocks remote)
             {

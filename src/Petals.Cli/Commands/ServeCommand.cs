@@ -2,9 +2,12 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using Petals.Discovery;
+using Petals.Execution;
 using Petals.Formats;
 using Petals.Models;
 using Petals.Server;
+using Petals.Tensors;
 using Petals.Transport;
 using Petals.Transport.Tcp;
 
@@ -31,10 +34,25 @@ internal static class ServeCommand
             Description = "Stop (as on SIGTERM) when standard input reaches its end: a parent that holds the other end of a pipe (petals swarm) takes its servers down with it, even when it is killed.",
         };
         var modelId = new Option<string?>("--model-id") { Description = "The model id clients must name (default: ModelIdentity of the model, e.g. stories260K-f32:llama-5x64-v512)." };
+        var initialPeers = ClientDiscovery.InitialPeersOption();
+        var newSwarm = new Option<bool>("--new-swarm") { Description = "Start a new swarm: this server's DHT node bootstraps from nobody (others join with --initial-peers and its dht address)." };
+        var identity = DhtNodeStarter.Identity();
+        var dhtPort = new Option<int>("--dht-port") { Description = "The TCP port of this server's DHT node (on --host); 0 picks a free one.", DefaultValueFactory = _ => 0 };
+        var announceDefaults = new ServerAnnouncerOptions();
+        var publicName = new Option<string?>("--public-name") { Description = "A name shown for this server in swarm monitors (petals status)." };
+        var announceHost = new Option<string?>("--announce-host") { Description = "The host announced to clients instead of --host (e.g. a public IP when listening on 0.0.0.0)." };
+        var announceInterval = new Option<double>("--announce-interval")
+        {
+            Description = "Seconds between republications of the announcement (it expires after 3 intervals unless republished).",
+            DefaultValueFactory = _ => announceDefaults.AnnounceInterval.TotalSeconds,
+        };
 
-        var command = new Command("serve", "Serve a span of a model's blocks to the swarm over TCP until Ctrl-C / SIGTERM.")
+        var command = new Command(
+            "serve",
+            "Serve a span of a model's blocks to the swarm over TCP until Ctrl-C / SIGTERM; with --initial-peers or --new-swarm, announce it in the swarm's DHT.")
         {
             model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, modelId, threads, stopWhenInputCloses,
+            initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -80,6 +98,37 @@ internal static class ServeCommand
             };
             options.Validate();
 
+            // Discovery: exactly one of --initial-peers / --new-swarm turns it on; neither serves as before (clients use --peers).
+            var peersText = parse.GetValue(initialPeers);
+            var startSwarm = parse.GetValue(newSwarm);
+            if (peersText is not null && startSwarm)
+            {
+                throw new ArgumentException("Give --initial-peers to join a swarm or --new-swarm to start one, not both.");
+            }
+
+            var dhtPeers = peersText is null ? [] : ClientDiscovery.ParseInitialPeers(peersText);
+            var discover = startSwarm || peersText is not null;
+            var announceOptions = new ServerAnnouncerOptions
+            {
+                AnnounceInterval = Seconds(parse.GetValue(announceInterval), "--announce-interval"),
+                PublicName = parse.GetValue(publicName),
+                AnnounceHost = parse.GetValue(announceHost),
+            };
+            if (!discover)
+            {
+                foreach (var (name, given) in new (string, bool)[]
+                {
+                    ("--identity", parse.GetValue(identity) is not null), ("--public-name", announceOptions.PublicName is not null),
+                    ("--announce-host", announceOptions.AnnounceHost is not null), ("--dht-port", parse.GetValue(dhtPort) != 0),
+                })
+                {
+                    if (given)
+                    {
+                        throw new ArgumentException($"{name} needs discovery: add --initial-peers ADDR[,ADDR] or --new-swarm.");
+                    }
+                }
+            }
+
             // Only the span's tensors are read: the loader maps the file, the executor takes its blocks.
             using var weights = ModelLoader.Open(path);
             options.ModelId = parse.GetValue(modelId) ?? ModelIdentity.Compute(path, weights.Config);
@@ -88,19 +137,92 @@ internal static class ServeCommand
                 throw new ArgumentException($"--blocks {span} goes past the model's {weights.Config.NumLayers} blocks.");
             }
 
-            using var executor = ExecutorFactories.Cpu(t).Create(weights, span);
-            var server = new BlockServer(executor, options);
+            announceOptions.DType = SpanDType(weights, span);
+            try
+            {
+                announceOptions.Validate();
+            }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentException($"--{Kebab(e.ParamName)}: {e.Message}", e);
+            }
+
+            var transport = new TcpTransport();
+            using var key = discover ? DhtNodeStarter.LoadIdentity(parse.GetValue(identity)) : null;
+            var node = key is null ? null : new DhtNode(key);
+            ServerAnnouncer? announcer = null;
+            await using var nodeLifetime = new AsyncDisposables(node);
+            if (node is not null)
+            {
+                if (await DhtNodeStarter.StartAsync(node, parse.GetValue(host)!, parse.GetValue(dhtPort), dhtPeers, ct).ConfigureAwait(false) is { } failure)
+                {
+                    await context.Error.WriteLineAsync($"error: {failure}").ConfigureAwait(false);
+                    return CliContext.SwarmError;
+                }
+
+                await context.Output.WriteLineAsync($"dht {DhtNodeStarter.AddressOf(node)}").ConfigureAwait(false);
+                await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+                options.PeerId = node.Id.ToString();
+                if (announceOptions.AnnounceHost is null && parse.GetValue(host) is "0.0.0.0" or "::" or "[::]")
+                {
+                    context.Info($"warning: announcing the wildcard host {parse.GetValue(host)}, which clients cannot connect to: pass --announce-host with this machine's reachable address");
+                }
+
+                announcer = new ServerAnnouncer(new DhtPeerDiscovery(node), transport, options.ModelId, weights.Config.NumLayers, span, announceOptions);
+                nodeLifetime.Add(announcer);
+            }
+
+            // Bind before loading: a discovering server announces its address as joining while the blocks load.
+            var listener = await transport.ListenAsync(PeerAddress.FromHostPort("tcp", parse.GetValue(host)!, portValue), ct).ConfigureAwait(false);
+            IBlockExecutor executor;
+            BlockServer server;
+            try
+            {
+                if (announcer is not null)
+                {
+                    await announcer.AnnounceJoiningAsync(listener.LocalAddress, ct).ConfigureAwait(false);
+                }
+
+                executor = ExecutorFactories.Cpu(t).Create(weights, span);
+                try
+                {
+                    if (announcer is not null)
+                    {
+                        var throughput = announcer.MeasureThroughput(executor);
+                        context.Info(string.Create(CultureInfo.InvariantCulture, $"throughput {throughput:F1} tokens/s per block"));
+                    }
+
+                    server = new BlockServer(executor, options);
+                }
+                catch
+                {
+                    executor.Dispose();
+                    throw;
+                }
+            }
+            catch
+            {
+                await listener.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+
+            using var executorLifetime = executor;
             await using (server.ConfigureAwait(false))
             {
-                var transport = new TcpTransport();
-                var listener = await transport.ListenAsync(PeerAddress.FromHostPort("tcp", parse.GetValue(host)!, portValue), ct).ConfigureAwait(false);
                 await server.StartAsync(listener, ct).ConfigureAwait(false);
-                var readyMs = started.Elapsed.TotalMilliseconds;
 
                 // Handlers first: whoever reads the listening line may send SIGTERM at once, and must get a clean stop.
                 using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
                 using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+
+                // Online before the listening line: a client that reads it finds the server in the DHT.
+                if (announcer is not null)
+                {
+                    await announcer.AnnounceOnlineAsync(server, ct).ConfigureAwait(false);
+                }
+
+                var readyMs = started.Elapsed.TotalMilliseconds;
                 await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {span}").ConfigureAwait(false);
                 await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
                 context.Info(string.Create(CultureInfo.InvariantCulture,
@@ -120,12 +242,26 @@ internal static class ServeCommand
                     // Ctrl-C, SIGTERM or the caller's token: shut down cleanly below.
                 }
 
+                if (announcer is not null)
+                {
+                    // Offline before the sessions close, so clients route elsewhere; bounded, the record expires anyway.
+                    using var offline = new CancellationTokenSource(OfflineAnnounceTimeout);
+                    try
+                    {
+                        await announcer.AnnounceOfflineAsync(offline.Token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        context.Info(string.Create(CultureInfo.InvariantCulture, $"announcing offline took over {OfflineAnnounceTimeout.TotalSeconds:0} s; stopping anyway"));
+                    }
+                }
+
                 await server.StopAsync(CancellationToken.None).ConfigureAwait(false);
                 var stats = server.GetStatistics();
                 using var buffer = new MemoryStream();
                 using (var writer = new System.Text.Json.Utf8JsonWriter(buffer, CliContext.JsonOptions))
                 {
-                    WriteStatistics(writer, stats, readyMs, SpanWeightBytes(weights, span), TotalWeightBytes(weights));
+                    WriteStatistics(writer, stats, readyMs, SpanWeightBytes(weights, span), TotalWeightBytes(weights), announcer?.GetStatistics(), announcer?.Throughput ?? 0);
                 }
 
                 await context.Output.WriteLineAsync("stats " + System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length)).ConfigureAwait(false);
@@ -143,7 +279,7 @@ internal static class ServeCommand
     }
 
     /// <summary>Reads standard input to its end (what a dead parent's pipe gives), then cancels <paramref name="stop"/>.</summary>
-    private static async Task StopWhenInputClosesAsync(CancellationTokenSource stop)
+    internal static async Task StopWhenInputClosesAsync(CancellationTokenSource stop)
     {
         var token = stop.Token;
         try
@@ -162,6 +298,9 @@ internal static class ServeCommand
             // Stopped another way first, or no readable input: nothing to watch.
         }
     }
+
+    /// <summary>How long a stopping server waits for its offline announcement.</summary>
+    private static readonly TimeSpan OfflineAnnounceTimeout = TimeSpan.FromSeconds(15);
 
     private static TimeSpan Seconds(double value, string option) =>
         value > 0 && double.IsFinite(value) && value <= TimeSpan.MaxValue.TotalSeconds
@@ -183,7 +322,18 @@ internal static class ServeCommand
 
     private static long TotalWeightBytes(IModelWeights weights) => weights.Tensors.Values.Sum(t => t.ByteSize);
 
-    private static void WriteStatistics(System.Text.Json.Utf8JsonWriter w, BlockServerStatistics stats, double readyMs, long spanBytes, long modelBytes)
+    /// <summary>The dtype of the span's weights: that of its largest tensor (the projections, not the norms).</summary>
+    private static TensorDType SpanDType(IModelWeights weights, BlockRange span)
+    {
+        var prefix = LlamaTensorNames.Block(span.Start, string.Empty);
+        return weights.Tensors.Where(t => t.Key.StartsWith(prefix, StringComparison.Ordinal)).MaxBy(t => t.Value.ByteSize).Value?.DType ?? TensorDType.F32;
+    }
+
+    /// <summary>The option of a <see cref="ServerAnnouncerOptions"/> property, e.g. <c>PublicName</c> → <c>public-name</c>.</summary>
+    private static string Kebab(string? property) =>
+        string.Concat((property ?? "announce").Select((c, i) => char.IsUpper(c) ? (i > 0 ? "-" : string.Empty) + char.ToLowerInvariant(c) : c.ToString()));
+
+    private static void WriteStatistics(System.Text.Json.Utf8JsonWriter w, BlockServerStatistics stats, double readyMs, long spanBytes, long modelBytes, ServerAnnouncerStatistics? announced, double throughput)
     {
         using var self = Process.GetCurrentProcess();
         w.WriteStartObject();
@@ -202,6 +352,25 @@ internal static class ServeCommand
         w.WriteNumber("cache_tokens", stats.CacheTokens);
         w.WriteNumber("cache_tokens_left", stats.CacheTokensLeft);
         w.WriteNumber("peak_cache_tokens", stats.PeakCacheTokens);
+        w.WriteNumber("announcements", announced?.Announcements ?? 0);
+        w.WriteNumber("announce_failures", announced?.Failures ?? 0);
+        w.WriteNumber("throughput", Math.Round(throughput, 1));
         w.WriteEndObject();
+    }
+
+    /// <summary>Disposes what was added, last first (the announcer before the DHT node it announces through).</summary>
+    private sealed class AsyncDisposables(IAsyncDisposable? first) : IAsyncDisposable
+    {
+        private readonly List<IAsyncDisposable> _items = first is null ? [] : [first];
+
+        public void Add(IAsyncDisposable item) => _items.Add(item);
+
+        public async ValueTask DisposeAsync()
+        {
+            for (var i = _items.Count - 1; i >= 0; i--)
+            {
+                await _items[i].DisposeAsync().ConfigureAwait(false);
+            }
+        }
     }
 }

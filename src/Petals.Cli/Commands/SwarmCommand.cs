@@ -5,6 +5,7 @@ using System.Text;
 using System.Text.Json;
 using Petals.Cli.Swarm;
 using Petals.Client;
+using Petals.Discovery;
 using Petals.Formats;
 using Petals.Generation;
 using Petals.Models;
@@ -30,7 +31,7 @@ internal static class SwarmCommand
         var wireCodec = SwarmOptions.WireCodec();
         var output = ModelOptions.Output();
 
-        var command = new Command("swarm", "Start N `petals serve` processes on 127.0.0.1 splitting the model evenly, generate through them, print the text and each server's statistics, stop them.")
+        var command = new Command("swarm", "Start a bootstrap DHT node (`petals dht`) and N `petals serve --initial-peers` processes on 127.0.0.1 splitting the model evenly, find them through the DHT, generate through them, print the text and each server's statistics, stop them.")
         {
             model, servers, prompt, maxNewTokens, temperature, seed, threads, cacheTokens, startupTimeout, wireCodec, output,
         };
@@ -69,33 +70,41 @@ internal static class SwarmCommand
             }
 
             var processes = new List<ServerProcess>();
+            ServerProcess? bootstrap = null;
             try
             {
+                var timeout = TimeSpan.FromSeconds(parse.GetValue(startupTimeout));
                 var start = Stopwatch.StartNew();
+                bootstrap = ServerProcess.Start("bootstrap", "dht", "dht ", ["--host", "127.0.0.1", "--port", "0"]);
+                var bootstrapAddress = await bootstrap.WaitUntilListeningAsync(timeout, ct).ConfigureAwait(false);
+                context.Info(string.Create(CultureInfo.InvariantCulture, $"bootstrap DHT node at {bootstrapAddress} (pid {bootstrap.ProcessId}, ready in {bootstrap.StartupTime!.Value.TotalMilliseconds:F0} ms)"));
+
+                // The client joins the DHT first, so that it can watch each server become usable.
+                await using var discovery = await ClientDiscovery.JoinAsync(bootstrapAddress.ToString(), ct).ConfigureAwait(false);
+                var modelId = ModelIdentity.Compute(path, config);
+                var launched = new Stopwatch[spans.Length];
                 for (var i = 0; i < spans.Length; i++)
                 {
+                    launched[i] = Stopwatch.StartNew();
                     processes.Add(ServerProcess.Start(
                         string.Create(CultureInfo.InvariantCulture, $"server {i + 1}"),
-                        ["--model", Path.GetFullPath(path), "--blocks", $"{spans[i].Start}:{spans[i].End}", "--host", "127.0.0.1", "--port", "0", .. serverArguments]));
+                        ["--model", Path.GetFullPath(path), "--blocks", $"{spans[i].Start}:{spans[i].End}", "--host", "127.0.0.1", "--port", "0",
+                            "--initial-peers", bootstrapAddress.ToString(), .. serverArguments]));
                 }
 
-                var timeout = TimeSpan.FromSeconds(parse.GetValue(startupTimeout));
+                var usable = await WaitUntilUsableAsync(discovery.Discovery, modelId, config.NumLayers, processes, launched, timeout, ct).ConfigureAwait(false);
                 var addresses = await Task.WhenAll(processes.Select(p => p.WaitUntilListeningAsync(timeout, ct))).ConfigureAwait(false);
                 for (var i = 0; i < processes.Count; i++)
                 {
-                    context.Info(string.Create(CultureInfo.InvariantCulture, $"{processes[i].Name}: blocks {spans[i]} at {addresses[i]} (pid {processes[i].ProcessId}, ready in {processes[i].StartupTime!.Value.TotalMilliseconds:F0} ms)"));
+                    context.Info(string.Create(CultureInfo.InvariantCulture,
+                        $"{processes[i].Name}: blocks {spans[i]} at {addresses[i]} (pid {processes[i].ProcessId}, listening in {processes[i].StartupTime!.Value.TotalMilliseconds:F0} ms, usable by the client in {usable[i].TotalMilliseconds:F0} ms)"));
                 }
 
-                context.Info($"{processes.Count} servers ready", start);
+                context.Info($"{processes.Count} servers found through the DHT", start);
                 GenerationRun run;
                 long bytesSent;
                 long bytesReceived;
-                using (var lm = await RemoteModel.ConnectAsync(
-                    path,
-                    new TcpTransport(),
-                    addresses,
-                    new RemoteSequenceOptions { Codec = SwarmOptions.ParseCodec(parse.GetValue(wireCodec)) },
-                    cancellationToken: ct).ConfigureAwait(false))
+                using (var lm = await discovery.ConnectModelAsync(path, modelId: null, parse.GetValue(wireCodec), ct).ConfigureAwait(false))
                 {
                     run = await GenerateCommand.RunAsync(context, lm, parse.GetValue(prompt)!, options, json, ct).ConfigureAwait(false);
                     var remote = (RemoteTransformerBlocks)lm.Blocks;
@@ -104,8 +113,9 @@ internal static class SwarmCommand
                 }
 
                 var stopped = await Task.WhenAll(processes.Select(p => p.StopAsync(TimeSpan.FromSeconds(15)))).ConfigureAwait(false);
-                WriteStatistics(context, json, processes, spans, addresses, stopped, run, bytesSent, bytesReceived);
-                return stopped.All(s => s) ? 0 : CliContext.SwarmError;
+                var bootstrapStopped = await bootstrap.StopAsync(TimeSpan.FromSeconds(15)).ConfigureAwait(false);
+                WriteStatistics(context, json, bootstrap, processes, spans, addresses, usable, stopped, run, bytesSent, bytesReceived);
+                return stopped.All(s => s) && bootstrapStopped ? 0 : CliContext.SwarmError;
             }
             finally
             {
@@ -113,9 +123,55 @@ internal static class SwarmCommand
                 {
                     await process.DisposeAsync().ConfigureAwait(false);
                 }
+
+                if (bootstrap is not null)
+                {
+                    await bootstrap.DisposeAsync().ConfigureAwait(false);
+                }
             }
         }, cancellationToken));
         return command;
+    }
+
+    /// <summary>
+    /// Polls the DHT (as a client sees it) until every server's blocks are announced online, and returns, per server, the
+    /// time from its launch to that moment: when a client could first route through it.
+    /// </summary>
+    private static async Task<TimeSpan[]> WaitUntilUsableAsync(
+        IPeerDiscovery discovery, string modelId, int blockCount, List<ServerProcess> processes, Stopwatch[] launched, TimeSpan timeout, CancellationToken ct)
+    {
+        var usable = new TimeSpan?[processes.Count];
+        var deadline = Stopwatch.StartNew();
+        while (usable.Any(u => u is null))
+        {
+            var blocks = await discovery.GetServersAsync(modelId, new BlockRange(0, blockCount), ct).ConfigureAwait(false);
+            for (var i = 0; i < processes.Count; i++)
+            {
+                if (usable[i] is null && processes[i].DhtAddress?.PeerId is { } id
+                    && blocks.Any(b => b.Servers.Any(s => s.PeerId == id && s.State == ServerState.Online)))
+                {
+                    usable[i] = launched[i].Elapsed;
+                }
+            }
+
+            if (usable.Any(u => u is null))
+            {
+                if (processes.FirstOrDefault(p => p.ExitCode is not null) is { } exited)
+                {
+                    throw new InvalidOperationException(exited.Describe("exited before it was online"));
+                }
+
+                if (deadline.Elapsed > timeout)
+                {
+                    var late = string.Join(", ", processes.Where((_, i) => usable[i] is null).Select(p => p.Name));
+                    throw new TimeoutException(string.Create(CultureInfo.InvariantCulture, $"{late} not announced online in the DHT after {timeout.TotalSeconds:0} s."));
+                }
+
+                await Task.Delay(TimeSpan.FromMilliseconds(10), ct).ConfigureAwait(false);
+            }
+        }
+
+        return [.. usable.Select(u => u!.Value)];
     }
 
     /// <summary>Splits <paramref name="layers"/> blocks into <paramref name="servers"/> contiguous spans whose sizes differ by at most one.</summary>
@@ -138,7 +194,8 @@ internal static class SwarmCommand
         return spans;
     }
 
-    private static void WriteStatistics(CliContext context, bool json, List<ServerProcess> processes, BlockRange[] spans, PeerAddress[] addresses, bool[] stopped, GenerationRun run, long bytesSent, long bytesReceived)
+    private static void WriteStatistics(
+        CliContext context, bool json, ServerProcess bootstrap, List<ServerProcess> processes, BlockRange[] spans, PeerAddress[] addresses, TimeSpan[] usable, bool[] stopped, GenerationRun run, long bytesSent, long bytesReceived)
     {
         var tokens = Math.Max(1, run.GeneratedIds.Count);
         if (json)
@@ -151,6 +208,16 @@ internal static class SwarmCommand
                 w.WriteNumber("decode_tokens_per_second", run.DecodeTokensPerSecond);
                 w.WriteNumber("client_bytes_sent", bytesSent);
                 w.WriteNumber("client_bytes_received", bytesReceived);
+                w.WriteStartObject("bootstrap");
+                w.WriteString("address", bootstrap.DhtAddress?.ToString());
+                w.WriteNumber("startup_ms", bootstrap.StartupTime!.Value.TotalMilliseconds);
+                if (bootstrap.Stats is { } bootstrapStats)
+                {
+                    w.WritePropertyName("stats");
+                    bootstrapStats.WriteTo(w);
+                }
+
+                w.WriteEndObject();
                 w.WriteStartArray("servers");
                 for (var i = 0; i < processes.Count; i++)
                 {
@@ -158,7 +225,9 @@ internal static class SwarmCommand
                     w.WriteString("name", processes[i].Name);
                     w.WriteString("blocks", spans[i].ToString());
                     w.WriteString("address", addresses[i].ToString());
+                    w.WriteString("peer_id", processes[i].DhtAddress?.PeerId);
                     w.WriteNumber("startup_ms", processes[i].StartupTime!.Value.TotalMilliseconds);
+                    w.WriteNumber("usable_ms", usable[i].TotalMilliseconds);
                     w.WriteBoolean("stopped_cleanly", stopped[i]);
                     if (processes[i].Stats is { } stats)
                     {
@@ -180,7 +249,8 @@ internal static class SwarmCommand
             $"swarm: {processes.Count} servers, {run.GeneratedIds.Count} tokens in {run.Seconds:F2} s ({run.DecodeTokensPerSecond:F1} tokens/s after the first), client sent {bytesSent} and received {bytesReceived} bytes ({(bytesSent + bytesReceived) / (double)tokens / processes.Count:F0} per token per server)"));
         for (var i = 0; i < processes.Count; i++)
         {
-            text.Append(CultureInfo.InvariantCulture, $"  {processes[i].Name}: blocks {spans[i]} at {addresses[i]}, ready in {processes[i].StartupTime!.Value.TotalMilliseconds:F0} ms, ");
+            text.Append(CultureInfo.InvariantCulture,
+                $"  {processes[i].Name}: blocks {spans[i]} at {addresses[i]}, listening in {processes[i].StartupTime!.Value.TotalMilliseconds:F0} ms, usable in {usable[i].TotalMilliseconds:F0} ms, ");
             text.Append(stopped[i] ? "stopped cleanly" : "killed (did not stop in time)");
             if (processes[i].Stats is { } stats)
             {
@@ -197,6 +267,16 @@ internal static class SwarmCommand
             text.AppendLine();
         }
 
+        text.Append(CultureInfo.InvariantCulture, $"  bootstrap: DHT node at {bootstrap.DhtAddress}");
+        if (bootstrap.Stats is { } bootstrapStats)
+        {
+            foreach (var property in bootstrapStats.EnumerateObject())
+            {
+                text.Append(", ").Append(property.Name).Append(' ').Append(property.Value.ToString());
+            }
+        }
+
+        text.AppendLine();
         context.Output.Write(text.ToString());
     }
 }

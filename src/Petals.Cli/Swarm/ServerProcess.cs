@@ -40,6 +40,9 @@ internal sealed partial class ServerProcess : IAsyncDisposable
     /// <summary>The time from start to the listening line.</summary>
     public TimeSpan? StartupTime { get; private set; }
 
+    /// <summary>The DHT address the process printed (<c>dht tcp://ID@HOST:PORT</c>), or null: its peer id is the server's id in the swarm.</summary>
+    public PeerAddress? DhtAddress { get; private set; }
+
     /// <summary>The statistics the server printed when it stopped, or null.</summary>
     public JsonElement? Stats { get; private set; }
 
@@ -187,6 +190,11 @@ internal sealed partial class ServerProcess : IAsyncDisposable
         }
 
         Keep(line);
+        if (line.StartsWith("dht ", StringComparison.Ordinal) && PeerAddress.TryParse(line[4..].Trim(), out var dht))
+        {
+            DhtAddress = dht;
+        }
+
         if (line.StartsWith(_readyPrefix, StringComparison.Ordinal) && !_listening.Task.IsCompleted)
         {
             var address = line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];

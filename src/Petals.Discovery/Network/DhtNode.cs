@@ -33,6 +33,7 @@ public sealed class DhtNode : IAsyncDisposable
     private ITimer? _republishTimer;
     private ITimer? _sweepTimer;
     private long _nextRequestId;
+    private long _requestsServed;
     private int _refreshing;
     private int _republishing;
     private int _state; // 0 created, 1 started, 2 stopped
@@ -76,6 +77,9 @@ public sealed class DhtNode : IAsyncDisposable
 
     /// <summary>The node as a contact (id and listen address).</summary>
     public DhtContact Contact => new(Id, LocalAddress);
+
+    /// <summary>How many requests this node has received and answered (PING, STORE, FIND_NODE, FIND_VALUE; malformed ones included).</summary>
+    public long RequestsServed => Interlocked.Read(ref _requestsServed);
 
     /// <summary>Whether the node is serving requests.</summary>
     public bool IsRunning => Volatile.Read(ref _state) == 1;
@@ -859,6 +863,7 @@ public sealed class DhtNode : IAsyncDisposable
                         return;
                     }
 
+                    Interlocked.Increment(ref _requestsServed);
                     try
                     {
                         response = Handle(request);
@@ -871,6 +876,7 @@ public sealed class DhtNode : IAsyncDisposable
                 }
                 catch (DhtFormatException e)
                 {
+                    Interlocked.Increment(ref _requestsServed);
                     response = Error(0, DhtErrorCode.Malformed, e.Message);
                 }
 

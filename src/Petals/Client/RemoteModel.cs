@@ -1,3 +1,4 @@
+using Petals.Discovery;
 using Petals.Formats;
 using Petals.Generation;
 using Petals.Tokenization;
@@ -47,6 +48,60 @@ public static class RemoteModel
         }
         catch
         {
+            weights.Dispose();
+            throw;
+        }
+    }
+    /// <summary>
+    /// Opens <paramref name="modelPath"/> for its embeddings, final norm, head and tokenizer only, finds the servers of
+    /// the model through <paramref name="discovery"/> (a <see cref="SwarmSequenceManager"/> that keeps refreshing in the
+    /// background while the model lives) and connects to the best chain of online servers, excluding servers that fail
+    /// and trying another chain (<see cref="SwarmSequenceOptions.MaxChainAttempts"/>).
+    /// </summary>
+    /// <param name="modelPath">A .gguf file or a Hugging Face directory: the same model the servers run.</param>
+    /// <param name="transport">The transport to reach the servers with.</param>
+    /// <param name="discovery">Where the servers announce their blocks; must outlive the returned model.</param>
+    /// <param name="options">Connection options; defaults when null.</param>
+    /// <param name="swarmOptions">Refresh and routing options; defaults when null.</param>
+    /// <param name="modelId">The model id the servers announce; by default <see cref="ModelIdentity.Compute"/> of the model.</param>
+    /// <param name="timeProvider">The clock of the background refresh; the system clock when null.</param>
+    /// <param name="logger">Where the sequence manager logs refreshes and excluded servers; none when null.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <returns>A language model whose <see cref="CausalLanguageModel.Blocks"/> is a <see cref="RemoteTransformerBlocks"/>; disposing it closes the connections and stops the refresh.</returns>
+    /// <exception cref="ModelFormatException">When the model file is malformed.</exception>
+    /// <exception cref="RemoteChainException">When no chain of online servers covers the model (naming the uncovered blocks) or every chain tried failed.</exception>
+    public static async Task<CausalLanguageModel> ConnectAsync(
+        string modelPath,
+        ITransport transport,
+        IPeerDiscovery discovery,
+        RemoteSequenceOptions? options = null,
+        SwarmSequenceOptions? swarmOptions = null,
+        string? modelId = null,
+        TimeProvider? timeProvider = null,
+        Microsoft.Extensions.Logging.ILogger? logger = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(modelPath);
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(discovery);
+        var weights = ModelLoader.Open(modelPath);
+        SwarmSequenceManager? sequence = null;
+        try
+        {
+            var tokenizer = TokenizerLoader.Load(modelPath);
+            var head = LanguageModelHead.Load(weights);
+            sequence = new SwarmSequenceManager(discovery, modelId ?? ModelIdentity.Compute(modelPath, weights.Config), weights.Config.NumLayers, swarmOptions, timeProvider, logger);
+            await sequence.StartAsync(cancellationToken).ConfigureAwait(false);
+            var blocks = await RemoteTransformerBlocks.ConnectAsync(transport, sequence, weights.Config, options, cancellationToken).ConfigureAwait(false);
+            return new CausalLanguageModel(head, blocks, tokenizer, blocks, sequence, weights);
+        }
+        catch
+        {
+            if (sequence is not null)
+            {
+                await sequence.DisposeAsync().ConfigureAwait(false);
+            }
+
             weights.Dispose();
             throw;
         }

@@ -13,11 +13,11 @@ namespace Petals.Client;
 /// local blocks.
 /// </summary>
 /// <remarks>
-/// <see cref="ConnectAsync"/> checks the whole chain before any tensor is sent: every block covered exactly once, the
+/// <c>ConnectAsync</c> checks the whole chain before any tensor is sent: every block covered exactly once, the
 /// same model, the same hidden size, the wire codec accepted. Thread-safe for opening sessions and stateless forward
 /// calls; each session is used by one caller at a time.
 /// </remarks>
-public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposable, IDisposable
+public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposable, IDisposable
 {
     private readonly RemoteSpanConnection[] _spans;
     private readonly RemoteSequenceOptions _options;
@@ -220,21 +220,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         foreach (var span in spans)
         {
             var info = span.Info;
-            if (info.ModelId.Length > 0 && !string.Equals(info.ModelId, modelId, StringComparison.Ordinal))
-            {
-                problems.Add($"{span.Name} serves model '{info.ModelId}', not '{modelId}'");
-            }
-
-            if (info.HiddenSize != config.HiddenSize)
-            {
-                problems.Add(string.Create(CultureInfo.InvariantCulture, $"{span.Name} has hidden size {info.HiddenSize}, the model has {config.HiddenSize}"));
-            }
-
-            if ((info.Codecs & (WireCodecs)(1 << (int)codec)) == 0)
-            {
-                problems.Add($"{span.Name} does not accept hidden states as {codec} (it accepts {info.Codecs})");
-            }
-
+            AddServerProblems(span, config, modelId, codec, problems);
             if (info.Blocks.Start > next)
             {
                 problems.Add(string.Create(CultureInfo.InvariantCulture, $"no server covers blocks {next}:{info.Blocks.Start} (the next, {span.Name}, starts at {info.Blocks.Start})"));
@@ -264,6 +250,26 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
                 .AppendJoin(", ", spans.Select(s => string.Create(CultureInfo.InvariantCulture, $"{s.Connection.RemoteAddress} = {s.Info.Blocks}")))
                 .Append('.');
             throw new RemoteChainException(message.ToString());
+        }
+    }
+
+    /// <summary>Adds what makes one server unusable for this model and codec (another model, hidden size, codec) to <paramref name="problems"/>.</summary>
+    private static void AddServerProblems(RemoteSpanConnection span, ModelConfig config, string modelId, WireCodec codec, List<string> problems)
+    {
+        var info = span.Info;
+        if (info.ModelId.Length > 0 && !string.Equals(info.ModelId, modelId, StringComparison.Ordinal))
+        {
+            problems.Add($"{span.Name} serves model '{info.ModelId}', not '{modelId}'");
+        }
+
+        if (info.HiddenSize != config.HiddenSize)
+        {
+            problems.Add(string.Create(CultureInfo.InvariantCulture, $"{span.Name} has hidden size {info.HiddenSize}, the model has {config.HiddenSize}"));
+        }
+
+        if ((info.Codecs & (WireCodecs)(1 << (int)codec)) == 0)
+        {
+            problems.Add($"{span.Name} does not accept hidden states as {codec} (it accepts {info.Codecs})");
         }
     }
 

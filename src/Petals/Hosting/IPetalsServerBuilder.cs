@@ -34,9 +34,15 @@ internal sealed class PetalsClientBuilder(IServiceCollection services) : IPetals
     public IServiceCollection Services { get; } = services;
 }
 
-/// <summary>The service keys under which the builders register their transport and executor, so a server and a client in one container can use different transports.</summary>
-internal static class PetalsServiceKeys
+/// <summary>
+/// The service keys under which the builders register their transport, executor and discovery, so a server and a client
+/// in one container can use different ones (provider packages resolve the role's services with them).
+/// </summary>
+public static class PetalsServiceKeys
 {
+    /// <summary>The key of the server's services (<c>"Petals.Server"</c>).</summary>
     public const string Server = "Petals.Server";
+
+    /// <summary>The key of the client's services (<c>"Petals.Client"</c>).</summary>
     public const string Client = "Petals.Client";
 }

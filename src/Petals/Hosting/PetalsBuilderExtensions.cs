@@ -1,3 +1,4 @@
+using Petals.Discovery;
 using Petals.Execution;
 using Petals.Hosting;
 using Petals.Transport;
@@ -79,6 +80,39 @@ public static class PetalsBuilderExtensions
         ArgumentNullException.ThrowIfNull(builder);
         ArgumentNullException.ThrowIfNull(transport);
         builder.Services.AddKeyedSingleton(PetalsServiceKeys.Client, transport);
+        return builder;
+    }
+
+    /// <summary>
+    /// Makes the server announce its blocks in <paramref name="factory"/>'s discovery: <c>Joining</c> while it loads,
+    /// <c>Online</c> once it listens (republished periodically), <c>Offline</c> when it stops; its wire peer id becomes
+    /// the discovery's <see cref="IPeerDiscovery.LocalPeerId"/>. Providers build on it (<c>UseDhtDiscovery(…)</c> in
+    /// Petals.Discovery).
+    /// </summary>
+    /// <param name="builder">The server builder.</param>
+    /// <param name="factory">Creates the discovery when the server starts; the container disposes it if it is disposable.</param>
+    /// <returns>The builder.</returns>
+    public static IPetalsServerBuilder UseDiscovery(this IPetalsServerBuilder builder, Func<IServiceProvider, IPeerDiscovery> factory)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentNullException.ThrowIfNull(factory);
+        builder.Services.AddKeyedSingleton(PetalsServiceKeys.Server, (sp, _) => factory(sp));
+        return builder;
+    }
+
+    /// <summary>
+    /// Registers the discovery the client finds servers with (resolve it with the key <c>"Petals.Client"</c>, e.g.
+    /// <c>[FromKeyedServices("Petals.Client")] IPeerDiscovery</c>). Providers build on it (<c>UseDhtDiscovery(…)</c> in
+    /// Petals.Discovery).
+    /// </summary>
+    /// <param name="builder">The client builder.</param>
+    /// <param name="factory">Creates the discovery on first use; the container disposes it if it is disposable.</param>
+    /// <returns>The builder.</returns>
+    public static IPetalsClientBuilder UseDiscovery(this IPetalsClientBuilder builder, Func<IServiceProvider, IPeerDiscovery> factory)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentNullException.ThrowIfNull(factory);
+        builder.Services.AddKeyedSingleton(PetalsServiceKeys.Client, (sp, _) => factory(sp));
         return builder;
     }
 }

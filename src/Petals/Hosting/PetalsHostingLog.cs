@@ -25,6 +25,9 @@ internal static partial class PetalsHostingLog
     [LoggerMessage(EventId = 3210, Level = LogLevel.Information, Message = "Petals client connecting to {PeerCount} servers over {Transport} for model {ModelPath}")]
     public static partial void ClientConnecting(ILogger logger, int peerCount, string transport, string modelPath);
 
+    [LoggerMessage(EventId = 3214, Level = LogLevel.Information, Message = "Petals client {PeerId} finding servers through discovery over {Transport} for model {ModelPath}")]
+    public static partial void ClientDiscovering(ILogger logger, string peerId, string transport, string modelPath);
+
     [LoggerMessage(EventId = 3211, Level = LogLevel.Information, Message = "Petals client connected: {SpanCount} spans cover {BlockCount} blocks")]
     public static partial void ClientConnected(ILogger logger, int spanCount, int blockCount);
 

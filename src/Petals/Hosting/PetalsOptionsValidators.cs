@@ -41,6 +41,7 @@ internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : 
         knobs.Blocks = options.Blocks.Count > 0 ? options.Blocks : new(0, 1);
         knobs.Limits = PetalsValidation.CheckLimits(options.Limits, nameof(PetalsServerOptions), failures);
         PetalsValidation.Check(knobs.Validate, nameof(PetalsServerOptions), failures);
+        PetalsValidation.Check(options.ToAnnouncerOptions(TimeProvider.System).Validate, nameof(PetalsServerOptions), failures);
 
         if (services.GetService<IServiceProviderIsKeyedService>() is { } registered)
         {
@@ -66,14 +67,18 @@ internal sealed class PetalsClientOptionsValidator(IServiceProvider services) : 
         "AddPetalsClient has no transport: call UseTcpTransport() (Petals.Transport.Tcp), UseQuicTransport() (Petals.Transport.Quic), "
         + "UseMemoryTransport(…) (Petals.Testing) or UseTransport(…) on the client builder.";
 
+    internal const string MissingPeers =
+        "AddPetalsClient has no way to find servers: list them in PetalsClientOptions.Peers (e.g. tcp://127.0.0.1:5000), "
+        + "or call UseDhtDiscovery(…) (Petals.Discovery) or UseDiscovery(…) on the client builder.";
+
     public ValidateOptionsResult Validate(string? name, PetalsClientOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         var failures = new List<string>();
         PetalsValidation.CheckModelPath(options.ModelPath, nameof(PetalsClientOptions), failures);
-        if (options.Peers.Count == 0)
+        if (options.Peers.Count == 0 && services.GetKeyedService<Discovery.IPeerDiscovery>(PetalsServiceKeys.Client) is null)
         {
-            failures.Add("PetalsClientOptions.Peers must name at least one server address (e.g. tcp://127.0.0.1:5000).");
+            failures.Add(MissingPeers);
         }
 
         for (var i = 0; i < options.Peers.Count; i++)

@@ -28,7 +28,11 @@ public sealed class PetalsServerOptions
     /// <summary>The model id clients must name; null (the default) computes it with <see cref="Formats.ModelIdentity.Compute"/>.</summary>
     public string? ModelId { get; set; }
 
-    /// <summary>The server's peer id in the handshake. Default <c>"petals-server"</c>.</summary>
+    /// <summary>
+    /// The server's peer id in the handshake. Default <c>"petals-server"</c>. Ignored when a discovery is registered
+    /// (<c>UseDiscovery</c>, <c>UseDhtDiscovery</c>): the server then introduces itself with the discovery's
+    /// <see cref="Discovery.IPeerDiscovery.LocalPeerId"/>, so clients can match its announcement with its handshake.
+    /// </summary>
     public string PeerId { get; set; } = Defaults.PeerId;
 
     /// <summary>The attention cache budget in tokens (see <see cref="BlockServerOptions.CacheTokens"/>). Default 16384.</summary>
@@ -51,6 +55,39 @@ public sealed class PetalsServerOptions
 
     /// <summary>The codecs clients may use. Default <see cref="WireCodecs.All"/>.</summary>
     public WireCodecs Codecs { get; set; } = WireCodecs.All;
+
+    /// <summary>With a discovery: a name to show in swarm monitors, or null (see <see cref="ServerAnnouncerOptions.PublicName"/>). Default null.</summary>
+    public string? PublicName { get; set; }
+
+    /// <summary>
+    /// With a discovery: the host announced in place of the listener's, e.g. a public IP when listening on <c>0.0.0.0</c>
+    /// (see <see cref="ServerAnnouncerOptions.AnnounceHost"/>). Default null (the listener's address as it is).
+    /// </summary>
+    public string? AnnounceHost { get; set; }
+
+    /// <summary>With a discovery: how often the announcement is republished (see <see cref="ServerAnnouncerOptions.AnnounceInterval"/>). Default 60 s.</summary>
+    public TimeSpan AnnounceInterval { get; set; } = AnnouncerDefaults.AnnounceInterval;
+
+    /// <summary>With a discovery: how long an announcement stays valid unless republished; null means 3 × <see cref="AnnounceInterval"/>. Default null.</summary>
+    public TimeSpan? AnnounceTimeToLive { get; set; }
+
+    /// <summary>With a discovery: how many servers of the next block to measure round-trip times to (see <see cref="ServerAnnouncerOptions.MaxNextServers"/>). Default 5.</summary>
+    public int MaxNextServers { get; set; } = AnnouncerDefaults.MaxNextServers;
+
+    private static readonly ServerAnnouncerOptions AnnouncerDefaults = new();
+
+    /// <summary>The <see cref="ServerAnnouncerOptions"/> these settings stand for.</summary>
+    /// <param name="timeProvider">The clock of the republication timer.</param>
+    /// <returns>The announcer's options (not yet validated).</returns>
+    internal ServerAnnouncerOptions ToAnnouncerOptions(TimeProvider timeProvider) => new()
+    {
+        PublicName = PublicName,
+        AnnounceHost = AnnounceHost,
+        AnnounceInterval = AnnounceInterval,
+        TimeToLive = AnnounceTimeToLive,
+        MaxNextServers = MaxNextServers,
+        TimeProvider = timeProvider,
+    };
 
     /// <summary>The <see cref="BlockServerOptions"/> these settings stand for.</summary>
     /// <param name="modelId">The model id to announce.</param>

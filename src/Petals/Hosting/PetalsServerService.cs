@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Petals.Discovery;
 using Petals.Execution;
 using Petals.Formats;
 using Petals.Models;
@@ -13,7 +14,9 @@ namespace Petals.Hosting;
 
 /// <summary>
 /// The hosted service registered by <see cref="PetalsServiceCollectionExtensions.AddPetalsServer"/>: loads the span, listens and
-/// serves from <see cref="StartAsync"/> to <see cref="StopAsync"/>. Started at most once.
+/// serves from <see cref="StartAsync"/> to <see cref="StopAsync"/>. Started at most once. With a discovery registered
+/// (<see cref="PetalsBuilderExtensions.UseDiscovery(IPetalsServerBuilder, Func{IServiceProvider, IPeerDiscovery})"/>) it announces
+/// the span through a <see cref="ServerAnnouncer"/>: joining while loading, online once listening, offline before stopping.
 /// </summary>
 internal sealed class PetalsServerService(
     IServiceProvider services,
@@ -87,13 +90,15 @@ internal sealed class PetalsServerService(
         var started = Stopwatch.StartNew();
         PetalsHostingLog.ServerStarting(_logger, settings.ModelPath, span, factory.Name, transport.Name);
 
+        var discovery = services.GetKeyedService<IPeerDiscovery>(PetalsServiceKeys.Server);
         IModelWeights? weights = null;
         IBlockExecutor? executor = null;
         BlockServer? server = null;
         ITransportListener? listener = null;
+        ServerAnnouncer? announcer = null;
         try
         {
-            // Only the span's tensors are read: the loader maps the file, the executor takes its blocks.
+            // Opening maps the file and reads the header; the executor below reads the span's tensors (the slow part).
             weights = ModelLoader.Open(settings.ModelPath);
             if (span.End > weights.Config.NumLayers)
             {
@@ -104,14 +109,31 @@ internal sealed class PetalsServerService(
             }
 
             var modelId = settings.ModelId ?? ModelIdentity.Compute(settings.ModelPath, weights.Config);
-            executor = factory.Create(weights, span);
-            server = new BlockServer(executor, settings.ToBlockServerOptions(modelId, timeProvider), loggerFactory.CreateLogger<BlockServer>());
+            var serverOptions = settings.ToBlockServerOptions(modelId, timeProvider);
+
+            // Bind first: with a discovery the address is announced (joining) while the blocks load.
             listener = await transport.ListenAsync(PeerAddress.Parse(settings.ListenAddress), cancellationToken).ConfigureAwait(false);
+            if (discovery is not null)
+            {
+                serverOptions.PeerId = discovery.LocalPeerId;
+                announcer = new ServerAnnouncer(
+                    discovery, transport, modelId, weights.Config.NumLayers, span, settings.ToAnnouncerOptions(timeProvider), loggerFactory.CreateLogger<ServerAnnouncer>());
+                await announcer.AnnounceJoiningAsync(listener.LocalAddress, cancellationToken).ConfigureAwait(false);
+            }
+
+            executor = factory.Create(weights, span);
+            announcer?.MeasureThroughput(executor);
+            server = new BlockServer(executor, serverOptions, loggerFactory.CreateLogger<BlockServer>());
             await server.StartAsync(listener, cancellationToken).ConfigureAwait(false);
             listener = null; // The server owns it now.
+            if (announcer is not null)
+            {
+                await announcer.AnnounceOnlineAsync(server, cancellationToken).ConfigureAwait(false);
+            }
+
             lock (_lock)
             {
-                _running = new Running(weights, executor, server);
+                _running = new Running(weights, executor, server, announcer);
             }
 
             PetalsHostingLog.ServerStarted(_logger, server.LocalAddress, modelId, span, settings.CacheTokens, (long)started.Elapsed.TotalMilliseconds);
@@ -119,6 +141,12 @@ internal sealed class PetalsServerService(
         catch (Exception e)
         {
             PetalsHostingLog.ServerStartFailed(_logger, e, settings.ModelPath, span);
+            if (announcer is not null)
+            {
+                await announcer.AnnounceOfflineAsync(CancellationToken.None).ConfigureAwait(false);
+                await announcer.DisposeAsync().ConfigureAwait(false);
+            }
+
             if (listener is not null)
             {
                 await listener.DisposeAsync().ConfigureAwait(false);
@@ -151,6 +179,21 @@ internal sealed class PetalsServerService(
 
         var address = running.Server.LocalAddress;
         PetalsHostingLog.ServerStopping(_logger, address);
+        if (running.Announcer is { } announcer)
+        {
+            // Offline first: clients stop routing here while the open sessions still end cleanly.
+            try
+            {
+                await announcer.AnnounceOfflineAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // The host gave up waiting; the record expires on its own.
+            }
+
+            await announcer.DisposeAsync().ConfigureAwait(false);
+        }
+
         var stopping = running.Server.StopAsync(CancellationToken.None);
         try
         {
@@ -179,7 +222,7 @@ internal sealed class PetalsServerService(
     public void Dispose() => StopAsync(CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>What a running server holds, released in reverse order once the server has stopped.</summary>
-    private sealed record Running(IModelWeights Weights, IBlockExecutor Executor, BlockServer Server)
+    private sealed record Running(IModelWeights Weights, IBlockExecutor Executor, BlockServer Server, ServerAnnouncer? Announcer)
     {
         public void Release()
         {

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Petals.Discovery;
 using Petals.Transport;
 
 namespace Petals.Server;
@@ -29,4 +30,28 @@ internal static partial class ServerLog
 
     [LoggerMessage(3107, LogLevel.Information, "Block server stopped")]
     public static partial void Stopped(ILogger logger);
+
+    [LoggerMessage(3110, LogLevel.Information, "Announcing {ModelId} blocks {Blocks}: {Previous} -> {State}")]
+    public static partial void StateChanged(ILogger logger, string modelId, string blocks, ServerState previous, ServerState state);
+
+    [LoggerMessage(3111, LogLevel.Debug, "Announced {ModelId} blocks {Blocks} {State}: {CacheTokensLeft} cache tokens left, {NextServers} next-server round trips, expires {ExpiresAt:O}")]
+    public static partial void Announced(ILogger logger, string modelId, string blocks, ServerState state, long cacheTokensLeft, int nextServers, DateTimeOffset expiresAt);
+
+    [LoggerMessage(3112, LogLevel.Warning, "Announcing {ModelId} blocks {Blocks} {State} failed; retrying next period")]
+    public static partial void AnnouncementFailed(ILogger logger, Exception exception, string modelId, string blocks, ServerState state);
+
+    [LoggerMessage(3113, LogLevel.Warning, "No discovery node accepted the announcement of {ModelId} blocks {Blocks} {State}; retrying next period")]
+    public static partial void AnnouncementRejected(ILogger logger, string modelId, string blocks, ServerState state);
+
+    [LoggerMessage(3114, LogLevel.Warning, "The announcement of {ModelId} blocks {Blocks} {State} was accepted for {Accepted} of {Count} blocks")]
+    public static partial void AnnouncementPartial(ILogger logger, string modelId, string blocks, ServerState state, int accepted, int count);
+
+    [LoggerMessage(3115, LogLevel.Debug, "Skipped a republication of {ModelId} blocks {Blocks}: the previous announcement is still in progress")]
+    public static partial void AnnouncementSkipped(ILogger logger, string modelId, string blocks);
+
+    [LoggerMessage(3116, LogLevel.Information, "Measuring the round trip to next server {PeerId} at {Address} failed (left out): {Reason}")]
+    public static partial void PingFailed(ILogger logger, string peerId, Petals.Transport.PeerAddress address, string reason);
+
+    [LoggerMessage(3117, LogLevel.Information, "Blocks {Blocks} decode at {Throughput:F1} tokens/s per block ({StepMs:F3} ms per step)")]
+    public static partial void ThroughputMeasured(ILogger logger, string blocks, double throughput, double stepMs);
 }

@@ -200,7 +200,8 @@ public sealed class PetalsHostingTests
         Assert.Equal(
             [
                 "PetalsClientOptions.ModelPath is required: the .gguf file or Hugging Face directory of the model.",
-                "PetalsClientOptions.Peers must name at least one server address (e.g. tcp://127.0.0.1:5000).",
+                "AddPetalsClient has no way to find servers: list them in PetalsClientOptions.Peers (e.g. tcp://127.0.0.1:5000), "
+                    + "or call UseDhtDiscovery(…) (Petals.Discovery) or UseDiscovery(…) on the client builder.",
             ],
             e.Failures);
     }

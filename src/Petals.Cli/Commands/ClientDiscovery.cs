@@ -1,0 +1,133 @@
+using System.CommandLine;
+using Petals.Discovery;
+using Petals.Transport;
+using Petals.Transport.Tcp;
+
+namespace Petals.Cli.Commands;
+
+/// <summary>
+/// How client commands (<c>generate --initial-peers</c>, <c>status</c>) join the swarm's DHT: a DHT node with a fresh
+/// identity, bootstrapped from the initial peers, read through <see cref="DhtPeerDiscovery"/>.
+/// </summary>
+internal sealed class ClientDiscovery : IAsyncDisposable
+{
+    private ClientDiscovery(PeerIdentity identity, DhtNode node)
+    {
+        Identity = identity;
+        Node = node;
+        Discovery = new DhtPeerDiscovery(node);
+    }
+
+    public PeerIdentity Identity { get; }
+
+    public DhtNode Node { get; }
+
+    public IPeerDiscovery Discovery { get; }
+
+    public static Option<string?> InitialPeersOption(bool required = false) =>
+        new("--initial-peers")
+        {
+            Description = "DHT nodes of the swarm to join (e.g. the address `petals dht` prints), comma-separated: host:port or tcp://host:port.",
+            Required = required,
+        };
+
+    /// <summary>Parses a comma-separated list of DHT addresses; bare <c>host:port</c> means TCP.</summary>
+    /// <exception cref="ArgumentException">When the list is empty or an entry is not a TCP address.</exception>
+    public static PeerAddress[] ParseInitialPeers(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (parts.Length == 0)
+        {
+            throw new ArgumentException("--initial-peers names no DHT node.");
+        }
+
+        return [.. parts.Select(part =>
+        {
+            var candidate = part.Contains("://", StringComparison.Ordinal) ? part : $"{TcpTransport.TcpScheme}://{part}";
+            if (!PeerAddress.TryParse(candidate, out var address) || address.Scheme != TcpTransport.TcpScheme)
+            {
+                throw new ArgumentException($"--initial-peers: '{part}' is not a DHT address (host:port or tcp://host:port).");
+            }
+
+            try
+            {
+                _ = address.Port;
+            }
+            catch (FormatException e)
+            {
+                throw new ArgumentException($"--initial-peers: '{part}' has no valid port ({e.Message}).", e);
+            }
+
+            return address;
+        })];
+    }
+
+    /// <summary>Starts a DHT node with a fresh identity and bootstraps it from <paramref name="initialPeers"/>.</summary>
+    /// <exception cref="ArgumentException">When the list is malformed.</exception>
+    /// <exception cref="TransportException">When none of the initial peers answers (exit code 3); the message names them.</exception>
+    public static async Task<ClientDiscovery> JoinAsync(string initialPeers, CancellationToken cancellationToken)
+    {
+        var peers = ParseInitialPeers(initialPeers);
+        var identity = PeerIdentity.Generate();
+        var node = new DhtNode(identity);
+        try
+        {
+            await StartClientNodeAsync(node, cancellationToken).ConfigureAwait(false);
+            var answered = await node.BootstrapAsync(peers, cancellationToken).ConfigureAwait(false);
+            if (answered == 0)
+            {
+                throw new TransportException(
+                    TransportErrorKind.ConnectionRefused,
+                    $"None of the initial peers answered ({string.Join(", ", peers)}): is a DHT node (petals dht, or a server) running there?");
+            }
+
+            return new ClientDiscovery(identity, node);
+        }
+        catch
+        {
+            await node.DisposeAsync().ConfigureAwait(false);
+            identity.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Loads the client side of <paramref name="modelPath"/> and connects to the best chain of online servers the swarm
+    /// announces for it (the model keeps refreshing the swarm's view through this node, so dispose it before this).
+    /// </summary>
+    /// <param name="modelPath">The model file or directory.</param>
+    /// <param name="modelId">The model id the servers announce; null to compute it from the model.</param>
+    /// <param name="codec">The wire codec name (fp32, fp16, bf16).</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <exception cref="FileNotFoundException">When the model does not exist.</exception>
+    /// <exception cref="Client.RemoteChainException">When no chain covers the model (naming the uncovered blocks) or every chain tried failed.</exception>
+    public async Task<Generation.CausalLanguageModel> ConnectModelAsync(string modelPath, string? modelId, string? codec, CancellationToken cancellationToken)
+    {
+        if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
+        {
+            throw new FileNotFoundException($"Model '{modelPath}' does not exist.", modelPath);
+        }
+
+        return await Client.RemoteModel.ConnectAsync(
+            modelPath,
+            new TcpTransport(),
+            Discovery,
+            new Client.RemoteSequenceOptions { Codec = SwarmOptions.ParseCodec(codec) },
+            modelId: modelId,
+            cancellationToken: cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Node.DisposeAsync().ConfigureAwait(false);
+        Identity.Dispose();
+    }
+
+    /// <summary>
+    /// SEAM: a client needs no listening DHT node, but DhtNode has no client mode yet (being added by another engineer),
+    /// so for now the node listens on an ephemeral port of 127.0.0.1 and serves like any node. Switch to the client
+    /// mode here when it lands.
+    /// </summary>
+    private static Task StartClientNodeAsync(DhtNode node, CancellationToken cancellationToken) =>
+        node.StartAsync(new TcpTransport(), PeerAddress.Parse("tcp://127.0.0.1:0"), cancellationToken);
+}

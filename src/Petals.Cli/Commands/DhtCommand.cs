@@ -1,0 +1,87 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Petals.Discovery;
+using Petals.Transport;
+
+namespace Petals.Cli.Commands;
+
+/// <summary><c>petals dht</c>: runs a DHT node (a swarm's bootstrap node) until Ctrl-C / SIGTERM.</summary>
+internal static class DhtCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var host = new Option<string>("--host") { Description = "The address to listen on.", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "The TCP port; 0 picks a free one.", DefaultValueFactory = _ => 0 };
+        var identity = DhtNodeStarter.Identity();
+        var initialPeers = ClientDiscovery.InitialPeersOption();
+        var stopWhenInputCloses = new Option<bool>("--stop-when-input-closes")
+        {
+            Description = "Stop (as on SIGTERM) when standard input reaches its end: a parent holding the other end of a pipe takes the node down with it.",
+        };
+
+        var command = new Command("dht", "Run a DHT node that servers and clients join with --initial-peers; prints its address (dht tcp://<id>@host:port).")
+        {
+            host, port, identity, initialPeers, stopWhenInputCloses,
+        };
+
+        command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
+        {
+            var peers = parse.GetValue(initialPeers) is { } text ? ClientDiscovery.ParseInitialPeers(text) : [];
+            using var key = DhtNodeStarter.LoadIdentity(parse.GetValue(identity));
+            var node = new DhtNode(key);
+            await using (node.ConfigureAwait(false))
+            {
+                // Handlers first: whoever reads the address line may send SIGTERM at once, and must get a clean stop.
+                using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+                using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+                if (await DhtNodeStarter.StartAsync(node, parse.GetValue(host)!, parse.GetValue(port), peers, ct).ConfigureAwait(false) is { } failure)
+                {
+                    await context.Error.WriteLineAsync($"error: {failure}").ConfigureAwait(false);
+                    return CliContext.SwarmError;
+                }
+
+                await context.Output.WriteLineAsync($"dht {DhtNodeStarter.AddressOf(node)}").ConfigureAwait(false);
+                await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+                context.Info($"DHT node {node.Id} listening on {node.LocalAddress}; {node.Routing.Count} nodes known");
+                if (parse.GetValue(stopWhenInputCloses))
+                {
+                    _ = ServeCommand.StopWhenInputClosesAsync(stop);
+                }
+
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, stop.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Ctrl-C, SIGTERM, the end of the input or the caller's token: stop cleanly below.
+                }
+
+                await node.StopAsync().ConfigureAwait(false);
+                using var buffer = new MemoryStream();
+                using (var w = new System.Text.Json.Utf8JsonWriter(buffer, CliContext.JsonOptions))
+                {
+                    w.WriteStartObject();
+                    w.WriteString("node_id", node.Id.ToString());
+                    w.WriteNumber("requests_served", node.RequestsServed);
+                    w.WriteNumber("records_stored", node.Storage.RecordCount);
+                    w.WriteNumber("keys_stored", node.Storage.KeyCount);
+                    w.WriteNumber("known_nodes", node.Routing.Count);
+                    w.WriteEndObject();
+                }
+
+                await context.Output.WriteLineAsync("stats " + System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length)).ConfigureAwait(false);
+                await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+                return 0;
+
+                void OnSignal(PosixSignalContext signal)
+                {
+                    signal.Cancel = true;
+                    stop.Cancel();
+                }
+            }
+        }, cancellationToken));
+        return command;
+    }
+}

@@ -1,0 +1,246 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Petals.Client;
+using Petals.Discovery;
+
+namespace Petals.Cli.Commands;
+
+/// <summary><c>petals status</c>: every model the swarm announces, each block's servers, and whether a full chain exists.</summary>
+internal static class StatusCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var initialPeers = ClientDiscovery.InitialPeersOption(required: true);
+        var modelId = new Option<string?>("--model") { Description = "Show only this model id (as `petals status` lists it)." };
+        var output = ModelOptions.Output();
+        var command = new Command("status", "Show the models in the swarm, each block's servers (state, span, throughput, free cache) and whether a full chain of online servers exists.")
+        {
+            initialPeers, modelId, output,
+        };
+
+        command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
+        {
+            await using var swarm = await ClientDiscovery.JoinAsync(parse.GetValue(initialPeers)!, ct).ConfigureAwait(false);
+            var reports = await ReadAsync(swarm.Discovery, parse.GetValue(modelId), ct).ConfigureAwait(false);
+            var now = DateTimeOffset.UtcNow;
+            if (ModelOptions.IsJson(parse.GetValue(output)))
+            {
+                context.WriteJsonLine(w => WriteJson(w, reports, now));
+            }
+            else
+            {
+                await context.Output.WriteAsync(FormatText(reports, now)).ConfigureAwait(false);
+            }
+
+            return 0;
+        }, cancellationToken));
+        return command;
+    }
+
+    /// <summary>Reads the model index and every block of each model (or of <paramref name="only"/>).</summary>
+    /// <exception cref="RemoteChainException">When <paramref name="only"/> is not in the model index.</exception>
+    internal static async Task<List<ModelReport>> ReadAsync(IPeerDiscovery discovery, string? only, CancellationToken ct)
+    {
+        var models = await discovery.GetModelsAsync(ct).ConfigureAwait(false);
+        if (only is not null)
+        {
+            var match = models.Where(m => string.Equals(m.ModelId, only, StringComparison.Ordinal)).ToArray();
+            if (match.Length == 0)
+            {
+                throw new RemoteChainException(models.Count == 0
+                    ? $"Model '{only}' is not announced in the swarm: no model is."
+                    : $"Model '{only}' is not announced in the swarm; it announces {string.Join(", ", models.Select(m => m.ModelId))}.");
+            }
+
+            models = match;
+        }
+
+        var reports = new List<ModelReport>(models.Count);
+        foreach (var model in models)
+        {
+            await using var sequence = new SwarmSequenceManager(discovery, model.ModelId, model.BlockCount);
+            await sequence.RefreshAsync(ct).ConfigureAwait(false);
+            IReadOnlyList<ServerInfo>? chain = null;
+            string? problem = null;
+            try
+            {
+                chain = sequence.BuildChain();
+            }
+            catch (RemoteChainException e)
+            {
+                problem = e.Message;
+            }
+
+            reports.Add(new ModelReport(model, sequence.Announcements, chain, problem, sequence.IgnoredServers));
+        }
+
+        return reports;
+    }
+
+    internal static string FormatText(IReadOnlyList<ModelReport> reports, DateTimeOffset now)
+    {
+        var text = new StringBuilder();
+        if (reports.Count == 0)
+        {
+            return "no model is announced in the swarm\n";
+        }
+
+        foreach (var report in reports)
+        {
+            var model = report.Model;
+            text.Append(CultureInfo.InvariantCulture, $"model {model.ModelId} ({model.BlockCount} blocks, {model.ServerCount} servers): ");
+            text.Append(report.Chain is { } chain
+                ? "full chain of online servers: " + string.Join(", ", chain.Select(s => $"{s.Span} by {ShortId(s.PeerId)}"))
+                : "NO full chain: " + report.Problem);
+            text.Append('\n');
+
+            string[] header = ["block", "peer", "name", "address", "state", "span", "throughput", "cache", "version", "expires"];
+            var rows = new List<string[]> { header };
+            foreach (var block in report.Blocks)
+            {
+                if (block.Servers.Count == 0)
+                {
+                    rows.Add([Invariant(block.Block), "-", "-", "-", "none", "-", "-", "-", "-", "-"]);
+                    continue;
+                }
+
+                foreach (var server in block.Servers.OrderBy(s => s.PeerId, StringComparer.Ordinal))
+                {
+                    rows.Add(
+                    [
+                        Invariant(block.Block),
+                        ShortId(server.PeerId),
+                        server.PublicName ?? "-",
+                        server.Address.ToString(),
+                        StateName(server.State),
+                        server.Span.ToString(),
+                        string.Create(CultureInfo.InvariantCulture, $"{server.Throughput:0.#} tok/s"),
+                        Invariant(server.CacheTokensLeft),
+                        server.Version.Length == 0 ? "-" : server.Version,
+                        string.Create(CultureInfo.InvariantCulture, $"{ExpiresIn(server, now):0} s"),
+                    ]);
+                }
+            }
+
+            var widths = Enumerable.Range(0, header.Length).Select(c => rows.Max(r => r[c].Length)).ToArray();
+            foreach (var row in rows)
+            {
+                text.Append("  ");
+                for (var c = 0; c < row.Length; c++)
+                {
+                    text.Append(c == row.Length - 1 ? row[c] : row[c].PadRight(widths[c] + 2));
+                }
+
+                text.Append('\n');
+            }
+
+            foreach (var ignored in report.Ignored)
+            {
+                text.Append("  note: ").Append(ignored).Append('\n');
+            }
+        }
+
+        return text.ToString();
+    }
+
+    internal static void WriteJson(Utf8JsonWriter w, IReadOnlyList<ModelReport> reports, DateTimeOffset now)
+    {
+        w.WriteStartObject();
+        w.WriteStartArray("models");
+        foreach (var report in reports)
+        {
+            w.WriteStartObject();
+            w.WriteString("model_id", report.Model.ModelId);
+            w.WriteNumber("block_count", report.Model.BlockCount);
+            w.WriteNumber("server_count", report.Model.ServerCount);
+            w.WriteStartObject("chain");
+            w.WriteBoolean("complete", report.Chain is not null);
+            w.WriteStartArray("servers");
+            foreach (var server in report.Chain ?? [])
+            {
+                w.WriteStartObject();
+                w.WriteString("peer_id", server.PeerId);
+                w.WriteString("address", server.Address.ToString());
+                w.WriteString("span", server.Span.ToString());
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            if (report.Problem is null)
+            {
+                w.WriteNull("problem");
+            }
+            else
+            {
+                w.WriteString("problem", report.Problem);
+            }
+
+            w.WriteEndObject();
+            w.WriteStartArray("blocks");
+            foreach (var block in report.Blocks)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("block", block.Block);
+                w.WriteStartArray("servers");
+                foreach (var server in block.Servers.OrderBy(s => s.PeerId, StringComparer.Ordinal))
+                {
+                    w.WriteStartObject();
+                    w.WriteString("peer_id", server.PeerId);
+                    if (server.PublicName is null)
+                    {
+                        w.WriteNull("public_name");
+                    }
+                    else
+                    {
+                        w.WriteString("public_name", server.PublicName);
+                    }
+
+                    w.WriteString("address", server.Address.ToString());
+                    w.WriteString("state", StateName(server.State));
+                    w.WriteString("span", server.Span.ToString());
+                    w.WriteNumber("throughput", server.Throughput);
+                    w.WriteNumber("cache_tokens_left", server.CacheTokensLeft);
+                    w.WriteString("dtype", server.DType.ToString());
+                    w.WriteString("version", server.Version);
+                    w.WriteNumber("expires_in_seconds", Math.Round(ExpiresIn(server, now), 1));
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteStartArray("ignored");
+            foreach (var ignored in report.Ignored)
+            {
+                w.WriteStringValue(ignored);
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    private static double ExpiresIn(ServerInfo server, DateTimeOffset now) => Math.Max(0, (server.ExpiresAt - now).TotalSeconds);
+
+    private static string StateName(ServerState state) => state switch
+    {
+        ServerState.Online => "online",
+        ServerState.Joining => "joining",
+        ServerState.Offline => "offline",
+        _ => ((int)state).ToString(CultureInfo.InvariantCulture),
+    };
+
+    private static string ShortId(string peerId) => peerId.Length <= 9 ? peerId : string.Concat(peerId.AsSpan(0, 8), "…");
+
+    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>What <c>status</c> shows for one model.</summary>
+    internal sealed record ModelReport(SwarmModelInfo Model, IReadOnlyList<BlockServers> Blocks, IReadOnlyList<ServerInfo>? Chain, string? Problem, IReadOnlyList<string> Ignored);
+}

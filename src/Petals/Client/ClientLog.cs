@@ -1,0 +1,19 @@
+using Microsoft.Extensions.Logging;
+
+namespace Petals.Client;
+
+/// <summary>The client's log messages (stable event ids 3300-3399).</summary>
+internal static partial class ClientLog
+{
+    [LoggerMessage(3300, LogLevel.Debug, "Swarm view of {ModelId} refreshed: {Online} online servers, {Ignored} ignored")]
+    public static partial void Refreshed(ILogger logger, string modelId, int online, int ignored);
+
+    [LoggerMessage(3301, LogLevel.Warning, "Background refresh of the swarm view of {ModelId} failed; the previous view is kept")]
+    public static partial void RefreshFailed(ILogger logger, string modelId, Exception error);
+
+    [LoggerMessage(3302, LogLevel.Warning, "Server {PeerId} at {Address} (blocks {Blocks}) of {ModelId} is excluded: {Reason}")]
+    public static partial void ServerExcluded(ILogger logger, string peerId, string address, string blocks, string modelId, string reason);
+
+    [LoggerMessage(3303, LogLevel.Information, "Connected to a chain of {Count} servers for {ModelId}: {Chain}")]
+    public static partial void ChainConnected(ILogger logger, int count, string modelId, string chain);
+}

@@ -1,0 +1,224 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Petals.Discovery;
+using Petals.Models;
+using Petals.Protocol;
+using Petals.Transport;
+
+namespace Petals.Client;
+
+/// <content>Connecting to servers found through discovery: a chain of announced servers, or the best chain a <see cref="SwarmSequenceManager"/> builds.</content>
+public sealed partial class RemoteTransformerBlocks
+{
+    /// <summary>
+    /// Connects to the announced servers of <paramref name="chain"/> and checks each against its announcement (the
+    /// handshake's peer id must be <see cref="ServerInfo.PeerId"/>, the served blocks its <see cref="ServerInfo.Span"/>)
+    /// and the whole chain as the address overload does.
+    /// </summary>
+    /// <param name="transport">The transport to reach the servers with.</param>
+    /// <param name="chain">The servers, e.g. from <see cref="SwarmSequenceManager.BuildChain"/>.</param>
+    /// <param name="config">The model's configuration.</param>
+    /// <param name="modelId">The model id announced in the handshake.</param>
+    /// <param name="options">Connection options; defaults when null.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <returns>The chain, connected.</returns>
+    /// <exception cref="RemoteChainException">When a server is not the peer that was announced, serves another span, or the chain is not one chain for this model.</exception>
+    /// <exception cref="ProtocolException">When a handshake fails (another protocol version or model).</exception>
+    /// <exception cref="TransportException">When a server cannot be reached.</exception>
+    /// <exception cref="TimeoutException">When a server does not answer within <see cref="RemoteSequenceOptions.ConnectTimeout"/>.</exception>
+    public static async Task<RemoteTransformerBlocks> ConnectAsync(
+        ITransport transport,
+        IReadOnlyList<ServerInfo> chain,
+        ModelConfig config,
+        string modelId,
+        RemoteSequenceOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(chain);
+        if (chain.Count == 0)
+        {
+            throw new ArgumentException("The chain names no server.", nameof(chain));
+        }
+
+        var (blocks, failures) = await TryConnectChainAsync(transport, chain, config, modelId, options, cancellationToken).ConfigureAwait(false);
+        if (blocks is not null)
+        {
+            return blocks;
+        }
+
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failures[0].Error);
+        throw new UnreachableException();
+    }
+
+    /// <summary>
+    /// Connects to the best chain <paramref name="sequence"/> builds (call <see cref="SwarmSequenceManager.StartAsync"/>
+    /// first). A server that cannot be reached, refuses, or does not match its announcement is excluded and another chain
+    /// built, up to <see cref="SwarmSequenceOptions.MaxChainAttempts"/> chains.
+    /// </summary>
+    /// <param name="transport">The transport to reach the servers with.</param>
+    /// <param name="sequence">The swarm's servers of the model; its <see cref="SwarmSequenceManager.ModelId"/> is announced in the handshake.</param>
+    /// <param name="config">The model's configuration; its block count must be the manager's.</param>
+    /// <param name="options">Connection options; defaults when null.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <returns>The chain, connected.</returns>
+    /// <exception cref="RemoteChainException">
+    /// When no chain of online servers covers the model (naming the uncovered blocks), or every chain tried failed (listing
+    /// each failed server and why).
+    /// </exception>
+    public static async Task<RemoteTransformerBlocks> ConnectAsync(
+        ITransport transport,
+        SwarmSequenceManager sequence,
+        ModelConfig config,
+        RemoteSequenceOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(sequence);
+        ArgumentNullException.ThrowIfNull(config);
+        if (config.NumLayers != sequence.BlockCount)
+        {
+            throw new ArgumentException(
+                string.Create(CultureInfo.InvariantCulture, $"The model has {config.NumLayers} blocks but the sequence manager of {sequence.ModelId} routes {sequence.BlockCount}."),
+                nameof(config));
+        }
+
+        options ??= new RemoteSequenceOptions();
+        options.Validate();
+        var excluded = new HashSet<string>(StringComparer.Ordinal);
+        var attempts = new List<string>();
+        for (var attempt = 1; attempt <= sequence.Options.MaxChainAttempts; attempt++)
+        {
+            IReadOnlyList<ServerInfo> chain;
+            try
+            {
+                chain = sequence.BuildChain(excluded);
+            }
+            catch (RemoteChainException e) when (attempts.Count > 0)
+            {
+                throw new RemoteChainException(DescribeAttempts($"No chain is left after excluding the servers that failed: {e.Message}", attempts), e);
+            }
+
+            var (blocks, failures) = await TryConnectChainAsync(transport, chain, config, sequence.ModelId, options, cancellationToken).ConfigureAwait(false);
+            if (blocks is not null)
+            {
+                ClientLog.ChainConnected(sequence.Logger, chain.Count, sequence.ModelId, string.Join(", ", chain.Select(s => $"{s.Span} by {s.PeerId} at {s.Address}")));
+                return blocks;
+            }
+
+            foreach (var (server, error) in failures)
+            {
+                ClientLog.ServerExcluded(sequence.Logger, server.PeerId, server.Address.ToString(), server.Span.ToString(), sequence.ModelId, error.Message);
+                excluded.Add(server.PeerId);
+                attempts.Add(string.Create(CultureInfo.InvariantCulture, $"attempt {attempt}: server {ChainPlanner.Short(server.PeerId)} at {server.Address} (blocks {server.Span}): {error.Message}"));
+            }
+        }
+
+        throw new RemoteChainException(DescribeAttempts(
+            string.Create(CultureInfo.InvariantCulture, $"Every chain of model {sequence.ModelId} tried failed ({sequence.Options.MaxChainAttempts} attempts)."),
+            attempts));
+    }
+
+    private static string DescribeAttempts(string headline, List<string> attempts) =>
+        new StringBuilder(headline).Append(" Failures: ").AppendJoin("; ", attempts).Append('.').ToString();
+
+    /// <summary>
+    /// Connects to every server of <paramref name="chain"/>; returns the connected chain, or (with every connection
+    /// closed) each server that failed and why. Caller cancellation propagates.
+    /// </summary>
+    private static async Task<(RemoteTransformerBlocks? Blocks, List<(ServerInfo Server, Exception Error)> Failures)> TryConnectChainAsync(
+        ITransport transport,
+        IReadOnlyList<ServerInfo> chain,
+        ModelConfig config,
+        string modelId,
+        RemoteSequenceOptions? options,
+        CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(modelId);
+        options ??= new RemoteSequenceOptions();
+        options.Validate();
+        var preamble = new ConnectionPreamble(options.PeerId, modelId, options.Limits.MaxFrameSize);
+        var connecting = chain.Select(s => RemoteSpanConnection.ConnectAsync(transport, s.Address, preamble, options, cancellationToken)).ToArray();
+        try
+        {
+            await Task.WhenAll(connecting).ConfigureAwait(false);
+        }
+        catch (Exception) when (!cancellationToken.IsCancellationRequested)
+        {
+            // Each failure is read from its task below.
+        }
+        catch
+        {
+            await DisposeConnectedAsync(connecting).ConfigureAwait(false);
+            throw;
+        }
+
+        var failures = new List<(ServerInfo Server, Exception Error)>();
+        var spans = new RemoteSpanConnection[chain.Count];
+        for (var i = 0; i < chain.Count; i++)
+        {
+            var server = chain[i];
+            var task = connecting[i];
+            if (!task.IsCompletedSuccessfully)
+            {
+                var error = task.Exception?.InnerException ?? new OperationCanceledException(cancellationToken);
+                if (error is OperationCanceledException)
+                {
+                    await DisposeConnectedAsync(connecting).ConfigureAwait(false);
+                    throw error;
+                }
+
+                failures.Add((server, error));
+                continue;
+            }
+
+            var span = spans[i] = task.Result;
+            var problems = new List<string>();
+            if (!string.Equals(span.Connection.Remote.PeerId, server.PeerId, StringComparison.Ordinal))
+            {
+                problems.Add($"the server at {server.Address} is announced as peer {server.PeerId} but its handshake says '{span.Connection.Remote.PeerId}'");
+            }
+
+            if (span.Info.Blocks != server.Span)
+            {
+                problems.Add($"{span.Name} is announced with blocks {server.Span} but serves {span.Info.Blocks}");
+            }
+
+            AddServerProblems(span, config, modelId, options.Codec, problems);
+            if (problems.Count > 0)
+            {
+                failures.Add((server, new RemoteChainException(string.Join("; ", problems) + ".")));
+            }
+        }
+
+        if (failures.Count == 0)
+        {
+            try
+            {
+                CheckChain(spans, config, modelId, options.Codec);
+                return (new RemoteTransformerBlocks(config, spans, options), failures);
+            }
+            catch (RemoteChainException)
+            {
+                await DisposeConnectedAsync(connecting).ConfigureAwait(false);
+                throw;
+            }
+        }
+
+        await DisposeConnectedAsync(connecting).ConfigureAwait(false);
+        return (null, failures);
+    }
+
+    private static async Task DisposeConnectedAsync(Task<RemoteSpanConnection>[] connecting)
+    {
+        foreach (var task in connecting)
+        {
+            if (task.IsCompletedSuccessfully)
+            {
+                await task.Result.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Petals.Discovery;
+using Petals.Models;
+
+namespace Petals.Client;
+
+/// <summary>
+/// The client's view of the servers of one model in the swarm: reads every block's announcements from an
+/// <see cref="IPeerDiscovery"/> (on <see cref="StartAsync"/>, every <see cref="SwarmSequenceOptions.RefreshInterval"/>
+/// in the background, and on <see cref="RefreshAsync"/>), keeps the online servers, and builds chains of servers whose
+/// whole spans cover every block.
+/// </summary>
+/// <remarks>
+/// A server is one peer id across its blocks. Its announcements count only when every unexpired one says
+/// <see cref="ServerState.Online"/>, names the same span and address, is stored under a block of that span, and the span
+/// ends within the model. Thread-safe: the view is replaced atomically by each refresh, chains are built from the view
+/// of the moment, and expired servers drop out of it on the injected clock even between refreshes.
+/// </remarks>
+public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
+{
+    private readonly IPeerDiscovery _discovery;
+    private readonly SwarmSequenceOptions _options;
+    private readonly TimeProvider _time;
+    private readonly SemaphoreSlim _refreshGate = new(1, 1);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _gate = new();
+    private Snapshot _snapshot = Snapshot.Empty;
+    private ITimer? _timer;
+    private Task _background = Task.CompletedTask;
+    private Exception? _lastRefreshError;
+    private long _refreshCount;
+    private int _disposed;
+
+    /// <summary>Creates the manager; call <see cref="StartAsync"/> to read the swarm and start refreshing.</summary>
+    /// <param name="discovery">Where servers announce their blocks.</param>
+    /// <param name="modelId">The model id servers announce (and the client's handshake names).</param>
+    /// <param name="blockCount">The model's number of blocks.</param>
+    /// <param name="options">Refresh and routing settings; defaults when null.</param>
+    /// <param name="timeProvider">The clock for the background refresh and expiry; the system clock when null.</param>
+    /// <param name="logger">Where refreshes, refresh failures and excluded servers are logged; none when null.</param>
+    /// <exception cref="ArgumentException">When the model id is empty, the block count is not positive or an option is out of range.</exception>
+    public SwarmSequenceManager(IPeerDiscovery discovery, string modelId, int blockCount, SwarmSequenceOptions? options = null, TimeProvider? timeProvider = null, ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(discovery);
+        ArgumentException.ThrowIfNullOrEmpty(modelId);
+        ArgumentOutOfRangeException.ThrowIfLessThan(blockCount, 1);
+        _options = options ?? new SwarmSequenceOptions();
+        _options.Validate();
+        _discovery = discovery;
+        _time = timeProvider ?? TimeProvider.System;
+        Logger = logger ?? NullLogger.Instance;
+        ModelId = modelId;
+        BlockCount = blockCount;
+    }
+
+    /// <summary>The model id.</summary>
+    public string ModelId { get; }
+
+    /// <summary>The model's number of blocks.</summary>
+    public int BlockCount { get; }
+
+    /// <summary>The settings.</summary>
+    public SwarmSequenceOptions Options => _options;
+
+    /// <summary>The logger (connecting through the manager logs excluded servers here too).</summary>
+    internal ILogger Logger { get; }
+
+    /// <summary>Every announcement of the last refresh, one entry per block, in any state (empty before the first refresh).</summary>
+    public IReadOnlyList<BlockServers> Announcements => Volatile.Read(ref _snapshot).Blocks;
+
+    /// <summary>The online servers of the last refresh that have not expired since, ordered by span then peer id.</summary>
+    public IReadOnlyList<ServerInfo> OnlineServers
+    {
+        get
+        {
+            var now = _time.GetUtcNow();
+            return [.. Volatile.Read(ref _snapshot).View.Online.Where(s => !ChainPlanner.IsExpired(s, now))];
+        }
+    }
+
+    /// <summary>Why servers were left out of the last refresh (contradictory records, a span past the model), one sentence each.</summary>
+    public IReadOnlyList<string> IgnoredServers => Volatile.Read(ref _snapshot).View.Ignored;
+
+    /// <summary>When the last successful refresh finished, or null before the first.</summary>
+    public DateTimeOffset? LastRefreshedAt => Volatile.Read(ref _snapshot).At;
+
+    /// <summary>How many refreshes have succeeded.</summary>
+    public long RefreshCount => Interlocked.Read(ref _refreshCount);
+
+    /// <summary>The failure of the last background refresh, or null when it succeeded (the previous view is kept).</summary>
+    public Exception? LastRefreshError => Volatile.Read(ref _lastRefreshError);
+
+    /// <summary>Reads the swarm once and starts the background refresh.</summary>
+    /// <param name="cancellationToken">Cancels the first read.</param>
+    /// <returns>A task that completes when the first read is in.</returns>
+    /// <exception cref="InvalidOperationException">When the manager was already started.</exception>
+    /// <remarks>When the first read fails, its exception propagates and the manager may be started again.</remarks>
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        ITimer timer;
+        lock (_gate)
+        {
+            if (_timer is not null)
+            {
+                throw new InvalidOperationException($"The sequence manager of model {ModelId} was already started.");
+            }
+
+            _timer = timer = _time.CreateTimer(static s => ((SwarmSequenceManager)s!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        }
+
+        try
+        {
+            await RefreshAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            lock (_gate)
+            {
+                timer.Dispose();
+                _timer = null;
+            }
+
+            throw;
+        }
+
+        timer.Change(_options.RefreshInterval, _options.RefreshInterval);
+    }
+
+    /// <summary>Reads every block's announcements now and replaces the view (waits for a refresh already running).</summary>
+    /// <param name="cancellationToken">Cancels the read; the previous view is kept.</param>
+    /// <returns>A task that completes when the new view is in place.</returns>
+    public async Task RefreshAsync(CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        await _refreshGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var blocks = await _discovery.GetServersAsync(ModelId, new BlockRange(0, BlockCount), cancellationToken).ConfigureAwait(false);
+            var now = _time.GetUtcNow();
+            var view = ChainPlanner.Collect(blocks, BlockCount, now);
+            Volatile.Write(ref _snapshot, new Snapshot(blocks, view, now));
+            ClientLog.Refreshed(Logger, ModelId, view.Online.Count, view.Ignored.Count);
+            Volatile.Write(ref _lastRefreshError, null);
+            Interlocked.Increment(ref _refreshCount);
+        }
+        finally
+        {
+            _refreshGate.Release();
+        }
+    }
+
+    /// <summary>
+    /// Chooses the cheapest chain of online servers whose whole spans tile every block (a server only accepts requests
+    /// for its whole span): a shortest path over block boundaries where each server costs
+    /// <c>Span.Count / Throughput</c> seconds (<see cref="SwarmSequenceOptions.DefaultThroughput"/> when it announces 0),
+    /// plus <see cref="SwarmSequenceOptions.HopCost"/>, plus its announced RTT to the next server of the chain
+    /// (<see cref="SwarmSequenceOptions.UnknownRtt"/> when unknown). Ties go to fewer servers, then to the smaller peer id.
+    /// </summary>
+    /// <param name="exclude">Peer ids not to use (servers that failed or are banned), or null.</param>
+    /// <returns>The servers in block order; their spans tile <c>0..BlockCount</c> exactly.</returns>
+    /// <exception cref="RemoteChainException">
+    /// When no chain exists: the message names the blocks no online server covers (or says that every block is covered
+    /// but whole spans cannot tile them) and lists the online spans and excluded servers.
+    /// </exception>
+    public IReadOnlyList<ServerInfo> BuildChain(IReadOnlySet<string>? exclude = null)
+    {
+        var online = OnlineServers;
+        return ChainPlanner.Plan(online, BlockCount, _options, exclude)
+            ?? throw new RemoteChainException(ChainPlanner.DescribeNoChain(ModelId, BlockCount, online, exclude));
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        Task background;
+        lock (_gate)
+        {
+            _timer?.Dispose();
+            background = _background;
+        }
+
+        await _stop.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await background.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // The refresh in flight was stopped.
+        }
+
+        _stop.Dispose();
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    private void OnTimer()
+    {
+        lock (_gate)
+        {
+            // One background refresh at a time; a slow swarm skips ticks instead of piling them up.
+            if (Volatile.Read(ref _disposed) != 0 || !_background.IsCompleted)
+            {
+                return;
+            }
+
+            _background = Task.Run(BackgroundRefreshAsync);
+        }
+    }
+
+    private async Task BackgroundRefreshAsync()
+    {
+        try
+        {
+            await RefreshAsync(_stop.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            // Disposed while refreshing.
+        }
+        catch (ObjectDisposedException) when (Volatile.Read(ref _disposed) != 0)
+        {
+            // Disposed before the refresh began.
+        }
+#pragma warning disable CA1031 // A background refresh must not crash the process: the failure is kept for LastRefreshError and the view stays.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Volatile.Write(ref _lastRefreshError, e);
+            ClientLog.RefreshFailed(Logger, ModelId, e);
+        }
+    }
+
+    private sealed record Snapshot(IReadOnlyList<BlockServers> Blocks, ChainPlanner.View View, DateTimeOffset? At)
+    {
+        public static readonly Snapshot Empty = new([], new ChainPlanner.View([], []), null);
+    }
+}

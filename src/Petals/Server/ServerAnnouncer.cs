@@ -1,0 +1,674 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Petals.Discovery;
+using Petals.Execution;
+using Petals.Models;
+using Petals.Protocol;
+using Petals.Transport;
+
+namespace Petals.Server;
+
+/// <summary>
+/// Announces a block server's span in the swarm's <see cref="IPeerDiscovery"/> through its life: <see cref="ServerState.Joining"/>
+/// while the weights load (<see cref="AnnounceJoiningAsync"/>), <see cref="ServerState.Online"/> once it listens
+/// (<see cref="AnnounceOnlineAsync"/>) and <see cref="ServerState.Offline"/> when it stops (<see cref="AnnounceOfflineAsync"/>,
+/// before the server closes its sessions). In between it republishes every <see cref="ServerAnnouncerOptions.AnnounceInterval"/>
+/// with the free cache tokens of the moment and fresh round-trip times to the servers of the next block.
+/// </summary>
+/// <remarks>
+/// A state change is announced at once (a periodic republication in progress is canceled in its favour). A failed
+/// announcement is logged, counted (<see cref="GetStatistics"/>) and retried at the next period; it never throws into
+/// the server. Every announcement expires strictly later than the one before it, so the DHT never takes a new state
+/// for a replay of an old one. Time comes from <see cref="ServerAnnouncerOptions.TimeProvider"/>. Thread-safe.
+/// </remarks>
+public sealed class ServerAnnouncer : IAsyncDisposable
+{
+    private readonly IPeerDiscovery _discovery;
+    private readonly ITransport _transport;
+    private readonly ServerAnnouncerOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _announcing = new(1, 1);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _gate = new();
+    private readonly HashSet<Task> _background = [];
+    private ITimer? _timer;
+    private CancellationTokenSource? _periodic;
+    private BlockServer? _server;
+    private PeerAddress _address;
+    private ServerState _state = ServerState.Offline;
+    private bool _announcedAny;
+    private bool _disposed;
+    private double _throughput;
+    private IReadOnlyDictionary<string, TimeSpan> _rtts = new Dictionary<string, TimeSpan>();
+    private DateTimeOffset _lastExpiresAt = DateTimeOffset.MinValue;
+    private DateTimeOffset? _lastAnnouncedAt;
+    private long _announcements;
+    private long _failures;
+    private long _skipped;
+
+    /// <summary>Creates an announcer for the blocks <paramref name="span"/> of <paramref name="modelId"/>; it announces nothing until <see cref="AnnounceJoiningAsync"/> or <see cref="AnnounceOnlineAsync"/>.</summary>
+    /// <param name="discovery">Where to announce; its <see cref="IPeerDiscovery.LocalPeerId"/> is the announced peer id (and must be the server's wire peer id).</param>
+    /// <param name="transport">The transport to reach the servers of the next block with (for round-trip times).</param>
+    /// <param name="modelId">The model id (the handshake's; the prefix of the block keys).</param>
+    /// <param name="blockCount">The model's number of blocks.</param>
+    /// <param name="span">The blocks the server runs.</param>
+    /// <param name="options">The settings; defaults if null.</param>
+    /// <param name="logger">Where to log; none by default.</param>
+    /// <exception cref="ArgumentException">The model id is empty or over 255 UTF-8 bytes, the span is empty or goes past <paramref name="blockCount"/>, or an option is invalid.</exception>
+    public ServerAnnouncer(
+        IPeerDiscovery discovery,
+        ITransport transport,
+        string modelId,
+        int blockCount,
+        BlockRange span,
+        ServerAnnouncerOptions? options = null,
+        ILogger<ServerAnnouncer>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(discovery);
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentException.ThrowIfNullOrEmpty(modelId);
+        if (System.Text.Encoding.UTF8.GetByteCount(modelId) > 255)
+        {
+            throw new ArgumentException($"The model id '{modelId}' takes more than 255 UTF-8 bytes.", nameof(modelId));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockCount);
+        if (span.Count <= 0 || span.Start < 0 || span.End > blockCount)
+        {
+            throw new ArgumentException($"The span {span} is empty or goes past the model's {blockCount} blocks.", nameof(span));
+        }
+
+        _options = options ?? new ServerAnnouncerOptions();
+        _options.Validate();
+        _discovery = discovery;
+        _transport = transport;
+        _time = _options.TimeProvider;
+        _logger = logger ?? (ILogger)NullLogger.Instance;
+        ModelId = modelId;
+        BlockCount = blockCount;
+        Span = span;
+    }
+
+    /// <summary>The model id announced.</summary>
+    public string ModelId { get; }
+
+    /// <summary>The model's number of blocks.</summary>
+    public int BlockCount { get; }
+
+    /// <summary>The blocks announced.</summary>
+    public BlockRange Span { get; }
+
+    /// <summary>The settings.</summary>
+    public ServerAnnouncerOptions Options => _options;
+
+    /// <summary>The peer id announced (the discovery's <see cref="IPeerDiscovery.LocalPeerId"/>).</summary>
+    public string PeerId => _discovery.LocalPeerId;
+
+    /// <summary>The state announced last (or being announced); <see cref="ServerState.Offline"/> before the first announcement.</summary>
+    public ServerState State
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _state;
+            }
+        }
+    }
+
+    /// <summary>The announced throughput in tokens per second per block (0 until <see cref="MeasureThroughput"/> ran or <see cref="Throughput"/> was set).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">When set to a negative, infinite or NaN value.</exception>
+    public double Throughput
+    {
+        get => Volatile.Read(ref _throughput);
+        set
+        {
+            if (!double.IsFinite(value) || value < 0)
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, "The throughput must be a finite, non-negative number of tokens per second.");
+            }
+
+            Volatile.Write(ref _throughput, value);
+        }
+    }
+
+    /// <summary>The round-trip times to servers of the next block measured for the last announcement, by peer id.</summary>
+    public IReadOnlyDictionary<string, TimeSpan> NextServerRtts
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _rtts;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Measures the decode throughput of <paramref name="executor"/> (which must run <see cref="Span"/>): batch 1, one token
+    /// per step, <see cref="ServerAnnouncerOptions.ThroughputWarmupSteps"/> untimed steps, then
+    /// <see cref="ServerAnnouncerOptions.ThroughputSteps"/> timed ones on the wall clock. Sets and returns
+    /// <see cref="Throughput"/> = <c>Span.Count / seconds per step</c>. Run it before the server serves (it competes
+    /// with requests otherwise).
+    /// </summary>
+    /// <param name="executor">The span's executor.</param>
+    /// <returns>The throughput in tokens per second per block.</returns>
+    /// <exception cref="ArgumentException">The executor runs other blocks than <see cref="Span"/>.</exception>
+    public double MeasureThroughput(IBlockExecutor executor)
+    {
+        ArgumentNullException.ThrowIfNull(executor);
+        if (executor.Blocks != Span)
+        {
+            throw new ArgumentException($"The executor runs blocks {executor.Blocks}, not the announced span {Span}.", nameof(executor));
+        }
+
+        var hiddenSize = executor.Config.HiddenSize;
+        var steps = _options.ThroughputWarmupSteps + _options.ThroughputSteps;
+        var input = new float[hiddenSize];
+        var random = new Random(20240601);
+        for (var i = 0; i < input.Length; i++)
+        {
+            input[i] = (random.NextSingle() - 0.5f) * 2f;
+        }
+
+        var hidden = new float[hiddenSize];
+        using var cache = executor.CreateCache(1, steps);
+        long started = 0;
+        for (var step = 0; step < steps; step++)
+        {
+            if (step == _options.ThroughputWarmupSteps)
+            {
+                started = Stopwatch.GetTimestamp();
+            }
+
+            input.CopyTo(hidden, 0);
+            executor.Forward(hidden, 1, 1, cache);
+        }
+
+        var seconds = Math.Max(Stopwatch.GetElapsedTime(started).TotalSeconds / _options.ThroughputSteps, 1e-9);
+        var throughput = Span.Count / seconds;
+        Throughput = throughput;
+        ServerLog.ThroughputMeasured(_logger, Span.ToString(), throughput, seconds * 1000);
+        return throughput;
+    }
+
+    /// <summary>
+    /// Announces <see cref="ServerState.Joining"/> (the server is loading its blocks) and starts the periodic republication.
+    /// </summary>
+    /// <param name="address">Where the server will accept connections (e.g. its bound listener's address); <see cref="ServerAnnouncerOptions.AnnounceHost"/> replaces its host.</param>
+    /// <param name="cancellationToken">Cancels the announcement.</param>
+    /// <returns>Whether at least one block's announcement was accepted by the discovery (a failure is logged and retried at the next period).</returns>
+    /// <exception cref="ArgumentException">The address is empty, or <see cref="ServerAnnouncerOptions.AnnounceHost"/> is set and the address has no <c>host:port</c>.</exception>
+    /// <exception cref="ObjectDisposedException">The announcer is disposed.</exception>
+    /// <exception cref="InvalidOperationException">The announcer already announced <see cref="ServerState.Offline"/> (it does not come back).</exception>
+    public Task<bool> AnnounceJoiningAsync(PeerAddress address, CancellationToken cancellationToken = default)
+    {
+        var announced = ToAnnounced(address);
+        return ChangeStateAsync(ServerState.Joining, () => _address = announced, cancellationToken);
+    }
+
+    /// <summary>
+    /// Announces <see cref="ServerState.Online"/> at <paramref name="server"/>'s listening address (host replaced by
+    /// <see cref="ServerAnnouncerOptions.AnnounceHost"/> when set), with its free cache tokens and the round-trip times to
+    /// the next block's servers; from now on republications read the free cache tokens from <paramref name="server"/>.
+    /// Starts the periodic republication if <see cref="AnnounceJoiningAsync"/> did not.
+    /// </summary>
+    /// <param name="server">The started block server; it must serve <see cref="Span"/> of <see cref="ModelId"/> under the peer id <see cref="PeerId"/>.</param>
+    /// <param name="cancellationToken">Cancels the announcement.</param>
+    /// <returns>Whether at least one block's announcement was accepted by the discovery.</returns>
+    /// <exception cref="ArgumentException">The server is not started, serves other blocks or another model, or uses another peer id.</exception>
+    /// <exception cref="ObjectDisposedException">The announcer is disposed.</exception>
+    /// <exception cref="InvalidOperationException">The announcer already announced <see cref="ServerState.Offline"/>.</exception>
+    public Task<bool> AnnounceOnlineAsync(BlockServer server, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(server);
+        if (server.Blocks != Span || !string.Equals(server.Options.ModelId, ModelId, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"The server serves blocks {server.Blocks} of '{server.Options.ModelId}', not the announced blocks {Span} of '{ModelId}'.", nameof(server));
+        }
+
+        if (!string.Equals(server.Options.PeerId, PeerId, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"The server's wire peer id '{server.Options.PeerId}' is not the announced peer id '{PeerId}': clients could not match the announcement with the handshake.", nameof(server));
+        }
+
+        if (server.LocalAddress.IsEmpty)
+        {
+            throw new ArgumentException("The server is not started: it has no listening address to announce.", nameof(server));
+        }
+
+        var announced = ToAnnounced(server.LocalAddress);
+        return ChangeStateAsync(ServerState.Online, () => (_server, _address) = (server, announced), cancellationToken);
+    }
+
+    /// <summary>
+    /// Stops the periodic republication and announces <see cref="ServerState.Offline"/> (call it before stopping the
+    /// server, so clients stop routing to it while its sessions still end cleanly). Does nothing if nothing was
+    /// announced yet or it was already called.
+    /// </summary>
+    /// <param name="cancellationToken">Cancels the announcement.</param>
+    /// <returns>Whether at least one block's announcement was accepted by the discovery (false too when there was nothing to take offline).</returns>
+    /// <exception cref="ObjectDisposedException">The announcer is disposed.</exception>
+    public async Task<bool> AnnounceOfflineAsync(CancellationToken cancellationToken = default)
+    {
+        ITimer? timer;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_announcedAny || _timer is null)
+            {
+                return false;
+            }
+
+            timer = _timer;
+            _timer = null;
+        }
+
+        await timer.DisposeAsync().ConfigureAwait(false);
+        return await ChangeStateAsync(ServerState.Offline, null, cancellationToken, allowOffline: true).ConfigureAwait(false);
+    }
+
+    /// <summary>Republishes the current state now (what the timer does every period), with fresh free cache tokens and, when online, round-trip times.</summary>
+    /// <param name="cancellationToken">Cancels the announcement.</param>
+    /// <returns>Whether at least one block's announcement was accepted; false when nothing was announced yet.</returns>
+    /// <exception cref="ObjectDisposedException">The announcer is disposed.</exception>
+    public async Task<bool> AnnounceNowAsync(CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_announcedAny)
+            {
+                return false;
+            }
+        }
+
+        await _announcing.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await AnnounceCoreAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _announcing.Release();
+        }
+    }
+
+    /// <summary>A snapshot of the announcer's counters.</summary>
+    /// <returns>The statistics.</returns>
+    public ServerAnnouncerStatistics GetStatistics()
+    {
+        lock (_gate)
+        {
+            return new ServerAnnouncerStatistics(
+                _state,
+                Interlocked.Read(ref _announcements),
+                Interlocked.Read(ref _failures),
+                Interlocked.Read(ref _skipped),
+                _lastAnnouncedAt,
+                _announcedAny ? _lastExpiresAt : null,
+                _rtts.Count);
+        }
+    }
+
+    /// <summary>Stops the periodic republication and waits for an announcement in progress; announces nothing (call <see cref="AnnounceOfflineAsync"/> first for that). Idempotent.</summary>
+    /// <returns>A task that completes when the announcer has stopped.</returns>
+    public async ValueTask DisposeAsync()
+    {
+        ITimer? timer;
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            timer = _timer;
+            _timer = null;
+            _periodic?.Cancel();
+        }
+
+        if (timer is not null)
+        {
+            await timer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await _stop.CancelAsync().ConfigureAwait(false);
+        Task[] pending;
+        lock (_gate)
+        {
+            pending = [.. _background];
+        }
+
+        await Task.WhenAll(pending).ConfigureAwait(false);
+        _stop.Dispose();
+    }
+
+    private async Task<bool> ChangeStateAsync(ServerState state, Action? update, CancellationToken cancellationToken, bool allowOffline = false)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!allowOffline && _announcedAny && _state == ServerState.Offline)
+            {
+                throw new InvalidOperationException($"The server announced blocks {Span} of '{ModelId}' offline; a stopped announcer does not come back (create a new one).");
+            }
+
+            // The new state must go out now: a periodic republication in progress (perhaps waiting on a slow ping) yields.
+            _periodic?.Cancel();
+        }
+
+        await _announcing.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ServerState previous;
+            lock (_gate)
+            {
+                previous = _state;
+                _state = state;
+                update?.Invoke();
+                _announcedAny = true;
+                if (_timer is null && state != ServerState.Offline)
+                {
+                    _timer = _time.CreateTimer(static s => ((ServerAnnouncer)s!).OnTimer(), this, _options.AnnounceInterval, _options.AnnounceInterval);
+                }
+            }
+
+            ServerLog.StateChanged(_logger, ModelId, Span.ToString(), previous, state);
+            return await AnnounceCoreAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _announcing.Release();
+        }
+    }
+
+    private void OnTimer()
+    {
+        lock (_gate)
+        {
+            if (_disposed || _timer is null)
+            {
+                return;
+            }
+
+            var task = Task.Run(RepublishAsync, CancellationToken.None);
+            _background.Add(task);
+            _ = task.ContinueWith(
+                static (t, s) =>
+                {
+                    var self = (ServerAnnouncer)s!;
+                    lock (self._gate)
+                    {
+                        self._background.Remove(t);
+                    }
+                },
+                this,
+                CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously,
+                TaskScheduler.Default);
+        }
+    }
+
+    private async Task RepublishAsync()
+    {
+        if (!_announcing.Wait(0))
+        {
+            // The previous period's announcement (or a state change) is still going: skip rather than pile up.
+            Interlocked.Increment(ref _skipped);
+            ServerLog.AnnouncementSkipped(_logger, ModelId, Span.ToString());
+            return;
+        }
+
+        CancellationTokenSource periodic;
+        try
+        {
+            lock (_gate)
+            {
+                if (_disposed || _timer is null)
+                {
+                    return;
+                }
+
+                periodic = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+                _periodic = periodic;
+            }
+
+            try
+            {
+                await AnnounceCoreAsync(periodic.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (periodic.IsCancellationRequested)
+            {
+                // Preempted by a state change or stopped: the next announcement carries the news.
+            }
+            finally
+            {
+                lock (_gate)
+                {
+                    _periodic = null;
+                }
+
+                periodic.Dispose();
+            }
+        }
+        finally
+        {
+            _announcing.Release();
+        }
+    }
+
+    /// <summary>Announces the current state once; the caller holds <see cref="_announcing"/>. Throws only cancellation of <paramref name="cancellationToken"/>.</summary>
+    private async Task<bool> AnnounceCoreAsync(CancellationToken cancellationToken)
+    {
+        ServerState state;
+        BlockServer? server;
+        PeerAddress address;
+        lock (_gate)
+        {
+            (state, server, address) = (_state, _server, _address);
+        }
+
+        try
+        {
+            if (state == ServerState.Online && Span.End < BlockCount && _options.MaxNextServers > 0)
+            {
+                var rtts = await MeasureNextServerRttsAsync(cancellationToken).ConfigureAwait(false);
+                lock (_gate)
+                {
+                    _rtts = rtts;
+                }
+            }
+
+            var now = _time.GetUtcNow();
+            var timeToLive = _options.EffectiveTimeToLive;
+
+            // Record expirations have millisecond precision and the DHT keeps the later of two versions: every
+            // announcement must expire at least 1 ms after the previous one, even when the clock did not move.
+            DateTimeOffset expiresAt;
+            lock (_gate)
+            {
+                var earliest = _lastExpiresAt == DateTimeOffset.MinValue ? now : _lastExpiresAt + TimeSpan.FromMilliseconds(1);
+                if (now + timeToLive < earliest)
+                {
+                    timeToLive = earliest - now;
+                }
+
+                expiresAt = now + timeToLive;
+            }
+
+            var info = new ServerInfo
+            {
+                PeerId = PeerId,
+                Address = address,
+                State = state,
+                Span = Span,
+                Throughput = Throughput,
+                CacheTokensLeft = state == ServerState.Offline ? 0 : server?.CacheTokensLeft ?? 0,
+                DType = _options.DType,
+                Version = _options.Version,
+                PublicName = _options.PublicName,
+                NextServerRtts = state == ServerState.Online ? NextServerRtts : new Dictionary<string, TimeSpan>(),
+            };
+
+            lock (_gate)
+            {
+                // Before the call: records of a failed announcement may still have reached some nodes.
+                _lastExpiresAt = expiresAt;
+            }
+
+            var accepted = await _discovery.AnnounceAsync(ModelId, BlockCount, info, timeToLive, cancellationToken).ConfigureAwait(false);
+
+            if (accepted <= 0)
+            {
+                Interlocked.Increment(ref _failures);
+                ServerLog.AnnouncementRejected(_logger, ModelId, Span.ToString(), state);
+                return false;
+            }
+
+            if (accepted < Span.Count)
+            {
+                ServerLog.AnnouncementPartial(_logger, ModelId, Span.ToString(), state, accepted, Span.Count);
+            }
+
+            Interlocked.Increment(ref _announcements);
+            lock (_gate)
+            {
+                _lastAnnouncedAt = now;
+            }
+
+            ServerLog.Announced(_logger, ModelId, Span.ToString(), state, info.CacheTokensLeft, info.NextServerRtts.Count, expiresAt);
+            return true;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw;
+        }
+#pragma warning disable CA1031 // A failed announcement (unreachable DHT, bug in a discovery) must never take the server down: retried next period.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Interlocked.Increment(ref _failures);
+            ServerLog.AnnouncementFailed(_logger, e, ModelId, Span.ToString(), state);
+            return false;
+        }
+    }
+
+    /// <summary>Pings up to <see cref="ServerAnnouncerOptions.MaxNextServers"/> online servers of block <c>Span.End</c> over the wire protocol.</summary>
+    private async Task<IReadOnlyDictionary<string, TimeSpan>> MeasureNextServerRttsAsync(CancellationToken cancellationToken)
+    {
+        var next = new BlockRange(Span.End, Span.End + 1);
+        var found = await _discovery.GetServersAsync(ModelId, next, cancellationToken).ConfigureAwait(false);
+        var previous = NextServerRtts;
+        var candidates = found
+            .SelectMany(b => b.Servers)
+            .Where(s => s.State == ServerState.Online && !s.Address.IsEmpty && !string.Equals(s.PeerId, PeerId, StringComparison.Ordinal))
+            .DistinctBy(s => s.PeerId, StringComparer.Ordinal)
+            .OrderBy(s => previous.ContainsKey(s.PeerId) ? 0 : 1) // keep measuring the same servers while they last
+            .ThenBy(s => s.PeerId, StringComparer.Ordinal)
+            .Take(_options.MaxNextServers)
+            .ToArray();
+
+        var rtts = await Task.WhenAll(candidates.Select(s => PingAsync(s, cancellationToken))).ConfigureAwait(false);
+        var result = new Dictionary<string, TimeSpan>(StringComparer.Ordinal);
+        for (var i = 0; i < candidates.Length; i++)
+        {
+            if (rtts[i] is { } rtt)
+            {
+                result[candidates[i].PeerId] = rtt;
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>Connects to <paramref name="server"/> with the wire protocol and measures one ping; null (logged) when it fails or times out.</summary>
+    private async Task<TimeSpan?> PingAsync(ServerInfo server, CancellationToken cancellationToken)
+    {
+        using var timeout = new CancellationTokenSource(_options.PingTimeout, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+        try
+        {
+            var connection = await ProtocolConnection.ConnectAsync(_transport, server.Address, new ConnectionPreamble(PeerId, ModelId), null, linked.Token).ConfigureAwait(false);
+            Task? run = null;
+            try
+            {
+                if (!string.Equals(connection.Remote.PeerId, server.PeerId, StringComparison.Ordinal))
+                {
+                    throw new InvalidOperationException(
+                        $"the server at {server.Address} introduced itself as '{connection.Remote.PeerId}', not as the announced '{server.PeerId}'");
+                }
+
+                run = connection.RunAsync(NoCallsHandler.Instance, linked.Token);
+                return await connection.PingAsync(linked.Token).ConfigureAwait(false);
+            }
+            finally
+            {
+                await connection.DisposeAsync().ConfigureAwait(false);
+                if (run is not null)
+                {
+                    try
+                    {
+                        await run.ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is OperationCanceledException or TransportException or ProtocolException or ObjectDisposedException)
+                    {
+                        // The read loop ends with the connection we just closed.
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (OperationCanceledException)
+        {
+            ServerLog.PingFailed(_logger, server.PeerId, server.Address, string.Create(CultureInfo.InvariantCulture, $"no answer within {_options.PingTimeout.TotalSeconds:0.###} s"));
+            return null;
+        }
+        catch (Exception e) when (e is TransportException or ProtocolException or IOException or ObjectDisposedException or ArgumentException or FormatException or InvalidOperationException)
+        {
+            ServerLog.PingFailed(_logger, server.PeerId, server.Address, e.Message);
+            return null;
+        }
+    }
+
+    private PeerAddress ToAnnounced(PeerAddress address)
+    {
+        if (address.IsEmpty)
+        {
+            throw new ArgumentException("The address to announce is empty.", nameof(address));
+        }
+
+        if (_options.AnnounceHost is not { } host)
+        {
+            return address;
+        }
+
+        try
+        {
+            return PeerAddress.FromHostPort(address.Scheme, host, address.Port, address.PeerId);
+        }
+        catch (FormatException e)
+        {
+            throw new ArgumentException($"AnnounceHost '{host}' cannot replace the host of {address}: {e.Message}", nameof(address), e);
+        }
+    }
+
+    /// <summary>The handler of a ping-only connection: it opens no calls, so nothing but pings (handled by the connection) arrives.</summary>
+    private sealed class NoCallsHandler : IProtocolMessageHandler
+    {
+        public static readonly NoCallsHandler Instance = new();
+
+        public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public void OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException failure)
+        {
+        }
+    }
+}

@@ -1,0 +1,335 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Petals.Discovery;
+using Petals.Models;
+using Petals.Testing;
+using Petals.Transport;
+using Petals.Transport.Tcp;
+
+namespace Petals.Cli.Tests;
+
+/// <summary>Real <c>petals dht</c> and <c>petals serve --new-swarm</c> processes on 127.0.0.1, read through a DHT node of the test's own.</summary>
+public sealed class DhtCommandTests
+{
+    private const string ModelId = "stories260K-f32:llama-5x64-v512";
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task Dht_prints_its_address_keeps_its_id_with_an_identity_file_and_prints_stats_on_sigterm()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        var keyFile = Path.Combine(Path.GetTempPath(), $"petals-dht-{Guid.NewGuid():N}.key");
+        try
+        {
+            var first = await RunDhtOnceAsync(["--identity", keyFile]);
+            Assert.True(File.Exists(keyFile));
+            var second = await RunDhtOnceAsync(["--identity", keyFile, "--port", "0"]);
+            var fresh = await RunDhtOnceAsync([]);
+            Assert.Equal(first.PeerId, second.PeerId);
+            Assert.NotEqual(first.PeerId, fresh.PeerId);
+            Assert.Matches("^[0-9a-f]{40}$", first.PeerId!);
+        }
+        finally
+        {
+            File.Delete(keyFile);
+        }
+    }
+
+    [Fact]
+    public async Task A_second_dht_node_joins_the_first_and_the_first_counts_the_requests_it_served()
+    {
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        await using var boot = PetalsProcess.Start("dht");
+        var bootAddress = PeerAddress.Parse((await boot.WaitForLineAsync("dht "))["dht ".Length..]);
+        Assert.Equal("127.0.0.1", bootAddress.Host);
+        await using (var joiner = PetalsProcess.Start("dht", "--initial-peers", bootAddress.ToString()))
+        {
+            await joiner.WaitForLineAsync("dht ");
+            var (code, stats) = await joiner.StopAsync();
+            Assert.Equal(0, code);
+            Assert.True(stats.GetProperty("known_nodes").GetInt32() >= 1);
+        }
+
+        var (bootCode, bootStats) = await boot.StopAsync();
+        Assert.Equal(0, bootCode);
+        Assert.True(bootStats.GetProperty("requests_served").GetInt64() >= 2, bootStats.ToString()); // the ping and the self-lookup
+        Assert.Equal(bootAddress.PeerId, bootStats.GetProperty("node_id").GetString());
+    }
+
+    [Fact]
+    public async Task Dht_with_stop_when_input_closes_stops_cleanly_when_its_input_ends()
+    {
+        await using var node = PetalsProcess.Start(redirectInput: true, "dht", "--stop-when-input-closes");
+        await node.WaitForLineAsync("dht ");
+        var (code, stats) = await node.CloseInputAndWaitAsync();
+        Assert.Equal(0, code);
+        Assert.Equal(0, stats.GetProperty("records_stored").GetInt32());
+    }
+
+    [Fact]
+    public async Task Serve_with_new_swarm_announces_online_under_its_dht_id_and_offline_after_sigterm()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        await using var serve = PetalsProcess.Start(
+            "serve", "--model", TestData.Stories260KGguf, "--blocks", "1:4", "--threads", "1", "--new-swarm", "--public-name", "cli-test", "--announce-interval", "30");
+        var dht = PeerAddress.Parse((await serve.WaitForLineAsync("dht "))["dht ".Length..]);
+        var listening = PeerAddress.Parse((await serve.WaitForLineAsync("listening ")).Split(' ')[1]);
+
+        using var key = PeerIdentity.Generate();
+        await using var node = new DhtNode(key);
+        await node.StartAsync(new TcpTransport(), PeerAddress.Parse("tcp://127.0.0.1:0"), Ct).WaitAsync(Bound, Ct);
+        Assert.Equal(1, await node.BootstrapAsync([dht], Ct).WaitAsync(Bound, Ct));
+        var reader = new DhtPeerDiscovery(node);
+
+        var blocks = await reader.GetServersAsync(ModelId, new BlockRange(1, 4), Ct).WaitAsync(Bound, Ct);
+        foreach (var block in blocks)
+        {
+            var server = Assert.Single(block.Servers);
+            Assert.Equal(dht.PeerId, server.PeerId);
+            Assert.Equal(ServerState.Online, server.State);
+            Assert.Equal(listening, server.Address);
+            Assert.Equal(new BlockRange(1, 4), server.Span);
+            Assert.Equal("cli-test", server.PublicName);
+            Assert.True(server.Throughput > 0);
+        }
+
+        var (code, stats) = await serve.StopAsync();
+        Assert.True(code == 0, serve.Errors);
+        Assert.True(stats.GetProperty("announcements").GetInt64() >= 2, stats.ToString()); // online and offline (joining too, unless its store raced the bootstrap)
+        Assert.Equal(0, stats.GetProperty("announce_failures").GetInt64());
+
+        // The server is gone, but the reader's node holds its last word.
+        var after = await reader.GetServersAsync(ModelId, new BlockRange(1, 4), Ct).WaitAsync(Bound, Ct);
+        Assert.All(after, b => Assert.Equal(ServerState.Offline, Assert.Single(b.Servers).State));
+    }
+
+    [Fact]
+    public async Task Real_processes_a_bootstrap_node_three_servers_and_a_client_knowing_only_the_bootstrap_generate_as_locally_and_avoid_a_stopped_server()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        await using var boot = PetalsProcess.Start("dht");
+        var bootAddress = (await boot.WaitForLineAsync("dht "))["dht ".Length..];
+        string[] spans = ["0:2", "2:5", "2:5"];
+        var servers = spans.Select(span => PetalsProcess.Start(
+            "serve", "--model", TestData.Stories260KGguf, "--blocks", span, "--threads", "1", "--initial-peers", bootAddress, "--public-name", "server " + span)).ToArray();
+        try
+        {
+            var ids = new string[servers.Length];
+            for (var i = 0; i < servers.Length; i++)
+            {
+                ids[i] = PeerAddress.Parse((await servers[i].WaitForLineAsync("dht "))["dht ".Length..]).PeerId!;
+                await servers[i].WaitForLineAsync("listening ");
+            }
+
+            string[] common = ["--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "16"];
+            var local = await CliRunner.RunAsync(["generate", .. common]);
+            Assert.True(local.ExitCode == 0, local.Error);
+            var remote = await CliRunner.RunProcessAsync(Bound, ["generate", .. common, "--initial-peers", bootAddress]);
+            Assert.True(remote.ExitCode == 0, remote.Error);
+            Assert.Equal(local.Output, remote.Output);
+
+            // One of the two servers of blocks 2:5 stops: it announces offline, and the next chain goes through the other.
+            var (code, _) = await servers[2].StopAsync();
+            Assert.True(code == 0, servers[2].Errors);
+            var status = await CliRunner.RunAsync("status", "--initial-peers", bootAddress, "--output", "json").WaitAsync(Bound, Ct);
+            Assert.True(status.ExitCode == 0, status.Error);
+            using (var json = JsonDocument.Parse(status.Output))
+            {
+                var model = Assert.Single(json.RootElement.GetProperty("models").EnumerateArray());
+                var block3 = model.GetProperty("blocks").EnumerateArray().Single(b => b.GetProperty("block").GetInt32() == 3).GetProperty("servers").EnumerateArray().ToArray();
+                Assert.Equal("offline", block3.Single(s => s.GetProperty("peer_id").GetString() == ids[2]).GetProperty("state").GetString());
+                Assert.Equal("online", block3.Single(s => s.GetProperty("peer_id").GetString() == ids[1]).GetProperty("state").GetString());
+                Assert.True(model.GetProperty("chain").GetProperty("complete").GetBoolean());
+            }
+
+            var again = await CliRunner.RunProcessAsync(Bound, ["generate", .. common, "--initial-peers", bootAddress]);
+            Assert.True(again.ExitCode == 0, again.Error);
+            Assert.Equal(local.Output, again.Output);
+            Assert.Contains($"blocks 2:5 on {ids[1]}", again.Error, StringComparison.Ordinal);
+            Assert.DoesNotContain(ids[2], again.Error, StringComparison.Ordinal);
+        }
+        finally
+        {
+            foreach (var server in servers)
+            {
+                await server.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_server_whose_dht_peer_hangs_still_stops_cleanly_on_sigterm_with_its_stats()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGSTOP and SIGTERM are POSIX signals.");
+        await using var boot = PetalsProcess.Start("dht");
+        var bootAddress = (await boot.WaitForLineAsync("dht "))["dht ".Length..];
+        await using var serve = PetalsProcess.Start("serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1", "--initial-peers", bootAddress);
+        await serve.WaitForLineAsync("listening ");
+
+        // The bootstrap node freezes: the offline announcement waits for its request timeout (5 s), longer than the
+        // 2 s System.CommandLine allows a stopping command by default; the server must still stop cleanly.
+        await boot.SignalAsync("STOP");
+        try
+        {
+            var stopping = Stopwatch.StartNew();
+            var (code, stats) = await serve.StopAsync();
+            Assert.True(code == 0, $"exit {code} after {stopping.Elapsed}: {serve.Errors}");
+            Assert.True(stats.GetProperty("announcements").GetInt64() >= 2, stats.ToString());
+        }
+        finally
+        {
+            await boot.SignalAsync("CONT");
+        }
+    }
+
+    [Fact]
+    public async Task Serve_exits_with_code_3_naming_the_initial_peers_when_none_answers()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var (code, output, error) = await CliRunner.RunAsync("serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1", "--initial-peers", "127.0.0.1:1");
+        Assert.Equal(3, code);
+        Assert.Contains("none of the initial DHT peers answered", error, StringComparison.Ordinal);
+        Assert.Contains("tcp://127.0.0.1:1", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("listening", output, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--new-swarm --initial-peers 127.0.0.1:5", "not both")]
+    [InlineData("--public-name lab", "--public-name needs discovery")]
+    [InlineData("--identity x.key", "--identity needs discovery")]
+    [InlineData("--initial-peers quic://1.2.3.4:5", "is not a DHT address")]
+    [InlineData("--new-swarm --announce-interval 0", "--announce-interval must be a positive")]
+    [InlineData("--new-swarm --announce-host a/b", "--announce-host")]
+    public async Task Bad_discovery_options_are_clear_errors(string options, string fragment)
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var (code, _, error) = await CliRunner.RunAsync(["serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", .. options.Split(' ')]);
+        Assert.Equal(1, code);
+        Assert.Contains(fragment, error, StringComparison.Ordinal);
+    }
+
+    /// <summary>Runs <c>petals dht ARGS</c>, reads its address, stops it with SIGTERM and checks the stats line.</summary>
+    private static async Task<PeerAddress> RunDhtOnceAsync(string[] args)
+    {
+        await using var process = PetalsProcess.Start(["dht", .. args]);
+        var line = await process.WaitForLineAsync("dht ");
+        var address = PeerAddress.Parse(line["dht ".Length..]);
+        Assert.Equal("tcp", address.Scheme);
+        Assert.NotEqual(0, address.Port);
+        var (code, stats) = await process.StopAsync();
+        Assert.Equal(0, code);
+        Assert.Equal(address.PeerId, stats.GetProperty("node_id").GetString());
+        return address;
+    }
+
+    /// <summary>A real petals process whose stdout lines are collected; always killed on dispose.</summary>
+    private sealed class PetalsProcess : IAsyncDisposable
+    {
+        private readonly Process _process;
+        private readonly List<string> _lines = [];
+        private readonly Task _reading;
+        private readonly Task<string> _errors;
+
+        private PetalsProcess(Process process)
+        {
+            _process = process;
+            _reading = Task.Run(async () =>
+            {
+                while (await process.StandardOutput.ReadLineAsync() is { } line)
+                {
+                    lock (_lines)
+                    {
+                        _lines.Add(line);
+                    }
+                }
+            });
+            _errors = process.StandardError.ReadToEndAsync();
+        }
+
+        public string Errors => _errors.IsCompleted ? _errors.Result : "(stderr still open)";
+
+        public static PetalsProcess Start(params string[] args) => Start(false, args);
+
+        public static PetalsProcess Start(bool redirectInput, params string[] args)
+        {
+            var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = redirectInput, UseShellExecute = false };
+            info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll"));
+            foreach (var a in args)
+            {
+                info.ArgumentList.Add(a);
+            }
+
+            return new PetalsProcess(Process.Start(info)!);
+        }
+
+        public async Task<string> WaitForLineAsync(string prefix)
+        {
+            var deadline = DateTime.UtcNow + Bound;
+            while (true)
+            {
+                lock (_lines)
+                {
+                    if (_lines.FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal)) is { } line)
+                    {
+                        return line;
+                    }
+                }
+
+                if (_process.HasExited && _reading.IsCompleted)
+                {
+                    Assert.Fail($"petals exited ({_process.ExitCode}) without a '{prefix}' line: {await _errors}");
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, $"petals printed no '{prefix}' line within {Bound}.");
+                await Task.Delay(20, Ct);
+            }
+        }
+
+        /// <summary>Sends the signal <paramref name="name"/> (e.g. <c>TERM</c>, <c>STOP</c>) with kill(1).</summary>
+        public async Task SignalAsync(string name)
+        {
+            using var kill = Process.Start("kill", ["-" + name, _process.Id.ToString(CultureInfo.InvariantCulture)])!;
+            await kill.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
+        }
+
+        /// <summary>Sends SIGTERM, waits for the exit, returns the exit code and the parsed stats line.</summary>
+        public async Task<(int ExitCode, JsonElement Stats)> StopAsync()
+        {
+            await SignalAsync("TERM");
+            return await WaitForStatsAsync();
+        }
+
+        /// <summary>Closes the process's standard input, waits for the exit, returns the exit code and the parsed stats line.</summary>
+        public async Task<(int ExitCode, JsonElement Stats)> CloseInputAndWaitAsync()
+        {
+            _process.StandardInput.Close();
+            return await WaitForStatsAsync();
+        }
+
+        private async Task<(int ExitCode, JsonElement Stats)> WaitForStatsAsync()
+        {
+            await _process.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
+            await _reading.WaitAsync(Bound, Ct);
+            var stats = await WaitForLineAsync("stats ");
+            using var json = JsonDocument.Parse(stats["stats ".Length..]);
+            return (_process.ExitCode, json.RootElement.Clone());
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+                await _process.WaitForExitAsync(CancellationToken.None).WaitAsync(Bound);
+            }
+
+            _process.Dispose();
+        }
+    }
+}
