@@ -153,7 +153,8 @@ public sealed class StatusAndDiscoveryGenerateTests
                 : ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Hi", "--initial-peers", $"127.0.0.1:{port}"];
             var (code, _, error) = await CliRunner.RunAsync(args).WaitAsync(Bound, Ct);
             Assert.Equal(3, code);
-            Assert.Contains($"None of the initial peers answered (tcp://127.0.0.1:{port})", error, StringComparison.Ordinal);
+            Assert.Contains($"None of the initial peers answered (tcp://127.0.0.1:{port}: ", error, StringComparison.Ordinal);
+            Assert.Contains("refused", error, StringComparison.Ordinal);
         }
     }
 

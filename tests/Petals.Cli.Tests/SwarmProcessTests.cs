@@ -55,6 +55,7 @@ public sealed class SwarmProcessTests
         var bootstrap = stats.RootElement.GetProperty("bootstrap");
         Assert.StartsWith("tcp://", bootstrap.GetProperty("address").GetString(), StringComparison.Ordinal);
         Assert.True(bootstrap.GetProperty("stats").GetProperty("requests_served").GetInt64() > 0);
+        Assert.Equal(3, bootstrap.GetProperty("stats").GetProperty("known_nodes").GetInt32()); // the servers; the client's node runs in client mode
     }
 
     [Fact]

@@ -73,12 +73,12 @@ internal sealed class ClientDiscovery : IAsyncDisposable
         try
         {
             await StartClientNodeAsync(node, cancellationToken).ConfigureAwait(false);
-            var answered = await node.BootstrapAsync(peers, cancellationToken).ConfigureAwait(false);
-            if (answered == 0)
+            var joined = await node.JoinAsync(peers, cancellationToken).ConfigureAwait(false);
+            if (joined.Answered == 0)
             {
                 throw new TransportException(
                     TransportErrorKind.ConnectionRefused,
-                    $"None of the initial peers answered ({string.Join(", ", peers)}): is a DHT node (petals dht, or a server) running there?");
+                    $"None of the initial peers answered ({string.Join("; ", joined.Failures)}): is a DHT node (petals dht, or a server) running there?");
             }
 
             return new ClientDiscovery(identity, node);
@@ -124,10 +124,9 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     }
 
     /// <summary>
-    /// SEAM: a client needs no listening DHT node, but DhtNode has no client mode yet (being added by another engineer),
-    /// so for now the node listens on an ephemeral port of 127.0.0.1 and serves like any node. Switch to the client
-    /// mode here when it lands.
+    /// A client's node runs in client mode: it does not listen, its requests carry no address, and servers never add it
+    /// to their routing tables (a client behind NAT or with a short life would only be a dead entry there).
     /// </summary>
     private static Task StartClientNodeAsync(DhtNode node, CancellationToken cancellationToken) =>
-        node.StartAsync(new TcpTransport(), PeerAddress.Parse("tcp://127.0.0.1:0"), cancellationToken);
+        node.StartAsync(new TcpTransport(), cancellationToken);
 }

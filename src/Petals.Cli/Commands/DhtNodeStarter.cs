@@ -38,9 +38,9 @@ internal static class DhtNodeStarter
             return null;
         }
 
-        var answered = await node.BootstrapAsync(peers, cancellationToken).ConfigureAwait(false);
-        return answered > 0
+        var joined = await node.JoinAsync(peers, cancellationToken).ConfigureAwait(false);
+        return joined.Answered > 0
             ? null
-            : string.Create(CultureInfo.InvariantCulture, $"none of the initial DHT peers answered within {node.Options.RequestTimeout.TotalSeconds:0.#} s: {string.Join(", ", peers)}");
+            : string.Create(CultureInfo.InvariantCulture, $"none of the initial DHT peers answered within {node.Options.RequestTimeout.TotalSeconds:0.#} s: {string.Join("; ", joined.Failures)}");
     }
 }

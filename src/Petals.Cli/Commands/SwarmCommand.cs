@@ -167,7 +167,7 @@ internal static class SwarmCommand
                     throw new TimeoutException(string.Create(CultureInfo.InvariantCulture, $"{late} not announced online in the DHT after {timeout.TotalSeconds:0} s."));
                 }
 
-                await Task.Delay(TimeSpan.FromMilliseconds(10), ct).ConfigureAwait(false);
+                await Task.Delay(TimeSpan.FromMilliseconds(25), ct).ConfigureAwait(false);
             }
         }
 

@@ -84,13 +84,13 @@ internal sealed partial class DhtDiscoveryHost : IPeerDiscovery, IAsyncDisposabl
             if (!_options.NewSwarm)
             {
                 var peers = _options.InitialPeers.Select(PeerAddress.Parse).ToArray();
-                var answered = await Node.BootstrapAsync(peers, cancellationToken).ConfigureAwait(false);
-                if (answered == 0)
+                var joined = await Node.JoinAsync(peers, cancellationToken).ConfigureAwait(false);
+                if (joined.Answered == 0)
                 {
-                    throw new InvalidOperationException($"None of the initial DHT peers answered: {string.Join(", ", _options.InitialPeers)}.");
+                    throw new InvalidOperationException($"None of the initial DHT peers answered: {string.Join("; ", joined.Failures)}.");
                 }
 
-                Log.Bootstrapped(_logger, answered, peers.Length, Node.Routing.Count);
+                Log.Bootstrapped(_logger, joined.Answered, peers.Length, Node.Routing.Count, joined.ToString());
             }
 
             _ready = true;
@@ -119,7 +119,7 @@ internal sealed partial class DhtDiscoveryHost : IPeerDiscovery, IAsyncDisposabl
         [LoggerMessage(3400, LogLevel.Information, "DHT node {NodeId} listening on {Address}")]
         public static partial void Started(ILogger logger, string nodeId, PeerAddress address);
 
-        [LoggerMessage(3401, LogLevel.Information, "DHT node bootstrapped: {Answered} of {Peers} initial peers answered, {Known} nodes known")]
-        public static partial void Bootstrapped(ILogger logger, int answered, int peers, int known);
+        [LoggerMessage(3401, LogLevel.Information, "DHT node bootstrapped: {Answered} of {Peers} initial peers answered, {Known} nodes known ({Outcome})")]
+        public static partial void Bootstrapped(ILogger logger, int answered, int peers, int known, string outcome);
     }
 }

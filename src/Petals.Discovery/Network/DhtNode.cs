@@ -184,9 +184,12 @@ public sealed class DhtNode : IAsyncDisposable
         var outcomes = await Task.WhenAll(distinct.Select(p => PingInitialPeerAsync(p, remember: true, cancellationToken))).ConfigureAwait(false);
         if (Routing.Count > 0)
         {
-            await FindNodeAsync(Id, cancellationToken).ConfigureAwait(false);
+            var self = await FindNodeAsync(Id, cancellationToken).ConfigureAwait(false);
             var nearest = Enumerable.Range(0, NodeId.BitLength).FirstOrDefault(i => Routing.GetBucket(i).Count > 0, -1);
-            if (nearest >= 0 && _options.RefreshBucketsOnJoin)
+
+            // A self lookup that found fewer than k nodes asked every node it heard of, and each answered with all it
+            // knows: the network is smaller than k and already fully known, so refreshing buckets would only repeat it.
+            if (nearest >= 0 && _options.RefreshBucketsOnJoin && self.Closest.Count >= _options.K)
             {
                 await RefreshBucketsAsync(Enumerable.Range(nearest, NodeId.BitLength - nearest).ToArray(), cancellationToken).ConfigureAwait(false);
             }
