@@ -22,13 +22,19 @@ public static class DhtDiscoveryBuilderExtensions
     public static IPetalsServerBuilder UseDhtDiscovery(this IPetalsServerBuilder builder, Action<DhtDiscoveryOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        var options = Configure(configure);
+        var options = Configure(configure, clientMode: false);
+        if (options.ClientMode)
+        {
+            throw new ArgumentException("A server's DHT node must be reachable: DhtDiscoveryOptions.ClientMode is for clients only.", nameof(configure));
+        }
+
         return builder.UseDiscovery(sp => Create(sp, options, PetalsServiceKeys.Server));
     }
 
     /// <summary>
     /// Gives the client a DHT discovery (keyed <see cref="PetalsServiceKeys.Client"/>) to find servers with: a
-    /// <see cref="DhtNode"/> started and bootstrapped from <see cref="DhtDiscoveryOptions.InitialPeers"/> on first use.
+    /// <see cref="DhtNode"/> started (in client mode unless <see cref="DhtDiscoveryOptions.ClientMode"/> is set false) and
+    /// bootstrapped from <see cref="DhtDiscoveryOptions.InitialPeers"/> on first use.
     /// </summary>
     /// <param name="builder">The client builder.</param>
     /// <param name="configure">Sets the options (initial peers, listen address, identity file).</param>
@@ -37,14 +43,14 @@ public static class DhtDiscoveryBuilderExtensions
     public static IPetalsClientBuilder UseDhtDiscovery(this IPetalsClientBuilder builder, Action<DhtDiscoveryOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        var options = Configure(configure);
+        var options = Configure(configure, clientMode: true);
         return builder.UseDiscovery(sp => Create(sp, options, PetalsServiceKeys.Client));
     }
 
-    private static DhtDiscoveryOptions Configure(Action<DhtDiscoveryOptions> configure)
+    private static DhtDiscoveryOptions Configure(Action<DhtDiscoveryOptions> configure, bool clientMode)
     {
         ArgumentNullException.ThrowIfNull(configure);
-        var options = new DhtDiscoveryOptions();
+        var options = new DhtDiscoveryOptions { ClientMode = clientMode };
         configure(options);
         options.Validate();
         return options;

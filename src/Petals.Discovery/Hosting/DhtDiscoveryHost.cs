@@ -76,7 +76,15 @@ internal sealed partial class DhtDiscoveryHost : IPeerDiscovery, IAsyncDisposabl
 
             if (!_started)
             {
-                await Node.StartAsync(_transport, PeerAddress.Parse(_options.ListenAddress), cancellationToken).ConfigureAwait(false);
+                if (_options.ClientMode)
+                {
+                    await Node.StartAsync(_transport, cancellationToken).ConfigureAwait(false);
+                }
+                else
+                {
+                    await Node.StartAsync(_transport, PeerAddress.Parse(_options.ListenAddress), cancellationToken).ConfigureAwait(false);
+                }
+
                 _started = true;
                 Log.Started(_logger, Node.Id.ToString(), Node.LocalAddress);
             }

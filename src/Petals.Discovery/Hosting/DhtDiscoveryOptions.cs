@@ -17,8 +17,15 @@ public sealed class DhtDiscoveryOptions
     /// <summary>Whether this node starts a new swarm (bootstraps from nobody). Default false.</summary>
     public bool NewSwarm { get; set; }
 
-    /// <summary>Where the DHT node listens, e.g. <c>tcp://0.0.0.0:31337</c>; port 0 picks a free one. Default <c>tcp://127.0.0.1:0</c>.</summary>
+    /// <summary>Where the DHT node listens, e.g. <c>tcp://0.0.0.0:31337</c>; port 0 picks a free one. Default <c>tcp://127.0.0.1:0</c>. Unused in <see cref="ClientMode"/>.</summary>
     public string ListenAddress { get; set; } = "tcp://127.0.0.1:0";
+
+    /// <summary>
+    /// Whether the node runs in client mode: it does not listen, and other nodes answer it without adding it to their
+    /// routing tables (see <see cref="DhtNode.IsClientMode"/>). Default true for clients (<c>AddPetalsClient(…).UseDhtDiscovery</c>)
+    /// and false for servers, which must be reachable; a server cannot run in client mode.
+    /// </summary>
+    public bool ClientMode { get; set; }
 
     /// <summary>
     /// The key file of the node's identity (loaded, or created on first use, with <see cref="PeerIdentity.LoadOrCreate"/>),

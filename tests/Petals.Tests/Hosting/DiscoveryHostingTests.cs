@@ -92,6 +92,13 @@ public sealed class DiscoveryHostingTests
             var expected = string.Concat(await local.GenerateTextAsync("Once upon a time", options, Ct).ToListAsync(Ct));
             Assert.False(string.IsNullOrWhiteSpace(expected));
             Assert.Equal(expected, generated);
+
+            // The client's node ran in client mode (the client builder's default): the swarm's nodes never list it.
+            await reader.GetServersAsync(ModelId, new BlockRange(0, 1), Ct).WaitAsync(Bound, Ct);
+            Assert.Contains(readerNode.Routing.GetAll(), c => c.Id.ToString() == tailId);
+            Assert.DoesNotContain(readerNode.Routing.GetAll(), c => c.Id.ToString() == clientDiscovery.LocalPeerId);
+            var lookup = await readerNode.FindNodeAsync(NodeId.Parse(clientDiscovery.LocalPeerId), Ct).WaitAsync(Bound, Ct);
+            Assert.DoesNotContain(lookup.Closest, c => c.Id.ToString() == clientDiscovery.LocalPeerId);
         }
 
         await head.StopAsync(Ct).WaitAsync(Bound, Ct);
@@ -128,6 +135,8 @@ public sealed class DiscoveryHostingTests
         Assert.Equal("NewSwarm", both.ParamName);
         var bad = Assert.Throws<ArgumentException>(() => services.AddPetalsClient(o => o.ModelPath = "m").UseDhtDiscovery(d => d.InitialPeers.Add("not an address")));
         Assert.Contains("'not an address'", bad.Message, StringComparison.Ordinal);
+        var hidden = Assert.Throws<ArgumentException>(() => builder.UseDhtDiscovery(d => { d.NewSwarm = true; d.ClientMode = true; }));
+        Assert.Contains("ClientMode is for clients only", hidden.Message, StringComparison.Ordinal);
     }
 
     private static void Threads(CpuExecutorOptions options) => options.ThreadCount = 1;
