@@ -533,9 +533,15 @@ public sealed class DhtNode : IAsyncDisposable
 
         var messages = 0;
         var inFlight = new List<(Task<DhtMessage?> Task, Candidate Candidate)>();
+
+        // Kademlia's final round: while answers bring closer nodes, alpha requests are in flight; once an answer brings
+        // nothing closer than the closest node already seen, every remaining candidate among the k closest is asked at
+        // once instead of alpha at a time (the lookup must hear from all k anyway), which saves the sequential rounds.
+        var stalled = false;
         while (true)
         {
             var eligible = 0;
+            var limit = stalled ? k : _options.Alpha;
             foreach (var candidate in ordered)
             {
                 if (candidate.State == 3)
@@ -543,7 +549,7 @@ public sealed class DhtNode : IAsyncDisposable
                     continue;
                 }
 
-                if (++eligible > k || inFlight.Count >= _options.Alpha)
+                if (++eligible > k || inFlight.Count >= limit)
                 {
                     break;
                 }
@@ -578,10 +584,14 @@ public sealed class DhtNode : IAsyncDisposable
             }
 
             answered.State = 2;
+            var closestBefore = ordered.Find(c => c.State != 3)?.Contact.Id;
             foreach (var contact in response.Contacts)
             {
                 Add(contact, answered.Depth + 1);
             }
+
+            var closestAfter = ordered.Find(c => c.State != 3)?.Contact.Id;
+            stalled = closestBefore is { } before && closestAfter is { } after && comparer.Compare(after, before) >= 0;
 
             if (records is not null)
             {
