@@ -25,6 +25,13 @@ namespace Petals.Server;
 /// </remarks>
 public sealed class ServerAnnouncer : IAsyncDisposable
 {
+    /// <summary>
+    /// The longest model id an announcer accepts, in UTF-8 bytes: the DHT's limit (<c>ServerInfoCodec.MaxModelIdBytes</c>
+    /// in Petals.Discovery, docs/dht-protocol.md), which keeps the block keys <c>"{modelId}.{block}"</c> within its
+    /// 256-byte key limit; stricter than the handshake's 255.
+    /// </summary>
+    public const int MaxModelIdBytes = 240;
+
     private readonly IPeerDiscovery _discovery;
     private readonly ITransport _transport;
     private readonly ServerAnnouncerOptions _options;
@@ -57,7 +64,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     /// <param name="span">The blocks the server runs.</param>
     /// <param name="options">The settings; defaults if null.</param>
     /// <param name="logger">Where to log; none by default.</param>
-    /// <exception cref="ArgumentException">The model id is empty or over 255 UTF-8 bytes, the span is empty or goes past <paramref name="blockCount"/>, or an option is invalid.</exception>
+    /// <exception cref="ArgumentException">The model id is empty or over <see cref="MaxModelIdBytes"/> UTF-8 bytes, the span is empty or goes past <paramref name="blockCount"/>, or an option is invalid.</exception>
     public ServerAnnouncer(
         IPeerDiscovery discovery,
         ITransport transport,
@@ -70,9 +77,12 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(discovery);
         ArgumentNullException.ThrowIfNull(transport);
         ArgumentException.ThrowIfNullOrEmpty(modelId);
-        if (System.Text.Encoding.UTF8.GetByteCount(modelId) > 255)
+        // A longer id would pass here and then fail every announcement in the background, leaving the server undiscoverable.
+        if (System.Text.Encoding.UTF8.GetByteCount(modelId) > MaxModelIdBytes)
         {
-            throw new ArgumentException($"The model id '{modelId}' takes more than 255 UTF-8 bytes.", nameof(modelId));
+            throw new ArgumentException(
+                $"The model id '{modelId}' takes {System.Text.Encoding.UTF8.GetByteCount(modelId)} UTF-8 bytes; an announced model id takes at most {MaxModelIdBytes} (the DHT's block keys must stay within 256 bytes).",
+                nameof(modelId));
         }
 
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockCount);
