@@ -32,6 +32,9 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     /// </summary>
     public const int MaxModelIdBytes = 240;
 
+    /// <summary>The largest model (in blocks) an announcer accepts: the DHT's limit (<c>ServerInfoCodec.MaxBlockCount</c>, docs/dht-protocol.md).</summary>
+    public const int MaxBlockCount = 1024;
+
     private readonly IPeerDiscovery _discovery;
     private readonly ITransport _transport;
     private readonly ServerAnnouncerOptions _options;
@@ -64,7 +67,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     /// <param name="span">The blocks the server runs.</param>
     /// <param name="options">The settings; defaults if null.</param>
     /// <param name="logger">Where to log; none by default.</param>
-    /// <exception cref="ArgumentException">The model id is empty or over <see cref="MaxModelIdBytes"/> UTF-8 bytes, the span is empty or goes past <paramref name="blockCount"/>, or an option is invalid.</exception>
+    /// <exception cref="ArgumentException">The model id is empty or over <see cref="MaxModelIdBytes"/> UTF-8 bytes, the block count is not 1 to <see cref="MaxBlockCount"/>, the span is empty or goes past <paramref name="blockCount"/>, or an option is invalid.</exception>
     public ServerAnnouncer(
         IPeerDiscovery discovery,
         ITransport transport,
@@ -86,6 +89,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         }
 
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockCount);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(blockCount, MaxBlockCount);
         if (span.Count <= 0 || span.Start < 0 || span.End > blockCount)
         {
             throw new ArgumentException($"The span {span} is empty or goes past the model's {blockCount} blocks.", nameof(span));

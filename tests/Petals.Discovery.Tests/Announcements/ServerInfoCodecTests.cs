@@ -178,6 +178,13 @@ public sealed class ServerInfoCodecTests
         Assert.Equal("block count", Assert.Throws<DhtFormatException>(() => ServerInfoCodec.DecodeModelEntry(zero)).Field);
         Assert.Throws<ArgumentException>(() => ServerInfoCodec.EncodeModelEntry(new string('m', ServerInfoCodec.MaxModelIdBytes + 1), 5));
         Assert.Throws<ArgumentOutOfRangeException>(() => ServerInfoCodec.EncodeModelEntry("m", 0));
+        Assert.Equal(("m", ServerInfoCodec.MaxBlockCount), ServerInfoCodec.DecodeModelEntry(ServerInfoCodec.EncodeModelEntry("m", ServerInfoCodec.MaxBlockCount)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ServerInfoCodec.EncodeModelEntry("m", ServerInfoCodec.MaxBlockCount + 1));
+        var huge = (byte[])bytes.Clone();
+        BinaryPrimitives.WriteInt32LittleEndian(huge.AsSpan(bytes.Length - 4), ServerInfoCodec.MaxBlockCount + 1);
+        var error = Assert.Throws<DhtFormatException>(() => ServerInfoCodec.DecodeModelEntry(huge));
+        Assert.Equal("block count", error.Field);
+        Assert.Contains("1025", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -188,6 +188,8 @@ public sealed class ServerAnnouncerTests
         var discovery = swarm.Discovery(1);
         var options = new ServerAnnouncerOptions { TimeProvider = swarm.Time };
         Assert.Equal(ServerInfoCodec.MaxModelIdBytes, ServerAnnouncer.MaxModelIdBytes);
+        Assert.Equal(ServerInfoCodec.MaxBlockCount, ServerAnnouncer.MaxBlockCount);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ServerAnnouncer(discovery, swarm.Transport, Model, ServerAnnouncer.MaxBlockCount + 1, new BlockRange(0, 2), options));
 
         // 241 bytes fits the handshake (255) but not the DHT's block keys: refused at construction, naming the limit.
         var tooLong = new string('m', ServerInfoCodec.MaxModelIdBytes + 1);
