@@ -47,12 +47,14 @@ public static class ServerInfoCodec
     /// </summary>
     public const int MaxBlockCount = 1024;
 
+    private static readonly double MaxRttMilliseconds = TimeSpan.MaxValue.TotalMilliseconds / 2;
+
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>Encodes <paramref name="info"/> (without its peer id and expiration).</summary>
     /// <param name="info">The announcement.</param>
     /// <returns>The encoded value.</returns>
-    /// <exception cref="ArgumentException">A field is over its limit, the state or dtype is undefined, or a round-trip time is negative or not finite.</exception>
+    /// <exception cref="ArgumentException">A field is over its limit, the state or dtype is undefined, or a round-trip time is negative or too large to decode.</exception>
     public static byte[] Encode(ServerInfo info)
     {
         ArgumentNullException.ThrowIfNull(info);
@@ -92,6 +94,12 @@ public static class ServerInfoCodec
             if (rtt < TimeSpan.Zero)
             {
                 throw new ArgumentException($"The round-trip time to {peer} is negative.", nameof(info));
+            }
+
+            if (rtt.TotalMilliseconds > MaxRttMilliseconds)
+            {
+                // Decode refuses it: the record would be written, then skipped as malformed by every reader.
+                throw new ArgumentException($"The round-trip time to {peer} ({rtt}) is over the largest one a record carries ({TimeSpan.FromMilliseconds(MaxRttMilliseconds)}).", nameof(info));
             }
 
             rttEntries.Add((Utf8(peer, MaxPeerIdBytes, "round-trip peer id"), rtt.TotalMilliseconds));
@@ -231,7 +239,7 @@ public static class ServerInfoCodec
             var peer = ReadSmallText(source, ref at, MaxPeerIdBytes, field + " peer id");
             Require(source, at, 8, field + " value");
             var ms = BinaryPrimitives.ReadDoubleLittleEndian(source[at..]);
-            if (!double.IsFinite(ms) || ms < 0 || ms > TimeSpan.MaxValue.TotalMilliseconds / 2)
+            if (!double.IsFinite(ms) || ms < 0 || ms > MaxRttMilliseconds)
             {
                 throw new DhtFormatException(field + " value", at, $"{ms.ToString(CultureInfo.InvariantCulture)} ms is not a valid round-trip time.");
             }

@@ -146,6 +146,10 @@ public sealed class ServerInfoCodecTests
         var many = Enumerable.Range(0, 33).ToDictionary(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture), _ => TimeSpan.FromMilliseconds(1));
         Assert.Throws<ArgumentException>(() => ServerInfoCodec.Encode(Sample() with { NextServerRtts = many }));
         Assert.Throws<ArgumentException>(() => ServerInfoCodec.Encode(Sample() with { NextServerRtts = new Dictionary<string, TimeSpan> { ["a"] = TimeSpan.FromMilliseconds(-1) } }));
+
+        // What Encode writes, Decode reads: a round-trip time Decode would refuse is refused when encoding.
+        var huge = Assert.Throws<ArgumentException>(() => ServerInfoCodec.Encode(Sample() with { NextServerRtts = new Dictionary<string, TimeSpan> { ["a"] = TimeSpan.MaxValue } }));
+        Assert.Contains("round-trip time to a", huge.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentOutOfRangeException>(() => ServerInfoCodec.Encode(Sample() with { CacheTokensLeft = -1 }));
     }
 
