@@ -64,6 +64,7 @@ public sealed class DhtPeerDiscovery : IPeerDiscovery
         ArgumentNullException.ThrowIfNull(info);
         CheckModelId(modelId);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockCount);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(blockCount, ServerInfoCodec.MaxBlockCount);
         if (info.PeerId != LocalPeerId)
         {
             throw new ArgumentException($"The announcement's peer id '{info.PeerId}' is not this node's id {LocalPeerId}.", nameof(info));

@@ -13,7 +13,7 @@ namespace Petals.Discovery;
 /// server info := u8 version (1) | u8 state | i32 span start | i32 span end | f64 throughput | i64 cache tokens left
 ///              | u8 dtype | u16 address length | address (UTF-8) | u8 version length | version | u8 has name
 ///              | [u8 name length | name] | u8 rtt count | (u8 peer id length | peer id | f64 rtt ms)*
-/// model entry := u8 version (1) | u16 model id length | model id (UTF-8) | i32 block count
+/// model entry := u8 version (1) | u16 model id length | model id (UTF-8) | i32 block count (1..MaxBlockCount)
 /// </code>
 /// The peer id and the expiration are not encoded: they are the record's sub-key and expiration, which the signature
 /// covers. Decoding checks every length against the input and the limits below and throws
@@ -40,12 +40,21 @@ public static class ServerInfoCodec
     /// <summary>The longest model id, in UTF-8 bytes.</summary>
     public const int MaxModelIdBytes = 240;
 
+    /// <summary>
+    /// The largest block count a model entry may announce. Readers size their work by it (<c>petals status</c> looks up
+    /// every block of every listed model), so an unbounded count let any peer make them allocate and look up billions of
+    /// keys; real models have a few hundred blocks at most.
+    /// </summary>
+    public const int MaxBlockCount = 1024;
+
+    private static readonly double MaxRttMilliseconds = TimeSpan.MaxValue.TotalMilliseconds / 2;
+
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>Encodes <paramref name="info"/> (without its peer id and expiration).</summary>
     /// <param name="info">The announcement.</param>
     /// <returns>The encoded value.</returns>
-    /// <exception cref="ArgumentException">A field is over its limit, the state or dtype is undefined, or a round-trip time is negative or not finite.</exception>
+    /// <exception cref="ArgumentException">A field is over its limit, the state or dtype is undefined, or a round-trip time is negative or too large to decode.</exception>
     public static byte[] Encode(ServerInfo info)
     {
         ArgumentNullException.ThrowIfNull(info);
@@ -85,6 +94,12 @@ public static class ServerInfoCodec
             if (rtt < TimeSpan.Zero)
             {
                 throw new ArgumentException($"The round-trip time to {peer} is negative.", nameof(info));
+            }
+
+            if (rtt.TotalMilliseconds > MaxRttMilliseconds)
+            {
+                // Decode refuses it: the record would be written, then skipped as malformed by every reader.
+                throw new ArgumentException($"The round-trip time to {peer} ({rtt}) is over the largest one a record carries ({TimeSpan.FromMilliseconds(MaxRttMilliseconds)}).", nameof(info));
             }
 
             rttEntries.Add((Utf8(peer, MaxPeerIdBytes, "round-trip peer id"), rtt.TotalMilliseconds));
@@ -224,7 +239,7 @@ public static class ServerInfoCodec
             var peer = ReadSmallText(source, ref at, MaxPeerIdBytes, field + " peer id");
             Require(source, at, 8, field + " value");
             var ms = BinaryPrimitives.ReadDoubleLittleEndian(source[at..]);
-            if (!double.IsFinite(ms) || ms < 0 || ms > TimeSpan.MaxValue.TotalMilliseconds / 2)
+            if (!double.IsFinite(ms) || ms < 0 || ms > MaxRttMilliseconds)
             {
                 throw new DhtFormatException(field + " value", at, $"{ms.ToString(CultureInfo.InvariantCulture)} ms is not a valid round-trip time.");
             }
@@ -255,13 +270,14 @@ public static class ServerInfoCodec
 
     /// <summary>Encodes a model index entry.</summary>
     /// <param name="modelId">The model id, 1 to <see cref="MaxModelIdBytes"/> UTF-8 bytes.</param>
-    /// <param name="blockCount">The model's number of blocks (positive).</param>
+    /// <param name="blockCount">The model's number of blocks (1 to <see cref="MaxBlockCount"/>).</param>
     /// <returns>The encoded value.</returns>
-    /// <exception cref="ArgumentException">The model id is empty or too long, or the block count is not positive.</exception>
+    /// <exception cref="ArgumentException">The model id is empty or too long, or the block count is not between 1 and <see cref="MaxBlockCount"/>.</exception>
     public static byte[] EncodeModelEntry(string modelId, int blockCount)
     {
         ArgumentException.ThrowIfNullOrEmpty(modelId);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockCount);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(blockCount, MaxBlockCount);
         var id = Utf8(modelId, MaxModelIdBytes, "model id");
         var bytes = new byte[1 + 2 + id.Length + 4];
         bytes[0] = Version;
@@ -290,9 +306,9 @@ public static class ServerInfoCodec
         var modelId = ReadText(source, ref at, length, "model id");
         Require(source, at, 4, "block count");
         var blockCount = BinaryPrimitives.ReadInt32LittleEndian(source[at..]);
-        if (blockCount <= 0)
+        if (blockCount <= 0 || blockCount > MaxBlockCount)
         {
-            throw new DhtFormatException("block count", at, $"{blockCount} is not a positive number of blocks.");
+            throw new DhtFormatException("block count", at, $"{blockCount} is not a number of blocks from 1 to {MaxBlockCount}.");
         }
 
         return (modelId, blockCount);

@@ -25,6 +25,16 @@ namespace Petals.Server;
 /// </remarks>
 public sealed class ServerAnnouncer : IAsyncDisposable
 {
+    /// <summary>
+    /// The longest model id an announcer accepts, in UTF-8 bytes: the DHT's limit (<c>ServerInfoCodec.MaxModelIdBytes</c>
+    /// in Petals.Discovery, docs/dht-protocol.md), which keeps the block keys <c>"{modelId}.{block}"</c> within its
+    /// 256-byte key limit; stricter than the handshake's 255.
+    /// </summary>
+    public const int MaxModelIdBytes = 240;
+
+    /// <summary>The largest model (in blocks) an announcer accepts: the DHT's limit (<c>ServerInfoCodec.MaxBlockCount</c>, docs/dht-protocol.md).</summary>
+    public const int MaxBlockCount = 1024;
+
     private readonly IPeerDiscovery _discovery;
     private readonly ITransport _transport;
     private readonly ServerAnnouncerOptions _options;
@@ -57,7 +67,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     /// <param name="span">The blocks the server runs.</param>
     /// <param name="options">The settings; defaults if null.</param>
     /// <param name="logger">Where to log; none by default.</param>
-    /// <exception cref="ArgumentException">The model id is empty or over 255 UTF-8 bytes, the span is empty or goes past <paramref name="blockCount"/>, or an option is invalid.</exception>
+    /// <exception cref="ArgumentException">The model id is empty or over <see cref="MaxModelIdBytes"/> UTF-8 bytes, the block count is not 1 to <see cref="MaxBlockCount"/>, the span is empty or goes past <paramref name="blockCount"/>, or an option is invalid.</exception>
     public ServerAnnouncer(
         IPeerDiscovery discovery,
         ITransport transport,
@@ -70,12 +80,16 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(discovery);
         ArgumentNullException.ThrowIfNull(transport);
         ArgumentException.ThrowIfNullOrEmpty(modelId);
-        if (System.Text.Encoding.UTF8.GetByteCount(modelId) > 255)
+        // A longer id would pass here and then fail every announcement in the background, leaving the server undiscoverable.
+        if (System.Text.Encoding.UTF8.GetByteCount(modelId) > MaxModelIdBytes)
         {
-            throw new ArgumentException($"The model id '{modelId}' takes more than 255 UTF-8 bytes.", nameof(modelId));
+            throw new ArgumentException(
+                $"The model id '{modelId}' takes {System.Text.Encoding.UTF8.GetByteCount(modelId)} UTF-8 bytes; an announced model id takes at most {MaxModelIdBytes} (the DHT's block keys must stay within 256 bytes).",
+                nameof(modelId));
         }
 
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockCount);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(blockCount, MaxBlockCount);
         if (span.Count <= 0 || span.Start < 0 || span.End > blockCount)
         {
             throw new ArgumentException($"The span {span} is empty or goes past the model's {blockCount} blocks.", nameof(span));

@@ -115,6 +115,27 @@ public sealed class DhtPeerDiscoveryTests
     }
 
     [Fact]
+    public async Task A_model_entry_with_an_absurd_block_count_is_skipped_not_listed()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (network, peers) = await BuildAsync(ct);
+        await using var _ = network;
+
+        // A rogue peer lists the model with 2^31-1 blocks: it ties with the one honest server, and the larger count
+        // would win, sending readers (petals status) to look up two billion block keys.
+        var rogue = network.Nodes[8];
+        var entry = ServerInfoCodec.EncodeModelEntry(Model, 5);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(entry.AsSpan(entry.Length - 4), int.MaxValue);
+        await rogue.StoreAsync(DhtRecord.Create(rogue.Identity, DhtPeerDiscovery.ModelIndexKey, entry, network.Time.GetUtcNow().AddMinutes(5)), ct).WaitAsync(Bound, ct);
+        await peers[9].AnnounceAsync(Model, 5, Info(peers[9], 0, 5), Ttl, ct).WaitAsync(Bound, ct);
+
+        var reader = peers[15];
+        Assert.Equal(new SwarmModelInfo(Model, 5, 1), Assert.Single(await reader.GetModelsAsync(ct).WaitAsync(Bound, ct)));
+        Assert.Equal(1, reader.MalformedRecordCount);
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => peers[9].AnnounceAsync(Model, ServerInfoCodec.MaxBlockCount + 1, Info(peers[9], 0, 5), Ttl, ct));
+    }
+
+    [Fact]
     public async Task Misuse_is_refused_precisely()
     {
         var ct = TestContext.Current.CancellationToken;

@@ -146,6 +146,10 @@ public sealed class ServerInfoCodecTests
         var many = Enumerable.Range(0, 33).ToDictionary(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture), _ => TimeSpan.FromMilliseconds(1));
         Assert.Throws<ArgumentException>(() => ServerInfoCodec.Encode(Sample() with { NextServerRtts = many }));
         Assert.Throws<ArgumentException>(() => ServerInfoCodec.Encode(Sample() with { NextServerRtts = new Dictionary<string, TimeSpan> { ["a"] = TimeSpan.FromMilliseconds(-1) } }));
+
+        // What Encode writes, Decode reads: a round-trip time Decode would refuse is refused when encoding.
+        var huge = Assert.Throws<ArgumentException>(() => ServerInfoCodec.Encode(Sample() with { NextServerRtts = new Dictionary<string, TimeSpan> { ["a"] = TimeSpan.MaxValue } }));
+        Assert.Contains("round-trip time to a", huge.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentOutOfRangeException>(() => ServerInfoCodec.Encode(Sample() with { CacheTokensLeft = -1 }));
     }
 
@@ -178,6 +182,13 @@ public sealed class ServerInfoCodecTests
         Assert.Equal("block count", Assert.Throws<DhtFormatException>(() => ServerInfoCodec.DecodeModelEntry(zero)).Field);
         Assert.Throws<ArgumentException>(() => ServerInfoCodec.EncodeModelEntry(new string('m', ServerInfoCodec.MaxModelIdBytes + 1), 5));
         Assert.Throws<ArgumentOutOfRangeException>(() => ServerInfoCodec.EncodeModelEntry("m", 0));
+        Assert.Equal(("m", ServerInfoCodec.MaxBlockCount), ServerInfoCodec.DecodeModelEntry(ServerInfoCodec.EncodeModelEntry("m", ServerInfoCodec.MaxBlockCount)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ServerInfoCodec.EncodeModelEntry("m", ServerInfoCodec.MaxBlockCount + 1));
+        var huge = (byte[])bytes.Clone();
+        BinaryPrimitives.WriteInt32LittleEndian(huge.AsSpan(bytes.Length - 4), ServerInfoCodec.MaxBlockCount + 1);
+        var error = Assert.Throws<DhtFormatException>(() => ServerInfoCodec.DecodeModelEntry(huge));
+        Assert.Equal("block count", error.Field);
+        Assert.Contains("1025", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

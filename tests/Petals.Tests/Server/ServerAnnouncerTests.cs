@@ -181,6 +181,31 @@ public sealed class ServerAnnouncerTests
         model.Dispose();
     }
 
+    [Fact]
+    public async Task A_model_id_the_dht_cannot_key_is_refused_up_front_not_failed_in_every_announcement()
+    {
+        await using var swarm = await AnnounceSwarm.CreateAsync(3);
+        var discovery = swarm.Discovery(1);
+        var options = new ServerAnnouncerOptions { TimeProvider = swarm.Time };
+        Assert.Equal(ServerInfoCodec.MaxModelIdBytes, ServerAnnouncer.MaxModelIdBytes);
+        Assert.Equal(ServerInfoCodec.MaxBlockCount, ServerAnnouncer.MaxBlockCount);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ServerAnnouncer(discovery, swarm.Transport, Model, ServerAnnouncer.MaxBlockCount + 1, new BlockRange(0, 2), options));
+
+        // 241 bytes fits the handshake (255) but not the DHT's block keys: refused at construction, naming the limit.
+        var tooLong = new string('m', ServerInfoCodec.MaxModelIdBytes + 1);
+        var error = Assert.Throws<ArgumentException>(() => new ServerAnnouncer(discovery, swarm.Transport, tooLong, 4, new BlockRange(0, 2), options));
+        Assert.Equal("modelId", error.ParamName);
+        Assert.Contains(ServerInfoCodec.MaxModelIdBytes.ToString(System.Globalization.CultureInfo.InvariantCulture), error.Message, StringComparison.Ordinal);
+
+        // The longest id the DHT keys is announced and read back.
+        var longest = new string('m', ServerInfoCodec.MaxModelIdBytes);
+        await using var announcer = new ServerAnnouncer(discovery, swarm.Transport, longest, 4, new BlockRange(0, 2), options);
+        Assert.True(await announcer.AnnounceJoiningAsync(PeerAddress.Parse("mem://longest"), Ct).WaitAsync(Bound, Ct));
+        var blocks = await swarm.Discovery(2).GetServersAsync(longest, new BlockRange(1, 2), Ct).WaitAsync(Bound, Ct);
+        Assert.Equal(ServerState.Joining, Assert.Single(Assert.Single(blocks).Servers).State);
+        Assert.Equal(0, announcer.GetStatistics().Failures);
+    }
+
     [Theory]
     [InlineData("AnnounceInterval")]
     [InlineData("TimeToLive")]
