@@ -17,17 +17,34 @@ internal static class ChainPlanner
     public sealed record View(IReadOnlyList<ServerInfo> Online, IReadOnlyList<string> Ignored);
 
     /// <summary>
-    /// Groups the announcements by peer id. A server is kept when every unexpired record of it says online, names the
-    /// same span and address, is stored under a block of that span, and the span ends within <paramref name="blockCount"/>.
+    /// Groups the announcements by peer id, keeping only each peer's latest announcement (the records with its latest
+    /// expiration; older ones are leftovers of an earlier announcement). A server is kept when every record of its latest
+    /// announcement says online, names the same span and address, is stored under a block of that span, and the span ends
+    /// within <paramref name="blockCount"/>.
     /// </summary>
     public static View Collect(IReadOnlyList<BlockServers> blocks, int blockCount, DateTimeOffset now)
     {
+        // One announcement gives all its records the same expiration, later than any earlier announcement's: a record
+        // of a peer with an earlier expiration than its latest is a leftover of an earlier announcement (e.g. before a
+        // restart with another span) under a block the latest one does not cover, and is ignored.
+        var latest = new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal);
+        foreach (var block in blocks)
+        {
+            foreach (var info in block.Servers)
+            {
+                if (!IsExpired(info, now) && (!latest.TryGetValue(info.PeerId, out var seen) || info.ExpiresAt > seen))
+                {
+                    latest[info.PeerId] = info.ExpiresAt;
+                }
+            }
+        }
+
         var peers = new Dictionary<string, Entry>(StringComparer.Ordinal);
         foreach (var block in blocks)
         {
             foreach (var info in block.Servers)
             {
-                if (IsExpired(info, now))
+                if (IsExpired(info, now) || info.ExpiresAt < latest[info.PeerId])
                 {
                     continue;
                 }

@@ -77,14 +77,16 @@ public sealed class ChainPlannerTests
     }
 
     [Fact]
-    public void Collect_keeps_one_entry_per_server_with_its_earliest_expiry()
+    public void Collect_keeps_one_entry_per_server_from_its_latest_announcement()
     {
-        var early = Server("a", 0, 2) with { ExpiresAt = Now.AddMinutes(1) };
-        var late = early with { ExpiresAt = Now.AddMinutes(5) };
-        var expired = Server("b", 0, 2) with { ExpiresAt = Now.AddSeconds(-1) };
-        var view = ChainPlanner.Collect([new BlockServers(0, [late, expired]), new BlockServers(1, [early])], 2, Now);
+        // The 5-minute records are the latest announcement; the 1-minute one (another span, offline) is a leftover.
+        var leftover = Server("a", 0, 1) with { ExpiresAt = Now.AddMinutes(1), State = ServerState.Offline };
+        var latest = Server("a", 1, 3) with { ExpiresAt = Now.AddMinutes(5) };
+        var expired = Server("b", 0, 3) with { ExpiresAt = Now.AddSeconds(-1) };
+        var view = ChainPlanner.Collect([new BlockServers(0, [leftover, expired]), new BlockServers(1, [latest]), new BlockServers(2, [latest])], 3, Now);
         var server = Assert.Single(view.Online);
-        Assert.Equal(Now.AddMinutes(1), server.ExpiresAt);
+        Assert.Equal(new BlockRange(1, 3), server.Span);
+        Assert.Equal(Now.AddMinutes(5), server.ExpiresAt);
         Assert.Empty(view.Ignored);
     }
 

@@ -203,25 +203,32 @@ public sealed class SwarmSequenceManagerTests
     }
 
     [Fact]
-    public async Task Contradictory_announcements_and_spans_past_the_model_are_ignored_with_a_reason()
+    public async Task A_peers_latest_announcement_wins_over_leftovers_and_spans_past_the_model_are_ignored_with_a_reason()
     {
         var (swarm, time) = await StartAsync();
         await using var _ = swarm;
 
-        // Peer 1 first announced 0:4, then 0:2: blocks 2 and 3 still hold the old span, which disagrees.
+        // Peer 1 first announced 0:4, then (say after a restart) 2:4: blocks 0 and 1 still hold the old 0:4 records, which
+        // are leftovers of the earlier announcement and must neither hide the server nor put it on blocks 0:2.
         await swarm.AnnounceAsync(Model, 4, swarm.Info(1, new BlockRange(0, 4), throughput: 1000), ct: Ct);
-        await swarm.AnnounceAsync(Model, 4, swarm.Info(1, new BlockRange(0, 2), throughput: 1000), ct: Ct);
+        time.Advance(TimeSpan.FromSeconds(1));
+        await swarm.AnnounceAsync(Model, 4, swarm.Info(1, new BlockRange(2, 4), throughput: 1000), ct: Ct);
 
         // Peer 2 serves 6 blocks of what it thinks is a 6-block model.
         await swarm.AnnounceAsync(Model, 6, swarm.Info(2, new BlockRange(0, 6), throughput: 1000), ct: Ct);
-        await swarm.AnnounceAsync(Model, 4, swarm.Info(3, new BlockRange(0, 4), throughput: 1), ct: Ct);
+        await swarm.AnnounceAsync(Model, 4, swarm.Info(3, new BlockRange(0, 2), throughput: 1), ct: Ct);
         await using var manager = await ManagerAsync(swarm, time);
 
-        Assert.Equal([swarm.Peers[3].LocalPeerId], Ids(manager.OnlineServers));
-        Assert.Equal([swarm.Peers[3].LocalPeerId], Ids(manager.BuildChain()));
-        Assert.Equal(2, manager.IgnoredServers.Count);
-        Assert.Contains(manager.IgnoredServers, m => m.Contains(swarm.Peers[1].LocalPeerId[..8], StringComparison.Ordinal) && m.Contains("disagree", StringComparison.Ordinal));
+        Assert.Equal([swarm.Peers[3].LocalPeerId, swarm.Peers[1].LocalPeerId], Ids(manager.OnlineServers));
+        Assert.Equal(new BlockRange(2, 4), manager.OnlineServers.Single(s => s.PeerId == swarm.Peers[1].LocalPeerId).Span);
+        Assert.Equal([swarm.Peers[3].LocalPeerId, swarm.Peers[1].LocalPeerId], Ids(manager.BuildChain()));
         Assert.Contains(manager.IgnoredServers, m => m.Contains(swarm.Peers[2].LocalPeerId[..8], StringComparison.Ordinal) && m.Contains("span 0:6 goes past the model's 4 blocks", StringComparison.Ordinal));
+        Assert.Single(manager.IgnoredServers);
+
+        // Once the latest announcement says offline, the leftovers do not bring the server back.
+        await swarm.AnnounceAsync(Model, 4, swarm.Info(1, new BlockRange(2, 4), ServerState.Offline), ct: Ct);
+        await manager.RefreshAsync(Ct).WaitAsync(Bound, Ct);
+        Assert.Equal([swarm.Peers[3].LocalPeerId], Ids(manager.OnlineServers));
     }
 
     [Fact]
