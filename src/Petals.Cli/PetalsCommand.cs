@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using Petals.Cli.Commands;
 
 namespace Petals.Cli;
@@ -22,18 +23,74 @@ internal static class PetalsCommand
         return root;
     }
 
+    /// <summary>How long a command may take to stop after SIGTERM / Ctrl-C before the process exits anyway.</summary>
+    internal static readonly TimeSpan TerminationGrace = TimeSpan.FromSeconds(30);
+
     /// <summary>Parses and runs <paramref name="args"/>; returns the process exit code.</summary>
+    /// <remarks>
+    /// SIGTERM and SIGINT (Ctrl-C) cancel the command's token and are otherwise swallowed, so a server can announce
+    /// offline, end its sessions and print its statistics; if the command has not returned <see cref="TerminationGrace"/>
+    /// later, the process exits with 128 + the signal number. This replaces System.CommandLine's own termination handling,
+    /// which answers a signal that arrives before the command's first asynchronous wait (a command can print its ready
+    /// line before that) by ending the process at once with 143 instead of waiting for the command.
+    /// </remarks>
     public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
     {
         var root = Create(output, error);
         var parse = root.Parse(args);
-        // On SIGTERM / Ctrl-C System.CommandLine cancels the command's token, then ends the process with 143 / 130 if the
-        // command has not returned within ProcessTerminationTimeout (default 2 s). A serving process needs longer to stop
-        // cleanly on a loaded machine (announce offline in the DHT, end sessions, print its stats): give it 30 s.
+        using var terminate = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        Timer? forceExit = null;
+        void OnSignal(PosixSignalContext signal)
+        {
+            signal.Cancel = true;
+            var code = signal.Signal == PosixSignal.SIGINT ? 130 : 143;
+            if (Volatile.Read(ref forceExit) is null)
+            {
+                var timer = new Timer(_ => Environment.Exit(code), null, TerminationGrace, Timeout.InfiniteTimeSpan);
+                if (Interlocked.CompareExchange(ref forceExit, timer, null) is not null)
+                {
+                    timer.Dispose();
+                }
+            }
+
+            try
+            {
+                terminate.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The command already returned.
+            }
+        }
+
+        using var sigterm = TryRegister(PosixSignal.SIGTERM, OnSignal);
+        using var sigint = TryRegister(PosixSignal.SIGINT, OnSignal);
         var configuration = new InvocationConfiguration
         {
-            Output = output, Error = error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(30),
+            Output = output, Error = error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null,
         };
-        return await parse.InvokeAsync(configuration, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await parse.InvokeAsync(configuration, terminate.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (Interlocked.Exchange(ref forceExit, null) is { } timer)
+            {
+                await timer.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static PosixSignalRegistration? TryRegister(PosixSignal signal, Action<PosixSignalContext> handler)
+    {
+        try
+        {
+            return PosixSignalRegistration.Create(signal, handler);
+        }
+        catch (PlatformNotSupportedException)
+        {
+            return null;
+        }
     }
 }

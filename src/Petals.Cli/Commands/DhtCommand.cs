@@ -31,10 +31,8 @@ internal static class DhtCommand
             var node = new DhtNode(key);
             await using (node.ConfigureAwait(false))
             {
-                // Handlers first: whoever reads the address line may send SIGTERM at once, and must get a clean stop.
+                // SIGTERM / Ctrl-C cancel ct (PetalsCommand.RunAsync), so `stop` ends the wait below and the node stops cleanly.
                 using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-                using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
                 if (await DhtNodeStarter.StartAsync(node, parse.GetValue(host)!, parse.GetValue(port), peers, ct).ConfigureAwait(false) is { } failure)
                 {
                     await context.Error.WriteLineAsync($"error: {failure}").ConfigureAwait(false);
@@ -44,6 +42,11 @@ internal static class DhtCommand
                 await context.Output.WriteLineAsync($"dht {DhtNodeStarter.AddressOf(node)}").ConfigureAwait(false);
                 await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
                 context.Info($"DHT node {node.Id} listening on {node.LocalAddress}; {node.Routing.Count} nodes known");
+                if (System.Net.IPAddress.TryParse(parse.GetValue(host), out var ip) && (ip.Equals(System.Net.IPAddress.Any) || ip.Equals(System.Net.IPAddress.IPv6Any)))
+                {
+                    context.Info($"warning: listening on the wildcard host {parse.GetValue(host)}, which is also the address this node gives other nodes and they cannot connect to: give other nodes an address with this machine's reachable host as --initial-peers");
+                }
+
                 if (parse.GetValue(stopWhenInputCloses))
                 {
                     _ = ServeCommand.StopWhenInputClosesAsync(stop);
@@ -74,12 +77,6 @@ internal static class DhtCommand
                 await context.Output.WriteLineAsync("stats " + System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length)).ConfigureAwait(false);
                 await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
                 return 0;
-
-                void OnSignal(PosixSignalContext signal)
-                {
-                    signal.Cancel = true;
-                    stop.Cancel();
-                }
             }
         }, cancellationToken));
         return command;

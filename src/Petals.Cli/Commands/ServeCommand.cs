@@ -211,10 +211,8 @@ internal static class ServeCommand
             {
                 await server.StartAsync(listener, ct).ConfigureAwait(false);
 
-                // Handlers first: whoever reads the listening line may send SIGTERM at once, and must get a clean stop.
+                // SIGTERM / Ctrl-C cancel ct (PetalsCommand.RunAsync), so `stop` ends the wait below and the server stops cleanly.
                 using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-                using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
 
                 // Online before the listening line: a client that reads it finds the server in the DHT.
                 if (announcer is not null)
@@ -267,12 +265,6 @@ internal static class ServeCommand
                 await context.Output.WriteLineAsync("stats " + System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length)).ConfigureAwait(false);
                 await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
                 return 0;
-
-                void OnSignal(PosixSignalContext signal)
-                {
-                    signal.Cancel = true;
-                    stop.Cancel();
-                }
             }
         }, cancellationToken));
         return command;

@@ -69,7 +69,7 @@ public sealed class ServerAnnouncerOptions
         var ttl = EffectiveTimeToLive;
         if (ttl <= TimeSpan.Zero || ttl > MaxTimeToLive)
         {
-            throw new ArgumentOutOfRangeException(nameof(TimeToLive), ttl, $"{nameof(TimeToLive)} (3 x {nameof(AnnounceInterval)} when not set) must be positive and at most {MaxTimeToLive.TotalHours:0} hours, not {ttl}.");
+            throw new ArgumentOutOfRangeException(nameof(TimeToLive), ttl, $"{nameof(TimeToLive)} (3 x {nameof(AnnounceInterval)} when not set) must be positive and at most {MaxTimeToLive.TotalMinutes:0} minutes, not {ttl}.");
         }
 
         if (ttl < AnnounceInterval)
@@ -104,8 +104,11 @@ public sealed class ServerAnnouncerOptions
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
     }
 
-    /// <summary>The longest time-to-live the DHT accepts (6 hours).</summary>
-    internal static readonly TimeSpan MaxTimeToLive = TimeSpan.FromHours(6);
+    /// <summary>
+    /// The longest time-to-live allowed: a minute under the 6 hours the DHT accepts, so that an announcement made right
+    /// after another (its expiration raised 1 ms past the previous one) is never beyond the DHT's limit.
+    /// </summary>
+    internal static readonly TimeSpan MaxTimeToLive = TimeSpan.FromHours(6) - TimeSpan.FromMinutes(1);
 
     internal const int MaxPublicNameLength = 64;
 

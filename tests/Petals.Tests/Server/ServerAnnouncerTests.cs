@@ -229,6 +229,11 @@ public sealed class ServerAnnouncerTests
         var error = Assert.ThrowsAny<ArgumentException>(options.Validate);
         Assert.Equal(property, error.ParamName);
         Assert.Equal(TimeSpan.FromMinutes(3), new ServerAnnouncerOptions().EffectiveTimeToLive);
+
+        // The DHT's 6-hour limit leaves no room for the 1 ms that the next announcement's expiration may be raised by.
+        var atLimit = new ServerAnnouncerOptions { AnnounceInterval = TimeSpan.FromHours(1), TimeToLive = TimeSpan.FromHours(6) };
+        Assert.Equal("TimeToLive", Assert.ThrowsAny<ArgumentException>(atLimit.Validate).ParamName);
+        new ServerAnnouncerOptions { AnnounceInterval = TimeSpan.FromHours(1), TimeToLive = TimeSpan.FromMinutes(359) }.Validate();
         Assert.False(string.IsNullOrEmpty(ServerAnnouncerOptions.DefaultVersion));
     }
 
