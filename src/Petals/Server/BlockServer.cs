@@ -71,6 +71,20 @@ public sealed class BlockServer : IAsyncDisposable
     /// <summary>The blocks served.</summary>
     public BlockRange Blocks => Options.Blocks;
 
+    /// <summary>Whether a forward call or session may name <paramref name="blocks"/>: a non-empty range within <see cref="Blocks"/>.</summary>
+    internal bool Serves(BlockRange blocks) => blocks.Count > 0 && blocks.Start >= Blocks.Start && blocks.End <= Blocks.End;
+
+    /// <summary>
+    /// The cache tokens a session of <paramref name="batch"/> rows and <paramref name="maxLength"/> positions over
+    /// <paramref name="blocks"/> reserves: <c>ceil(batch × maxLength × blocks.Count / Blocks.Count)</c>, since the budget
+    /// (<see cref="BlockServerOptions.CacheTokens"/>) counts tokens cached for the whole span and a sub-range caches only its blocks.
+    /// </summary>
+    internal long CacheTokensFor(int batch, int maxLength, BlockRange blocks)
+    {
+        var whole = (long)batch * maxLength;
+        return blocks == Blocks ? whole : ((whole * blocks.Count) + Blocks.Count - 1) / Blocks.Count;
+    }
+
     /// <summary>The model's configuration.</summary>
     public ModelConfig Config => Executor.Config;
 
@@ -212,7 +226,7 @@ public sealed class BlockServer : IAsyncDisposable
     {
         _sessions.TryAdd(session, 0);
         Interlocked.Increment(ref _sessionsOpened);
-        ServerLog.SessionOpened(_logger, session.Id, session.StreamId, session.MaxLength);
+        ServerLog.SessionOpened(_logger, session.Id, session.StreamId, session.Blocks.ToString(), session.MaxLength);
     }
 
     internal void OnSessionEnded(InferenceSession session, long steps, string reason)
