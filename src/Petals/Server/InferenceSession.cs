@@ -141,7 +141,10 @@ internal sealed class InferenceSession
                     // The executor refused the step (shape, cache overflow): a precise message, not a crash.
                     _endReason = ex.Message;
                     _queue.Writer.TryComplete();
-                    await _connection.TrySendErrorAsync(StreamId, new ProtocolException(ProtocolErrorCode.Internal, $"The step failed: {ex.Message}")).ConfigureAwait(false);
+                    var error = ex is NotSupportedException && Blocks != _server.Blocks
+                        ? _server.SubRangeUnsupported(Blocks, ex)
+                        : new ProtocolException(ProtocolErrorCode.Internal, $"The step failed: {ex.Message}");
+                    await _connection.TrySendErrorAsync(StreamId, error).ConfigureAwait(false);
                     break;
                 }
                 finally

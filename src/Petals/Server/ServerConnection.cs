@@ -155,7 +155,12 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         catch (Exception ex) when (ex is not (OperationCanceledException or ProtocolException or Transport.TransportException or IOException))
 #pragma warning restore CA1031
         {
-            var error = ex is ObjectDisposedException ? ShuttingDown() : new ProtocolException(ProtocolErrorCode.Internal, $"The forward pass failed: {ex.Message}");
+            var error = ex switch
+            {
+                ObjectDisposedException => ShuttingDown(),
+                NotSupportedException when blocks != _server.Blocks => _server.SubRangeUnsupported(blocks, ex),
+                _ => new ProtocolException(ProtocolErrorCode.Internal, $"The forward pass failed: {ex.Message}"),
+            };
             await TrySendErrorAsync(streamId, error).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // The connection broke while sending: nothing to tell the client.

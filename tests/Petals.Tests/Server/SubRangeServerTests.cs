@@ -1,5 +1,9 @@
+using FsCheck;
+using FsCheck.Fluent;
+using Petals.Execution;
 using Petals.Models;
 using Petals.Protocol;
+using Petals.Server;
 using Petals.Tests.Generation;
 using static Petals.Tests.Server.BlockServerTests;
 
@@ -106,5 +110,71 @@ public sealed class SubRangeServerTests
         Assert.Equal(0, h.Server.ActiveSessions);
         Assert.Equal(1024, h.Server.CacheTokensLeft);
         Assert.IsType<ForwardResponse>((await client.CallAsync(new ForwardRequest(new BlockRange(2, 3), WireCodec.Fp32, h.Tensor(h.Input(1, 1, 0), 1, 1)))).Message);
+    }
+
+    [Fact]
+    public void TheReservationIsTheCeilingOfTheSubRangesShareAndATilingIsNeverChargedLessThanTheWholeSpan()
+    {
+        Prop.ForAll(
+            Gen.Zip(Gen.Zip(Gen.Choose(0, 50), Gen.Choose(1, 40)), Gen.Zip(Gen.Choose(1, 64), Gen.Choose(1, 4096))).ToArbitrary(),
+            Gen.ListOf(Gen.Choose(1, 39)).ToArbitrary(),
+            (shape, cutSeeds) =>
+            {
+                var ((start, count), (batch, maxLength)) = shape;
+                var span = new BlockRange(start, start + count);
+                var whole = (long)batch * maxLength;
+                Assert.Equal(whole, BlockServer.CacheTokensForSpan(batch, maxLength, span, span));
+
+                // Cut the span into consecutive sub-ranges at distinct points.
+                var cuts = cutSeeds.Select(c => start + (c % count)).Where(c => c > start).Distinct().Order().ToList();
+                var bounds = new List<int> { start };
+                bounds.AddRange(cuts);
+                bounds.Add(span.End);
+                long total = 0;
+                for (var i = 0; i + 1 < bounds.Count; i++)
+                {
+                    var sub = new BlockRange(bounds[i], bounds[i + 1]);
+                    var tokens = BlockServer.CacheTokensForSpan(batch, maxLength, sub, span);
+                    var exact = whole * sub.Count;
+                    Assert.True(tokens * count >= exact && (tokens - 1) * count < exact, $"{tokens} is not ceil({whole} x {sub.Count} / {count})");
+                    total += tokens;
+                }
+
+                var parts = bounds.Count - 1;
+                Assert.InRange(total, whole, whole + parts - 1);
+            }).QuickCheckThrowOnFailure();
+    }
+
+    [Fact]
+    public async Task AnExecutorThatRunsOnlyItsWholeSpanAnswersSubRangesWithUnsupported()
+    {
+        await using var h = await ServerHarness.StartAsync(wrap: e => new WholeSpanOnlyExecutor(e));
+        await using var client = await h.ConnectAsync();
+        var forward = await client.CallAsync(new ForwardRequest(new BlockRange(2, 3), WireCodec.Fp32, h.Tensor(h.Input(1, 1, 0), 1, 1)));
+        AssertError(forward, "unsupported", "blocks 2:3 requested; this server's executor runs only its whole span 1:3");
+
+        var session = await Session.OpenAsync(client, h, maxLength: 4, new BlockRange(1, 2));
+        await session.SendStepAsync(1, 0, h.Input(1, 1, 0), 1, 1);
+        AssertError(await client.NextAsync(session.StreamId), "unsupported", "blocks 1:2 requested; this server's executor runs only its whole span 1:3");
+        await ServerHarness.WaitUntil(() => h.Server.CacheTokensLeft == 1024 && h.Server.ActiveSessions == 0, "the refused session is freed");
+
+        // The whole span still works through the default members.
+        Assert.IsType<ForwardResponse>((await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(1, 1, 0), 1, 1)))).Message);
+    }
+
+    /// <summary>An executor implementing only the original members of <see cref="IBlockExecutor"/> (delegating to the CPU executor's whole span).</summary>
+    private sealed class WholeSpanOnlyExecutor(IBlockExecutor inner) : IBlockExecutor
+    {
+        public ModelConfig Config => inner.Config;
+
+        public BlockRange Blocks => inner.Blocks;
+
+        public IKvCache CreateCache(int batchSize, int maxLength) => inner.CreateCache(batchSize, maxLength);
+
+        public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache) => inner.Forward(hidden, batchSize, tokenCount, cache);
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
+
+        public void Dispose() => inner.Dispose();
     }
 }
