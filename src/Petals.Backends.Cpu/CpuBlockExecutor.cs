@@ -56,19 +56,25 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
     /// <summary>The native BLAS in use, if any.</summary>
     public NativeBlas? NativeBlas => _blas;
 
-    public IKvCache CreateCache(int batchSize, int maxLength)
+    public IKvCache CreateCache(int batchSize, int maxLength) => CreateCache(batchSize, maxLength, Blocks);
+
+    public IKvCache CreateCache(int batchSize, int maxLength, BlockRange blocks)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLength, 1);
-        return new CpuKvCache(this, _blocks.Length, batchSize, maxLength, Config.NumKeyValueHeads, Config.HeadDim);
+        CheckRange(blocks);
+        return new CpuKvCache(this, blocks, batchSize, maxLength, Config.NumKeyValueHeads, Config.HeadDim);
     }
 
-    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache)
+    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache) => Forward(hidden, batchSize, tokenCount, cache, Blocks);
+
+    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(tokenCount, 1);
+        CheckRange(blocks);
         var rows = (long)batchSize * tokenCount;
         if (hidden.Length != rows * Config.HiddenSize)
         {
@@ -86,6 +92,11 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             }
 
             ObjectDisposedException.ThrowIf(kv.IsDisposed, kv);
+            if (kv.Blocks != blocks)
+            {
+                throw new ArgumentException($"The cache holds blocks {kv.Blocks}; it cannot be used to run blocks {blocks}.", nameof(cache));
+            }
+
             if (kv.BatchSize != batchSize)
             {
                 throw new ArgumentException($"batchSize is {batchSize}; the cache holds {kv.BatchSize} sequences.", nameof(batchSize));
@@ -107,9 +118,10 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             _rotary.Fill(start, tokenCount, _ws.Cos, _ws.Sin);
             fixed (float* h = hidden)
             {
-                for (var i = 0; i < _blocks.Length; i++)
+                var first = blocks.Start - Blocks.Start;
+                for (var i = 0; i < blocks.Count; i++)
                 {
-                    RunBlock(i, h, batchSize, tokenCount, start, kv);
+                    RunBlock(first + i, i, h, batchSize, tokenCount, start, kv);
                 }
             }
 
@@ -120,7 +132,17 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         }
     }
 
-    private void RunBlock(int layer, float* hidden, int batch, int tokens, int start, CpuKvCache? kv)
+    /// <summary>Throws when <paramref name="blocks"/> is empty or not within the span.</summary>
+    private void CheckRange(BlockRange blocks)
+    {
+        if (blocks.Count <= 0 || blocks.Start < Blocks.Start || blocks.End > Blocks.End)
+        {
+            throw new ArgumentOutOfRangeException(nameof(blocks), blocks, $"Blocks {blocks} are not a non-empty range within this executor's span {Blocks}.");
+        }
+    }
+
+    /// <summary>Runs block <paramref name="layer"/> of the span (index from 0), whose keys and values are block <paramref name="cacheLayer"/> of the cache.</summary>
+    private void RunBlock(int layer, int cacheLayer, float* hidden, int batch, int tokens, int start, CpuKvCache? kv)
     {
         var c = Config;
         var w = _blocks[layer];
@@ -167,8 +189,8 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             }
             else
             {
-                var keys = kv.Keys(layer);
-                var values = kv.Values(layer);
+                var keys = kv.Keys(cacheLayer);
+                var values = kv.Values(cacheLayer);
                 var maxLen = kv.MaxLength;
                 for (var b = 0; b < batch; b++)
                 {

@@ -4,7 +4,8 @@ namespace Petals.Backends.Cpu;
 
 /// <summary>
 /// The attention cache of one session on a <see cref="CpuBlockExecutor"/>: per block, keys and values laid out
-/// <c>[batch, kvHeads, maxLength, headDim]</c> in pinned fp32 arrays, so one head's keys are contiguous.
+/// <c>[batch, kvHeads, maxLength, headDim]</c> in pinned fp32 arrays, so one head's keys are contiguous. It holds only
+/// the blocks of the range it was created for (<see cref="Blocks"/>, the executor's span or a sub-range of it).
 /// </summary>
 internal sealed class CpuKvCache : IKvCache
 {
@@ -13,9 +14,11 @@ internal sealed class CpuKvCache : IKvCache
     private float[]? _reorderScratch;
     private bool _disposed;
 
-    public CpuKvCache(CpuBlockExecutor owner, int blockCount, int batchSize, int maxLength, int kvHeads, int headDim)
+    public CpuKvCache(CpuBlockExecutor owner, Petals.Models.BlockRange blocks, int batchSize, int maxLength, int kvHeads, int headDim)
     {
         Owner = owner;
+        Blocks = blocks;
+        var blockCount = blocks.Count;
         BatchSize = batchSize;
         MaxLength = maxLength;
         KvHeads = kvHeads;
@@ -37,6 +40,9 @@ internal sealed class CpuKvCache : IKvCache
 
     public CpuBlockExecutor Owner { get; }
 
+    /// <summary>The blocks whose keys and values the cache holds.</summary>
+    public Petals.Models.BlockRange Blocks { get; }
+
     public int BatchSize { get; }
 
     public int MaxLength { get; }
@@ -49,10 +55,10 @@ internal sealed class CpuKvCache : IKvCache
 
     public bool IsDisposed => _disposed;
 
-    /// <summary>The keys of block <paramref name="layer"/> of the span (index from 0).</summary>
+    /// <summary>The keys of block <paramref name="layer"/> of the cache's range (index from 0).</summary>
     public float[] Keys(int layer) => _keys[layer];
 
-    /// <summary>The values of block <paramref name="layer"/> of the span (index from 0).</summary>
+    /// <summary>The values of block <paramref name="layer"/> of the cache's range (index from 0).</summary>
     public float[] Values(int layer) => _values[layer];
 
     public void Reorder(ReadOnlySpan<int> hypoIds)

@@ -33,4 +33,30 @@ public sealed class AllocationTests
         Assert.Equal(0, allocated);
         Assert.Equal(110, cache.Length);
     }
+
+    [Fact]
+    public void SubRangeDecodeStepsAllocateNothingAfterWarmUp()
+    {
+        using var model = new RandomLlama(TestConfigs.Get("gqa", layers: 4), TensorDType.BF16);
+        using var executor = ExecutorChecks.Managed(2).Create(model, new BlockRange(0, 4));
+        var sub = new BlockRange(1, 3);
+        using var cache = executor.CreateCache(2, 128, sub);
+        var hidden = Accuracy.RandomHidden(2 * model.Config.HiddenSize, 5);
+        var prompt = Accuracy.RandomHidden(2 * 30 * model.Config.HiddenSize, 6);
+        executor.Forward(prompt, 2, 30, cache, sub);
+        for (var i = 0; i < 60; i++)
+        {
+            executor.Forward(hidden, 2, 1, cache, sub);
+        }
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 20; i++)
+        {
+            executor.Forward(hidden, 2, 1, cache, sub);
+        }
+
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(0, allocated);
+        Assert.Equal(110, cache.Length);
+    }
 }

@@ -8,7 +8,7 @@ namespace Petals.Backends.Cpu.Tests;
 /// The conformance suite of <see cref="IBlockExecutorFactory"/> implementations against the float64 reference:
 /// prefill, decode, batches, spans, dtypes, rope scaling, cache operations. Each backend configuration subclasses it.
 /// </summary>
-public abstract class BlockExecutorConformanceTests
+public abstract partial class BlockExecutorConformanceTests
 {
     /// <summary>The factory under test; may call <c>Assert.Skip</c> when the backend is unavailable here.</summary>
     protected abstract IBlockExecutorFactory CreateFactory();

@@ -8,6 +8,9 @@ namespace Petals.Execution;
 /// <remarks>
 /// Hidden states are fp32, row-major <c>[batch, tokens, hidden]</c> and are transformed in place.
 /// Different caches may be used from different threads concurrently; one cache is used by one thread at a time.
+/// An executor may also run any non-empty sub-range of its span (<see cref="CreateCache(int, int, BlockRange)"/>,
+/// <see cref="Forward(Span{float}, int, int, IKvCache?, BlockRange)"/>): a server then serves a client that needs only
+/// part of its blocks (e.g. to replace a failed server). The default implementations accept only the whole span.
 /// </remarks>
 public interface IBlockExecutor : IDisposable
 {
@@ -20,7 +23,7 @@ public interface IBlockExecutor : IDisposable
     /// <summary>Creates an empty attention cache for <paramref name="batchSize"/> sequences of up to <paramref name="maxLength"/> positions.</summary>
     /// <param name="batchSize">The number of sequences, at least 1.</param>
     /// <param name="maxLength">The most positions, at least 1.</param>
-    /// <returns>A cache to pass to <see cref="Forward"/>; dispose it to free its memory.</returns>
+    /// <returns>A cache to pass to <see cref="Forward(Span{float}, int, int, IKvCache?)"/>; dispose it to free its memory.</returns>
     IKvCache CreateCache(int batchSize, int maxLength);
 
     /// <summary>
@@ -37,9 +40,67 @@ public interface IBlockExecutor : IDisposable
     /// <exception cref="InvalidOperationException">When the cache would exceed its maximum length.</exception>
     void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache);
 
+    /// <summary>
+    /// Creates an empty attention cache for the sub-range <paramref name="blocks"/> of <see cref="Blocks"/>: it holds
+    /// only those blocks' keys and values and can be used only with
+    /// <see cref="Forward(Span{float}, int, int, IKvCache?, BlockRange)"/> on the same range.
+    /// </summary>
+    /// <param name="batchSize">The number of sequences, at least 1.</param>
+    /// <param name="maxLength">The most positions, at least 1.</param>
+    /// <param name="blocks">A non-empty range within <see cref="Blocks"/>.</param>
+    /// <returns>A cache for that range; dispose it to free its memory.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">When <paramref name="blocks"/> is empty or not within <see cref="Blocks"/>.</exception>
+    /// <exception cref="NotSupportedException">
+    /// When <paramref name="blocks"/> is a proper sub-range and the executor runs only its whole span (the default implementation).
+    /// </exception>
+    IKvCache CreateCache(int batchSize, int maxLength, BlockRange blocks)
+    {
+        RequireWholeSpan(Blocks, blocks);
+        return CreateCache(batchSize, maxLength);
+    }
+
+    /// <summary>
+    /// Runs only the blocks <paramref name="blocks"/> (a sub-range of <see cref="Blocks"/>) over <paramref name="hidden"/>
+    /// in place, as <see cref="Forward(Span{float}, int, int, IKvCache?)"/> runs the whole span. The outputs equal those
+    /// of an executor created for exactly <paramref name="blocks"/>.
+    /// </summary>
+    /// <param name="hidden">Hidden states <c>[batchSize, tokenCount, HiddenSize]</c>, overwritten with the outputs.</param>
+    /// <param name="batchSize">Number of sequences; must equal the cache's batch size when a cache is given.</param>
+    /// <param name="tokenCount">Number of new positions per sequence.</param>
+    /// <param name="cache">
+    /// A cache created by <see cref="CreateCache(int, int, BlockRange)"/> for the same <paramref name="blocks"/>, or
+    /// <see langword="null"/> for a stateless pass.
+    /// </param>
+    /// <param name="blocks">A non-empty range within <see cref="Blocks"/>.</param>
+    /// <exception cref="ArgumentOutOfRangeException">When <paramref name="blocks"/> is empty or not within <see cref="Blocks"/>.</exception>
+    /// <exception cref="ArgumentException">When the shape is wrong, or the cache was created for another range or executor.</exception>
+    /// <exception cref="InvalidOperationException">When the cache would exceed its maximum length.</exception>
+    /// <exception cref="NotSupportedException">
+    /// When <paramref name="blocks"/> is a proper sub-range and the executor runs only its whole span (the default implementation).
+    /// </exception>
+    void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks)
+    {
+        RequireWholeSpan(Blocks, blocks);
+        Forward(hidden, batchSize, tokenCount, cache);
+    }
+
     /// <summary>Returns an object of the requested type that this executor provides (e.g. its options), or <see langword="null"/>.</summary>
     /// <param name="serviceType">The type of object requested.</param>
     /// <param name="serviceKey">An optional key.</param>
     /// <returns>The object, or <see langword="null"/>.</returns>
     object? GetService(Type serviceType, object? serviceKey = null);
+
+    /// <summary>The check of the default sub-range members: <paramref name="blocks"/> must lie within the span, and be all of it.</summary>
+    private static void RequireWholeSpan(BlockRange span, BlockRange blocks)
+    {
+        if (blocks.Count <= 0 || blocks.Start < span.Start || blocks.End > span.End)
+        {
+            throw new ArgumentOutOfRangeException(nameof(blocks), blocks, $"Blocks {blocks} are not a non-empty range within this executor's span {span}.");
+        }
+
+        if (blocks != span)
+        {
+            throw new NotSupportedException($"This executor runs only its whole span {span}, not the sub-range {blocks}.");
+        }
+    }
 }

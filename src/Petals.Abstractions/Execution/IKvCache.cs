@@ -2,7 +2,7 @@ namespace Petals.Execution;
 
 /// <summary>
 /// The attention (key/value) cache of one inference session on one <see cref="IBlockExecutor"/>: for
-/// every block of the executor's span, keys and values of the positions processed so far, for each row of the batch.
+/// every block of the executor's span (or of the sub-range it was created for), keys and values of the positions processed so far, for each row of the batch.
 /// </summary>
 /// <remarks>Not thread-safe: one session uses its cache from one thread at a time.</remarks>
 public interface IKvCache : IDisposable

@@ -24,7 +24,7 @@ internal static class ServeCommand
         var host = new Option<string>("--host") { Description = "The address to listen on.", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "The TCP port; 0 picks a free one.", DefaultValueFactory = _ => 0 };
         var defaults = new BlockServerOptions();
-        var cacheTokens = new Option<long>("--cache-tokens") { Description = "Attention cache budget in tokens (a session takes batch x max length).", DefaultValueFactory = _ => defaults.CacheTokens };
+        var cacheTokens = new Option<long>("--cache-tokens") { Description = "Attention cache budget in tokens for the whole span (a session takes batch x max length, in proportion when it runs only part of the span).", DefaultValueFactory = _ => defaults.CacheTokens };
         var maxBatchTokens = new Option<int>("--max-batch-tokens") { Description = "The most batch x tokens per request.", DefaultValueFactory = _ => defaults.MaxBatchTokens };
         var maxLength = new Option<int>("--max-length") { Description = "The longest session (tokens) a client may open.", DefaultValueFactory = _ => defaults.MaxSessionLength };
         var idleTimeout = new Option<double>("--idle-timeout") { Description = "Seconds a session may stay without steps before its cache is freed.", DefaultValueFactory = _ => defaults.SessionIdleTimeout.TotalSeconds };

@@ -25,6 +25,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     private readonly ITimer _deadlines;
     private readonly Task _run;
     private volatile Exception? _failure;
+    private Models.BlockRange? _blocks;
 
     private RemoteSpanConnection(ProtocolConnection connection, TimeSpan requestTimeout)
     {
@@ -40,6 +41,16 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 
     /// <summary>The server's info (set once connected).</summary>
     public InfoResponse Info { get; private set; } = null!;
+
+    /// <summary>
+    /// The blocks this chain asks the server for: its whole span (<see cref="InfoResponse.Blocks"/>) unless a segment
+    /// named a range within it. Checked against the span by the chain checks.
+    /// </summary>
+    public Models.BlockRange Blocks
+    {
+        get => _blocks ?? Info.Blocks;
+        set => _blocks = value;
+    }
 
     public ProtocolConnection Connection => _connection;
 

@@ -41,7 +41,73 @@ public sealed partial class RemoteTransformerBlocks
             throw new ArgumentException("The chain names no server.", nameof(chain));
         }
 
-        var (blocks, failures) = await TryConnectChainAsync(transport, chain, config, modelId, options, cancellationToken).ConfigureAwait(false);
+        return await ConnectSegmentsAsync(transport, [.. chain.Select(s => (s, s.Span))], config, modelId, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Connects to the announced servers of <paramref name="segments"/>, each asked only for its segment's blocks, and
+    /// checks each server against its announcement as the chain overload does, each segment to lie within its server's
+    /// announced span, and the segments to tile the model's blocks: a failed span can thus be re-routed over servers
+    /// whose spans overlap it only partly (e.g. servers of 0:3 and 2:5 used as 0:3 + 3:5).
+    /// </summary>
+    /// <param name="transport">The transport to reach the servers with.</param>
+    /// <param name="segments">The servers and the blocks to run on each (a non-empty range within its <see cref="ServerInfo.Span"/>), in block order.</param>
+    /// <param name="config">The model's configuration.</param>
+    /// <param name="modelId">The model id announced in the handshake.</param>
+    /// <param name="options">Connection options; defaults when null.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <returns>The chain, connected.</returns>
+    /// <exception cref="ArgumentException">When there is no segment.</exception>
+    /// <exception cref="RemoteChainException">
+    /// When a segment is not within its server's announced span (before anything is connected), a server is not the peer
+    /// that was announced or serves another span, or the segments are not one chain for this model.
+    /// </exception>
+    /// <exception cref="ProtocolException">When a handshake fails (another protocol version or model).</exception>
+    /// <exception cref="TransportException">When a server cannot be reached.</exception>
+    /// <exception cref="TimeoutException">When a server does not answer within <see cref="RemoteSequenceOptions.ConnectTimeout"/>.</exception>
+    public static async Task<RemoteTransformerBlocks> ConnectAsync(
+        ITransport transport,
+        IReadOnlyList<(ServerInfo Server, BlockRange Blocks)> segments,
+        ModelConfig config,
+        string modelId,
+        RemoteSequenceOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(segments);
+        if (segments.Count == 0)
+        {
+            throw new ArgumentException("The chain names no segment.", nameof(segments));
+        }
+
+        var outside = new List<string>();
+        for (var i = 0; i < segments.Count; i++)
+        {
+            var (server, blocks) = segments[i];
+            ArgumentNullException.ThrowIfNull(server, $"{nameof(segments)}[{i}].Server");
+            if (blocks.Count <= 0 || blocks.Start < server.Span.Start || blocks.End > server.Span.End)
+            {
+                outside.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"segment {i} asks server {ChainPlanner.Short(server.PeerId)} at {server.Address} for blocks {blocks}, not within its announced span {server.Span}"));
+            }
+        }
+
+        if (outside.Count > 0)
+        {
+            throw new RemoteChainException(new StringBuilder("The segments do not fit their servers: ").AppendJoin("; ", outside).Append('.').ToString());
+        }
+
+        return await ConnectSegmentsAsync(transport, segments, config, modelId, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task<RemoteTransformerBlocks> ConnectSegmentsAsync(
+        ITransport transport,
+        IReadOnlyList<(ServerInfo Server, BlockRange Blocks)> segments,
+        ModelConfig config,
+        string modelId,
+        RemoteSequenceOptions? options,
+        CancellationToken cancellationToken)
+    {
+        var (blocks, failures) = await TryConnectChainAsync(transport, segments, config, modelId, options, cancellationToken).ConfigureAwait(false);
         if (blocks is not null)
         {
             return blocks;
@@ -99,7 +165,7 @@ public sealed partial class RemoteTransformerBlocks
                 throw new RemoteChainException(DescribeAttempts($"No chain is left after excluding the servers that failed: {e.Message}", attempts), e);
             }
 
-            var (blocks, failures) = await TryConnectChainAsync(transport, chain, config, sequence.ModelId, options, cancellationToken).ConfigureAwait(false);
+            var (blocks, failures) = await TryConnectChainAsync(transport, [.. chain.Select(s => (s, s.Span))], config, sequence.ModelId, options, cancellationToken).ConfigureAwait(false);
             if (blocks is not null)
             {
                 ClientLog.ChainConnected(sequence.Logger, chain.Count, sequence.ModelId, string.Join(", ", chain.Select(s => $"{s.Span} by {s.PeerId} at {s.Address}")));
@@ -123,12 +189,12 @@ public sealed partial class RemoteTransformerBlocks
         new StringBuilder(headline).Append(" Failures: ").AppendJoin("; ", attempts).Append('.').ToString();
 
     /// <summary>
-    /// Connects to every server of <paramref name="chain"/>; returns the connected chain, or (with every connection
-    /// closed) each server that failed and why. Caller cancellation propagates.
+    /// Connects to the server of every segment of <paramref name="chain"/>, asking each for its segment's blocks; returns
+    /// the connected chain, or (with every connection closed) each server that failed and why. Caller cancellation propagates.
     /// </summary>
     private static async Task<(RemoteTransformerBlocks? Blocks, List<(ServerInfo Server, Exception Error)> Failures)> TryConnectChainAsync(
         ITransport transport,
-        IReadOnlyList<ServerInfo> chain,
+        IReadOnlyList<(ServerInfo Server, BlockRange Blocks)> chain,
         ModelConfig config,
         string modelId,
         RemoteSequenceOptions? options,
@@ -140,7 +206,7 @@ public sealed partial class RemoteTransformerBlocks
         options ??= new RemoteSequenceOptions();
         options.Validate();
         var preamble = new ConnectionPreamble(options.PeerId, modelId, options.Limits.MaxFrameSize);
-        var connecting = chain.Select(s => RemoteSpanConnection.ConnectAsync(transport, s.Address, preamble, options, cancellationToken)).ToArray();
+        var connecting = chain.Select(s => RemoteSpanConnection.ConnectAsync(transport, s.Server.Address, preamble, options, cancellationToken)).ToArray();
         try
         {
             await Task.WhenAll(connecting).ConfigureAwait(false);
@@ -159,7 +225,7 @@ public sealed partial class RemoteTransformerBlocks
         var spans = new RemoteSpanConnection[chain.Count];
         for (var i = 0; i < chain.Count; i++)
         {
-            var server = chain[i];
+            var (server, segment) = chain[i];
             var task = connecting[i];
             if (!task.IsCompletedSuccessfully)
             {
@@ -175,6 +241,7 @@ public sealed partial class RemoteTransformerBlocks
             }
 
             var span = spans[i] = task.Result;
+            span.Blocks = segment;
             var problems = new List<string>();
             if (!string.Equals(span.Connection.Remote.PeerId, server.PeerId, StringComparison.Ordinal))
             {

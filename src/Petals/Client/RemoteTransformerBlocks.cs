@@ -28,7 +28,7 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
         Config = config;
         _spans = spans;
         _options = options;
-        Spans = [.. spans.Select(s => new RemoteSpanInfo(s.Connection.RemoteAddress, s.Connection.Remote.PeerId, s.Info))];
+        Spans = [.. spans.Select(s => new RemoteSpanInfo(s.Connection.RemoteAddress, s.Connection.Remote.PeerId, s.Info, s.Blocks))];
     }
 
     /// <inheritdoc />
@@ -66,19 +66,80 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
         RemoteSequenceOptions? options = null,
         CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(transport);
         ArgumentNullException.ThrowIfNull(peers);
-        ArgumentNullException.ThrowIfNull(config);
-        ArgumentNullException.ThrowIfNull(modelId);
-        options ??= new RemoteSequenceOptions();
-        options.Validate();
         if (peers.Count == 0)
         {
             throw new ArgumentException("At least one server address is required.", nameof(peers));
         }
 
+        return await ConnectCoreAsync(transport, [.. peers.Select(p => (p, (BlockRange?)null))], config, modelId, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Connects to the server of every segment, asks each for its info, and checks that each segment's blocks lie within
+    /// its server's span and that together the segments form one chain over all blocks of the model. Each server is
+    /// then asked only for its segment's blocks: a server whose span overlaps its neighbors' can still be chained (e.g.
+    /// servers of 0:3 and 2:5 as 0:3 + 3:5), which is how a client re-routes a failed span over partly overlapping servers.
+    /// </summary>
+    /// <param name="transport">The transport to reach the servers with.</param>
+    /// <param name="segments">
+    /// Each server's address and the blocks to run there (its whole span or a non-empty range within it), in any order;
+    /// they are sorted by their first block.
+    /// </param>
+    /// <param name="config">The model's configuration (from the locally loaded embeddings and head).</param>
+    /// <param name="modelId">The model id announced in the handshake (<see cref="Formats.ModelIdentity"/>).</param>
+    /// <param name="options">Connection options; defaults when null.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <returns>The chain, connected.</returns>
+    /// <exception cref="ArgumentException">When there is no segment or a segment's blocks are empty.</exception>
+    /// <exception cref="RemoteChainException">
+    /// When a segment is not within its server's span, the segments leave a gap or overlap, or a server serves another
+    /// model or hidden size or refuses the codec.
+    /// </exception>
+    /// <exception cref="ProtocolException">When a handshake fails (another protocol version or model).</exception>
+    /// <exception cref="TransportException">When a server cannot be reached.</exception>
+    /// <exception cref="TimeoutException">When a server does not answer within <see cref="RemoteSequenceOptions.ConnectTimeout"/>.</exception>
+    public static async Task<RemoteTransformerBlocks> ConnectAsync(
+        ITransport transport,
+        IReadOnlyList<(PeerAddress Address, BlockRange Blocks)> segments,
+        ModelConfig config,
+        string modelId,
+        RemoteSequenceOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(segments);
+        if (segments.Count == 0)
+        {
+            throw new ArgumentException("At least one segment is required.", nameof(segments));
+        }
+
+        for (var i = 0; i < segments.Count; i++)
+        {
+            if (segments[i].Blocks.Count <= 0)
+            {
+                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Segment {i} ({segments[i].Address}) names no blocks."), nameof(segments));
+            }
+        }
+
+        return await ConnectCoreAsync(transport, [.. segments.Select(s => (s.Address, (BlockRange?)s.Blocks))], config, modelId, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Connects to every server, sets the blocks asked of each (its span when null), sorts them by first block and checks the chain.</summary>
+    private static async Task<RemoteTransformerBlocks> ConnectCoreAsync(
+        ITransport transport,
+        (PeerAddress Address, BlockRange? Blocks)[] segments,
+        ModelConfig config,
+        string modelId,
+        RemoteSequenceOptions? options,
+        CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(modelId);
+        options ??= new RemoteSequenceOptions();
+        options.Validate();
         var preamble = new ConnectionPreamble(options.PeerId, modelId, options.Limits.MaxFrameSize);
-        var connecting = peers.Select(p => RemoteSpanConnection.ConnectAsync(transport, p, preamble, options, cancellationToken)).ToArray();
+        var connecting = segments.Select(p => RemoteSpanConnection.ConnectAsync(transport, p.Address, preamble, options, cancellationToken)).ToArray();
         try
         {
             await Task.WhenAll(connecting).ConfigureAwait(false);
@@ -96,7 +157,15 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
             throw;
         }
 
-        var spans = connecting.Select(t => t.Result).OrderBy(s => s.Info.Blocks.Start).ThenBy(s => s.Info.Blocks.End).ToArray();
+        for (var i = 0; i < segments.Length; i++)
+        {
+            if (segments[i].Blocks is { } blocks)
+            {
+                connecting[i].Result.Blocks = blocks;
+            }
+        }
+
+        var spans = connecting.Select(t => t.Result).OrderBy(s => s.Blocks.Start).ThenBy(s => s.Blocks.End).ToArray();
         try
         {
             CheckChain(spans, config, modelId, options.Codec);
@@ -158,7 +227,7 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
 
                 streams[opened] = span.Connection.NewStreamId();
                 span.TrackSession(streams[opened]);
-                await span.SendOneWayAsync(streams[opened], new InferenceOpen(sessionId, span.Info.Blocks, maxLength, _options.Codec), cancellationToken).ConfigureAwait(false);
+                await span.SendOneWayAsync(streams[opened], new InferenceOpen(sessionId, span.Blocks, maxLength, _options.Codec), cancellationToken).ConfigureAwait(false);
             }
         }
         catch
@@ -191,7 +260,7 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
         foreach (var span in _spans)
         {
             var call = span.Register(new RemoteSpanConnection.PendingCall(), span.Connection.NewStreamId(), hidden);
-            await span.SendAsync(call, new ForwardRequest(span.Info.Blocks, _options.Codec, WireTensor.FromValues(shape, hidden, _options.Codec)), cancellationToken).ConfigureAwait(false);
+            await span.SendAsync(call, new ForwardRequest(span.Blocks, _options.Codec, WireTensor.FromValues(shape, hidden, _options.Codec)), cancellationToken).ConfigureAwait(false);
             await span.WaitAsync(call, cancellationToken).ConfigureAwait(false);
         }
     }
@@ -219,18 +288,18 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
         var next = 0;
         foreach (var span in spans)
         {
-            var info = span.Info;
+            var blocks = span.Blocks;
             AddServerProblems(span, config, modelId, codec, problems);
-            if (info.Blocks.Start > next)
+            if (blocks.Start > next)
             {
-                problems.Add(string.Create(CultureInfo.InvariantCulture, $"no server covers blocks {next}:{info.Blocks.Start} (the next, {span.Name}, starts at {info.Blocks.Start})"));
+                problems.Add(string.Create(CultureInfo.InvariantCulture, $"no server covers blocks {next}:{blocks.Start} (the next, {span.Name}, starts at {blocks.Start})"));
             }
-            else if (info.Blocks.Start < next)
+            else if (blocks.Start < next)
             {
                 problems.Add(string.Create(CultureInfo.InvariantCulture, $"{span.Name} overlaps the previous server, which already covers blocks up to {next}"));
             }
 
-            next = Math.Max(next, info.Blocks.End);
+            next = Math.Max(next, blocks.End);
         }
 
         if (next < config.NumLayers)
@@ -247,16 +316,27 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
             var message = new StringBuilder("The servers do not form one chain over the model's ")
                 .Append(config.NumLayers.ToString(CultureInfo.InvariantCulture)).Append(" blocks: ")
                 .AppendJoin("; ", problems).Append(". Servers: ")
-                .AppendJoin(", ", spans.Select(s => string.Create(CultureInfo.InvariantCulture, $"{s.Connection.RemoteAddress} = {s.Info.Blocks}")))
+                .AppendJoin(", ", spans.Select(s => s.Blocks == s.Info.Blocks
+                    ? string.Create(CultureInfo.InvariantCulture, $"{s.Connection.RemoteAddress} = {s.Blocks}")
+                    : string.Create(CultureInfo.InvariantCulture, $"{s.Connection.RemoteAddress} = {s.Blocks} of {s.Info.Blocks}")))
                 .Append('.');
             throw new RemoteChainException(message.ToString());
         }
     }
 
-    /// <summary>Adds what makes one server unusable for this model and codec (another model, hidden size, codec) to <paramref name="problems"/>.</summary>
+    /// <summary>
+    /// Adds what makes one server unusable for this model and codec (another model, hidden size, codec, blocks asked for
+    /// that are not within its span) to <paramref name="problems"/>.
+    /// </summary>
     private static void AddServerProblems(RemoteSpanConnection span, ModelConfig config, string modelId, WireCodec codec, List<string> problems)
     {
         var info = span.Info;
+        var blocks = span.Blocks;
+        if (blocks.Start < info.Blocks.Start || blocks.End > info.Blocks.End)
+        {
+            problems.Add($"{span.Name} is asked for blocks {blocks} but serves only {info.Blocks}");
+        }
+
         if (info.ModelId.Length > 0 && !string.Equals(info.ModelId, modelId, StringComparison.Ordinal))
         {
             problems.Add($"{span.Name} serves model '{info.ModelId}', not '{modelId}'");

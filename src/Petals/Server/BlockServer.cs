@@ -71,6 +71,28 @@ public sealed class BlockServer : IAsyncDisposable
     /// <summary>The blocks served.</summary>
     public BlockRange Blocks => Options.Blocks;
 
+    /// <summary>Whether a forward call or session may name <paramref name="blocks"/>: a non-empty range within <see cref="Blocks"/>.</summary>
+    internal bool Serves(BlockRange blocks) => blocks.Count > 0 && blocks.Start >= Blocks.Start && blocks.End <= Blocks.End;
+
+    /// <summary>
+    /// The cache tokens a session of <paramref name="batch"/> rows and <paramref name="maxLength"/> positions over
+    /// <paramref name="blocks"/> (within <paramref name="span"/>) reserves: <c>ceil(batch × maxLength × blocks.Count / span.Count)</c>,
+    /// since the budget (<see cref="BlockServerOptions.CacheTokens"/>) counts tokens cached for the whole span and a
+    /// sub-range caches only its blocks; the whole span reserves exactly <c>batch × maxLength</c>.
+    /// </summary>
+    internal static long CacheTokensForSpan(int batch, int maxLength, BlockRange blocks, BlockRange span)
+    {
+        var whole = (long)batch * maxLength;
+        return blocks == span ? whole : ((whole * blocks.Count) + span.Count - 1) / span.Count;
+    }
+
+    /// <summary>The error for a sub-range request that the executor refused because it runs only its whole span.</summary>
+    internal ProtocolException SubRangeUnsupported(BlockRange blocks, Exception refusal) => new(BlockServerErrors.Unsupported,
+        $"blocks {blocks} requested; this server's executor runs only its whole span {Blocks} ({refusal.Message})");
+
+    /// <summary>As <see cref="CacheTokensForSpan"/> for this server's span.</summary>
+    internal long CacheTokensFor(int batch, int maxLength, BlockRange blocks) => CacheTokensForSpan(batch, maxLength, blocks, Blocks);
+
     /// <summary>The model's configuration.</summary>
     public ModelConfig Config => Executor.Config;
 
@@ -212,7 +234,7 @@ public sealed class BlockServer : IAsyncDisposable
     {
         _sessions.TryAdd(session, 0);
         Interlocked.Increment(ref _sessionsOpened);
-        ServerLog.SessionOpened(_logger, session.Id, session.StreamId, session.MaxLength);
+        ServerLog.SessionOpened(_logger, session.Id, session.StreamId, session.Blocks.ToString(), session.MaxLength);
     }
 
     internal void OnSessionEnded(InferenceSession session, long steps, string reason)

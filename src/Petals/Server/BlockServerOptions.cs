@@ -17,8 +17,9 @@ public sealed class BlockServerOptions
     public string PeerId { get; set; } = "petals-server";
 
     /// <summary>
-    /// The attention cache budget in tokens: a session of batch <c>B</c> opened with <c>maxLength L</c> holds <c>B × L</c> tokens
-    /// from its first step until it ends. Default 16384.
+    /// The attention cache budget in tokens cached for the whole span: a session of batch <c>B</c> opened with
+    /// <c>maxLength L</c> over the whole span holds <c>B × L</c> tokens from its first step until it ends; one over a
+    /// sub-range of <c>n</c> of the span's <c>N</c> blocks holds <c>ceil(B × L × n / N)</c>. Default 16384.
     /// </summary>
     public long CacheTokens { get; set; } = 16384;
 

@@ -34,6 +34,7 @@ internal sealed class InferenceSession
         StreamId = streamId;
         Id = open.SessionId;
         MaxLength = open.MaxLength;
+        Blocks = open.Blocks;
         ReplyCodec = open.ReplyCodec;
         _send = new CancellationTokenSource();
         Touch();
@@ -50,6 +51,9 @@ internal sealed class InferenceSession
     public Guid Id { get; }
 
     public int MaxLength { get; }
+
+    /// <summary>The blocks the session runs: the server's span or a non-empty range within it.</summary>
+    public Models.BlockRange Blocks { get; }
 
     public WireCodec ReplyCodec { get; }
 
@@ -137,7 +141,10 @@ internal sealed class InferenceSession
                     // The executor refused the step (shape, cache overflow): a precise message, not a crash.
                     _endReason = ex.Message;
                     _queue.Writer.TryComplete();
-                    await _connection.TrySendErrorAsync(StreamId, new ProtocolException(ProtocolErrorCode.Internal, $"The step failed: {ex.Message}")).ConfigureAwait(false);
+                    var error = ex is NotSupportedException && Blocks != _server.Blocks
+                        ? _server.SubRangeUnsupported(Blocks, ex)
+                        : new ProtocolException(ProtocolErrorCode.Internal, $"The step failed: {ex.Message}");
+                    await _connection.TrySendErrorAsync(StreamId, error).ConfigureAwait(false);
                     break;
                 }
                 finally
@@ -212,8 +219,8 @@ internal sealed class InferenceSession
 
         if (_cache is null)
         {
-            _reservation = await _server.Budget.ReserveAsync((long)work.Batch * MaxLength, _server.Options.CacheWaitTimeout, cancellationToken).ConfigureAwait(false);
-            _cache = _server.Executor.CreateCache(work.Batch, MaxLength);
+            _reservation = await _server.Budget.ReserveAsync(_server.CacheTokensFor(work.Batch, MaxLength, Blocks), _server.Options.CacheWaitTimeout, cancellationToken).ConfigureAwait(false);
+            _cache = _server.Executor.CreateCache(work.Batch, MaxLength, Blocks);
         }
         else if (work.Batch != _cache.BatchSize)
         {
@@ -253,6 +260,7 @@ internal sealed class InferenceSession
 
         work.Cache = _cache;
         work.Executor = _server.Executor;
+        work.Blocks = Blocks;
         await _server.Scheduler.RunAsync(ComputePriority.Inference, static s => ((StepWork)s!).Execute(), work, cancellationToken).ConfigureAwait(false);
         work.Position = _cache.Length;
         _applied.Add(work.StepId);

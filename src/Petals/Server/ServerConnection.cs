@@ -89,7 +89,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             return SendErrorAsync(streamId, ShuttingDown(), ct);
         }
 
-        if (request.Blocks != _server.Blocks)
+        if (!_server.Serves(request.Blocks))
         {
             return SendErrorAsync(streamId, SpanMismatch(request.Blocks), ct);
         }
@@ -118,7 +118,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
 
         var buffer = ArrayPool<float>.Shared.Rent(batch * tokens * hidden);
         request.Hidden.CopyTo(buffer);
-        var work = RunForwardAsync(streamId, buffer, batch, tokens, request.ReplyCodec);
+        var work = RunForwardAsync(streamId, buffer, batch, tokens, request.Blocks, request.ReplyCodec);
         lock (_lock)
         {
             _forwards.RemoveWhere(static t => t.IsCompleted);
@@ -131,19 +131,19 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         return ValueTask.CompletedTask;
     }
 
-    private async Task RunForwardAsync(uint streamId, float[] buffer, int batch, int tokens, WireCodec codec)
+    private async Task RunForwardAsync(uint streamId, float[] buffer, int batch, int tokens, Models.BlockRange blocks, WireCodec codec)
     {
         var hidden = _server.Config.HiddenSize;
         var count = batch * tokens * hidden;
         try
         {
-            var state = (Server: _server, Buffer: buffer, Count: count, Batch: batch, Tokens: tokens);
+            var state = (Server: _server, Buffer: buffer, Count: count, Batch: batch, Tokens: tokens, Blocks: blocks);
             await _server.Scheduler.RunAsync(
                 ComputePriority.Forward,
                 static s =>
                 {
-                    var (server, buffer, count, batch, tokens) = ((BlockServer, float[], int, int, int))s!;
-                    server.Executor.Forward(buffer.AsSpan(0, count), batch, tokens, cache: null);
+                    var (server, buffer, count, batch, tokens, blocks) = ((BlockServer, float[], int, int, int, Models.BlockRange))s!;
+                    server.Executor.Forward(buffer.AsSpan(0, count), batch, tokens, cache: null, blocks);
                 },
                 state).ConfigureAwait(false);
             _server.OnComputed(batch * tokens, inference: false);
@@ -155,7 +155,12 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         catch (Exception ex) when (ex is not (OperationCanceledException or ProtocolException or Transport.TransportException or IOException))
 #pragma warning restore CA1031
         {
-            var error = ex is ObjectDisposedException ? ShuttingDown() : new ProtocolException(ProtocolErrorCode.Internal, $"The forward pass failed: {ex.Message}");
+            var error = ex switch
+            {
+                ObjectDisposedException => ShuttingDown(),
+                NotSupportedException when blocks != _server.Blocks => _server.SubRangeUnsupported(blocks, ex),
+                _ => new ProtocolException(ProtocolErrorCode.Internal, $"The forward pass failed: {ex.Message}"),
+            };
             await TrySendErrorAsync(streamId, error).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // The connection broke while sending: nothing to tell the client.
@@ -177,7 +182,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             return SendErrorAsync(streamId, ShuttingDown(), ct);
         }
 
-        if (open.Blocks != _server.Blocks)
+        if (!_server.Serves(open.Blocks))
         {
             return SendErrorAsync(streamId, SpanMismatch(open.Blocks), ct);
         }
@@ -314,7 +319,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
     }
 
     private ProtocolException SpanMismatch(Models.BlockRange requested) => new(ProtocolErrorCode.SpanMismatch,
-        $"blocks {requested} requested; this server runs exactly blocks {_server.Blocks} (sub-spans are not served)");
+        $"blocks {requested} requested; this server runs blocks {_server.Blocks} and serves only non-empty ranges within them");
 
     private static ProtocolException NoPrompts() =>
         new(BlockServerErrors.Unsupported, "deep prompts are not supported by this server");

@@ -16,8 +16,8 @@ internal static partial class ServerLog
     [LoggerMessage(3102, LogLevel.Debug, "Connection from {Remote} ended: {Reason}")]
     public static partial void ConnectionEnded(ILogger logger, PeerAddress remote, string reason);
 
-    [LoggerMessage(3103, LogLevel.Debug, "Session {SessionId} on stream {StreamId} opened: max length {MaxLength}")]
-    public static partial void SessionOpened(ILogger logger, Guid sessionId, uint streamId, int maxLength);
+    [LoggerMessage(3103, LogLevel.Debug, "Session {SessionId} on stream {StreamId} opened: blocks {Blocks}, max length {MaxLength}")]
+    public static partial void SessionOpened(ILogger logger, Guid sessionId, uint streamId, string blocks, int maxLength);
 
     [LoggerMessage(3104, LogLevel.Debug, "Session {SessionId} ended after {Steps} steps: {Reason}")]
     public static partial void SessionEnded(ILogger logger, Guid sessionId, long steps, string reason);

@@ -43,6 +43,9 @@ internal sealed class StepWork : IDisposable
 
     public IBlockExecutor? Executor { get; set; }
 
+    /// <summary>The blocks the step runs (its session's range).</summary>
+    public Models.BlockRange Blocks { get; set; }
+
     private int Count => Batch * Tokens * Hidden;
 
     /// <summary>
@@ -74,7 +77,7 @@ internal sealed class StepWork : IDisposable
             cache.Reorder(hypo);
         }
 
-        Executor!.Forward(_buffer.AsSpan(0, Count), Batch, Tokens, cache);
+        Executor!.Forward(_buffer.AsSpan(0, Count), Batch, Tokens, cache, Blocks);
     }
 
     public InferenceStepResult ToResult(WireCodec codec) =>

@@ -162,6 +162,80 @@ public sealed class RemoteTransformerBlocksTests
     }
 
     [Fact]
+    public async Task Overlapping_servers_chained_as_segments_generate_exactly_as_locally()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: true, layers: 5);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 3), new(2, 5)]);
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(
+            swarm.Transport, [(swarm.Addresses[1], new BlockRange(3, 5)), (swarm.Addresses[0], new BlockRange(0, 3))], fixture.Config, Swarm.ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct);
+        Assert.Equal([new BlockRange(0, 3), new BlockRange(3, 5)], remote.Spans.Select(s => s.Blocks));
+        Assert.Equal([new BlockRange(0, 3), new BlockRange(2, 5)], remote.Spans.Select(s => s.Info.Blocks));
+
+        using var remoteModel = new CausalLanguageModel(LanguageModelHead.Load(fixture.Weights), remote, tokenizer: null);
+        using var localModel = fixture.CreateModel();
+        var options = new GenerationOptions { MaxNewTokens = 12, StopTokenIds = [] };
+        int[] prompt = [1, 17, 42, 5];
+        var expected = await localModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
+        var actual = await remoteModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
+        Assert.Equal(expected, actual);
+
+        // The hidden states too, step by step and stateless: the second server runs only blocks 3 and 4.
+        using var local = fixture.CreateBlocks();
+        await using (var remoteSession = await remote.OpenSessionAsync(batchSize: 2, maxLength: 10, Ct))
+        await using (var localSession = await local.OpenSessionAsync(batchSize: 2, maxLength: 10, Ct))
+        {
+            var random = new Random(23);
+            foreach (var tokens in new[] { 4, 1, 1 })
+            {
+                var input = RandomHidden(random, 2 * tokens * fixture.Config.HiddenSize);
+                var theirs = input.ToArray();
+                var ours = input.ToArray();
+                await remoteSession.ForwardAsync(theirs, tokens, Ct);
+                await localSession.ForwardAsync(ours, tokens, Ct);
+                AssertClose(ours, theirs, 1e-5f);
+            }
+
+            // The second server's session caches 2 of its 3 blocks: ceil(2 x 10 x 2 / 3) = 14 tokens.
+            Assert.Equal(swarm.Servers[1].Options.CacheTokens - 14, swarm.Servers[1].CacheTokensLeft);
+            Assert.Equal(swarm.Servers[0].Options.CacheTokens - 20, swarm.Servers[0].CacheTokensLeft);
+        }
+
+        var stateless = RandomHidden(new Random(4), 3 * fixture.Config.HiddenSize);
+        var remoteOut = stateless.ToArray();
+        await remote.ForwardAsync(remoteOut, batchSize: 1, tokenCount: 3, Ct);
+        var localOut = stateless.ToArray();
+        await using (var session = await local.OpenSessionAsync(1, 3, Ct))
+        {
+            await session.ForwardAsync(localOut, 3, Ct);
+        }
+
+        AssertClose(localOut, remoteOut, 1e-5f);
+    }
+
+    [Fact]
+    public async Task Segments_outside_their_servers_span_or_not_tiling_the_model_are_refused_naming_them()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 5);
+        await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 3), new(2, 5)]);
+        Task<RemoteTransformerBlocks> Connect(params (PeerAddress, BlockRange)[] segments) =>
+            RemoteTransformerBlocks.ConnectAsync(swarm.Transport, segments, fixture.Config, Swarm.ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct);
+
+        var outside = await Assert.ThrowsAsync<RemoteChainException>(() => Connect((swarm.Addresses[0], new(0, 1)), (swarm.Addresses[1], new(1, 5))));
+        Assert.Contains($"server 'server-1' at {swarm.Addresses[1]} is asked for blocks 1:5 but serves only 2:5", outside.Message, StringComparison.Ordinal);
+        Assert.Contains("= 1:5 of 2:5", outside.Message, StringComparison.Ordinal);
+
+        var gap = await Assert.ThrowsAsync<RemoteChainException>(() => Connect((swarm.Addresses[0], new(0, 2)), (swarm.Addresses[1], new(3, 5))));
+        Assert.Contains("no server covers blocks 2:3", gap.Message, StringComparison.Ordinal);
+
+        var overlap = await Assert.ThrowsAsync<RemoteChainException>(() => Connect((swarm.Addresses[0], new(0, 3)), (swarm.Addresses[1], new(2, 5))));
+        Assert.Contains("overlaps the previous server, which already covers blocks up to 3", overlap.Message, StringComparison.Ordinal);
+
+        var empty = await Assert.ThrowsAsync<ArgumentException>(() => Connect((swarm.Addresses[0], new(0, 3)), (swarm.Addresses[1], default)));
+        Assert.Contains("Segment 1", empty.Message, StringComparison.Ordinal);
+        Assert.All(swarm.Servers, s => Assert.Equal(0, s.GetStatistics().InferenceSteps + s.GetStatistics().ForwardCalls));
+    }
+
+    [Fact]
     public async Task A_gap_between_servers_is_refused_before_any_tensor_is_sent()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);

@@ -125,6 +125,38 @@ public sealed class SwarmConnectTests
     }
 
     [Fact]
+    public async Task Announced_servers_chained_as_segments_generate_exactly_as_locally()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: true, layers: 5);
+        await using var swarm = await DiscoverySwarm.StartAsync(3, TimeProvider.System, Ct);
+        await using var servers = new Servers(swarm);
+        await servers.StartAsync(fixture.Weights, ModelId, fixture.Config.NumLayers, (1, new(0, 3)), (2, new(2, 5)));
+        var first = swarm.Info(1, new BlockRange(0, 3), address: servers.Addresses[0]);
+        var second = swarm.Info(2, new BlockRange(2, 5), address: servers.Addresses[1]);
+
+        var outside = await Assert.ThrowsAsync<RemoteChainException>(() => RemoteTransformerBlocks.ConnectAsync(
+            swarm.Transport, [(first, new BlockRange(0, 2)), (second, new BlockRange(1, 5))], fixture.Config, ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct));
+        Assert.Contains("segment 1 asks server", outside.Message, StringComparison.Ordinal);
+        Assert.Contains("for blocks 1:5, not within its announced span 2:5", outside.Message, StringComparison.Ordinal);
+
+        var gap = await Assert.ThrowsAsync<RemoteChainException>(() => RemoteTransformerBlocks.ConnectAsync(
+            swarm.Transport, [(first, new BlockRange(0, 2)), (second, new BlockRange(3, 5))], fixture.Config, ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct));
+        Assert.Contains("no server covers blocks 2:3", gap.Message, StringComparison.Ordinal);
+
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(
+            swarm.Transport, [(first, new BlockRange(0, 3)), (second, new BlockRange(3, 5))], fixture.Config, ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct);
+        Assert.Equal([new BlockRange(0, 3), new BlockRange(3, 5)], remote.Spans.Select(s => s.Blocks));
+        Assert.Equal([swarm.Peers[1].LocalPeerId, swarm.Peers[2].LocalPeerId], remote.Spans.Select(s => s.PeerId));
+        using var remoteModel = new CausalLanguageModel(LanguageModelHead.Load(fixture.Weights), remote, tokenizer: null);
+        using var localModel = fixture.CreateModel();
+        var options = new GenerationOptions { MaxNewTokens = 10, StopTokenIds = [] };
+        int[] prompt = [1, 17, 42, 5];
+        var expected = await localModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
+        var actual = await remoteModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
+        Assert.Equal(expected, actual);
+    }
+
+    [Fact]
     public async Task A_chain_given_directly_is_checked_against_the_announced_spans()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);

@@ -61,7 +61,7 @@ public sealed class BlockServerTests
         await using var client = await h.ConnectAsync();
 
         var wrongSpan = await client.CallAsync(new ForwardRequest(new Models.BlockRange(0, 3), WireCodec.Fp32, h.Tensor(h.Input(1, 1, 0), 1, 1)));
-        AssertError(wrongSpan, "span_mismatch", "blocks 0:3 requested; this server runs exactly blocks 1:3");
+        AssertError(wrongSpan, "span_mismatch", "blocks 0:3 requested; this server runs blocks 1:3 and serves only non-empty ranges within them");
 
         var tooBig = await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(3, 100, 0), 3, 100)));
         AssertError(tooBig, "request_too_large", "carry 300 batch x tokens, above this server's limit of 256");
@@ -561,10 +561,10 @@ public sealed class BlockServerTests
 
         public uint StreamId { get; }
 
-        public static async Task<Session> OpenAsync(TestClient client, ServerHarness h, int maxLength)
+        public static async Task<Session> OpenAsync(TestClient client, ServerHarness h, int maxLength, Models.BlockRange? blocks = null)
         {
             var id = client.Connection.NewStreamId();
-            await client.Connection.SendAsync(id, new InferenceOpen(Guid.NewGuid(), ServerHarness.Span, maxLength, WireCodec.Fp32), Ct);
+            await client.Connection.SendAsync(id, new InferenceOpen(Guid.NewGuid(), blocks ?? ServerHarness.Span, maxLength, WireCodec.Fp32), Ct);
             return new Session(client, h, id);
         }
 

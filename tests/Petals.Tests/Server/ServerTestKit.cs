@@ -179,10 +179,14 @@ internal sealed class RecordingExecutor(IBlockExecutor inner) : IBlockExecutor
 
     public IKvCache CreateCache(int batchSize, int maxLength) => inner.CreateCache(batchSize, maxLength);
 
-    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache)
+    public IKvCache CreateCache(int batchSize, int maxLength, BlockRange blocks) => inner.CreateCache(batchSize, maxLength, blocks);
+
+    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache) => Forward(hidden, batchSize, tokenCount, cache, Blocks);
+
+    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks)
     {
         _calls.Enqueue(cache is null ? "forward" : "step");
-        inner.Forward(hidden, batchSize, tokenCount, cache);
+        inner.Forward(hidden, batchSize, tokenCount, cache, blocks);
     }
 
     public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
