@@ -18,8 +18,9 @@ namespace Petals.Client.Routing;
 /// <remarks>
 /// A server is usable when it is online, allowed by <see cref="RouterOptions.AllowedPeers"/> and not in
 /// <see cref="RouterOptions.BlockedPeers"/>. A banned server (<see cref="RouteRequest.BannedPeers"/>) is used only for
-/// blocks that no unbanned usable server covers. Ties between routes of equal cost go to fewer segments, then to the
-/// route found first when servers are taken in ordinal peer-id order. Thread-safe.
+/// blocks that no unbanned usable server covers. Ties between routes of equal cost go to fewer segments; remaining ties
+/// are broken by the ordinal order of peer ids (the queue orders equal nodes by server), so the route depends on the
+/// request's content only, never on the order its servers are listed in. Thread-safe.
 /// </remarks>
 internal sealed class MinLatencyRouter : IRouter
 {
@@ -67,7 +68,7 @@ internal sealed class MinLatencyRouter : IRouter
         var previous = new int[count];
         Array.Fill(cost, double.PositiveInfinity);
         Array.Fill(previous, -1);
-        var queue = new PriorityQueue<int, (double Cost, int Hops)>();
+        var queue = new PriorityQueue<int, (double Cost, int Hops, int Node)>();
         var enter = new double[servers.Length];
         var compute = new double[servers.Length];
         for (var s = 0; s < servers.Length; s++)
@@ -148,7 +149,7 @@ internal sealed class MinLatencyRouter : IRouter
                 cost[node] = newCost;
                 hops[node] = newHops;
                 previous[node] = from;
-                queue.Enqueue(node, (newCost, newHops));
+                queue.Enqueue(node, (newCost, newHops, node));
             }
         }
     }

@@ -42,7 +42,8 @@ internal sealed class PeerBans
 
             entry.Failures = entry.Failures == int.MaxValue ? int.MaxValue : entry.Failures + 1;
             var duration = Duration(entry.Failures);
-            entry.Until = _time.GetUtcNow() + duration;
+            var now = _time.GetUtcNow();
+            entry.Until = duration < DateTimeOffset.MaxValue - now ? now + duration : DateTimeOffset.MaxValue;
             return duration;
         }
     }
