@@ -42,7 +42,7 @@ public sealed class MinLatencyRouterTests
 
             var cost = Cost(route, request, hop, penalty, unknown, options.DefaultThroughput);
             return Math.Abs(cost - best.Value) <= 1e-9 * Math.Max(1, best.Value);
-        }).QuickCheckThrowOnFailure();
+        }).Check(Config.QuickThrowOnFailure.WithMaxTest(500));
     }
 
     [Fact]
@@ -74,6 +74,20 @@ public sealed class MinLatencyRouterTests
         var b = Peer("b", 2, 4, throughput: 100);
         var route = new MinLatencyRouter(Defaults).RouteInference(new RouteRequest { Servers = [a, b], Blocks = new BlockRange(0, 4) });
         Assert.Equal([("a", new BlockRange(0, 2)), ("b", new BlockRange(2, 4))], route.Select(s => (s.Server.PeerId, s.Blocks)));
+    }
+
+    [Fact]
+    public void A_server_is_never_entered_and_left_at_the_same_block_as_a_relay()
+    {
+        // From a to c the announced hop is unknown (1 s), but a -> b and b -> c are free and entering b costs nothing:
+        // relaying through b without running a block there would look cheaper, and is not a route.
+        var options = new RouterOptions { HopOverhead = TimeSpan.Zero, UnknownRtt = TimeSpan.FromSeconds(1) };
+        var a = Peer("a", 0, 2, throughput: 10, next: new Dictionary<string, TimeSpan> { ["b"] = TimeSpan.Zero });
+        var b = Peer("b", 0, 4, throughput: 0.001, next: new Dictionary<string, TimeSpan> { ["c"] = TimeSpan.Zero });
+        var c = Peer("c", 2, 4, throughput: 10);
+        var rtts = new Dictionary<string, TimeSpan> { ["a"] = TimeSpan.Zero, ["b"] = TimeSpan.Zero, ["c"] = TimeSpan.Zero };
+        var route = new MinLatencyRouter(options).RouteInference(new RouteRequest { Servers = [a, b, c], Blocks = new BlockRange(0, 4), ClientRtts = rtts });
+        Assert.Equal([("a", new BlockRange(0, 2)), ("c", new BlockRange(2, 4))], route.Select(s => (s.Server.PeerId, s.Blocks)));
     }
 
     [Fact]
