@@ -1,4 +1,5 @@
 using Petals.Discovery;
+using Petals.Models;
 
 namespace Petals.Client.Routing;
 
@@ -14,14 +15,18 @@ internal sealed class PingScheduler
     private readonly Func<ServerInfo, CancellationToken, ValueTask<TimeSpan>> _ping;
     private readonly TimeProvider _time;
     private readonly int _parallelism;
+    private readonly int _perBlock;
     private readonly TimeSpan _timeout;
+    private readonly Random _random;
+    private readonly Lock _randomLock = new();
 
     /// <summary>Creates the scheduler.</summary>
     /// <param name="tracker">Where measured round trips go.</param>
     /// <param name="ping">Measures one round trip to a server (e.g. an info request); throws when the server cannot be reached.</param>
     /// <param name="options">The concurrency and timeout (validated).</param>
     /// <param name="timeProvider">The clock of the ping timeout.</param>
-    public PingScheduler(RttTracker tracker, Func<ServerInfo, CancellationToken, ValueTask<TimeSpan>> ping, RouterOptions options, TimeProvider timeProvider)
+    /// <param name="random">The randomness of <see cref="ChooseTargets"/>; a shared unseeded one when null.</param>
+    public PingScheduler(RttTracker tracker, Func<ServerInfo, CancellationToken, ValueTask<TimeSpan>> ping, RouterOptions options, TimeProvider timeProvider, Random? random = null)
     {
         ArgumentNullException.ThrowIfNull(tracker);
         ArgumentNullException.ThrowIfNull(ping);
@@ -32,7 +37,67 @@ internal sealed class PingScheduler
         _ping = ping;
         _time = timeProvider;
         _parallelism = options.MaxConcurrentPings;
+        _perBlock = options.PingsPerBlock;
         _timeout = options.PingTimeout;
+        _random = random ?? Random.Shared;
+    }
+
+    /// <summary>
+    /// Chooses the servers of one ping round: for each block of <paramref name="blocks"/>, online servers that have it
+    /// until <see cref="RouterOptions.PingsPerBlock"/> chosen servers have it (fewer when fewer exist). Servers the
+    /// tracker has not measured yet come first; among the rest the order is random, so that successive rounds spread
+    /// over the swarm.
+    /// </summary>
+    /// <param name="servers">The announced servers (at most one entry per peer id).</param>
+    /// <param name="blocks">The blocks a route may need.</param>
+    /// <returns>The chosen servers, each once.</returns>
+    public IReadOnlyList<ServerInfo> ChooseTargets(IReadOnlyList<ServerInfo> servers, BlockRange blocks)
+    {
+        ArgumentNullException.ThrowIfNull(servers);
+        var unmeasured = new List<ServerInfo>();
+        var measured = new List<ServerInfo>();
+        foreach (var server in servers)
+        {
+            if (server is not null && server.State == ServerState.Online && server.Span.Start < blocks.End && server.Span.End > blocks.Start)
+            {
+                (_tracker.TryGet(server.PeerId, out _) ? measured : unmeasured).Add(server);
+            }
+        }
+
+        // Peer-id order before shuffling, so that a seeded random gives the same choice whatever order the servers came in.
+        unmeasured.Sort((a, b) => string.CompareOrdinal(a.PeerId, b.PeerId));
+        measured.Sort((a, b) => string.CompareOrdinal(a.PeerId, b.PeerId));
+        var order = new ServerInfo[unmeasured.Count + measured.Count];
+        unmeasured.CopyTo(order);
+        measured.CopyTo(order, unmeasured.Count);
+        lock (_randomLock)
+        {
+            _random.Shuffle(order.AsSpan(0, unmeasured.Count));
+            _random.Shuffle(order.AsSpan(unmeasured.Count));
+        }
+
+        var have = new int[blocks.Count];
+        var chosen = new List<ServerInfo>();
+        var taken = new bool[order.Length];
+        for (var b = blocks.Start; b < blocks.End; b++)
+        {
+            for (var i = 0; i < order.Length && have[b - blocks.Start] < _perBlock; i++)
+            {
+                if (taken[i] || !order[i].Span.Contains(b))
+                {
+                    continue;
+                }
+
+                taken[i] = true;
+                chosen.Add(order[i]);
+                for (var c = Math.Max(order[i].Span.Start, blocks.Start); c < Math.Min(order[i].Span.End, blocks.End); c++)
+                {
+                    have[c - blocks.Start]++;
+                }
+            }
+        }
+
+        return chosen;
     }
 
     /// <summary>Pings every server of <paramref name="servers"/>, at most the configured number at a time.</summary>

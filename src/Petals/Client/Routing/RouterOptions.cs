@@ -42,6 +42,12 @@ public sealed class RouterOptions
     /// <summary>How many servers are pinged at the same time. Default 4.</summary>
     public int MaxConcurrentPings { get; set; } = 4;
 
+    /// <summary>
+    /// How many servers of each block a ping round chooses (counting servers chosen for other blocks that also have
+    /// it). Default 3.
+    /// </summary>
+    public int PingsPerBlock { get; set; } = 3;
+
     /// <summary>How long a ping may take before the server counts as unreachable. Default 5 s.</summary>
     public TimeSpan PingTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
@@ -85,6 +91,11 @@ public sealed class RouterOptions
         if (MaxConcurrentPings < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxConcurrentPings), MaxConcurrentPings, "MaxConcurrentPings must be at least 1.");
+        }
+
+        if (PingsPerBlock < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(PingsPerBlock), PingsPerBlock, "PingsPerBlock must be at least 1.");
         }
 
         if (PingTimeout <= TimeSpan.Zero)

@@ -1,4 +1,5 @@
 using Petals.Client.Routing;
+using Petals.Models;
 using Petals.Testing.Time;
 using static Petals.Tests.Client.Routing.RoutingSwarm;
 
@@ -108,6 +109,40 @@ public sealed class PingSchedulerTests
         await started.Task.WaitAsync(Bound, TestContext.Current.CancellationToken);
         await cts.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => round.WaitAsync(Bound, TestContext.Current.CancellationToken));
+    }
+
+    [Fact]
+    public void A_round_chooses_a_few_servers_of_each_block_unmeasured_ones_first()
+    {
+        var options = new RouterOptions { PingsPerBlock = 2 };
+        var tracker = new RttTracker(options);
+        var servers = new[]
+        {
+            Peer("wide", 0, 6), Peer("m1", 0, 3), Peer("m2", 0, 3), Peer("u1", 0, 3), Peer("t1", 3, 6), Peer("t2", 3, 6), Peer("t3", 3, 6),
+            Peer("joining", 0, 6, state: Petals.Discovery.ServerState.Joining), Peer("outside", 6, 8),
+        };
+        tracker.AddSample("wide", TimeSpan.FromMilliseconds(1));
+        tracker.AddSample("m1", TimeSpan.FromMilliseconds(1));
+        tracker.AddSample("m2", TimeSpan.FromMilliseconds(1));
+        for (var seed = 0; seed < 50; seed++)
+        {
+            var scheduler = new PingScheduler(tracker, (_, _) => ValueTask.FromResult(TimeSpan.Zero), options, TimeProvider.System, new Random(seed));
+            var chosen = scheduler.ChooseTargets(servers, new BlockRange(0, 6));
+            var ids = chosen.Select(s => s.PeerId).ToArray();
+            Assert.Equal(ids.Length, ids.Distinct().Count());
+            Assert.DoesNotContain("joining", ids);
+            Assert.DoesNotContain("outside", ids);
+            Assert.Contains("u1", ids); // the only unmeasured server of blocks 0:3 comes before the measured ones
+            for (var b = 0; b < 6; b++)
+            {
+                // Each block has exactly two chosen servers: enough, and no more than needed.
+                Assert.Equal(2, chosen.Count(s => s.Span.Contains(b)));
+            }
+
+            // The same seed gives the same choice whatever the order of the servers.
+            var again = new PingScheduler(tracker, (_, _) => ValueTask.FromResult(TimeSpan.Zero), options, TimeProvider.System, new Random(seed));
+            Assert.Equal(ids, again.ChooseTargets([.. servers.Reverse()], new BlockRange(0, 6)).Select(s => s.PeerId));
+        }
     }
 
     private static void InterlockedMax(ref int target, int value)

@@ -20,6 +20,7 @@ public sealed class RouterOptionsTests
     [InlineData("BanCap")]
     [InlineData("RttSmoothing")]
     [InlineData("MaxConcurrentPings")]
+    [InlineData("PingsPerBlock")]
     [InlineData("PingTimeout")]
     public void An_out_of_range_value_is_refused_by_name(string field)
     {
@@ -34,6 +35,7 @@ public sealed class RouterOptionsTests
             case "BanCap": options.BanCap = TimeSpan.FromSeconds(1); break;
             case "RttSmoothing": options.RttSmoothing = 1.5; break;
             case "MaxConcurrentPings": options.MaxConcurrentPings = 0; break;
+            case "PingsPerBlock": options.PingsPerBlock = 0; break;
             case "PingTimeout": options.PingTimeout = TimeSpan.Zero; break;
         }
 
