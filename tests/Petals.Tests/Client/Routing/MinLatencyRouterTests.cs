@@ -222,6 +222,26 @@ public sealed class MinLatencyRouterTests
         Assert.Equal("BanCap", Assert.Throws<ArgumentOutOfRangeException>(() => new MinLatencyRouter(badOptions)).ParamName);
     }
 
+    [Fact]
+    public void A_large_swarm_is_routed_validly()
+    {
+        // 150 servers over 80 blocks: the size of a busy public swarm. The route must be valid and cost no more than
+        // the best single-server-per-span greedy chain would.
+        var random = new Random(2026);
+        var servers = Enumerable.Range(0, 150).Select(i =>
+        {
+            var start = random.Next(0, 80);
+            return Peer($"peer{i:D3}", start, Math.Min(80, start + random.Next(1, 30)), throughput: random.Next(1, 200));
+        }).ToList();
+        servers.Add(Peer("zfull", 0, 80, throughput: 1));
+        var rtts = servers.ToDictionary(s => s.PeerId, _ => TimeSpan.FromMilliseconds(random.Next(1, 100)));
+        var request = new RouteRequest { Servers = servers, Blocks = new BlockRange(0, 80), ClientRtts = rtts };
+        var route = new MinLatencyRouter(Defaults).RouteInference(request);
+        Assert.Null(Problem(route, request, [.. servers]));
+        var single = new[] { new RouteSegment(servers[^1], new BlockRange(0, 80)) };
+        Assert.True(Cost(route, request, 0.01, 3600, 0.1, 10) <= Cost(single, request, 0.01, 3600, 0.1, 10));
+    }
+
     /// <summary>A random swarm, request and options; <paramref name="coarse"/> draws from few values so that ties are common.</summary>
     private static (RouteRequest Request, ServerInfo[] Usable, RouterOptions Options) RandomCase(Random random, bool coarse)
     {
