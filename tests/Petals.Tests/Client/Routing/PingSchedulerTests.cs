@@ -77,6 +77,16 @@ public sealed class PingSchedulerTests
             time);
         var round = scheduler.PingAsync([Peer("ok", 0, 1), Peer("refusing", 0, 1), Peer("negative", 0, 1), Peer("slow", 0, 1)], TestContext.Current.CancellationToken);
         await slowStarted.Task.WaitAsync(Bound, TestContext.Current.CancellationToken);
+
+        // The clock moves only once the fast ping is recorded: a loaded machine could otherwise pause that ping between
+        // its answer and its deadline check, and the jump would time it out too.
+        var deadline = DateTime.UtcNow + Bound;
+        while (!tracker.TryGet("ok", out _))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the fast ping was never recorded");
+            await Task.Delay(5, TestContext.Current.CancellationToken);
+        }
+
         Assert.False(round.IsCompleted);
         time.Advance(TimeSpan.FromSeconds(5));
         var unreachable = await round.WaitAsync(Bound, TestContext.Current.CancellationToken);
