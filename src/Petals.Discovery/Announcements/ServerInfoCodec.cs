@@ -37,15 +37,11 @@ public static class ServerInfoCodec
     /// <summary>The longest peer id in the round-trip table, in UTF-8 bytes.</summary>
     public const int MaxPeerIdBytes = 64;
 
-    /// <summary>The longest model id, in UTF-8 bytes.</summary>
-    public const int MaxModelIdBytes = 240;
+    /// <summary>The longest model id, in UTF-8 bytes (<see cref="AnnouncementLimits.MaxModelIdBytes"/>).</summary>
+    public const int MaxModelIdBytes = AnnouncementLimits.MaxModelIdBytes;
 
-    /// <summary>
-    /// The largest block count a model entry may announce. Readers size their work by it (<c>petals status</c> looks up
-    /// every block of every listed model), so an unbounded count let any peer make them allocate and look up billions of
-    /// keys; real models have a few hundred blocks at most.
-    /// </summary>
-    public const int MaxBlockCount = 1024;
+    /// <summary>The largest block count of a model entry (<see cref="AnnouncementLimits.MaxBlockCount"/>).</summary>
+    public const int MaxBlockCount = AnnouncementLimits.MaxBlockCount;
 
     private static readonly double MaxRttMilliseconds = TimeSpan.MaxValue.TotalMilliseconds / 2;
 

@@ -27,7 +27,7 @@ public static class ModelIdentity
         }
 
         var shape = string.Create(CultureInfo.InvariantCulture, $":{config.Architecture}-{config.NumLayers}x{config.HiddenSize}-v{config.VocabSize}");
-        const int MaxBytes = 240;
+        const int MaxBytes = Discovery.AnnouncementLimits.MaxModelIdBytes;
         while (System.Text.Encoding.UTF8.GetByteCount(name) + shape.Length > MaxBytes)
         {
             name = name[..^1];

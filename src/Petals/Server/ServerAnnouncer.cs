@@ -25,15 +25,11 @@ namespace Petals.Server;
 /// </remarks>
 public sealed class ServerAnnouncer : IAsyncDisposable
 {
-    /// <summary>
-    /// The longest model id an announcer accepts, in UTF-8 bytes: the DHT's limit (<c>ServerInfoCodec.MaxModelIdBytes</c>
-    /// in Petals.Discovery, docs/dht-protocol.md), which keeps the block keys <c>"{modelId}.{block}"</c> within its
-    /// 256-byte key limit; stricter than the handshake's 255.
-    /// </summary>
-    public const int MaxModelIdBytes = 240;
+    /// <summary>The longest model id an announcer accepts, in UTF-8 bytes (<see cref="AnnouncementLimits.MaxModelIdBytes"/>).</summary>
+    public const int MaxModelIdBytes = AnnouncementLimits.MaxModelIdBytes;
 
-    /// <summary>The largest model (in blocks) an announcer accepts: the DHT's limit (<c>ServerInfoCodec.MaxBlockCount</c>, docs/dht-protocol.md).</summary>
-    public const int MaxBlockCount = 1024;
+    /// <summary>The largest model (in blocks) an announcer accepts (<see cref="AnnouncementLimits.MaxBlockCount"/>).</summary>
+    public const int MaxBlockCount = AnnouncementLimits.MaxBlockCount;
 
     private readonly IPeerDiscovery _discovery;
     private readonly ITransport _transport;
