@@ -188,8 +188,6 @@ internal sealed record DhtSimResult(
 
         s.Append(CultureInfo.InvariantCulture, $"lookup phase {LookupPhaseSeconds:F1} s (concurrency {Options.Concurrency}), total {TotalSeconds:F1} s, peak RSS {PeakRssBytes / (1024 * 1024)} MiB");
         return s.ToString();
-
-        // Latencies in ms; hops and messages per lookup.
     }
 
     private static object Part(DhtSimLookups p) => new

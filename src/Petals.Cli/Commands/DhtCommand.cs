@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Runtime.InteropServices;
 using Petals.Discovery;
 using Petals.Transport;
 

@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using Petals.Discovery;
 using Petals.Execution;
 using Petals.Formats;

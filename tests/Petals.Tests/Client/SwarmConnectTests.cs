@@ -33,13 +33,7 @@ public sealed class SwarmConnectTests
         await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
 
         Assert.Equal([swarm.Peers[1].LocalPeerId, swarm.Peers[2].LocalPeerId, swarm.Peers[3].LocalPeerId], remote.Spans.Select(s => s.PeerId));
-        using var remoteModel = new CausalLanguageModel(LanguageModelHead.Load(fixture.Weights), remote, tokenizer: null);
-        using var localModel = fixture.CreateModel();
-        var options = new GenerationOptions { MaxNewTokens = 10, StopTokenIds = [] };
-        int[] prompt = [1, 17, 42, 5];
-        var expected = await localModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
-        var actual = await remoteModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
-        Assert.Equal(expected, actual);
+        await AssertGeneratesAsLocallyAsync(fixture, remote);
     }
 
     [Fact]
@@ -147,13 +141,7 @@ public sealed class SwarmConnectTests
             swarm.Transport, [(first, new BlockRange(0, 3)), (second, new BlockRange(3, 5))], fixture.Config, ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct);
         Assert.Equal([new BlockRange(0, 3), new BlockRange(3, 5)], remote.Spans.Select(s => s.Blocks));
         Assert.Equal([swarm.Peers[1].LocalPeerId, swarm.Peers[2].LocalPeerId], remote.Spans.Select(s => s.PeerId));
-        using var remoteModel = new CausalLanguageModel(LanguageModelHead.Load(fixture.Weights), remote, tokenizer: null);
-        using var localModel = fixture.CreateModel();
-        var options = new GenerationOptions { MaxNewTokens = 10, StopTokenIds = [] };
-        int[] prompt = [1, 17, 42, 5];
-        var expected = await localModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
-        var actual = await remoteModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
-        Assert.Equal(expected, actual);
+        await AssertGeneratesAsLocallyAsync(fixture, remote);
     }
 
     [Fact]
@@ -196,6 +184,18 @@ public sealed class SwarmConnectTests
     }
 
     /// <summary>Block servers announced through the swarm's peers: server i runs its span as DHT peer i.</summary>
+    /// <summary>Greedy generation through <paramref name="remote"/> gives the tokens of the fixture's local model.</summary>
+    private static async Task AssertGeneratesAsLocallyAsync(RandomModelFixture fixture, RemoteTransformerBlocks remote)
+    {
+        using var remoteModel = new CausalLanguageModel(LanguageModelHead.Load(fixture.Weights), remote, tokenizer: null);
+        using var localModel = fixture.CreateModel();
+        var options = new GenerationOptions { MaxNewTokens = 10, StopTokenIds = [] };
+        int[] prompt = [1, 17, 42, 5];
+        var expected = await localModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
+        var actual = await remoteModel.GenerateAsync(prompt, options, Ct).ToListAsync(Ct);
+        Assert.Equal(expected, actual);
+    }
+
     private sealed class Servers(DiscoverySwarm swarm) : IAsyncDisposable
     {
         private readonly List<ITransportListener> _listeners = [];
