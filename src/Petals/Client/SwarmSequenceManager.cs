@@ -12,8 +12,10 @@ namespace Petals.Client;
 /// <summary>
 /// The client's view of the servers of one model in the swarm: reads every block's announcements from an
 /// <see cref="IPeerDiscovery"/> (on <see cref="StartAsync"/>, every <see cref="SwarmSequenceOptions.RefreshInterval"/>
-/// in the background, and on <see cref="RefreshAsync"/>), keeps the online servers, and builds chains of servers whose
-/// whole spans cover every block.
+/// in the background, and on <see cref="RefreshAsync"/>), keeps the online servers, measures round trips to them
+/// (<see cref="PingAsync"/>), keeps bans of servers that failed, and routes the model over them
+/// (<see cref="RouteInference"/>; segments may be sub-ranges of spans). <see cref="BuildChain"/> still builds chains of
+/// whole spans.
 /// </summary>
 /// <remarks>
 /// A server is one peer id across its blocks. Its announcements count only when every unexpired one says
