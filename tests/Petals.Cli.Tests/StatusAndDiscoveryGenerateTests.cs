@@ -128,7 +128,7 @@ public sealed class StatusAndDiscoveryGenerateTests
         string[] args = ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "4", "--initial-peers", swarm.Bootstrap.ToString()];
         var missing = await CliRunner.RunAsync(args).WaitAsync(Bound, Ct);
         Assert.Equal(3, missing.ExitCode);
-        Assert.Contains("no online server covers blocks 0:5 of model stories260K-f32:llama-5x64-v512 (online spans: none)", missing.Error, StringComparison.Ordinal);
+        Assert.Contains("no online server covers blocks 0:5 of model stories260K-f32:llama-5x64-v512 (routing blocks 0:5; online spans: none)", missing.Error, StringComparison.Ordinal);
 
         var found = await CliRunner.RunAsync([.. args, "--model-id", "my-stories"]).WaitAsync(Bound, Ct);
         Assert.True(found.ExitCode == 0, found.Error);

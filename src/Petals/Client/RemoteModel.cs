@@ -55,8 +55,9 @@ public static class RemoteModel
     /// <summary>
     /// Opens <paramref name="modelPath"/> for its embeddings, final norm, head and tokenizer only, finds the servers of
     /// the model through <paramref name="discovery"/> (a <see cref="SwarmSequenceManager"/> that keeps refreshing in the
-    /// background while the model lives) and connects to the best chain of online servers, excluding servers that fail
-    /// and trying another chain (<see cref="SwarmSequenceOptions.MaxChainAttempts"/>).
+    /// background while the model lives) and connects to the route of least latency its router chooses (servers pinged,
+    /// sub-ranges of spans allowed), banning and excluding servers that fail and routing again
+    /// (<see cref="SwarmSequenceOptions.MaxChainAttempts"/>).
     /// </summary>
     /// <param name="modelPath">A .gguf file or a Hugging Face directory: the same model the servers run.</param>
     /// <param name="transport">The transport to reach the servers with.</param>

@@ -118,9 +118,13 @@ public sealed partial class RemoteTransformerBlocks
     }
 
     /// <summary>
-    /// Connects to the best chain <paramref name="sequence"/> builds (call <see cref="SwarmSequenceManager.StartAsync"/>
-    /// first). A server that cannot be reached, refuses, or does not match its announcement is excluded and another chain
-    /// built, up to <see cref="SwarmSequenceOptions.MaxChainAttempts"/> chains.
+    /// Connects to the route <paramref name="sequence"/> chooses (call <see cref="SwarmSequenceManager.StartAsync"/>
+    /// first): pings servers (<see cref="SwarmSequenceManager.PingAsync"/>), routes with
+    /// <see cref="SwarmSequenceManager.RouteInference"/> (segments may be sub-ranges of the servers' spans) and connects
+    /// every segment. A server that cannot be reached, refuses, or does not match its announcement is recorded as failed
+    /// (banned for a while, see <see cref="SwarmSequenceManager.BannedPeers"/>), excluded, and the model routed again, up
+    /// to <see cref="SwarmSequenceOptions.MaxChainAttempts"/> routes; the servers of the connected route are recorded as
+    /// successful.
     /// </summary>
     /// <param name="transport">The transport to reach the servers with.</param>
     /// <param name="sequence">The swarm's servers of the model; its <see cref="SwarmSequenceManager.ModelId"/> is announced in the handshake.</param>
@@ -151,32 +155,42 @@ public sealed partial class RemoteTransformerBlocks
 
         options ??= new RemoteSequenceOptions();
         options.Validate();
+
+        // Unreachable servers simply get no measurement (the router assumes RouterOptions.UnknownRtt for them); connecting decides.
+        await sequence.PingAsync(transport, options.PeerId, cancellationToken).ConfigureAwait(false);
         var excluded = new HashSet<string>(StringComparer.Ordinal);
         var attempts = new List<string>();
         for (var attempt = 1; attempt <= sequence.Options.MaxChainAttempts; attempt++)
         {
-            IReadOnlyList<ServerInfo> chain;
+            IReadOnlyList<Petals.Routing.RouteSegment> route;
             try
             {
-                chain = sequence.BuildChain(excluded);
+                route = sequence.RouteInference(1, 0, excluded);
             }
             catch (RemoteChainException e) when (attempts.Count > 0)
             {
                 throw new RemoteChainException(DescribeAttempts($"No chain is left after excluding the servers that failed: {e.Message}", attempts), e);
             }
 
-            var (blocks, failures) = await TryConnectChainAsync(transport, [.. chain.Select(s => (s, s.Span))], config, sequence.ModelId, options, cancellationToken).ConfigureAwait(false);
+            var (blocks, failures) = await TryConnectChainAsync(transport, [.. route.Select(s => (s.Server, s.Blocks))], config, sequence.ModelId, options, cancellationToken).ConfigureAwait(false);
             if (blocks is not null)
             {
-                ClientLog.ChainConnected(sequence.Logger, chain.Count, sequence.ModelId, string.Join(", ", chain.Select(s => $"{s.Span} by {s.PeerId} at {s.Address}")));
+                foreach (var segment in route)
+                {
+                    sequence.RecordSuccess(segment.Server.PeerId);
+                }
+
+                ClientLog.ChainConnected(sequence.Logger, route.Count, sequence.ModelId, string.Join(", ", route.Select(s => $"{s.Blocks} by {s.Server.PeerId} at {s.Server.Address}")));
                 return blocks;
             }
 
             foreach (var (server, error) in failures)
             {
-                ClientLog.ServerExcluded(sequence.Logger, server.PeerId, server.Address.ToString(), server.Span.ToString(), sequence.ModelId, error.Message);
+                var segment = route.First(s => ReferenceEquals(s.Server, server)).Blocks;
+                ClientLog.ServerExcluded(sequence.Logger, server.PeerId, server.Address.ToString(), segment.ToString(), sequence.ModelId, error.Message);
+                sequence.RecordFailure(server.PeerId);
                 excluded.Add(server.PeerId);
-                attempts.Add(string.Create(CultureInfo.InvariantCulture, $"attempt {attempt}: server {ChainPlanner.Short(server.PeerId)} at {server.Address} (blocks {server.Span}): {error.Message}"));
+                attempts.Add(string.Create(CultureInfo.InvariantCulture, $"attempt {attempt}: server {ChainPlanner.Short(server.PeerId)} at {server.Address} (blocks {segment}): {error.Message}"));
             }
         }
 

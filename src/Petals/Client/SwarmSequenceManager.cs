@@ -1,15 +1,21 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Petals.Client.Routing;
 using Petals.Discovery;
 using Petals.Models;
+using Petals.Protocol;
+using Petals.Routing;
+using Petals.Transport;
 
 namespace Petals.Client;
 
 /// <summary>
 /// The client's view of the servers of one model in the swarm: reads every block's announcements from an
 /// <see cref="IPeerDiscovery"/> (on <see cref="StartAsync"/>, every <see cref="SwarmSequenceOptions.RefreshInterval"/>
-/// in the background, and on <see cref="RefreshAsync"/>), keeps the online servers, and builds chains of servers whose
-/// whole spans cover every block.
+/// in the background, and on <see cref="RefreshAsync"/>), keeps the online servers, measures round trips to them
+/// (<see cref="PingAsync"/>), keeps bans of servers that failed, and routes the model over them
+/// (<see cref="RouteInference"/>; segments may be sub-ranges of spans). <see cref="BuildChain"/> still builds chains of
+/// whole spans.
 /// </summary>
 /// <remarks>
 /// A server is one peer id across its blocks. Its announcements count only when every unexpired one says
@@ -31,6 +37,9 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     private Exception? _lastRefreshError;
     private long _refreshCount;
     private int _disposed;
+    private readonly MinLatencyRouter _router;
+    private readonly RttTracker _rtts;
+    private readonly PeerBans _bans;
 
     /// <summary>Creates the manager; call <see cref="StartAsync"/> to read the swarm and start refreshing.</summary>
     /// <param name="discovery">Where servers announce their blocks.</param>
@@ -52,6 +61,9 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         Logger = logger ?? NullLogger.Instance;
         ModelId = modelId;
         BlockCount = blockCount;
+        _router = new MinLatencyRouter(_options.Router);
+        _rtts = new RttTracker(_options.Router);
+        _bans = new PeerBans(_options.Router, _time);
     }
 
     /// <summary>The model id.</summary>
@@ -171,6 +183,99 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
             ?? throw new RemoteChainException(ChainPlanner.DescribeNoChain(ModelId, BlockCount, online, exclude));
     }
 
+    /// <summary>The peers banned now after failing (each failure doubles the ban, <see cref="RouterOptions.BanBase"/> up to <see cref="RouterOptions.BanCap"/>).</summary>
+    public IReadOnlySet<string> BannedPeers => _bans.Banned();
+
+    /// <summary>The smoothed round-trip times measured to servers so far, by peer id.</summary>
+    public IReadOnlyDictionary<string, TimeSpan> MeasuredRtts => _rtts.Snapshot();
+
+    /// <summary>
+    /// The route with the least expected latency per token for an inference session of <paramref name="batchSize"/>
+    /// sequences of up to <paramref name="maxLength"/> tokens over the online servers (see <c>docs/routing.md</c>):
+    /// segments may be sub-ranges of their servers' spans; servers are costed with the round-trip times measured by
+    /// <see cref="PingAsync"/>; banned peers are used only for blocks nobody else covers; the allow and block lists of
+    /// <see cref="SwarmSequenceOptions.Router"/> apply.
+    /// </summary>
+    /// <param name="batchSize">The session's batch size (at least 1).</param>
+    /// <param name="maxLength">The session's maximum length in tokens; 0 when the cache need is not known yet.</param>
+    /// <param name="exclude">Peer ids not to use at all (e.g. servers that failed during this connection), or null.</param>
+    /// <returns>The segments in block order; they tile <c>0..BlockCount</c>.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">When the batch size is below 1 or the maximum length negative.</exception>
+    /// <exception cref="RemoteChainException">When some block has no usable server; the message names the blocks.</exception>
+    public IReadOnlyList<RouteSegment> RouteInference(int batchSize, int maxLength, IReadOnlySet<string>? exclude = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxLength);
+        var online = OnlineServers;
+        var servers = exclude is null || exclude.Count == 0 ? online : [.. online.Where(s => !exclude.Contains(s.PeerId))];
+        return _router.RouteInference(new RouteRequest
+        {
+            Servers = servers,
+            Blocks = new BlockRange(0, BlockCount),
+            ModelId = ModelId,
+            ClientRtts = _rtts.Snapshot(),
+            CacheTokensNeeded = (long)batchSize * maxLength,
+            BannedPeers = _bans.Banned(),
+        });
+    }
+
+    /// <summary>
+    /// Measures the round-trip time to online servers, unmeasured ones first, up to
+    /// <see cref="RouterOptions.PingsPerBlock"/> per block and <see cref="RouterOptions.MaxConcurrentPings"/> at a time:
+    /// each ping connects with the wire protocol, checks that the server is the announced peer and times one ping
+    /// (<see cref="RouterOptions.PingTimeout"/> each). Measurements are smoothed into <see cref="MeasuredRtts"/>.
+    /// </summary>
+    /// <param name="transport">The transport to reach the servers with.</param>
+    /// <param name="clientPeerId">The peer id the client names in its handshakes.</param>
+    /// <param name="cancellationToken">Cancels the pings.</param>
+    /// <returns>The peer ids of the servers that could not be pinged, in ordinal order.</returns>
+    public Task<IReadOnlyList<string>> PingAsync(ITransport transport, string clientPeerId, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentException.ThrowIfNullOrEmpty(clientPeerId);
+        var scheduler = new PingScheduler(_rtts, (server, ct) => PingOneAsync(transport, new ConnectionPreamble(clientPeerId, ModelId), server, ct), _options.Router, _time);
+        var targets = scheduler.ChooseTargets(OnlineServers, new BlockRange(0, BlockCount));
+        return scheduler.PingAsync(targets, cancellationToken);
+    }
+
+    /// <summary>Records that <paramref name="peerId"/> failed: it is banned for a while (doubling with each failure).</summary>
+    internal TimeSpan RecordFailure(string peerId) => _bans.RecordFailure(peerId);
+
+    /// <summary>Records that <paramref name="peerId"/> served: its ban and failure count are cleared.</summary>
+    internal void RecordSuccess(string peerId) => _bans.RecordSuccess(peerId);
+
+    private static async ValueTask<TimeSpan> PingOneAsync(ITransport transport, ConnectionPreamble preamble, ServerInfo server, CancellationToken cancellationToken)
+    {
+        var connection = await ProtocolConnection.ConnectAsync(transport, server.Address, preamble, null, cancellationToken).ConfigureAwait(false);
+        Task? run = null;
+        try
+        {
+            if (!string.Equals(connection.Remote.PeerId, server.PeerId, StringComparison.Ordinal))
+            {
+                throw new RemoteChainException(
+                    $"The server at {server.Address} introduced itself as '{connection.Remote.PeerId}', not as the announced '{server.PeerId}'.");
+            }
+
+            run = connection.RunAsync(IgnoreCallsHandler.Instance, cancellationToken);
+            return await connection.PingAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            if (run is not null)
+            {
+                try
+                {
+                    await run.ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is OperationCanceledException or TransportException or ProtocolException or ObjectDisposedException)
+                {
+                    // The read loop ends with the connection just closed.
+                }
+            }
+        }
+    }
+
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
@@ -236,6 +341,18 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         {
             Volatile.Write(ref _lastRefreshError, e);
             ClientLog.RefreshFailed(Logger, ModelId, e);
+        }
+    }
+
+    /// <summary>A ping connection makes no calls; anything a server sends on a stream is ignored.</summary>
+    private sealed class IgnoreCallsHandler : IProtocolMessageHandler
+    {
+        public static readonly IgnoreCallsHandler Instance = new();
+
+        public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public void OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException failure)
+        {
         }
     }
 

@@ -1,3 +1,5 @@
+using Petals.Client.Routing;
+
 namespace Petals.Client;
 
 /// <summary>How a <see cref="SwarmSequenceManager"/> reads the swarm and chooses chains.</summary>
@@ -27,6 +29,13 @@ public sealed class SwarmSequenceOptions
     /// </summary>
     public int MaxChainAttempts { get; set; } = 5;
 
+    /// <summary>
+    /// How connecting through the manager routes (<see cref="SwarmSequenceManager.RouteInference"/>): allowed and
+    /// blocked peers, hop overhead, assumed round-trip time and throughput, ban durations, RTT smoothing and pings.
+    /// Defaults when not set.
+    /// </summary>
+    public RouterOptions Router { get; set; } = new();
+
     /// <summary>Checks the options.</summary>
     /// <exception cref="ArgumentException">When a value is out of range; the message names it.</exception>
     public void Validate()
@@ -50,6 +59,9 @@ public sealed class SwarmSequenceOptions
         {
             throw new ArgumentOutOfRangeException(nameof(UnknownRtt), UnknownRtt, "UnknownRtt must not be negative.");
         }
+
+        ArgumentNullException.ThrowIfNull(Router, nameof(Router));
+        Router.Validate();
 
         if (MaxChainAttempts < 1)
         {
