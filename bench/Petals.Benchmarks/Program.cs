@@ -36,6 +36,14 @@ internal static class Program
               then measures lookups (get of stored keys, find-node of random ids) from random nodes: median and
               p99 latency, median/p99/max hops, mean messages per lookup, success rate, peak RSS.
               bench/dht-sim.sh runs 100, 1,000 and 10,000 nodes.
+          chaos       --model M [--spans 0:3,0:2,2:5,1:4,3:5 --new-tokens 200 --kill-every 10 --max-kills 0 --seed 1
+                       --threads 1 --announce-interval 1 --startup-timeout 120 --prompt TEXT --results DIR --json]
+              Starts `petals dht` and one `petals serve --initial-peers` process per span (any one may die), generates
+              greedily through them from this process, and after every K tokens kills (SIGKILL) a server of the
+              active chain, restarting it as a new process once the client has recovered. Checks the output against
+              local generation; prints each recovery (failed span, replacements, replayed tokens, detection->resume
+              and kill->resume ms) with medians and 90th percentiles; JSON lines to DIR/chaos-STAMP.jsonl.
+              bench/chaos.sh runs it on stories260K. Exit code 4 when the output differs or a kill went unrecovered.
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -77,6 +85,8 @@ internal static class Program
                         return result.All.SuccessRate >= 0.99 ? 0 : 4;
                     }
 
+                case "chaos":
+                    return RunChaos(Chaos.ChaosOptions.Parse(args.AsSpan(1)));
                 case "micro":
                     BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
                     return 0;
@@ -90,11 +100,34 @@ internal static class Program
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
-        catch (InvalidOperationException e)
+        catch (Exception e) when (e is InvalidOperationException or TimeoutException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 3;
         }
+    }
+
+    private static int RunChaos(Chaos.ChaosOptions options)
+    {
+        Chaos.ChaosResult result;
+        try
+        {
+            result = Chaos.ChaosRun.RunAsync(options, Console.Error).GetAwaiter().GetResult();
+        }
+        catch (Exception e) when (e is Petals.Client.RemoteChainException or Petals.Transport.TransportException or Petals.Protocol.ProtocolException)
+        {
+            // The generation failed for good: a kill the client did not recover from.
+            Console.Error.WriteLine($"error: the generation failed: {e.Message}");
+            return 4;
+        }
+
+        if (options.ResultsDirectory is { } directory)
+        {
+            Console.Error.WriteLine($"wrote {Chaos.ChaosRun.WriteResults(result, directory)}");
+        }
+
+        Console.WriteLine(options.Json ? Chaos.ChaosReport.SummaryJson(result) : Chaos.ChaosReport.Table(result));
+        return result.MatchesLocal && result.UnrecoveredKills.Count == 0 && result.Recoveries.Count == result.Kills.Count ? 0 : 4;
     }
 
     private static string? Arg(string[] args, string name)

@@ -132,6 +132,39 @@ internal sealed partial class ServerProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Kills the process at once with SIGKILL (<c>kill -9</c>), as a crash or the OOM killer would: it gets no chance to
+    /// announce itself offline or to close its connections (the kernel closes them). Returns without waiting for the exit.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">When the signal cannot be delivered (e.g. the process is gone).</exception>
+    public void KillHard()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            _process.Kill();
+            return;
+        }
+
+        if (Kill(_process.Id, SigKill) != 0)
+        {
+            throw new InvalidOperationException(Describe(string.Create(CultureInfo.InvariantCulture, $"could not be sent SIGKILL (errno {Marshal.GetLastPInvokeError()})")));
+        }
+    }
+
+    /// <summary>Waits for the process to exit, however it was stopped.</summary>
+    /// <exception cref="TimeoutException">When it has not exited within <paramref name="timeout"/>.</exception>
+    public async Task WaitForExitAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _process.WaitForExitAsync(cancellationToken).WaitAsync(timeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException(Describe(string.Create(CultureInfo.InvariantCulture, $"had not exited after {timeout.TotalSeconds:0.#} s")));
+        }
+    }
+
     /// <summary>The last lines the server wrote, for error messages.</summary>
     public string Describe(string what)
     {
@@ -246,6 +279,8 @@ internal sealed partial class ServerProcess : IAsyncDisposable
     }
 
     private const int SigTerm = 15;
+
+    private const int SigKill = 9;
 
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);
