@@ -83,7 +83,7 @@ public sealed partial class RemoteTransformerBlocks
     }
 
     /// <summary>A server of a chain and the blocks the chain runs there.</summary>
-    private readonly record struct ChainLink(RemoteSpanConnection Connection, BlockRange Blocks)
+    internal readonly record struct ChainLink(RemoteSpanConnection Connection, BlockRange Blocks)
     {
         public string PeerId => Connection.Connection.Remote.PeerId;
 
@@ -94,7 +94,7 @@ public sealed partial class RemoteTransformerBlocks
     /// What a chain connected through a sequence manager needs to recover: the manager (routes, bans), the transport,
     /// a pool of connections by peer id shared by the chain's sessions and calls, and the chain new sessions start on.
     /// </summary>
-    private sealed class Recovery : IAsyncDisposable
+    internal sealed class Recovery : IAsyncDisposable
     {
         private readonly RemoteTransformerBlocks _owner;
         private readonly ITransport _transport;
@@ -361,7 +361,7 @@ public sealed partial class RemoteTransformerBlocks
     /// through the rest of the chain. The outputs of a replaced span for earlier positions are used only to fill the
     /// history of the next span when that span is new too; a span that kept its server keeps the inputs it had.
     /// </summary>
-    private sealed class RoutedSession : ITransformerSession
+    internal sealed class RoutedSession : ITransformerSession
     {
         private readonly RemoteTransformerBlocks _owner;
         private readonly Recovery _recovery;
