@@ -52,7 +52,7 @@ public sealed partial class ChaosProcessTests
             Assert.Equal(kill.PeerId, recovery.FailedPeerId);
             Assert.True(recovery.Blocks.Start >= kill.Span.Start && recovery.Blocks.End <= kill.Span.End, $"failed blocks {recovery.Blocks} outside the killed span {kill.Span}");
             Assert.Equal(result.PromptIds.Count + kill.AfterTokens - 1, recovery.Position); // the step after the kill failed
-            Assert.Equal(recovery.Position, recovery.ReplayedTokens);
+            Assert.Equal(recovery.Position + 1, recovery.ReplayedTokens); // the history and the failed step's token
             Assert.NotEmpty(recovery.Replacements);
             Assert.DoesNotContain(recovery.Replacements, r => r.EndsWith(kill.PeerId, StringComparison.Ordinal));
             Assert.True(recovery.DetectionToResume > TimeSpan.Zero && recovery.DetectionToResume < RecoveryBound, $"detection to resume {recovery.DetectionToResume}" + context);
@@ -120,7 +120,7 @@ public sealed partial class ChaosProcessTests
         Assert.All(replacements, r => Assert.Matches(@"^\d+:\d+ by [0-9a-f]{40}$", r));
         Assert.DoesNotContain(replacements, r => r.EndsWith(kill.PeerId, StringComparison.Ordinal));
         Assert.InRange(root.GetProperty("position").GetInt32(), 5, 5 + 60);
-        Assert.Equal(root.GetProperty("position").GetInt32(), root.GetProperty("replayed_tokens").GetInt32());
+        Assert.Equal(root.GetProperty("position").GetInt32() + 1, root.GetProperty("replayed_tokens").GetInt32()); // the history and the failed step's token
         Assert.InRange(root.GetProperty("detection_to_resume_ms").GetDouble(), 0, RecoveryBound.TotalMilliseconds);
     }
 

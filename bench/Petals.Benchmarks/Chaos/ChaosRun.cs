@@ -64,7 +64,7 @@ internal static class ChaosRun
         var recoveries = new List<ChaosRecovery>();
         var gate = new Lock();
         await using var blocks = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport(), sequence, config, new RemoteSequenceOptions(), cancellationToken).ConfigureAwait(false);
-/*        blocks.SpanRecovered += (_, e) =>
+        blocks.SpanRecovered += (_, e) =>
         {
             ChaosRecovery recovery;
             lock (gate)
@@ -80,7 +80,7 @@ internal static class ChaosRun
                 $"recovered at position {recovery.Position}: blocks {recovery.Blocks} of {recovery.FailedPeerId} now on {string.Join(", ", recovery.Replacements)}, {recovery.ReplayedTokens} tokens replayed, detection->resume {recovery.DetectionToResume.TotalMilliseconds:F1} ms{(recovery.KillToResume is { } k ? string.Create(CultureInfo.InvariantCulture, $", kill->resume {k.TotalMilliseconds:F1} ms") : string.Empty)} (attempt {recovery.Attempt})"));
         };
 
-*/        var head = LanguageModelHead.Load(weights);
+        var head = LanguageModelHead.Load(weights);
         var tokenizer = TokenizerLoader.Load(options.Model);
         using var lm = new CausalLanguageModel(head, blocks, tokenizer);
         await log.WriteLineAsync($"active chain: {string.Join(", ", blocks.Spans)}").ConfigureAwait(false);

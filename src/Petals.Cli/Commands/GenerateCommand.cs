@@ -89,6 +89,9 @@ internal static class GenerateCommand
                 {
                     context.Info($"blocks {span.Blocks} on {span}");
                 }
+
+                // Only chains found through discovery recover; a chain of fixed --peers fails as before.
+                remote.SpanRecovered += (_, recovery) => context.Info("recovered " + RecoveryJson(recovery));
             }
 
             await RunAsync(context, lm, parse.GetValue(prompt)!, options, json, ct).ConfigureAwait(false);
@@ -157,6 +160,37 @@ internal static class GenerateCommand
         }
 
         return new GenerationRun(promptIds, generated, pieces.ToString(), seconds, firstTokenSeconds, decodeRate);
+    }
+
+    /// <summary>
+    /// One recovery as a JSON object: <c>{"position":…,"blocks":"2:4","failed":"PEER","failed_address":"tcp://…",
+    /// "replacements":["2:3 by PEER",…],"replayed_tokens":…,"attempt":…,"detection_to_resume_ms":…,"error":"…"}</c>.
+    /// </summary>
+    internal static string RecoveryJson(SpanRecovery recovery)
+    {
+        using var buffer = new MemoryStream();
+        using (var w = new System.Text.Json.Utf8JsonWriter(buffer, CliContext.JsonOptions))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("position", recovery.Position);
+            w.WriteString("blocks", recovery.Blocks.ToString());
+            w.WriteString("failed", recovery.FailedPeerId);
+            w.WriteString("failed_address", recovery.FailedAddress.ToString());
+            w.WriteStartArray("replacements");
+            foreach (var replacement in recovery.Replacements)
+            {
+                w.WriteStringValue($"{replacement.Blocks} by {replacement.PeerId}");
+            }
+
+            w.WriteEndArray();
+            w.WriteNumber("replayed_tokens", recovery.ReplayedTokens);
+            w.WriteNumber("attempt", recovery.Attempt);
+            w.WriteNumber("detection_to_resume_ms", Math.Round(recovery.DetectionToResume.TotalMilliseconds, 2));
+            w.WriteString("error", recovery.Error.Message);
+            w.WriteEndObject();
+        }
+
+        return System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
     }
 
     internal static void WriteIds(System.Text.Json.Utf8JsonWriter writer, string name, IReadOnlyList<int> ids)
