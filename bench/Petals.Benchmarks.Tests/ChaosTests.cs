@@ -25,6 +25,8 @@ public sealed class ChaosTests
         Assert.Equal(4, (small with { NewTokens = 33, MaxKills = 0 }).PlannedKills);
         Assert.Equal(3, (small with { NewTokens = 32, MaxKills = 0 }).PlannedKills);
         Assert.True(small.Json);
+        Assert.True(small.WarmUp);
+        Assert.False(ChaosOptions.Parse(["--model", "m", "--cold"]).WarmUp);
         Assert.Equal(5, small.Seed);
         Assert.Equal([new BlockRange(0, 2), new BlockRange(1, 3), new BlockRange(0, 3)], small.Spans);
     }
@@ -84,8 +86,8 @@ public sealed class ChaosTests
     public void The_report_matches_recoveries_to_kills_and_names_what_went_unrecovered()
     {
         var t0 = new DateTimeOffset(2026, 11, 22, 12, 0, 0, TimeSpan.Zero);
-        var first = new ChaosKill(10, 1, new BlockRange(0, 3), "aaaaaaaaaaaaaaaa", 101, t0);
-        var second = new ChaosKill(20, 3, new BlockRange(2, 5), "bbbbbbbbbbbbbbbb", 102, t0.AddSeconds(5));
+        var first = new ChaosKill(10, 1, new BlockRange(0, 3), "aaaaaaaaaaaaaaaa", 101, t0, [new BlockRange(0, 3)]);
+        var second = new ChaosKill(20, 3, new BlockRange(2, 5), "bbbbbbbbbbbbbbbb", 102, t0.AddSeconds(5), [new BlockRange(2, 3), new BlockRange(3, 5)]);
         var recovery = new ChaosRecovery(
             15, new BlockRange(0, 3), first.PeerId, "connection reset", ["0:2 by cccccccccccccccc", "2:3 by dddddddddddddddd"], 15,
             t0.AddMilliseconds(3), t0.AddMilliseconds(43), TimeSpan.FromMilliseconds(40), 1, first);
@@ -116,6 +118,13 @@ public sealed class ChaosTests
         Assert.Equal(1, summary.GetProperty("unrecovered_kills").GetInt32());
         Assert.Equal("stories.gguf", summary.GetProperty("model").GetString());
         Assert.Equal(40.0, summary.GetProperty("detection_to_resume_ms").GetProperty("median").GetDouble(), 6);
+
+        // A server holding two segments of the chain fails twice: both must be recovered.
+        var half = new ChaosRecovery(25, new BlockRange(2, 3), second.PeerId, "reset", ["2:3 by eeee"], 25, t0.AddSeconds(6), t0.AddSeconds(6.1), TimeSpan.FromMilliseconds(100), 1, second);
+        var stranger = new ChaosRecovery(30, new BlockRange(0, 2), "ffff", "timeout", ["0:2 by eeee"], 30, t0.AddSeconds(7), t0.AddSeconds(7.1), TimeSpan.FromMilliseconds(100), 1, null);
+        Assert.Equal([second], (result with { Recoveries = [recovery, half] }).UnrecoveredKills);
+        Assert.Empty((result with { Recoveries = [recovery, half, half with { Blocks = new BlockRange(3, 5), Attempt = 2 }] }).UnrecoveredKills);
+        Assert.Equal([stranger], (result with { Recoveries = [recovery, stranger] }).UnexpectedRecoveries);
 
         var differs = result with { Generated = [7, 9, 9] };
         Assert.False(differs.MatchesLocal);

@@ -42,6 +42,12 @@ internal sealed record ChaosOptions
     /// <summary>How long a server may take to start and be announced online, and the bound on every other wait.</summary>
     public TimeSpan StartupTimeout { get; init; } = TimeSpan.FromSeconds(120);
 
+    /// <summary>
+    /// Whether every server process runs a short session before it may be killed or take a span over, as servers that
+    /// have been up for a while have (<c>--cold</c> turns it off: replacements then pay their runtime's first steps).
+    /// </summary>
+    public bool WarmUp { get; init; } = true;
+
     /// <summary>Where the JSON lines report goes (<c>chaos-STAMP.jsonl</c>); null writes none.</summary>
     public string? ResultsDirectory { get; init; }
 
@@ -67,9 +73,9 @@ internal sealed record ChaosOptions
         for (var i = 0; i < args.Length; i++)
         {
             var name = args[i];
-            if (name == "--json")
+            if (name is "--json" or "--cold")
             {
-                o = o with { Json = true };
+                o = name == "--json" ? o with { Json = true } : o with { WarmUp = false };
                 continue;
             }
 

@@ -56,8 +56,14 @@ internal sealed record ChaosResult(
     /// <summary>Whether the tokens generated through the swarm are exactly local generation's.</summary>
     public bool MatchesLocal => Expected.SequenceEqual(Generated);
 
-    /// <summary>Kills that no recovery was matched to.</summary>
-    public IReadOnlyList<ChaosKill> UnrecoveredKills => [.. Kills.Where(k => !Recoveries.Any(r => r.Kill == k))];
+    /// <summary>
+    /// Kills with fewer recoveries than chain segments on the killed server: each segment fails, and is recovered,
+    /// separately (a server holds two segments when a recovery gave it a second one next to its first).
+    /// </summary>
+    public IReadOnlyList<ChaosKill> UnrecoveredKills => [.. Kills.Where(k => Recoveries.Count(r => ReferenceEquals(r.Kill, k)) < Math.Max(1, k.ChainSegments.Count))];
+
+    /// <summary>Recoveries of a server the run did not kill (a failure it did not cause).</summary>
+    public IReadOnlyList<ChaosRecovery> UnexpectedRecoveries => [.. Recoveries.Where(r => r.Kill is null)];
 
     /// <summary>Detection-to-resume times in milliseconds, in run order.</summary>
     public IReadOnlyList<double> DetectionToResumeMs => [.. Recoveries.Select(r => r.DetectionToResume.TotalMilliseconds)];
@@ -125,7 +131,7 @@ internal static class ChaosReport
         text.AppendLine(string.Create(CultureInfo.InvariantCulture,
             $"chaos: {result.Generated.Count} tokens greedy over {o.Spans.Count} servers ({string.Join(", ", o.Spans)}), a server of the active chain killed (SIGKILL) every {o.KillEvery} tokens: {result.Kills.Count} kills, {result.Recoveries.Count} recoveries"));
         text.AppendLine(result.MatchesLocal
-            ? "output equals local generation: yes"
+            ? $"output equals local generation: yes{(o.WarmUp ? string.Empty : " (cold: servers not warmed up before they take a span over)")}"
             : $"output equals local generation: NO (first difference at token {FirstDifference(result.Expected, result.Generated)})");
         text.AppendLine(" #  after  killed           failed  replacements                              replayed  attempt  detect->resume ms  kill->resume ms");
         for (var i = 0; i < result.Recoveries.Count; i++)
@@ -212,6 +218,13 @@ internal static class ChaosReport
         w.WriteString("peer", kill.PeerId);
         w.WriteNumber("pid", kill.ProcessId);
         w.WriteString("killed_at", kill.KilledAt);
+        w.WriteStartArray("chain_segments");
+        foreach (var segment in kill.ChainSegments)
+        {
+            w.WriteStringValue(segment.ToString());
+        }
+
+        w.WriteEndArray();
     }
 
     private static void WriteSummary(Utf8JsonWriter w, ChaosResult result)
@@ -230,12 +243,14 @@ internal static class ChaosReport
         w.WriteNumber("kill_every", o.KillEvery);
         w.WriteNumber("seed", o.Seed);
         w.WriteNumber("server_threads", o.ServerThreads);
+        w.WriteBoolean("warm_up", o.WarmUp);
         w.WriteNumber("processors", Environment.ProcessorCount);
         w.WriteNumber("generated_tokens", result.Generated.Count);
         w.WriteBoolean("matches_local", result.MatchesLocal);
         w.WriteNumber("kills", result.Kills.Count);
         w.WriteNumber("recoveries", result.Recoveries.Count);
         w.WriteNumber("unrecovered_kills", result.UnrecoveredKills.Count);
+        w.WriteNumber("unexpected_recoveries", result.UnexpectedRecoveries.Count);
         WriteStats(w, "detection_to_resume_ms", result.DetectionToResumeMs);
         WriteStats(w, "kill_to_resume_ms", result.KillToResumeMs);
         w.WriteNumber("generation_seconds", result.GenerationSeconds);

@@ -59,6 +59,12 @@ internal static class ChaosRun
         await sequence.StartAsync(cancellationToken).ConfigureAwait(false);
         var firstWait = await swarm.WaitUntilAllOnlineAsync(sequence, cancellationToken).ConfigureAwait(false);
         await log.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"{swarm.Servers.Count} servers online in the client's view ({firstWait.TotalMilliseconds:F0} ms after they listened)")).ConfigureAwait(false);
+        if (options.WarmUp)
+        {
+            var warmTimer = Stopwatch.StartNew();
+            var warmed = await swarm.WarmUpAsync(sequence, config, cancellationToken).ConfigureAwait(false);
+            await log.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"warmed up {warmed} servers with a short session each ({warmTimer.ElapsedMilliseconds} ms)")).ConfigureAwait(false);
+        }
 
         var kills = new List<ChaosKill>();
         var recoveries = new List<ChaosRecovery>();
@@ -108,8 +114,15 @@ internal static class ChaosRun
                 continue;
             }
 
-            // Every kill starts from a whole swarm: all servers online in the client's view.
-            waiting += await swarm.WaitUntilAllOnlineAsync(sequence, cancellationToken).ConfigureAwait(false);
+            // Every kill starts from a whole swarm: all servers online in the client's view (and warm).
+            var wait = Stopwatch.StartNew();
+            await swarm.WaitUntilAllOnlineAsync(sequence, cancellationToken).ConfigureAwait(false);
+            if (options.WarmUp)
+            {
+                await swarm.WarmUpAsync(sequence, config, cancellationToken).ConfigureAwait(false);
+            }
+
+            waiting += wait.Elapsed;
             var chain = blocks.Spans;
             var candidates = chain.Select(s => swarm.FindRunning(s.PeerId)).OfType<ChaosServer>().Distinct().ToArray();
             if (candidates.Length == 0)
@@ -121,7 +134,7 @@ internal static class ChaosRun
             ChaosKill kill;
             lock (gate)
             {
-                kill = swarm.Kill(victim, generated.Count, TimeProvider.System);
+                kill = swarm.Kill(victim, generated.Count, [.. chain.Where(s => s.PeerId == victim.PeerId).Select(s => s.Blocks)], TimeProvider.System);
                 kills.Add(kill);
             }
 

@@ -2,8 +2,10 @@ using System.Diagnostics;
 using System.Globalization;
 using Petals.Cli.Swarm;
 using Petals.Client;
+using Petals.Discovery;
 using Petals.Models;
 using Petals.Transport;
+using Petals.Transport.Tcp;
 
 namespace Petals.Benchmarks.Chaos;
 
@@ -124,12 +126,57 @@ internal sealed class ChaosSwarm : IAsyncDisposable
     }
 
     /// <summary>
+    /// Runs a short inference session (8 tokens of prefill, 3 decode steps) through every running server that has not had
+    /// one yet, each in a chain of its whole span and the other running servers for the rest: a replacement's first
+    /// steps are then not its runtime's first (JIT, first cache), as in a swarm whose servers have been up for a while.
+    /// </summary>
+    /// <returns>How many servers were warmed up.</returns>
+    /// <exception cref="InvalidOperationException">When a server is not in <paramref name="sequence"/>'s view (wait for it first).</exception>
+    public async Task<int> WarmUpAsync(SwarmSequenceManager sequence, ModelConfig config, CancellationToken cancellationToken)
+    {
+        var running = Servers.Where(s => s.Process is not null).Select(s => s.PeerId).ToHashSet(StringComparer.Ordinal);
+        var online = sequence.OnlineServers.Where(s => running.Contains(s.PeerId)).ToArray();
+        var warmed = 0;
+        foreach (var server in Servers.Where(s => s.Process is not null && !s.WarmedUp))
+        {
+            var self = online.FirstOrDefault(s => s.PeerId == server.PeerId)
+                ?? throw new InvalidOperationException($"{server.Name} (peer {server.PeerId}) is not online in the client's view.");
+            var segments = new List<(ServerInfo, BlockRange)>();
+            Tile(online, self, 0, self.Span.Start, segments);
+            segments.Add((self, self.Span));
+            Tile(online, self, self.Span.End, _blockCount, segments);
+            await using var chain = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport(), segments, config, sequence.ModelId, new RemoteSequenceOptions(), cancellationToken).ConfigureAwait(false);
+            await using var session = await chain.OpenSessionAsync(1, 16, cancellationToken).ConfigureAwait(false);
+            var hidden = new float[8 * config.HiddenSize];
+            for (var i = 0; i < hidden.Length; i++)
+            {
+                hidden[i] = 0.1f * MathF.Sin(i);
+            }
+
+            await session.ForwardAsync(hidden, 8, cancellationToken).ConfigureAwait(false);
+            for (var step = 0; step < 3; step++)
+            {
+                await session.ForwardAsync(hidden.AsMemory(0, config.HiddenSize), 1, cancellationToken).ConfigureAwait(false);
+            }
+
+            server.WarmedUp = true;
+            warmed++;
+        }
+
+        return warmed;
+    }
+
+    /// <summary>
     /// Kills <paramref name="server"/>'s process with SIGKILL and checks that the servers still running cover every block.
     /// The server has no process until <see cref="Restart"/>.
     /// </summary>
+    /// <param name="server">The server to kill.</param>
+    /// <param name="afterTokens">Tokens generated so far, for the record.</param>
+    /// <param name="chainSegments">The blocks the active chain runs on the server, for the record (each fails, and is recovered, separately).</param>
+    /// <param name="time">The clock the kill time is read from (the one the client's recovery times come from).</param>
     /// <returns>The kill: which process, and when the signal was sent (read just before sending it).</returns>
     /// <exception cref="InvalidOperationException">When the server has no process, or its loss leaves a block uncovered (checked before the kill).</exception>
-    public ChaosKill Kill(ChaosServer server, int afterTokens, TimeProvider time)
+    public ChaosKill Kill(ChaosServer server, int afterTokens, IReadOnlyList<BlockRange> chainSegments, TimeProvider time)
     {
         var process = server.Process ?? throw new InvalidOperationException($"{server.Name} has no process to kill.");
         if (ChaosOptions.FirstUncovered(Servers.Where(s => s != server && s.Process is not null).Select(s => s.Span), _blockCount) is { } hole)
@@ -138,7 +185,7 @@ internal sealed class ChaosSwarm : IAsyncDisposable
                 $"killing {server.Name} would leave block {hole} uncovered (running: {string.Join(", ", LiveSpans)})."));
         }
 
-        var kill = new ChaosKill(afterTokens, server.Index, server.Span, server.PeerId!, process.ProcessId, time.GetUtcNow());
+        var kill = new ChaosKill(afterTokens, server.Index, server.Span, server.PeerId!, process.ProcessId, time.GetUtcNow(), chainSegments);
         process.KillHard();
         server.Process = null;
         server.Kills++;
@@ -191,8 +238,22 @@ internal sealed class ChaosSwarm : IAsyncDisposable
         }
     }
 
+    /// <summary>Covers blocks [<paramref name="from"/>, <paramref name="to"/>) with segments of <paramref name="online"/> servers other than <paramref name="self"/>, each reaching as far as it can.</summary>
+    private static void Tile(ServerInfo[] online, ServerInfo self, int from, int to, List<(ServerInfo, BlockRange)> segments)
+    {
+        for (var at = from; at < to;)
+        {
+            var next = online.Where(s => s.PeerId != self.PeerId && s.Span.Start <= at && s.Span.End > at).MaxBy(s => s.Span.End)
+                ?? throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"no running server but {self.PeerId} serves block {at}."));
+            var end = Math.Min(next.Span.End, to);
+            segments.Add((next, new BlockRange(at, end)));
+            at = end;
+        }
+    }
+
     private void Launch(ChaosServer server)
     {
+        server.WarmedUp = false;
         server.Starts++;
         server.Launched = Stopwatch.StartNew();
         server.OnlineAfter = null;
@@ -256,6 +317,9 @@ internal sealed class ChaosServer(int index, BlockRange span)
     /// <summary>Runs since the current process was launched.</summary>
     public Stopwatch? Launched { get; set; }
 
+    /// <summary>Whether the current process has run an inference session (<see cref="ChaosSwarm.WarmUpAsync"/>).</summary>
+    public bool WarmedUp { get; set; }
+
     /// <summary>The time from launch to being online in the client's view, once seen.</summary>
     public TimeSpan? OnlineAfter { get; set; }
 }
@@ -267,4 +331,5 @@ internal sealed class ChaosServer(int index, BlockRange span)
 /// <param name="PeerId">The killed server's peer id.</param>
 /// <param name="ProcessId">The killed process's id.</param>
 /// <param name="KilledAt">When the signal was sent.</param>
-internal sealed record ChaosKill(int AfterTokens, int Server, BlockRange Span, string PeerId, int ProcessId, DateTimeOffset KilledAt);
+/// <param name="ChainSegments">The blocks the active chain ran on the killed server (usually one segment; two when a recovery had given it a second).</param>
+internal sealed record ChaosKill(int AfterTokens, int Server, BlockRange Span, string PeerId, int ProcessId, DateTimeOffset KilledAt, IReadOnlyList<BlockRange> ChainSegments);
