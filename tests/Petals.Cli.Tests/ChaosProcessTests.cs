@@ -80,7 +80,7 @@ public sealed partial class ChaosProcessTests
         var ct = timeout.Token;
 
         // Any one of these may die: the rest still cover the five blocks.
-        var options = new ChaosOptions { Model = TestData.Stories260KGguf, Spans = [new(0, 3), new(3, 5), new(0, 5)], StartupTimeout = TimeSpan.FromSeconds(60) };
+        var options = new ChaosOptions { Model = TestData.Stories260KGguf, Spans = [new(0, 3), new(3, 5), new(0, 5)], StartupTimeout = TimeSpan.FromSeconds(60), AnnounceIntervalSeconds = 10 };
         options.Validate(5);
         await using var swarm = await ChaosSwarm.StartAsync(options, 5, TextWriter.Null, ct);
         string modelId;

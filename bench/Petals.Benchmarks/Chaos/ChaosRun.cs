@@ -55,7 +55,9 @@ internal static class ChaosRun
         var config = weights.Config;
         await using var swarm = await ChaosSwarm.StartAsync(options, config.NumLayers, log, cancellationToken).ConfigureAwait(false);
         await using var client = await ClientDiscovery.JoinAsync(swarm.BootstrapAddress.ToString(), cancellationToken).ConfigureAwait(false);
-        await using var sequence = new SwarmSequenceManager(client.Discovery, ModelIdentity.Compute(options.Model, config), config.NumLayers);
+        // The client's view must be refreshed more often than announcements expire (3 intervals), or it goes stale between reads.
+        var swarmOptions = new SwarmSequenceOptions { RefreshInterval = TimeSpan.FromSeconds(options.AnnounceIntervalSeconds) };
+        await using var sequence = new SwarmSequenceManager(client.Discovery, ModelIdentity.Compute(options.Model, config), config.NumLayers, swarmOptions);
         await sequence.StartAsync(cancellationToken).ConfigureAwait(false);
         var firstWait = await swarm.WaitUntilAllOnlineAsync(sequence, cancellationToken).ConfigureAwait(false);
         await log.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"{swarm.Servers.Count} servers online in the client's view ({firstWait.TotalMilliseconds:F0} ms after they listened)")).ConfigureAwait(false);
@@ -66,6 +68,7 @@ internal static class ChaosRun
             await log.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"warmed up {warmed} servers with a short session each ({warmTimer.ElapsedMilliseconds} ms)")).ConfigureAwait(false);
         }
 
+        await sequence.RefreshAsync(cancellationToken).ConfigureAwait(false);
         var kills = new List<ChaosKill>();
         var recoveries = new List<ChaosRecovery>();
         var gate = new Lock();
@@ -120,6 +123,7 @@ internal static class ChaosRun
             if (options.WarmUp)
             {
                 await swarm.WarmUpAsync(sequence, config, cancellationToken).ConfigureAwait(false);
+                await sequence.RefreshAsync(cancellationToken).ConfigureAwait(false);
             }
 
             waiting += wait.Elapsed;
