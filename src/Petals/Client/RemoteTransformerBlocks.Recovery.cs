@@ -547,6 +547,7 @@ public sealed partial class RemoteTransformerBlocks
         /// through its server, writing the outputs into the next span's history (positions it does not hold yet) or, for the
         /// last span, the caller's buffer (the step's positions).
         /// </summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         private async ValueTask RunSpanAsync(SpanState state, SpanState? next, Memory<float> hidden, int stepFrom, int to, CancellationToken cancellationToken)
         {
             var connection = state.Link.Connection;
