@@ -163,6 +163,39 @@ public sealed partial class RemoteTransformerBlocks
             }
         }
 
+        /// <summary>
+        /// The chain for a new session of <paramref name="batchSize"/> × <paramref name="maxLength"/>: routed with that
+        /// cache need (a server whose announced free cache cannot hold it is avoided), connected through the pool, and
+        /// made the chain new sessions start on. The current chain when the router picks it again, or when the swarm view
+        /// offers no route (its servers may still answer).
+        /// </summary>
+        public async Task<IReadOnlyList<ChainLink>> RouteSessionAsync(int batchSize, int maxLength, CancellationToken cancellationToken)
+        {
+            var current = Chain;
+            IReadOnlyList<Petals.Routing.RouteSegment> route;
+            try
+            {
+                route = Sequence.RouteInference(batchSize, maxLength);
+            }
+            catch (RemoteChainException)
+            {
+                return current;
+            }
+
+            if (route.Count == current.Length && route.Select((r, i) => string.Equals(r.Server.PeerId, current[i].PeerId, StringComparison.Ordinal) && r.Blocks == current[i].Blocks).All(same => same))
+            {
+                return current;
+            }
+
+            var links = await RouteWithRetriesAsync(new BlockRange(0, _owner.Config.NumLayers), batchSize, maxLength, forward: false, [], cancellationToken).ConfigureAwait(false);
+            lock (_lock)
+            {
+                Volatile.Write(ref _chain, [.. links]);
+            }
+
+            return links;
+        }
+
         /// <summary>Records that <paramref name="link"/>'s server failed: banned, logged, listed in <paramref name="attempts"/>; gives up past the attempt bound.</summary>
         /// <exception cref="RemoteChainException">When this was one failure more than <see cref="RemoteSequenceOptions.MaxRecoveryAttempts"/>; lists every failure.</exception>
         public void Failed(ChainLink link, Exception error, List<string> attempts)
@@ -392,10 +425,10 @@ public sealed partial class RemoteTransformerBlocks
         /// <summary>The most positions of input history any span of this session holds (at most <see cref="MaxLength"/>).</summary>
         internal int MaxHistoryPositions => _chain.Count == 0 ? 0 : _chain.Max(s => s.Capacity);
 
-        public static RoutedSession Open(RemoteTransformerBlocks owner, Recovery recovery, int batchSize, int maxLength)
+        public static async ValueTask<RoutedSession> OpenAsync(RemoteTransformerBlocks owner, Recovery recovery, int batchSize, int maxLength, CancellationToken cancellationToken)
         {
             var session = new RoutedSession(owner, recovery, batchSize, maxLength);
-            foreach (var link in recovery.Chain)
+            foreach (var link in await recovery.RouteSessionAsync(batchSize, maxLength, cancellationToken).ConfigureAwait(false))
             {
                 session._chain.Add(session.NewState(link, forCaller: true));
             }
@@ -514,6 +547,7 @@ public sealed partial class RemoteTransformerBlocks
         /// through its server, writing the outputs into the next span's history (positions it does not hold yet) or, for the
         /// last span, the caller's buffer (the step's positions).
         /// </summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         private async ValueTask RunSpanAsync(SpanState state, SpanState? next, Memory<float> hidden, int stepFrom, int to, CancellationToken cancellationToken)
         {
             var connection = state.Link.Connection;
