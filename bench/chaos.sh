@@ -17,4 +17,7 @@ while [ $# -gt 0 ]; do
 done
 dotnet build bench/Petals.Benchmarks -c Release -v q -nologo >/dev/null
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); $(git rev-parse --short HEAD) on $(git rev-parse --abbrev-ref HEAD)"
-exec dotnet bench/Petals.Benchmarks/bin/Release/net10.0/Petals.Benchmarks.dll chaos --model "$model" --results bench/results ${args[@]+"${args[@]}"}
+status=0
+dotnet bench/Petals.Benchmarks/bin/Release/net10.0/Petals.Benchmarks.dll chaos --model "$model" --results bench/results ${args[@]+"${args[@]}"} || status=$?
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+exit $status
