@@ -128,18 +128,17 @@ internal sealed class FaultSwarm : IAsyncDisposable
     }
 
     /// <summary>Makes server <paramref name="index"/> fail as <paramref name="kind"/> says; <see cref="Heal"/> undoes the lasting ones.</summary>
-    public void Inject(FaultKind kind, int index)
+    /// <returns>The client streams aborted (crash, disconnect), else 0.</returns>
+    public int Inject(FaultKind kind, int index)
     {
         var address = Addresses[index];
         switch (kind)
         {
             case FaultKind.Crash:
                 Faults.RefusedAddresses.Add(address);
-                ClientTransport.AbortStreams(address, "fault injected: server killed");
-                break;
+                return ClientTransport.AbortStreams(address, "fault injected: server killed");
             case FaultKind.Disconnect:
-                ClientTransport.AbortStreams(address, "fault injected: connection lost");
-                break;
+                return ClientTransport.AbortStreams(address, "fault injected: connection lost");
             case FaultKind.Stall:
                 Faults.StalledAddresses.Add(address);
                 break;
@@ -152,6 +151,8 @@ internal sealed class FaultSwarm : IAsyncDisposable
             default:
                 throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown fault kind.");
         }
+
+        return 0;
     }
 
     /// <summary>Restarts crashed servers and wakes stalled ones (as a fresh process would: their sessions are gone).</summary>

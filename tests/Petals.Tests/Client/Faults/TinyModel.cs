@@ -15,7 +15,7 @@ internal sealed class TinyModel : IDisposable
     public const int Hidden = 16;
     private readonly TempDirectory _dir = TestData.CreateTempDirectory();
 
-    public TinyModel(int layers, int seed = 5)
+    public TinyModel(int layers, int seed = 7)
     {
         Config = new ModelConfig
         {
@@ -34,6 +34,8 @@ internal sealed class TinyModel : IDisposable
     public LanguageModelHead Head { get; }
 
     public int Layers => Config.NumLayers;
+
+    public LocalTransformerBlocks CreateLocalBlocksFor(BlockRange[] spans) => new([.. spans.Select(s => RandomModelFixture.Factory.Create(Weights, s))]);
 
     public LocalTransformerBlocks CreateLocalBlocks() => new([RandomModelFixture.Factory.Create(Weights, new BlockRange(0, Config.NumLayers))]);
 
