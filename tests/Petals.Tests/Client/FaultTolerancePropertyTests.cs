@@ -206,16 +206,25 @@ public sealed class FaultTolerancePropertyTests(FaultToleranceFixture fixture, I
                         {
                             var chain = probe.CurrentSpans;
                             var target = chain[failure.ChainIndex % chain.Count];
-                            var index = swarm.IndexOf(target.PeerId);
-                            if (requireAlternative && !HasUnbannedAlternative(swarm, c.Spans, target, failed))
+                            if (requireAlternative)
                             {
-                                // Every other server of some block failed earlier in the run and is still banned; the
-                                // recovery then retries the failed server until its attempts run out instead of trying
-                                // the banned healthy one (see Recovery_tries_a_healthy_banned_server_before_giving_up).
-                                Interlocked.Increment(ref _skippedFailures);
-                                log.Append(CultureInfo.InvariantCulture, $"step {step}: {ScheduledFailure.Describe(failure.Kind)} of server {index} ({target.Blocks}) skipped, no unbanned alternative; ");
-                                continue;
+                                // Bans outlast a run. When every other server of some block of the target failed earlier,
+                                // the recovery retries the failed server until its attempts run out instead of trying the
+                                // banned healthy one (Recovery_tries_a_healthy_banned_server_before_giving_up): fail the
+                                // next span of the chain that can be recovered instead, or none.
+                                var usable = Enumerable.Range(0, chain.Count).Select(k => chain[(failure.ChainIndex + k) % chain.Count])
+                                    .FirstOrDefault(t => HasUnbannedAlternative(swarm, c.Spans, t, failed));
+                                if (usable is null)
+                                {
+                                    Interlocked.Increment(ref _skippedFailures);
+                                    log.Append(CultureInfo.InvariantCulture, $"step {step}: {ScheduledFailure.Describe(failure.Kind)} skipped, no span of chain [{string.Join(",", chain.Select(s => s.Blocks))}] has an unbanned alternative; ");
+                                    continue;
+                                }
+
+                                target = usable;
                             }
+
+                            var index = swarm.IndexOf(target.PeerId);
 
                             failed.Add(target.PeerId);
                             var aborted = swarm.Inject(failure.Kind, index);
