@@ -330,15 +330,23 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     private void CheckLiveness(long now)
     {
         bool waiting;
+        var sending = false;
         lock (_pendingLock)
         {
             waiting = _pending.Count > 0 && _failure is null;
+            foreach (var call in _pending.Values)
+            {
+                sending |= call.IsSending;
+            }
         }
 
-        var received = _connection.BytesReceived;
+        // While a request is being written, bytes going out count too: a long request to a server that reads it is not
+        // silence (and no ping is sent, it would queue behind the request). Otherwise only bytes received count: our
+        // own pings must not pass for signs of life.
+        var received = _connection.BytesReceived + (sending ? _connection.BytesSent : 0);
         if (!waiting || received != _lastReceived)
         {
-            // Silence counts only while a call waits, from its registration or the last byte received.
+            // Silence counts only while a call waits, from its registration or the last byte moved.
             _lastReceived = received;
             _silentSince = now;
             _pinged = false;
@@ -349,10 +357,10 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         if (silent >= _livenessTimeout)
         {
             _livenessFailure = new TimeoutException(string.Create(CultureInfo.InvariantCulture,
-                $"{Name} sent nothing for {silent.TotalMilliseconds:0} ms while a call waited for its answer, not even a reply to a ping (liveness timeout {_livenessTimeout.TotalMilliseconds:0} ms); the connection is considered dead."));
+                $"{Name} neither sent nor read anything for {silent.TotalMilliseconds:0} ms while a call waited for its answer, not even a reply to a ping (liveness timeout {_livenessTimeout.TotalMilliseconds:0} ms); the connection is considered dead."));
             _connection.Abort("the server stopped answering (liveness timeout)");
         }
-        else if (!_pinged && silent >= _livenessTimeout / 3)
+        else if (!_pinged && !sending && silent >= _livenessTimeout / 3)
         {
             _pinged = true;
             _ = PingQuietlyAsync();

@@ -83,7 +83,7 @@ public sealed partial class RemoteTransformerBlocks
     }
 
     /// <summary>A server of a chain and the blocks the chain runs there.</summary>
-    private readonly record struct ChainLink(RemoteSpanConnection Connection, BlockRange Blocks)
+    internal readonly record struct ChainLink(RemoteSpanConnection Connection, BlockRange Blocks)
     {
         public string PeerId => Connection.Connection.Remote.PeerId;
 
@@ -94,7 +94,7 @@ public sealed partial class RemoteTransformerBlocks
     /// What a chain connected through a sequence manager needs to recover: the manager (routes, bans), the transport,
     /// a pool of connections by peer id shared by the chain's sessions and calls, and the chain new sessions start on.
     /// </summary>
-    private sealed class Recovery : IAsyncDisposable
+    internal sealed class Recovery : IAsyncDisposable
     {
         private readonly RemoteTransformerBlocks _owner;
         private readonly ITransport _transport;
@@ -161,6 +161,39 @@ public sealed partial class RemoteTransformerBlocks
                     Volatile.Write(ref _chain, [.. chain.Take(i), .. replacements, .. chain.Skip(i + 1)]);
                 }
             }
+        }
+
+        /// <summary>
+        /// The chain for a new session of <paramref name="batchSize"/> × <paramref name="maxLength"/>: routed with that
+        /// cache need (a server whose announced free cache cannot hold it is avoided), connected through the pool, and
+        /// made the chain new sessions start on. The current chain when the router picks it again, or when the swarm view
+        /// offers no route (its servers may still answer).
+        /// </summary>
+        public async Task<IReadOnlyList<ChainLink>> RouteSessionAsync(int batchSize, int maxLength, CancellationToken cancellationToken)
+        {
+            var current = Chain;
+            IReadOnlyList<Petals.Routing.RouteSegment> route;
+            try
+            {
+                route = Sequence.RouteInference(batchSize, maxLength);
+            }
+            catch (RemoteChainException)
+            {
+                return current;
+            }
+
+            if (route.Count == current.Length && route.Select((r, i) => string.Equals(r.Server.PeerId, current[i].PeerId, StringComparison.Ordinal) && r.Blocks == current[i].Blocks).All(same => same))
+            {
+                return current;
+            }
+
+            var links = await RouteWithRetriesAsync(new BlockRange(0, _owner.Config.NumLayers), batchSize, maxLength, forward: false, [], cancellationToken).ConfigureAwait(false);
+            lock (_lock)
+            {
+                Volatile.Write(ref _chain, [.. links]);
+            }
+
+            return links;
         }
 
         /// <summary>Records that <paramref name="link"/>'s server failed: banned, logged, listed in <paramref name="attempts"/>; gives up past the attempt bound.</summary>
@@ -361,7 +394,7 @@ public sealed partial class RemoteTransformerBlocks
     /// through the rest of the chain. The outputs of a replaced span for earlier positions are used only to fill the
     /// history of the next span when that span is new too; a span that kept its server keeps the inputs it had.
     /// </summary>
-    private sealed class RoutedSession : ITransformerSession
+    internal sealed class RoutedSession : ITransformerSession
     {
         private readonly RemoteTransformerBlocks _owner;
         private readonly Recovery _recovery;
@@ -392,10 +425,10 @@ public sealed partial class RemoteTransformerBlocks
         /// <summary>The most positions of input history any span of this session holds (at most <see cref="MaxLength"/>).</summary>
         internal int MaxHistoryPositions => _chain.Count == 0 ? 0 : _chain.Max(s => s.Capacity);
 
-        public static RoutedSession Open(RemoteTransformerBlocks owner, Recovery recovery, int batchSize, int maxLength)
+        public static async ValueTask<RoutedSession> OpenAsync(RemoteTransformerBlocks owner, Recovery recovery, int batchSize, int maxLength, CancellationToken cancellationToken)
         {
             var session = new RoutedSession(owner, recovery, batchSize, maxLength);
-            foreach (var link in recovery.Chain)
+            foreach (var link in await recovery.RouteSessionAsync(batchSize, maxLength, cancellationToken).ConfigureAwait(false))
             {
                 session._chain.Add(session.NewState(link, forCaller: true));
             }
@@ -514,6 +547,7 @@ public sealed partial class RemoteTransformerBlocks
         /// through its server, writing the outputs into the next span's history (positions it does not hold yet) or, for the
         /// last span, the caller's buffer (the step's positions).
         /// </summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         private async ValueTask RunSpanAsync(SpanState state, SpanState? next, Memory<float> hidden, int stepFrom, int to, CancellationToken cancellationToken)
         {
             var connection = state.Link.Connection;

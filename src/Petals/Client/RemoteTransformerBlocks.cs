@@ -193,7 +193,8 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
     /// Opens an inference stream on every server. The servers reserve their caches on the first step, so an
     /// exhausted cache surfaces as a <see cref="ProtocolException"/> (<c>cache_exhausted</c>) from the first
     /// <see cref="ITransformerSession.ForwardAsync"/>. On a chain connected through a <see cref="SwarmSequenceManager"/>
-    /// the session is fault-tolerant (Algorithm 1 of the Petals paper): it keeps the inputs it sent to each server, and
+    /// the session is routed for its cache need (<paramref name="batchSize"/> × <paramref name="maxLength"/> tokens;
+    /// servers whose announced free cache cannot hold it are avoided) and is fault-tolerant (Algorithm 1 of the Petals paper): it keeps the inputs it sent to each server, and
     /// when one fails (connection lost, no answer within <see cref="RemoteSequenceOptions.RequestTimeout"/>, silent past
     /// <see cref="RemoteSequenceOptions.LivenessTimeout"/>, an error, a malformed answer) it bans it, routes exactly its
     /// blocks again, replays those inputs to the replacements and goes on with the same step; see <c>docs/routing.md</c>.
@@ -205,7 +206,7 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLength, 1);
         if (_recovery is { } recovery)
         {
-            return RoutedSession.Open(this, recovery, batchSize, maxLength);
+            return await RoutedSession.OpenAsync(this, recovery, batchSize, maxLength, cancellationToken).ConfigureAwait(false);
         }
 
         var sessionId = Guid.NewGuid();

@@ -40,6 +40,7 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     private readonly MinLatencyRouter _router;
     private readonly RttTracker _rtts;
     private readonly PeerBans _bans;
+    private volatile Func<CancellationToken, Task<IReadOnlyList<string>>>? _backgroundPing;
 
     /// <summary>Creates the manager; call <see cref="StartAsync"/> to read the swarm and start refreshing.</summary>
     /// <param name="discovery">Where servers announce their blocks.</param>
@@ -255,10 +256,20 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// <param name="clientPeerId">The peer id the client names in its handshakes.</param>
     /// <param name="cancellationToken">Cancels the pings.</param>
     /// <returns>The peer ids of the servers that could not be pinged, in ordinal order.</returns>
+    /// <remarks>
+    /// From the first call on, every background refresh (<see cref="SwarmSequenceOptions.RefreshInterval"/>) pings again
+    /// the same way, so servers that appear later are measured and estimates follow the network.
+    /// </remarks>
     public Task<IReadOnlyList<string>> PingAsync(ITransport transport, string clientPeerId, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(transport);
         ArgumentException.ThrowIfNullOrEmpty(clientPeerId);
+        _backgroundPing = ct => PingCoreAsync(transport, clientPeerId, ct);
+        return PingCoreAsync(transport, clientPeerId, cancellationToken);
+    }
+
+    private Task<IReadOnlyList<string>> PingCoreAsync(ITransport transport, string clientPeerId, CancellationToken cancellationToken)
+    {
         var scheduler = new PingScheduler(_rtts, (server, ct) => PingOneAsync(transport, new ConnectionPreamble(clientPeerId, ModelId), server, ct), _options.Router, _time);
         var targets = scheduler.ChooseTargets(OnlineServers, new BlockRange(0, BlockCount));
         return scheduler.PingAsync(targets, cancellationToken);
@@ -352,6 +363,10 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         try
         {
             await RefreshAsync(_stop.Token).ConfigureAwait(false);
+            if (_backgroundPing is { } ping)
+            {
+                await ping(_stop.Token).ConfigureAwait(false);
+            }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
         {

@@ -117,6 +117,34 @@ public sealed class RecoveryTests
     }
 
     [Fact]
+    public async Task A_session_is_routed_for_its_cache_need_and_avoids_a_server_whose_free_cache_cannot_hold_it()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
+        await using var swarm = await DiscoverySwarm.StartAsync(3, TimeProvider.System, Ct);
+        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
+        await servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero);
+        await servers.StartAsync(2, new BlockRange(0, 4), TimeSpan.FromMilliseconds(60));
+        await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4);
+        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
+        Assert.Equal([swarm.Peers[1].LocalPeerId], remote.Spans.Select(s => s.PeerId)); // the fast one, as any session fits
+
+        // Server 1 now announces room for 100 tokens only: a session of 2 x 64 goes to server 2 despite its latency.
+        await swarm.AnnounceAsync(ModelId, 4, swarm.Info(1, new BlockRange(0, 4), address: servers.Addresses[0]) with { CacheTokensLeft = 100 }, ct: Ct);
+        await sequence.RefreshAsync(Ct).WaitAsync(Bound, Ct);
+        await using (var small = await remote.OpenSessionAsync(1, 64, Ct))
+        {
+            Assert.Equal([swarm.Peers[1].LocalPeerId], remote.Spans.Select(s => s.PeerId));
+        }
+
+        await using var big = await remote.OpenSessionAsync(2, 64, Ct);
+        Assert.Equal([swarm.Peers[2].LocalPeerId], remote.Spans.Select(s => s.PeerId));
+        await big.ForwardAsync(new float[2 * 3 * fixture.Config.HiddenSize], 3, Ct).AsTask().WaitAsync(Bound, Ct);
+        Assert.Equal(1, servers.Running[1].GetStatistics().ActiveSessions);
+        Assert.Equal(0, servers.Running[0].GetStatistics().SessionsOpened);
+    }
+
+    [Fact]
     public async Task Stateless_forward_calls_are_routed_again_when_a_server_fails()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);

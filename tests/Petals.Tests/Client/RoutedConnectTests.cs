@@ -8,6 +8,7 @@ using Petals.Models;
 using Petals.Server;
 using Petals.Tensors;
 using Petals.Testing;
+using Petals.Testing.Time;
 using Petals.Testing.Transport;
 using Petals.Tests.Generation;
 using Petals.Transport;
@@ -184,6 +185,29 @@ public sealed class RoutedConnectTests
         var error = Assert.Throws<RemoteChainException>(() => sequence.RouteInference(1, 0, new HashSet<string> { swarm.Peers[2].LocalPeerId }));
         Assert.StartsWith($"no online server covers blocks 0:2 of model {ModelId}", error.Message, StringComparison.Ordinal);
         Assert.Contains($"{swarm.Peers[1].LocalPeerId[..8]}… (blocked)", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Background_refreshes_ping_again_so_a_server_that_appears_later_gets_measured()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
+        var time = new ManualTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        await using var swarm = await DiscoverySwarm.StartAsync(3, time, Ct);
+        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
+        await servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero);
+        await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4, new SwarmSequenceOptions { RefreshInterval = TimeSpan.FromSeconds(30) }, time);
+        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        Assert.Empty(await sequence.PingAsync(swarm.Transport, "client-pinger", Ct).WaitAsync(Bound, Ct));
+        Assert.Equal([swarm.Peers[1].LocalPeerId], sequence.MeasuredRtts.Keys);
+
+        await servers.StartAsync(2, new BlockRange(0, 4), TimeSpan.Zero);
+        time.Advance(TimeSpan.FromSeconds(30));
+        var deadline = DateTime.UtcNow + Bound;
+        while (!sequence.MeasuredRtts.ContainsKey(swarm.Peers[2].LocalPeerId))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the server announced later was never pinged");
+            await Task.Delay(10, Ct);
+        }
     }
 
     [Fact]
