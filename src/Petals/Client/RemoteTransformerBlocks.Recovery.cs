@@ -48,7 +48,7 @@ public sealed partial class RemoteTransformerBlocks
     private async ValueTask ForwardRoutedAsync(Recovery recovery, Memory<float> hidden, int batchSize, int tokenCount, CancellationToken cancellationToken)
     {
         var shape = new TensorShape(batchSize, tokenCount, Config.HiddenSize);
-        var attempts = new List<string>();
+        var attempts = new RecoveryAttempts();
         var links = await recovery.RouteWithRetriesAsync(new BlockRange(0, Config.NumLayers), batchSize, 0, forward: true, attempts, cancellationToken).ConfigureAwait(false);
 
         // The input of the segment being run, put back when its server fails (a failed call may have written part of it).
@@ -79,6 +79,25 @@ public sealed partial class RemoteTransformerBlocks
         finally
         {
             ArrayPool<float>.Shared.Return(input);
+        }
+    }
+
+    /// <summary>The server failures of one step (or stateless call): a line each for the final error, and the peers that failed.</summary>
+    internal sealed class RecoveryAttempts
+    {
+        private readonly List<string> _lines = [];
+        private readonly HashSet<string> _peers = new(StringComparer.Ordinal);
+
+        public int Count => _lines.Count;
+
+        public IReadOnlyList<string> Lines => _lines;
+
+        public IReadOnlySet<string> Peers => _peers;
+
+        public void Add(string peerId, string line)
+        {
+            _peers.Add(peerId);
+            _lines.Add(line);
         }
     }
 
@@ -187,7 +206,7 @@ public sealed partial class RemoteTransformerBlocks
                 return current;
             }
 
-            var links = await RouteWithRetriesAsync(new BlockRange(0, _owner.Config.NumLayers), batchSize, maxLength, forward: false, [], cancellationToken).ConfigureAwait(false);
+            var links = await RouteWithRetriesAsync(new BlockRange(0, _owner.Config.NumLayers), batchSize, maxLength, forward: false, new RecoveryAttempts(), cancellationToken).ConfigureAwait(false);
             lock (_lock)
             {
                 Volatile.Write(ref _chain, [.. links]);
@@ -198,10 +217,10 @@ public sealed partial class RemoteTransformerBlocks
 
         /// <summary>Records that <paramref name="link"/>'s server failed: banned, logged, listed in <paramref name="attempts"/>; gives up past the attempt bound.</summary>
         /// <exception cref="RemoteChainException">When this was one failure more than <see cref="RemoteSequenceOptions.MaxRecoveryAttempts"/>; lists every failure.</exception>
-        public void Failed(ChainLink link, Exception error, List<string> attempts)
+        public void Failed(ChainLink link, Exception error, RecoveryAttempts attempts)
         {
             var ban = Sequence.RecordFailure(link.PeerId);
-            attempts.Add(string.Create(CultureInfo.InvariantCulture,
+            attempts.Add(link.PeerId, string.Create(CultureInfo.InvariantCulture,
                 $"server {ChainPlanner.Short(link.PeerId)} at {link.Connection.Connection.RemoteAddress} (blocks {link.Blocks}) failed: {error.Message}"));
             ClientLog.ServerFailed(Sequence.Logger, link.PeerId, link.Connection.Connection.RemoteAddress.ToString(), link.Blocks.ToString(), Sequence.ModelId, ban.TotalSeconds, error);
             if (attempts.Count > Options.MaxRecoveryAttempts)
@@ -219,7 +238,7 @@ public sealed partial class RemoteTransformerBlocks
         /// waits <see cref="RemoteSequenceOptions.RecoveryBackoff"/>, doubling.
         /// </summary>
         /// <exception cref="RemoteChainException">When no route is left or the attempts are spent; lists every failure.</exception>
-        public async Task<IReadOnlyList<ChainLink>> RouteWithRetriesAsync(BlockRange blocks, int batchSize, int maxLength, bool forward, List<string> attempts, CancellationToken cancellationToken)
+        public async Task<IReadOnlyList<ChainLink>> RouteWithRetriesAsync(BlockRange blocks, int batchSize, int maxLength, bool forward, RecoveryAttempts attempts, CancellationToken cancellationToken)
         {
             while (true)
             {
@@ -248,7 +267,7 @@ public sealed partial class RemoteTransformerBlocks
                     {
                         var server = route[k].Server;
                         var ban = Sequence.RecordFailure(server.PeerId);
-                        attempts.Add(string.Create(CultureInfo.InvariantCulture,
+                        attempts.Add(server.PeerId, string.Create(CultureInfo.InvariantCulture,
                             $"server {ChainPlanner.Short(server.PeerId)} at {server.Address} (blocks {route[k].Blocks}) could not be connected: {error.Message}"));
                         ClientLog.ServerFailed(Sequence.Logger, server.PeerId, server.Address.ToString(), route[k].Blocks.ToString(), Sequence.ModelId, ban.TotalSeconds, error);
                     }
@@ -263,18 +282,27 @@ public sealed partial class RemoteTransformerBlocks
             }
         }
 
-        private async Task<IReadOnlyList<Petals.Routing.RouteSegment>> RouteAsync(BlockRange blocks, int batchSize, int maxLength, bool forward, List<string> attempts, CancellationToken cancellationToken)
+        /// <summary>
+        /// Routes <paramref name="blocks"/> around the servers that already failed in this step (they are banned, but a ban
+        /// yields when nothing else covers a block, and a server that keeps failing must not be picked again while one
+        /// banned earlier may have recovered). When that leaves no route, the swarm view is refreshed (a replacement may
+        /// have been announced since) and, failing that, the bans alone decide.
+        /// </summary>
+        private async Task<IReadOnlyList<Petals.Routing.RouteSegment>> RouteAsync(BlockRange blocks, int batchSize, int maxLength, bool forward, RecoveryAttempts attempts, CancellationToken cancellationToken)
         {
-            try
+            var route = TryRoute(blocks, batchSize, maxLength, forward, attempts.Peers);
+            if (route is not null)
             {
-                return forward ? Sequence.RouteForward(null, blocks) : Sequence.RouteInference(batchSize, maxLength, null, blocks);
-            }
-            catch (RemoteChainException)
-            {
-                // The view may be stale (a replacement announced since the last refresh): read the swarm once more.
+                return route;
             }
 
             await Sequence.RefreshAsync(cancellationToken).ConfigureAwait(false);
+            route = TryRoute(blocks, batchSize, maxLength, forward, attempts.Peers);
+            if (route is not null)
+            {
+                return route;
+            }
+
             try
             {
                 return forward ? Sequence.RouteForward(null, blocks) : Sequence.RouteInference(batchSize, maxLength, null, blocks);
@@ -282,6 +310,18 @@ public sealed partial class RemoteTransformerBlocks
             catch (RemoteChainException e) when (attempts.Count > 0)
             {
                 throw new RemoteChainException(Describe($"No server is left for blocks {blocks}: {e.Message}", attempts), e);
+            }
+        }
+
+        private IReadOnlyList<Petals.Routing.RouteSegment>? TryRoute(BlockRange blocks, int batchSize, int maxLength, bool forward, IReadOnlySet<string>? exclude)
+        {
+            try
+            {
+                return forward ? Sequence.RouteForward(exclude, blocks) : Sequence.RouteInference(batchSize, maxLength, exclude, blocks);
+            }
+            catch (RemoteChainException)
+            {
+                return null;
             }
         }
 
@@ -382,8 +422,8 @@ public sealed partial class RemoteTransformerBlocks
             }
         }
 
-        private static string Describe(string headline, List<string> attempts) =>
-            new StringBuilder(headline).Append(" Failures: ").AppendJoin("; ", attempts).Append('.').ToString();
+        private static string Describe(string headline, RecoveryAttempts attempts) =>
+            new StringBuilder(headline).Append(" Failures: ").AppendJoin("; ", attempts.Lines).Append('.').ToString();
     }
 
     /// <summary>
@@ -512,7 +552,7 @@ public sealed partial class RemoteTransformerBlocks
             first.EnsureCapacity(to, BatchSize, _owner.Config.HiddenSize, MaxLength);
             CopyPositions(hidden.Span, tokenCount, 0, first.History, first.Capacity, from, tokenCount, BatchSize, _owner.Config.HiddenSize);
             first.HistoryPositions = to;
-            List<string>? attempts = null;
+            RecoveryAttempts? attempts = null;
             for (var i = 0; i < _chain.Count;)
             {
                 var state = _chain[i];
@@ -522,7 +562,7 @@ public sealed partial class RemoteTransformerBlocks
                 }
                 catch (Exception e) when (IsServerFailure(e, cancellationToken))
                 {
-                    attempts ??= [];
+                    attempts ??= new RecoveryAttempts();
                     await ReplaceAsync(i, e, from, to, attempts, cancellationToken).ConfigureAwait(false);
                     continue;
                 }
@@ -617,7 +657,7 @@ public sealed partial class RemoteTransformerBlocks
         }
 
         /// <summary>Replaces the failed span <paramref name="index"/> by servers routed for its blocks; the first takes over its history.</summary>
-        private async ValueTask ReplaceAsync(int index, Exception error, int stepFrom, int to, List<string> attempts, CancellationToken cancellationToken)
+        private async ValueTask ReplaceAsync(int index, Exception error, int stepFrom, int to, RecoveryAttempts attempts, CancellationToken cancellationToken)
         {
             var detected = Stopwatch.GetTimestamp();
             var detectedAt = DateTimeOffset.UtcNow;
