@@ -54,6 +54,10 @@ public sealed class ChaosTests
         Assert.Contains("0:6 is not a non-empty span within the model's 5 blocks", past.Message, StringComparison.Ordinal);
         var one = Assert.Throws<ArgumentException>(() => ChaosOptions.Parse(["--model", "m", "--spans", "0:5"]).Validate(5));
         Assert.Contains("at least two servers", one.Message, StringComparison.Ordinal);
+        var every = Assert.Throws<ArgumentException>(() => (ChaosOptions.Parse(["--model", "m"]) with { KillEvery = 0 }).Validate(5));
+        Assert.Contains("--kill-every must be at least 1, not 0", every.Message, StringComparison.Ordinal);
+        var interval = Assert.Throws<ArgumentException>(() => (ChaosOptions.Parse(["--model", "m"]) with { AnnounceIntervalSeconds = double.NaN }).Validate(5));
+        Assert.Contains("--announce-interval (NaN s)", interval.Message, StringComparison.Ordinal);
     }
 
     [Fact]

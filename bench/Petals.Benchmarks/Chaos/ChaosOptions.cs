@@ -129,12 +129,26 @@ internal sealed record ChaosOptions
     }
 
     /// <summary>
-    /// Checks the spans against a model of <paramref name="blockCount"/> blocks: each within the model, at least two, and
-    /// every block still covered when any single server is gone.
+    /// Checks the counts and times, and the spans against a model of <paramref name="blockCount"/> blocks: each within the
+    /// model, at least two, and every block still covered when any single server is gone.
     /// </summary>
-    /// <exception cref="ArgumentException">Naming the span past the model, or the server whose loss leaves blocks uncovered.</exception>
+    /// <exception cref="ArgumentException">Naming the value out of range, the span past the model, or the server whose loss leaves blocks uncovered.</exception>
     public void Validate(int blockCount)
     {
+        foreach (var (name, value) in new (string, int)[] { ("--new-tokens", NewTokens), ("--kill-every", KillEvery), ("--threads", ServerThreads) })
+        {
+            if (value < 1)
+            {
+                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"{name} must be at least 1, not {value}."));
+            }
+        }
+
+        if (MaxKills < 0 || !(AnnounceIntervalSeconds > 0) || !double.IsFinite(AnnounceIntervalSeconds) || StartupTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
+                $"--max-kills ({MaxKills}) must not be negative, --announce-interval ({AnnounceIntervalSeconds} s) and --startup-timeout ({StartupTimeout.TotalSeconds} s) must be positive."));
+        }
+
         if (Spans.Count < 2)
         {
             throw new ArgumentException("--spans: a chaos run needs at least two servers.");
