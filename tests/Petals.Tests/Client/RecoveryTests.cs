@@ -3,6 +3,7 @@ using Petals.Generation;
 using Petals.Inference;
 using Petals.Models;
 using Petals.Tensors;
+using Petals.Tests.Client.Faults;
 using Petals.Tests.Generation;
 
 namespace Petals.Tests.Client;
@@ -114,6 +115,29 @@ public sealed class RecoveryTests
         }
 
         Assert.DoesNotContain(swarm.Peers[2].LocalPeerId, remote.Spans.Select(s => s.PeerId));
+    }
+
+    [Fact]
+    public async Task A_slow_but_live_server_is_not_taken_for_dead_by_the_liveness_check()
+    {
+        // Each step takes 4 liveness timeouts of compute; the server's read loop answers the pings meanwhile.
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
+        await using var swarm = await DiscoverySwarm.StartAsync(3, TimeProvider.System, Ct);
+        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
+        await servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero, wrap: e => new FaultyBlockExecutor(e) { PassDelay = TimeSpan.FromMilliseconds(800) });
+        await servers.StartAsync(2, new BlockRange(0, 4), TimeSpan.FromMilliseconds(100));
+        await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4);
+        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var options = new RemoteSequenceOptions { LivenessTimeout = TimeSpan.FromMilliseconds(200) };
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, options, Ct).WaitAsync(Bound, Ct);
+        Assert.Equal([swarm.Peers[1].LocalPeerId], remote.Spans.Select(s => s.PeerId));
+
+        await using var session = await remote.OpenSessionAsync(1, 8, Ct);
+        await session.ForwardAsync(new float[2 * fixture.Config.HiddenSize], 2, Ct).AsTask().WaitAsync(Bound, Ct);
+        await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct).AsTask().WaitAsync(Bound, Ct);
+        Assert.Equal(0, remote.Recoveries);
+        Assert.Equal(2, servers.Running[0].GetStatistics().InferenceSteps);
+        Assert.Empty(sequence.BannedPeers);
     }
 
     [Fact]
