@@ -3,6 +3,7 @@ using Petals.Generation;
 using Petals.Inference;
 using Petals.Models;
 using Petals.Tensors;
+using Petals.Tests.Client.Faults;
 using Petals.Tests.Generation;
 
 namespace Petals.Tests.Client;
@@ -21,14 +22,12 @@ public sealed class RecoveryTests
     [Fact]
     public async Task A_server_stopped_mid_generation_is_replaced_and_the_tokens_equal_local_generation()
     {
-        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
-        await using var swarm = await DiscoverySwarm.StartAsync(4, TimeProvider.System, Ct);
-        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
+        await using var rig = await Rig.StartAsync(4);
+        var (fixture, swarm, servers) = (rig.Fixture, rig.Swarm, rig.Servers);
         await servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero); // one hop: the route chosen first
         await servers.StartAsync(2, new BlockRange(0, 2), TimeSpan.FromMilliseconds(20));
         await servers.StartAsync(3, new BlockRange(2, 4), TimeSpan.FromMilliseconds(20));
-        await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4);
-        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var sequence = await rig.StartSequenceAsync();
         await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
         Assert.Equal([swarm.Peers[1].LocalPeerId], remote.Spans.Select(s => s.PeerId));
         var recoveries = new List<SpanRecovery>();
@@ -69,15 +68,13 @@ public sealed class RecoveryTests
     [Fact]
     public async Task Hidden_states_after_a_recovery_equal_those_of_a_failure_free_session()
     {
-        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
-        await using var swarm = await DiscoverySwarm.StartAsync(5, TimeProvider.System, Ct);
-        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
+        await using var rig = await Rig.StartAsync(5);
+        var (fixture, swarm, servers) = (rig.Fixture, rig.Swarm, rig.Servers);
         await servers.StartAsync(1, new BlockRange(0, 2), TimeSpan.Zero);
         await servers.StartAsync(2, new BlockRange(2, 4), TimeSpan.Zero);
         await servers.StartAsync(3, new BlockRange(1, 4), TimeSpan.FromMilliseconds(30));
         await servers.StartAsync(4, new BlockRange(0, 3), TimeSpan.FromMilliseconds(30));
-        await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4);
-        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var sequence = await rig.StartSequenceAsync();
         await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
         Assert.True(
             remote.Spans.Select(s => s.PeerId).SequenceEqual([swarm.Peers[1].LocalPeerId, swarm.Peers[2].LocalPeerId]),
@@ -117,15 +114,34 @@ public sealed class RecoveryTests
     }
 
     [Fact]
+    public async Task A_slow_but_live_server_is_not_taken_for_dead_by_the_liveness_check()
+    {
+        // Each step takes 4 liveness timeouts of compute; the server's read loop answers the pings meanwhile.
+        await using var rig = await Rig.StartAsync(3);
+        var (fixture, swarm, servers) = (rig.Fixture, rig.Swarm, rig.Servers);
+        await servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero, wrap: e => new FaultyBlockExecutor(e) { PassDelay = TimeSpan.FromMilliseconds(800) });
+        await servers.StartAsync(2, new BlockRange(0, 4), TimeSpan.FromMilliseconds(100));
+        var sequence = await rig.StartSequenceAsync();
+        var options = new RemoteSequenceOptions { LivenessTimeout = TimeSpan.FromMilliseconds(200) };
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, options, Ct).WaitAsync(Bound, Ct);
+        Assert.Equal([swarm.Peers[1].LocalPeerId], remote.Spans.Select(s => s.PeerId));
+
+        await using var session = await remote.OpenSessionAsync(1, 8, Ct);
+        await session.ForwardAsync(new float[2 * fixture.Config.HiddenSize], 2, Ct).AsTask().WaitAsync(Bound, Ct);
+        await session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct).AsTask().WaitAsync(Bound, Ct);
+        Assert.Equal(0, remote.Recoveries);
+        Assert.Equal(2, servers.Running[0].GetStatistics().InferenceSteps);
+        Assert.Empty(sequence.BannedPeers);
+    }
+
+    [Fact]
     public async Task A_session_is_routed_for_its_cache_need_and_avoids_a_server_whose_free_cache_cannot_hold_it()
     {
-        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
-        await using var swarm = await DiscoverySwarm.StartAsync(3, TimeProvider.System, Ct);
-        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
+        await using var rig = await Rig.StartAsync(3);
+        var (fixture, swarm, servers) = (rig.Fixture, rig.Swarm, rig.Servers);
         await servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero);
         await servers.StartAsync(2, new BlockRange(0, 4), TimeSpan.FromMilliseconds(60));
-        await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4);
-        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var sequence = await rig.StartSequenceAsync();
         await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
         Assert.Equal([swarm.Peers[1].LocalPeerId], remote.Spans.Select(s => s.PeerId)); // the fast one, as any session fits
 
@@ -147,13 +163,11 @@ public sealed class RecoveryTests
     [Fact]
     public async Task Stateless_forward_calls_are_routed_again_when_a_server_fails()
     {
-        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
-        await using var swarm = await DiscoverySwarm.StartAsync(3, TimeProvider.System, Ct);
-        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
+        await using var rig = await Rig.StartAsync(3);
+        var (fixture, swarm, servers) = (rig.Fixture, rig.Swarm, rig.Servers);
         await servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero);
         await servers.StartAsync(2, new BlockRange(0, 4), TimeSpan.Zero);
-        await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4);
-        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var sequence = await rig.StartSequenceAsync();
         await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
         using var local = fixture.CreateBlocks();
         var input = Enumerable.Range(0, 3 * fixture.Config.HiddenSize).Select(i => (float)Math.Cos(i)).ToArray();
@@ -180,13 +194,11 @@ public sealed class RecoveryTests
     [Fact]
     public async Task When_no_server_is_left_for_the_failed_blocks_the_step_fails_naming_every_attempt()
     {
-        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
-        await using var swarm = await DiscoverySwarm.StartAsync(3, TimeProvider.System, Ct);
-        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
+        await using var rig = await Rig.StartAsync(3);
+        var (fixture, swarm, servers) = (rig.Fixture, rig.Swarm, rig.Servers);
         await servers.StartAsync(1, new BlockRange(0, 2), TimeSpan.Zero);
         await servers.StartAsync(2, new BlockRange(2, 4), TimeSpan.Zero);
-        await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4);
-        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var sequence = await rig.StartSequenceAsync();
         var options = new RemoteSequenceOptions { MaxRecoveryAttempts = 2, RecoveryBackoff = TimeSpan.FromMilliseconds(1) };
         await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, options, Ct).WaitAsync(Bound, Ct);
         await using var session = await remote.OpenSessionAsync(1, 16, Ct);
@@ -218,5 +230,45 @@ public sealed class RecoveryTests
         }
 
         return outputs;
+    }
+
+    /// <summary>A random 4-block model, a DHT of <c>peers</c> nodes and its block servers (started by each test), and a sequence manager.</summary>
+    private sealed class Rig : IAsyncDisposable
+    {
+        private SwarmSequenceManager? _sequence;
+
+        private Rig(DiscoverySwarm swarm)
+        {
+            Swarm = swarm;
+            Servers = new ShapedServers(swarm, Fixture.Weights, Fixture.Config.NumLayers, ModelId);
+        }
+
+        public RandomModelFixture Fixture { get; } = new(TensorDType.F32, tied: false, layers: 4);
+
+        public DiscoverySwarm Swarm { get; }
+
+        public ShapedServers Servers { get; }
+
+        public static async Task<Rig> StartAsync(int peers) => new(await DiscoverySwarm.StartAsync(peers, TimeProvider.System, Ct));
+
+        /// <summary>A sequence manager of the model, started (call once the servers are announced).</summary>
+        public async Task<SwarmSequenceManager> StartSequenceAsync()
+        {
+            _sequence = new SwarmSequenceManager(Swarm.Client, ModelId, 4);
+            await _sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+            return _sequence;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_sequence is not null)
+            {
+                await _sequence.DisposeAsync();
+            }
+
+            await Servers.DisposeAsync();
+            await Swarm.DisposeAsync();
+            Fixture.Dispose();
+        }
     }
 }

@@ -20,9 +20,14 @@ internal sealed class ShapedServers(DiscoverySwarm swarm, IModelWeights weights,
     /// <summary>Each started server's listener address, in start order.</summary>
     public List<PeerAddress> Addresses { get; } = [];
 
-    public async Task StartAsync(int peer, BlockRange span, TimeSpan roundTrip, BlockServerOptions? options = null)
+    public async Task StartAsync(int peer, BlockRange span, TimeSpan roundTrip, BlockServerOptions? options = null, Func<IBlockExecutor, IBlockExecutor>? wrap = null)
     {
         var executor = RandomModelFixture.Factory.Create(weights, span);
+        if (wrap is not null)
+        {
+            executor = wrap(executor);
+        }
+
         _executors.Add(executor);
         options ??= new BlockServerOptions();
         options.Blocks = span;

@@ -66,8 +66,16 @@ internal sealed class FaultyBlockExecutor(IBlockExecutor inner) : IBlockExecutor
 
     public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache) => Forward(hidden, batchSize, tokenCount, cache, Blocks);
 
+    /// <summary>How long every pass sleeps before it runs (a slow but live server); zero by default.</summary>
+    public TimeSpan PassDelay { get; set; }
+
     public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks)
     {
+        if (PassDelay > TimeSpan.Zero)
+        {
+            Thread.Sleep(PassDelay);
+        }
+
         var stateless = cache is null;
         var number = stateless ? Interlocked.Increment(ref _forwards) : Interlocked.Increment(ref _steps);
         bool fail;
