@@ -169,6 +169,12 @@ public sealed partial class RemoteTransformerBlocks
             {
                 route = sequence.RouteInference(1, 0, excluded);
             }
+            catch (RemoteChainException) when (attempt == 1)
+            {
+                // The view may predate servers that announced since (or list expired ones): read the swarm again, once.
+                await sequence.RefreshAsync(cancellationToken).ConfigureAwait(false);
+                route = sequence.RouteInference(1, 0, excluded);
+            }
             catch (RemoteChainException e) when (attempts.Count > 0)
             {
                 throw new RemoteChainException(DescribeAttempts($"No chain is left after excluding the servers that failed: {e.Message}", attempts), e);

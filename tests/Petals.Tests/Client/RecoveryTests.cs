@@ -135,6 +135,18 @@ public sealed class RecoveryTests
     }
 
     [Fact]
+    public async Task Connecting_reads_the_swarm_again_when_the_view_has_no_route()
+    {
+        await using var rig = await Rig.StartAsync(2);
+        var sequence = await rig.StartSequenceAsync(); // reads an empty swarm; the next background refresh is 30 s away
+        Assert.Empty(sequence.OnlineServers);
+        await rig.Servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero);
+
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(rig.Swarm.Transport, sequence, rig.Fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
+        Assert.Equal([rig.Swarm.Peers[1].LocalPeerId], remote.Spans.Select(s => s.PeerId));
+    }
+
+    [Fact]
     public async Task A_session_is_routed_for_its_cache_need_and_avoids_a_server_whose_free_cache_cannot_hold_it()
     {
         await using var rig = await Rig.StartAsync(3);
