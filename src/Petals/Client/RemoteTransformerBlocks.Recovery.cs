@@ -168,16 +168,14 @@ public sealed partial class RemoteTransformerBlocks
 
         public IReadOnlyList<RemoteSpanInfo> DescribeChain() => [.. Chain.Select(l => l.Describe())];
 
-        /// <summary>Replaces <paramref name="failed"/> by <paramref name="replacements"/> in the chain new sessions start on, if it is still there.</summary>
-        public void ReplaceInChain(ChainLink failed, IReadOnlyList<ChainLink> replacements)
+        /// <summary>Makes <paramref name="after"/> the chain new sessions start on if it was <paramref name="before"/> (a session's chain before its recovery).</summary>
+        public void FollowChain(ChainLink[] before, ChainLink[] after)
         {
             lock (_lock)
             {
-                var chain = _chain;
-                var i = Array.IndexOf(chain, failed);
-                if (i >= 0)
+                if (_chain.AsSpan().SequenceEqual(before))
                 {
-                    Volatile.Write(ref _chain, [.. chain.Take(i), .. replacements, .. chain.Skip(i + 1)]);
+                    Volatile.Write(ref _chain, after);
                 }
             }
         }
@@ -563,14 +561,15 @@ public sealed partial class RemoteTransformerBlocks
                 catch (Exception e) when (IsServerFailure(e, cancellationToken))
                 {
                     attempts ??= new RecoveryAttempts();
-                    await ReplaceAsync(i, e, from, to, attempts, cancellationToken).ConfigureAwait(false);
+                    i = await ReplaceAsync(i, e, from, to, attempts, cancellationToken).ConfigureAwait(false);
                     continue;
                 }
 
                 i++;
                 for (var p = _pending.Count - 1; p >= 0; p--)
                 {
-                    if (_pending[p].Blocks.End == state.Link.Blocks.End)
+                    // The step has run through the failed blocks (a replacement may have been joined with the next segment).
+                    if (state.Link.Blocks.End >= _pending[p].Blocks.End)
                     {
                         var resumed = _pending[p].Resume();
                         _pending.RemoveAt(p);
@@ -657,7 +656,7 @@ public sealed partial class RemoteTransformerBlocks
         }
 
         /// <summary>Replaces the failed span <paramref name="index"/> by servers routed for its blocks; the first takes over its history.</summary>
-        private async ValueTask ReplaceAsync(int index, Exception error, int stepFrom, int to, RecoveryAttempts attempts, CancellationToken cancellationToken)
+        private async ValueTask<int> ReplaceAsync(int index, Exception error, int stepFrom, int to, RecoveryAttempts attempts, CancellationToken cancellationToken)
         {
             var detected = Stopwatch.GetTimestamp();
             var detectedAt = DateTimeOffset.UtcNow;
@@ -688,14 +687,52 @@ public sealed partial class RemoteTransformerBlocks
                     continue;
                 }
 
+                var before = _chain.Select(s => s.Link).ToArray();
                 states[0].TakeHistory(failed);
                 _chain.RemoveAt(index);
                 _chain.InsertRange(index, states);
-                _recovery.ReplaceInChain(failed.Link, links);
+                var resume = MergeNeighbors(index, states.Count);
+                _recovery.FollowChain(before, [.. _chain.Select(s => s.Link)]);
                 _pending.Add(new PendingRecovery(stepFrom, failed.Link, error, [.. links.Select(l => l.Describe())], to, attempt, detected, detectedAt));
-                return;
+                return resume;
             }
         }
+
+        /// <summary>
+        /// Joins the replacements at <paramref name="index"/> (<paramref name="count"/> of them) with a neighbor on the
+        /// same server whose blocks touch theirs: one segment instead of two saves a hop on every later token (without
+        /// this, repeated recoveries fragment the chain). The joined segment starts from position 0 over the earlier
+        /// segment's history, like any replacement. Returns the index the step resumes at.
+        /// </summary>
+        private int MergeNeighbors(int index, int count)
+        {
+            var last = index + count - 1;
+            if (last + 1 < _chain.Count && CanJoin(_chain[last], _chain[last + 1]))
+            {
+                var next = _chain[last + 1];
+                var joined = NewState(new ChainLink(_chain[last].Link.Connection, new BlockRange(_chain[last].Link.Blocks.Start, next.Link.Blocks.End)), forCaller: false);
+                joined.TakeHistory(_chain[last]);
+                _chain[last] = joined;
+                _chain.RemoveAt(last + 1);
+                _ = CloseAsync(next);
+            }
+
+            if (index > 0 && CanJoin(_chain[index - 1], _chain[index]))
+            {
+                var previous = _chain[index - 1];
+                var joined = NewState(new ChainLink(_chain[index].Link.Connection, new BlockRange(previous.Link.Blocks.Start, _chain[index].Link.Blocks.End)), forCaller: false);
+                joined.TakeHistory(previous);
+                _chain[index - 1] = joined;
+                _chain.RemoveAt(index);
+                _ = CloseAsync(previous);
+                return index - 1;
+            }
+
+            return index;
+        }
+
+        private static bool CanJoin(SpanState first, SpanState second) =>
+            ReferenceEquals(first.Link.Connection, second.Link.Connection) && first.Link.Blocks.End == second.Link.Blocks.Start;
 
         private static async Task CloseAsync(SpanState state)
         {

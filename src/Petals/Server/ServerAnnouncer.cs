@@ -158,7 +158,8 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Measures the decode throughput of <paramref name="executor"/> (which must run <see cref="Span"/>): batch 1, one token
+    /// Measures the decode throughput of <paramref name="executor"/> (which must run <see cref="Span"/>): an untimed prefill
+    /// of 8 tokens (which also warms the path a recovery's replay takes), then batch 1, one token
     /// per step, <see cref="ServerAnnouncerOptions.ThroughputWarmupSteps"/> untimed steps, then
     /// <see cref="ServerAnnouncerOptions.ThroughputSteps"/> timed ones on the wall clock. Sets and returns
     /// <see cref="Throughput"/> = <c>Span.Count / seconds per step</c>. Run it before the server serves (it competes
@@ -182,6 +183,20 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         for (var i = 0; i < input.Length; i++)
         {
             input[i] = (random.NextSingle() - 0.5f) * 2f;
+        }
+
+        // An untimed prefill first: a replacement's first work after a client's recovery is a replay of many tokens at
+        // once, and that path should not pay for its first compilation then.
+        const int PrefillTokens = 8;
+        var prefill = new float[PrefillTokens * hiddenSize];
+        for (var t = 0; t < PrefillTokens; t++)
+        {
+            input.CopyTo(prefill, t * hiddenSize);
+        }
+
+        using (var prefillCache = executor.CreateCache(1, PrefillTokens))
+        {
+            executor.Forward(prefill, 1, PrefillTokens, prefillCache);
         }
 
         var hidden = new float[hiddenSize];

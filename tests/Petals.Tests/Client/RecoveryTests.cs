@@ -135,6 +135,59 @@ public sealed class RecoveryTests
     }
 
     [Fact]
+    public async Task A_replacement_on_the_same_server_as_its_neighbor_is_joined_with_it_into_one_segment()
+    {
+        // Server 1 (0:4) is slow per block, server 2 (2:4) fast: the route is 0:2 on server 1 and 2:4 on server 2. When
+        // server 2 goes away, its blocks go to server 1 too; joined, the chain is one segment again (one hop per token).
+        await using var rig = await Rig.StartAsync(3);
+        await rig.Servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero, throughput: 1);
+        await rig.Servers.StartAsync(2, new BlockRange(2, 4), TimeSpan.Zero, throughput: 1000);
+        var sequence = await rig.StartSequenceAsync();
+        var (one, two) = (rig.Swarm.Peers[1].LocalPeerId, rig.Swarm.Peers[2].LocalPeerId);
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(rig.Swarm.Transport, sequence, rig.Fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
+        Assert.Equal([(one, new BlockRange(0, 2)), (two, new BlockRange(2, 4))], remote.Spans.Select(s => (s.PeerId, s.Blocks)));
+        var recoveries = new List<SpanRecovery>();
+        remote.SpanRecovered += (_, r) => recoveries.Add(r);
+
+        int[] steps = [3, 1, 1, 1];
+        var width = rig.Fixture.Config.HiddenSize;
+        var inputs = steps.Select((n, k) => Enumerable.Range(0, n * width).Select(i => (float)Math.Sin((i * 0.71) + k)).ToArray()).ToArray();
+        using var local = rig.Fixture.CreateBlocks();
+        await using var reference = await local.OpenSessionAsync(1, 16, Ct);
+        await using var session = await remote.OpenSessionAsync(1, 16, Ct);
+        for (var k = 0; k < steps.Length; k++)
+        {
+            if (k == 2)
+            {
+                await rig.Servers.StopAsync(1);
+            }
+
+            var (expected, actual) = (inputs[k].ToArray(), inputs[k].ToArray());
+            await reference.ForwardAsync(expected, steps[k], Ct);
+            await session.ForwardAsync(actual, steps[k], Ct).AsTask().WaitAsync(Bound, Ct);
+            for (var i = 0; i < expected.Length; i++)
+            {
+                Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5f, $"step {k} value {i}: {expected[i]} vs {actual[i]}");
+            }
+        }
+
+        var recovery = Assert.Single(recoveries);
+        Assert.Equal((two, new BlockRange(2, 4)), (recovery.FailedPeerId, recovery.Blocks));
+        Assert.Equal([(one, new BlockRange(2, 4))], recovery.Replacements.Select(s => (s.PeerId, s.Blocks)));
+        Assert.Equal([(one, new BlockRange(0, 4))], remote.Spans.Select(s => (s.PeerId, s.Blocks)));
+        var probe = new SessionProbe(session);
+        Assert.Equal([(one, new BlockRange(0, 4))], probe.CurrentSpans.Select(s => (s.PeerId, s.Blocks)));
+
+        // Server 1 holds one session now: the 0:2 one was closed when it was joined.
+        var deadline = DateTime.UtcNow + Bound;
+        while (rig.Servers.Running[0].GetStatistics().ActiveSessions != 1)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"server 1 holds {rig.Servers.Running[0].GetStatistics().ActiveSessions} sessions");
+            await Task.Delay(10, Ct);
+        }
+    }
+
+    [Fact]
     public async Task Connecting_reads_the_swarm_again_when_the_view_has_no_route()
     {
         await using var rig = await Rig.StartAsync(2);

@@ -20,7 +20,7 @@ internal sealed class ShapedServers(DiscoverySwarm swarm, IModelWeights weights,
     /// <summary>Each started server's listener address, in start order.</summary>
     public List<PeerAddress> Addresses { get; } = [];
 
-    public async Task StartAsync(int peer, BlockRange span, TimeSpan roundTrip, BlockServerOptions? options = null, Func<IBlockExecutor, IBlockExecutor>? wrap = null)
+    public async Task StartAsync(int peer, BlockRange span, TimeSpan roundTrip, BlockServerOptions? options = null, Func<IBlockExecutor, IBlockExecutor>? wrap = null, double throughput = 100)
     {
         var executor = RandomModelFixture.Factory.Create(weights, span);
         if (wrap is not null)
@@ -40,7 +40,7 @@ internal sealed class ShapedServers(DiscoverySwarm swarm, IModelWeights weights,
         Addresses.Add(listener.LocalAddress);
         await server.StartAsync(listener, Ct);
         Running.Add(server);
-        await swarm.AnnounceAsync(modelId, blockCount, swarm.Info(peer, span, address: listener.LocalAddress), ct: Ct);
+        await swarm.AnnounceAsync(modelId, blockCount, swarm.Info(peer, span, throughput: throughput, address: listener.LocalAddress), ct: Ct);
     }
 
     /// <summary>Shuts the <paramref name="index"/>-th started server down (its sessions end with an error, its listener closes); its announcement stays.</summary>
