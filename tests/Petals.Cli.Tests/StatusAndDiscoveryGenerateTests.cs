@@ -106,6 +106,30 @@ public sealed class StatusAndDiscoveryGenerateTests
     }
 
     [Fact]
+    public async Task Allow_and_block_lists_choose_among_servers_of_the_same_blocks()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        await using var swarm = await TcpSwarm.StartAsync([new(0, 5), new(0, 5)]);
+        string[] common = ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "4", "--initial-peers", swarm.Bootstrap.ToString()];
+        foreach (var (option, chosen) in new[] { ("--allow-peers", 1), ("--block-peers", 0), ("--allow-peers", 0), ("--block-peers", 1) })
+        {
+            var value = option == "--allow-peers" ? swarm.PeerIds[chosen] : swarm.PeerIds[1 - chosen];
+            var run = await CliRunner.RunAsync([.. common, option, $" {value} ,"]).WaitAsync(Bound, Ct);
+            Assert.True(run.ExitCode == 0, run.Error);
+            Assert.Contains($"blocks 0:5 on {swarm.PeerIds[chosen]}", run.Error, StringComparison.Ordinal);
+        }
+
+        var none = await CliRunner.RunAsync([.. common, "--block-peers", string.Join(',', swarm.PeerIds)]).WaitAsync(Bound, Ct);
+        Assert.Equal(3, none.ExitCode);
+        Assert.Contains("error: no online server covers blocks 0:5", none.Error, StringComparison.Ordinal);
+        Assert.Contains("(blocked)", none.Error, StringComparison.Ordinal);
+
+        var empty = await CliRunner.RunAsync([.. common, "--allow-peers", " , "]).WaitAsync(Bound, Ct);
+        Assert.NotEqual(0, empty.ExitCode);
+        Assert.Contains("--allow-peers names no peer id.", empty.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Status_of_a_model_the_swarm_does_not_announce_is_an_error_listing_the_models()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
@@ -163,6 +187,8 @@ public sealed class StatusAndDiscoveryGenerateTests
     [InlineData("--initial-peers", " , ", "names no DHT node")]
     [InlineData("--peers", "127.0.0.1:1", "exclusive")]
     [InlineData("--model-id", "x", "--model-id needs --initial-peers")]
+    [InlineData("--allow-peers", "abc", "--allow-peers needs --initial-peers")]
+    [InlineData("--block-peers", "abc", "--block-peers needs --initial-peers")]
     public async Task Bad_initial_peers_are_clear_errors(string option, string value, string fragment)
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);

@@ -98,24 +98,43 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     /// <param name="modelPath">The model file or directory.</param>
     /// <param name="modelId">The model id the servers announce; null to compute it from the model.</param>
     /// <param name="codec">The wire codec name (fp32, fp16, bf16).</param>
+    /// <param name="allowedPeers">The only peers to route through (empty: any).</param>
+    /// <param name="blockedPeers">Peers never to route through.</param>
     /// <param name="cancellationToken">Cancels connecting.</param>
     /// <exception cref="FileNotFoundException">When the model does not exist.</exception>
     /// <exception cref="Client.RemoteChainException">When no chain covers the model (naming the uncovered blocks) or every chain tried failed.</exception>
-    public async Task<Generation.CausalLanguageModel> ConnectModelAsync(string modelPath, string? modelId, string? codec, CancellationToken cancellationToken)
+    public async Task<Generation.CausalLanguageModel> ConnectModelAsync(
+        string modelPath,
+        string? modelId,
+        string? codec,
+        IReadOnlyCollection<string> allowedPeers,
+        IReadOnlyCollection<string> blockedPeers,
+        CancellationToken cancellationToken)
     {
         if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
         {
             throw new FileNotFoundException($"Model '{modelPath}' does not exist.", modelPath);
         }
 
+        var swarmOptions = new Client.SwarmSequenceOptions();
+        swarmOptions.Router.AllowedPeers.UnionWith(allowedPeers);
+        swarmOptions.Router.BlockedPeers.UnionWith(blockedPeers);
+        swarmOptions.Validate();
         return await Client.RemoteModel.ConnectAsync(
             modelPath,
             new TcpTransport(),
             Discovery,
             new Client.RemoteSequenceOptions { Codec = SwarmOptions.ParseCodec(codec) },
+            swarmOptions,
             modelId: modelId,
             cancellationToken: cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>The peer ids of a comma-separated list (blanks dropped); empty for null.</summary>
+    /// <param name="list">The option's value.</param>
+    /// <returns>The peer ids, in order, without duplicates.</returns>
+    public static IReadOnlyList<string> ParsePeerIds(string? list) =>
+        list is null ? [] : [.. list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct(StringComparer.Ordinal)];
 
     public async ValueTask DisposeAsync()
     {

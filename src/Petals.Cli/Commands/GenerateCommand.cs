@@ -25,10 +25,12 @@ internal static class GenerateCommand
         var wireCodec = SwarmOptions.WireCodec();
         var initialPeers = ClientDiscovery.InitialPeersOption();
         var modelId = new Option<string?>("--model-id") { Description = "With --initial-peers: the model id the servers announce (default: computed from the model, as `petals serve` does)." };
+        var allowPeers = new Option<string?>("--allow-peers") { Description = "With --initial-peers: route only through these servers (peer ids, comma-separated)." };
+        var blockPeers = new Option<string?>("--block-peers") { Description = "With --initial-peers: never route through these servers (peer ids, comma-separated)." };
 
         var command = new Command("generate", "Generate text from a prompt, with the blocks in this process, on servers given by --peers, or on servers found in the swarm through --initial-peers.")
         {
-            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec, initialPeers, modelId,
+            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec, initialPeers, modelId, allowPeers, blockPeers,
         };
         command.Validators.Add(result =>
         {
@@ -40,6 +42,18 @@ internal static class GenerateCommand
             if (result.GetResult(modelId) is not null && result.GetResult(initialPeers) is null)
             {
                 result.AddError("--model-id needs --initial-peers (it names the model in the swarm's announcements).");
+            }
+
+            foreach (var list in new[] { allowPeers, blockPeers })
+            {
+                if (result.GetResult(list) is not null && result.GetResult(initialPeers) is null)
+                {
+                    result.AddError($"{list.Name} needs --initial-peers (it filters the servers found in the swarm).");
+                }
+                else if (result.GetResult(list) is not null && ClientDiscovery.ParsePeerIds(result.GetValue(list)).Count == 0)
+                {
+                    result.AddError($"{list.Name} names no peer id.");
+                }
             }
         });
 
@@ -78,7 +92,7 @@ internal static class GenerateCommand
             }
 
             using var lm = swarm is not null
-                ? await swarm.ConnectModelAsync(modelPath, parse.GetValue(modelId), parse.GetValue(wireCodec), ct).ConfigureAwait(false)
+                ? await swarm.ConnectModelAsync(modelPath, parse.GetValue(modelId), parse.GetValue(wireCodec), ClientDiscovery.ParsePeerIds(parse.GetValue(allowPeers)), ClientDiscovery.ParsePeerIds(parse.GetValue(blockPeers)), ct).ConfigureAwait(false)
                 : peerList is null
                     ? ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads))
                     : await SwarmOptions.ConnectAsync(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), ct).ConfigureAwait(false);

@@ -104,7 +104,7 @@ internal static class SwarmCommand
                 GenerationRun run;
                 long bytesSent;
                 long bytesReceived;
-                using (var lm = await discovery.ConnectModelAsync(path, modelId: null, parse.GetValue(wireCodec), ct).ConfigureAwait(false))
+                using (var lm = await discovery.ConnectModelAsync(path, modelId: null, parse.GetValue(wireCodec), allowedPeers: [], blockedPeers: [], ct).ConfigureAwait(false))
                 {
                     run = await GenerateCommand.RunAsync(context, lm, parse.GetValue(prompt)!, options, json, ct).ConfigureAwait(false);
                     var remote = (RemoteTransformerBlocks)lm.Blocks;
