@@ -31,6 +31,9 @@ public sealed partial class RemoteTransformerBlocks
     /// <summary>How many times sessions of this chain replaced a failed server so far.</summary>
     public long Recoveries => Interlocked.Read(ref _recoveries);
 
+    /// <summary>The recovery context of a chain connected through a sequence manager (null otherwise); for tests.</summary>
+    internal Recovery? RecoveryContext => _recovery;
+
     private void EnableRecovery(ITransport transport, SwarmSequenceManager sequence) =>
         _recovery = new Recovery(this, transport, sequence, _spans);
 
@@ -140,6 +143,15 @@ public sealed partial class RemoteTransformerBlocks
 
         public SwarmSequenceManager Sequence { get; }
 
+        /// <summary>Whether <paramref name="connection"/> is the pooled connection of its server.</summary>
+        internal bool Pools(RemoteSpanConnection connection)
+        {
+            lock (_lock)
+            {
+                return _pool.TryGetValue(connection.Connection.Remote.PeerId, out var pooled) && ReferenceEquals(pooled, connection);
+            }
+        }
+
         public RemoteSequenceOptions Options => _owner._options;
 
         public ChainLink[] Chain => Volatile.Read(ref _chain);
@@ -213,10 +225,35 @@ public sealed partial class RemoteTransformerBlocks
             return links;
         }
 
+        /// <summary>
+        /// Takes a connection that broke out of the pool (and aborts it), so that a replacement on the same server gets a new
+        /// one: a send can fail on a broken stream before the read loop has marked the connection failed. A connection that
+        /// only carried an error or a late answer stays.
+        /// </summary>
+        private void Retire(RemoteSpanConnection connection, Exception error)
+        {
+            if (error is not (TransportException or IOException or ObjectDisposedException or ProtocolException { IsConnectionFatal: true }))
+            {
+                return;
+            }
+
+            var peer = connection.Connection.Remote.PeerId;
+            lock (_lock)
+            {
+                if (_pool.TryGetValue(peer, out var pooled) && ReferenceEquals(pooled, connection))
+                {
+                    _pool.Remove(peer);
+                }
+            }
+
+            connection.Connection.Abort("the client gave the connection up after a failure");
+        }
+
         /// <summary>Records that <paramref name="link"/>'s server failed: banned, logged, listed in <paramref name="attempts"/>; gives up past the attempt bound.</summary>
         /// <exception cref="RemoteChainException">When this was one failure more than <see cref="RemoteSequenceOptions.MaxRecoveryAttempts"/>; lists every failure.</exception>
         public void Failed(ChainLink link, Exception error, RecoveryAttempts attempts)
         {
+            Retire(link.Connection, error);
             var ban = Sequence.RecordFailure(link.PeerId);
             attempts.Add(link.PeerId, string.Create(CultureInfo.InvariantCulture,
                 $"server {ChainPlanner.Short(link.PeerId)} at {link.Connection.Connection.RemoteAddress} (blocks {link.Blocks}) failed: {error.Message}"));

@@ -2,7 +2,10 @@ using Petals.Client;
 using Petals.Generation;
 using Petals.Inference;
 using Petals.Models;
+using Petals.Protocol;
+using Petals.Transport;
 using Petals.Tensors;
+using Petals.Testing.Transport;
 using Petals.Tests.Client.Faults;
 using Petals.Tests.Generation;
 
@@ -184,6 +187,62 @@ public sealed class RecoveryTests
         {
             Assert.True(DateTime.UtcNow < deadline, $"server 1 holds {rig.Servers.Running[0].GetStatistics().ActiveSessions} sessions");
             await Task.Delay(10, Ct);
+        }
+    }
+
+    [Fact]
+    public async Task A_server_whose_connection_broke_is_reconnected_when_it_is_its_own_only_replacement()
+    {
+        // Server 1 alone serves 0:2. Its client connection is aborted: the next step fails on the send, possibly before the
+        // read loop saw the abort. The recovery can only pick server 1 again and must not be handed the broken connection.
+        await using var rig = await Rig.StartAsync(3);
+        await rig.Servers.StartAsync(1, new BlockRange(0, 2), TimeSpan.Zero);
+        await rig.Servers.StartAsync(2, new BlockRange(2, 4), TimeSpan.Zero);
+        var sequence = await rig.StartSequenceAsync();
+        var client = rig.Swarm.Transport.WithShaping(new NetworkShapingOptions());
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(client, sequence, rig.Fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
+        var recoveries = new List<SpanRecovery>();
+        remote.SpanRecovered += (_, r) => recoveries.Add(r);
+        await using var session = await remote.OpenSessionAsync(1, 16, Ct);
+        var width = rig.Fixture.Config.HiddenSize;
+        for (var step = 0; step < 6; step++)
+        {
+            if (step % 2 == 1)
+            {
+                Assert.Equal(1, client.AbortStreams(rig.Servers.Addresses[0], "test: connection broken"));
+            }
+
+            await session.ForwardAsync(new float[width], 1, Ct).AsTask().WaitAsync(Bound, Ct);
+        }
+
+        Assert.Equal(3, recoveries.Count);
+        Assert.All(recoveries, r => Assert.Equal((1, rig.Swarm.Peers[1].LocalPeerId), (r.Attempt, r.FailedPeerId)));
+        Assert.All(recoveries, r => Assert.Equal(rig.Swarm.Peers[1].LocalPeerId, Assert.Single(r.Replacements).PeerId));
+    }
+
+    [Fact]
+    public async Task A_connection_that_broke_leaves_the_pool_at_once_and_one_that_only_carried_an_error_stays()
+    {
+        await using var rig = await Rig.StartAsync(2);
+        await rig.Servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero);
+        var sequence = await rig.StartSequenceAsync();
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(rig.Swarm.Transport, sequence, rig.Fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
+        var recovery = Assert.IsType<RemoteTransformerBlocks.Recovery>(remote.RecoveryContext);
+        var link = Assert.Single(recovery.Chain);
+        Assert.True(recovery.Pools(link.Connection));
+
+        // An error answer: the connection is fine and stays.
+        recovery.Failed(link, new ProtocolException(ProtocolErrorCode.Internal, "test: the step failed"), new RemoteTransformerBlocks.RecoveryAttempts());
+        Assert.True(recovery.Pools(link.Connection));
+
+        // A send that failed on a broken stream, seen before the read loop noticed: out of the pool and aborted.
+        recovery.Failed(link, new TransportException(TransportErrorKind.Aborted, "test: stream aborted locally"), new RemoteTransformerBlocks.RecoveryAttempts());
+        Assert.False(recovery.Pools(link.Connection));
+        var deadline = DateTime.UtcNow + Bound;
+        while (!link.Connection.IsFailed)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the retired connection was not aborted");
+            await Task.Delay(5, Ct);
         }
     }
 
