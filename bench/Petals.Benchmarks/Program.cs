@@ -36,6 +36,16 @@ internal static class Program
               then measures lookups (get of stored keys, find-node of random ids) from random nodes: median and
               p99 latency, median/p99/max hops, mean messages per lookup, success rate, peak RSS.
               bench/dht-sim.sh runs 100, 1,000 and 10,000 nodes.
+          fault-table [--blocks 8 --hidden 512 --stages 4 --replicas 2 --rtt-ms 10 --bandwidth-mbps 1000
+                       --lengths 128,1024 --rates 0,1e-4,1e-3,1e-2 --strategies restarts,no-caching,alg1 --seed 1
+                       --repetitions 3 --long-repetitions 1 --cap-s 60 --threads 2 --jsonl FILE --output text|json]
+              The Petals paper's fault-tolerance table (Table 1) on one machine: real block servers in this process on
+              the in-memory transport shaped to the given RTT and bandwidth, every span on --replicas servers, announced
+              in an in-memory DHT the client's sequence manager reads. Before each step each server of the client's
+              active chain fails with probability p (its connections are aborted; it stays reachable). Generates greedily
+              with caching with restarts, no caching and Algorithm 1; prints steps/s like the paper's table, Algorithm
+              1's ratio to its failure-free rate and the details of every cell. A run stops at --cap-s.
+              bench/fault-table.sh runs the full table.
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -76,6 +86,9 @@ internal static class Program
                         Console.WriteLine(options.Json ? result.ToJson() : result.ToText());
                         return result.All.SuccessRate >= 0.99 ? 0 : 4;
                     }
+
+                case "fault-table":
+                    return FaultTableCommand.RunAsync(FaultTableOptions.Parse(args.AsSpan(1))).GetAwaiter().GetResult();
 
                 case "micro":
                     BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
