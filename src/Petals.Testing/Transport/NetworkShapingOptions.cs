@@ -32,6 +32,16 @@ public sealed class NetworkShapingOptions
     /// <summary>Addresses to which connects fail with <see cref="TransportErrorKind.ConnectionRefused"/> (compared without peer id). Thread-safe to change.</summary>
     public ICollection<PeerAddress> RefusedAddresses { get; } = new ThreadSafeSet();
 
+    /// <summary>
+    /// Addresses of stalled peers (compared without peer id). Thread-safe to change. While an address is listed, the
+    /// streams this transport connected to it, and the streams a listener of this transport at it accepted, move no
+    /// bytes in either direction: reads wait (bytes already read from the network are held back), and writes are
+    /// buffered up to <see cref="MaxBufferedBytes"/> and then wait, as does a half-close. The connections stay open,
+    /// so the peer looks connected but silent (it answers nothing, pings included). Removing the address resumes
+    /// delivery in order, with nothing lost. New connects to a stalled address succeed and are stalled at once.
+    /// </summary>
+    public ICollection<PeerAddress> StalledAddresses { get; } = new ThreadSafeSet();
+
     /// <summary>When set, a stream is aborted (both directions, both ends) once this many bytes were written plus read through it. Default null.</summary>
     public long? DropAfterBytes { get; set; }
 
@@ -66,10 +76,19 @@ public sealed class NetworkShapingOptions
         }
     }
 
+    /// <summary>Waits until <paramref name="address"/> (already without peer id) is no longer stalled; completes at once when it is not.</summary>
+    internal ValueTask WaitWhileStalledAsync(PeerAddress address, CancellationToken cancellationToken) =>
+        ((ThreadSafeSet)StalledAddresses).WaitWhileContainsAsync(address, cancellationToken);
+
+    /// <summary>Whether <paramref name="address"/> is stalled now.</summary>
+    internal bool IsStalled(PeerAddress address) => StalledAddresses.Count > 0 && StalledAddresses.Contains(address);
+
+    /// <summary>A set of addresses without peer ids, safe to change from any thread, that wakes waiters on every change.</summary>
     private sealed class ThreadSafeSet : ICollection<PeerAddress>
     {
         private readonly Lock _lock = new();
         private readonly HashSet<PeerAddress> _set = [];
+        private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public int Count
         {
@@ -90,6 +109,8 @@ public sealed class NetworkShapingOptions
             {
                 _set.Add(item.WithPeerId(null));
             }
+
+            SignalChanged();
         }
 
         public void Clear()
@@ -98,6 +119,8 @@ public sealed class NetworkShapingOptions
             {
                 _set.Clear();
             }
+
+            SignalChanged();
         }
 
         public bool Contains(PeerAddress item)
@@ -118,10 +141,14 @@ public sealed class NetworkShapingOptions
 
         public bool Remove(PeerAddress item)
         {
+            bool removed;
             lock (_lock)
             {
-                return _set.Remove(item.WithPeerId(null));
+                removed = _set.Remove(item.WithPeerId(null));
             }
+
+            SignalChanged();
+            return removed;
         }
 
         public IEnumerator<PeerAddress> GetEnumerator()
@@ -133,5 +160,36 @@ public sealed class NetworkShapingOptions
         }
 
         System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+
+        public async ValueTask WaitWhileContainsAsync(PeerAddress address, CancellationToken cancellationToken)
+        {
+            while (true)
+            {
+                Task changed;
+                lock (_lock)
+                {
+                    if (!_set.Contains(address))
+                    {
+                        return;
+                    }
+
+                    changed = _changed.Task;
+                }
+
+                await changed.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        private void SignalChanged()
+        {
+            TaskCompletionSource old;
+            lock (_lock)
+            {
+                old = _changed;
+                _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+
+            old.TrySetResult();
+        }
     }
 }

@@ -7,7 +7,9 @@ namespace Petals.Testing.Transport;
 /// <summary>
 /// A stream whose writes pass through a delay line: each chunk is stamped with its due time (now + half RTT +
 /// jitter, never before the previous chunk), paced by the bandwidth, and written to the inner stream by a pump.
-/// Reads pass through; both count towards the drop-after-bytes fault.
+/// Reads pass through; both count towards the drop-after-bytes fault. While the stream's fault address (the address it
+/// was connected to, or the listener address it was accepted at) is stalled, the pump delivers nothing and reads wait,
+/// holding back bytes a read already took from the inner stream.
 /// </summary>
 internal sealed class ShapedStream : ITransportStream
 {
@@ -23,6 +25,11 @@ internal sealed class ShapedStream : ITransportStream
     private readonly Task _pump;
     private readonly ITimer? _dropTimer;
     private readonly long _dropAfterBytes;
+    private readonly PeerAddress _faultAddress;
+    private readonly Action<ShapedStream>? _onDisposed;
+    private byte[]? _held;
+    private int _heldOffset;
+    private int _heldCount;
     private long _lastDue;
     private long _bytesThrough;
     private volatile Exception? _failure;
@@ -30,10 +37,12 @@ internal sealed class ShapedStream : ITransportStream
     private volatile bool _disposed;
     private TaskCompletionSource? _completion;
 
-    public ShapedStream(ITransportStream inner, ShapingTransport owner)
+    public ShapedStream(ITransportStream inner, ShapingTransport owner, PeerAddress faultAddress, Action<ShapedStream>? onDisposed)
     {
         _inner = inner;
         _owner = owner;
+        _faultAddress = faultAddress;
+        _onDisposed = onDisposed;
         _options = owner.Options;
         _time = owner.TimeProvider;
         _dropAfterBytes = _options.DropAfterBytes ?? long.MaxValue;
@@ -50,6 +59,23 @@ internal sealed class ShapedStream : ITransportStream
     public async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         ThrowIfFailed();
+        await WaitWhileStalledAsync(cancellationToken).ConfigureAwait(false);
+        if (_heldCount > 0 && !buffer.IsEmpty)
+        {
+            // Bytes a read took from the inner stream during a stall and could not return (its caller cancelled).
+            var count = Math.Min(buffer.Length, _heldCount);
+            _held.AsSpan(_heldOffset, count).CopyTo(buffer.Span);
+            _heldOffset += count;
+            _heldCount -= count;
+            if (_heldCount == 0)
+            {
+                ArrayPool<byte>.Shared.Return(_held!);
+                _held = null;
+            }
+
+            return count;
+        }
+
         var left = _dropAfterBytes - Interlocked.Read(ref _bytesThrough);
         if (left <= 0)
         {
@@ -74,6 +100,24 @@ internal sealed class ShapedStream : ITransportStream
         }
 
         Interlocked.Add(ref _bytesThrough, n);
+        if (n > 0 && _options.IsStalled(_faultAddress))
+        {
+            // The bytes arrived as the stall began: hold them until it ends. A caller that gives up keeps nothing
+            // lost: the next read returns them.
+            try
+            {
+                await WaitWhileStalledAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                _held = ArrayPool<byte>.Shared.Rent(n);
+                buffer.Span[..n].CopyTo(_held);
+                _heldOffset = 0;
+                _heldCount = n;
+                throw;
+            }
+        }
+
         return n;
     }
 
@@ -128,6 +172,10 @@ internal sealed class ShapedStream : ITransportStream
         await _completion!.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>Aborts the stream as a fault (see <see cref="ShapingTransport.AbortStreams"/>); false when it had already failed or was disposed.</summary>
+    public bool TryAbort(string reason) =>
+        !_disposed && Fail(TransportException.AbortedLocally(RemoteAddress, reason), reason);
+
     public void Abort(string reason)
     {
         ArgumentNullException.ThrowIfNull(reason);
@@ -165,7 +213,16 @@ internal sealed class ShapedStream : ITransportStream
         }
 
         await _inner.DisposeAsync().ConfigureAwait(false);
+        _onDisposed?.Invoke(this);
+
+        // Wake a read held by a stall (it then fails as disposed).
+        _closed.Cancel();
         _closed.Dispose();
+        if (_held is { } held)
+        {
+            _held = null;
+            ArrayPool<byte>.Shared.Return(held);
+        }
     }
 
     public object? GetService(Type serviceType, object? serviceKey = null)
@@ -211,6 +268,11 @@ internal sealed class ShapedStream : ITransportStream
                 while ((wait = _time.GetElapsedTime(_time.GetTimestamp(), deliverAt)) > TimeSpan.Zero)
                 {
                     await DelayAsync(deliverAt, token).ConfigureAwait(false);
+                }
+
+                if (_options.IsStalled(_faultAddress))
+                {
+                    await _options.WaitWhileStalledAsync(_faultAddress, token).ConfigureAwait(false);
                 }
 
                 if (chunk.Completion is { } completion)
@@ -280,13 +342,13 @@ internal sealed class ShapedStream : ITransportStream
     }
 
     private void Drop(string reason) =>
-        Fail(TransportException.AbortedLocally(RemoteAddress, reason), reason);
+        _ = Fail(TransportException.AbortedLocally(RemoteAddress, reason), reason);
 
-    private void Fail(Exception failure, string? abortReason)
+    private bool Fail(Exception failure, string? abortReason)
     {
         if (Interlocked.CompareExchange(ref _failure, failure, null) is not null)
         {
-            return;
+            return false;
         }
 
         if (abortReason is not null)
@@ -304,6 +366,26 @@ internal sealed class ShapedStream : ITransportStream
         }
 
         _completion?.TrySetException(failure);
+        return true;
+    }
+
+    private async ValueTask WaitWhileStalledAsync(CancellationToken cancellationToken)
+    {
+        if (!_options.IsStalled(_faultAddress))
+        {
+            return;
+        }
+
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closed.Token);
+        try
+        {
+            await _options.WaitWhileStalledAsync(_faultAddress, linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            ThrowIfFailed();
+            throw;
+        }
     }
 
     private void ThrowIfFailed()

@@ -9,9 +9,9 @@ public static class TransportShapingExtensions
     /// <param name="transport">The transport to shape (in-memory, TCP, ...).</param>
     /// <param name="options">The conditions and faults; kept by reference, so later changes to faults apply to later operations.</param>
     /// <param name="timeProvider">The clock for delays and timed faults; default <see cref="TimeProvider.System"/>.</param>
-    /// <returns>The shaped transport; <see cref="ITransport.GetService"/> returns the options and the inner transport.</returns>
+    /// <returns>The shaped transport; <see cref="ITransport.GetService"/> returns it, the options and the inner transport.</returns>
     /// <exception cref="ArgumentOutOfRangeException">An option is out of range.</exception>
-    public static ITransport WithShaping(this ITransport transport, NetworkShapingOptions options, TimeProvider? timeProvider = null)
+    public static ShapingTransport WithShaping(this ITransport transport, NetworkShapingOptions options, TimeProvider? timeProvider = null)
     {
         ArgumentNullException.ThrowIfNull(transport);
         ArgumentNullException.ThrowIfNull(options);
