@@ -12,8 +12,8 @@ namespace Petals.Benchmarks;
 
 /// <summary>
 /// The fault-tolerance benchmark's swarm, all in this process: real <see cref="BlockServer"/>s on one
-/// <see cref="MemoryTransport"/> behind the shaping decorator (round-trip latency and bandwidth per connection) and an
-/// <see cref="AbortableTransport"/> (failure injection), each announced in a real in-memory DHT (one
+/// <see cref="MemoryTransport"/> behind the shaping decorator (round-trip latency and bandwidth per connection; its
+/// <see cref="ShapingTransport.AbortStreams"/> injects the failures), each announced in a real in-memory DHT (one
 /// <see cref="DhtNode"/> per server, one for the client; DHT traffic is not shaped) that the client's
 /// <see cref="SwarmSequenceManager"/> reads. The blocks are split into <see cref="FaultTableOptions.Stages"/> equal
 /// spans, each served by <see cref="FaultTableOptions.Replicas"/> servers.
@@ -26,17 +26,17 @@ internal sealed class FaultSwarm : IAsyncDisposable
     private readonly List<ITransportListener> _listeners = [];
     private readonly List<IBlockExecutor> _executors = [];
 
-    private FaultSwarm(MemoryTransport memory, ITransport shaped)
+    private FaultSwarm(MemoryTransport memory, ShapingTransport shaped)
     {
         Memory = memory;
-        Faults = new AbortableTransport(shaped);
+        Faults = shaped;
     }
 
     /// <summary>The unshaped network (the DHT runs on it).</summary>
     public MemoryTransport Memory { get; }
 
-    /// <summary>The shaped network with failure injection: the block servers listen and the clients connect on it.</summary>
-    public AbortableTransport Faults { get; }
+    /// <summary>The shaped network: the block servers listen and the clients connect on it (failures abort the clients' connections on it).</summary>
+    public ShapingTransport Faults { get; }
 
     /// <summary>The client's view of the swarm (started).</summary>
     public SwarmSequenceManager Sequence { get; private set; } = null!;
@@ -120,10 +120,13 @@ internal sealed class FaultSwarm : IAsyncDisposable
         }
     }
 
-    /// <summary>Makes the server at <paramref name="address"/> fail: every connection it holds is aborted; it keeps listening.</summary>
+    /// <summary>
+    /// Makes the server at <paramref name="address"/> fail: every connection the clients hold to it is aborted at both
+    /// ends (its sessions and caches are dropped); it keeps listening, as a server restarted at once would.
+    /// </summary>
     public void Fail(PeerAddress address)
     {
-        Faults.AbortServer(address, "fault injected by the fault-table benchmark: the server failed");
+        Faults.AbortStreams(address, "fault injected by the fault-table benchmark: the server failed");
         FailuresInjected++;
     }
 
