@@ -61,13 +61,13 @@ internal static class FaultReport
                     {
                         var steps = runs.Where(r => r.Strategy == strategy && r.Length == length && r.Rate.Equals(rate)).Max(r => r.Steps);
                         text.Append(CultureInfo.InvariantCulture, $" {cell.Value.Value:F2}\\* |");
-                        footnotes.Add(string.Create(CultureInfo.InvariantCulture, $"\\* {Title(strategy)}, {length} tokens, p = {Rate(rate)}: stopped at the {o.CapSeconds:F0} s cap after {steps} of {length} steps; steps/s over the steps that ran (later steps are slower, so the full sequence would be slower still)."));
+                        footnotes.Add(string.Create(CultureInfo.InvariantCulture, $"\\* {Title(strategy)}, {length} tokens, p = {Rate(rate)}: stopped at the {o.CapFor(strategy):F0} s cap after {steps} of {length} steps; steps/s over the steps that ran (later steps are slower, so the full sequence would be slower still)."));
                     }
                     else
                     {
                         var best = runs.Where(r => r.Strategy == strategy && r.Length == length && r.Rate.Equals(rate)).Max(r => Math.Max(r.Furthest, r.Steps));
                         text.Append(" – |");
-                        footnotes.Add(string.Create(CultureInfo.InvariantCulture, $"– {Title(strategy)}, {length} tokens, p = {Rate(rate)}: no run finished within the {o.CapSeconds:F0} s cap (the furthest attempt reached {best} of {length} tokens)."));
+                        footnotes.Add(string.Create(CultureInfo.InvariantCulture, $"– {Title(strategy)}, {length} tokens, p = {Rate(rate)}: no run finished within the {o.CapFor(strategy):F0} s cap (the furthest attempt reached {best} of {length} tokens)."));
                     }
                 }
             }

@@ -173,6 +173,12 @@ internal sealed class FaultTable : IAsyncDisposable
                         {
                             await File.AppendAllTextAsync(path, run.ToJson() + "\n", cancellationToken).ConfigureAwait(false);
                         }
+
+                        if (!run.Finished)
+                        {
+                            // A cell whose run reached the cap (or broke off) would do so again: its other repetitions are skipped.
+                            break;
+                        }
                     }
                 }
             }
@@ -203,6 +209,7 @@ internal sealed class FaultTable : IAsyncDisposable
     /// <summary>Algorithm 1: one session on a chain connected through the sequence manager, which recovers from failures by itself.</summary>
     private async Task<FaultRun> RunAlgorithm1Async(Injector injector, int length, double rate, int repetition, CancellationToken cancellationToken)
     {
+        var cap = _options.CapFor(FaultStrategy.Algorithm1);
         var tokens = new int[length];
         var step = new float[Config.HiddenSize];
         var done = 0;
@@ -213,7 +220,7 @@ internal sealed class FaultTable : IAsyncDisposable
         {
             await using var session = await remote.OpenSessionAsync(1, length, cancellationToken).ConfigureAwait(false);
             var token = Bos;
-            for (; done < length && timer.Elapsed.TotalSeconds < _options.CapSeconds; done++)
+            for (; done < length && timer.Elapsed.TotalSeconds < cap; done++)
             {
                 injector.BeforeStep(remote.Spans);
                 _head.Embed([token], step);
@@ -237,6 +244,7 @@ internal sealed class FaultTable : IAsyncDisposable
     /// </summary>
     private async Task<FaultRun> RunRestartsAsync(Injector injector, int length, double rate, int repetition, CancellationToken cancellationToken)
     {
+        var cap = _options.CapFor(FaultStrategy.CachingWithRestarts);
         var tokens = new int[length];
         var step = new float[Config.HiddenSize];
         var done = 0;
@@ -246,7 +254,7 @@ internal sealed class FaultTable : IAsyncDisposable
         string? error = null;
         RemoteTransformerBlocks? remote = await ConnectByAddressAsync(length, cancellationToken).ConfigureAwait(false);
         var timer = Stopwatch.StartNew();
-        while (done < length && timer.Elapsed.TotalSeconds < _options.CapSeconds)
+        while (done < length && timer.Elapsed.TotalSeconds < cap)
         {
             done = 0;
             ITransformerSession? session = null;
@@ -255,7 +263,7 @@ internal sealed class FaultTable : IAsyncDisposable
                 remote ??= await ConnectByAddressAsync(length, cancellationToken).ConfigureAwait(false);
                 session = await remote.OpenSessionAsync(1, length, cancellationToken).ConfigureAwait(false);
                 var token = Bos;
-                for (; done < length && timer.Elapsed.TotalSeconds < _options.CapSeconds; done++)
+                for (; done < length && timer.Elapsed.TotalSeconds < cap; done++)
                 {
                     injector.BeforeStep(remote.Spans);
                     _head.Embed([token], step);
@@ -290,6 +298,7 @@ internal sealed class FaultTable : IAsyncDisposable
     /// </summary>
     private async Task<FaultRun> RunNoCachingAsync(Injector injector, int length, double rate, int repetition, CancellationToken cancellationToken)
     {
+        var cap = _options.CapFor(FaultStrategy.NoCaching);
         var h = Config.HiddenSize;
         var tokens = new int[length];
         var embeddings = new float[length * h];
@@ -303,7 +312,7 @@ internal sealed class FaultTable : IAsyncDisposable
         try
         {
             var token = Bos;
-            for (; done < length && timer.Elapsed.TotalSeconds < _options.CapSeconds; done++)
+            for (; done < length && timer.Elapsed.TotalSeconds < cap; done++)
             {
                 _head.Embed([token], embeddings.AsSpan(done * h, h));
                 var count = done + 1;
@@ -318,7 +327,7 @@ internal sealed class FaultTable : IAsyncDisposable
                         await remote.ForwardAsync(work.AsMemory(0, count * h), 1, count, cancellationToken).ConfigureAwait(false);
                         break;
                     }
-                    catch (Exception e) when (IsFailure(e, cancellationToken) && timer.Elapsed.TotalSeconds < _options.CapSeconds)
+                    catch (Exception e) when (IsFailure(e, cancellationToken) && timer.Elapsed.TotalSeconds < cap)
                     {
                         error ??= Describe(e);
                         retries++;

@@ -46,7 +46,12 @@ internal sealed record FaultTableOptions
     public int LongRepetitions { get; init; } = 1;
 
     /// <summary>The longest one run may take; a run still going is stopped and reported as not finished.</summary>
-    public double CapSeconds { get; init; } = 60;
+    public double CapSeconds { get; init; } = 120;
+
+    /// <summary>The cap of a no-caching run (O(n²): its steps/s is then reported over the steps that ran).</summary>
+    public double NoCachingCapSeconds { get; init; } = 60;
+
+    public double CapFor(FaultStrategy strategy) => strategy == FaultStrategy.NoCaching ? Math.Min(CapSeconds, NoCachingCapSeconds) : CapSeconds;
 
     public int Threads { get; init; } = 2;
 
@@ -84,6 +89,7 @@ internal sealed record FaultTableOptions
                 "--repetitions" => o with { Repetitions = Int(name, value, 1) },
                 "--long-repetitions" => o with { LongRepetitions = Int(name, value, 1) },
                 "--cap-s" => o with { CapSeconds = Double(name, value) is > 0 and var cap ? cap : throw new ArgumentException($"{name} must be positive, not '{value}'.") },
+                "--no-caching-cap-s" => o with { NoCachingCapSeconds = Double(name, value) is > 0 and var ncap ? ncap : throw new ArgumentException($"{name} must be positive, not '{value}'.") },
                 "--threads" => o with { Threads = Int(name, value, 1) },
                 "--output" => value is "json" or "text" ? o with { Json = value == "json" } : throw new ArgumentException($"--output must be 'text' or 'json', not '{value}'."),
                 "--jsonl" => o with { JsonLines = value },

@@ -38,13 +38,14 @@ internal static class Program
               bench/dht-sim.sh runs 100, 1,000 and 10,000 nodes.
           fault-table [--blocks 8 --hidden 512 --stages 4 --replicas 2 --rtt-ms 10 --bandwidth-mbps 1000
                        --lengths 128,1024 --rates 0,1e-4,1e-3,1e-2 --strategies restarts,no-caching,alg1 --seed 1
-                       --repetitions 3 --long-repetitions 1 --cap-s 60 --threads 2 --jsonl FILE --output text|json]
+                       --repetitions 3 --long-repetitions 1 --cap-s 120 --no-caching-cap-s 60 --threads 2 --jsonl FILE --output text|json]
               The Petals paper's fault-tolerance table (Table 1) on one machine: real block servers in this process on
               the in-memory transport shaped to the given RTT and bandwidth, every span on --replicas servers, announced
               in an in-memory DHT the client's sequence manager reads. Before each step each server of the client's
               active chain fails with probability p (its connections are aborted; it stays reachable). Generates greedily
               with caching with restarts, no caching and Algorithm 1; prints steps/s like the paper's table, Algorithm
-              1's ratio to its failure-free rate and the details of every cell. A run stops at --cap-s.
+              1's ratio to its failure-free rate and the details of every cell. A run stops at --cap-s
+              (no caching: --no-caching-cap-s); a cell whose run stops there is not repeated.
               bench/fault-table.sh runs the full table.
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
