@@ -17,6 +17,26 @@ public sealed class RemoteSequenceOptions
     /// <summary>How long one server may take to answer a step or forward call. Default 120 s.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(120);
 
+    /// <summary>
+    /// How long a connection with a call waiting for its answer may stay silent (no byte received) before the server is
+    /// declared dead and the connection aborted; pings are sent after a third of it, and a live server answers them even
+    /// while it computes. This bounds how long a frozen or unreachable server can hold a step, independently of
+    /// <see cref="RequestTimeout"/> (which bounds a slow but live server). Default 5 s.
+    /// </summary>
+    public TimeSpan LivenessTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// How many times one step (or stateless forward call) may re-route a failed span before the failure is reported to
+    /// the caller. Applies to chains connected through a <see cref="SwarmSequenceManager"/>. Default 5.
+    /// </summary>
+    public int MaxRecoveryAttempts { get; set; } = 5;
+
+    /// <summary>
+    /// The wait before the second attempt to recover the same step; it doubles with each further attempt (at most 32
+    /// times this). The first recovery starts at once. Default 100 ms.
+    /// </summary>
+    public TimeSpan RecoveryBackoff { get; set; } = TimeSpan.FromMilliseconds(100);
+
     /// <summary>This side's protocol limits. Default <see cref="ProtocolLimits.Default"/>.</summary>
     public ProtocolLimits Limits { get; set; } = ProtocolLimits.Default;
 
@@ -40,7 +60,23 @@ public sealed class RemoteSequenceOptions
             throw new ArgumentOutOfRangeException(nameof(RequestTimeout), RequestTimeout, "RequestTimeout must be positive.");
         }
 
+        if (LivenessTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(LivenessTimeout), LivenessTimeout, "LivenessTimeout must be positive.");
+        }
+
+        if (MaxRecoveryAttempts < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxRecoveryAttempts), MaxRecoveryAttempts, "MaxRecoveryAttempts must not be negative (0 disables recovery).");
+        }
+
+        if (RecoveryBackoff < TimeSpan.Zero || RecoveryBackoff > TimeSpan.FromMinutes(1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(RecoveryBackoff), RecoveryBackoff, "RecoveryBackoff must be between 0 and 1 minute.");
+        }
+
         Server.BlockServerOptions.CheckTimerRange(ConnectTimeout, nameof(ConnectTimeout));
+        Server.BlockServerOptions.CheckTimerRange(LivenessTimeout, nameof(LivenessTimeout));
         Server.BlockServerOptions.CheckTimerRange(RequestTimeout, nameof(RequestTimeout));
         ArgumentNullException.ThrowIfNull(Limits, nameof(Limits));
         Limits.Validate();

@@ -22,19 +22,30 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     private readonly Dictionary<uint, ErrorMessage?> _sessions = [];
     private readonly Lock _pendingLock = new();
     private readonly TimeSpan _requestTimeout;
+    private readonly TimeSpan _livenessTimeout;
     private readonly ITimer _deadlines;
+    private long _lastReceived;
+    private long _silentSince;
+    private bool _pinged;
+    private volatile Exception? _livenessFailure;
     private readonly Task _run;
     private volatile Exception? _failure;
     private Models.BlockRange? _blocks;
 
-    private RemoteSpanConnection(ProtocolConnection connection, TimeSpan requestTimeout)
+    private RemoteSpanConnection(ProtocolConnection connection, TimeSpan requestTimeout, TimeSpan livenessTimeout)
     {
         _connection = connection;
         _requestTimeout = requestTimeout;
-        var period = TimeSpan.FromTicks(Math.Clamp(requestTimeout.Ticks / 8, TimeSpan.TicksPerMillisecond * 20, TimeSpan.TicksPerSecond));
-        _deadlines = TimeProvider.System.CreateTimer(static s => ((RemoteSpanConnection)s!).FailOverdueCalls(), this, period, period);
+        _livenessTimeout = livenessTimeout;
+        _silentSince = Stopwatch.GetTimestamp();
+        var shortest = Math.Min(requestTimeout.Ticks, livenessTimeout.Ticks);
+        var period = TimeSpan.FromTicks(Math.Clamp(shortest / 8, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
+        _deadlines = TimeProvider.System.CreateTimer(static s => ((RemoteSpanConnection)s!).CheckCalls(), this, period, period);
         _run = RunAsync();
     }
+
+    /// <summary>Whether the connection has failed (lost, aborted, or declared dead by the liveness check): it takes no more calls.</summary>
+    public bool IsFailed => _failure is not null;
 
     /// <summary>How long a call may wait for its answer.</summary>
     public TimeSpan RequestTimeout => _requestTimeout;
@@ -70,7 +81,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
             throw new TimeoutException(string.Create(CultureInfo.InvariantCulture, $"Connecting to {address} took longer than {options.ConnectTimeout.TotalSeconds:0.#} s."));
         }
 
-        var span = new RemoteSpanConnection(connection, options.RequestTimeout);
+        var span = new RemoteSpanConnection(connection, options.RequestTimeout, options.LivenessTimeout);
         try
         {
             var pending = span.Register(new PendingCall(), span._connection.NewStreamId(), default);
@@ -273,9 +284,15 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         }
     }
 
-    private void FailOverdueCalls()
+    /// <summary>
+    /// Runs on the connection's timer: fails calls past their deadline, and checks that a server with calls waiting
+    /// still sends something (pinging it after a third of <see cref="RemoteSequenceOptions.LivenessTimeout"/>, aborting
+    /// the connection once all of it passed in silence).
+    /// </summary>
+    private void CheckCalls()
     {
         var now = Stopwatch.GetTimestamp();
+        CheckLiveness(now);
         List<PendingCall>? overdue = null;
         lock (_pendingLock)
         {
@@ -310,6 +327,52 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         }
     }
 
+    private void CheckLiveness(long now)
+    {
+        bool waiting;
+        lock (_pendingLock)
+        {
+            waiting = _pending.Count > 0 && _failure is null;
+        }
+
+        var received = _connection.BytesReceived;
+        if (!waiting || received != _lastReceived)
+        {
+            // Silence counts only while a call waits, from its registration or the last byte received.
+            _lastReceived = received;
+            _silentSince = now;
+            _pinged = false;
+            return;
+        }
+
+        var silent = Stopwatch.GetElapsedTime(_silentSince, now);
+        if (silent >= _livenessTimeout)
+        {
+            _livenessFailure = new TimeoutException(string.Create(CultureInfo.InvariantCulture,
+                $"{Name} sent nothing for {silent.TotalMilliseconds:0} ms while a call waited for its answer, not even a reply to a ping (liveness timeout {_livenessTimeout.TotalMilliseconds:0} ms); the connection is considered dead."));
+            _connection.Abort("the server stopped answering (liveness timeout)");
+        }
+        else if (!_pinged && silent >= _livenessTimeout / 3)
+        {
+            _pinged = true;
+            _ = PingQuietlyAsync();
+        }
+    }
+
+    /// <summary>Sends a ping whose answer only shows the server is alive (any byte received resets the silence).</summary>
+    private async Task PingQuietlyAsync()
+    {
+        try
+        {
+            using var wait = new CancellationTokenSource(_livenessTimeout);
+            await _connection.SendAsync(0, new PingMessage(ulong.MaxValue - (ulong)Stopwatch.GetTimestamp()), wait.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is TransportException or ProtocolException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
+        {
+            // The liveness check aborts the connection if the server stays silent.
+        }
+    }
+
     private void Decode(PendingCall call, WireTensor hidden)
     {
         if (hidden.Shape.ElementCount != call.Destination.Length)
@@ -336,6 +399,11 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
             failure = e;
         }
 
+        if (_livenessFailure is { } dead)
+        {
+            failure = dead;
+        }
+
         PendingCall[] orphans;
         lock (_pendingLock)
         {
@@ -352,6 +420,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 
     private Exception Lost(Exception failure) => failure switch
     {
+        TimeoutException t => new TimeoutException(t.Message, t),
         ProtocolException p => new ProtocolException(p.Code, $"The connection to {Name} failed: {p.Message}", p) { IsConnectionFatal = true },
         TransportException t => new TransportException(t.Kind, $"The connection to {Name} was lost: {t.Message}", t),
         _ => new TransportException(TransportErrorKind.ConnectionReset, $"The connection to {Name} was closed.", failure),

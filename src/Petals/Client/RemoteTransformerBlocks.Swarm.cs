@@ -124,7 +124,9 @@ public sealed partial class RemoteTransformerBlocks
     /// every segment. A server that cannot be reached, refuses, or does not match its announcement is recorded as failed
     /// (banned for a while, see <see cref="SwarmSequenceManager.BannedPeers"/>), excluded, and the model routed again, up
     /// to <see cref="SwarmSequenceOptions.MaxChainAttempts"/> routes; the servers of the connected route are recorded as
-    /// successful.
+    /// successful. The chain recovers from failures: its sessions re-route a failed server's blocks and replay their
+    /// inputs (Algorithm 1), its stateless calls are routed by throughput and retried (see <see cref="OpenSessionAsync"/>,
+    /// <see cref="ForwardAsync"/>, <see cref="SpanRecovered"/>).
     /// </summary>
     /// <param name="transport">The transport to reach the servers with.</param>
     /// <param name="sequence">The swarm's servers of the model; its <see cref="SwarmSequenceManager.ModelId"/> is announced in the handshake.</param>
@@ -181,6 +183,7 @@ public sealed partial class RemoteTransformerBlocks
                 }
 
                 ClientLog.ChainConnected(sequence.Logger, route.Count, sequence.ModelId, string.Join(", ", route.Select(s => $"{s.Blocks} by {s.Server.PeerId} at {s.Server.Address}")));
+                blocks.EnableRecovery(transport, sequence);
                 return blocks;
             }
 

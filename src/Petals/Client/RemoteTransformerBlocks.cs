@@ -21,6 +21,7 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
 {
     private readonly RemoteSpanConnection[] _spans;
     private readonly RemoteSequenceOptions _options;
+    private readonly RemoteSpanInfo[] _fixedSpans;
     private int _disposed;
 
     private RemoteTransformerBlocks(ModelConfig config, RemoteSpanConnection[] spans, RemoteSequenceOptions options)
@@ -28,20 +29,24 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
         Config = config;
         _spans = spans;
         _options = options;
-        Spans = [.. spans.Select(s => new RemoteSpanInfo(s.Connection.RemoteAddress, s.Connection.Remote.PeerId, s.Info, s.Blocks))];
+        _fixedSpans = [.. spans.Select(s => new RemoteSpanInfo(s.Connection.RemoteAddress, s.Connection.Remote.PeerId, s.Info, s.Blocks))];
     }
 
     /// <inheritdoc />
     public ModelConfig Config { get; }
 
-    /// <summary>The servers of the chain, in block order.</summary>
-    public IReadOnlyList<RemoteSpanInfo> Spans { get; }
+    /// <summary>
+    /// The servers of the chain, in block order: the chain new sessions start on. For a chain connected through a
+    /// <see cref="SwarmSequenceManager"/>, a recovery replaces the failed server here too (see <see cref="SpanRecovered"/>),
+    /// so with one session at a time this is the chain the session runs on.
+    /// </summary>
+    public IReadOnlyList<RemoteSpanInfo> Spans => _recovery?.DescribeChain() ?? _fixedSpans;
 
     /// <summary>Bytes sent to all servers so far (frames, headers and preambles included).</summary>
-    public long BytesSent => _spans.Sum(s => s.Connection.BytesSent);
+    public long BytesSent => _recovery?.BytesSent ?? _spans.Sum(s => s.Connection.BytesSent);
 
     /// <summary>Bytes received from all servers so far.</summary>
-    public long BytesReceived => _spans.Sum(s => s.Connection.BytesReceived);
+    public long BytesReceived => _recovery?.BytesReceived ?? _spans.Sum(s => s.Connection.BytesReceived);
 
     /// <summary>
     /// Connects to every server in <paramref name="peers"/>, asks each for its info, and checks that together they form
@@ -187,13 +192,22 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
     /// <remarks>
     /// Opens an inference stream on every server. The servers reserve their caches on the first step, so an
     /// exhausted cache surfaces as a <see cref="ProtocolException"/> (<c>cache_exhausted</c>) from the first
-    /// <see cref="ITransformerSession.ForwardAsync"/>.
+    /// <see cref="ITransformerSession.ForwardAsync"/>. On a chain connected through a <see cref="SwarmSequenceManager"/>
+    /// the session is fault-tolerant (Algorithm 1 of the Petals paper): it keeps the inputs it sent to each server, and
+    /// when one fails (connection lost, no answer within <see cref="RemoteSequenceOptions.RequestTimeout"/>, silent past
+    /// <see cref="RemoteSequenceOptions.LivenessTimeout"/>, an error, a malformed answer) it bans it, routes exactly its
+    /// blocks again, replays those inputs to the replacements and goes on with the same step; see <c>docs/routing.md</c>.
     /// </remarks>
     public async ValueTask<ITransformerSession> OpenSessionAsync(int batchSize, int maxLength, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLength, 1);
+        if (_recovery is { } recovery)
+        {
+            return RoutedSession.Open(this, recovery, batchSize, maxLength);
+        }
+
         var sessionId = Guid.NewGuid();
         var maxTokensPerStep = int.MaxValue;
         foreach (var span in _spans)
@@ -252,10 +266,21 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
     /// <returns>A task that completes when the outputs are in <paramref name="hidden"/>.</returns>
     /// <exception cref="ArgumentException">When the buffer does not hold exactly <c>batchSize * tokenCount * HiddenSize</c> values.</exception>
     /// <exception cref="ProtocolException">When a server answers with an error; the message names the server.</exception>
+    /// <remarks>
+    /// On a chain connected through a <see cref="SwarmSequenceManager"/> each call is routed on its own, spreading calls
+    /// over the swarm by throughput (<see cref="SwarmSequenceManager.RouteForward"/>); a server that fails is banned and its
+    /// blocks routed again, up to <see cref="RemoteSequenceOptions.MaxRecoveryAttempts"/> times.
+    /// </remarks>
     public async ValueTask ForwardAsync(Memory<float> hidden, int batchSize, int tokenCount, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         CheckShape(hidden.Length, batchSize, tokenCount);
+        if (_recovery is { } recovery)
+        {
+            await ForwardRoutedAsync(recovery, hidden, batchSize, tokenCount, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
         var shape = new TensorShape(batchSize, tokenCount, Config.HiddenSize);
         foreach (var span in _spans)
         {
@@ -270,6 +295,13 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
+            return;
+        }
+
+        if (_recovery is { } recovery)
+        {
+            // The pool holds the chain's first connections too.
+            await recovery.DisposeAsync().ConfigureAwait(false);
             return;
         }
 

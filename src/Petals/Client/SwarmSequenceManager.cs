@@ -40,6 +40,7 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     private readonly MinLatencyRouter _router;
     private readonly RttTracker _rtts;
     private readonly PeerBans _bans;
+    private volatile Func<CancellationToken, Task<IReadOnlyList<string>>>? _backgroundPing;
 
     /// <summary>Creates the manager; call <see cref="StartAsync"/> to read the swarm and start refreshing.</summary>
     /// <param name="discovery">Where servers announce their blocks.</param>
@@ -199,24 +200,50 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// <param name="batchSize">The session's batch size (at least 1).</param>
     /// <param name="maxLength">The session's maximum length in tokens; 0 when the cache need is not known yet.</param>
     /// <param name="exclude">Peer ids not to use at all (e.g. servers that failed during this connection), or null.</param>
-    /// <returns>The segments in block order; they tile <c>0..BlockCount</c>.</returns>
-    /// <exception cref="ArgumentOutOfRangeException">When the batch size is below 1 or the maximum length negative.</exception>
+    /// <param name="blocks">The blocks to route (to replace a failed span), or null for every block of the model.</param>
+    /// <returns>The segments in block order; they tile <paramref name="blocks"/> (or <c>0..BlockCount</c>).</returns>
+    /// <exception cref="ArgumentOutOfRangeException">When the batch size is below 1, the maximum length negative, or the blocks not a non-empty range of the model.</exception>
     /// <exception cref="RemoteChainException">When some block has no usable server; the message names the blocks.</exception>
-    public IReadOnlyList<RouteSegment> RouteInference(int batchSize, int maxLength, IReadOnlySet<string>? exclude = null)
+    public IReadOnlyList<RouteSegment> RouteInference(int batchSize, int maxLength, IReadOnlySet<string>? exclude = null, BlockRange? blocks = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfNegative(maxLength);
+        return _router.RouteInference(Request(blocks, exclude, (long)batchSize * maxLength));
+    }
+
+    /// <summary>
+    /// A route for one stateless forward (or backward) call: from the first block, a server that has it is drawn at
+    /// random with probability proportional to its announced throughput and runs as many blocks as it has, and so on, so
+    /// that calls spread over the swarm by throughput. Bans and the allow and block lists apply as for
+    /// <see cref="RouteInference"/>.
+    /// </summary>
+    /// <param name="exclude">Peer ids not to use at all, or null.</param>
+    /// <param name="blocks">The blocks to route, or null for every block of the model.</param>
+    /// <returns>The segments in block order; they tile <paramref name="blocks"/> (or <c>0..BlockCount</c>).</returns>
+    /// <exception cref="ArgumentOutOfRangeException">When the blocks are not a non-empty range of the model.</exception>
+    /// <exception cref="RemoteChainException">When some block has no usable server; the message names the blocks.</exception>
+    public IReadOnlyList<RouteSegment> RouteForward(IReadOnlySet<string>? exclude = null, BlockRange? blocks = null) =>
+        _router.RouteForward(Request(blocks, exclude, 0));
+
+    private RouteRequest Request(BlockRange? blocks, IReadOnlySet<string>? exclude, long cacheTokensNeeded)
+    {
+        var range = blocks ?? new BlockRange(0, BlockCount);
+        if (range.Count <= 0 || range.Start < 0 || range.End > BlockCount)
+        {
+            throw new ArgumentOutOfRangeException(nameof(blocks), range, $"Blocks {range} are not a non-empty range of the model's {BlockCount} blocks.");
+        }
+
         var online = OnlineServers;
         var servers = exclude is null || exclude.Count == 0 ? online : [.. online.Where(s => !exclude.Contains(s.PeerId))];
-        return _router.RouteInference(new RouteRequest
+        return new RouteRequest
         {
             Servers = servers,
-            Blocks = new BlockRange(0, BlockCount),
+            Blocks = range,
             ModelId = ModelId,
             ClientRtts = _rtts.Snapshot(),
-            CacheTokensNeeded = (long)batchSize * maxLength,
+            CacheTokensNeeded = cacheTokensNeeded,
             BannedPeers = _bans.Banned(),
-        });
+        };
     }
 
     /// <summary>
@@ -229,10 +256,20 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// <param name="clientPeerId">The peer id the client names in its handshakes.</param>
     /// <param name="cancellationToken">Cancels the pings.</param>
     /// <returns>The peer ids of the servers that could not be pinged, in ordinal order.</returns>
+    /// <remarks>
+    /// From the first call on, every background refresh (<see cref="SwarmSequenceOptions.RefreshInterval"/>) pings again
+    /// the same way, so servers that appear later are measured and estimates follow the network.
+    /// </remarks>
     public Task<IReadOnlyList<string>> PingAsync(ITransport transport, string clientPeerId, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(transport);
         ArgumentException.ThrowIfNullOrEmpty(clientPeerId);
+        _backgroundPing = ct => PingCoreAsync(transport, clientPeerId, ct);
+        return PingCoreAsync(transport, clientPeerId, cancellationToken);
+    }
+
+    private Task<IReadOnlyList<string>> PingCoreAsync(ITransport transport, string clientPeerId, CancellationToken cancellationToken)
+    {
         var scheduler = new PingScheduler(_rtts, (server, ct) => PingOneAsync(transport, new ConnectionPreamble(clientPeerId, ModelId), server, ct), _options.Router, _time);
         var targets = scheduler.ChooseTargets(OnlineServers, new BlockRange(0, BlockCount));
         return scheduler.PingAsync(targets, cancellationToken);
@@ -326,6 +363,10 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         try
         {
             await RefreshAsync(_stop.Token).ConfigureAwait(false);
+            if (_backgroundPing is { } ping)
+            {
+                await ping(_stop.Token).ConfigureAwait(false);
+            }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
         {

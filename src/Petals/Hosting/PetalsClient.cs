@@ -28,7 +28,7 @@ internal sealed class PetalsClient(IServiceProvider services, IOptions<PetalsCli
                     transport,
                     discovery,
                     settings.ToSequenceOptions(),
-                    swarmOptions: null,
+                    swarmOptions: settings.ToSwarmOptions(),
                     modelId: settings.ModelId,
                     timeProvider: services.GetService<TimeProvider>(),
                     logger: logger,

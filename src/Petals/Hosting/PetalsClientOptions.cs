@@ -33,8 +33,35 @@ public sealed class PetalsClientOptions
     /// <summary>How long one server may take to answer a call. Default 120 s.</summary>
     public TimeSpan RequestTimeout { get; set; } = Defaults.RequestTimeout;
 
+    /// <summary>
+    /// How long a server with a call waiting may stay silent (pings unanswered) before it is declared dead; with
+    /// discovery its blocks are then routed to other servers. Default 5 s.
+    /// </summary>
+    public TimeSpan LivenessTimeout { get; set; } = Defaults.LivenessTimeout;
+
+    /// <summary>How many failed servers one step may replace before the failure reaches the caller (with discovery). Default 5.</summary>
+    public int MaxRecoveryAttempts { get; set; } = Defaults.MaxRecoveryAttempts;
+
+    /// <summary>
+    /// With discovery: the only peers (by peer id) the client may route through; empty (the default) allows every peer.
+    /// </summary>
+    public ISet<string> AllowedPeers { get; } = new HashSet<string>(StringComparer.Ordinal);
+
+    /// <summary>With discovery: peers (by peer id) the client never routes through. Default empty.</summary>
+    public ISet<string> BlockedPeers { get; } = new HashSet<string>(StringComparer.Ordinal);
+
     /// <summary>This side's protocol limits. Default <see cref="ProtocolLimits.Default"/>.</summary>
     public ProtocolLimits Limits { get; set; } = ProtocolLimits.Default;
+
+    /// <summary>The <see cref="SwarmSequenceOptions"/> these settings stand for (allow and block lists), used with discovery.</summary>
+    /// <returns>The options.</returns>
+    internal SwarmSequenceOptions ToSwarmOptions()
+    {
+        var options = new SwarmSequenceOptions();
+        options.Router.AllowedPeers.UnionWith(AllowedPeers);
+        options.Router.BlockedPeers.UnionWith(BlockedPeers);
+        return options;
+    }
 
     /// <summary>The <see cref="RemoteSequenceOptions"/> these settings stand for (not yet validated).</summary>
     /// <returns>The options.</returns>
@@ -45,6 +72,8 @@ public sealed class PetalsClientOptions
             Codec = Codec,
             ConnectTimeout = ConnectTimeout,
             RequestTimeout = RequestTimeout,
+            LivenessTimeout = LivenessTimeout,
+            MaxRecoveryAttempts = MaxRecoveryAttempts,
             Limits = Limits,
         };
         if (PeerId is not null)

@@ -104,6 +104,7 @@ internal sealed class PetalsClientOptionsValidator(IServiceProvider services) : 
         }
 
         PetalsValidation.Check(knobs.Validate, nameof(PetalsClientOptions), failures);
+        PetalsValidation.Check(options.ToSwarmOptions().Validate, nameof(PetalsClientOptions), failures);
 
         if (services.GetService<IServiceProviderIsKeyedService>() is { } registered
             && !registered.IsKeyedService(typeof(ITransport), PetalsServiceKeys.Client))

@@ -8,6 +8,7 @@ using Petals.Models;
 using Petals.Server;
 using Petals.Tensors;
 using Petals.Testing;
+using Petals.Testing.Time;
 using Petals.Testing.Transport;
 using Petals.Tests.Generation;
 using Petals.Transport;
@@ -34,7 +35,7 @@ public sealed class RoutedConnectTests
         // measured round trips decide: 600 ms against 5 ms costs far more than the extra hop of the two-server chain.
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
         await using var swarm = await DiscoverySwarm.StartAsync(4, TimeProvider.System, Ct);
-        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers);
+        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
         var slow = TimeSpan.FromMilliseconds(600);
         var fast = TimeSpan.FromMilliseconds(5);
         await servers.StartAsync(1, new BlockRange(0, 4), wholeSpanServerIsSlow ? slow : fast);
@@ -73,7 +74,7 @@ public sealed class RoutedConnectTests
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: true, layers: 5);
         await using var swarm = await DiscoverySwarm.StartAsync(3, TimeProvider.System, Ct);
-        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers);
+        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
         await servers.StartAsync(1, new BlockRange(0, 3), TimeSpan.Zero);
         await servers.StartAsync(2, new BlockRange(2, 5), TimeSpan.Zero);
         await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 5);
@@ -105,7 +106,7 @@ public sealed class RoutedConnectTests
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
         await using var swarm = await DiscoverySwarm.StartAsync(4, TimeProvider.System, Ct);
-        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers);
+        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
         await servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero); // the best: one hop for everything
         await servers.StartAsync(2, new BlockRange(0, 2), TimeSpan.FromMilliseconds(50));
         await servers.StartAsync(3, new BlockRange(2, 4), TimeSpan.FromMilliseconds(50));
@@ -144,7 +145,7 @@ public sealed class RoutedConnectTests
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
         await using var swarm = await DiscoverySwarm.StartAsync(4, TimeProvider.System, Ct);
-        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers);
+        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
         await servers.StartAsync(1, new BlockRange(0, 3), TimeSpan.Zero);
         await servers.StartAsync(2, new BlockRange(1, 4), TimeSpan.Zero);
 
@@ -169,7 +170,7 @@ public sealed class RoutedConnectTests
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
         await using var swarm = await DiscoverySwarm.StartAsync(3, TimeProvider.System, Ct);
-        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers);
+        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
         await servers.StartAsync(1, new BlockRange(0, 2), TimeSpan.Zero);
         await servers.StartAsync(2, new BlockRange(0, 2), TimeSpan.FromMilliseconds(100));
         var options = new SwarmSequenceOptions();
@@ -184,6 +185,29 @@ public sealed class RoutedConnectTests
         var error = Assert.Throws<RemoteChainException>(() => sequence.RouteInference(1, 0, new HashSet<string> { swarm.Peers[2].LocalPeerId }));
         Assert.StartsWith($"no online server covers blocks 0:2 of model {ModelId}", error.Message, StringComparison.Ordinal);
         Assert.Contains($"{swarm.Peers[1].LocalPeerId[..8]}… (blocked)", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Background_refreshes_ping_again_so_a_server_that_appears_later_gets_measured()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
+        var time = new ManualTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        await using var swarm = await DiscoverySwarm.StartAsync(3, time, Ct);
+        await using var servers = new ShapedServers(swarm, fixture.Weights, fixture.Config.NumLayers, ModelId);
+        await servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero);
+        await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4, new SwarmSequenceOptions { RefreshInterval = TimeSpan.FromSeconds(30) }, time);
+        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        Assert.Empty(await sequence.PingAsync(swarm.Transport, "client-pinger", Ct).WaitAsync(Bound, Ct));
+        Assert.Equal([swarm.Peers[1].LocalPeerId], sequence.MeasuredRtts.Keys);
+
+        await servers.StartAsync(2, new BlockRange(0, 4), TimeSpan.Zero);
+        time.Advance(TimeSpan.FromSeconds(30));
+        var deadline = DateTime.UtcNow + Bound;
+        while (!sequence.MeasuredRtts.ContainsKey(swarm.Peers[2].LocalPeerId))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the server announced later was never pinged");
+            await Task.Delay(10, Ct);
+        }
     }
 
     [Fact]
@@ -214,46 +238,6 @@ public sealed class RoutedConnectTests
         for (var i = 0; i < ours.Length; i++)
         {
             Assert.True(Math.Abs(ours[i] - theirs[i]) <= 1e-5f, $"value {i}: {ours[i]} vs {theirs[i]}");
-        }
-    }
-
-    /// <summary>Block servers, each listening through its own shaped link on the swarm's memory transport, announced in the DHT.</summary>
-    private sealed class ShapedServers(DiscoverySwarm swarm, IModelWeights weights, int blockCount) : IAsyncDisposable
-    {
-        private readonly List<ITransportListener> _listeners = [];
-        private readonly List<IBlockExecutor> _executors = [];
-
-        public List<BlockServer> Running { get; } = [];
-
-        public async Task StartAsync(int peer, BlockRange span, TimeSpan roundTrip)
-        {
-            var executor = RandomModelFixture.Factory.Create(weights, span);
-            _executors.Add(executor);
-            var server = new BlockServer(executor, new BlockServerOptions { Blocks = span, ModelId = ModelId, PeerId = swarm.Peers[peer].LocalPeerId });
-            var shaped = swarm.Transport.WithShaping(new NetworkShapingOptions { RoundTripLatency = roundTrip });
-            var listener = await shaped.ListenAsync(PeerAddress.Parse($"mem://routed-server-{peer}-{Guid.NewGuid():N}"), Ct);
-            _listeners.Add(listener);
-            await server.StartAsync(listener, Ct);
-            Running.Add(server);
-            await swarm.AnnounceAsync(ModelId, blockCount, swarm.Info(peer, span, address: listener.LocalAddress), ct: Ct);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            foreach (var server in Running)
-            {
-                await server.DisposeAsync();
-            }
-
-            foreach (var listener in _listeners)
-            {
-                await listener.DisposeAsync();
-            }
-
-            foreach (var executor in _executors)
-            {
-                executor.Dispose();
-            }
         }
     }
 }

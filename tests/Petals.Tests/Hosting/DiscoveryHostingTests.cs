@@ -101,6 +101,17 @@ public sealed class DiscoveryHostingTests
             Assert.DoesNotContain(lookup.Closest, c => c.Id.ToString() == clientDiscovery.LocalPeerId);
         }
 
+        // A client whose options block the tail cannot route blocks 2:5, and says so.
+        var blockingServices = new ServiceCollection();
+        blockingServices.AddPetalsClient(o => { o.ModelPath = TestData.Stories260KGguf; o.BlockedPeers.Add(tailId); }).UseMemoryTransport(network)
+            .UseDhtDiscovery(d => { d.InitialPeers.Add("mem://dh-tail-dht"); d.ListenAddress = "mem://dh-client2-dht"; });
+        await using (var blockingProvider = blockingServices.BuildServiceProvider())
+        {
+            var refused = await Assert.ThrowsAsync<RemoteChainException>(() => blockingProvider.GetRequiredService<IPetalsClient>().ConnectAsync(Ct).WaitAsync(Bound, Ct));
+            Assert.StartsWith($"no online server covers blocks 2:5 of model {ModelId} (", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("(blocked)", refused.Message, StringComparison.Ordinal);
+        }
+
         await head.StopAsync(Ct).WaitAsync(Bound, Ct);
         var after = await reader.GetServersAsync(ModelId, new BlockRange(0, 1), Ct).WaitAsync(Bound, Ct);
         Assert.Equal(ServerState.Offline, Assert.Single(after[0].Servers).State);

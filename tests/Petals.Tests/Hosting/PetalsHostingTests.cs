@@ -175,12 +175,15 @@ public sealed class PetalsHostingTests
             o.Peers.Add("no-scheme");
             o.ConnectTimeout = TimeSpan.Zero;
             o.PeerId = string.Empty;
+            o.AllowedPeers.Add("peer-a");
+            o.BlockedPeers.Add("peer-a");
         };
         string[] expected =
         [
             "PetalsClientOptions.Peers[1] 'no-scheme' is not a peer address scheme://location (e.g. tcp://127.0.0.1:5000).",
             "PetalsClientOptions.PeerId must not be empty (leave it null for a random one).",
             "PetalsClientOptions.ConnectTimeout: ConnectTimeout must be positive.",
+            "PetalsClientOptions.BlockedPeers: Peer 'peer-a' is in both AllowedPeers and BlockedPeers.",
         ];
         using var host = BuildHost(s => s.AddPetalsClient(configure).UseMemoryTransport(network));
         var e = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync(Ct).WaitAsync(Bound, Ct));
