@@ -65,6 +65,29 @@ public sealed class FaultTableTests
     }
 
     [Fact]
+    public async Task Algorithm_1_recovers_every_injected_failure_in_place_and_generates_the_reference_tokens()
+    {
+        var options = Small("--strategies", "alg1");
+        await using var table = await FaultTable.StartAsync(options, null, Ct).WaitAsync(Bound, Ct);
+
+        var run = await table.RunAsync(FaultStrategy.Algorithm1, 24, 0.1, 0, Ct).WaitAsync(Bound, Ct);
+        Assert.True(run.Finished && !run.Failed, run.ToJson());
+        Assert.True(run.TokensMatch, run.ToJson());
+        Assert.True(run.Failures > 0, run.ToJson());
+
+        // No step is repeated by the caller: each failure is repaired inside its step by replaying the failed span's history.
+        Assert.Equal(24, run.ExecutedSteps);
+        Assert.InRange(run.Recoveries, 1, run.Failures);
+        Assert.Equal(run.Recoveries, run.RecoveryMs.Count);
+        Assert.True(run.ReplayedTokens > 0, run.ToJson());
+        Assert.All(run.RecoveryMs, ms => Assert.InRange(ms, 0, 60_000));
+
+        var report = FaultReport.ToMarkdown(options with { Lengths = [24], Rates = [0.1] }, [run], table.LocalStepsPerSecond);
+        Assert.Contains("| Algorithm 1 |", report, StringComparison.Ordinal);
+        Assert.Contains("| Algorithm 1 / its p = 0 rate |", report, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_run_stops_at_the_cap_and_is_reported_as_not_finished()
     {
         var options = Small("--strategies", "restarts", "--cap-s", "1");

@@ -101,8 +101,8 @@ internal static class FaultReport
 
         text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"Local reference (all blocks in one executor, no network): {localStepsPerSecond:F1} steps/s."));
         text.AppendLine();
-        text.AppendLine("| Strategy | tokens | p | runs (finished) | steps/s per run | failures injected | restarts / retries / recoveries | forward passes | tokens = reference |");
-        text.AppendLine("|---|---:|---:|---|---|---:|---:|---:|---|");
+        text.AppendLine("| Strategy | tokens | p | runs (finished) | steps/s per run | failures injected | restarts / retries / recoveries | recovery ms, median (max) | tokens replayed | forward passes | tokens = reference |");
+        text.AppendLine("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|");
         foreach (var length in o.Lengths)
         {
             foreach (var strategy in o.Strategies)
@@ -116,7 +116,7 @@ internal static class FaultReport
                     }
 
                     text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                        $"| {Title(strategy)} | {length} | {Rate(rate)} | {cell.Count} ({cell.Count(r => r.Finished)}) | {string.Join(", ", cell.Select(r => r.StepsPerSecond.ToString("F2", CultureInfo.InvariantCulture) + (r.Finished ? string.Empty : r.Failed ? " (failed)" : " (cap)")))} | {cell.Sum(r => r.Failures)} | {cell.Sum(r => r.Recoveries)} | {cell.Sum(r => r.ExecutedSteps)} | {(cell.All(r => r.TokensMatch) ? "yes" : "NO")} |"));
+                        $"| {Title(strategy)} | {length} | {Rate(rate)} | {cell.Count} ({cell.Count(r => r.Finished)}) | {string.Join(", ", cell.Select(r => r.StepsPerSecond.ToString("F2", CultureInfo.InvariantCulture) + (r.Finished ? string.Empty : r.Failed ? " (failed)" : " (cap)")))} | {cell.Sum(r => r.Failures)} | {cell.Sum(r => r.Recoveries)} | {RecoveryCell(cell)} | {(strategy == FaultStrategy.Algorithm1 ? cell.Sum(r => r.ReplayedTokens).ToString(CultureInfo.InvariantCulture) : string.Empty)} | {cell.Sum(r => r.ExecutedSteps)} | {(cell.All(r => r.TokensMatch) ? "yes" : "NO")} |"));
                 }
             }
         }
@@ -134,6 +134,12 @@ internal static class FaultReport
         return text.ToString();
     }
 
+    private static string RecoveryCell(List<FaultRun> cell)
+    {
+        var all = cell.SelectMany(r => r.RecoveryMs).ToList();
+        return all.Count == 0 ? string.Empty : string.Create(CultureInfo.InvariantCulture, $"{Median([.. all]):F0} ({all.Max():F0})");
+    }
+
     public static string Title(FaultStrategy strategy) => strategy switch
     {
         FaultStrategy.CachingWithRestarts => "Caching with restarts",
@@ -144,7 +150,7 @@ internal static class FaultReport
 
     private static string Rate(double rate) => rate == 0 ? "0" : rate.ToString("0.##e0", CultureInfo.InvariantCulture);
 
-    private static double Median(List<double> values)
+    public static double Median(List<double> values)
     {
         values.Sort();
         var n = values.Count;

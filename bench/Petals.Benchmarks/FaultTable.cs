@@ -44,6 +44,12 @@ internal sealed record FaultRun(
     /// <summary>The most tokens any attempt generated (caching with restarts); otherwise <see cref="Steps"/>.</summary>
     public int Furthest { get; init; } = -1;
 
+    /// <summary>Algorithm 1: the time from detecting each failure to resuming the step (<see cref="SpanRecovery.DetectionToResume"/>), in ms.</summary>
+    public IReadOnlyList<double> RecoveryMs { get; init; } = [];
+
+    /// <summary>Algorithm 1: the tokens replayed to replacement servers, all recoveries together.</summary>
+    public long ReplayedTokens { get; init; }
+
     /// <summary>Whether the run ended with an error (the strategy could not go on), rather than finishing or reaching the cap.</summary>
     public bool Failed { get; init; }
 
@@ -67,6 +73,8 @@ internal sealed record FaultRun(
         recoveries = Recoveries,
         tokens_match = TokensMatch,
         first_error = FirstError,
+        recovery_ms = RecoveryMs,
+        replayed_tokens = ReplayedTokens,
     });
 }
 
@@ -168,7 +176,7 @@ internal sealed class FaultTable : IAsyncDisposable
                         var run = await RunAsync(strategy, _options.Lengths[l], _options.Rates[r], rep, cancellationToken).ConfigureAwait(false);
                         runs.Add(run);
                         _log?.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                            $"[{DateTime.UtcNow:HH:mm:ss}] {FaultTableOptions.Name(strategy),-10} L={run.Length,-5} p={run.Rate,-7:G3} rep {rep}: {run.StepsPerSecond,7:F2} steps/s, {run.Steps}/{run.Length} steps{(run.Finished ? string.Empty : run.Failed ? " (FAILED)" : " (cap reached)")} in {run.Seconds:F1} s; executed {run.ExecutedSteps}, failures {run.Failures}, recoveries {run.Recoveries}, tokens {(run.TokensMatch ? "= reference" : "DIFFER")}{(run.FirstError is null ? string.Empty : "; first error: " + run.FirstError)}"));
+                            $"[{DateTime.UtcNow:HH:mm:ss}] {FaultTableOptions.Name(strategy),-10} L={run.Length,-5} p={run.Rate,-7:G3} rep {rep}: {run.StepsPerSecond,7:F2} steps/s, {run.Steps}/{run.Length} steps{(run.Finished ? string.Empty : run.Failed ? " (FAILED)" : " (cap reached)")} in {run.Seconds:F1} s; executed {run.ExecutedSteps}, failures {run.Failures}, recoveries {run.Recoveries}{(run.RecoveryMs.Count > 0 ? string.Create(CultureInfo.InvariantCulture, $" (median {FaultReport.Median([.. run.RecoveryMs]):F0} ms, max {run.RecoveryMs.Max():F0} ms, {run.ReplayedTokens} tokens replayed)") : string.Empty)}, tokens {(run.TokensMatch ? "= reference" : "DIFFER")}{(run.FirstError is null ? string.Empty : "; first error: " + run.FirstError)}"));
                         if (_options.JsonLines is { } path)
                         {
                             await File.AppendAllTextAsync(path, run.ToJson() + "\n", cancellationToken).ConfigureAwait(false);
@@ -214,7 +222,9 @@ internal sealed class FaultTable : IAsyncDisposable
         var step = new float[Config.HiddenSize];
         var done = 0;
         string? error = null;
+        var recoveries = new List<SpanRecovery>();
         await using var remote = await RemoteTransformerBlocks.ConnectAsync(Swarm.Faults, Swarm.Sequence, Config, ClientOptions(), cancellationToken).ConfigureAwait(false);
+        remote.SpanRecovered += (_, recovery) => recoveries.Add(recovery);
         var timer = Stopwatch.StartNew();
         try
         {
@@ -234,7 +244,12 @@ internal sealed class FaultTable : IAsyncDisposable
         }
 
         var seconds = timer.Elapsed.TotalSeconds;
-        return new FaultRun(FaultStrategy.Algorithm1, length, rate, repetition, done, done == length, seconds, done, injector.Failures, 0, Matches(tokens, done), error) { Failed = error is not null };
+        return new FaultRun(FaultStrategy.Algorithm1, length, rate, repetition, done, done == length, seconds, done, injector.Failures, remote.Recoveries, Matches(tokens, done), error ?? (recoveries.Count > 0 ? Describe(recoveries[0].Error) : null))
+        {
+            Failed = error is not null,
+            RecoveryMs = [.. recoveries.Select(r => r.DetectionToResume.TotalMilliseconds)],
+            ReplayedTokens = recoveries.Sum(r => (long)r.ReplayedTokens),
+        };
     }
 
     /// <summary>
