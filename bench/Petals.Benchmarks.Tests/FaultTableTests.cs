@@ -77,8 +77,16 @@ public sealed class FaultTableTests
 
         // No step is repeated by the caller: each failure is repaired inside its step by replaying the failed span's history.
         Assert.Equal(24, run.ExecutedSteps);
-        Assert.InRange(run.Recoveries, 1, run.Failures);
+        // Each failure seen costs one recovery; a replacement that fails in turn (attempt 2 or more of a step) costs another.
+        Assert.InRange(run.FirstAttemptRecoveries, 1, run.Failures);
+        Assert.InRange(run.Recoveries, run.FirstAttemptRecoveries, 5 * run.Failures);
         Assert.Equal(run.Recoveries, run.RecoveryMs.Count);
+        Assert.Equal(run.Recoveries, run.RecoveryLog.Count);
+        Assert.Equal(run.Failures, run.InjectionLog.Count);
+
+        var back = FaultRun.FromJson(run.ToJson());
+        Assert.Equal((run.Strategy, run.Steps, run.Recoveries, run.FirstAttemptRecoveries, run.ReplayedTokens), (back.Strategy, back.Steps, back.Recoveries, back.FirstAttemptRecoveries, back.ReplayedTokens));
+        Assert.Equal(run.RecoveryMs, back.RecoveryMs);
         Assert.True(run.ReplayedTokens > 0, run.ToJson());
         Assert.All(run.RecoveryMs, ms => Assert.InRange(ms, 0, 60_000));
 

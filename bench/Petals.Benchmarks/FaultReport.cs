@@ -49,7 +49,17 @@ internal static class FaultReport
                     }
                     else if (!cell.Value.Partial)
                     {
-                        text.Append(CultureInfo.InvariantCulture, $" {cell.Value.Value:F2} |");
+                        var all = runs.Where(r => r.Strategy == strategy && r.Length == length && r.Rate.Equals(rate)).ToList();
+                        var capped = all.Count(r => !r.Finished);
+                        if (capped == 0)
+                        {
+                            text.Append(CultureInfo.InvariantCulture, $" {cell.Value.Value:F2} |");
+                        }
+                        else
+                        {
+                            text.Append(CultureInfo.InvariantCulture, $" ≤ {cell.Value.Value:F2}† |");
+                            footnotes.Add(string.Create(CultureInfo.InvariantCulture, $"† {Title(strategy)}, {length} tokens, p = {Rate(rate)}: {capped} of {all.Count} runs did not finish within the {o.CapFor(strategy):F0} s cap (so the cell was not repeated further); the value is the median of the finished runs, an upper bound."));
+                        }
                     }
                     else if (runs.Any(r => r.Strategy == strategy && r.Length == length && r.Rate.Equals(rate) && r.Failed))
                     {

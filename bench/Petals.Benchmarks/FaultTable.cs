@@ -47,6 +47,15 @@ internal sealed record FaultRun(
     /// <summary>Algorithm 1: the time from detecting each failure to resuming the step (<see cref="SpanRecovery.DetectionToResume"/>), in ms.</summary>
     public IReadOnlyList<double> RecoveryMs { get; init; } = [];
 
+    /// <summary>Each failure injected: "step N: address (blocks)".</summary>
+    public IReadOnlyList<string> InjectionLog { get; init; } = [];
+
+    /// <summary>Algorithm 1: one line per recovery (position, blocks, attempt, failed and replacement servers, time, error).</summary>
+    public IReadOnlyList<string> RecoveryLog { get; init; } = [];
+
+    /// <summary>Algorithm 1: the recoveries that were the first of their step (<see cref="SpanRecovery.Attempt"/> 1); later ones replaced a replacement.</summary>
+    public long FirstAttemptRecoveries { get; init; }
+
     /// <summary>Algorithm 1: the tokens replayed to replacement servers, all recoveries together.</summary>
     public long ReplayedTokens { get; init; }
 
@@ -55,6 +64,44 @@ internal sealed record FaultRun(
 
     /// <summary>Tokens per second over the whole run; for an unfinished run, over what ran.</summary>
     public double StepsPerSecond => Steps / Seconds;
+
+    /// <summary>Reads a run written by <see cref="ToJson"/> (the logs are optional).</summary>
+    public static FaultRun FromJson(string line)
+    {
+        using var document = JsonDocument.Parse(line);
+        var r = document.RootElement;
+        string? Text(string name) => r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+        string[] Lines(string name) => r.TryGetProperty(name, out var v) ? [.. v.EnumerateArray().Select(x => x.GetString() ?? string.Empty)] : [];
+        var strategy = Text("strategy") switch
+        {
+            "restarts" => FaultStrategy.CachingWithRestarts,
+            "no-caching" => FaultStrategy.NoCaching,
+            "alg1" => FaultStrategy.Algorithm1,
+            var other => throw new FormatException($"Unknown strategy '{other}' in a fault-table run."),
+        };
+        return new FaultRun(
+            strategy,
+            r.GetProperty("length").GetInt32(),
+            r.GetProperty("rate").GetDouble(),
+            r.GetProperty("repetition").GetInt32(),
+            r.GetProperty("steps").GetInt32(),
+            r.GetProperty("finished").GetBoolean(),
+            r.GetProperty("seconds").GetDouble(),
+            r.GetProperty("executed_steps").GetInt32(),
+            r.GetProperty("failures").GetInt32(),
+            r.GetProperty("recoveries").GetInt64(),
+            r.GetProperty("tokens_match").GetBoolean(),
+            Text("first_error"))
+        {
+            Failed = r.TryGetProperty("failed", out var failed) && failed.GetBoolean(),
+            Furthest = r.TryGetProperty("furthest", out var furthest) ? furthest.GetInt32() : -1,
+            RecoveryMs = r.TryGetProperty("recovery_ms", out var ms) ? [.. ms.EnumerateArray().Select(x => x.GetDouble())] : [],
+            ReplayedTokens = r.TryGetProperty("replayed_tokens", out var replayed) ? replayed.GetInt64() : 0,
+            FirstAttemptRecoveries = r.TryGetProperty("first_attempt_recoveries", out var first) ? first.GetInt64() : -1,
+            RecoveryLog = Lines("recovery_log"),
+            InjectionLog = Lines("injection_log"),
+        };
+    }
 
     public string ToJson() => JsonSerializer.Serialize(new
     {
@@ -75,6 +122,9 @@ internal sealed record FaultRun(
         first_error = FirstError,
         recovery_ms = RecoveryMs,
         replayed_tokens = ReplayedTokens,
+        first_attempt_recoveries = FirstAttemptRecoveries,
+        recovery_log = RecoveryLog,
+        injection_log = InjectionLog,
     });
 }
 
@@ -196,7 +246,7 @@ internal sealed class FaultTable : IAsyncDisposable
     }
 
     /// <summary>One run; the failure draws are seeded by the options' seed, the strategy, length, rate and repetition.</summary>
-    public Task<FaultRun> RunAsync(FaultStrategy strategy, int length, double rate, int repetition, CancellationToken cancellationToken)
+    public async Task<FaultRun> RunAsync(FaultStrategy strategy, int length, double rate, int repetition, CancellationToken cancellationToken)
     {
         if (length > _reference.Length)
         {
@@ -205,13 +255,14 @@ internal sealed class FaultTable : IAsyncDisposable
 
         var seed = unchecked((_options.Seed * 1_000_003) + ((int)strategy * 10_007) + (length * 101) + (int)Math.Round(rate * 1e6) + (repetition * 7));
         var injector = new Injector(Swarm, new Random(seed), rate);
-        return strategy switch
+        var run = strategy switch
         {
-            FaultStrategy.CachingWithRestarts => RunRestartsAsync(injector, length, rate, repetition, cancellationToken),
-            FaultStrategy.NoCaching => RunNoCachingAsync(injector, length, rate, repetition, cancellationToken),
-            FaultStrategy.Algorithm1 => RunAlgorithm1Async(injector, length, rate, repetition, cancellationToken),
+            FaultStrategy.CachingWithRestarts => await RunRestartsAsync(injector, length, rate, repetition, cancellationToken).ConfigureAwait(false),
+            FaultStrategy.NoCaching => await RunNoCachingAsync(injector, length, rate, repetition, cancellationToken).ConfigureAwait(false),
+            FaultStrategy.Algorithm1 => await RunAlgorithm1Async(injector, length, rate, repetition, cancellationToken).ConfigureAwait(false),
             _ => throw new ArgumentOutOfRangeException(nameof(strategy), strategy, null),
         };
+        return run with { InjectionLog = [.. injector.Log] };
     }
 
     /// <summary>Algorithm 1: one session on a chain connected through the sequence manager, which recovers from failures by itself.</summary>
@@ -249,6 +300,9 @@ internal sealed class FaultTable : IAsyncDisposable
             Failed = error is not null,
             RecoveryMs = [.. recoveries.Select(r => r.DetectionToResume.TotalMilliseconds)],
             ReplayedTokens = recoveries.Sum(r => (long)r.ReplayedTokens),
+            FirstAttemptRecoveries = recoveries.Count(r => r.Attempt == 1),
+            RecoveryLog = [.. recoveries.Select(r => string.Create(CultureInfo.InvariantCulture,
+                $"position {r.Position}, blocks {r.Blocks}, attempt {r.Attempt}, {r.FailedAddress} -> {string.Join(" + ", r.Replacements.Select(x => x.Address.ToString()))}, {r.ReplayedTokens} replayed, {r.DetectionToResume.TotalMilliseconds:F0} ms: {r.Error.GetType().Name}: {r.Error.Message}"))],
         };
     }
 
@@ -467,10 +521,16 @@ internal sealed class FaultTable : IAsyncDisposable
     /// <summary>Before each step, each server of the active chain fails with probability p (draws from a seeded generator).</summary>
     private sealed class Injector(FaultSwarm swarm, Random random, double rate)
     {
-        public int Failures { get; private set; }
+        private int _steps;
+
+        public int Failures => Log.Count;
+
+        /// <summary>"step N: address" for each failure injected (N counts the calls, restarts and retries included).</summary>
+        public List<string> Log { get; } = [];
 
         public void BeforeStep(IReadOnlyList<RemoteSpanInfo> chain)
         {
+            var step = _steps++;
             if (rate <= 0)
             {
                 return;
@@ -481,7 +541,7 @@ internal sealed class FaultTable : IAsyncDisposable
                 if (random.NextDouble() < rate)
                 {
                     swarm.Fail(span.Address);
-                    Failures++;
+                    Log.Add(string.Create(CultureInfo.InvariantCulture, $"step {step}: {span.Address} (blocks {span.Blocks})"));
                 }
             }
         }

@@ -6,6 +6,14 @@ namespace Petals.Benchmarks;
 /// <summary>The <c>fault-table</c> command: starts the swarm, runs every cell, prints the table.</summary>
 internal static class FaultTableCommand
 {
+    /// <summary>Rebuilds the table from the JSON lines of an earlier run (<c>--jsonl</c>), with the options it ran with.</summary>
+    public static int Report(FaultTableOptions options, string jsonLines, double localStepsPerSecond)
+    {
+        var runs = File.ReadLines(jsonLines).Where(l => !string.IsNullOrWhiteSpace(l)).Select(FaultRun.FromJson).ToList();
+        Console.WriteLine(FaultReport.ToMarkdown(options, runs, localStepsPerSecond));
+        return 0;
+    }
+
     public static async Task<int> RunAsync(FaultTableOptions options)
     {
         var log = Console.Error;

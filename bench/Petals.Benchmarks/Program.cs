@@ -47,6 +47,8 @@ internal static class Program
               1's ratio to its failure-free rate and the details of every cell. A run stops at --cap-s
               (no caching: --no-caching-cap-s); a cell whose run stops there is not repeated.
               bench/fault-table.sh runs the full table.
+          fault-table-report FILE.jsonl LOCAL_STEPS_PER_S [fault-table options of that run]
+              Prints the table again from the JSON lines of a fault-table run (--jsonl).
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -86,6 +88,18 @@ internal static class Program
                         var result = DhtSim.RunAsync(options, Console.Error, CancellationToken.None).GetAwaiter().GetResult();
                         Console.WriteLine(options.Json ? result.ToJson() : result.ToText());
                         return result.All.SuccessRate >= 0.99 ? 0 : 4;
+                    }
+
+                case "fault-table-report":
+                    {
+                        // fault-table-report FILE.jsonl LOCAL_STEPS_PER_SECOND [the fault-table options of that run]
+                        if (args.Length < 3)
+                        {
+                            throw new ArgumentException("fault-table-report needs the JSON lines file and the local reference's steps/s.");
+                        }
+
+                        var local = double.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
+                        return FaultTableCommand.Report(FaultTableOptions.Parse(args.AsSpan(3)), args[1], local);
                     }
 
                 case "fault-table":
