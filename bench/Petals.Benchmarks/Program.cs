@@ -46,6 +46,19 @@ internal static class Program
               and kill->resume ms) with medians and 90th percentiles; JSON lines to DIR/chaos-STAMP.jsonl.
               bench/chaos.sh runs it on stories260K. Exit code 4 when the output differs, a kill went unrecovered or a server
               the run did not kill failed.
+          fault-table [--blocks 8 --hidden 512 --stages 4 --replicas 2 --rtt-ms 10 --bandwidth-mbps 1000
+                       --lengths 128,1024 --rates 0,1e-4,1e-3,1e-2 --strategies restarts,no-caching,alg1 --seed 1
+                       --repetitions 3 --long-repetitions 1 --cap-s 120 --no-caching-cap-s 60 --threads 2 --jsonl FILE --output text|json]
+              The Petals paper's fault-tolerance table (Table 1) on one machine: real block servers in this process on
+              the in-memory transport shaped to the given RTT and bandwidth, every span on --replicas servers, announced
+              in an in-memory DHT the client's sequence manager reads. Before each step each server of the client's
+              active chain fails with probability p (its connections are aborted; it stays reachable). Generates greedily
+              with caching with restarts, no caching and Algorithm 1; prints steps/s like the paper's table, Algorithm
+              1's ratio to its failure-free rate and the details of every cell. A run stops at --cap-s
+              (no caching: --no-caching-cap-s); a cell whose run stops there is not repeated.
+              bench/fault-table.sh runs the full table.
+          fault-table-report FILE.jsonl LOCAL_STEPS_PER_S [fault-table options of that run]
+              Prints the table again from the JSON lines of a fault-table run (--jsonl).
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -89,6 +102,22 @@ internal static class Program
 
                 case "chaos":
                     return RunChaos(Chaos.ChaosOptions.Parse(args.AsSpan(1)));
+
+                case "fault-table-report":
+                    {
+                        // fault-table-report FILE.jsonl LOCAL_STEPS_PER_SECOND [the fault-table options of that run]
+                        if (args.Length < 3)
+                        {
+                            throw new ArgumentException("fault-table-report needs the JSON lines file and the local reference's steps/s.");
+                        }
+
+                        var local = double.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
+                        return FaultTableCommand.Report(FaultTableOptions.Parse(args.AsSpan(3)), args[1], local);
+                    }
+
+                case "fault-table":
+                    return FaultTableCommand.RunAsync(FaultTableOptions.Parse(args.AsSpan(1))).GetAwaiter().GetResult();
+
                 case "micro":
                     BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
                     return 0;
