@@ -320,12 +320,19 @@ public sealed partial class RemoteTransformerBlocks
         /// <summary>
         /// Routes <paramref name="blocks"/> around the servers that already failed in this step (they are banned, but a ban
         /// yields when nothing else covers a block, and a server that keeps failing must not be picked again while one
-        /// banned earlier may have recovered). When that leaves no route, the swarm view is refreshed (a replacement may
-        /// have been announced since) and, failing that, the bans alone decide.
+        /// banned earlier may have recovered). When only such servers are left, the step's first failure retries them at once
+        /// (a block's only server may have failed transiently) without waiting for the discovery; later ones read the swarm
+        /// again first (a replacement may have been announced since), and failing that the bans alone decide.
         /// </summary>
         private async Task<IReadOnlyList<Petals.Routing.RouteSegment>> RouteAsync(BlockRange blocks, int batchSize, int maxLength, bool forward, RecoveryAttempts attempts, CancellationToken cancellationToken)
         {
             var route = TryRoute(blocks, batchSize, maxLength, forward, attempts.Peers);
+            if (route is null && attempts.Count <= 1)
+            {
+                // The step's first failure: a block's only server may have failed transiently; try it again at once.
+                route = TryRoute(blocks, batchSize, maxLength, forward, null);
+            }
+
             if (route is not null)
             {
                 return route;
@@ -392,23 +399,11 @@ public sealed partial class RemoteTransformerBlocks
 
             var preamble = new ConnectionPreamble(Options.PeerId, Sequence.ModelId, Options.Limits.MaxFrameSize);
             var span = await RemoteSpanConnection.ConnectAsync(_transport, server.Address, preamble, Options, cancellationToken).ConfigureAwait(false);
-            var problems = new List<string>();
-            if (!string.Equals(span.Connection.Remote.PeerId, server.PeerId, StringComparison.Ordinal))
-            {
-                problems.Add($"the server at {server.Address} is announced as peer {server.PeerId} but its handshake says '{span.Connection.Remote.PeerId}'");
-            }
-
-            if (span.Info.Blocks != server.Span)
-            {
-                problems.Add($"{span.Name} is announced with blocks {server.Span} but serves {span.Info.Blocks}");
-            }
-
             span.Blocks = blocks;
-            AddServerProblems(span, _owner.Config, Sequence.ModelId, Options.Codec, problems);
-            if (problems.Count > 0)
+            if (AnnouncementProblems(span, server, _owner.Config, Sequence.ModelId, Options.Codec) is { } problems)
             {
                 await span.DisposeAsync().ConfigureAwait(false);
-                throw new RemoteChainException(string.Join("; ", problems) + ".");
+                throw new RemoteChainException(problems);
             }
 
             lock (_lock)
@@ -497,7 +492,7 @@ public sealed partial class RemoteTransformerBlocks
         /// <summary>The chain this session runs on now, in block order (tests and diagnostics).</summary>
         internal IReadOnlyList<RemoteSpanInfo> CurrentSpans => [.. _chain.Select(s => s.Link.Describe())];
 
-        /// <summary>The most positions of input history any span of this session holds (at most <see cref="MaxLength"/>).</summary>
+        /// <summary>The most positions of input history any span of this session has room for (never more than <see cref="MaxLength"/>).</summary>
         internal int MaxHistoryPositions => _chain.Count == 0 ? 0 : _chain.Max(s => s.Capacity);
 
         public static async ValueTask<RoutedSession> OpenAsync(RemoteTransformerBlocks owner, Recovery recovery, int batchSize, int maxLength, CancellationToken cancellationToken)

@@ -265,21 +265,9 @@ public sealed partial class RemoteTransformerBlocks
 
             var span = spans[i] = task.Result;
             span.Blocks = segment;
-            var problems = new List<string>();
-            if (!string.Equals(span.Connection.Remote.PeerId, server.PeerId, StringComparison.Ordinal))
+            if (AnnouncementProblems(span, server, config, modelId, options.Codec) is { } problems)
             {
-                problems.Add($"the server at {server.Address} is announced as peer {server.PeerId} but its handshake says '{span.Connection.Remote.PeerId}'");
-            }
-
-            if (span.Info.Blocks != server.Span)
-            {
-                problems.Add($"{span.Name} is announced with blocks {server.Span} but serves {span.Info.Blocks}");
-            }
-
-            AddServerProblems(span, config, modelId, options.Codec, problems);
-            if (problems.Count > 0)
-            {
-                failures.Add((server, new RemoteChainException(string.Join("; ", problems) + ".")));
+                failures.Add((server, new RemoteChainException(problems)));
             }
         }
 
@@ -299,6 +287,27 @@ public sealed partial class RemoteTransformerBlocks
 
         await DisposeConnectedAsync(connecting).ConfigureAwait(false);
         return (null, failures);
+    }
+
+    /// <summary>
+    /// What makes a connected server unusable as announced: another handshake peer id or span than its announcement, or
+    /// (for the blocks asked of it) another model, hidden size or codec; null when nothing.
+    /// </summary>
+    private static string? AnnouncementProblems(RemoteSpanConnection span, ServerInfo server, ModelConfig config, string modelId, WireCodec codec)
+    {
+        var problems = new List<string>();
+        if (!string.Equals(span.Connection.Remote.PeerId, server.PeerId, StringComparison.Ordinal))
+        {
+            problems.Add($"the server at {server.Address} is announced as peer {server.PeerId} but its handshake says '{span.Connection.Remote.PeerId}'");
+        }
+
+        if (span.Info.Blocks != server.Span)
+        {
+            problems.Add($"{span.Name} is announced with blocks {server.Span} but serves {span.Info.Blocks}");
+        }
+
+        AddServerProblems(span, config, modelId, codec, problems);
+        return problems.Count == 0 ? null : string.Join("; ", problems) + ".";
     }
 
     private static async Task DisposeConnectedAsync(Task<RemoteSpanConnection>[] connecting)

@@ -205,6 +205,7 @@ public sealed class RecoveryTests
         remote.SpanRecovered += (_, r) => recoveries.Add(r);
         await using var session = await remote.OpenSessionAsync(1, 16, Ct);
         var width = rig.Fixture.Config.HiddenSize;
+        var refreshes = sequence.RefreshCount;
         for (var step = 0; step < 6; step++)
         {
             if (step % 2 == 1)
@@ -216,6 +217,7 @@ public sealed class RecoveryTests
         }
 
         Assert.Equal(3, recoveries.Count);
+        Assert.Equal(refreshes, sequence.RefreshCount); // a block's only server is retried at once, without reading the swarm
         Assert.All(recoveries, r => Assert.Equal((1, rig.Swarm.Peers[1].LocalPeerId), (r.Attempt, r.FailedPeerId)));
         Assert.All(recoveries, r => Assert.Equal(rig.Swarm.Peers[1].LocalPeerId, Assert.Single(r.Replacements).PeerId));
     }
@@ -244,6 +246,32 @@ public sealed class RecoveryTests
             Assert.True(DateTime.UtcNow < deadline, "the retired connection was not aborted");
             await Task.Delay(5, Ct);
         }
+    }
+
+    [Fact]
+    public async Task A_replacement_announced_after_the_view_was_read_is_found_once_the_failed_server_does_not_answer_again()
+    {
+        await using var rig = await Rig.StartAsync(3);
+        await rig.Servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero);
+        var sequence = await rig.StartSequenceAsync(); // the next background refresh is 30 s away
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(rig.Swarm.Transport, sequence, rig.Fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
+        var recoveries = new List<SpanRecovery>();
+        remote.SpanRecovered += (_, r) => recoveries.Add(r);
+        await using var session = await remote.OpenSessionAsync(1, 16, Ct);
+        var width = rig.Fixture.Config.HiddenSize;
+        await session.ForwardAsync(new float[2 * width], 2, Ct).AsTask().WaitAsync(Bound, Ct);
+
+        // Server 2 appears, unseen by the client's view; server 1 stops (its announcement stays): the step's first try
+        // goes back to server 1 (the only one in view), which refuses; the second reads the swarm and finds server 2.
+        await rig.Servers.StartAsync(2, new BlockRange(0, 4), TimeSpan.Zero);
+        Assert.Single(sequence.OnlineServers);
+        await rig.Servers.StopAsync(0);
+        await session.ForwardAsync(new float[width], 1, Ct).AsTask().WaitAsync(Bound, Ct);
+
+        var recovery = Assert.Single(recoveries);
+        Assert.Equal(rig.Swarm.Peers[1].LocalPeerId, recovery.FailedPeerId);
+        Assert.Equal([rig.Swarm.Peers[2].LocalPeerId], recovery.Replacements.Select(r => r.PeerId));
+        Assert.Equal(3, recovery.ReplayedTokens);
     }
 
     [Fact]
