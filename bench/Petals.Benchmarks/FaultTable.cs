@@ -321,7 +321,7 @@ internal sealed class FaultTable : IAsyncDisposable
         var executed = 0;
         var restarts = 0;
         string? error = null;
-        RemoteTransformerBlocks? remote = await ConnectByAddressAsync(length, cancellationToken).ConfigureAwait(false);
+        PinnedChain? remote = await ConnectByAddressAsync(length, cancellationToken).ConfigureAwait(false);
         var timer = Stopwatch.StartNew();
         while (done < length && timer.Elapsed.TotalSeconds < cap)
         {
@@ -330,11 +330,11 @@ internal sealed class FaultTable : IAsyncDisposable
             try
             {
                 remote ??= await ConnectByAddressAsync(length, cancellationToken).ConfigureAwait(false);
-                session = await remote.OpenSessionAsync(1, length, cancellationToken).ConfigureAwait(false);
+                session = await remote.Blocks.OpenSessionAsync(1, length, cancellationToken).ConfigureAwait(false);
                 var token = Bos;
                 for (; done < length && timer.Elapsed.TotalSeconds < cap; done++)
                 {
-                    injector.BeforeStep(remote.Spans);
+                    injector.BeforeStep(remote.Blocks.Spans);
                     _head.Embed([token], step);
                     executed++;
                     await session.ForwardAsync(step, 1, cancellationToken).ConfigureAwait(false);
@@ -376,7 +376,7 @@ internal sealed class FaultTable : IAsyncDisposable
         var executed = 0;
         var retries = 0;
         string? error = null;
-        RemoteTransformerBlocks? remote = await ConnectByAddressAsync(length, cancellationToken).ConfigureAwait(false);
+        PinnedChain? remote = await ConnectByAddressAsync(length, cancellationToken).ConfigureAwait(false);
         var timer = Stopwatch.StartNew();
         try
         {
@@ -385,7 +385,7 @@ internal sealed class FaultTable : IAsyncDisposable
             {
                 _head.Embed([token], embeddings.AsSpan(done * h, h));
                 var count = done + 1;
-                injector.BeforeStep(remote!.Spans);
+                injector.BeforeStep(remote!.Blocks.Spans);
                 while (true)
                 {
                     try
@@ -393,7 +393,7 @@ internal sealed class FaultTable : IAsyncDisposable
                         remote ??= await ConnectByAddressAsync(length, cancellationToken).ConfigureAwait(false);
                         embeddings.AsSpan(0, count * h).CopyTo(work);
                         executed++;
-                        await remote.ForwardAsync(work.AsMemory(0, count * h), 1, count, cancellationToken).ConfigureAwait(false);
+                        await remote.Blocks.ForwardAsync(work.AsMemory(0, count * h), 1, count, cancellationToken).ConfigureAwait(false);
                         break;
                     }
                     catch (Exception e) when (IsFailure(e, cancellationToken) && timer.Elapsed.TotalSeconds < cap)
@@ -417,12 +417,13 @@ internal sealed class FaultTable : IAsyncDisposable
         return new FaultRun(FaultStrategy.NoCaching, length, rate, repetition, done, done == length, seconds, executed, injector.Failures, retries, Matches(tokens, done), error);
     }
 
-    /// <summary>Routes the model with the sequence manager's router and connects the route by address: a chain without recovery.</summary>
-    private async Task<RemoteTransformerBlocks> ConnectByAddressAsync(int length, CancellationToken cancellationToken)
+    /// <summary>Routes the model with the sequence manager's router and connects that route pinned, without recovery.</summary>
+    private async Task<PinnedChain> ConnectByAddressAsync(int length, CancellationToken cancellationToken)
     {
         var route = Swarm.Sequence.RouteInference(1, length);
-        IReadOnlyList<(PeerAddress Address, BlockRange Blocks)> segments = [.. route.Select(s => (s.Server.Address, s.Blocks))];
-        return await RemoteTransformerBlocks.ConnectAsync(Swarm.Faults, segments, Config, ModelId, ClientOptions(), cancellationToken).ConfigureAwait(false);
+        var options = ClientOptions();
+        options.MaxRecoveryAttempts = 0;
+        return await PinnedChain.ConnectAsync(Swarm.Faults, route, Config, ModelId, options, cancellationToken).ConfigureAwait(false);
     }
 
     private static RemoteSequenceOptions ClientOptions() => new() { RequestTimeout = TimeSpan.FromSeconds(60) };
@@ -432,7 +433,7 @@ internal sealed class FaultTable : IAsyncDisposable
 
     private static string Describe(Exception e) => $"{e.GetType().Name}: {e.Message}";
 
-    private static async ValueTask DisposeQuietlyAsync(ITransformerSession? session, RemoteTransformerBlocks? remote)
+    private static async ValueTask DisposeQuietlyAsync(ITransformerSession? session, IAsyncDisposable? remote)
     {
         try
         {

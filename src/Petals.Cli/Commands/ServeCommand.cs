@@ -187,7 +187,7 @@ internal static class ServeCommand
                 {
                     if (announcer is not null)
                     {
-                        var throughput = announcer.MeasureThroughput(executor);
+                        var throughput = announcer.Throughput = new ThroughputMeter().Measure(executor).TokensPerSecondPerBlock;
                         context.Info(string.Create(CultureInfo.InvariantCulture, $"throughput {throughput:F1} tokens/s per block"));
                     }
 

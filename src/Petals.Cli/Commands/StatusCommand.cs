@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Petals.Client;
 using Petals.Discovery;
+using Petals.Routing;
 
 namespace Petals.Cli.Commands;
 
@@ -62,11 +63,12 @@ internal static class StatusCommand
         {
             await using var sequence = new SwarmSequenceManager(discovery, model.ModelId, model.BlockCount);
             await sequence.RefreshAsync(ct).ConfigureAwait(false);
-            IReadOnlyList<ServerInfo>? chain = null;
+            IReadOnlyList<RouteSegment>? chain = null;
             string? problem = null;
             try
             {
-                chain = sequence.BuildChain();
+                // The route a client of one sequence would take now (no round trips measured: announced figures only).
+                chain = sequence.RouteInference(1, 0);
             }
             catch (RemoteChainException e)
             {
@@ -92,7 +94,7 @@ internal static class StatusCommand
             var model = report.Model;
             text.Append(CultureInfo.InvariantCulture, $"model {model.ModelId} ({model.BlockCount} blocks, {model.ServerCount} servers): ");
             text.Append(report.Chain is { } chain
-                ? "full chain of online servers: " + string.Join(", ", chain.Select(s => $"{s.Span} by {ShortId(s.PeerId)}"))
+                ? "full chain of online servers: " + string.Join(", ", chain.Select(s => $"{s.Blocks} by {ShortId(s.Server.PeerId)}"))
                 : "NO full chain: " + report.Problem);
             text.Append('\n');
 
@@ -158,12 +160,13 @@ internal static class StatusCommand
             w.WriteStartObject("chain");
             w.WriteBoolean("complete", report.Chain is not null);
             w.WriteStartArray("servers");
-            foreach (var server in report.Chain ?? [])
+            foreach (var segment in report.Chain ?? [])
             {
                 w.WriteStartObject();
-                w.WriteString("peer_id", server.PeerId);
-                w.WriteString("address", server.Address.ToString());
-                w.WriteString("span", server.Span.ToString());
+                w.WriteString("peer_id", segment.Server.PeerId);
+                w.WriteString("address", segment.Server.Address.ToString());
+                w.WriteString("span", segment.Server.Span.ToString());
+                w.WriteString("blocks", segment.Blocks.ToString());
                 w.WriteEndObject();
             }
 
@@ -242,5 +245,5 @@ internal static class StatusCommand
     private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>What <c>status</c> shows for one model.</summary>
-    internal sealed record ModelReport(SwarmModelInfo Model, IReadOnlyList<BlockServers> Blocks, IReadOnlyList<ServerInfo>? Chain, string? Problem, IReadOnlyList<string> Ignored);
+    internal sealed record ModelReport(SwarmModelInfo Model, IReadOnlyList<BlockServers> Blocks, IReadOnlyList<RouteSegment>? Chain, string? Problem, IReadOnlyList<string> Ignored);
 }

@@ -17,6 +17,6 @@ internal static partial class ClientLog
     [LoggerMessage(3303, LogLevel.Information, "Connected to a chain of {Count} servers for {ModelId}: {Chain}")]
     public static partial void ChainConnected(ILogger logger, int count, string modelId, string chain);
 
-    [LoggerMessage(3304, LogLevel.Warning, "Server {PeerId} at {Address} (blocks {Blocks}) of {ModelId} failed and is banned for {BanSeconds} s; its blocks are routed again")]
-    public static partial void ServerFailed(ILogger logger, string peerId, string address, string blocks, string modelId, double banSeconds, Exception error);
+    [LoggerMessage(3304, LogLevel.Warning, "Server {PeerId} at {Address} (blocks {Blocks}) of {ModelId} failed ({FailureKind}) and is banned for {BanSeconds} s; its blocks are routed again")]
+    public static partial void ServerFailed(ILogger logger, string peerId, string address, string blocks, string modelId, string failureKind, double banSeconds, Exception error);
 }

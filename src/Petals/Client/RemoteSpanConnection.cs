@@ -24,20 +24,17 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     private readonly TimeSpan _requestTimeout;
     private readonly TimeSpan _livenessTimeout;
     private readonly ITimer _deadlines;
-    private long _lastReceived;
-    private long _silentSince;
-    private bool _pinged;
+    private readonly Health.LivenessDetector _liveness;
     private volatile Exception? _livenessFailure;
     private readonly Task _run;
     private volatile Exception? _failure;
-    private Models.BlockRange? _blocks;
 
     private RemoteSpanConnection(ProtocolConnection connection, TimeSpan requestTimeout, TimeSpan livenessTimeout)
     {
         _connection = connection;
         _requestTimeout = requestTimeout;
         _livenessTimeout = livenessTimeout;
-        _silentSince = Stopwatch.GetTimestamp();
+        _liveness = new Health.LivenessDetector(livenessTimeout, Stopwatch.GetTimestamp());
         var shortest = Math.Min(requestTimeout.Ticks, livenessTimeout.Ticks);
         var period = TimeSpan.FromTicks(Math.Clamp(shortest / 8, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
         _deadlines = TimeProvider.System.CreateTimer(static s => ((RemoteSpanConnection)s!).CheckCalls(), this, period, period);
@@ -52,16 +49,6 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 
     /// <summary>The server's info (set once connected).</summary>
     public InfoResponse Info { get; private set; } = null!;
-
-    /// <summary>
-    /// The blocks this chain asks the server for: its whole span (<see cref="InfoResponse.Blocks"/>) unless a segment
-    /// named a range within it. Checked against the span by the chain checks.
-    /// </summary>
-    public Models.BlockRange Blocks
-    {
-        get => _blocks ?? Info.Blocks;
-        set => _blocks = value;
-    }
 
     public ProtocolConnection Connection => _connection;
 
@@ -114,7 +101,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
             // out_of_order, nor the lost connection that may have followed it.
             if (_sessions.TryGetValue(streamId, out var ended) && ended is not null)
             {
-                throw new ProtocolException(ended.Code, $"{Name} ended the session earlier with {ended.Code.Value}: {ended.Message}") { StreamId = streamId };
+                throw new ProtocolException(ended.Code, $"{Name} ended the session earlier with {ended.Code.Value}: {ended.Message}") { StreamId = streamId, IsRemoteError = true };
             }
 
             if (_failure is { } failure)
@@ -235,7 +222,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
             switch (message)
             {
                 case ErrorMessage error:
-                    call.Fail(new ProtocolException(error.Code, $"{Name} answered {error.Code.Value}: {error.Message}") { StreamId = streamId }, claimed: true);
+                    call.Fail(new ProtocolException(error.Code, $"{Name} answered {error.Code.Value}: {error.Message}") { StreamId = streamId, IsRemoteError = true }, claimed: true);
                     break;
                 case InferenceStepResult result:
                     Decode(call, result.Hidden);
@@ -340,30 +327,16 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
             }
         }
 
-        // While a request is being written, bytes going out count too: a long request to a server that reads it is not
-        // silence (and no ping is sent, it would queue behind the request). Otherwise only bytes received count: our
-        // own pings must not pass for signs of life.
-        var received = _connection.BytesReceived + (sending ? _connection.BytesSent : 0);
-        if (!waiting || received != _lastReceived)
+        switch (_liveness.Observe(now, waiting, sending, _connection.BytesReceived, _connection.BytesSent))
         {
-            // Silence counts only while a call waits, from its registration or the last byte moved.
-            _lastReceived = received;
-            _silentSince = now;
-            _pinged = false;
-            return;
-        }
-
-        var silent = Stopwatch.GetElapsedTime(_silentSince, now);
-        if (silent >= _livenessTimeout)
-        {
-            _livenessFailure = new TimeoutException(string.Create(CultureInfo.InvariantCulture,
-                $"{Name} neither sent nor read anything for {silent.TotalMilliseconds:0} ms while a call waited for its answer, not even a reply to a ping (liveness timeout {_livenessTimeout.TotalMilliseconds:0} ms); the connection is considered dead."));
-            _connection.Abort("the server stopped answering (liveness timeout)");
-        }
-        else if (!_pinged && !sending && silent >= _livenessTimeout / 3)
-        {
-            _pinged = true;
-            _ = PingQuietlyAsync();
+            case Health.LivenessDetector.Verdict.Dead:
+                _livenessFailure = new Health.PeerUnresponsiveException(string.Create(CultureInfo.InvariantCulture,
+                    $"{Name} neither sent nor read anything for {_liveness.Silence.TotalMilliseconds:0} ms while a call waited for its answer, not even a reply to a ping (liveness timeout {_livenessTimeout.TotalMilliseconds:0} ms); the connection is considered dead."));
+                _connection.Abort("the server stopped answering (liveness timeout)");
+                break;
+            case Health.LivenessDetector.Verdict.Ping:
+                _ = PingQuietlyAsync();
+                break;
         }
     }
 
@@ -428,6 +401,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 
     private Exception Lost(Exception failure) => failure switch
     {
+        Health.PeerUnresponsiveException t => new Health.PeerUnresponsiveException(t.Message, t),
         TimeoutException t => new TimeoutException(t.Message, t),
         ProtocolException p => new ProtocolException(p.Code, $"The connection to {Name} failed: {p.Message}", p) { IsConnectionFatal = true },
         TransportException t => new TransportException(t.Kind, $"The connection to {Name} was lost: {t.Message}", t),

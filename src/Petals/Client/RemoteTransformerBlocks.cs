@@ -1,5 +1,8 @@
+using System.Buffers;
 using System.Globalization;
 using System.Text;
+using Petals.Discovery;
+using Petals.Health;
 using Petals.Inference;
 using Petals.Models;
 using Petals.Protocol;
@@ -8,58 +11,133 @@ using Petals.Transport;
 namespace Petals.Client;
 
 /// <summary>
-/// All blocks of a model on a chain of remote servers, each running a contiguous span: hidden states go through the
-/// servers in block order. Generation code uses it through <see cref="ITransformerBlocks"/> exactly as it uses the
-/// local blocks.
+/// All blocks of a model on remote servers: a remote sequence. Hidden states go through a chain of servers in block
+/// order, each running a contiguous range of blocks. Generation code uses it through <see cref="ITransformerBlocks"/>
+/// exactly as it uses local blocks.
 /// </summary>
 /// <remarks>
-/// <c>ConnectAsync</c> checks the whole chain before any tensor is sent: every block covered exactly once, the
-/// same model, the same hidden size, the wire codec accepted. Thread-safe for opening sessions and stateless forward
-/// calls; each session is used by one caller at a time.
+/// <para>
+/// One path for every chain: servers found through a discovery (<see cref="ConnectAsync(ITransport, SwarmSequenceManager, ModelConfig, RemoteSequenceOptions?, CancellationToken)"/>)
+/// or given by address (<see cref="ConnectAsync(ITransport, IReadOnlyList{PeerAddress}, ModelConfig, string, RemoteSequenceOptions?, CancellationToken)"/>,
+/// which routes over a <see cref="StaticPeerDiscovery"/> of those servers) are routed by the sequence manager's router,
+/// connected through one pool and checked before any tensor is sent; sessions and stateless calls recover from server
+/// failures (Algorithm 1, <c>docs/routing.md</c>) unless <see cref="RemoteSequenceOptions.MaxRecoveryAttempts"/> is 0.
+/// </para>
+/// <para>Thread-safe for opening sessions and stateless forward calls; each session is used by one caller at a time.</para>
 /// </remarks>
-public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposable, IDisposable
+public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposable, IDisposable
 {
-    private readonly RemoteSpanConnection[] _spans;
     private readonly RemoteSequenceOptions _options;
-    private readonly RemoteSpanInfo[] _fixedSpans;
+    private readonly SwarmSequenceManager _sequence;
+    private readonly bool _ownsSequence;
+    private readonly ConnectionPool _pool;
+    private readonly ChainRepair _repair;
+    private readonly Lock _lock = new();
+    private ChainLink[] _chain;
+    private long _recoveries;
     private int _disposed;
 
-    private RemoteTransformerBlocks(ModelConfig config, RemoteSpanConnection[] spans, RemoteSequenceOptions options)
+    private RemoteTransformerBlocks(ModelConfig config, RemoteSequenceOptions options, SwarmSequenceManager sequence, bool ownsSequence, ConnectionPool pool, IReadOnlyList<ChainLink> chain)
     {
         Config = config;
-        _spans = spans;
         _options = options;
-        _fixedSpans = [.. spans.Select(s => new RemoteSpanInfo(s.Connection.RemoteAddress, s.Connection.Remote.PeerId, s.Info, s.Blocks))];
+        _sequence = sequence;
+        _ownsSequence = ownsSequence;
+        _pool = pool;
+        _repair = new ChainRepair(sequence, pool, options);
+        _chain = [.. chain];
     }
+
+    /// <summary>
+    /// Raised after each recovery of a session of this sequence, once the replacement servers have rebuilt their caches
+    /// and answered the failed step (on the thread running that step, before the step returns).
+    /// </summary>
+    public event EventHandler<SpanRecovery>? SpanRecovered;
 
     /// <inheritdoc />
     public ModelConfig Config { get; }
 
     /// <summary>
-    /// The servers of the chain, in block order: the chain new sessions start on. For a chain connected through a
-    /// <see cref="SwarmSequenceManager"/>, a recovery replaces the failed server here too (see <see cref="SpanRecovered"/>),
-    /// so with one session at a time this is the chain the session runs on.
+    /// The servers of the chain new sessions start on, in block order. A recovery replaces the failed server here too
+    /// (see <see cref="SpanRecovered"/>), so with one session at a time this is the chain the session runs on.
     /// </summary>
-    public IReadOnlyList<RemoteSpanInfo> Spans => _recovery?.DescribeChain() ?? _fixedSpans;
+    public IReadOnlyList<RemoteSpanInfo> Spans => [.. Volatile.Read(ref _chain).Select(l => l.Describe())];
 
-    /// <summary>Bytes sent to all servers so far (frames, headers and preambles included).</summary>
-    public long BytesSent => _recovery?.BytesSent ?? _spans.Sum(s => s.Connection.BytesSent);
+    /// <summary>Bytes sent to all servers so far (frames, headers and preambles included, closed connections too).</summary>
+    public long BytesSent => _pool.BytesSent;
 
     /// <summary>Bytes received from all servers so far.</summary>
-    public long BytesReceived => _recovery?.BytesReceived ?? _spans.Sum(s => s.Connection.BytesReceived);
+    public long BytesReceived => _pool.BytesReceived;
+
+    /// <summary>How many times sessions of this sequence replaced a failed server so far.</summary>
+    public long Recoveries => Interlocked.Read(ref _recoveries);
+
+    /// <summary>The servers' view, routing and health this sequence uses (for a sequence given by address, over a <see cref="StaticPeerDiscovery"/>).</summary>
+    public SwarmSequenceManager Sequence => _sequence;
+
+    /// <summary>The options.</summary>
+    internal RemoteSequenceOptions Options => _options;
+
+    /// <summary>The pool of connections (tests).</summary>
+    internal ConnectionPool Pool => _pool;
 
     /// <summary>
-    /// Connects to every server in <paramref name="peers"/>, asks each for its info, and checks that together they form
-    /// one chain over all blocks of the model.
+    /// Connects to the route <paramref name="sequence"/> chooses (call <see cref="SwarmSequenceManager.StartAsync"/>
+    /// first): pings servers (<see cref="SwarmSequenceManager.PingAsync"/>), routes with
+    /// <see cref="SwarmSequenceManager.RouteInference"/> (segments may be sub-ranges of the servers' spans) and connects
+    /// every segment, each checked against its announcement (peer id, span) and the model (id, hidden size, codec). A
+    /// server that cannot be reached, refuses, or does not match is reported to <see cref="SwarmSequenceManager.Health"/>
+    /// (banned), excluded, and the model routed again, up to <see cref="SwarmSequenceOptions.MaxChainAttempts"/> routes;
+    /// the servers of the connected route are reported healthy.
     /// </summary>
     /// <param name="transport">The transport to reach the servers with.</param>
-    /// <param name="peers">The servers' addresses, in any order; they are sorted by the first block they serve.</param>
-    /// <param name="config">The model's configuration (from the locally loaded embeddings and head).</param>
-    /// <param name="modelId">The model id announced in the handshake (<see cref="Formats.ModelIdentity"/>).</param>
-    /// <param name="options">Connection options; defaults when null.</param>
+    /// <param name="sequence">The swarm's servers of the model; its <see cref="SwarmSequenceManager.ModelId"/> is named in handshakes. It must outlive the returned sequence.</param>
+    /// <param name="config">The model's configuration; its block count must be the manager's.</param>
+    /// <param name="options">Connection and recovery options; defaults when null.</param>
     /// <param name="cancellationToken">Cancels connecting.</param>
-    /// <returns>The chain, connected.</returns>
-    /// <exception cref="RemoteChainException">When the servers leave a gap, overlap, serve another model or hidden size, or refuse the codec.</exception>
+    /// <returns>The sequence, connected.</returns>
+    /// <exception cref="ArgumentException">The model's block count is not the manager's, or an option is out of range.</exception>
+    /// <exception cref="RemoteChainException">
+    /// When no chain of online servers covers the model (naming the uncovered blocks), or every chain tried failed (listing
+    /// each failed server and why).
+    /// </exception>
+    public static Task<RemoteTransformerBlocks> ConnectAsync(
+        ITransport transport,
+        SwarmSequenceManager sequence,
+        ModelConfig config,
+        RemoteSequenceOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(sequence);
+        ArgumentNullException.ThrowIfNull(config);
+        if (config.NumLayers != sequence.BlockCount)
+        {
+            throw new ArgumentException(
+                string.Create(CultureInfo.InvariantCulture, $"The model has {config.NumLayers} blocks but the sequence manager of {sequence.ModelId} routes {sequence.BlockCount}."),
+                nameof(config));
+        }
+
+        options ??= new RemoteSequenceOptions();
+        options.Validate();
+        return ConnectCoreAsync(transport, sequence, ownsSequence: false, new ConnectionPool(transport, config, sequence.ModelId, options), config, options, ping: true, cancellationToken);
+    }
+
+    /// <summary>
+    /// Connects to every server in <paramref name="peers"/>, asks each for its info, checks that each serves this model
+    /// (id, hidden size, codec) and that together they cover every block, then routes over them as over a swarm (a
+    /// <see cref="StaticPeerDiscovery"/> of exactly these servers): servers whose spans overlap are used for sub-ranges,
+    /// and servers with the same blocks stand in for each other when one fails.
+    /// </summary>
+    /// <param name="transport">The transport to reach the servers with.</param>
+    /// <param name="peers">The servers' addresses, in any order.</param>
+    /// <param name="config">The model's configuration (from the locally loaded embeddings and head).</param>
+    /// <param name="modelId">The model id named in the handshake (<see cref="Formats.ModelIdentity"/>).</param>
+    /// <param name="options">Connection and recovery options; defaults when null.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <returns>The sequence, connected.</returns>
+    /// <exception cref="ArgumentException">No address is given, or an option is out of range.</exception>
+    /// <exception cref="RemoteChainException">When the servers leave blocks uncovered, serve another model or hidden size, refuse the codec, or one server is given twice; lists every problem and every server's span.</exception>
     /// <exception cref="ProtocolException">When a handshake fails (another protocol version or model).</exception>
     /// <exception cref="TransportException">When a server cannot be reached.</exception>
     /// <exception cref="TimeoutException">When a server does not answer within <see cref="RemoteSequenceOptions.ConnectTimeout"/>.</exception>
@@ -71,223 +149,109 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
         RemoteSequenceOptions? options = null,
         CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(transport);
         ArgumentNullException.ThrowIfNull(peers);
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentException.ThrowIfNullOrEmpty(modelId);
         if (peers.Count == 0)
         {
             throw new ArgumentException("At least one server address is required.", nameof(peers));
         }
 
-        return await ConnectCoreAsync(transport, [.. peers.Select(p => (p, (BlockRange?)null))], config, modelId, options, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>
-    /// Connects to the server of every segment, asks each for its info, and checks that each segment's blocks lie within
-    /// its server's span and that together the segments form one chain over all blocks of the model. Each server is
-    /// then asked only for its segment's blocks: a server whose span overlaps its neighbors' can still be chained (e.g.
-    /// servers of 0:3 and 2:5 as 0:3 + 3:5), which is how a client re-routes a failed span over partly overlapping servers.
-    /// </summary>
-    /// <param name="transport">The transport to reach the servers with.</param>
-    /// <param name="segments">
-    /// Each server's address and the blocks to run there (its whole span or a non-empty range within it), in any order;
-    /// they are sorted by their first block.
-    /// </param>
-    /// <param name="config">The model's configuration (from the locally loaded embeddings and head).</param>
-    /// <param name="modelId">The model id announced in the handshake (<see cref="Formats.ModelIdentity"/>).</param>
-    /// <param name="options">Connection options; defaults when null.</param>
-    /// <param name="cancellationToken">Cancels connecting.</param>
-    /// <returns>The chain, connected.</returns>
-    /// <exception cref="ArgumentException">When there is no segment or a segment's blocks are empty.</exception>
-    /// <exception cref="RemoteChainException">
-    /// When a segment is not within its server's span, the segments leave a gap or overlap, or a server serves another
-    /// model or hidden size or refuses the codec.
-    /// </exception>
-    /// <exception cref="ProtocolException">When a handshake fails (another protocol version or model).</exception>
-    /// <exception cref="TransportException">When a server cannot be reached.</exception>
-    /// <exception cref="TimeoutException">When a server does not answer within <see cref="RemoteSequenceOptions.ConnectTimeout"/>.</exception>
-    public static async Task<RemoteTransformerBlocks> ConnectAsync(
-        ITransport transport,
-        IReadOnlyList<(PeerAddress Address, BlockRange Blocks)> segments,
-        ModelConfig config,
-        string modelId,
-        RemoteSequenceOptions? options = null,
-        CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(segments);
-        if (segments.Count == 0)
-        {
-            throw new ArgumentException("At least one segment is required.", nameof(segments));
-        }
-
-        for (var i = 0; i < segments.Count; i++)
-        {
-            if (segments[i].Blocks.Count <= 0)
-            {
-                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Segment {i} ({segments[i].Address}) names no blocks."), nameof(segments));
-            }
-        }
-
-        return await ConnectCoreAsync(transport, [.. segments.Select(s => (s.Address, (BlockRange?)s.Blocks))], config, modelId, options, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>Connects to every server, sets the blocks asked of each (its span when null), sorts them by first block and checks the chain.</summary>
-    private static async Task<RemoteTransformerBlocks> ConnectCoreAsync(
-        ITransport transport,
-        (PeerAddress Address, BlockRange? Blocks)[] segments,
-        ModelConfig config,
-        string modelId,
-        RemoteSequenceOptions? options,
-        CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(transport);
-        ArgumentNullException.ThrowIfNull(config);
-        ArgumentNullException.ThrowIfNull(modelId);
         options ??= new RemoteSequenceOptions();
         options.Validate();
-        var preamble = new ConnectionPreamble(options.PeerId, modelId, options.Limits.MaxFrameSize);
-        var connecting = segments.Select(p => RemoteSpanConnection.ConnectAsync(transport, p.Address, preamble, options, cancellationToken)).ToArray();
+        var pool = new ConnectionPool(transport, config, modelId, options);
+        SwarmSequenceManager? sequence = null;
         try
         {
-            await Task.WhenAll(connecting).ConfigureAwait(false);
+            var servers = await FixedPeers.ConnectAsync(pool, peers, config, modelId, options.Codec, cancellationToken).ConfigureAwait(false);
+            sequence = new SwarmSequenceManager(new StaticPeerDiscovery(modelId, config.NumLayers, servers, options.PeerId), modelId, config.NumLayers);
+            await sequence.StartAsync(cancellationToken).ConfigureAwait(false);
         }
         catch
         {
-            foreach (var task in connecting)
+            if (sequence is not null)
             {
-                if (task.IsCompletedSuccessfully)
-                {
-                    await task.Result.DisposeAsync().ConfigureAwait(false);
-                }
+                await sequence.DisposeAsync().ConfigureAwait(false);
             }
 
+            await pool.DisposeAsync().ConfigureAwait(false);
             throw;
         }
 
-        for (var i = 0; i < segments.Length; i++)
-        {
-            if (segments[i].Blocks is { } blocks)
-            {
-                connecting[i].Result.Blocks = blocks;
-            }
-        }
-
-        var spans = connecting.Select(t => t.Result).OrderBy(s => s.Blocks.Start).ThenBy(s => s.Blocks.End).ToArray();
-        try
-        {
-            CheckChain(spans, config, modelId, options.Codec);
-        }
-        catch
-        {
-            foreach (var span in spans)
-            {
-                await span.DisposeAsync().ConfigureAwait(false);
-            }
-
-            throw;
-        }
-
-        return new RemoteTransformerBlocks(config, spans, options);
+        return await ConnectCoreAsync(transport, sequence, ownsSequence: true, pool, config, options, ping: false, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     /// <remarks>
-    /// Opens an inference stream on every server. The servers reserve their caches on the first step, so an
-    /// exhausted cache surfaces as a <see cref="ProtocolException"/> (<c>cache_exhausted</c>) from the first
-    /// <see cref="ITransformerSession.ForwardAsync"/>. On a chain connected through a <see cref="SwarmSequenceManager"/>
-    /// the session is routed for its cache need (<paramref name="batchSize"/> × <paramref name="maxLength"/> tokens;
-    /// servers whose announced free cache cannot hold it are avoided) and is fault-tolerant (Algorithm 1 of the Petals paper): it keeps the inputs it sent to each server, and
-    /// when one fails (connection lost, no answer within <see cref="RemoteSequenceOptions.RequestTimeout"/>, silent past
-    /// <see cref="RemoteSequenceOptions.LivenessTimeout"/>, an error, a malformed answer) it bans it, routes exactly its
-    /// blocks again, replays those inputs to the replacements and goes on with the same step; see <c>docs/routing.md</c>.
+    /// The session is routed for its cache need (<paramref name="batchSize"/> × <paramref name="maxLength"/> tokens;
+    /// servers whose announced free cache cannot hold it are avoided). The servers reserve their caches on the first
+    /// step, so an exhausted cache surfaces from the first <see cref="ITransformerSession.ForwardAsync"/>. The session is
+    /// fault-tolerant (Algorithm 1 of the Petals paper): it keeps the inputs it sent to each server, and when one fails
+    /// (connection lost, no answer within <see cref="RemoteSequenceOptions.RequestTimeout"/>, silent past
+    /// <see cref="RemoteSequenceOptions.LivenessTimeout"/>, an error, a malformed answer) it reports it, routes exactly
+    /// its blocks again, replays those inputs to the replacements and goes on with the same step; see <c>docs/routing.md</c>.
     /// </remarks>
+    /// <exception cref="ArgumentOutOfRangeException">A server of the chain takes less than one token per sequence, or shorter sessions.</exception>
     public async ValueTask<ITransformerSession> OpenSessionAsync(int batchSize, int maxLength, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLength, 1);
-        if (_recovery is { } recovery)
-        {
-            return await RoutedSession.OpenAsync(this, recovery, batchSize, maxLength, cancellationToken).ConfigureAwait(false);
-        }
-
-        var sessionId = Guid.NewGuid();
-        var maxTokensPerStep = int.MaxValue;
-        foreach (var span in _spans)
-        {
-            var tokens = span.Info.MaxBatchSize / batchSize;
-            if (tokens < 1)
-            {
-                throw new ArgumentOutOfRangeException(
-                    nameof(batchSize),
-                    batchSize,
-                    string.Create(CultureInfo.InvariantCulture, $"{span.Name} takes at most {span.Info.MaxBatchSize} batch x tokens per step, less than one token for each of {batchSize} sequences."));
-            }
-
-            maxTokensPerStep = Math.Min(maxTokensPerStep, tokens);
-        }
-
-        var streams = new uint[_spans.Length];
-        var opened = 0;
-        try
-        {
-            for (; opened < _spans.Length; opened++)
-            {
-                var span = _spans[opened];
-                if (maxLength > span.Info.MaxSessionLength)
-                {
-                    throw new ArgumentOutOfRangeException(
-                        nameof(maxLength),
-                        maxLength,
-                        string.Create(CultureInfo.InvariantCulture, $"{span.Name} holds sessions of at most {span.Info.MaxSessionLength} tokens."));
-                }
-
-                streams[opened] = span.Connection.NewStreamId();
-                span.TrackSession(streams[opened]);
-                await span.SendOneWayAsync(streams[opened], new InferenceOpen(sessionId, span.Blocks, maxLength, _options.Codec), cancellationToken).ConfigureAwait(false);
-            }
-        }
-        catch
-        {
-            if (opened < _spans.Length && streams[opened] != 0)
-            {
-                _spans[opened].ForgetSession(streams[opened]);
-            }
-
-            await CloseStreamsAsync(_spans, streams, opened).ConfigureAwait(false);
-            throw;
-        }
-
-        return new RemoteSession(this, streams, batchSize, maxLength, maxTokensPerStep);
+        var links = await RouteSessionAsync(batchSize, maxLength, cancellationToken).ConfigureAwait(false);
+        return RemoteSession.Open(this, _repair, links, batchSize, maxLength);
     }
 
-    /// <summary>Runs hidden states through every block without a session (no cache): each server gets one stateless forward call.</summary>
+    /// <summary>
+    /// Runs hidden states through every block without a session (no cache). Each call is routed on its own, spreading
+    /// calls over the servers by throughput (<see cref="SwarmSequenceManager.RouteForward"/>); a server that fails is
+    /// reported and its blocks routed again and retried from their saved input, up to
+    /// <see cref="RemoteSequenceOptions.MaxRecoveryAttempts"/> times.
+    /// </summary>
     /// <param name="hidden">Hidden states <c>[batchSize, tokenCount, HiddenSize]</c>, overwritten with the last block's outputs.</param>
     /// <param name="batchSize">Number of sequences, at least 1.</param>
     /// <param name="tokenCount">Positions per sequence (0 to tokenCount-1), at least 1.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>A task that completes when the outputs are in <paramref name="hidden"/>.</returns>
     /// <exception cref="ArgumentException">When the buffer does not hold exactly <c>batchSize * tokenCount * HiddenSize</c> values.</exception>
-    /// <exception cref="ProtocolException">When a server answers with an error; the message names the server.</exception>
-    /// <remarks>
-    /// On a chain connected through a <see cref="SwarmSequenceManager"/> each call is routed on its own, spreading calls
-    /// over the swarm by throughput (<see cref="SwarmSequenceManager.RouteForward"/>); a server that fails is banned and its
-    /// blocks routed again, up to <see cref="RemoteSequenceOptions.MaxRecoveryAttempts"/> times.
-    /// </remarks>
+    /// <exception cref="ProtocolException">With recovery off, when a server answers with an error; the message names the server.</exception>
+    /// <exception cref="RemoteChainException">When the recovery attempts are spent; lists every failure.</exception>
     public async ValueTask ForwardAsync(Memory<float> hidden, int batchSize, int tokenCount, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         CheckShape(hidden.Length, batchSize, tokenCount);
-        if (_recovery is { } recovery)
-        {
-            await ForwardRoutedAsync(recovery, hidden, batchSize, tokenCount, cancellationToken).ConfigureAwait(false);
-            return;
-        }
-
         var shape = new TensorShape(batchSize, tokenCount, Config.HiddenSize);
-        foreach (var span in _spans)
+        var attempts = new RecoveryAttempts();
+        var links = await _repair.RouteAsync(new BlockRange(0, Config.NumLayers), batchSize, 0, forward: true, attempts, cancellationToken).ConfigureAwait(false);
+
+        // The input of the segment being run, put back when its server fails (a failed call may have written part of it).
+        var input = ArrayPool<float>.Shared.Rent(hidden.Length);
+        try
         {
-            var call = span.Register(new RemoteSpanConnection.PendingCall(), span.Connection.NewStreamId(), hidden);
-            await span.SendAsync(call, new ForwardRequest(span.Blocks, _options.Codec, WireTensor.FromValues(shape, hidden, _options.Codec)), cancellationToken).ConfigureAwait(false);
-            await span.WaitAsync(call, cancellationToken).ConfigureAwait(false);
+            for (var i = 0; i < links.Count;)
+            {
+                var link = links[i];
+                hidden.Span.CopyTo(input);
+                try
+                {
+                    var call = link.Connection.Register(new RemoteSpanConnection.PendingCall(), link.Connection.Connection.NewStreamId(), hidden);
+                    await link.Connection.SendAsync(call, new ForwardRequest(link.Blocks, _options.Codec, WireTensor.FromValues(shape, hidden, _options.Codec)), cancellationToken).ConfigureAwait(false);
+                    await link.Connection.WaitAsync(call, cancellationToken).ConfigureAwait(false);
+                    _sequence.Health.ReportSuccess(link.PeerId);
+                    i++;
+                }
+                catch (Exception e) when (PeerFailureClassifier.Classify(e, cancellationToken) is { } kind)
+                {
+                    _repair.Failed(link, e, kind, attempts);
+                    input.AsSpan(0, hidden.Length).CopyTo(hidden.Span);
+                    var replacements = await _repair.RouteAsync(link.Blocks, batchSize, 0, forward: true, attempts, cancellationToken).ConfigureAwait(false);
+                    links = [.. links.Take(i), .. replacements, .. links.Skip(i + 1)];
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(input);
         }
     }
 
@@ -299,111 +263,18 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
             return;
         }
 
-        if (_recovery is { } recovery)
+        await _pool.DisposeAsync().ConfigureAwait(false);
+        if (_ownsSequence)
         {
-            // The pool holds the chain's first connections too.
-            await recovery.DisposeAsync().ConfigureAwait(false);
-            return;
-        }
-
-        foreach (var span in _spans)
-        {
-            await span.DisposeAsync().ConfigureAwait(false);
+            await _sequence.DisposeAsync().ConfigureAwait(false);
         }
     }
 
     /// <inheritdoc />
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 
-    private static void CheckChain(RemoteSpanConnection[] spans, ModelConfig config, string modelId, WireCodec codec)
-    {
-        var problems = new List<string>();
-        var next = 0;
-        foreach (var span in spans)
-        {
-            var blocks = span.Blocks;
-            AddServerProblems(span, config, modelId, codec, problems);
-            if (blocks.Start > next)
-            {
-                problems.Add(string.Create(CultureInfo.InvariantCulture, $"no server covers blocks {next}:{blocks.Start} (the next, {span.Name}, starts at {blocks.Start})"));
-            }
-            else if (blocks.Start < next)
-            {
-                problems.Add(string.Create(CultureInfo.InvariantCulture, $"{span.Name} overlaps the previous server, which already covers blocks up to {next}"));
-            }
-
-            next = Math.Max(next, blocks.End);
-        }
-
-        if (next < config.NumLayers)
-        {
-            problems.Add(string.Create(CultureInfo.InvariantCulture, $"no server covers blocks {next}:{config.NumLayers}"));
-        }
-        else if (next > config.NumLayers)
-        {
-            problems.Add(string.Create(CultureInfo.InvariantCulture, $"the servers run blocks up to {next}, but the model has {config.NumLayers}"));
-        }
-
-        if (problems.Count > 0)
-        {
-            var message = new StringBuilder("The servers do not form one chain over the model's ")
-                .Append(config.NumLayers.ToString(CultureInfo.InvariantCulture)).Append(" blocks: ")
-                .AppendJoin("; ", problems).Append(". Servers: ")
-                .AppendJoin(", ", spans.Select(s => s.Blocks == s.Info.Blocks
-                    ? string.Create(CultureInfo.InvariantCulture, $"{s.Connection.RemoteAddress} = {s.Blocks}")
-                    : string.Create(CultureInfo.InvariantCulture, $"{s.Connection.RemoteAddress} = {s.Blocks} of {s.Info.Blocks}")))
-                .Append('.');
-            throw new RemoteChainException(message.ToString());
-        }
-    }
-
-    /// <summary>
-    /// Adds what makes one server unusable for this model and codec (another model, hidden size, codec, blocks asked for
-    /// that are not within its span) to <paramref name="problems"/>.
-    /// </summary>
-    private static void AddServerProblems(RemoteSpanConnection span, ModelConfig config, string modelId, WireCodec codec, List<string> problems)
-    {
-        var info = span.Info;
-        var blocks = span.Blocks;
-        if (blocks.Start < info.Blocks.Start || blocks.End > info.Blocks.End)
-        {
-            problems.Add($"{span.Name} is asked for blocks {blocks} but serves only {info.Blocks}");
-        }
-
-        if (info.ModelId.Length > 0 && !string.Equals(info.ModelId, modelId, StringComparison.Ordinal))
-        {
-            problems.Add($"{span.Name} serves model '{info.ModelId}', not '{modelId}'");
-        }
-
-        if (info.HiddenSize != config.HiddenSize)
-        {
-            problems.Add(string.Create(CultureInfo.InvariantCulture, $"{span.Name} has hidden size {info.HiddenSize}, the model has {config.HiddenSize}"));
-        }
-
-        if ((info.Codecs & (WireCodecs)(1 << (int)codec)) == 0)
-        {
-            problems.Add($"{span.Name} does not accept hidden states as {codec} (it accepts {info.Codecs})");
-        }
-    }
-
-    private static async Task CloseStreamsAsync(RemoteSpanConnection[] spans, uint[] streams, int count)
-    {
-        for (var i = 0; i < count; i++)
-        {
-            spans[i].ForgetSession(streams[i]);
-            try
-            {
-                using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-                await spans[i].SendOneWayAsync(streams[i], new InferenceClose(), wait.Token).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is TransportException or ProtocolException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
-            {
-                // The server frees the session when the connection drops or the session idles out.
-            }
-        }
-    }
-
-    private void CheckShape(int length, int batchSize, int tokenCount)
+    /// <summary>Checks that a buffer holds exactly <c>batch × tokens × hidden</c> values.</summary>
+    internal void CheckShape(int length, int batchSize, int tokenCount)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(tokenCount, 1);
@@ -416,133 +287,139 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
         }
     }
 
-    /// <summary>An inference session: one inference stream per server, steps sent through the chain in order.</summary>
-    private sealed class RemoteSession(RemoteTransformerBlocks owner, uint[] streams, int batchSize, int maxLength, int maxTokensPerStep) : ITransformerSession
+    /// <summary>Makes <paramref name="after"/> the chain new sessions start on if it was <paramref name="before"/> (a session's chain before its recovery).</summary>
+    internal void FollowChain(ChainLink[] before, ChainLink[] after)
     {
-        private readonly RemoteSpanConnection.PendingCall[] _calls = [.. streams.Select(_ => new RemoteSpanConnection.PendingCall())];
-        private ulong _lastStepId;
-        private bool _broken;
-        private bool _disposed;
-
-        public int BatchSize { get; } = batchSize;
-
-        public int MaxLength { get; } = maxLength;
-
-        public int Position { get; private set; }
-
-        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
-        public async ValueTask ForwardAsync(Memory<float> hidden, int tokenCount, CancellationToken cancellationToken = default)
+        lock (_lock)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_broken)
+            if (_chain.AsSpan().SequenceEqual(before))
             {
-                throw new InvalidOperationException("An earlier step of this session failed, so the servers' caches no longer match it; open a new session.");
-            }
-
-            owner.CheckShape(hidden.Length, BatchSize, tokenCount);
-            if (Position + tokenCount > MaxLength)
-            {
-                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"The session holds {Position} of at most {MaxLength} positions and cannot take {tokenCount} more."));
-            }
-
-            try
-            {
-                if (tokenCount <= maxTokensPerStep)
-                {
-                    await StepAsync(hidden, tokenCount, cancellationToken).ConfigureAwait(false);
-                }
-                else
-                {
-                    await StepInChunksAsync(hidden, tokenCount, cancellationToken).ConfigureAwait(false);
-                }
-            }
-            catch
-            {
-                _broken = true;
-                throw;
+                Volatile.Write(ref _chain, after);
             }
         }
+    }
 
-        /// <summary>
-        /// Runs a prefill longer than the servers take in one step as consecutive steps of at most
-        /// <c>maxTokensPerStep</c> tokens: each chunk attends to the earlier ones through the servers' caches, so the
-        /// outputs equal one big step.
-        /// </summary>
-        private async ValueTask StepInChunksAsync(Memory<float> hidden, int tokenCount, CancellationToken cancellationToken)
+    /// <summary>Counts a recovery and raises <see cref="SpanRecovered"/>.</summary>
+    internal void OnRecovered(SpanRecovery recovery)
+    {
+        Interlocked.Increment(ref _recoveries);
+        SpanRecovered?.Invoke(this, recovery);
+    }
+
+    /// <summary>
+    /// Routes, connects and checks a chain, excluding and routing around servers that fail, up to
+    /// <see cref="SwarmSequenceOptions.MaxChainAttempts"/> routes. The pool is disposed when this fails.
+    /// </summary>
+    private static async Task<RemoteTransformerBlocks> ConnectCoreAsync(
+        ITransport transport,
+        SwarmSequenceManager sequence,
+        bool ownsSequence,
+        ConnectionPool pool,
+        ModelConfig config,
+        RemoteSequenceOptions options,
+        bool ping,
+        CancellationToken cancellationToken)
+    {
+        try
         {
-            var width = owner.Config.HiddenSize;
-            if (BatchSize == 1)
+            if (ping)
             {
-                for (var start = 0; start < tokenCount; start += maxTokensPerStep)
-                {
-                    var chunk = Math.Min(maxTokensPerStep, tokenCount - start);
-                    await StepAsync(hidden.Slice(start * width, chunk * width), chunk, cancellationToken).ConfigureAwait(false);
-                }
-
-                return;
+                // Unreachable servers simply get no measurement (the router assumes an unknown RTT for them); connecting decides.
+                await sequence.PingAsync(transport, options.PeerId, cancellationToken).ConfigureAwait(false);
             }
 
-            // Rows of a chunk are not contiguous across the batch: gather them into one buffer and scatter the outputs back.
-            var buffer = System.Buffers.ArrayPool<float>.Shared.Rent(BatchSize * maxTokensPerStep * width);
-            try
+            var repair = new ChainRepair(sequence, pool, options);
+            var excluded = new HashSet<string>(StringComparer.Ordinal);
+            var attempts = new List<string>();
+            for (var attempt = 1; attempt <= sequence.Options.MaxChainAttempts; attempt++)
             {
-                for (var start = 0; start < tokenCount; start += maxTokensPerStep)
+                IReadOnlyList<Petals.Routing.RouteSegment> route;
+                try
                 {
-                    var chunk = Math.Min(maxTokensPerStep, tokenCount - start);
-                    var part = buffer.AsMemory(0, BatchSize * chunk * width);
-                    for (var b = 0; b < BatchSize; b++)
+                    route = sequence.RouteInference(1, 0, excluded);
+                }
+                catch (RemoteChainException) when (attempt == 1)
+                {
+                    // The view may predate servers that announced since (or list expired ones): read the swarm again, once.
+                    await sequence.RefreshAsync(cancellationToken).ConfigureAwait(false);
+                    route = sequence.RouteInference(1, 0, excluded);
+                }
+                catch (RemoteChainException e) when (attempts.Count > 0)
+                {
+                    throw new RemoteChainException(DescribeAttempts($"No chain is left after excluding the servers that failed: {e.Message}", attempts), e);
+                }
+
+                var (links, failures) = await repair.ConnectAsync(route, cancellationToken).ConfigureAwait(false);
+                if (links is not null)
+                {
+                    foreach (var segment in route)
                     {
-                        hidden.Span.Slice(((b * tokenCount) + start) * width, chunk * width).CopyTo(part.Span[(b * chunk * width)..]);
+                        sequence.Health.ReportSuccess(segment.Server.PeerId);
                     }
 
-                    await StepAsync(part, chunk, cancellationToken).ConfigureAwait(false);
-                    for (var b = 0; b < BatchSize; b++)
-                    {
-                        part.Span.Slice(b * chunk * width, chunk * width).CopyTo(hidden.Span[(((b * tokenCount) + start) * width)..]);
-                    }
+                    ClientLog.ChainConnected(sequence.Logger, route.Count, sequence.ModelId, string.Join(", ", route.Select(s => $"{s.Blocks} by {s.Server.PeerId} at {s.Server.Address}")));
+                    return new RemoteTransformerBlocks(config, options, sequence, ownsSequence, pool, links);
                 }
-            }
-            finally
-            {
-                System.Buffers.ArrayPool<float>.Shared.Return(buffer);
-            }
-        }
 
-        /// <summary>One step through every server in block order; advances <see cref="Position"/>.</summary>
-        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
-        private async ValueTask StepAsync(Memory<float> hidden, int tokenCount, CancellationToken cancellationToken)
-        {
-            var shape = new TensorShape(BatchSize, tokenCount, owner.Config.HiddenSize);
-            var codec = owner._options.Codec;
-            {
-                for (var i = 0; i < owner._spans.Length; i++)
+                foreach (var (segment, error, kind) in failures)
                 {
-                    var span = owner._spans[i];
-                    var stepId = ++_lastStepId;
-                    var call = span.Register(_calls[i], streams[i], hidden);
-                    await span.SendAsync(call, new InferenceStep(stepId, Position, WireTensor.FromValues(shape, hidden, codec)), cancellationToken).ConfigureAwait(false);
-                    var outcome = await span.WaitAsync(call, cancellationToken).ConfigureAwait(false);
-                    if (outcome.StepId != stepId || outcome.Position != Position + tokenCount)
-                    {
-                        throw new ProtocolException(
-                            ProtocolErrorCode.OutOfOrder,
-                            string.Create(CultureInfo.InvariantCulture, $"{span.Name} answered step {stepId} as step {outcome.StepId} at position {outcome.Position}; expected position {Position + tokenCount}."));
-                    }
+                    var server = segment.Server;
+                    ClientLog.ServerExcluded(sequence.Logger, server.PeerId, server.Address.ToString(), segment.Blocks.ToString(), sequence.ModelId, error.Message);
+                    sequence.Health.ReportFailure(server.PeerId, kind);
+                    excluded.Add(server.PeerId);
+                    attempts.Add(string.Create(CultureInfo.InvariantCulture, $"attempt {attempt}: server {PeerIds.Short(server.PeerId)} at {server.Address} (blocks {segment.Blocks}): {error.Message}"));
                 }
             }
 
-            Position += tokenCount;
+            throw new RemoteChainException(DescribeAttempts(
+                string.Create(CultureInfo.InvariantCulture, $"Every chain of model {sequence.ModelId} tried failed ({sequence.Options.MaxChainAttempts} attempts)."),
+                attempts));
         }
-
-        public async ValueTask DisposeAsync()
+        catch
         {
-            if (_disposed)
+            await pool.DisposeAsync().ConfigureAwait(false);
+            if (ownsSequence)
             {
-                return;
+                await sequence.DisposeAsync().ConfigureAwait(false);
             }
 
-            _disposed = true;
-            await CloseStreamsAsync(owner._spans, streams, streams.Length).ConfigureAwait(false);
+            throw;
         }
+    }
+
+    private static string DescribeAttempts(string headline, List<string> attempts) =>
+        new StringBuilder(headline).Append(" Failures: ").AppendJoin("; ", attempts).Append('.').ToString();
+
+    /// <summary>
+    /// The chain for a new session of <paramref name="batchSize"/> × <paramref name="maxLength"/>: routed with that
+    /// cache need (a server whose announced free cache cannot hold it is avoided), connected through the pool, and
+    /// made the chain new sessions start on. The current chain when the router picks it again, or when the swarm view
+    /// offers no route (its servers may still answer).
+    /// </summary>
+    private async Task<IReadOnlyList<ChainLink>> RouteSessionAsync(int batchSize, int maxLength, CancellationToken cancellationToken)
+    {
+        var current = Volatile.Read(ref _chain);
+        IReadOnlyList<Petals.Routing.RouteSegment> route;
+        try
+        {
+            route = _sequence.RouteInference(batchSize, maxLength);
+        }
+        catch (RemoteChainException)
+        {
+            return current;
+        }
+
+        if (route.Count == current.Length && route.Select((r, i) => string.Equals(r.Server.PeerId, current[i].PeerId, StringComparison.Ordinal) && r.Blocks == current[i].Blocks).All(same => same))
+        {
+            return current;
+        }
+
+        var links = await _repair.RouteAsync(new BlockRange(0, Config.NumLayers), batchSize, maxLength, forward: false, new RecoveryAttempts(), cancellationToken).ConfigureAwait(false);
+        lock (_lock)
+        {
+            Volatile.Write(ref _chain, [.. links]);
+        }
+
+        return links;
     }
 }

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Petals.Client.Routing;
 using Petals.Discovery;
+using Petals.Health;
 using Petals.Models;
 using Petals.Protocol;
 using Petals.Routing;
@@ -13,9 +14,9 @@ namespace Petals.Client;
 /// The client's view of the servers of one model in the swarm: reads every block's announcements from an
 /// <see cref="IPeerDiscovery"/> (on <see cref="StartAsync"/>, every <see cref="SwarmSequenceOptions.RefreshInterval"/>
 /// in the background, and on <see cref="RefreshAsync"/>), keeps the online servers, measures round trips to them
-/// (<see cref="PingAsync"/>), keeps bans of servers that failed, and routes the model over them
-/// (<see cref="RouteInference"/>; segments may be sub-ranges of spans). <see cref="BuildChain"/> still builds chains of
-/// whole spans.
+/// (<see cref="PingAsync"/>), keeps their health (<see cref="Health"/>: bans of servers that failed, smoothed round
+/// trips) and routes the model over them with its <see cref="IRouter"/> (<see cref="RouteInference"/>; segments may be
+/// sub-ranges of spans).
 /// </summary>
 /// <remarks>
 /// A server is one peer id across its blocks. Its announcements count only when every unexpired one says
@@ -37,9 +38,7 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     private Exception? _lastRefreshError;
     private long _refreshCount;
     private int _disposed;
-    private readonly MinLatencyRouter _router;
-    private readonly RttTracker _rtts;
-    private readonly PeerBans _bans;
+    private readonly IRouter _router;
     private volatile Func<CancellationToken, Task<IReadOnlyList<string>>>? _backgroundPing;
 
     /// <summary>Creates the manager; call <see cref="StartAsync"/> to read the swarm and start refreshing.</summary>
@@ -49,8 +48,21 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// <param name="options">Refresh and routing settings; defaults when null.</param>
     /// <param name="timeProvider">The clock for the background refresh and expiry; the system clock when null.</param>
     /// <param name="logger">Where refreshes, refresh failures and excluded servers are logged; none when null.</param>
+    /// <param name="router">Chooses the routes; a <see cref="MinLatencyRouter"/> over <see cref="SwarmSequenceOptions.Router"/> when null.</param>
+    /// <param name="health">
+    /// Takes the failure, success and round-trip reports and gives the bans and round trips routes use; a
+    /// <see cref="PeerHealthPolicy"/> over <see cref="SwarmSequenceOptions.Health"/> on <paramref name="timeProvider"/> when null.
+    /// </param>
     /// <exception cref="ArgumentException">When the model id is empty, the block count is not positive or an option is out of range.</exception>
-    public SwarmSequenceManager(IPeerDiscovery discovery, string modelId, int blockCount, SwarmSequenceOptions? options = null, TimeProvider? timeProvider = null, ILogger? logger = null)
+    public SwarmSequenceManager(
+        IPeerDiscovery discovery,
+        string modelId,
+        int blockCount,
+        SwarmSequenceOptions? options = null,
+        TimeProvider? timeProvider = null,
+        ILogger? logger = null,
+        IRouter? router = null,
+        IPeerHealth? health = null)
     {
         ArgumentNullException.ThrowIfNull(discovery);
         ArgumentException.ThrowIfNullOrEmpty(modelId);
@@ -62,9 +74,8 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         Logger = logger ?? NullLogger.Instance;
         ModelId = modelId;
         BlockCount = blockCount;
-        _router = new MinLatencyRouter(_options.Router);
-        _rtts = new RttTracker(_options.Router);
-        _bans = new PeerBans(_options.Router, _time);
+        _router = router ?? new MinLatencyRouter(_options.Router);
+        Health = health ?? new PeerHealthPolicy(_options.Health, _time);
     }
 
     /// <summary>The model id.</summary>
@@ -75,6 +86,9 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
 
     /// <summary>The settings.</summary>
     public SwarmSequenceOptions Options => _options;
+
+    /// <summary>The servers' health: where failures, successes and round trips are reported, and the bans routes avoid.</summary>
+    public IPeerHealth Health { get; }
 
     /// <summary>The logger (connecting through the manager logs excluded servers here too).</summary>
     internal ILogger Logger { get; }
@@ -88,7 +102,7 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         get
         {
             var now = _time.GetUtcNow();
-            return [.. Volatile.Read(ref _snapshot).View.Online.Where(s => !ChainPlanner.IsExpired(s, now))];
+            return [.. Volatile.Read(ref _snapshot).View.Online.Where(s => !SwarmView.IsExpired(s, now))];
         }
     }
 
@@ -152,7 +166,7 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         {
             var blocks = await _discovery.GetServersAsync(ModelId, new BlockRange(0, BlockCount), cancellationToken).ConfigureAwait(false);
             var now = _time.GetUtcNow();
-            var view = ChainPlanner.Collect(blocks, BlockCount, now);
+            var view = SwarmView.Collect(blocks, BlockCount, now);
             Volatile.Write(ref _snapshot, new Snapshot(blocks, view, now));
             ClientLog.Refreshed(Logger, ModelId, view.Online.Count, view.Ignored.Count);
             Volatile.Write(ref _lastRefreshError, null);
@@ -164,31 +178,11 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         }
     }
 
-    /// <summary>
-    /// Chooses the cheapest chain of online servers whose whole spans tile every block (a server only accepts requests
-    /// for its whole span): a shortest path over block boundaries where each server costs
-    /// <c>Span.Count / Throughput</c> seconds (<see cref="SwarmSequenceOptions.DefaultThroughput"/> when it announces 0),
-    /// plus <see cref="SwarmSequenceOptions.HopCost"/>, plus its announced RTT to the next server of the chain
-    /// (<see cref="SwarmSequenceOptions.UnknownRtt"/> when unknown). Ties go to fewer servers, then to the smaller peer id.
-    /// </summary>
-    /// <param name="exclude">Peer ids not to use (servers that failed or are banned), or null.</param>
-    /// <returns>The servers in block order; their spans tile <c>0..BlockCount</c> exactly.</returns>
-    /// <exception cref="RemoteChainException">
-    /// When no chain exists: the message names the blocks no online server covers (or says that every block is covered
-    /// but whole spans cannot tile them) and lists the online spans and excluded servers.
-    /// </exception>
-    public IReadOnlyList<ServerInfo> BuildChain(IReadOnlySet<string>? exclude = null)
-    {
-        var online = OnlineServers;
-        return ChainPlanner.Plan(online, BlockCount, _options, exclude)
-            ?? throw new RemoteChainException(ChainPlanner.DescribeNoChain(ModelId, BlockCount, online, exclude));
-    }
+    /// <summary>The peers <see cref="Health"/> bans now after failing (by default each failure doubles the ban, <see cref="PeerHealthOptions.BanBase"/> up to <see cref="PeerHealthOptions.BanCap"/>).</summary>
+    public IReadOnlySet<string> BannedPeers => Health.GetBannedPeers();
 
-    /// <summary>The peers banned now after failing (each failure doubles the ban, <see cref="RouterOptions.BanBase"/> up to <see cref="RouterOptions.BanCap"/>).</summary>
-    public IReadOnlySet<string> BannedPeers => _bans.Banned();
-
-    /// <summary>The smoothed round-trip times measured to servers so far, by peer id.</summary>
-    public IReadOnlyDictionary<string, TimeSpan> MeasuredRtts => _rtts.Snapshot();
+    /// <summary>The smoothed round-trip times <see cref="Health"/> knows, by peer id.</summary>
+    public IReadOnlyDictionary<string, TimeSpan> MeasuredRtts => Health.GetRoundTripTimes();
 
     /// <summary>
     /// The route with the least expected latency per token for an inference session of <paramref name="batchSize"/>
@@ -208,7 +202,8 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfNegative(maxLength);
-        return _router.RouteInference(Request(blocks, exclude, (long)batchSize * maxLength));
+        var request = Request(blocks, exclude, (long)batchSize * maxLength);
+        return Route(request, exclude, static (router, r) => router.RouteInference(r));
     }
 
     /// <summary>
@@ -223,7 +218,26 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// <exception cref="ArgumentOutOfRangeException">When the blocks are not a non-empty range of the model.</exception>
     /// <exception cref="RemoteChainException">When some block has no usable server; the message names the blocks.</exception>
     public IReadOnlyList<RouteSegment> RouteForward(IReadOnlySet<string>? exclude = null, BlockRange? blocks = null) =>
-        _router.RouteForward(Request(blocks, exclude, 0));
+        Route(Request(blocks, exclude, 0), exclude, static (router, r) => router.RouteForward(r));
+
+    /// <summary>Routes <paramref name="request"/>; a failure names the online servers that <paramref name="exclude"/> left out.</summary>
+    private IReadOnlyList<RouteSegment> Route(RouteRequest request, IReadOnlySet<string>? exclude, Func<IRouter, RouteRequest, IReadOnlyList<RouteSegment>> route)
+    {
+        try
+        {
+            return route(_router, request);
+        }
+        catch (RemoteChainException e) when (exclude is { Count: > 0 })
+        {
+            var excluded = OnlineServers.Where(s => exclude.Contains(s.PeerId)).Select(s => PeerIds.Short(s.PeerId)).Order(StringComparer.Ordinal).ToArray();
+            if (excluded.Length == 0)
+            {
+                throw;
+            }
+
+            throw new RemoteChainException($"{e.Message}; excluded: {string.Join(", ", excluded)}", e);
+        }
+    }
 
     private RouteRequest Request(BlockRange? blocks, IReadOnlySet<string>? exclude, long cacheTokensNeeded)
     {
@@ -240,17 +254,18 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
             Servers = servers,
             Blocks = range,
             ModelId = ModelId,
-            ClientRtts = _rtts.Snapshot(),
+            ClientRtts = Health.GetRoundTripTimes(),
             CacheTokensNeeded = cacheTokensNeeded,
-            BannedPeers = _bans.Banned(),
+            BannedPeers = Health.GetBannedPeers(),
         };
     }
 
     /// <summary>
     /// Measures the round-trip time to online servers, unmeasured ones first, up to
-    /// <see cref="RouterOptions.PingsPerBlock"/> per block and <see cref="RouterOptions.MaxConcurrentPings"/> at a time:
-    /// each ping connects with the wire protocol, checks that the server is the announced peer and times one ping
-    /// (<see cref="RouterOptions.PingTimeout"/> each). Measurements are smoothed into <see cref="MeasuredRtts"/>.
+    /// <see cref="PeerHealthOptions.PingsPerBlock"/> per block and <see cref="PeerHealthOptions.MaxConcurrentPings"/> at a
+    /// time: each ping connects with the wire protocol, checks that the server is the announced peer and times one ping
+    /// (<see cref="PeerHealthOptions.PingTimeout"/> each). Measurements are reported to <see cref="Health"/> (smoothed into
+    /// <see cref="MeasuredRtts"/> by default).
     /// </summary>
     /// <param name="transport">The transport to reach the servers with.</param>
     /// <param name="clientPeerId">The peer id the client names in its handshakes.</param>
@@ -270,47 +285,10 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
 
     private Task<IReadOnlyList<string>> PingCoreAsync(ITransport transport, string clientPeerId, CancellationToken cancellationToken)
     {
-        var scheduler = new PingScheduler(_rtts, (server, ct) => PingOneAsync(transport, new ConnectionPreamble(clientPeerId, ModelId), server, ct), _options.Router, _time);
+        var preamble = new ConnectionPreamble(clientPeerId, ModelId);
+        var scheduler = new PingScheduler(Health, async (server, ct) => await PeerProbe.ProbeAsync(transport, server, preamble, ct).ConfigureAwait(false), _options.Health, _time);
         var targets = scheduler.ChooseTargets(OnlineServers, new BlockRange(0, BlockCount));
         return scheduler.PingAsync(targets, cancellationToken);
-    }
-
-    /// <summary>Records that <paramref name="peerId"/> failed: it is banned for a while (doubling with each failure).</summary>
-    internal TimeSpan RecordFailure(string peerId) => _bans.RecordFailure(peerId);
-
-    /// <summary>Records that <paramref name="peerId"/> served: its ban and failure count are cleared.</summary>
-    internal void RecordSuccess(string peerId) => _bans.RecordSuccess(peerId);
-
-    private static async ValueTask<TimeSpan> PingOneAsync(ITransport transport, ConnectionPreamble preamble, ServerInfo server, CancellationToken cancellationToken)
-    {
-        var connection = await ProtocolConnection.ConnectAsync(transport, server.Address, preamble, null, cancellationToken).ConfigureAwait(false);
-        Task? run = null;
-        try
-        {
-            if (!string.Equals(connection.Remote.PeerId, server.PeerId, StringComparison.Ordinal))
-            {
-                throw new RemoteChainException(
-                    $"The server at {server.Address} introduced itself as '{connection.Remote.PeerId}', not as the announced '{server.PeerId}'.");
-            }
-
-            run = connection.RunAsync(IgnoreCallsHandler.Instance, cancellationToken);
-            return await connection.PingAsync(cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            await connection.DisposeAsync().ConfigureAwait(false);
-            if (run is not null)
-            {
-                try
-                {
-                    await run.ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is OperationCanceledException or TransportException or ProtocolException or ObjectDisposedException)
-                {
-                    // The read loop ends with the connection just closed.
-                }
-            }
-        }
     }
 
     /// <inheritdoc />
@@ -385,20 +363,8 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
         }
     }
 
-    /// <summary>A ping connection makes no calls; anything a server sends on a stream is ignored.</summary>
-    private sealed class IgnoreCallsHandler : IProtocolMessageHandler
+    private sealed record Snapshot(IReadOnlyList<BlockServers> Blocks, SwarmView View, DateTimeOffset? At)
     {
-        public static readonly IgnoreCallsHandler Instance = new();
-
-        public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public void OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException failure)
-        {
-        }
-    }
-
-    private sealed record Snapshot(IReadOnlyList<BlockServers> Blocks, ChainPlanner.View View, DateTimeOffset? At)
-    {
-        public static readonly Snapshot Empty = new([], new ChainPlanner.View([], []), null);
+        public static readonly Snapshot Empty = new([], SwarmView.Empty, null);
     }
 }

@@ -122,7 +122,11 @@ internal sealed class PetalsServerService(
             }
 
             executor = factory.Create(weights, span);
-            announcer?.MeasureThroughput(executor);
+            if (announcer is not null)
+            {
+                announcer.Throughput = new ThroughputMeter(null, loggerFactory.CreateLogger<ThroughputMeter>()).Measure(executor).TokensPerSecondPerBlock;
+            }
+
             server = new BlockServer(executor, serverOptions, loggerFactory.CreateLogger<BlockServer>());
             await server.StartAsync(listener, cancellationToken).ConfigureAwait(false);
             listener = null; // The server owns it now.

@@ -52,6 +52,13 @@ public sealed class ProtocolException : Exception
     public uint StreamId { get; init; }
 
     /// <summary>
+    /// Whether the peer itself sent this error (an Error frame answering a call, e.g. <c>cache_exhausted</c>), as
+    /// opposed to a malformed or unexpected message detected on this side. Failure detection tells a server that
+    /// refused a call from one that answered nonsense by it.
+    /// </summary>
+    public bool IsRemoteError { get; init; }
+
+    /// <summary>
     /// Whether framing is lost (a bad header, broken chunking, a truncated frame): the connection must be closed.
     /// When <see langword="false"/>, only the call on <see cref="StreamId"/> failed and the connection can keep serving.
     /// </summary>

@@ -1,9 +1,8 @@
-using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Petals.Discovery;
-using Petals.Execution;
+using Petals.Health;
 using Petals.Models;
 using Petals.Protocol;
 using Petals.Transport;
@@ -129,7 +128,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         }
     }
 
-    /// <summary>The announced throughput in tokens per second per block (0 until <see cref="MeasureThroughput"/> ran or <see cref="Throughput"/> was set).</summary>
+    /// <summary>The announced throughput in tokens per second per block (0 until set, e.g. from a <see cref="ThroughputMeter"/> measurement).</summary>
     /// <exception cref="ArgumentOutOfRangeException">When set to a negative, infinite or NaN value.</exception>
     public double Throughput
     {
@@ -155,69 +154,6 @@ public sealed class ServerAnnouncer : IAsyncDisposable
                 return _rtts;
             }
         }
-    }
-
-    /// <summary>
-    /// Measures the decode throughput of <paramref name="executor"/> (which must run <see cref="Span"/>): an untimed prefill
-    /// of 8 tokens (which also warms the path a recovery's replay takes), then batch 1, one token
-    /// per step, <see cref="ServerAnnouncerOptions.ThroughputWarmupSteps"/> untimed steps, then
-    /// <see cref="ServerAnnouncerOptions.ThroughputSteps"/> timed ones on the wall clock. Sets and returns
-    /// <see cref="Throughput"/> = <c>Span.Count / seconds per step</c>. Run it before the server serves (it competes
-    /// with requests otherwise).
-    /// </summary>
-    /// <param name="executor">The span's executor.</param>
-    /// <returns>The throughput in tokens per second per block.</returns>
-    /// <exception cref="ArgumentException">The executor runs other blocks than <see cref="Span"/>.</exception>
-    public double MeasureThroughput(IBlockExecutor executor)
-    {
-        ArgumentNullException.ThrowIfNull(executor);
-        if (executor.Blocks != Span)
-        {
-            throw new ArgumentException($"The executor runs blocks {executor.Blocks}, not the announced span {Span}.", nameof(executor));
-        }
-
-        var hiddenSize = executor.Config.HiddenSize;
-        var steps = _options.ThroughputWarmupSteps + _options.ThroughputSteps;
-        var input = new float[hiddenSize];
-        var random = new Random(20240601);
-        for (var i = 0; i < input.Length; i++)
-        {
-            input[i] = (random.NextSingle() - 0.5f) * 2f;
-        }
-
-        // An untimed prefill first: a replacement's first work after a client's recovery is a replay of many tokens at
-        // once, and that path should not pay for its first compilation then.
-        const int PrefillTokens = 8;
-        var prefill = new float[PrefillTokens * hiddenSize];
-        for (var t = 0; t < PrefillTokens; t++)
-        {
-            input.CopyTo(prefill, t * hiddenSize);
-        }
-
-        using (var prefillCache = executor.CreateCache(1, PrefillTokens))
-        {
-            executor.Forward(prefill, 1, PrefillTokens, prefillCache);
-        }
-
-        var hidden = new float[hiddenSize];
-        using var cache = executor.CreateCache(1, steps);
-        long started = 0;
-        for (var step = 0; step < steps; step++)
-        {
-            if (step == _options.ThroughputWarmupSteps)
-            {
-                started = Stopwatch.GetTimestamp();
-            }
-
-            input.CopyTo(hidden, 0);
-            executor.Forward(hidden, 1, 1, cache);
-        }
-
-        var seconds = Math.Max(Stopwatch.GetElapsedTime(started).TotalSeconds / _options.ThroughputSteps, 1e-9);
-        var throughput = Span.Count / seconds;
-        Throughput = throughput;
-        ServerLog.ThroughputMeasured(_logger, Span.ToString(), throughput, seconds * 1000);
-        return throughput;
     }
 
     /// <summary>
@@ -611,41 +547,14 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         return result;
     }
 
-    /// <summary>Connects to <paramref name="server"/> with the wire protocol and measures one ping; null (logged) when it fails or times out.</summary>
+    /// <summary>Probes <paramref name="server"/> (<see cref="PeerProbe"/>); null (logged) when it fails or times out.</summary>
     private async Task<TimeSpan?> PingAsync(ServerInfo server, CancellationToken cancellationToken)
     {
         using var timeout = new CancellationTokenSource(_options.PingTimeout, _time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
         try
         {
-            var connection = await ProtocolConnection.ConnectAsync(_transport, server.Address, new ConnectionPreamble(PeerId, ModelId), null, linked.Token).ConfigureAwait(false);
-            Task? run = null;
-            try
-            {
-                if (!string.Equals(connection.Remote.PeerId, server.PeerId, StringComparison.Ordinal))
-                {
-                    throw new InvalidOperationException(
-                        $"the server at {server.Address} introduced itself as '{connection.Remote.PeerId}', not as the announced '{server.PeerId}'");
-                }
-
-                run = connection.RunAsync(NoCallsHandler.Instance, linked.Token);
-                return await connection.PingAsync(linked.Token).ConfigureAwait(false);
-            }
-            finally
-            {
-                await connection.DisposeAsync().ConfigureAwait(false);
-                if (run is not null)
-                {
-                    try
-                    {
-                        await run.ConfigureAwait(false);
-                    }
-                    catch (Exception e) when (e is OperationCanceledException or TransportException or ProtocolException or ObjectDisposedException)
-                    {
-                        // The read loop ends with the connection we just closed.
-                    }
-                }
-            }
+            return await PeerProbe.ProbeAsync(_transport, server, new ConnectionPreamble(PeerId, ModelId), linked.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -656,7 +565,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
             ServerLog.PingFailed(_logger, server.PeerId, server.Address, string.Create(CultureInfo.InvariantCulture, $"no answer within {_options.PingTimeout.TotalSeconds:0.###} s"));
             return null;
         }
-        catch (Exception e) when (e is TransportException or ProtocolException or IOException or ObjectDisposedException or ArgumentException or FormatException or InvalidOperationException)
+        catch (Exception e) when (e is TransportException or ProtocolException or IOException or ObjectDisposedException or ArgumentException or FormatException or InvalidOperationException or PeerProbeException)
         {
             ServerLog.PingFailed(_logger, server.PeerId, server.Address, e.Message);
             return null;
@@ -682,18 +591,6 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         catch (FormatException e)
         {
             throw new ArgumentException($"AnnounceHost '{host}' cannot replace the host of {address}: {e.Message}", nameof(address), e);
-        }
-    }
-
-    /// <summary>The handler of a ping-only connection: it opens no calls, so nothing but pings (handled by the connection) arrives.</summary>
-    private sealed class NoCallsHandler : IProtocolMessageHandler
-    {
-        public static readonly NoCallsHandler Instance = new();
-
-        public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public void OnStreamFailed(ProtocolConnection connection, uint streamId, ProtocolException failure)
-        {
         }
     }
 }

@@ -39,12 +39,6 @@ public sealed class ServerAnnouncerOptions
     /// </summary>
     public string? AnnounceHost { get; set; }
 
-    /// <summary>Untimed decode steps run before the throughput is measured (warming caches and code paths). Default 2.</summary>
-    public int ThroughputWarmupSteps { get; set; } = 2;
-
-    /// <summary>Timed decode steps (batch 1, one token each) whose mean gives the announced throughput. Default 8.</summary>
-    public int ThroughputSteps { get; set; } = 8;
-
     /// <summary>The clock of the republication timer and of announcement expirations (tests pass a manual one). Default <see cref="TimeProvider.System"/>.</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
@@ -99,8 +93,6 @@ public sealed class ServerAnnouncerOptions
             throw new ArgumentException($"{nameof(AnnounceHost)} '{AnnounceHost}' is not a host name or IP address.", nameof(AnnounceHost));
         }
 
-        ArgumentOutOfRangeException.ThrowIfNegative(ThroughputWarmupSteps, nameof(ThroughputWarmupSteps));
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(ThroughputSteps, nameof(ThroughputSteps));
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
     }
 

@@ -5,6 +5,7 @@ using System.Text;
 using FsCheck;
 using FsCheck.Fluent;
 using Petals.Client;
+using Petals.Health;
 using Petals.Models;
 using Petals.Protocol;
 using Petals.Tests.Client.Faults;
@@ -116,7 +117,7 @@ public sealed class FaultTolerancePropertyTests(FaultToleranceFixture fixture, I
     public async Task A_stalled_server_is_detected_by_liveness_and_replaced()
     {
         var recovery = await RunOneFailureAsync(FaultKind.Stall);
-        var error = Assert.IsType<TimeoutException>(FindCause<TimeoutException>(recovery.Error));
+        var error = Assert.IsType<PeerUnresponsiveException>(FindCause<TimeoutException>(recovery.Error));
         Assert.Contains("not even a reply to a ping (liveness timeout 500 ms)", error.Message, StringComparison.Ordinal);
     }
 

@@ -229,19 +229,20 @@ public sealed class RecoveryTests
         await rig.Servers.StartAsync(1, new BlockRange(0, 4), TimeSpan.Zero);
         var sequence = await rig.StartSequenceAsync();
         await using var remote = await RemoteTransformerBlocks.ConnectAsync(rig.Swarm.Transport, sequence, rig.Fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
-        var recovery = Assert.IsType<RemoteTransformerBlocks.Recovery>(remote.RecoveryContext);
-        var link = Assert.Single(recovery.Chain);
-        Assert.True(recovery.Pools(link.Connection));
+        var pool = remote.Pool;
+        var connection = await pool.AcquireAsync(Assert.Single(sequence.OnlineServers), new BlockRange(0, 4), Ct);
+        Assert.True(pool.Pools(connection));
 
         // An error answer: the connection is fine and stays.
-        recovery.Failed(link, new ProtocolException(ProtocolErrorCode.Internal, "test: the step failed"), new RemoteTransformerBlocks.RecoveryAttempts());
-        Assert.True(recovery.Pools(link.Connection));
+        pool.Retire(connection, new ProtocolException(ProtocolErrorCode.Internal, "test: the step failed") { IsRemoteError = true });
+        Assert.True(pool.Pools(connection));
+        Assert.Same(connection, await pool.AcquireAsync(Assert.Single(sequence.OnlineServers), new BlockRange(0, 4), Ct));
 
         // A send that failed on a broken stream, seen before the read loop noticed: out of the pool and aborted.
-        recovery.Failed(link, new TransportException(TransportErrorKind.Aborted, "test: stream aborted locally"), new RemoteTransformerBlocks.RecoveryAttempts());
-        Assert.False(recovery.Pools(link.Connection));
+        pool.Retire(connection, new TransportException(TransportErrorKind.Aborted, "test: stream aborted locally"));
+        Assert.False(pool.Pools(connection));
         var deadline = DateTime.UtcNow + Bound;
-        while (!link.Connection.IsFailed)
+        while (!connection.IsFailed)
         {
             Assert.True(DateTime.UtcNow < deadline, "the retired connection was not aborted");
             await Task.Delay(5, Ct);

@@ -5,6 +5,7 @@ using Petals.Formats;
 using Petals.Generation;
 using Petals.Inference;
 using Petals.Models;
+using Petals.Routing;
 using Petals.Server;
 using Petals.Tensors;
 using Petals.Testing;
@@ -80,8 +81,7 @@ public sealed class RoutedConnectTests
         await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 5);
         await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
 
-        // Whole spans cannot tile 0:5 (they overlap on block 2): the old planner finds no chain, the router splits.
-        Assert.Throws<RemoteChainException>(() => sequence.BuildChain());
+        // Whole spans cannot tile 0:5 (they overlap on block 2): the router splits.
         await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
 
         Assert.Equal([swarm.Peers[1].LocalPeerId, swarm.Peers[2].LocalPeerId], remote.Spans.Select(s => s.PeerId));
@@ -119,7 +119,7 @@ public sealed class RoutedConnectTests
             Assert.Equal([best], unbanned.Spans.Select(s => s.PeerId));
         }
 
-        sequence.RecordFailure(best);
+        sequence.Health.ReportFailure(best, PeerFailureKind.ConnectionLost);
         Assert.Contains(best, sequence.BannedPeers);
         await using (var avoiding = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct))
         {
@@ -128,7 +128,7 @@ public sealed class RoutedConnectTests
         }
 
         // Banning server 3 too leaves blocks 2:4 to banned servers only: the router falls back to one of them.
-        sequence.RecordFailure(swarm.Peers[3].LocalPeerId);
+        sequence.Health.ReportFailure(swarm.Peers[3].LocalPeerId, PeerFailureKind.ConnectionLost);
         var route = sequence.RouteInference(1, 16);
         Assert.All(route.Where(s => s.Blocks.Start < 2), s => Assert.NotEqual(best, s.Server.PeerId));
         Assert.Contains(route, s => s.Blocks.End == 4 && sequence.BannedPeers.Contains(s.Server.PeerId));

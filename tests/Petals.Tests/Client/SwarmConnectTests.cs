@@ -49,7 +49,7 @@ public sealed class SwarmConnectTests
         await swarm.AnnounceAsync(ModelId, 4, dead, ct: Ct);
         await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4);
         await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
-        Assert.Equal([dead.PeerId], sequence.BuildChain().Select(s => s.PeerId));
+        Assert.Equal([dead.PeerId], sequence.RouteInference(1, 0).Select(s => s.Server.PeerId));
 
         await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
         Assert.Equal([swarm.Peers[1].LocalPeerId, swarm.Peers[2].LocalPeerId], remote.Spans.Select(s => s.PeerId));
@@ -119,7 +119,7 @@ public sealed class SwarmConnectTests
     }
 
     [Fact]
-    public async Task Announced_servers_chained_as_segments_generate_exactly_as_locally()
+    public async Task Announced_servers_given_as_a_static_discovery_are_routed_as_segments_and_generate_exactly_as_locally()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: true, layers: 5);
         await using var swarm = await DiscoverySwarm.StartAsync(3, TimeProvider.System, Ct);
@@ -128,35 +128,40 @@ public sealed class SwarmConnectTests
         var first = swarm.Info(1, new BlockRange(0, 3), address: servers.Addresses[0]);
         var second = swarm.Info(2, new BlockRange(2, 5), address: servers.Addresses[1]);
 
-        var outside = await Assert.ThrowsAsync<RemoteChainException>(() => RemoteTransformerBlocks.ConnectAsync(
-            swarm.Transport, [(first, new BlockRange(0, 2)), (second, new BlockRange(1, 5))], fixture.Config, ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct));
-        Assert.Contains("segment 1 asks server", outside.Message, StringComparison.Ordinal);
-        Assert.Contains("for blocks 1:5, not within its announced span 2:5", outside.Message, StringComparison.Ordinal);
-
-        var gap = await Assert.ThrowsAsync<RemoteChainException>(() => RemoteTransformerBlocks.ConnectAsync(
-            swarm.Transport, [(first, new BlockRange(0, 2)), (second, new BlockRange(3, 5))], fixture.Config, ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct));
-        Assert.Contains("no server covers blocks 2:3", gap.Message, StringComparison.Ordinal);
-
-        await using var remote = await RemoteTransformerBlocks.ConnectAsync(
-            swarm.Transport, [(first, new BlockRange(0, 3)), (second, new BlockRange(3, 5))], fixture.Config, ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct);
-        Assert.Equal([new BlockRange(0, 3), new BlockRange(3, 5)], remote.Spans.Select(s => s.Blocks));
+        await using var sequence = new SwarmSequenceManager(new StaticPeerDiscovery(ModelId, 5, [first, second]), ModelId, 5);
+        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
+        var split = remote.Spans[0].Blocks.End;
+        Assert.True(split is 2 or 3, $"the route splits at block {split}");
+        Assert.Equal([new BlockRange(0, split), new BlockRange(split, 5)], remote.Spans.Select(s => s.Blocks));
         Assert.Equal([swarm.Peers[1].LocalPeerId, swarm.Peers[2].LocalPeerId], remote.Spans.Select(s => s.PeerId));
         await AssertGeneratesAsLocallyAsync(fixture, remote);
     }
 
     [Fact]
-    public async Task A_chain_given_directly_is_checked_against_the_announced_spans()
+    public async Task A_server_is_checked_against_its_announced_span_before_it_is_used()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
-        await using var swarm = await DiscoverySwarm.StartAsync(2, TimeProvider.System, Ct);
+        await using var swarm = await DiscoverySwarm.StartAsync(3, TimeProvider.System, Ct);
         await using var servers = new Servers(swarm);
-        await servers.StartAsync(fixture.Weights, ModelId, 4, (1, new(0, 4)));
-        var wrong = swarm.Info(1, new BlockRange(0, 2), address: servers.Addresses[0]);
-        var error = await Assert.ThrowsAsync<RemoteChainException>(() => RemoteTransformerBlocks.ConnectAsync(swarm.Transport, [wrong], fixture.Config, ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct));
-        Assert.Contains("is announced with blocks 0:2 but serves 0:4", error.Message, StringComparison.Ordinal);
+        await servers.StartAsync(fixture.Weights, ModelId, 4, (1, new(0, 2)), (2, new(2, 4)));
 
-        await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, [wrong with { Span = new BlockRange(0, 4) }], fixture.Config, ModelId, cancellationToken: Ct).WaitAsync(Bound, Ct);
-        Assert.Equal(new BlockRange(0, 4), Assert.Single(remote.Spans).Blocks);
+        // Server 1 is announced with more blocks than it serves: the one-hop route through it is refused on connecting,
+        // and without it no route is left.
+        var lying = swarm.Info(1, new BlockRange(0, 4), address: servers.Addresses[0]);
+        var honest = swarm.Info(2, new BlockRange(2, 4), address: servers.Addresses[1]);
+        await using (var sequence = new SwarmSequenceManager(new StaticPeerDiscovery(ModelId, 4, [lying, honest]), ModelId, 4))
+        {
+            await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+            var error = await Assert.ThrowsAsync<RemoteChainException>(() => RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct));
+            Assert.Contains("is announced with blocks 0:4 but serves 0:2", error.Message, StringComparison.Ordinal);
+            Assert.Contains(lying.PeerId, sequence.BannedPeers);
+        }
+
+        await using var corrected = new SwarmSequenceManager(new StaticPeerDiscovery(ModelId, 4, [lying with { Span = new BlockRange(0, 2) }, honest]), ModelId, 4);
+        await corrected.StartAsync(Ct).WaitAsync(Bound, Ct);
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, corrected, fixture.Config, cancellationToken: Ct).WaitAsync(Bound, Ct);
+        Assert.Equal([new BlockRange(0, 2), new BlockRange(2, 4)], remote.Spans.Select(s => s.Blocks));
     }
 
     [Fact]

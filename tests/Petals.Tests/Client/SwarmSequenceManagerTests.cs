@@ -1,6 +1,7 @@
 using Petals.Client;
 using Petals.Discovery;
 using Petals.Models;
+using Petals.Routing;
 using Petals.Testing.Time;
 
 namespace Petals.Tests.Client;
@@ -28,6 +29,10 @@ public sealed class SwarmSequenceManagerTests
 
     private static string[] Ids(IEnumerable<ServerInfo> chain) => [.. chain.Select(s => s.PeerId)];
 
+    private static string[] Ids(IEnumerable<RouteSegment> route) => [.. route.Select(s => s.Server.PeerId)];
+
+    private static IReadOnlyList<RouteSegment> Route(SwarmSequenceManager manager, IReadOnlySet<string>? exclude = null) => manager.RouteInference(1, 0, exclude);
+
     [Fact]
     public async Task The_chain_prefers_faster_servers_even_over_more_hops()
     {
@@ -39,10 +44,10 @@ public sealed class SwarmSequenceManagerTests
         await using var manager = await ManagerAsync(swarm, time);
 
         Assert.Equal(3, manager.OnlineServers.Count);
-        var chain = manager.BuildChain();
+        var chain = Route(manager);
         Assert.Equal(Ids([swarm.Info(2, new(0, 2)), swarm.Info(3, new(2, 4))]), Ids(chain));
-        Assert.Equal([new BlockRange(0, 2), new BlockRange(2, 4)], chain.Select(s => s.Span));
-        Assert.Equal("server 2", chain[0].PublicName);
+        Assert.Equal([new BlockRange(0, 2), new BlockRange(2, 4)], chain.Select(s => s.Blocks));
+        Assert.Equal("server 2", chain[0].Server.PublicName);
     }
 
     [Fact]
@@ -55,10 +60,10 @@ public sealed class SwarmSequenceManagerTests
         await swarm.AnnounceAsync(Model, 4, swarm.Info(3, new BlockRange(0, 4)), ct: Ct);
         await using var manager = await ManagerAsync(swarm, time);
 
-        Assert.Equal([swarm.Peers[3].LocalPeerId], Ids(manager.BuildChain()));
+        Assert.Equal([swarm.Peers[3].LocalPeerId], Ids(Route(manager)));
 
         // Without it, the two-server chain is the only one.
-        var chain = manager.BuildChain(new HashSet<string> { swarm.Peers[3].LocalPeerId });
+        var chain = Route(manager, new HashSet<string> { swarm.Peers[3].LocalPeerId });
         Assert.Equal([swarm.Peers[1].LocalPeerId, swarm.Peers[2].LocalPeerId], Ids(chain));
     }
 
@@ -78,13 +83,14 @@ public sealed class SwarmSequenceManagerTests
         await swarm.AnnounceAsync(Model, 4, fast, ct: Ct);
         await using var manager = await ManagerAsync(swarm, time);
 
-        // head→near: 2 ms + 10 + 1 + 10 ms + 10 = 33 ms; head→fast: 2 + 10 + 50 (unknown) + 2 + 10 = 74 ms.
-        Assert.Equal([head.PeerId, near.PeerId], Ids(manager.BuildChain()));
-        Assert.Equal([head.PeerId, fast.PeerId], Ids(manager.BuildChain(new HashSet<string> { near.PeerId })));
-        Assert.Equal(Ids(manager.BuildChain()), Ids(manager.BuildChain()));
+        // Unmeasured client RTTs cost the same for all; head→near: its announced 1 ms + 1/200 s per block, head→fast: the
+        // unknown 100 ms + 1/1000 s per block.
+        Assert.Equal([head.PeerId, near.PeerId], Ids(Route(manager)));
+        Assert.Equal([head.PeerId, fast.PeerId], Ids(Route(manager, new HashSet<string> { near.PeerId })));
+        Assert.Equal(Ids(Route(manager)), Ids(Route(manager)));
 
-        var error = Assert.Throws<RemoteChainException>(() => manager.BuildChain(new HashSet<string> { near.PeerId, fast.PeerId }));
-        Assert.StartsWith($"no online server covers blocks 2:4 of model {Model} (online spans: 0:2 by {head.PeerId[..8]}…; excluded: ", error.Message, StringComparison.Ordinal);
+        var error = Assert.Throws<RemoteChainException>(() => Route(manager, new HashSet<string> { near.PeerId, fast.PeerId }));
+        Assert.StartsWith($"no online server covers blocks 2:4 of model {Model} (routing blocks 0:4; online spans: 0:2 by {head.PeerId[..8]}…); excluded: ", error.Message, StringComparison.Ordinal);
         Assert.Contains(fast.PeerId[..8] + "…", error.Message, StringComparison.Ordinal);
         Assert.Contains(near.PeerId[..8] + "…", error.Message, StringComparison.Ordinal);
     }
@@ -101,13 +107,13 @@ public sealed class SwarmSequenceManagerTests
 
         Assert.Equal(3, manager.Announcements[0].Servers.Count);
         Assert.Equal([swarm.Peers[1].LocalPeerId], Ids(manager.OnlineServers));
-        Assert.Equal([swarm.Peers[1].LocalPeerId], Ids(manager.BuildChain()));
+        Assert.Equal([swarm.Peers[1].LocalPeerId], Ids(Route(manager)));
 
         // The only online server goes offline: after a refresh nothing is left.
         await swarm.AnnounceAsync(Model, 4, swarm.Info(1, new BlockRange(0, 4), ServerState.Offline), ct: Ct);
         await manager.RefreshAsync(Ct).WaitAsync(Bound, Ct);
-        var error = Assert.Throws<RemoteChainException>(() => manager.BuildChain());
-        Assert.Equal($"no online server covers blocks 0:4 of model {Model} (online spans: none)", error.Message);
+        var error = Assert.Throws<RemoteChainException>(() => Route(manager));
+        Assert.Equal($"no online server covers blocks 0:4 of model {Model} (routing blocks 0:4; online spans: none)", error.Message);
     }
 
     [Fact]
@@ -118,12 +124,12 @@ public sealed class SwarmSequenceManagerTests
         await swarm.AnnounceAsync(Model, 4, swarm.Info(1, new BlockRange(0, 4), throughput: 10), TimeSpan.FromMinutes(10), Ct);
         await swarm.AnnounceAsync(Model, 4, swarm.Info(2, new BlockRange(0, 4), throughput: 1000), TimeSpan.FromMinutes(1), Ct);
         await using var manager = await ManagerAsync(swarm, time, options: new SwarmSequenceOptions { RefreshInterval = TimeSpan.FromHours(1) });
-        Assert.Equal([swarm.Peers[2].LocalPeerId], Ids(manager.BuildChain()));
+        Assert.Equal([swarm.Peers[2].LocalPeerId], Ids(Route(manager)));
         Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), manager.OnlineServers.Single(s => s.PeerId == swarm.Peers[2].LocalPeerId).ExpiresAt);
 
         time.Advance(TimeSpan.FromSeconds(61));
         Assert.Equal(1, manager.RefreshCount);
-        Assert.Equal([swarm.Peers[1].LocalPeerId], Ids(manager.BuildChain()));
+        Assert.Equal([swarm.Peers[1].LocalPeerId], Ids(Route(manager)));
 
         // A refresh reads no record of the expired server at all.
         await manager.RefreshAsync(Ct).WaitAsync(Bound, Ct);
@@ -144,13 +150,13 @@ public sealed class SwarmSequenceManagerTests
         await swarm.AnnounceAsync(Model, 4, swarm.Info(2, new BlockRange(0, 4), throughput: 1000), TimeSpan.FromHours(1), Ct);
         time.Advance(TimeSpan.FromSeconds(29));
         Assert.Equal(1, manager.RefreshCount);
-        Assert.Equal([swarm.Peers[1].LocalPeerId], Ids(manager.BuildChain()));
+        Assert.Equal([swarm.Peers[1].LocalPeerId], Ids(Route(manager)));
 
         time.Advance(TimeSpan.FromSeconds(1));
         await WaitUntilAsync(() => manager.RefreshCount >= 2);
         Assert.Null(manager.LastRefreshError);
         Assert.True(manager.LastRefreshedAt > first);
-        Assert.Equal([swarm.Peers[2].LocalPeerId], Ids(manager.BuildChain()));
+        Assert.Equal([swarm.Peers[2].LocalPeerId], Ids(Route(manager)));
 
         time.Advance(TimeSpan.FromSeconds(30));
         await WaitUntilAsync(() => manager.RefreshCount >= 3);
@@ -169,7 +175,7 @@ public sealed class SwarmSequenceManagerTests
         time.Advance(manager.Options.RefreshInterval);
         await WaitUntilAsync(() => manager.LastRefreshError is not null);
         Assert.Equal(1, manager.RefreshCount);
-        Assert.Equal([swarm.Peers[1].LocalPeerId], Ids(manager.BuildChain()));
+        Assert.Equal([swarm.Peers[1].LocalPeerId], Ids(Route(manager)));
         await Assert.ThrowsAnyAsync<Exception>(() => manager.RefreshAsync(Ct).WaitAsync(Bound, Ct));
     }
 
@@ -183,13 +189,13 @@ public sealed class SwarmSequenceManagerTests
         await swarm.AnnounceAsync(Model, 8, swarm.Info(3, new BlockRange(3, 4), ServerState.Joining), ct: Ct);
         await using var manager = await ManagerAsync(swarm, time, blocks: 8);
 
-        var error = Assert.Throws<RemoteChainException>(() => manager.BuildChain());
+        var error = Assert.Throws<RemoteChainException>(() => Route(manager));
         var (a, b) = (swarm.Peers[1].LocalPeerId[..8], swarm.Peers[2].LocalPeerId[..8]);
-        Assert.Equal($"no online server covers blocks 3:5, 7:8 of model {Model} (online spans: 0:3 by {a}…, 5:7 by {b}…)", error.Message);
+        Assert.Equal($"no online server covers blocks 3:5, 7:8 of model {Model} (routing blocks 0:8; online spans: 0:3 by {a}…, 5:7 by {b}…)", error.Message);
     }
 
     [Fact]
-    public async Task Covered_blocks_whose_whole_spans_cannot_tile_are_reported_as_such()
+    public async Task Overlapping_spans_are_routed_as_sub_ranges_that_tile_the_model()
     {
         var (swarm, time) = await StartAsync();
         await using var _ = swarm;
@@ -197,9 +203,12 @@ public sealed class SwarmSequenceManagerTests
         await swarm.AnnounceAsync(Model, 4, swarm.Info(2, new BlockRange(2, 4)), ct: Ct);
         await using var manager = await ManagerAsync(swarm, time);
 
-        var error = Assert.Throws<RemoteChainException>(() => manager.BuildChain());
-        Assert.StartsWith($"every block of model {Model} is covered by an online server, but their whole spans do not tile blocks 0:4", error.Message, StringComparison.Ordinal);
-        Assert.Contains($"0:3 by {swarm.Peers[1].LocalPeerId[..8]}…, 2:4 by {swarm.Peers[2].LocalPeerId[..8]}…", error.Message, StringComparison.Ordinal);
+        var route = Route(manager);
+        Assert.Equal([swarm.Peers[1].LocalPeerId, swarm.Peers[2].LocalPeerId], Ids(route));
+        Assert.Equal(0, route[0].Blocks.Start);
+        Assert.Equal(route[0].Blocks.End, route[1].Blocks.Start);
+        Assert.Equal(4, route[1].Blocks.End);
+        Assert.All(route, s => Assert.True(s.Blocks.Start >= s.Server.Span.Start && s.Blocks.End <= s.Server.Span.End, $"{s.Blocks} outside {s.Server.Span}"));
     }
 
     [Fact]
@@ -221,7 +230,7 @@ public sealed class SwarmSequenceManagerTests
 
         Assert.Equal([swarm.Peers[3].LocalPeerId, swarm.Peers[1].LocalPeerId], Ids(manager.OnlineServers));
         Assert.Equal(new BlockRange(2, 4), manager.OnlineServers.Single(s => s.PeerId == swarm.Peers[1].LocalPeerId).Span);
-        Assert.Equal([swarm.Peers[3].LocalPeerId, swarm.Peers[1].LocalPeerId], Ids(manager.BuildChain()));
+        Assert.Equal([swarm.Peers[3].LocalPeerId, swarm.Peers[1].LocalPeerId], Ids(Route(manager)));
         Assert.Contains(manager.IgnoredServers, m => m.Contains(swarm.Peers[2].LocalPeerId[..8], StringComparison.Ordinal) && m.Contains("span 0:6 goes past the model's 4 blocks", StringComparison.Ordinal));
         Assert.Single(manager.IgnoredServers);
 

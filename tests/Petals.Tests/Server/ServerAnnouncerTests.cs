@@ -39,8 +39,12 @@ public sealed class ServerAnnouncerTests
         Assert.Equal("lab-1", joining.PublicName);
         Assert.Equal("9.9.9", joining.Version);
 
-        var throughput = announcer.MeasureThroughput(server.Executor);
+        var measured = new ThroughputMeter().Measure(server.Executor);
+        Assert.Equal(new BlockRange(1, 3), measured.Blocks);
+        Assert.Equal(8, measured.Steps);
+        var throughput = announcer.Throughput = measured.TokensPerSecondPerBlock;
         Assert.True(throughput > 0, $"throughput {throughput}");
+        Assert.True(measured.StepTime > TimeSpan.Zero, $"step time {measured.StepTime}");
         await server.Server.StartAsync(await swarm.Transport.ListenAsync(PeerAddress.Parse("mem://served-1"), Ct), Ct);
         Assert.True(await announcer.AnnounceOnlineAsync(server.Server, Ct).WaitAsync(Bound, Ct));
         foreach (var block in new[] { 1, 2 })
@@ -212,7 +216,6 @@ public sealed class ServerAnnouncerTests
     [InlineData("MaxNextServers")]
     [InlineData("PublicName")]
     [InlineData("AnnounceHost")]
-    [InlineData("ThroughputSteps")]
     public void Bad_options_are_refused_naming_the_option(string property)
     {
         var options = new ServerAnnouncerOptions();
@@ -222,8 +225,7 @@ public sealed class ServerAnnouncerTests
             case "TimeToLive": options.TimeToLive = TimeSpan.FromSeconds(30); break; // shorter than the interval
             case "MaxNextServers": options.MaxNextServers = -1; break;
             case "PublicName": options.PublicName = new string('x', 65); break;
-            case "AnnounceHost": options.AnnounceHost = "has space"; break;
-            default: options.ThroughputSteps = 0; break;
+            default: options.AnnounceHost = "has space"; break;
         }
 
         var error = Assert.ThrowsAny<ArgumentException>(options.Validate);
@@ -235,6 +237,15 @@ public sealed class ServerAnnouncerTests
         Assert.Equal("TimeToLive", Assert.ThrowsAny<ArgumentException>(atLimit.Validate).ParamName);
         new ServerAnnouncerOptions { AnnounceInterval = TimeSpan.FromHours(1), TimeToLive = TimeSpan.FromMinutes(359) }.Validate();
         Assert.False(string.IsNullOrEmpty(ServerAnnouncerOptions.DefaultVersion));
+    }
+
+    [Theory]
+    [InlineData("WarmupSteps")]
+    [InlineData("Steps")]
+    public void Bad_throughput_meter_options_are_refused_naming_the_option(string property)
+    {
+        var options = property == "Steps" ? new ThroughputMeterOptions { Steps = 0 } : new ThroughputMeterOptions { WarmupSteps = -1 };
+        Assert.Equal(property, Assert.ThrowsAny<ArgumentException>(() => new ThroughputMeter(options)).ParamName);
     }
 
     private static async Task<ServerInfo> ReadAsync(IPeerDiscovery reader, string peerId, int block)

@@ -237,11 +237,11 @@ internal sealed class MinLatencyRouter : IRouter
 
             if (_blocked.Contains(info.PeerId))
             {
-                left.Add($"{ChainPlanner.Short(info.PeerId)} (blocked)");
+                left.Add($"{PeerIds.Short(info.PeerId)} (blocked)");
             }
             else if (_allowed.Count > 0 && !_allowed.Contains(info.PeerId))
             {
-                left.Add($"{ChainPlanner.Short(info.PeerId)} (not allowed)");
+                left.Add($"{PeerIds.Short(info.PeerId)} (not allowed)");
             }
             else
             {
@@ -318,7 +318,7 @@ internal sealed class MinLatencyRouter : IRouter
         else
         {
             var spans = usable.OrderBy(s => s.Span.Start).ThenBy(s => s.Span.End).ThenBy(s => s.PeerId, StringComparer.Ordinal)
-                .Select(s => string.Create(CultureInfo.InvariantCulture, $"{s.Span} by {ChainPlanner.Short(s.PeerId)}"));
+                .Select(s => string.Create(CultureInfo.InvariantCulture, $"{s.Span} by {PeerIds.Short(s.PeerId)}"));
             message.AppendJoin(", ", spans);
         }
 

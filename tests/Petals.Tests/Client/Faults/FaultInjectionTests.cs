@@ -113,7 +113,7 @@ public sealed class FaultInjectionTests
         var memory = new MemoryTransport();
         await server.StartAsync(await memory.ListenAsync(PeerAddress.Parse($"mem://whole-{Guid.NewGuid():N}"), Ct), Ct);
         var tampering = new WrongShapeTransport(memory);
-        await using var remote = await RemoteTransformerBlocks.ConnectAsync(tampering, [server.LocalAddress], model.Config, "random-llama", options: null, Ct)
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(tampering, [server.LocalAddress], model.Config, "random-llama", new RemoteSequenceOptions { MaxRecoveryAttempts = 0 }, Ct)
             .WaitAsync(ServerHarness.Bound, Ct);
         var hidden = model.Config.HiddenSize;
         await using var session = await remote.OpenSessionAsync(1, 16, Ct);

@@ -3,11 +3,11 @@ using Petals.Inference;
 
 namespace Petals.Tests.Client.Faults;
 
-/// <summary>Reads the diagnostics of a fault-tolerant session (a session of a chain connected through discovery).</summary>
+/// <summary>Reads the diagnostics of a remote session.</summary>
 internal sealed class SessionProbe(ITransformerSession session)
 {
-    private readonly RemoteTransformerBlocks.RoutedSession _session = session as RemoteTransformerBlocks.RoutedSession
-        ?? throw new InvalidOperationException($"The session is a {session.GetType().FullName}, not a session of a chain connected through discovery.");
+    private readonly RemoteSession _session = session as RemoteSession
+        ?? throw new InvalidOperationException($"The session is a {session.GetType().FullName}, not a session of a remote sequence.");
 
     /// <summary>The chain the session runs on now, in block order.</summary>
     public IReadOnlyList<RemoteSpanInfo> CurrentSpans => _session.CurrentSpans;

@@ -218,8 +218,8 @@ public sealed class MinLatencyRouterTests
         var negative = Assert.Throws<ArgumentOutOfRangeException>(() => router.RouteInference(new RouteRequest { Servers = [Peer("a", 0, 4)], Blocks = new BlockRange(0, 4), CacheTokensNeeded = -1 }));
         Assert.Equal("request.CacheTokensNeeded", negative.ParamName);
         Assert.Throws<ArgumentNullException>(() => router.RouteForward(null!));
-        var badOptions = new RouterOptions { BanCap = TimeSpan.FromSeconds(1) };
-        Assert.Equal("BanCap", Assert.Throws<ArgumentOutOfRangeException>(() => new MinLatencyRouter(badOptions)).ParamName);
+        var badOptions = new RouterOptions { HopOverhead = TimeSpan.FromSeconds(-1) };
+        Assert.Equal("HopOverhead", Assert.Throws<ArgumentOutOfRangeException>(() => new MinLatencyRouter(badOptions)).ParamName);
     }
 
     [Fact]

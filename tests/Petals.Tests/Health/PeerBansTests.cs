@@ -1,12 +1,12 @@
-using Petals.Client.Routing;
+using Petals.Health;
 using Petals.Testing.Time;
 
-namespace Petals.Tests.Client.Routing;
+namespace Petals.Tests.Health;
 
 /// <summary>Bans that double on each failure up to a cap and reset on success, on a manual clock.</summary>
 public sealed class PeerBansTests
 {
-    private static readonly RouterOptions Options = new() { BanBase = TimeSpan.FromSeconds(10), BanCap = TimeSpan.FromSeconds(70) };
+    private static readonly PeerHealthOptions Options = new() { BanBase = TimeSpan.FromSeconds(10), BanCap = TimeSpan.FromSeconds(70) };
 
     [Fact]
     public void Each_failure_doubles_the_ban_up_to_the_cap()
@@ -60,7 +60,7 @@ public sealed class PeerBansTests
     [Fact]
     public void Many_failures_stay_at_the_cap_without_overflow()
     {
-        var bans = new PeerBans(new RouterOptions { BanBase = TimeSpan.FromSeconds(1), BanCap = TimeSpan.MaxValue / 2 }, new ManualTimeProvider());
+        var bans = new PeerBans(new PeerHealthOptions { BanBase = TimeSpan.FromSeconds(1), BanCap = TimeSpan.MaxValue / 2 }, new ManualTimeProvider());
         var last = TimeSpan.Zero;
         for (var i = 0; i < 200; i++)
         {
@@ -76,6 +76,6 @@ public sealed class PeerBansTests
         var bans = new PeerBans(Options, new ManualTimeProvider());
         Assert.Throws<ArgumentException>(() => bans.RecordFailure(string.Empty));
         Assert.Throws<ArgumentNullException>(() => bans.RecordSuccess(null!));
-        Assert.Equal("BanBase", Assert.Throws<ArgumentOutOfRangeException>(() => new PeerBans(new RouterOptions { BanBase = TimeSpan.Zero }, TimeProvider.System)).ParamName);
+        Assert.Equal("BanBase", Assert.Throws<ArgumentOutOfRangeException>(() => new PeerBans(new PeerHealthOptions { BanBase = TimeSpan.Zero }, TimeProvider.System)).ParamName);
     }
 }

@@ -1,8 +1,8 @@
-namespace Petals.Client.Routing;
+namespace Petals.Health;
 
 /// <summary>
 /// The client's smoothed round-trip times to servers, like TCP's SRTT: the first sample is taken as is, each later one
-/// moves the estimate by <see cref="RouterOptions.RttSmoothing"/> of the difference.
+/// moves the estimate by <see cref="PeerHealthOptions.RttSmoothing"/> of the difference.
 /// </summary>
 /// <remarks>Thread-safe.</remarks>
 internal sealed class RttTracker
@@ -13,7 +13,7 @@ internal sealed class RttTracker
 
     /// <summary>Creates the tracker.</summary>
     /// <param name="options">The smoothing factor (validated).</param>
-    public RttTracker(RouterOptions options)
+    public RttTracker(PeerHealthOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();

@@ -1,11 +1,11 @@
-using Petals.Client.Routing;
+using Petals.Health;
 using Petals.Models;
 using Petals.Testing.Time;
 using static Petals.Tests.Client.Routing.RoutingSwarm;
 
-namespace Petals.Tests.Client.Routing;
+namespace Petals.Tests.Health;
 
-/// <summary>Pings a few servers at a time into the RTT tracker; failures and timeouts are reported, not recorded.</summary>
+/// <summary>Pings a few servers at a time into the peer health; failures and timeouts are reported, not recorded.</summary>
 public sealed class PingSchedulerTests
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
@@ -13,8 +13,8 @@ public sealed class PingSchedulerTests
     [Fact]
     public async Task At_most_the_configured_number_of_pings_are_in_flight_and_that_many_are_used()
     {
-        var options = new RouterOptions { MaxConcurrentPings = 3 };
-        var tracker = new RttTracker(options);
+        var options = new PeerHealthOptions { MaxConcurrentPings = 3 };
+        var tracker = new PeerHealthPolicy(options);
         var inFlight = 0;
         var most = 0;
         var three = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -42,7 +42,7 @@ public sealed class PingSchedulerTests
         Assert.Equal(3, most);
         for (var i = 1; i <= 10; i++)
         {
-            Assert.True(tracker.TryGet($"p{i}", out var rtt));
+            Assert.True(tracker.GetRoundTripTimes().TryGetValue($"p{i}", out var rtt));
             Assert.Equal(TimeSpan.FromMilliseconds(i), rtt);
         }
     }
@@ -50,10 +50,10 @@ public sealed class PingSchedulerTests
     [Fact]
     public async Task Failed_slow_and_nonsensical_pings_are_reported_and_leave_the_estimates_alone()
     {
-        var options = new RouterOptions { PingTimeout = TimeSpan.FromSeconds(5) };
+        var options = new PeerHealthOptions { PingTimeout = TimeSpan.FromSeconds(5) };
         var time = new ManualTimeProvider();
-        var tracker = new RttTracker(options);
-        tracker.AddSample("slow", TimeSpan.FromMilliseconds(7));
+        var tracker = new PeerHealthPolicy(options);
+        tracker.ReportRoundTrip("slow", TimeSpan.FromMilliseconds(7));
         var slowStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var scheduler = new PingScheduler(
             tracker,
@@ -81,7 +81,7 @@ public sealed class PingSchedulerTests
         // The clock moves only once the fast ping is recorded: a loaded machine could otherwise pause that ping between
         // its answer and its deadline check, and the jump would time it out too.
         var deadline = DateTime.UtcNow + Bound;
-        while (!tracker.TryGet("ok", out _))
+        while (!tracker.GetRoundTripTimes().TryGetValue("ok", out _))
         {
             Assert.True(DateTime.UtcNow < deadline, "the fast ping was never recorded");
             await Task.Delay(5, TestContext.Current.CancellationToken);
@@ -91,21 +91,21 @@ public sealed class PingSchedulerTests
         time.Advance(TimeSpan.FromSeconds(5));
         var unreachable = await round.WaitAsync(Bound, TestContext.Current.CancellationToken);
         Assert.Equal(["negative", "refusing", "slow"], unreachable);
-        Assert.True(tracker.TryGet("ok", out var ok));
+        Assert.True(tracker.GetRoundTripTimes().TryGetValue("ok", out var ok));
         Assert.Equal(TimeSpan.FromMilliseconds(12), ok);
-        Assert.True(tracker.TryGet("slow", out var slow));
+        Assert.True(tracker.GetRoundTripTimes().TryGetValue("slow", out var slow));
         Assert.Equal(TimeSpan.FromMilliseconds(7), slow);
-        Assert.False(tracker.TryGet("refusing", out _));
-        Assert.False(tracker.TryGet("negative", out _));
+        Assert.False(tracker.GetRoundTripTimes().TryGetValue("refusing", out _));
+        Assert.False(tracker.GetRoundTripTimes().TryGetValue("negative", out _));
     }
 
     [Fact]
     public async Task Cancelling_the_round_surfaces_as_cancellation()
     {
-        var options = new RouterOptions();
+        var options = new PeerHealthOptions();
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var scheduler = new PingScheduler(
-            new RttTracker(options),
+            new PeerHealthPolicy(options),
             async (_, token) =>
             {
                 started.TrySetResult();
@@ -124,16 +124,16 @@ public sealed class PingSchedulerTests
     [Fact]
     public void A_round_chooses_a_few_servers_of_each_block_unmeasured_ones_first()
     {
-        var options = new RouterOptions { PingsPerBlock = 2 };
-        var tracker = new RttTracker(options);
+        var options = new PeerHealthOptions { PingsPerBlock = 2 };
+        var tracker = new PeerHealthPolicy(options);
         var servers = new[]
         {
             Peer("wide", 0, 6), Peer("m1", 0, 3), Peer("m2", 0, 3), Peer("u1", 0, 3), Peer("t1", 3, 6), Peer("t2", 3, 6), Peer("t3", 3, 6),
             Peer("joining", 0, 6, state: Petals.Discovery.ServerState.Joining), Peer("outside", 6, 8),
         };
-        tracker.AddSample("wide", TimeSpan.FromMilliseconds(1));
-        tracker.AddSample("m1", TimeSpan.FromMilliseconds(1));
-        tracker.AddSample("m2", TimeSpan.FromMilliseconds(1));
+        tracker.ReportRoundTrip("wide", TimeSpan.FromMilliseconds(1));
+        tracker.ReportRoundTrip("m1", TimeSpan.FromMilliseconds(1));
+        tracker.ReportRoundTrip("m2", TimeSpan.FromMilliseconds(1));
         for (var seed = 0; seed < 50; seed++)
         {
             var scheduler = new PingScheduler(tracker, (_, _) => ValueTask.FromResult(TimeSpan.Zero), options, TimeProvider.System, new Random(seed));

@@ -1,6 +1,6 @@
-using Petals.Client.Routing;
+using Petals.Health;
 
-namespace Petals.Tests.Client.Routing;
+namespace Petals.Tests.Health;
 
 /// <summary>The smoothed round-trip time: TCP's SRTT rule.</summary>
 public sealed class RttTrackerTests
@@ -8,7 +8,7 @@ public sealed class RttTrackerTests
     [Fact]
     public void The_first_sample_is_taken_as_is_and_later_ones_move_the_estimate_by_the_smoothing_factor()
     {
-        var tracker = new RttTracker(new RouterOptions { RttSmoothing = 0.125 });
+        var tracker = new RttTracker(new PeerHealthOptions { RttSmoothing = 0.125 });
         Assert.False(tracker.TryGet("p", out _));
         Assert.Equal(TimeSpan.FromMilliseconds(100), tracker.AddSample("p", TimeSpan.FromMilliseconds(100)));
         Assert.Equal(TimeSpan.FromMilliseconds(112.5), tracker.AddSample("p", TimeSpan.FromMilliseconds(200)));
@@ -20,7 +20,7 @@ public sealed class RttTrackerTests
     [Fact]
     public void A_single_outlier_moves_the_estimate_little_and_a_lasting_change_is_followed()
     {
-        var tracker = new RttTracker(new RouterOptions());
+        var tracker = new RttTracker(new PeerHealthOptions());
         for (var i = 0; i < 20; i++)
         {
             tracker.AddSample("p", TimeSpan.FromMilliseconds(20));
@@ -40,7 +40,7 @@ public sealed class RttTrackerTests
     [Fact]
     public void Peers_are_tracked_apart_and_can_be_forgotten()
     {
-        var tracker = new RttTracker(new RouterOptions { RttSmoothing = 1 });
+        var tracker = new RttTracker(new PeerHealthOptions { RttSmoothing = 1 });
         tracker.AddSample("a", TimeSpan.FromMilliseconds(10));
         tracker.AddSample("b", TimeSpan.FromMilliseconds(30));
         tracker.AddSample("b", TimeSpan.FromMilliseconds(40)); // smoothing 1: the last sample only
@@ -56,9 +56,9 @@ public sealed class RttTrackerTests
     [Fact]
     public void Bad_samples_are_refused()
     {
-        var tracker = new RttTracker(new RouterOptions());
+        var tracker = new RttTracker(new PeerHealthOptions());
         Assert.Throws<ArgumentOutOfRangeException>(() => tracker.AddSample("p", TimeSpan.FromMilliseconds(-1)));
         Assert.Throws<ArgumentException>(() => tracker.AddSample(string.Empty, TimeSpan.Zero));
-        Assert.Equal("RttSmoothing", Assert.Throws<ArgumentOutOfRangeException>(() => new RttTracker(new RouterOptions { RttSmoothing = 0 })).ParamName);
+        Assert.Equal("RttSmoothing", Assert.Throws<ArgumentOutOfRangeException>(() => new RttTracker(new PeerHealthOptions { RttSmoothing = 0 })).ParamName);
     }
 }

@@ -1,17 +1,18 @@
 using Petals.Discovery;
 using Petals.Models;
+using Petals.Routing;
 
-namespace Petals.Client.Routing;
+namespace Petals.Health;
 
 /// <summary>
-/// Pings servers a few at a time (<see cref="RouterOptions.MaxConcurrentPings"/>) through an injected ping function
-/// and feeds the answers into an <see cref="RttTracker"/>; a ping that fails or takes longer than
-/// <see cref="RouterOptions.PingTimeout"/> is reported as unreachable and leaves the estimate unchanged.
+/// Pings servers a few at a time (<see cref="PeerHealthOptions.MaxConcurrentPings"/>) through an injected ping function
+/// and reports the answers to an <see cref="IPeerHealth"/>; a ping that fails or takes longer than
+/// <see cref="PeerHealthOptions.PingTimeout"/> is reported as unreachable and leaves the estimate unchanged.
 /// </summary>
 /// <remarks>Thread-safe; concurrent rounds each keep their own limit.</remarks>
 internal sealed class PingScheduler
 {
-    private readonly RttTracker _tracker;
+    private readonly IPeerHealth _health;
     private readonly Func<ServerInfo, CancellationToken, ValueTask<TimeSpan>> _ping;
     private readonly TimeProvider _time;
     private readonly int _parallelism;
@@ -21,19 +22,19 @@ internal sealed class PingScheduler
     private readonly Lock _randomLock = new();
 
     /// <summary>Creates the scheduler.</summary>
-    /// <param name="tracker">Where measured round trips go.</param>
+    /// <param name="health">Where measured round trips are reported (and which servers were measured is read).</param>
     /// <param name="ping">Measures one round trip to a server (e.g. an info request); throws when the server cannot be reached.</param>
     /// <param name="options">The concurrency and timeout (validated).</param>
     /// <param name="timeProvider">The clock of the ping timeout.</param>
     /// <param name="random">The randomness of <see cref="ChooseTargets"/>; a shared unseeded one when null.</param>
-    public PingScheduler(RttTracker tracker, Func<ServerInfo, CancellationToken, ValueTask<TimeSpan>> ping, RouterOptions options, TimeProvider timeProvider, Random? random = null)
+    public PingScheduler(IPeerHealth health, Func<ServerInfo, CancellationToken, ValueTask<TimeSpan>> ping, PeerHealthOptions options, TimeProvider timeProvider, Random? random = null)
     {
-        ArgumentNullException.ThrowIfNull(tracker);
+        ArgumentNullException.ThrowIfNull(health);
         ArgumentNullException.ThrowIfNull(ping);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(timeProvider);
         options.Validate();
-        _tracker = tracker;
+        _health = health;
         _ping = ping;
         _time = timeProvider;
         _parallelism = options.MaxConcurrentPings;
@@ -44,8 +45,8 @@ internal sealed class PingScheduler
 
     /// <summary>
     /// Chooses the servers of one ping round: for each block of <paramref name="blocks"/>, online servers that have it
-    /// until <see cref="RouterOptions.PingsPerBlock"/> chosen servers have it (fewer when fewer exist). Servers the
-    /// tracker has not measured yet come first; among the rest the order is random, so that successive rounds spread
+    /// until <see cref="PeerHealthOptions.PingsPerBlock"/> chosen servers have it (fewer when fewer exist). Servers the
+    /// health has no round trip for yet come first; among the rest the order is random, so that successive rounds spread
     /// over the swarm.
     /// </summary>
     /// <param name="servers">The announced servers (at most one entry per peer id).</param>
@@ -54,13 +55,14 @@ internal sealed class PingScheduler
     public IReadOnlyList<ServerInfo> ChooseTargets(IReadOnlyList<ServerInfo> servers, BlockRange blocks)
     {
         ArgumentNullException.ThrowIfNull(servers);
+        var known = _health.GetRoundTripTimes();
         var unmeasured = new List<ServerInfo>();
         var measured = new List<ServerInfo>();
         foreach (var server in servers)
         {
             if (server is not null && server.State == ServerState.Online && server.Span.Start < blocks.End && server.Span.End > blocks.Start)
             {
-                (_tracker.TryGet(server.PeerId, out _) ? measured : unmeasured).Add(server);
+                (known.ContainsKey(server.PeerId) ? measured : unmeasured).Add(server);
             }
         }
 
@@ -149,7 +151,7 @@ internal sealed class PingScheduler
             return false; // answered too late, or the ping function measured nonsense
         }
 
-        _tracker.AddSample(server.PeerId, rtt);
+        _health.ReportRoundTrip(server.PeerId, rtt);
         return true;
     }
 }

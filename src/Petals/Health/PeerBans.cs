@@ -1,8 +1,8 @@
-namespace Petals.Client.Routing;
+namespace Petals.Health;
 
 /// <summary>
-/// Peers that failed recently. A failure bans the peer for <see cref="RouterOptions.BanBase"/> × 2^(failures − 1), at
-/// most <see cref="RouterOptions.BanCap"/>; a success clears the peer's failures. The failure count survives the end of a
+/// Peers that failed recently. A failure bans the peer for <see cref="PeerHealthOptions.BanBase"/> × 2^(failures − 1), at
+/// most <see cref="PeerHealthOptions.BanCap"/>; a success clears the peer's failures. The failure count survives the end of a
 /// ban, so a peer that fails again right after is banned twice as long.
 /// </summary>
 /// <remarks>Thread-safe. Time comes from the injected <see cref="TimeProvider"/>.</remarks>
@@ -17,7 +17,7 @@ internal sealed class PeerBans
     /// <summary>Creates the ban list.</summary>
     /// <param name="options">The ban durations (validated).</param>
     /// <param name="timeProvider">The clock.</param>
-    public PeerBans(RouterOptions options, TimeProvider timeProvider)
+    public PeerBans(PeerHealthOptions options, TimeProvider timeProvider)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(timeProvider);

@@ -1,0 +1,121 @@
+using System.Globalization;
+using System.Text;
+using Petals.Discovery;
+using Petals.Models;
+using Petals.Protocol;
+using Petals.Transport;
+
+namespace Petals.Client;
+
+/// <summary>
+/// Turns servers given by address into the announcements of a <see cref="StaticPeerDiscovery"/>: connects to each,
+/// reads its info, and checks before any tensor is sent that every one serves this model, hidden size and codec, that
+/// no server is given twice, and that together they cover every block.
+/// </summary>
+internal static class FixedPeers
+{
+    /// <summary>Connects to every address in parallel and adds each connection to <paramref name="pool"/>.</summary>
+    /// <returns>One announcement per server, as its handshake and info describe it.</returns>
+    /// <exception cref="RemoteChainException">Some server cannot serve this model, or the servers leave blocks uncovered; lists every problem and every server's span.</exception>
+    /// <exception cref="TransportException">A server cannot be reached (the first such failure; every connection made is closed).</exception>
+    /// <exception cref="ProtocolException">A handshake fails.</exception>
+    /// <exception cref="TimeoutException">A server does not answer within the connect timeout.</exception>
+    public static async Task<IReadOnlyList<ServerInfo>> ConnectAsync(ConnectionPool pool, IReadOnlyList<PeerAddress> peers, ModelConfig config, string modelId, WireCodec codec, CancellationToken cancellationToken)
+    {
+        var connecting = peers.Select(p => pool.ConnectAsync(p, cancellationToken)).ToArray();
+        try
+        {
+            await Task.WhenAll(connecting).ConfigureAwait(false);
+        }
+        catch
+        {
+            foreach (var task in connecting)
+            {
+                if (task.IsCompletedSuccessfully)
+                {
+                    await task.Result.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+
+            throw;
+        }
+
+        var addresses = new Dictionary<RemoteSpanConnection, PeerAddress>();
+        for (var i = 0; i < peers.Count; i++)
+        {
+            addresses[connecting[i].Result] = peers[i];
+        }
+
+        var servers = connecting.Select(t => t.Result).OrderBy(s => s.Info.Blocks.Start).ThenBy(s => s.Info.Blocks.End).ToArray();
+        foreach (var server in servers)
+        {
+            pool.Add(server);
+        }
+
+        var problems = new List<string>();
+        var byPeer = new Dictionary<string, RemoteSpanConnection>(StringComparer.Ordinal);
+        var covered = new bool[config.NumLayers];
+        foreach (var server in servers)
+        {
+            ServerChecks.AddProblems(server, server.Info.Blocks, config, modelId, codec, problems);
+            if (!byPeer.TryAdd(server.Connection.Remote.PeerId, server))
+            {
+                problems.Add($"{server.Name} is the server already given as {byPeer[server.Connection.Remote.PeerId].Connection.RemoteAddress}");
+            }
+
+            var span = server.Info.Blocks;
+            if (span.End > config.NumLayers)
+            {
+                problems.Add(string.Create(CultureInfo.InvariantCulture, $"{server.Name} runs blocks up to {span.End}, but the model has {config.NumLayers}"));
+            }
+
+            for (var b = Math.Max(0, span.Start); b < Math.Min(span.End, config.NumLayers); b++)
+            {
+                covered[b] = true;
+            }
+        }
+
+        foreach (var gap in Gaps(covered))
+        {
+            problems.Add($"no server covers blocks {gap}");
+        }
+
+        if (problems.Count > 0)
+        {
+            throw new RemoteChainException(new StringBuilder("The servers cannot run the model's ")
+                .Append(config.NumLayers.ToString(CultureInfo.InvariantCulture)).Append(" blocks: ")
+                .AppendJoin("; ", problems).Append(". Servers: ")
+                .AppendJoin(", ", servers.Select(s => $"{s.Connection.RemoteAddress} = {s.Info.Blocks}"))
+                .Append('.').ToString());
+        }
+
+        return [.. servers.Select(s => new ServerInfo
+        {
+            PeerId = s.Connection.Remote.PeerId,
+            Address = addresses[s],
+            State = ServerState.Online,
+            Span = s.Info.Blocks,
+            CacheTokensLeft = (long)Math.Min(s.Info.CacheTokensLeft, long.MaxValue),
+        })];
+    }
+
+    private static IEnumerable<BlockRange> Gaps(bool[] covered)
+    {
+        for (var b = 0; b < covered.Length;)
+        {
+            if (covered[b])
+            {
+                b++;
+                continue;
+            }
+
+            var start = b;
+            while (b < covered.Length && !covered[b])
+            {
+                b++;
+            }
+
+            yield return new BlockRange(start, b);
+        }
+    }
+}

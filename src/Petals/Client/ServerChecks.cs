@@ -1,0 +1,63 @@
+using System.Globalization;
+using Petals.Discovery;
+using Petals.Models;
+using Petals.Protocol;
+
+namespace Petals.Client;
+
+/// <summary>
+/// Whether a connected server can run blocks for this client: before any tensor is sent, its info must match the
+/// model (id, hidden size), accept the wire codec and hold the blocks asked of it, and, when it was found through
+/// discovery, it must be the peer and span that was announced.
+/// </summary>
+internal static class ServerChecks
+{
+    /// <summary>
+    /// Adds to <paramref name="problems"/> what makes <paramref name="server"/> unusable for <paramref name="blocks"/> of
+    /// this model with this codec: blocks outside its span, another model, another hidden size, a codec it refuses.
+    /// </summary>
+    public static void AddProblems(RemoteSpanConnection server, BlockRange blocks, ModelConfig config, string modelId, WireCodec codec, List<string> problems)
+    {
+        var info = server.Info;
+        if (blocks.Start < info.Blocks.Start || blocks.End > info.Blocks.End)
+        {
+            problems.Add($"{server.Name} is asked for blocks {blocks} but serves only {info.Blocks}");
+        }
+
+        if (info.ModelId.Length > 0 && !string.Equals(info.ModelId, modelId, StringComparison.Ordinal))
+        {
+            problems.Add($"{server.Name} serves model '{info.ModelId}', not '{modelId}'");
+        }
+
+        if (info.HiddenSize != config.HiddenSize)
+        {
+            problems.Add(string.Create(CultureInfo.InvariantCulture, $"{server.Name} has hidden size {info.HiddenSize}, the model has {config.HiddenSize}"));
+        }
+
+        if ((info.Codecs & (WireCodecs)(1 << (int)codec)) == 0)
+        {
+            problems.Add($"{server.Name} does not accept hidden states as {codec} (it accepts {info.Codecs})");
+        }
+    }
+
+    /// <summary>
+    /// What makes a server found through discovery unusable as announced: another handshake peer id or span than its
+    /// announcement, or any of <see cref="AddProblems"/>; null when nothing.
+    /// </summary>
+    public static string? AnnouncementProblems(RemoteSpanConnection server, ServerInfo announced, BlockRange blocks, ModelConfig config, string modelId, WireCodec codec)
+    {
+        var problems = new List<string>();
+        if (!string.Equals(server.Connection.Remote.PeerId, announced.PeerId, StringComparison.Ordinal))
+        {
+            problems.Add($"the server at {announced.Address} is announced as peer {announced.PeerId} but its handshake says '{server.Connection.Remote.PeerId}'");
+        }
+
+        if (server.Info.Blocks != announced.Span)
+        {
+            problems.Add($"{server.Name} is announced with blocks {announced.Span} but serves {server.Info.Blocks}");
+        }
+
+        AddProblems(server, blocks, config, modelId, codec, problems);
+        return problems.Count == 0 ? null : string.Join("; ", problems) + ".";
+    }
+}
