@@ -97,7 +97,7 @@ public sealed class StatusAndDiscoveryGenerateTests
         await swarm.AnnounceAsync(1, ServerState.Offline);
         text = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString()).WaitAsync(Bound, Ct);
         Assert.True(text.ExitCode == 0, text.Error);
-        Assert.Contains($"NO full chain: no online server covers blocks 2:5 of model {swarm.ModelId} (online spans: 0:2 by {swarm.PeerIds[0][..8]}…)", text.Output, StringComparison.Ordinal);
+        Assert.Contains($"NO full chain: no online server covers blocks 2:5 of model {swarm.ModelId} (routing blocks 0:5; online spans: 0:2 by {swarm.PeerIds[0][..8]}…)", text.Output, StringComparison.Ordinal);
         Assert.Contains(" offline ", text.Output, StringComparison.Ordinal);
 
         var generate = await CliRunner.RunAsync("generate", "--model", TestData.Stories260KGguf, "--prompt", "Hi", "--initial-peers", swarm.Bootstrap.ToString()).WaitAsync(Bound, Ct);

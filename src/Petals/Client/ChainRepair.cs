@@ -93,7 +93,7 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
         try
         {
             await Task.WhenAll(connecting).ConfigureAwait(false);
-            return ([.. connecting.Select((t, k) => new ChainLink(t.Result, route[k].Blocks))], []);
+            return ([.. connecting.Select((t, k) => new ChainLink(t.Result, route[k].Blocks, route[k].Server.PeerId))], []);
         }
         catch (Exception) when (!cancellationToken.IsCancellationRequested)
         {

@@ -6,9 +6,9 @@ using Petals.Transport;
 namespace Petals.Client;
 
 /// <summary>
-/// The connections of one remote sequence, one per server (by peer id), shared by its sessions and stateless calls:
-/// a connection is reused while it works, a broken one is retired and replaced by a new one on the next use, and every
-/// new one is checked against the server's announcement before it is handed out.
+/// The connections of one remote sequence, one per server (by its announced peer id), shared by its sessions and
+/// stateless calls: a connection is reused while it works, a broken one is retired and replaced by a new one on the next
+/// use, and every new one is checked against the server's announcement before it is handed out.
 /// </summary>
 /// <remarks>Thread-safe. Disposing closes every connection it ever handed out.</remarks>
 internal sealed class ConnectionPool : IAsyncDisposable
@@ -19,7 +19,9 @@ internal sealed class ConnectionPool : IAsyncDisposable
     private readonly RemoteSequenceOptions _options;
     private readonly Lock _lock = new();
     private readonly Dictionary<string, RemoteSpanConnection> _pool = new(StringComparer.Ordinal);
+    private readonly Dictionary<RemoteSpanConnection, string> _keys = [];
     private readonly List<RemoteSpanConnection> _all = [];
+    private readonly bool _checkPeerIds;
     private long _retiredSent;
     private long _retiredReceived;
     private bool _disposed;
@@ -29,8 +31,14 @@ internal sealed class ConnectionPool : IAsyncDisposable
     /// <param name="config">The model (for the hidden-size check).</param>
     /// <param name="modelId">The model id named in handshakes and checked in infos.</param>
     /// <param name="options">The client's options (peer id, codec, limits, timeouts; validated).</param>
-    public ConnectionPool(ITransport transport, ModelConfig config, string modelId, RemoteSequenceOptions options)
+    /// <param name="checkPeerIds">
+    /// Whether a new connection's handshake must give the announced peer id: true for servers found through discovery;
+    /// false for servers given by address, whose identity is their address (servers started without an identity may
+    /// share a default peer id, and one restarted at its address may come back with another).
+    /// </param>
+    public ConnectionPool(ITransport transport, ModelConfig config, string modelId, RemoteSequenceOptions options, bool checkPeerIds = true)
     {
+        _checkPeerIds = checkPeerIds;
         _transport = transport;
         _config = config;
         _modelId = modelId;
@@ -68,14 +76,17 @@ internal sealed class ConnectionPool : IAsyncDisposable
     public Task<RemoteSpanConnection> ConnectAsync(PeerAddress address, CancellationToken cancellationToken) =>
         RemoteSpanConnection.ConnectAsync(_transport, address, new ConnectionPreamble(_options.PeerId, _modelId, _options.Limits.MaxFrameSize), _options, cancellationToken);
 
-    /// <summary>Adds a connection made by <see cref="ConnectAsync"/> under its handshake's peer id (the first one of a peer wins); the pool owns it from now on.</summary>
-    public void Add(RemoteSpanConnection connection)
+    /// <summary>Adds a connection made by <see cref="ConnectAsync"/> as the server <paramref name="peerId"/>'s; the pool owns it from now on.</summary>
+    public void Add(string peerId, RemoteSpanConnection connection)
     {
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             _all.Add(connection);
-            _pool.TryAdd(connection.Connection.Remote.PeerId, connection);
+            if (_pool.TryAdd(peerId, connection))
+            {
+                _keys[connection] = peerId;
+            }
         }
     }
 
@@ -94,7 +105,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
     {
         lock (_lock)
         {
-            return _pool.TryGetValue(connection.Connection.Remote.PeerId, out var pooled) && ReferenceEquals(pooled, connection);
+            return _keys.TryGetValue(connection, out var peer) && _pool.TryGetValue(peer, out var pooled) && ReferenceEquals(pooled, connection);
         }
     }
 
@@ -121,6 +132,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 }
 
                 _pool.Remove(server.PeerId);
+                _keys.Remove(pooled);
                 retired = Forget(pooled);
             }
         }
@@ -131,7 +143,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
 
         var span = await ConnectAsync(server.Address, cancellationToken).ConfigureAwait(false);
-        if (ServerChecks.AnnouncementProblems(span, server, blocks, _config, _modelId, _options.Codec) is { } problems)
+        if (ServerChecks.AnnouncementProblems(span, server, blocks, _config, _modelId, _options.Codec, _checkPeerIds) is { } problems)
         {
             await span.DisposeAsync().ConfigureAwait(false);
             throw new RemoteChainException(problems);
@@ -151,7 +163,13 @@ internal sealed class ConnectionPool : IAsyncDisposable
             }
             else
             {
+                if (_pool.Remove(server.PeerId, out var failed))
+                {
+                    _keys.Remove(failed);
+                }
+
                 _pool[server.PeerId] = span;
+                _keys[span] = server.PeerId;
                 _all.Add(span);
             }
         }
@@ -168,21 +186,23 @@ internal sealed class ConnectionPool : IAsyncDisposable
     /// <summary>
     /// Takes a connection that broke out of the pool and aborts it, so that the next use of its server connects anew: a
     /// send can fail on a broken stream before the read loop has marked the connection failed. A connection that only
-    /// carried an error answer or a timeout stays.
+    /// carried an error answer or a timeout stays, unless the error says the server is shutting down (its connections
+    /// are about to close: the next use must connect anew rather than race the close).
     /// </summary>
     /// <param name="connection">The connection a call failed on.</param>
     /// <param name="error">How it failed.</param>
     public void Retire(RemoteSpanConnection connection, Exception error)
     {
-        if (error is not (TransportException or IOException or ObjectDisposedException or ProtocolException { IsConnectionFatal: true }))
+        var broken = error is TransportException or IOException or ObjectDisposedException or ProtocolException { IsConnectionFatal: true }
+            || (error is ProtocolException { IsRemoteError: true } remote && remote.Code == Server.BlockServerErrors.ShuttingDown);
+        if (!broken)
         {
             return;
         }
 
-        var peer = connection.Connection.Remote.PeerId;
         lock (_lock)
         {
-            if (_pool.TryGetValue(peer, out var pooled) && ReferenceEquals(pooled, connection))
+            if (_keys.Remove(connection, out var peer) && _pool.TryGetValue(peer, out var pooled) && ReferenceEquals(pooled, connection))
             {
                 _pool.Remove(peer);
             }

@@ -9,8 +9,8 @@ namespace Petals.Client;
 
 /// <summary>
 /// Turns servers given by address into the announcements of a <see cref="StaticPeerDiscovery"/>: connects to each,
-/// reads its info, and checks before any tensor is sent that every one serves this model, hidden size and codec, that
-/// no server is given twice, and that together they cover every block.
+/// reads its info, and checks before any tensor is sent that every one serves this model, hidden size and codec, and
+/// that together they cover every block.
 /// </summary>
 internal static class FixedPeers
 {
@@ -47,22 +47,23 @@ internal static class FixedPeers
         }
 
         var servers = connecting.Select(t => t.Result).OrderBy(s => s.Info.Blocks.Start).ThenBy(s => s.Info.Blocks.End).ToArray();
+
+        // A server is known by its handshake's peer id, or, where several share one (servers started without an identity
+        // introduce themselves with the same default), by that id and its address.
+        var shared = servers.GroupBy(s => s.Connection.Remote.PeerId, StringComparer.Ordinal).Where(g => g.Count() > 1).Select(g => g.Key).ToHashSet(StringComparer.Ordinal);
+        var ids = new Dictionary<RemoteSpanConnection, string>();
         foreach (var server in servers)
         {
-            pool.Add(server);
+            var id = server.Connection.Remote.PeerId;
+            ids[server] = shared.Contains(id) ? $"{id}@{addresses[server]}" : id;
+            pool.Add(ids[server], server);
         }
 
         var problems = new List<string>();
-        var byPeer = new Dictionary<string, RemoteSpanConnection>(StringComparer.Ordinal);
         var covered = new bool[config.NumLayers];
         foreach (var server in servers)
         {
             ServerChecks.AddProblems(server, server.Info.Blocks, config, modelId, codec, problems);
-            if (!byPeer.TryAdd(server.Connection.Remote.PeerId, server))
-            {
-                problems.Add($"{server.Name} is the server already given as {byPeer[server.Connection.Remote.PeerId].Connection.RemoteAddress}");
-            }
-
             var span = server.Info.Blocks;
             if (span.End > config.NumLayers)
             {
@@ -91,7 +92,7 @@ internal static class FixedPeers
 
         return [.. servers.Select(s => new ServerInfo
         {
-            PeerId = s.Connection.Remote.PeerId,
+            PeerId = ids[s],
             Address = addresses[s],
             State = ServerState.Online,
             Span = s.Info.Blocks,

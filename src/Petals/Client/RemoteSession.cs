@@ -288,7 +288,7 @@ internal sealed class RemoteSession : ITransformerSession
     /// <summary>One segment over both blocks on their server, replayed from position 0 over the earlier one's history, like any replacement.</summary>
     private SpanState Join(SpanState first, SpanState second)
     {
-        var joined = NewState(new ChainLink(first.Link.Connection, new BlockRange(first.Link.Blocks.Start, second.Link.Blocks.End)), forCaller: false);
+        var joined = NewState(first.Link with { Blocks = new BlockRange(first.Link.Blocks.Start, second.Link.Blocks.End) }, forCaller: false);
         joined.History.TakeFrom(first.History);
         return joined;
     }

@@ -137,7 +137,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// <param name="cancellationToken">Cancels connecting.</param>
     /// <returns>The sequence, connected.</returns>
     /// <exception cref="ArgumentException">No address is given, or an option is out of range.</exception>
-    /// <exception cref="RemoteChainException">When the servers leave blocks uncovered, serve another model or hidden size, refuse the codec, or one server is given twice; lists every problem and every server's span.</exception>
+    /// <exception cref="RemoteChainException">When the servers leave blocks uncovered, serve another model or hidden size, or refuse the codec; lists every problem and every server's span.</exception>
     /// <exception cref="ProtocolException">When a handshake fails (another protocol version or model).</exception>
     /// <exception cref="TransportException">When a server cannot be reached.</exception>
     /// <exception cref="TimeoutException">When a server does not answer within <see cref="RemoteSequenceOptions.ConnectTimeout"/>.</exception>
@@ -160,7 +160,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
 
         options ??= new RemoteSequenceOptions();
         options.Validate();
-        var pool = new ConnectionPool(transport, config, modelId, options);
+        var pool = new ConnectionPool(transport, config, modelId, options, checkPeerIds: false);
         SwarmSequenceManager? sequence = null;
         try
         {

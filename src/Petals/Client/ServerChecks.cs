@@ -41,13 +41,13 @@ internal static class ServerChecks
     }
 
     /// <summary>
-    /// What makes a server found through discovery unusable as announced: another handshake peer id or span than its
-    /// announcement, or any of <see cref="AddProblems"/>; null when nothing.
+    /// What makes a server found through discovery unusable as announced: another handshake peer id (when
+    /// <paramref name="checkPeerId"/>) or span than its announcement, or any of <see cref="AddProblems"/>; null when nothing.
     /// </summary>
-    public static string? AnnouncementProblems(RemoteSpanConnection server, ServerInfo announced, BlockRange blocks, ModelConfig config, string modelId, WireCodec codec)
+    public static string? AnnouncementProblems(RemoteSpanConnection server, ServerInfo announced, BlockRange blocks, ModelConfig config, string modelId, WireCodec codec, bool checkPeerId)
     {
         var problems = new List<string>();
-        if (!string.Equals(server.Connection.Remote.PeerId, announced.PeerId, StringComparison.Ordinal))
+        if (checkPeerId && !string.Equals(server.Connection.Remote.PeerId, announced.PeerId, StringComparison.Ordinal))
         {
             problems.Add($"the server at {announced.Address} is announced as peer {announced.PeerId} but its handshake says '{server.Connection.Remote.PeerId}'");
         }
