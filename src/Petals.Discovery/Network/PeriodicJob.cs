@@ -37,6 +37,18 @@ internal sealed class PeriodicJob : IAsyncDisposable
     /// <summary>How many runs have started.</summary>
     public int Runs => Volatile.Read(ref _runs);
 
+    /// <summary>Whether a run is going now.</summary>
+    public bool IsRunning
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _busy;
+            }
+        }
+    }
+
     /// <summary>How many ticks were skipped because a run was still going (or the job was stopping).</summary>
     public int SkippedTicks => Volatile.Read(ref _skipped);
 
