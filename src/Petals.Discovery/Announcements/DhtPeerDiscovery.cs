@@ -82,6 +82,9 @@ public sealed class DhtPeerDiscovery : IPeerDiscovery
 
         var value = ServerInfoCodec.Encode(info);
         var entry = ServerInfoCodec.EncodeModelEntry(modelId, blockCount);
+
+        // A cancelled caller gets cancellation even when no lookup would notice it (a node alone, an empty table).
+        cancellationToken.ThrowIfCancellationRequested();
         var expiresAt = NextExpiration(timeToLive);
         var identity = Node.Identity;
         var records = Enumerable.Range(info.Span.Start, info.Span.Count)
@@ -101,6 +104,7 @@ public sealed class DhtPeerDiscovery : IPeerDiscovery
     public async Task<IReadOnlyList<BlockServers>> GetServersAsync(string modelId, BlockRange blocks, CancellationToken cancellationToken = default)
     {
         CheckModelId(modelId);
+        cancellationToken.ThrowIfCancellationRequested();
         var result = new BlockServers[blocks.Count];
         await Parallel.ForEachAsync(
             Enumerable.Range(0, blocks.Count),
@@ -131,6 +135,7 @@ public sealed class DhtPeerDiscovery : IPeerDiscovery
     /// <remarks>When servers disagree on a model's block count, the count most of them announce wins (the larger on a tie).</remarks>
     public async Task<IReadOnlyList<SwarmModelInfo>> GetModelsAsync(CancellationToken cancellationToken = default)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         var found = await Node.GetAsync(ModelIndexKey, cancellationToken).ConfigureAwait(false);
         var entries = new List<(string ModelId, int BlockCount)>(found.Records.Count);
         foreach (var record in found.Records)
