@@ -137,16 +137,10 @@ public abstract class PeerDiscoveryConformanceTests
         var blocks = await Bounded(reader.GetServersAsync(Model, new BlockRange(1, 3), Ct));
         foreach (var block in blocks)
         {
+            // Record equality covers every field but the two that compare otherwise (a field added to ServerInfo later
+            // is covered too): the round-trip table by content, the expiration against the clock.
             var got = Assert.Single(block.Servers);
-            Assert.Equal(sent.PeerId, got.PeerId);
-            Assert.Equal(sent.Address, got.Address);
-            Assert.Equal(sent.State, got.State);
-            Assert.Equal(sent.Span, got.Span);
-            Assert.Equal(sent.Throughput, got.Throughput);
-            Assert.Equal(sent.CacheTokensLeft, got.CacheTokensLeft);
-            Assert.Equal(sent.DType, got.DType);
-            Assert.Equal(sent.Version, got.Version);
-            Assert.Equal(sent.PublicName, got.PublicName);
+            Assert.Equal(sent with { NextServerRtts = got.NextServerRtts, ExpiresAt = got.ExpiresAt }, got);
             Assert.Equal(sent.NextServerRtts.OrderBy(p => p.Key, StringComparer.Ordinal), got.NextServerRtts.OrderBy(p => p.Key, StringComparer.Ordinal));
             AssertExpiration(expiresAt, got.ExpiresAt);
         }
@@ -209,7 +203,7 @@ public abstract class PeerDiscoveryConformanceTests
         ];
         for (var i = 0; i < 6; i++)
         {
-            Assert.Equal(expected[i].Order(StringComparer.Ordinal), blocks[i].Servers.Select(s => s.PeerId).Order(StringComparer.Ordinal));
+            Assert.Equal(expected[i].Order(StringComparer.Ordinal), PeerIds(blocks[i]));
         }
 
         Assert.Equal(7, blocks[3].Servers.Single(s => s.PeerId == b.LocalPeerId).Throughput);
@@ -386,7 +380,7 @@ public abstract class PeerDiscoveryConformanceTests
             for (var b = 0; b < 4; b++)
             {
                 var expected = peers.Where((_, i) => b >= i % 2 && b < (i % 2) + 3).Select(p => p.LocalPeerId).Order(StringComparer.Ordinal);
-                Assert.Equal(expected, blocks[b].Servers.Select(s => s.PeerId).Order(StringComparer.Ordinal));
+                Assert.Equal(expected, PeerIds(blocks[b]));
             }
         }
 
@@ -403,6 +397,9 @@ public abstract class PeerDiscoveryConformanceTests
         CacheTokensLeft = 4096,
         Version = "conformance",
     };
+
+    /// <summary>The peer ids listed for a block, in ordinal order (the order within a block is not part of the contract).</summary>
+    private static IEnumerable<string> PeerIds(BlockServers block) => block.Servers.Select(s => s.PeerId).Order(StringComparer.Ordinal);
 
     private static async Task Refused<TException>(string paramName, Func<Task> call)
         where TException : ArgumentException

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Petals.Discovery;
 using Petals.Models;
 
@@ -6,14 +5,16 @@ namespace Petals.Testing.Discovery;
 
 /// <summary>
 /// One peer of a <see cref="MemoryDiscoveryNetwork"/>: an in-memory <see cref="IPeerDiscovery"/> for tests and
-/// simulations. It refuses what the DHT refuses (a foreign peer id, a bad model id, block count, span or time to live,
-/// an invalid announcement) with the same exceptions, keeps a snapshot of each announcement, and reads what every peer
-/// of its network announced and has not expired. Create peers with <see cref="MemoryDiscoveryNetwork.CreatePeer"/>.
+/// simulations. It refuses bad input with the exceptions the contract documents
+/// (<see cref="AnnouncementLimits.CheckAnnouncement"/>, as the DHT does), keeps a snapshot of each announcement, and
+/// reads what every peer of its network announced and has not expired. Create peers with
+/// <see cref="MemoryDiscoveryNetwork.CreatePeer"/>.
 /// </summary>
 /// <remarks>
 /// Thread-safe. The operations complete synchronously: argument errors are thrown by the call, a cancelled token gives
-/// a cancelled task. Unlike the DHT it has no maximum time to live and no limits on text lengths or round-trip entries, and
-/// a replacement with a shorter time to live expires when its own time to live ends.
+/// a cancelled task. Unlike the DHT it has no maximum time to live and no limits on text lengths or round-trip
+/// entries, a replacement with a shorter time to live expires when its own time to live ends, and one peer may list
+/// several models in the model index.
 /// </remarks>
 public sealed class MemoryPeerDiscovery : IPeerDiscovery
 {
@@ -33,22 +34,7 @@ public sealed class MemoryPeerDiscovery : IPeerDiscovery
     /// <returns>The number of blocks of the span (every block is accepted).</returns>
     public Task<int> AnnounceAsync(string modelId, int blockCount, ServerInfo info, TimeSpan timeToLive, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(info);
-        CheckModelId(modelId);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockCount);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(blockCount, AnnouncementLimits.MaxBlockCount);
-        if (info.PeerId != LocalPeerId)
-        {
-            throw new ArgumentException($"The announcement's peer id '{info.PeerId}' is not this peer's id '{LocalPeerId}'.", nameof(info));
-        }
-
-        if (info.Span.End > blockCount)
-        {
-            throw new ArgumentException($"Span {info.Span} goes past the model's {blockCount} blocks.", nameof(info));
-        }
-
-        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeToLive, TimeSpan.Zero);
-        CheckInfo(info);
+        AnnouncementLimits.CheckAnnouncement(LocalPeerId, modelId, blockCount, info, timeToLive);
         if (cancellationToken.IsCancellationRequested)
         {
             return Task.FromCanceled<int>(cancellationToken);
@@ -73,7 +59,7 @@ public sealed class MemoryPeerDiscovery : IPeerDiscovery
     /// <remarks>Each block's servers are ordered by peer id (ordinal).</remarks>
     public Task<IReadOnlyList<BlockServers>> GetServersAsync(string modelId, BlockRange blocks, CancellationToken cancellationToken = default)
     {
-        CheckModelId(modelId);
+        AnnouncementLimits.CheckModelId(modelId);
         return cancellationToken.IsCancellationRequested
             ? Task.FromCanceled<IReadOnlyList<BlockServers>>(cancellationToken)
             : Task.FromResult<IReadOnlyList<BlockServers>>(Network.GetServers(modelId, blocks));
@@ -90,48 +76,4 @@ public sealed class MemoryPeerDiscovery : IPeerDiscovery
 
     /// <inheritdoc />
     public override string ToString() => $"in-memory discovery peer {LocalPeerId}";
-
-    private static void CheckModelId(string modelId)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(modelId);
-        if (System.Text.Encoding.UTF8.GetByteCount(modelId) > AnnouncementLimits.MaxModelIdBytes)
-        {
-            throw new ArgumentException($"The model id is longer than {AnnouncementLimits.MaxModelIdBytes} UTF-8 bytes.", nameof(modelId));
-        }
-    }
-
-    // The checks the DHT's encoding makes, so that an announcement accepted here is one a real swarm carries.
-    private static void CheckInfo(ServerInfo info)
-    {
-        string? fault = null;
-        if (info.Address.IsEmpty)
-        {
-            fault = "The server address is empty.";
-        }
-        else if (!Enum.IsDefined(info.State))
-        {
-            fault = $"Server state {(int)info.State} is not defined.";
-        }
-        else if (!Enum.IsDefined(info.DType))
-        {
-            fault = $"DType {(int)info.DType} is not defined.";
-        }
-        else if (!double.IsFinite(info.Throughput) || info.Throughput < 0)
-        {
-            fault = $"Throughput {info.Throughput.ToString(CultureInfo.InvariantCulture)} is not a finite non-negative number.";
-        }
-        else if (info.CacheTokensLeft < 0)
-        {
-            fault = $"Cache tokens left {info.CacheTokensLeft} is negative.";
-        }
-        else if (info.NextServerRtts?.FirstOrDefault(p => p.Value < TimeSpan.Zero) is { Key: not null } negative)
-        {
-            fault = $"The round-trip time to {negative.Key} is negative.";
-        }
-
-        if (fault is not null)
-        {
-            throw new ArgumentException(fault, nameof(info));
-        }
-    }
 }
