@@ -171,11 +171,12 @@ public sealed class DhtNode : IAsyncDisposable
     /// <param name="cancellationToken">Cancels the bootstrap.</param>
     /// <returns>Each peer's outcome, with the reason for each one refused or unreachable.</returns>
     /// <exception cref="InvalidOperationException">The node is not running.</exception>
-    public Task<DhtJoinResult> JoinAsync(IEnumerable<PeerAddress> peers, CancellationToken cancellationToken = default)
+    public async Task<DhtJoinResult> JoinAsync(IEnumerable<PeerAddress> peers, CancellationToken cancellationToken = default)
     {
+        // Async, so that misuse faults the returned task rather than the call, as it always has.
         ArgumentNullException.ThrowIfNull(peers);
         EnsureRunning();
-        return _maintenance.JoinAsync(peers, cancellationToken);
+        return await _maintenance.JoinAsync(peers, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Looks up the k nodes closest to <paramref name="target"/> with alpha parallel iterative queries.</summary>
@@ -183,10 +184,10 @@ public sealed class DhtNode : IAsyncDisposable
     /// <param name="cancellationToken">Cancels the lookup.</param>
     /// <returns>The closest nodes that answered, with hop and message counts.</returns>
     /// <exception cref="InvalidOperationException">The node is not running.</exception>
-    public Task<DhtLookupResult> FindNodeAsync(NodeId target, CancellationToken cancellationToken = default)
+    public async Task<DhtLookupResult> FindNodeAsync(NodeId target, CancellationToken cancellationToken = default)
     {
         EnsureRunning();
-        return _lookup.FindNodeAsync(target, cancellationToken);
+        return await _lookup.FindNodeAsync(target, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -198,11 +199,11 @@ public sealed class DhtNode : IAsyncDisposable
     /// <returns>The records found and the lookup's measurements.</returns>
     /// <exception cref="ArgumentException">The key is empty or too long.</exception>
     /// <exception cref="InvalidOperationException">The node is not running.</exception>
-    public Task<DhtValueResult> GetAsync(string key, CancellationToken cancellationToken = default)
+    public async Task<DhtValueResult> GetAsync(string key, CancellationToken cancellationToken = default)
     {
         CheckKey(key);
         EnsureRunning();
-        return _lookup.GetAsync(key, cancellationToken);
+        return await _lookup.GetAsync(key, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -214,7 +215,7 @@ public sealed class DhtNode : IAsyncDisposable
     /// <returns>Every node's verdict.</returns>
     /// <exception cref="ArgumentException">The record fails validation; the message gives the reason.</exception>
     /// <exception cref="InvalidOperationException">The node is not running.</exception>
-    public Task<DhtStoreResult> StoreAsync(DhtRecord record, CancellationToken cancellationToken = default)
+    public async Task<DhtStoreResult> StoreAsync(DhtRecord record, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(record);
         EnsureRunning();
@@ -225,7 +226,7 @@ public sealed class DhtNode : IAsyncDisposable
         }
 
         _maintenance.Remember(record);
-        return _lookup.PublishAsync(record, cancellationToken);
+        return await _lookup.PublishAsync(record, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -237,10 +238,10 @@ public sealed class DhtNode : IAsyncDisposable
     /// <param name="cancellationToken">Cancels the refresh.</param>
     /// <returns>How many buckets were refreshed.</returns>
     /// <exception cref="InvalidOperationException">The node is not running.</exception>
-    public Task<int> RefreshAsync(CancellationToken cancellationToken = default)
+    public async Task<int> RefreshAsync(CancellationToken cancellationToken = default)
     {
         EnsureRunning();
-        return _maintenance.RefreshAsync(cancellationToken);
+        return await _maintenance.RefreshAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -250,10 +251,10 @@ public sealed class DhtNode : IAsyncDisposable
     /// <param name="cancellationToken">Cancels the republication.</param>
     /// <returns>How many records were republished.</returns>
     /// <exception cref="InvalidOperationException">The node is not running.</exception>
-    public Task<int> RepublishAsync(CancellationToken cancellationToken = default)
+    public async Task<int> RepublishAsync(CancellationToken cancellationToken = default)
     {
         EnsureRunning();
-        return _maintenance.RepublishAsync(cancellationToken);
+        return await _maintenance.RepublishAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Stops serving: closes the listener, stops the timers and waits for in-flight work. Idempotent.</summary>
