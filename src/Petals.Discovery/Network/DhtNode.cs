@@ -10,13 +10,10 @@ namespace Petals.Discovery;
 /// Thread-safe. All time (request timeouts, refresh and republication timers) comes from the injected
 /// <see cref="TimeProvider"/>.
 /// </summary>
-/// <remarks>
-/// The node is a façade over its parts: <see cref="DhtRpcHandler"/> serves requests, <see cref="DhtRpcClient"/> sends
-/// them, <see cref="DhtLookup"/> runs lookups and publications and <see cref="DhtMaintenance"/> joins, refreshes,
-/// republishes and sweeps (each periodic job a <see cref="PeriodicJob"/>).
-/// </remarks>
 public sealed class DhtNode : IAsyncDisposable
 {
+    // The node is a façade over its parts: DhtRpcHandler serves requests, DhtRpcClient sends them, DhtLookup runs
+    // lookups and publications, DhtMaintenance joins, refreshes, republishes and sweeps (each periodic job a PeriodicJob).
     private readonly DhtNodeOptions _options;
     private readonly TimeProvider _time;
     private readonly DhtSender _self;
@@ -66,7 +63,7 @@ public sealed class DhtNode : IAsyncDisposable
     public RecordStorage Storage { get; }
 
     /// <summary>Where the node listens (empty before <c>StartAsync</c> and in client mode).</summary>
-    public PeerAddress LocalAddress => _client.IsAttached ? _client.Self.Address : default;
+    public PeerAddress LocalAddress => _client.LocalAddress;
 
     /// <summary>The node as a contact (id and listen address).</summary>
     public DhtContact Contact => new(Id, LocalAddress);
@@ -272,7 +269,8 @@ public sealed class DhtNode : IAsyncDisposable
             await handler.DisposeAsync().ConfigureAwait(false);
         }
 
-        // After the handler: a request served while stopping may still have started an eviction ping to wait for.
+        // After the handler, so that the requests it served while stopping have ended and any eviction ping one of them
+        // started is among those waited for.
         await _maintenance.DisposeAsync().ConfigureAwait(false);
     }
 

@@ -46,8 +46,8 @@ internal sealed class DhtRpcClient
     /// <exception cref="InvalidOperationException">The node is not started.</exception>
     public DhtSender Self => _self ?? throw new InvalidOperationException($"DHT node {_id} is not started.");
 
-    /// <summary>Whether the node has been started (<see cref="Attach"/> has run).</summary>
-    public bool IsAttached => Volatile.Read(ref _self) is not null;
+    /// <summary>Where the node listens: empty before <see cref="Attach"/> and in client mode.</summary>
+    public PeerAddress LocalAddress => Volatile.Read(ref _self)?.Address ?? default;
 
     /// <summary>Gives the client the transport to connect with and the sender to write into requests (once, on start).</summary>
     /// <param name="transport">The transport.</param>
