@@ -31,8 +31,8 @@ internal sealed class BackgroundTasks
             _running.Add(task);
         }
 
-        task.ContinueWith(
-            (t, state) =>
+        _ = task.ContinueWith(
+            static (t, state) =>
             {
                 var owner = (BackgroundTasks)state!;
                 lock (owner._gate)
