@@ -1,8 +1,12 @@
+using System.Globalization;
+
 namespace Petals.Discovery;
 
 /// <summary>
 /// The limits every <see cref="IPeerDiscovery"/> announcement respects, shared by the DHT encoding, the server's
-/// announcer and the model-id computation so that an id or model a server accepts is one the swarm can carry.
+/// announcer and the model-id computation so that an id or model a server accepts is one the swarm can carry; and the
+/// argument checks every implementation makes before it announces or reads anything, so that all of them refuse the
+/// same input with the same exceptions.
 /// </summary>
 public static class AnnouncementLimits
 {
@@ -14,4 +18,91 @@ public static class AnnouncementLimits
 
     /// <summary>The largest model, in blocks, an announcement or the model index may name (real models have a few hundred).</summary>
     public const int MaxBlockCount = 1024;
+
+    /// <summary>Throws what <see cref="IPeerDiscovery.GetServersAsync"/> documents for a bad model id.</summary>
+    /// <param name="modelId">The model id.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="modelId"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="modelId"/> is empty or longer than <see cref="MaxModelIdBytes"/> UTF-8 bytes.</exception>
+    public static void CheckModelId(string modelId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(modelId);
+        if (System.Text.Encoding.UTF8.GetByteCount(modelId) > MaxModelIdBytes)
+        {
+            throw new ArgumentException($"The model id is longer than {MaxModelIdBytes} UTF-8 bytes.", nameof(modelId));
+        }
+    }
+
+    /// <summary>
+    /// Throws what <see cref="IPeerDiscovery.AnnounceAsync"/> documents for bad arguments, in this order: a null
+    /// announcement, a bad model id, a block count out of range, a foreign peer id, a span past the block count, a time
+    /// to live that is not positive, an invalid announcement. An implementation may refuse more (e.g. a maximum time to live).
+    /// </summary>
+    /// <param name="localPeerId">The implementation's <see cref="IPeerDiscovery.LocalPeerId"/>.</param>
+    /// <param name="modelId">The model id.</param>
+    /// <param name="blockCount">The model's number of blocks.</param>
+    /// <param name="info">The announcement.</param>
+    /// <param name="timeToLive">The time to live.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="modelId"/> or <paramref name="info"/> is null.</exception>
+    /// <exception cref="ArgumentException">The model id, the peer id, the span or a field of <paramref name="info"/> is bad; the message says which.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="blockCount"/> is not 1 to <see cref="MaxBlockCount"/>, or <paramref name="timeToLive"/> is not positive.</exception>
+    public static void CheckAnnouncement(string localPeerId, string modelId, int blockCount, ServerInfo info, TimeSpan timeToLive)
+    {
+        ArgumentNullException.ThrowIfNull(info);
+        CheckModelId(modelId);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockCount);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(blockCount, MaxBlockCount);
+        if (info.PeerId != localPeerId)
+        {
+            throw new ArgumentException($"The announcement's peer id '{info.PeerId}' is not this node's id {localPeerId}.", nameof(info));
+        }
+
+        if (info.Span.End > blockCount)
+        {
+            throw new ArgumentException($"Span {info.Span} goes past the model's {blockCount} blocks.", nameof(info));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeToLive, TimeSpan.Zero);
+        if (FindFault(info) is { } fault)
+        {
+            throw new ArgumentException($"The announcement is invalid: {fault}", nameof(info));
+        }
+    }
+
+    private static string? FindFault(ServerInfo info)
+    {
+        if (info.Address.IsEmpty)
+        {
+            return "the server address is empty.";
+        }
+
+        if (!Enum.IsDefined(info.State))
+        {
+            return $"server state {(int)info.State} is not defined.";
+        }
+
+        if (!Enum.IsDefined(info.DType))
+        {
+            return $"dtype {(int)info.DType} is not defined.";
+        }
+
+        if (!double.IsFinite(info.Throughput) || info.Throughput < 0)
+        {
+            return $"throughput {info.Throughput.ToString(CultureInfo.InvariantCulture)} is not a finite non-negative number.";
+        }
+
+        if (info.CacheTokensLeft < 0)
+        {
+            return $"cache tokens left {info.CacheTokensLeft} is negative.";
+        }
+
+        foreach (var (peer, rtt) in info.NextServerRtts ?? new Dictionary<string, TimeSpan>())
+        {
+            if (rtt < TimeSpan.Zero)
+            {
+                return $"the round-trip time to {peer} is negative.";
+            }
+        }
+
+        return null;
+    }
 }

@@ -61,27 +61,17 @@ public sealed class DhtPeerDiscovery : IPeerDiscovery
     /// </remarks>
     public async Task<int> AnnounceAsync(string modelId, int blockCount, ServerInfo info, TimeSpan timeToLive, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(info);
-        CheckModelId(modelId);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockCount);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(blockCount, ServerInfoCodec.MaxBlockCount);
-        if (info.PeerId != LocalPeerId)
-        {
-            throw new ArgumentException($"The announcement's peer id '{info.PeerId}' is not this node's id {LocalPeerId}.", nameof(info));
-        }
-
-        if (info.Span.End > blockCount)
-        {
-            throw new ArgumentException($"Span {info.Span} goes past the model's {blockCount} blocks.", nameof(info));
-        }
-
-        if (timeToLive <= TimeSpan.Zero || timeToLive > RecordLimits.Default.MaxTimeToLive)
+        AnnouncementLimits.CheckAnnouncement(LocalPeerId, modelId, blockCount, info, timeToLive);
+        if (timeToLive > RecordLimits.Default.MaxTimeToLive)
         {
             throw new ArgumentOutOfRangeException(nameof(timeToLive), timeToLive, $"The time to live must be positive and at most {RecordLimits.Default.MaxTimeToLive}.");
         }
 
         var value = ServerInfoCodec.Encode(info);
         var entry = ServerInfoCodec.EncodeModelEntry(modelId, blockCount);
+
+        // A cancelled caller gets cancellation even when no lookup would notice it (a node alone, an empty table).
+        cancellationToken.ThrowIfCancellationRequested();
         var expiresAt = NextExpiration(timeToLive);
         var identity = Node.Identity;
         var records = Enumerable.Range(info.Span.Start, info.Span.Count)
@@ -100,7 +90,8 @@ public sealed class DhtPeerDiscovery : IPeerDiscovery
     /// <remarks>Records whose value cannot be decoded are skipped and counted in <see cref="MalformedRecordCount"/>.</remarks>
     public async Task<IReadOnlyList<BlockServers>> GetServersAsync(string modelId, BlockRange blocks, CancellationToken cancellationToken = default)
     {
-        CheckModelId(modelId);
+        AnnouncementLimits.CheckModelId(modelId);
+        cancellationToken.ThrowIfCancellationRequested();
         var result = new BlockServers[blocks.Count];
         await Parallel.ForEachAsync(
             Enumerable.Range(0, blocks.Count),
@@ -131,6 +122,7 @@ public sealed class DhtPeerDiscovery : IPeerDiscovery
     /// <remarks>When servers disagree on a model's block count, the count most of them announce wins (the larger on a tie).</remarks>
     public async Task<IReadOnlyList<SwarmModelInfo>> GetModelsAsync(CancellationToken cancellationToken = default)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         var found = await Node.GetAsync(ModelIndexKey, cancellationToken).ConfigureAwait(false);
         var entries = new List<(string ModelId, int BlockCount)>(found.Records.Count);
         foreach (var record in found.Records)
@@ -157,15 +149,6 @@ public sealed class DhtPeerDiscovery : IPeerDiscovery
 
     /// <inheritdoc />
     public override string ToString() => $"DHT discovery through {Node}";
-
-    private static void CheckModelId(string modelId)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(modelId);
-        if (System.Text.Encoding.UTF8.GetByteCount(modelId) > ServerInfoCodec.MaxModelIdBytes)
-        {
-            throw new ArgumentException($"The model id is longer than {ServerInfoCodec.MaxModelIdBytes} UTF-8 bytes.", nameof(modelId));
-        }
-    }
 
     private DateTimeOffset NextExpiration(TimeSpan timeToLive)
     {

@@ -136,6 +136,20 @@ public sealed class DhtPeerDiscoveryTests
     }
 
     [Fact]
+    public async Task A_cancelled_call_is_cancelled_even_on_a_node_alone_that_asks_nobody()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var network = new DhtTestNetwork();
+        var alone = new DhtPeerDiscovery(await network.AddAsync(null, ct), network.Time);
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => alone.GetModelsAsync(cancelled.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => alone.GetServersAsync(Model, new BlockRange(0, 2), cancelled.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => alone.AnnounceAsync(Model, 5, Info(alone, 0, 2), Ttl, cancelled.Token));
+        Assert.Equal(0, alone.Node.Storage.RecordCount);
+    }
+
+    [Fact]
     public async Task Misuse_is_refused_precisely()
     {
         var ct = TestContext.Current.CancellationToken;

@@ -11,9 +11,10 @@ internal sealed class DhtTestNetwork : IAsyncDisposable
     private static readonly List<PeerIdentity> Pool = [];
     private int _next;
 
-    public DhtTestNetwork(DhtNodeOptions? options = null)
+    public DhtTestNetwork(DhtNodeOptions? options = null, ManualTimeProvider? time = null)
     {
         Options = options ?? DhtNodeOptions.Default;
+        Time = time ?? new(DhtTestKit.Start);
     }
 
     public static TimeSpan Bound { get; } = TimeSpan.FromSeconds(60);
@@ -22,7 +23,7 @@ internal sealed class DhtTestNetwork : IAsyncDisposable
 
     public MemoryTransport Transport { get; } = new();
 
-    public ManualTimeProvider Time { get; } = new(DhtTestKit.Start);
+    public ManualTimeProvider Time { get; }
 
     public List<DhtNode> Nodes { get; } = [];
 
