@@ -9,7 +9,7 @@ using Petals.Generation;
 using Petals.Inference;
 using Petals.Models;
 using Petals.Protocol;
-using Petals.Testing.Models;
+using Petals.Formats.HuggingFace;
 using Petals.Transport;
 
 namespace Petals.Benchmarks;

@@ -7,7 +7,7 @@ using Petals.Formats;
 using Petals.Generation;
 using Petals.Inference;
 using Petals.Models;
-using Petals.Testing.Models;
+using Petals.Formats.HuggingFace;
 using Petals.Transport;
 using Petals.Transport.Tcp;
 

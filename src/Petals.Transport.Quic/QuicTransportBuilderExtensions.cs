@@ -1,4 +1,3 @@
-using Microsoft.Extensions.Options;
 using Petals.Hosting;
 using Petals.Transport.Quic;
 
@@ -17,8 +16,7 @@ public static class QuicTransportBuilderExtensions
     public static IPetalsServerBuilder UseQuicTransport(this IPetalsServerBuilder builder, Action<QuicTransportOptions>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        builder.Services.AddOptions<PetalsServerOptions>().Validate(_ => IsSupported, UnsupportedMessage);
-        return builder.UseTransport(_ => Create(configure));
+        return builder.AddStartupCheck(_ => IsSupported ? null : UnsupportedMessage).UseTransport(_ => Create(configure));
     }
 
     /// <summary>
@@ -31,8 +29,7 @@ public static class QuicTransportBuilderExtensions
     public static IPetalsClientBuilder UseQuicTransport(this IPetalsClientBuilder builder, Action<QuicTransportOptions>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        builder.Services.AddOptions<PetalsClientOptions>().Validate(_ => IsSupported, UnsupportedMessage);
-        return builder.UseTransport(_ => Create(configure));
+        return builder.AddStartupCheck(_ => IsSupported ? null : UnsupportedMessage).UseTransport(_ => Create(configure));
     }
 
     private static bool IsSupported => (OperatingSystem.IsLinux() || OperatingSystem.IsWindows() || OperatingSystem.IsMacOS()) && QuicTransport.IsSupported;

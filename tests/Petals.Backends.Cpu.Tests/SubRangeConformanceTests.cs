@@ -1,3 +1,4 @@
+using Petals.Testing.Execution;
 using Petals.Execution;
 using Petals.Models;
 using Petals.Tensors;
@@ -173,7 +174,7 @@ public sealed class DefaultSubRangeMembersTests
     {
         using var model = new RandomLlama(TestConfigs.Get("mha", layers: 3));
         using var cpu = ExecutorChecks.Managed(1).Create(model, new BlockRange(0, 3));
-        IBlockExecutor executor = new WholeSpanOnlyExecutor(cpu);
+        IBlockExecutor executor = new WholeSpanOnlyBlockExecutor(cpu, ownsInner: false);
         var h = model.Config.HiddenSize;
         var input = Accuracy.RandomHidden(2 * h, 8);
         var viaDefault = (float[])input.Clone();
@@ -192,23 +193,5 @@ public sealed class DefaultSubRangeMembersTests
         var outside = Assert.Throws<ArgumentOutOfRangeException>(() => executor.CreateCache(1, 4, new BlockRange(2, 4)));
         Assert.Equal("blocks", outside.ParamName);
         Assert.Throws<ArgumentOutOfRangeException>(() => executor.Forward(new float[h], 1, 1, null, default));
-    }
-
-    /// <summary>An executor implementing only the original members (it delegates to a CPU executor's whole span).</summary>
-    private sealed class WholeSpanOnlyExecutor(IBlockExecutor inner) : IBlockExecutor
-    {
-        public ModelConfig Config => inner.Config;
-
-        public BlockRange Blocks => inner.Blocks;
-
-        public IKvCache CreateCache(int batchSize, int maxLength) => inner.CreateCache(batchSize, maxLength);
-
-        public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache) => inner.Forward(hidden, batchSize, tokenCount, cache);
-
-        public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
-
-        public void Dispose()
-        {
-        }
     }
 }

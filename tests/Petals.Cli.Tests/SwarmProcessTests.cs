@@ -8,7 +8,7 @@ using Petals.Inference;
 using Petals.Models;
 using Petals.Protocol;
 using Petals.Testing;
-using Petals.Testing.Models;
+using Petals.Formats.HuggingFace;
 using Petals.Transport;
 using Petals.Transport.Tcp;
 

@@ -13,23 +13,19 @@ namespace Petals.Testing.Transport;
 /// address in <see cref="NetworkShapingOptions.RefusedAddresses"/>; a hung server is the address in
 /// <see cref="NetworkShapingOptions.StalledAddresses"/>. All members are thread-safe.
 /// </remarks>
-public sealed class ShapingTransport : ITransport
+public sealed class ShapingTransport : DelegatingTransport
 {
-    private readonly ITransport _inner;
     private readonly Random _jitter;
     private readonly Lock _jitterLock = new();
     private readonly ConcurrentDictionary<ShapedStream, PeerAddress> _connected = new();
 
     internal ShapingTransport(ITransport inner, NetworkShapingOptions options, TimeProvider timeProvider)
+        : base(inner)
     {
-        _inner = inner;
         Options = options;
         TimeProvider = timeProvider;
         _jitter = new Random(options.Seed);
     }
-
-    /// <inheritdoc/>
-    public string Name => _inner.Name;
 
     /// <summary>The conditions and faults imposed (the instance given to <see cref="TransportShapingExtensions.WithShaping"/>; changes apply to later operations).</summary>
     public NetworkShapingOptions Options { get; }
@@ -38,7 +34,7 @@ public sealed class ShapingTransport : ITransport
     public TimeProvider TimeProvider { get; }
 
     /// <inheritdoc/>
-    public async ValueTask<ITransportStream> ConnectAsync(PeerAddress address, CancellationToken cancellationToken = default)
+    public override async ValueTask<ITransportStream> ConnectAsync(PeerAddress address, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
         if (Options.RefuseAllConnects || Options.RefusedAddresses.Contains(address))
@@ -46,7 +42,7 @@ public sealed class ShapingTransport : ITransport
             throw new TransportException(TransportErrorKind.ConnectionRefused, $"Connection to {address} refused: fault injected by the network shaper.");
         }
 
-        var stream = await _inner.ConnectAsync(address, cancellationToken).ConfigureAwait(false);
+        var stream = await InnerTransport.ConnectAsync(address, cancellationToken).ConfigureAwait(false);
         var target = address.WithPeerId(null);
         var shaped = new ShapedStream(stream, this, target, onDisposed: s => _connected.TryRemove(s, out _));
         _connected[shaped] = target;
@@ -54,9 +50,9 @@ public sealed class ShapingTransport : ITransport
     }
 
     /// <inheritdoc/>
-    public async ValueTask<ITransportListener> ListenAsync(PeerAddress bindAddress, CancellationToken cancellationToken = default)
+    public override async ValueTask<ITransportListener> ListenAsync(PeerAddress bindAddress, CancellationToken cancellationToken = default)
     {
-        var listener = await _inner.ListenAsync(bindAddress, cancellationToken).ConfigureAwait(false);
+        var listener = await InnerTransport.ListenAsync(bindAddress, cancellationToken).ConfigureAwait(false);
         return new ShapingListener(listener, this);
     }
 
@@ -89,23 +85,10 @@ public sealed class ShapingTransport : ITransport
     }
 
     /// <inheritdoc/>
-    public object? GetService(Type serviceType, object? serviceKey = null)
+    public override object? GetService(Type serviceType, object? serviceKey = null)
     {
         ArgumentNullException.ThrowIfNull(serviceType);
-        if (serviceKey is null)
-        {
-            if (serviceType.IsInstanceOfType(this))
-            {
-                return this;
-            }
-
-            if (serviceType == typeof(NetworkShapingOptions))
-            {
-                return Options;
-            }
-        }
-
-        return _inner.GetService(serviceType, serviceKey);
+        return serviceKey is null && serviceType == typeof(NetworkShapingOptions) ? Options : base.GetService(serviceType, serviceKey);
     }
 
     /// <summary>A one-way jitter drawn uniformly from [0, Jitter].</summary>

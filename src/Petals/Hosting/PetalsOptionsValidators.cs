@@ -45,17 +45,18 @@ internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : 
 
         if (services.GetService<IServiceProviderIsKeyedService>() is { } registered)
         {
-            if (!registered.IsKeyedService(typeof(IBlockExecutorFactory), PetalsServiceKeys.Server))
+            if (!registered.IsKeyedService(typeof(IBlockExecutorFactory), PetalsServiceKeys.Provider(PetalsServiceKeys.Server)))
             {
                 failures.Add(MissingExecutor);
             }
 
-            if (!registered.IsKeyedService(typeof(ITransport), PetalsServiceKeys.Server))
+            if (!registered.IsKeyedService(typeof(ITransport), PetalsServiceKeys.Provider(PetalsServiceKeys.Server)))
             {
                 failures.Add(MissingTransport);
             }
         }
 
+        PetalsValidation.RunStartupChecks(services, PetalsServiceKeys.Server, failures);
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
     }
 }
@@ -76,7 +77,8 @@ internal sealed class PetalsClientOptionsValidator(IServiceProvider services) : 
         ArgumentNullException.ThrowIfNull(options);
         var failures = new List<string>();
         PetalsValidation.CheckModelPath(options.ModelPath, nameof(PetalsClientOptions), failures);
-        if (options.Peers.Count == 0 && services.GetKeyedService<Discovery.IPeerDiscovery>(PetalsServiceKeys.Client) is null)
+        if (options.Peers.Count == 0
+            && services.GetService<IServiceProviderIsKeyedService>()?.IsKeyedService(typeof(Discovery.IPeerDiscovery), PetalsServiceKeys.Provider(PetalsServiceKeys.Client)) != true)
         {
             failures.Add(MissingPeers);
         }
@@ -107,11 +109,12 @@ internal sealed class PetalsClientOptionsValidator(IServiceProvider services) : 
         PetalsValidation.Check(options.ToSwarmOptions().Validate, nameof(PetalsClientOptions), failures);
 
         if (services.GetService<IServiceProviderIsKeyedService>() is { } registered
-            && !registered.IsKeyedService(typeof(ITransport), PetalsServiceKeys.Client))
+            && !registered.IsKeyedService(typeof(ITransport), PetalsServiceKeys.Provider(PetalsServiceKeys.Client)))
         {
             failures.Add(MissingTransport);
         }
 
+        PetalsValidation.RunStartupChecks(services, PetalsServiceKeys.Client, failures);
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
     }
 }
@@ -160,6 +163,18 @@ internal static class PetalsValidation
         var before = failures.Count;
         Check(limits.Validate, owner + ".Limits", failures);
         return failures.Count == before ? limits : ProtocolLimits.Default;
+    }
+
+    /// <summary>Adds the failure of every startup check a provider registered for <paramref name="role"/>.</summary>
+    public static void RunStartupChecks(IServiceProvider services, string role, List<string> failures)
+    {
+        foreach (var check in services.GetKeyedServices<PetalsStartupCheck>(role))
+        {
+            if (check.Run(services) is { } failure)
+            {
+                failures.Add(failure);
+            }
+        }
     }
 
     /// <summary>Runs a <c>Validate()</c> method that throws on the first bad setting and records its message.</summary>

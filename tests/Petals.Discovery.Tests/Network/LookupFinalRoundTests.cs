@@ -29,18 +29,16 @@ public sealed class LookupFinalRoundTests
         Assert.InRange(counting.MaxConcurrent, network.Options.Alpha + 1, network.Options.K);
     }
 
-    private sealed class ConcurrencyCountingTransport(ITransport inner) : ITransport
+    private sealed class ConcurrencyCountingTransport(ITransport inner) : DelegatingTransport(inner)
     {
         private int _current;
         private int _max;
-
-        public string Name => inner.Name;
 
         public int MaxConcurrent => Volatile.Read(ref _max);
 
         public void Reset() => Volatile.Write(ref _max, 0);
 
-        public async ValueTask<ITransportStream> ConnectAsync(PeerAddress address, CancellationToken cancellationToken = default)
+        public override async ValueTask<ITransportStream> ConnectAsync(PeerAddress address, CancellationToken cancellationToken = default)
         {
             var now = Interlocked.Increment(ref _current);
             int seen;
@@ -51,7 +49,7 @@ public sealed class LookupFinalRoundTests
             try
             {
                 await Task.Delay(20, cancellationToken);
-                return await inner.ConnectAsync(address, cancellationToken);
+                return await InnerTransport.ConnectAsync(address, cancellationToken);
             }
             finally
             {
@@ -59,9 +57,5 @@ public sealed class LookupFinalRoundTests
             }
         }
 
-        public ValueTask<ITransportListener> ListenAsync(PeerAddress bindAddress, CancellationToken cancellationToken = default) =>
-            inner.ListenAsync(bindAddress, cancellationToken);
-
-        public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
     }
 }

@@ -1,3 +1,4 @@
+using Petals.Testing.Execution;
 using Petals.Client;
 using Petals.Generation;
 using Petals.Inference;

@@ -1,3 +1,4 @@
+using Petals.Testing.Execution;
 using Petals.Execution;
 using Petals.Models;
 using Petals.Server;

@@ -1,3 +1,4 @@
+using Petals.Testing.Execution;
 using Petals.Protocol;
 using Petals.Server;
 using Petals.Testing.Time;
@@ -296,8 +297,8 @@ public sealed class BlockServerTests
     [Fact]
     public async Task AQueuedInferenceStepRunsBeforeAForwardThatArrivedEarlier()
     {
-        RecordingExecutor? recorder = null;
-        await using var h = await ServerHarness.StartAsync(wrap: e => recorder = new RecordingExecutor(e));
+        RecordingBlockExecutor? recorder = null;
+        await using var h = await ServerHarness.StartAsync(wrap: e => recorder = new RecordingBlockExecutor(e));
         await using var client = await h.ConnectAsync();
         var session = await Session.OpenAsync(client, h, maxLength: 16);
         await session.StepAsync(1, 0, h.Input(1, 2, seed: 1), 1, 2);

@@ -165,31 +165,3 @@ internal sealed class ServerHarness : IAsyncDisposable
         Model.Dispose();
     }
 }
-
-/// <summary>Runs the real executor and records, in order, whether each pass was an inference step (with a cache) or a forward.</summary>
-internal sealed class RecordingExecutor(IBlockExecutor inner) : IBlockExecutor
-{
-    private readonly ConcurrentQueue<string> _calls = new();
-
-    public IReadOnlyCollection<string> Calls => _calls;
-
-    public ModelConfig Config => inner.Config;
-
-    public BlockRange Blocks => inner.Blocks;
-
-    public IKvCache CreateCache(int batchSize, int maxLength) => inner.CreateCache(batchSize, maxLength);
-
-    public IKvCache CreateCache(int batchSize, int maxLength, BlockRange blocks) => inner.CreateCache(batchSize, maxLength, blocks);
-
-    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache) => Forward(hidden, batchSize, tokenCount, cache, Blocks);
-
-    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks)
-    {
-        _calls.Enqueue(cache is null ? "forward" : "step");
-        inner.Forward(hidden, batchSize, tokenCount, cache, blocks);
-    }
-
-    public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
-
-    public void Dispose() => inner.Dispose();
-}

@@ -1,5 +1,6 @@
 using FsCheck;
 using FsCheck.Fluent;
+using Petals.Testing.Execution;
 using Petals.Execution;
 using Petals.Models;
 using Petals.Protocol;
@@ -148,7 +149,7 @@ public sealed class SubRangeServerTests
     [Fact]
     public async Task AnExecutorThatRunsOnlyItsWholeSpanAnswersSubRangesWithUnsupported()
     {
-        await using var h = await ServerHarness.StartAsync(wrap: e => new WholeSpanOnlyExecutor(e));
+        await using var h = await ServerHarness.StartAsync(wrap: e => new WholeSpanOnlyBlockExecutor(e));
         await using var client = await h.ConnectAsync();
         var forward = await client.CallAsync(new ForwardRequest(new BlockRange(2, 3), WireCodec.Fp32, h.Tensor(h.Input(1, 1, 0), 1, 1)));
         AssertError(forward, "unsupported", "blocks 2:3 requested; this server's executor runs only its whole span 1:3");
@@ -160,21 +161,5 @@ public sealed class SubRangeServerTests
 
         // The whole span still works through the default members.
         Assert.IsType<ForwardResponse>((await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(1, 1, 0), 1, 1)))).Message);
-    }
-
-    /// <summary>An executor implementing only the original members of <see cref="IBlockExecutor"/> (delegating to the CPU executor's whole span).</summary>
-    private sealed class WholeSpanOnlyExecutor(IBlockExecutor inner) : IBlockExecutor
-    {
-        public ModelConfig Config => inner.Config;
-
-        public BlockRange Blocks => inner.Blocks;
-
-        public IKvCache CreateCache(int batchSize, int maxLength) => inner.CreateCache(batchSize, maxLength);
-
-        public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache) => inner.Forward(hidden, batchSize, tokenCount, cache);
-
-        public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
-
-        public void Dispose() => inner.Dispose();
     }
 }

@@ -1,3 +1,4 @@
+using Petals.Testing.Execution;
 using Petals.Client;
 using Petals.Models;
 using Petals.Protocol;

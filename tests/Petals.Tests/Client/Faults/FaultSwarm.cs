@@ -1,4 +1,5 @@
 using System.Globalization;
+using Petals.Testing.Execution;
 using Petals.Client;
 using Petals.Models;
 using Petals.Server;

@@ -13,9 +13,10 @@ namespace Petals.Tests.Client.Faults;
 /// writer (the preamble verbatim), and while a tamper is armed for the server's address (<see cref="ArmWrongShape"/>),
 /// the next <see cref="InferenceStepResult"/> read from a stream connected to it is re-encoded with
 /// <see cref="Reshape"/>'s shape (by default one more token: <c>[batch, tokens + 1, hidden]</c>; the original values
-/// first, zeros after). Everything else, and everything the client sends, is unchanged. Listening is not decorated.
+/// first, zeros after). Everything else, and everything the client sends, is unchanged. Listening is not decorated. It re-encodes frames with the core's protocol
+/// writer, so it lives with the core's tests rather than in Petals.Testing (which references the abstractions only).
 /// </summary>
-internal sealed class WrongShapeTransport(ITransport inner) : ITransport
+internal sealed class WrongShapeTransport(ITransport inner) : DelegatingTransport(inner)
 {
     private readonly ConcurrentDictionary<PeerAddress, int> _armed = new();
     private int _tampered;
@@ -26,27 +27,16 @@ internal sealed class WrongShapeTransport(ITransport inner) : ITransport
     /// <summary>How many step results were tampered with so far.</summary>
     public int Tampered => Volatile.Read(ref _tampered);
 
-    public string Name => inner.Name;
-
     /// <summary>Arms one more tamper for <paramref name="server"/> (compared without peer id): the next step result from it gets the wrong shape.</summary>
     public void ArmWrongShape(PeerAddress server) => _armed.AddOrUpdate(server.WithPeerId(null), 1, static (_, n) => n + 1);
 
     /// <summary>Tampers armed for <paramref name="server"/> and not yet used.</summary>
     public int Armed(PeerAddress server) => _armed.TryGetValue(server.WithPeerId(null), out var n) ? n : 0;
 
-    public async ValueTask<ITransportStream> ConnectAsync(PeerAddress address, CancellationToken cancellationToken = default)
+    public override async ValueTask<ITransportStream> ConnectAsync(PeerAddress address, CancellationToken cancellationToken = default)
     {
-        var stream = await inner.ConnectAsync(address, cancellationToken).ConfigureAwait(false);
+        var stream = await InnerTransport.ConnectAsync(address, cancellationToken).ConfigureAwait(false);
         return new TamperingStream(stream, this, address.WithPeerId(null));
-    }
-
-    public ValueTask<ITransportListener> ListenAsync(PeerAddress bindAddress, CancellationToken cancellationToken = default) =>
-        inner.ListenAsync(bindAddress, cancellationToken);
-
-    public object? GetService(Type serviceType, object? serviceKey = null)
-    {
-        ArgumentNullException.ThrowIfNull(serviceType);
-        return serviceKey is null && serviceType.IsInstanceOfType(this) ? this : inner.GetService(serviceType, serviceKey);
     }
 
     private bool TryTakeArm(PeerAddress address)

@@ -1,15 +1,18 @@
 using Petals.Execution;
 using Petals.Models;
 
-namespace Petals.Tests.Client.Faults;
+namespace Petals.Testing.Execution;
 
 /// <summary>
-/// Runs the real executor, but makes chosen passes throw, so the real <see cref="Server.BlockServer"/> answers them with
-/// an error frame (<c>internal</c>, "The step failed: fault injected: ..."). Inference steps (passes with a cache: prefill,
-/// decode, replay) and stateless forwards are counted separately from 1; a pass chosen to fail throws before touching
-/// the hidden states or the cache. Thread-safe.
+/// An executor decorator that injects failures: it runs the inner executor, but makes chosen passes throw, so a real
+/// block server answers them with an error frame (<c>internal</c>, "The step failed: fault injected: …"), and it can
+/// slow every pass down (a slow but live server). Inference steps (passes with a cache: prefill, decode, replay) and
+/// stateless forwards are counted separately from 1; a pass chosen to fail throws before touching the hidden states
+/// or the cache. Compose it with <c>Use(inner =&gt; new FaultyBlockExecutor(inner))</c> on a server builder.
 /// </summary>
-internal sealed class FaultyBlockExecutor(IBlockExecutor inner) : IBlockExecutor
+/// <remarks>Thread-safe.</remarks>
+/// <param name="inner">The executor that runs the passes that do not fail.</param>
+public sealed class FaultyBlockExecutor(IBlockExecutor inner) : DelegatingBlockExecutor(inner)
 {
     private readonly Lock _lock = new();
     private readonly HashSet<long> _failSteps = [];
@@ -27,11 +30,12 @@ internal sealed class FaultyBlockExecutor(IBlockExecutor inner) : IBlockExecutor
     /// <summary>The passes that threw so far.</summary>
     public long Failures => Interlocked.Read(ref _failures);
 
-    public ModelConfig Config => inner.Config;
-
-    public BlockRange Blocks => inner.Blocks;
+    /// <summary>How long every pass sleeps before it runs (a slow but live server); zero by default.</summary>
+    public TimeSpan PassDelay { get; set; }
 
     /// <summary>Makes the inference step number <paramref name="number"/> (counted from 1 over all sessions) throw.</summary>
+    /// <param name="number">The step's number, from 1.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="number"/> is below 1.</exception>
     public void FailStep(long number)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(number, 1);
@@ -51,6 +55,8 @@ internal sealed class FaultyBlockExecutor(IBlockExecutor inner) : IBlockExecutor
     }
 
     /// <summary>Makes the stateless forward number <paramref name="number"/> (counted from 1) throw.</summary>
+    /// <param name="number">The forward's number, from 1.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="number"/> is below 1.</exception>
     public void FailForward(long number)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(number, 1);
@@ -60,16 +66,12 @@ internal sealed class FaultyBlockExecutor(IBlockExecutor inner) : IBlockExecutor
         }
     }
 
-    public IKvCache CreateCache(int batchSize, int maxLength) => inner.CreateCache(batchSize, maxLength);
+    /// <inheritdoc />
+    public override void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache) => Forward(hidden, batchSize, tokenCount, cache, Blocks);
 
-    public IKvCache CreateCache(int batchSize, int maxLength, BlockRange blocks) => inner.CreateCache(batchSize, maxLength, blocks);
-
-    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache) => Forward(hidden, batchSize, tokenCount, cache, Blocks);
-
-    /// <summary>How long every pass sleeps before it runs (a slow but live server); zero by default.</summary>
-    public TimeSpan PassDelay { get; set; }
-
-    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks)
+    /// <inheritdoc />
+    /// <exception cref="InvalidOperationException">The pass was chosen to fail ("fault injected: …").</exception>
+    public override void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks)
     {
         if (PassDelay > TimeSpan.Zero)
         {
@@ -90,10 +92,6 @@ internal sealed class FaultyBlockExecutor(IBlockExecutor inner) : IBlockExecutor
             throw new InvalidOperationException($"fault injected: {(stateless ? "forward" : "step")} {number} of blocks {blocks} failed");
         }
 
-        inner.Forward(hidden, batchSize, tokenCount, cache, blocks);
+        base.Forward(hidden, batchSize, tokenCount, cache, blocks);
     }
-
-    public object? GetService(Type serviceType, object? serviceKey = null) => inner.GetService(serviceType, serviceKey);
-
-    public void Dispose() => inner.Dispose();
 }

@@ -1,8 +1,8 @@
 using Petals.Formats;
 using Petals.Models;
-using Petals.Testing.Models;
+using Petals.Formats.HuggingFace;
 
-namespace Petals.Testing.Tests;
+namespace Petals.Tests.Formats;
 
 public sealed class RandomLlamaCheckpointTests
 {

@@ -1,9 +1,8 @@
 using System.Runtime.InteropServices;
-using Petals.Formats.HuggingFace;
 using Petals.Models;
 using Petals.Tensors;
 
-namespace Petals.Testing.Models;
+namespace Petals.Formats.HuggingFace;
 
 /// <summary>
 /// Random fp32 Llama checkpoints of any shape in the Hugging Face layout (config.json + safetensors), for tests,

@@ -1,0 +1,14 @@
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Petals.Hosting;
+
+/// <summary>
+/// Returned by <c>AddPetalsServer</c> (package Petals): provider packages add their <c>Use…</c> extension methods to it
+/// (<c>UseCpuExecutor()</c>, <c>UseTcpTransport()</c>, <c>UseQuicTransport()</c>, <c>UseDhtDiscovery(…)</c>,
+/// <c>UseMemoryTransport(…)</c>), and decorators wrap what they chose (<c>Use(inner =&gt; …)</c>).
+/// </summary>
+public interface IPetalsServerBuilder
+{
+    /// <summary>The service collection the server is registered in.</summary>
+    IServiceCollection Services { get; }
+}
