@@ -1,12 +1,14 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
 using Petals.Discovery;
-using Petals.Execution;
 using Petals.Formats;
+using Petals.Hosting;
 using Petals.Models;
 using Petals.Server;
-using Petals.Tensors;
 using Petals.Transport;
 using Petals.Transport.Tcp;
 
@@ -88,7 +90,7 @@ internal static class ServeCommand
             var options = new BlockServerOptions
             {
                 Blocks = span,
-                ModelId = parse.GetValue(modelId) ?? "pending",
+                ModelId = "validated-by-the-host",
                 CacheTokens = parse.GetValue(cacheTokens),
                 MaxBatchTokens = parse.GetValue(maxBatchTokens),
                 MaxSessionLength = parse.GetValue(maxLength),
@@ -128,15 +130,13 @@ internal static class ServeCommand
                 }
             }
 
-            // Only the span's tensors are read: the loader maps the file, the executor takes its blocks.
+            // The header only (the file is mapped): the model's blocks and the statistics' weight sizes. The server reads the span.
             using var weights = ModelLoader.Open(path);
-            options.ModelId = parse.GetValue(modelId) ?? ModelIdentity.Compute(path, weights.Config);
             if (span.End > weights.Config.NumLayers)
             {
                 throw new ArgumentException($"--blocks {span} goes past the model's {weights.Config.NumLayers} blocks.");
             }
 
-            announceOptions.DType = SpanDType(weights, span);
             try
             {
                 announceOptions.Validate();
@@ -146,11 +146,8 @@ internal static class ServeCommand
                 throw new ArgumentException($"--{Kebab(e.ParamName)}: {e.Message}", e);
             }
 
-            var transport = new TcpTransport();
             using var key = discover ? DhtNodeStarter.LoadIdentity(parse.GetValue(identity)) : null;
-            var node = key is null ? null : new DhtNode(key);
-            ServerAnnouncer? announcer = null;
-            await using var nodeLifetime = new AsyncDisposables(node);
+            await using var node = key is null ? null : new DhtNode(key);
             if (node is not null)
             {
                 if (await DhtNodeStarter.StartAsync(node, parse.GetValue(host)!, parse.GetValue(dhtPort), dhtPeers, ct).ConfigureAwait(false) is { } failure)
@@ -161,110 +158,86 @@ internal static class ServeCommand
 
                 await context.Output.WriteLineAsync($"dht {DhtNodeStarter.AddressOf(node)}").ConfigureAwait(false);
                 await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
-                options.PeerId = node.Id.ToString();
                 if (announceOptions.AnnounceHost is null && parse.GetValue(host) is "0.0.0.0" or "::" or "[::]")
                 {
                     context.Info($"warning: announcing the wildcard host {parse.GetValue(host)}, which clients cannot connect to: pass --announce-host with this machine's reachable address");
                 }
-
-                announcer = new ServerAnnouncer(new DhtPeerDiscovery(node), transport, options.ModelId, weights.Config.NumLayers, span, announceOptions);
-                nodeLifetime.Add(announcer);
             }
 
-            // Bind before loading: a discovering server announces its address as joining while the blocks load.
-            var listener = await transport.ListenAsync(PeerAddress.FromHostPort("tcp", parse.GetValue(host)!, portValue), ct).ConfigureAwait(false);
-            IBlockExecutor executor;
-            BlockServer server;
+            // The server is the hosted service AddPetalsServer registers: the one start and stop order of every server.
+            var services = new ServiceCollection();
+            var builder = services.AddPetalsServer(o =>
+            {
+                o.ModelPath = path;
+                o.Blocks = span;
+                o.ListenAddress = PeerAddress.FromHostPort(TcpTransport.TcpScheme, parse.GetValue(host)!, portValue).ToString();
+                o.ModelId = parse.GetValue(modelId);
+                o.Server = options;
+                o.Announcer = announceOptions;
+            }).UseCpuExecutor(o => o.ThreadCount = t ?? o.ThreadCount).UseTcpTransport();
+            if (node is not null)
+            {
+                builder.UseDiscovery(_ => new DhtPeerDiscovery(node));
+            }
+
+            await using var provider = services.BuildServiceProvider();
+            var server = provider.GetRequiredService<IPetalsServer>();
+            var hosted = provider.GetServices<IHostedService>().ToArray();
             try
             {
-                if (announcer is not null)
+                foreach (var service in hosted)
                 {
-                    await announcer.AnnounceJoiningAsync(listener.LocalAddress, ct).ConfigureAwait(false);
-                }
-
-                executor = ExecutorFactories.Cpu(t).Create(weights, span);
-                try
-                {
-                    if (announcer is not null)
-                    {
-                        var throughput = announcer.Throughput = new ThroughputMeter().Measure(executor).TokensPerSecondPerBlock;
-                        context.Info(string.Create(CultureInfo.InvariantCulture, $"throughput {throughput:F1} tokens/s per block"));
-                    }
-
-                    server = new BlockServer(executor, options);
-                }
-                catch
-                {
-                    executor.Dispose();
-                    throw;
+                    await service.StartAsync(ct).ConfigureAwait(false);
                 }
             }
-            catch
+            catch (OptionsValidationException e)
             {
-                await listener.DisposeAsync().ConfigureAwait(false);
-                throw;
+                throw new ArgumentException(string.Join(" ", e.Failures), e);
             }
 
-            using var executorLifetime = executor;
-            await using (server.ConfigureAwait(false))
+            if (server.Throughput is { } measured)
             {
-                await server.StartAsync(listener, ct).ConfigureAwait(false);
-
-                // SIGTERM / Ctrl-C cancel ct (PetalsCommand.RunAsync), so `stop` ends the wait below and the server stops cleanly.
-                using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-
-                // Online before the listening line: a client that reads it finds the server in the DHT.
-                if (announcer is not null)
-                {
-                    await announcer.AnnounceOnlineAsync(server, ct).ConfigureAwait(false);
-                }
-
-                var readyMs = started.Elapsed.TotalMilliseconds;
-                await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {span}").ConfigureAwait(false);
-                await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
-                context.Info(string.Create(CultureInfo.InvariantCulture,
-                    $"ready in {started.Elapsed.TotalMilliseconds:F0} ms: model {options.ModelId}, blocks {span}, cache {options.CacheTokens} tokens"));
-
-                if (parse.GetValue(stopWhenInputCloses))
-                {
-                    _ = StopWhenInputClosesAsync(stop);
-                }
-
-                try
-                {
-                    await Task.Delay(Timeout.Infinite, stop.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    // Ctrl-C, SIGTERM or the caller's token: shut down cleanly below.
-                }
-
-                if (announcer is not null)
-                {
-                    // Offline before the sessions close, so clients route elsewhere; bounded, the record expires anyway.
-                    using var offline = new CancellationTokenSource(OfflineAnnounceTimeout);
-                    try
-                    {
-                        await announcer.AnnounceOfflineAsync(offline.Token).ConfigureAwait(false);
-                    }
-                    catch (OperationCanceledException)
-                    {
-                        context.Info(string.Create(CultureInfo.InvariantCulture, $"announcing offline took over {OfflineAnnounceTimeout.TotalSeconds:0} s; stopping anyway"));
-                    }
-                }
-
-                await server.StopAsync(CancellationToken.None).ConfigureAwait(false);
-                var stats = server.GetStatistics();
-                using var buffer = new MemoryStream();
-                using (var writer = new System.Text.Json.Utf8JsonWriter(buffer, CliContext.JsonOptions))
-                {
-                    WriteStatistics(writer, stats, readyMs, SpanWeightBytes(weights, span), TotalWeightBytes(weights), announcer?.GetStatistics(), announcer?.Throughput ?? 0);
-                }
-
-                await context.Output.WriteLineAsync("stats " + System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length)).ConfigureAwait(false);
-                await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
-                return 0;
+                context.Info(string.Create(CultureInfo.InvariantCulture, $"throughput {measured.TokensPerSecondPerBlock:F1} tokens/s per block"));
             }
+
+            // SIGTERM / Ctrl-C cancel ct (PetalsCommand.RunAsync), so `stop` ends the wait below and the server stops cleanly.
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            var readyMs = started.Elapsed.TotalMilliseconds;
+            await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {span}").ConfigureAwait(false);
+            await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+            context.Info(string.Create(CultureInfo.InvariantCulture,
+                $"ready in {readyMs:F0} ms: model {server.ModelId}, blocks {span}, cache {options.CacheTokens} tokens"));
+
+            if (parse.GetValue(stopWhenInputCloses))
+            {
+                _ = StopWhenInputClosesAsync(stop);
+            }
+
+            try
+            {
+                await Task.Delay(Timeout.Infinite, stop.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // Ctrl-C, SIGTERM or the caller's token: shut down cleanly below.
+            }
+
+            // Offline (bounded by PetalsServerOptions.OfflineAnnounceTimeout), drain, stop, release.
+            for (var i = hosted.Length - 1; i >= 0; i--)
+            {
+                await hosted[i].StopAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+
+            var stats = server.GetStatistics();
+            using var buffer = new MemoryStream();
+            using (var writer = new System.Text.Json.Utf8JsonWriter(buffer, CliContext.JsonOptions))
+            {
+                WriteStatistics(writer, stats, readyMs, weights.SpanBytes(span), weights.TotalBytes(), server.GetAnnouncerStatistics(), server.Throughput?.TokensPerSecondPerBlock ?? 0);
+            }
+
+            await context.Output.WriteLineAsync("stats " + System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length)).ConfigureAwait(false);
+            await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+            return 0;
         }, cancellationToken));
         return command;
     }
@@ -290,35 +263,10 @@ internal static class ServeCommand
         }
     }
 
-    /// <summary>How long a stopping server waits for its offline announcement.</summary>
-    private static readonly TimeSpan OfflineAnnounceTimeout = TimeSpan.FromSeconds(15);
-
     private static TimeSpan Seconds(double value, string option) =>
         value > 0 && double.IsFinite(value) && value <= TimeSpan.MaxValue.TotalSeconds
             ? TimeSpan.FromSeconds(value)
             : throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"{option} must be a positive number of seconds, not {value}."));
-
-    /// <summary>The bytes of the tensors of the blocks in <paramref name="span"/> (what the server had to read).</summary>
-    private static long SpanWeightBytes(IModelWeights weights, BlockRange span)
-    {
-        long total = 0;
-        for (var b = span.Start; b < span.End; b++)
-        {
-            var prefix = LlamaTensorNames.Block(b, string.Empty);
-            total += weights.Tensors.Where(t => t.Key.StartsWith(prefix, StringComparison.Ordinal)).Sum(t => t.Value.ByteSize);
-        }
-
-        return total;
-    }
-
-    private static long TotalWeightBytes(IModelWeights weights) => weights.Tensors.Values.Sum(t => t.ByteSize);
-
-    /// <summary>The dtype of the span's weights: that of its largest tensor (the projections, not the norms).</summary>
-    private static TensorDType SpanDType(IModelWeights weights, BlockRange span)
-    {
-        var prefix = LlamaTensorNames.Block(span.Start, string.Empty);
-        return weights.Tensors.Where(t => t.Key.StartsWith(prefix, StringComparison.Ordinal)).MaxBy(t => t.Value.ByteSize).Value?.DType ?? TensorDType.F32;
-    }
 
     /// <summary>The option of a <see cref="ServerAnnouncerOptions"/> property, e.g. <c>PublicName</c> → <c>public-name</c>.</summary>
     private static string Kebab(string? property) =>
@@ -347,21 +295,5 @@ internal static class ServeCommand
         w.WriteNumber("announce_failures", announced?.Failures ?? 0);
         w.WriteNumber("throughput", Math.Round(throughput, 1));
         w.WriteEndObject();
-    }
-
-    /// <summary>Disposes what was added, last first (the announcer before the DHT node it announces through).</summary>
-    private sealed class AsyncDisposables(IAsyncDisposable? first) : IAsyncDisposable
-    {
-        private readonly List<IAsyncDisposable> _items = first is null ? [] : [first];
-
-        public void Add(IAsyncDisposable item) => _items.Add(item);
-
-        public async ValueTask DisposeAsync()
-        {
-            for (var i = _items.Count - 1; i >= 0; i--)
-            {
-                await _items[i].DisposeAsync().ConfigureAwait(false);
-            }
-        }
     }
 }

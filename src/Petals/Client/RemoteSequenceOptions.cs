@@ -40,6 +40,10 @@ public sealed class RemoteSequenceOptions
     /// <summary>This side's protocol limits. Default <see cref="ProtocolLimits.Default"/>.</summary>
     public ProtocolLimits Limits { get; set; } = ProtocolLimits.Default;
 
+    /// <summary>A copy whose changes do not affect this instance.</summary>
+    /// <returns>The copy.</returns>
+    public RemoteSequenceOptions Clone() => (RemoteSequenceOptions)MemberwiseClone();
+
     /// <summary>Checks the options.</summary>
     /// <exception cref="ArgumentException">When a value is out of range; the message names it.</exception>
     public void Validate()

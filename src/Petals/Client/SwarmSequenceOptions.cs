@@ -26,19 +26,25 @@ public sealed class SwarmSequenceOptions
     /// </summary>
     public Health.PeerHealthOptions Health { get; set; } = new();
 
-    /// <summary>Checks the options.</summary>
+    /// <summary>Checks the options, the nested <see cref="Router"/> and <see cref="Health"/> included.</summary>
     /// <exception cref="ArgumentException">When a value is out of range; the message names it.</exception>
     public void Validate()
+    {
+        ValidateOwn();
+        ArgumentNullException.ThrowIfNull(Router, nameof(Router));
+        Router.Validate();
+        ArgumentNullException.ThrowIfNull(Health, nameof(Health));
+        Health.Validate();
+    }
+
+    /// <summary>Checks the settings of this object itself, not the nested ones (hosts name those separately).</summary>
+    /// <exception cref="ArgumentException">When a value is out of range; the message names it.</exception>
+    internal void ValidateOwn()
     {
         if (RefreshInterval <= TimeSpan.Zero || RefreshInterval > TimeSpan.FromDays(1))
         {
             throw new ArgumentOutOfRangeException(nameof(RefreshInterval), RefreshInterval, "RefreshInterval must be positive and at most one day.");
         }
-
-        ArgumentNullException.ThrowIfNull(Router, nameof(Router));
-        Router.Validate();
-        ArgumentNullException.ThrowIfNull(Health, nameof(Health));
-        Health.Validate();
 
         if (MaxChainAttempts < 1)
         {

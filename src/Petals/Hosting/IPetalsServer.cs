@@ -6,28 +6,46 @@ using Petals.Transport;
 namespace Petals.Hosting;
 
 /// <summary>
-/// The block server run by <see cref="PetalsServiceCollectionExtensions.AddPetalsServer"/>; resolve it from the container
-/// to read where it listens once the host has started.
+/// The block server registered by <see cref="PetalsServiceCollectionExtensions.AddPetalsServer"/> (also its
+/// <c>IHostedService</c>): what it serves and where, once started.
 /// </summary>
+/// <remarks>
+/// Thread-safe. <see cref="LocalAddress"/>, <see cref="ModelId"/>, <see cref="Blocks"/> and <see cref="PeerId"/> need a
+/// running server; the figures (<see cref="Throughput"/>, <see cref="GetStatistics"/>, <see cref="GetAnnouncerStatistics"/>)
+/// stay readable after it stopped.
+/// </remarks>
 public interface IPetalsServer
 {
-    /// <summary>Whether the server is started and not yet stopped.</summary>
+    /// <summary>Whether the server is started and not stopped.</summary>
     bool IsRunning { get; }
 
-    /// <summary>The address the server listens on (with the real port when the options asked for port 0).</summary>
-    /// <exception cref="InvalidOperationException">When the server is not running.</exception>
+    /// <summary>The address the server listens at (the port is the bound one when the listen address asked for 0).</summary>
+    /// <exception cref="InvalidOperationException">The server is not running.</exception>
     PeerAddress LocalAddress { get; }
 
-    /// <summary>The model id the server announces.</summary>
-    /// <exception cref="InvalidOperationException">When the server is not running.</exception>
+    /// <summary>The model id clients must name.</summary>
+    /// <exception cref="InvalidOperationException">The server is not running.</exception>
     string ModelId { get; }
 
-    /// <summary>The blocks served.</summary>
-    /// <exception cref="InvalidOperationException">When the server is not running.</exception>
+    /// <summary>The span served.</summary>
+    /// <exception cref="InvalidOperationException">The server is not running.</exception>
     BlockRange Blocks { get; }
 
-    /// <summary>A snapshot of the server's counters.</summary>
+    /// <summary>The peer id the server introduces itself with (the discovery's when one is registered).</summary>
+    /// <exception cref="InvalidOperationException">The server is not running.</exception>
+    string PeerId { get; }
+
+    /// <summary>The throughput measured at start and announced, or null without a discovery (nothing is announced); after the server stopped, the last one.</summary>
+    /// <exception cref="InvalidOperationException">The server was never started.</exception>
+    ThroughputMeasurement? Throughput { get; }
+
+    /// <summary>The server's counters; after it stopped, the final ones.</summary>
     /// <returns>The statistics.</returns>
-    /// <exception cref="InvalidOperationException">When the server was never started.</exception>
+    /// <exception cref="InvalidOperationException">The server was never started.</exception>
     BlockServerStatistics GetStatistics();
+
+    /// <summary>The announcer's counters, or null without a discovery; after the server stopped, the final ones.</summary>
+    /// <returns>The statistics.</returns>
+    /// <exception cref="InvalidOperationException">The server was never started.</exception>
+    ServerAnnouncerStatistics? GetAnnouncerStatistics();
 }

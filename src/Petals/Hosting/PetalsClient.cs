@@ -27,8 +27,8 @@ internal sealed class PetalsClient(IServiceProvider services, IOptions<PetalsCli
                     settings.ModelPath,
                     transport,
                     discovery,
-                    settings.ToSequenceOptions(),
-                    swarmOptions: settings.ToSwarmOptions(),
+                    settings.Sequence,
+                    swarmOptions: settings.Swarm,
                     modelId: settings.ModelId,
                     timeProvider: services.GetService<TimeProvider>(),
                     logger: logger,
@@ -54,7 +54,7 @@ internal sealed class PetalsClient(IServiceProvider services, IOptions<PetalsCli
                 settings.ModelPath,
                 transport,
                 peers,
-                settings.ToSequenceOptions(),
+                settings.Sequence,
                 settings.ModelId,
                 cancellationToken).ConfigureAwait(false));
         }

@@ -22,6 +22,9 @@ internal static partial class PetalsHostingLog
     [LoggerMessage(EventId = 3204, Level = LogLevel.Information, Message = "Petals server on {Address} stopped: {Connections} connections, {Sessions} sessions, {Steps} steps, {Forwards} forwards, {Tokens} tokens")]
     public static partial void ServerStopped(ILogger logger, PeerAddress address, long connections, long sessions, long steps, long forwards, long tokens);
 
+    [LoggerMessage(EventId = 3205, Level = LogLevel.Warning, Message = "Petals server on {Address}: announcing offline took over {TimeoutSeconds} s; stopping anyway (the announcement expires on its own)")]
+    public static partial void OfflineAnnounceAbandoned(ILogger logger, PeerAddress address, double timeoutSeconds);
+
     [LoggerMessage(EventId = 3210, Level = LogLevel.Information, Message = "Petals client connecting to {PeerCount} servers over {Transport} for model {ModelPath}")]
     public static partial void ClientConnecting(ILogger logger, int peerCount, string transport, string modelPath);
 

@@ -36,12 +36,26 @@ internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : 
 
         PetalsValidation.CheckModelId(options.ModelId, nameof(PetalsServerOptions), failures);
 
-        // The block server's own checks, on a copy with the required fields filled in so that only the knobs are judged.
-        var knobs = options.ToBlockServerOptions("model", TimeProvider.System);
-        knobs.Blocks = options.Blocks.Count > 0 ? options.Blocks : new(0, 1);
-        knobs.Limits = PetalsValidation.CheckLimits(options.Limits, nameof(PetalsServerOptions), failures);
-        PetalsValidation.Check(knobs.Validate, nameof(PetalsServerOptions), failures);
-        PetalsValidation.Check(options.ToAnnouncerOptions(TimeProvider.System).Validate, nameof(PetalsServerOptions), failures);
+        // The block server's own checks, on a copy with the fields the host fills in, so that only the knobs are judged.
+        if (options.Server is null)
+        {
+            failures.Add("PetalsServerOptions.Server must not be null.");
+        }
+        else
+        {
+            var knobs = options.Server.Clone();
+            knobs.Blocks = options.Blocks.Count > 0 ? options.Blocks : new(0, 1);
+            knobs.ModelId = "model";
+            knobs.Limits = PetalsValidation.CheckLimits(options.Server.Limits, "PetalsServerOptions.Server", failures);
+            PetalsValidation.Check(knobs.Validate, "PetalsServerOptions.Server", failures);
+        }
+
+        PetalsValidation.Check(options.Announcer, "PetalsServerOptions.Announcer", static a => a.Validate(), failures);
+        PetalsValidation.Check(options.Throughput, "PetalsServerOptions.Throughput", static t => t.Validate(), failures);
+        if (options.OfflineAnnounceTimeout <= TimeSpan.Zero || options.OfflineAnnounceTimeout > BlockServerOptions.MaxTimeout)
+        {
+            failures.Add($"PetalsServerOptions.OfflineAnnounceTimeout must be positive and at most 49.7 days, not {options.OfflineAnnounceTimeout}.");
+        }
 
         if (services.GetService<IServiceProviderIsKeyedService>() is { } registered)
         {
@@ -93,20 +107,33 @@ internal sealed class PetalsClientOptionsValidator(IServiceProvider services) : 
         }
 
         PetalsValidation.CheckModelId(options.ModelId, nameof(PetalsClientOptions), failures);
-        if (options.PeerId is { Length: 0 })
+        if (options.Sequence is null)
         {
-            failures.Add("PetalsClientOptions.PeerId must not be empty (leave it null for a random one).");
+            failures.Add("PetalsClientOptions.Sequence must not be null.");
+        }
+        else
+        {
+            var knobs = options.Sequence.Clone();
+            if (string.IsNullOrEmpty(options.Sequence.PeerId))
+            {
+                failures.Add("PetalsClientOptions.Sequence.PeerId must not be empty (the default is a random client id).");
+                knobs.PeerId = "client";
+            }
+
+            knobs.Limits = PetalsValidation.CheckLimits(options.Sequence.Limits, "PetalsClientOptions.Sequence", failures);
+            PetalsValidation.Check(knobs.Validate, "PetalsClientOptions.Sequence", failures);
         }
 
-        var knobs = options.ToSequenceOptions();
-        knobs.Limits = PetalsValidation.CheckLimits(options.Limits, nameof(PetalsClientOptions), failures);
-        if (options.PeerId is { Length: 0 })
+        if (options.Swarm is null)
         {
-            knobs.PeerId = "client";
+            failures.Add("PetalsClientOptions.Swarm must not be null.");
         }
-
-        PetalsValidation.Check(knobs.Validate, nameof(PetalsClientOptions), failures);
-        PetalsValidation.Check(options.ToSwarmOptions().Validate, nameof(PetalsClientOptions), failures);
+        else
+        {
+            PetalsValidation.Check(options.Swarm.ValidateOwn, "PetalsClientOptions.Swarm", failures);
+            PetalsValidation.Check(options.Swarm.Router, "PetalsClientOptions.Swarm.Router", static r => r.Validate(), failures);
+            PetalsValidation.Check(options.Swarm.Health, "PetalsClientOptions.Swarm.Health", static h => h.Validate(), failures);
+        }
 
         if (services.GetService<IServiceProviderIsKeyedService>() is { } registered
             && !registered.IsKeyedService(typeof(ITransport), PetalsServiceKeys.Provider(PetalsServiceKeys.Client)))
@@ -175,6 +202,19 @@ internal static class PetalsValidation
                 failures.Add(failure);
             }
         }
+    }
+
+    /// <summary>Checks a nested options object: not null, then its own <c>Validate()</c>, each failure named under <paramref name="owner"/>.</summary>
+    public static void Check<T>(T? options, string owner, Action<T> validate, List<string> failures)
+        where T : class
+    {
+        if (options is null)
+        {
+            failures.Add($"{owner} must not be null.");
+            return;
+        }
+
+        Check(() => validate(options), owner, failures);
     }
 
     /// <summary>Runs a <c>Validate()</c> method that throws on the first bad setting and records its message.</summary>

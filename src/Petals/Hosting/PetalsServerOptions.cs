@@ -1,6 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
 using Petals.Models;
-using Petals.Protocol;
 using Petals.Server;
 
 namespace Petals.Hosting;
@@ -11,8 +10,6 @@ namespace Petals.Hosting;
 /// </summary>
 public sealed class PetalsServerOptions
 {
-    private static readonly BlockServerOptions Defaults = new();
-
     /// <summary>The model: a .gguf file or a Hugging Face directory. Required; only the tensors of <see cref="Blocks"/> are read.</summary>
     public string ModelPath { get; set; } = string.Empty;
 
@@ -29,82 +26,28 @@ public sealed class PetalsServerOptions
     public string? ModelId { get; set; }
 
     /// <summary>
-    /// The server's peer id in the handshake. Default <c>"petals-server"</c>. Ignored when a discovery is registered
-    /// (<c>UseDiscovery</c>, <c>UseDhtDiscovery</c>): the server then introduces itself with the discovery's
-    /// <see cref="Discovery.IPeerDiscovery.LocalPeerId"/>, so clients can match its announcement with its handshake.
+    /// The block server's settings: peer id, cache budget, request and session limits, timeouts, codecs (see
+    /// <see cref="BlockServerOptions"/> for each default). Its <see cref="BlockServerOptions.Blocks"/> and
+    /// <see cref="BlockServerOptions.ModelId"/> are set by the host from <see cref="Blocks"/> and <see cref="ModelId"/>;
+    /// its <see cref="BlockServerOptions.PeerId"/> is replaced by the discovery's peer id when a discovery is registered
+    /// (clients match the announcement with the handshake); its clock is the container's <see cref="TimeProvider"/> when
+    /// one is registered.
     /// </summary>
-    public string PeerId { get; set; } = Defaults.PeerId;
-
-    /// <summary>The attention cache budget in tokens (see <see cref="BlockServerOptions.CacheTokens"/>). Default 16384.</summary>
-    public long CacheTokens { get; set; } = Defaults.CacheTokens;
-
-    /// <summary>The most <c>batch × tokens</c> per request (see <see cref="BlockServerOptions.MaxBatchTokens"/>). Default 4096.</summary>
-    public int MaxBatchTokens { get; set; } = Defaults.MaxBatchTokens;
-
-    /// <summary>The longest session a client may open (see <see cref="BlockServerOptions.MaxSessionLength"/>). Default 2048.</summary>
-    public int MaxSessionLength { get; set; } = Defaults.MaxSessionLength;
-
-    /// <summary>How long a session waits for cache tokens (see <see cref="BlockServerOptions.CacheWaitTimeout"/>). Default 30 s.</summary>
-    public TimeSpan CacheWaitTimeout { get; set; } = Defaults.CacheWaitTimeout;
-
-    /// <summary>How long a session may stay idle before its cache is freed (see <see cref="BlockServerOptions.SessionIdleTimeout"/>). Default 60 s.</summary>
-    public TimeSpan SessionIdleTimeout { get; set; } = Defaults.SessionIdleTimeout;
-
-    /// <summary>The limits enforced on what clients send. Default <see cref="ProtocolLimits.Default"/>.</summary>
-    public ProtocolLimits Limits { get; set; } = ProtocolLimits.Default;
-
-    /// <summary>The codecs clients may use. Default <see cref="WireCodecs.All"/>.</summary>
-    public WireCodecs Codecs { get; set; } = WireCodecs.All;
-
-    /// <summary>With a discovery: a name to show in swarm monitors, or null (see <see cref="ServerAnnouncerOptions.PublicName"/>). Default null.</summary>
-    public string? PublicName { get; set; }
+    public BlockServerOptions Server { get; set; } = new();
 
     /// <summary>
-    /// With a discovery: the host announced in place of the listener's, e.g. a public IP when listening on <c>0.0.0.0</c>
-    /// (see <see cref="ServerAnnouncerOptions.AnnounceHost"/>). Default null (the listener's address as it is).
+    /// With a discovery (<c>UseDhtDiscovery</c>, <c>UseDiscovery</c>): how the span is announced (public name, announced
+    /// host, interval, time to live, round trips to the next servers; see <see cref="ServerAnnouncerOptions"/>). Its
+    /// <see cref="ServerAnnouncerOptions.DType"/> is set by the host from the span's weights.
     /// </summary>
-    public string? AnnounceHost { get; set; }
+    public ServerAnnouncerOptions Announcer { get; set; } = new();
 
-    /// <summary>With a discovery: how often the announcement is republished (see <see cref="ServerAnnouncerOptions.AnnounceInterval"/>). Default 60 s.</summary>
-    public TimeSpan AnnounceInterval { get; set; } = AnnouncerDefaults.AnnounceInterval;
+    /// <summary>With a discovery: how the announced throughput is measured before the server goes online (see <see cref="ThroughputMeterOptions"/>).</summary>
+    public ThroughputMeterOptions Throughput { get; set; } = new();
 
-    /// <summary>With a discovery: how long an announcement stays valid unless republished; null means 3 × <see cref="AnnounceInterval"/>. Default null.</summary>
-    public TimeSpan? AnnounceTimeToLive { get; set; }
-
-    /// <summary>With a discovery: how many servers of the next block to measure round-trip times to (see <see cref="ServerAnnouncerOptions.MaxNextServers"/>). Default 5.</summary>
-    public int MaxNextServers { get; set; } = AnnouncerDefaults.MaxNextServers;
-
-    private static readonly ServerAnnouncerOptions AnnouncerDefaults = new();
-
-    /// <summary>The <see cref="ServerAnnouncerOptions"/> these settings stand for.</summary>
-    /// <param name="timeProvider">The clock of the republication timer.</param>
-    /// <returns>The announcer's options (not yet validated).</returns>
-    internal ServerAnnouncerOptions ToAnnouncerOptions(TimeProvider timeProvider) => new()
-    {
-        PublicName = PublicName,
-        AnnounceHost = AnnounceHost,
-        AnnounceInterval = AnnounceInterval,
-        TimeToLive = AnnounceTimeToLive,
-        MaxNextServers = MaxNextServers,
-        TimeProvider = timeProvider,
-    };
-
-    /// <summary>The <see cref="BlockServerOptions"/> these settings stand for.</summary>
-    /// <param name="modelId">The model id to announce.</param>
-    /// <param name="timeProvider">The clock for timeouts.</param>
-    /// <returns>The block server's options (not yet validated).</returns>
-    internal BlockServerOptions ToBlockServerOptions(string modelId, TimeProvider timeProvider) => new()
-    {
-        Blocks = Blocks,
-        ModelId = modelId,
-        PeerId = PeerId,
-        CacheTokens = CacheTokens,
-        MaxBatchTokens = MaxBatchTokens,
-        MaxSessionLength = MaxSessionLength,
-        CacheWaitTimeout = CacheWaitTimeout,
-        SessionIdleTimeout = SessionIdleTimeout,
-        Limits = Limits,
-        Codecs = Codecs,
-        TimeProvider = timeProvider,
-    };
+    /// <summary>
+    /// With a discovery: how long stopping waits for the offline announcement before it stops the server anyway (the
+    /// announcement then expires on its own). Default 15 s.
+    /// </summary>
+    public TimeSpan OfflineAnnounceTimeout { get; set; } = TimeSpan.FromSeconds(15);
 }

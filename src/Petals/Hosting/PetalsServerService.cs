@@ -13,21 +13,24 @@ using Petals.Transport;
 namespace Petals.Hosting;
 
 /// <summary>
-/// The hosted service registered by <see cref="PetalsServiceCollectionExtensions.AddPetalsServer"/>: loads the span, listens and
-/// serves from <see cref="StartAsync"/> to <see cref="StopAsync"/>. Started at most once. With a discovery registered
-/// (<see cref="PetalsBuilderExtensions.UseDiscovery(IPetalsServerBuilder, Func{IServiceProvider, IPeerDiscovery})"/>) it announces
-/// the span through a <see cref="ServerAnnouncer"/>: joining while loading, online once listening, offline before stopping.
+/// The hosted service registered by <see cref="PetalsServiceCollectionExtensions.AddPetalsServer"/>, and the one place a
+/// server starts and stops (<c>petals serve</c> runs it too). Start: listen, announce joining, load the span, measure
+/// the throughput, serve, announce online. Stop: announce offline, drain (sessions end with <c>shutting_down</c>,
+/// caches are freed), stop, release the executor and the weights. Without a discovery the announcement steps are
+/// skipped. Started at most once.
 /// </summary>
 internal sealed class PetalsServerService(
     IServiceProvider services,
     IOptions<PetalsServerOptions> options,
-    TimeProvider timeProvider,
+    TimeProvider? timeProvider,
     ILoggerFactory loggerFactory) : IHostedService, IPetalsServer, IAsyncDisposable, IDisposable
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger<PetalsServerService>();
     private readonly Lock _lock = new();
     private Running? _running;
     private BlockServerStatistics? _final;
+    private ServerAnnouncerStatistics? _finalAnnouncements;
+    private ThroughputMeasurement? _finalThroughput;
     private bool _started;
 
     public bool IsRunning
@@ -46,6 +49,21 @@ internal sealed class PetalsServerService(
     public string ModelId => Current.Server.Options.ModelId;
 
     public BlockRange Blocks => Current.Server.Blocks;
+
+    public string PeerId => Current.Server.Options.PeerId;
+
+    public ThroughputMeasurement? Throughput
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _running is { } running ? running.Throughput
+                    : _final is not null ? _finalThroughput
+                    : throw new InvalidOperationException("The Petals server was never started: start the host (or the hosted service) first.");
+            }
+        }
+    }
 
     private Running Current
     {
@@ -66,6 +84,20 @@ internal sealed class PetalsServerService(
         {
             return _running?.Server.GetStatistics() ?? _final
                 ?? throw new InvalidOperationException("The Petals server was never started: start the host (or the hosted service) first.");
+        }
+    }
+
+    public ServerAnnouncerStatistics? GetAnnouncerStatistics()
+    {
+        lock (_lock)
+        {
+            if (_running is { } running)
+            {
+                return running.Announcer?.GetStatistics();
+            }
+
+            return _final is not null ? _finalAnnouncements
+                : throw new InvalidOperationException("The Petals server was never started: start the host (or the hosted service) first.");
         }
     }
 
@@ -109,22 +141,30 @@ internal sealed class PetalsServerService(
             }
 
             var modelId = settings.ModelId ?? ModelIdentity.Compute(settings.ModelPath, weights.Config);
-            var serverOptions = settings.ToBlockServerOptions(modelId, timeProvider);
+            var serverOptions = settings.Server.Clone();
+            serverOptions.Blocks = span;
+            serverOptions.ModelId = modelId;
+            serverOptions.TimeProvider = timeProvider ?? serverOptions.TimeProvider;
 
-            // Bind first: with a discovery the address is announced (joining) while the blocks load.
+            // Listen first: with a discovery the address is announced (joining) while the blocks load.
             listener = await transport.ListenAsync(PeerAddress.Parse(settings.ListenAddress), cancellationToken).ConfigureAwait(false);
             if (discovery is not null)
             {
                 serverOptions.PeerId = discovery.LocalPeerId;
+                var announcerOptions = settings.Announcer.Clone();
+                announcerOptions.DType = weights.SpanDType(span);
+                announcerOptions.TimeProvider = timeProvider ?? announcerOptions.TimeProvider;
                 announcer = new ServerAnnouncer(
-                    discovery, transport, modelId, weights.Config.NumLayers, span, settings.ToAnnouncerOptions(timeProvider), loggerFactory.CreateLogger<ServerAnnouncer>());
+                    discovery, transport, modelId, weights.Config.NumLayers, span, announcerOptions, loggerFactory.CreateLogger<ServerAnnouncer>());
                 await announcer.AnnounceJoiningAsync(listener.LocalAddress, cancellationToken).ConfigureAwait(false);
             }
 
             executor = factory.Create(weights, span);
+            ThroughputMeasurement? throughput = null;
             if (announcer is not null)
             {
-                announcer.Throughput = new ThroughputMeter(null, loggerFactory.CreateLogger<ThroughputMeter>()).Measure(executor).TokensPerSecondPerBlock;
+                throughput = new ThroughputMeter(settings.Throughput, loggerFactory.CreateLogger<ThroughputMeter>()).Measure(executor);
+                announcer.Throughput = throughput.TokensPerSecondPerBlock;
             }
 
             server = new BlockServer(executor, serverOptions, loggerFactory.CreateLogger<BlockServer>());
@@ -137,10 +177,10 @@ internal sealed class PetalsServerService(
 
             lock (_lock)
             {
-                _running = new Running(weights, executor, server, announcer);
+                _running = new Running(weights, executor, server, announcer, throughput, settings.OfflineAnnounceTimeout);
             }
 
-            PetalsHostingLog.ServerStarted(_logger, server.LocalAddress, modelId, span, settings.CacheTokens, (long)started.Elapsed.TotalMilliseconds);
+            PetalsHostingLog.ServerStarted(_logger, server.LocalAddress, modelId, span, serverOptions.CacheTokens, (long)started.Elapsed.TotalMilliseconds);
         }
         catch (Exception e)
         {
@@ -185,14 +225,17 @@ internal sealed class PetalsServerService(
         PetalsHostingLog.ServerStopping(_logger, address);
         if (running.Announcer is { } announcer)
         {
-            // Offline first: clients stop routing here while the open sessions still end cleanly.
+            // Offline first: clients stop routing here while the open sessions still end cleanly. Bounded: the record
+            // expires on its own.
+            using var offline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            offline.CancelAfter(running.OfflineAnnounceTimeout);
             try
             {
-                await announcer.AnnounceOfflineAsync(cancellationToken).ConfigureAwait(false);
+                await announcer.AnnounceOfflineAsync(offline.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
-                // The host gave up waiting; the record expires on its own.
+                PetalsHostingLog.OfflineAnnounceAbandoned(_logger, address, running.OfflineAnnounceTimeout.TotalSeconds);
             }
 
             await announcer.DisposeAsync().ConfigureAwait(false);
@@ -214,6 +257,8 @@ internal sealed class PetalsServerService(
         lock (_lock)
         {
             _final = stats;
+            _finalAnnouncements = running.Announcer?.GetStatistics();
+            _finalThroughput = running.Throughput;
         }
 
         running.Release();
@@ -226,7 +271,7 @@ internal sealed class PetalsServerService(
     public void Dispose() => StopAsync(CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>What a running server holds, released in reverse order once the server has stopped.</summary>
-    private sealed record Running(IModelWeights Weights, IBlockExecutor Executor, BlockServer Server, ServerAnnouncer? Announcer)
+    private sealed record Running(IModelWeights Weights, IBlockExecutor Executor, BlockServer Server, ServerAnnouncer? Announcer, ThroughputMeasurement? Throughput, TimeSpan OfflineAnnounceTimeout)
     {
         public void Release()
         {

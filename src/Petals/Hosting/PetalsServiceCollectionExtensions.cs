@@ -30,7 +30,7 @@ public static class PetalsServiceCollectionExtensions
         services.TryAddSingleton(static sp => new PetalsServerService(
             sp,
             sp.GetRequiredService<IOptions<PetalsServerOptions>>(),
-            sp.GetService<TimeProvider>() ?? TimeProvider.System,
+            sp.GetService<TimeProvider>(),
             sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance));
         services.TryAddSingleton<IPetalsServer>(static sp => sp.GetRequiredService<PetalsServerService>());
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, PetalsServerService>(static sp => sp.GetRequiredService<PetalsServerService>()));

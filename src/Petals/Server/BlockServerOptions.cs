@@ -52,6 +52,10 @@ public sealed class BlockServerOptions
     /// <summary>The clock for timeouts (tests pass a manual one). Default <see cref="TimeProvider.System"/>.</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
+    /// <summary>A copy whose changes do not affect this instance (hosts fill in the fields they own on a copy).</summary>
+    /// <returns>The copy.</returns>
+    public BlockServerOptions Clone() => (BlockServerOptions)MemberwiseClone();
+
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentException">When a setting is missing or out of range; the message names it.</exception>
     public void Validate()

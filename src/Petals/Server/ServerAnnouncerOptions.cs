@@ -51,6 +51,10 @@ public sealed class ServerAnnouncerOptions
     /// <summary>The time-to-live in effect: <see cref="TimeToLive"/>, or 3 × <see cref="AnnounceInterval"/> when it is null.</summary>
     public TimeSpan EffectiveTimeToLive => TimeToLive ?? AnnounceInterval * 3;
 
+    /// <summary>A copy whose changes do not affect this instance (hosts fill in the fields they own on a copy).</summary>
+    /// <returns>The copy.</returns>
+    public ServerAnnouncerOptions Clone() => (ServerAnnouncerOptions)MemberwiseClone();
+
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentException">When a setting is missing or out of range; the message names it.</exception>
     public void Validate()

@@ -103,7 +103,7 @@ public sealed class DiscoveryHostingTests
 
         // A client whose options block the tail cannot route blocks 2:5, and says so.
         var blockingServices = new ServiceCollection();
-        blockingServices.AddPetalsClient(o => { o.ModelPath = TestData.Stories260KGguf; o.BlockedPeers.Add(tailId); }).UseMemoryTransport(network)
+        blockingServices.AddPetalsClient(o => { o.ModelPath = TestData.Stories260KGguf; o.Swarm.Router.BlockedPeers.Add(tailId); }).UseMemoryTransport(network)
             .UseDhtDiscovery(d => { d.InitialPeers.Add("mem://dh-tail-dht"); d.ListenAddress = "mem://dh-client2-dht"; });
         await using (var blockingProvider = blockingServices.BuildServiceProvider())
         {
@@ -157,8 +157,8 @@ public sealed class DiscoveryHostingTests
         options.ModelPath = TestData.Stories260KGguf;
         options.Blocks = blocks;
         options.ListenAddress = address;
-        options.CacheTokens = 4096;
-        options.PublicName = "hosted";
+        options.Server.CacheTokens = 4096;
+        options.Announcer.PublicName = "hosted";
     }
 
     private static IHost BuildHost(Action<IServiceCollection> configure, ConcurrentQueue<string>? logs = null)

@@ -132,8 +132,8 @@ public sealed class PetalsHostingTests
             o.ModelPath = "/nonexistent/model.gguf";
             o.ListenAddress = "127.0.0.1:5000";
             o.ModelId = string.Empty;
-            o.CacheTokens = 0;
-            o.Limits = new ProtocolLimits { MaxFrameSize = 16 };
+            o.Server.CacheTokens = 0;
+            o.Server.Limits = new ProtocolLimits { MaxFrameSize = 16 };
         }).UseCpuExecutor().UseMemoryTransport(network));
         var e = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync(Ct).WaitAsync(Bound, Ct));
         Assert.Equal(
@@ -142,8 +142,8 @@ public sealed class PetalsHostingTests
                 "PetalsServerOptions.Blocks must name at least one block (e.g. new BlockRange(0, 4)), not 0:0.",
                 "PetalsServerOptions.ListenAddress '127.0.0.1:5000' is not a peer address scheme://location (e.g. tcp://127.0.0.1:0 or mem://server-1).",
                 "PetalsServerOptions.ModelId must not be empty (leave it null to compute it from the model).",
-                "PetalsServerOptions.Limits.MaxFrameSize: MaxFrameSize ('16') must be greater than or equal to '1024'.",
-                "PetalsServerOptions.CacheTokens: CacheTokens ('0') must be a non-negative and non-zero value.",
+                "PetalsServerOptions.Server.Limits.MaxFrameSize: MaxFrameSize ('16') must be greater than or equal to '1024'.",
+                "PetalsServerOptions.Server.CacheTokens: CacheTokens ('0') must be a non-negative and non-zero value.",
             ],
             e.Failures);
         Assert.False(host.Services.GetRequiredService<IPetalsServer>().IsRunning);
@@ -173,17 +173,17 @@ public sealed class PetalsHostingTests
             o.ModelPath = TestData.Stories260KGguf;
             o.Peers.Add("mem://ok");
             o.Peers.Add("no-scheme");
-            o.ConnectTimeout = TimeSpan.Zero;
-            o.PeerId = string.Empty;
-            o.AllowedPeers.Add("peer-a");
-            o.BlockedPeers.Add("peer-a");
+            o.Sequence.ConnectTimeout = TimeSpan.Zero;
+            o.Sequence.PeerId = string.Empty;
+            o.Swarm.Router.AllowedPeers.Add("peer-a");
+            o.Swarm.Router.BlockedPeers.Add("peer-a");
         };
         string[] expected =
         [
             "PetalsClientOptions.Peers[1] 'no-scheme' is not a peer address scheme://location (e.g. tcp://127.0.0.1:5000).",
-            "PetalsClientOptions.PeerId must not be empty (leave it null for a random one).",
-            "PetalsClientOptions.ConnectTimeout: ConnectTimeout must be positive.",
-            "PetalsClientOptions.BlockedPeers: Peer 'peer-a' is in both AllowedPeers and BlockedPeers.",
+            "PetalsClientOptions.Sequence.PeerId must not be empty (the default is a random client id).",
+            "PetalsClientOptions.Sequence.ConnectTimeout: ConnectTimeout must be positive.",
+            "PetalsClientOptions.Swarm.Router.BlockedPeers: Peer 'peer-a' is in both AllowedPeers and BlockedPeers.",
         ];
         using var host = BuildHost(s => s.AddPetalsClient(configure).UseMemoryTransport(network));
         var e = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync(Ct).WaitAsync(Bound, Ct));
@@ -223,8 +223,8 @@ public sealed class PetalsHostingTests
             {
                 Server(o, path, new(0, 5), "mem://clocked");
                 o.ModelId = "stories-custom";
-                o.CacheTokens = 1024;
-                o.SessionIdleTimeout = TimeSpan.FromMinutes(10); // Far beyond the test's bound on the real clock.
+                o.Server.CacheTokens = 1024;
+                o.Server.SessionIdleTimeout = TimeSpan.FromMinutes(10); // Far beyond the test's bound on the real clock.
             }).UseCpuExecutor(Threads).UseMemoryTransport(network);
         });
         await serverHost.StartAsync(Ct).WaitAsync(Bound, Ct);
@@ -333,7 +333,7 @@ public sealed class PetalsHostingTests
         options.ModelPath = path;
         options.Blocks = blocks;
         options.ListenAddress = address;
-        options.PeerId = "server-" + blocks.Start;
+        options.Server.PeerId = "server-" + blocks.Start;
     }
 
     private static void Client(PetalsClientOptions options, string path, params string[] peers)
