@@ -92,42 +92,32 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     }
 
     /// <summary>
-    /// Loads the client side of <paramref name="modelPath"/> and connects to the best chain of online servers the swarm
-    /// announces for it (the model keeps refreshing the swarm's view through this node, so dispose it before this).
+    /// The client of <paramref name="modelPath"/> that finds servers through this node: its route of least latency over
+    /// the announced servers, recovering from failures, within the allow and block lists.
     /// </summary>
-    /// <param name="modelPath">The model file or directory.</param>
-    /// <param name="modelId">The model id the servers announce; null to compute it from the model.</param>
+    /// <param name="modelPath">The model file or directory (only its embeddings, final norm, head and tokenizer are read).</param>
+    /// <param name="modelId">The model id the servers announce; null computes it from the model.</param>
     /// <param name="codec">The wire codec name (fp32, fp16, bf16).</param>
     /// <param name="allowedPeers">The only peers to route through (empty: any).</param>
     /// <param name="blockedPeers">Peers never to route through.</param>
-    /// <param name="cancellationToken">Cancels connecting.</param>
     /// <exception cref="FileNotFoundException">When the model does not exist.</exception>
-    /// <exception cref="Client.RemoteChainException">When no chain covers the model (naming the uncovered blocks) or every chain tried failed.</exception>
-    public async Task<Generation.CausalLanguageModel> ConnectModelAsync(
-        string modelPath,
-        string? modelId,
-        string? codec,
-        IReadOnlyCollection<string> allowedPeers,
-        IReadOnlyCollection<string> blockedPeers,
-        CancellationToken cancellationToken)
+    public ClientHost CreateClient(string modelPath, string? modelId, string? codec, IReadOnlyCollection<string> allowedPeers, IReadOnlyCollection<string> blockedPeers)
     {
         if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
         {
             throw new FileNotFoundException($"Model '{modelPath}' does not exist.", modelPath);
         }
 
-        var swarmOptions = new Client.SwarmSequenceOptions();
-        swarmOptions.Router.AllowedPeers.UnionWith(allowedPeers);
-        swarmOptions.Router.BlockedPeers.UnionWith(blockedPeers);
-        swarmOptions.Validate();
-        return await Client.RemoteModel.ConnectAsync(
-            modelPath,
-            new TcpTransport(),
-            Discovery,
-            new Client.RemoteSequenceOptions { Codec = SwarmOptions.ParseCodec(codec) },
-            swarmOptions,
-            modelId: modelId,
-            cancellationToken: cancellationToken).ConfigureAwait(false);
+        return ClientHost.Create(
+            o =>
+            {
+                o.ModelPath = modelPath;
+                o.ModelId = modelId;
+                o.Sequence.Codec = SwarmOptions.ParseCodec(codec);
+                o.Swarm.Router.AllowedPeers.UnionWith(allowedPeers);
+                o.Swarm.Router.BlockedPeers.UnionWith(blockedPeers);
+            },
+            Discovery);
     }
 
     /// <summary>The peer ids of a comma-separated list (blanks dropped); empty for null.</summary>

@@ -91,11 +91,12 @@ internal static class GenerateCommand
                 context.Info($"joined the swarm as DHT node {swarm.Node.Id} through {dhtPeers}", load);
             }
 
-            using var lm = swarm is not null
-                ? await swarm.ConnectModelAsync(modelPath, parse.GetValue(modelId), parse.GetValue(wireCodec), ClientDiscovery.ParsePeerIds(parse.GetValue(allowPeers)), ClientDiscovery.ParsePeerIds(parse.GetValue(blockPeers)), ct).ConfigureAwait(false)
-                : peerList is null
-                    ? ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads))
-                    : await SwarmOptions.ConnectAsync(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), ct).ConfigureAwait(false);
+            await using var client = swarm is not null
+                ? swarm.CreateClient(modelPath, parse.GetValue(modelId), parse.GetValue(wireCodec), ClientDiscovery.ParsePeerIds(parse.GetValue(allowPeers)), ClientDiscovery.ParsePeerIds(parse.GetValue(blockPeers)))
+                : peerList is null ? null : SwarmOptions.CreateClient(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec));
+            using var lm = client is not null
+                ? await client.ConnectAsync(ct).ConfigureAwait(false)
+                : ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads));
             context.Info($"loaded {lm.Config.NumLayers} blocks, hidden {lm.Config.HiddenSize}, vocab {lm.Config.VocabSize}", load);
             if (lm.Blocks is RemoteTransformerBlocks remote)
             {
@@ -104,7 +105,7 @@ internal static class GenerateCommand
                     context.Info($"blocks {span.Blocks} on {span}");
                 }
 
-                // Only chains found through discovery recover; a chain of fixed --peers fails as before.
+                // Chains of fixed --peers recover too: a server that comes back at its address, or another given server of the same blocks, takes over.
                 remote.SpanRecovered += (_, recovery) => context.Info("recovered " + RecoveryJson(recovery));
             }
 

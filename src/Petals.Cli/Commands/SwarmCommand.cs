@@ -104,7 +104,8 @@ internal static class SwarmCommand
                 GenerationRun run;
                 long bytesSent;
                 long bytesReceived;
-                using (var lm = await discovery.ConnectModelAsync(path, modelId: null, parse.GetValue(wireCodec), allowedPeers: [], blockedPeers: [], ct).ConfigureAwait(false))
+                await using (var client = discovery.CreateClient(path, modelId: null, parse.GetValue(wireCodec), allowedPeers: [], blockedPeers: []))
+                using (var lm = await client.ConnectAsync(ct).ConfigureAwait(false))
                 {
                     run = await GenerateCommand.RunAsync(context, lm, parse.GetValue(prompt)!, options, json, ct).ConfigureAwait(false);
                     var remote = (RemoteTransformerBlocks)lm.Blocks;

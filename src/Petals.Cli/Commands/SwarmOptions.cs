@@ -49,8 +49,10 @@ internal static class SwarmOptions
         _ => Protocol.WireCodec.Fp32,
     };
 
-    /// <summary>Loads the client side of <paramref name="modelPath"/> and connects to the servers.</summary>
-    public static async Task<CausalLanguageModel> ConnectAsync(string modelPath, string peers, string? codec, CancellationToken ct)
+    /// <summary>The client of <paramref name="modelPath"/> over the servers of <paramref name="peers"/> (comma-separated addresses).</summary>
+    /// <exception cref="FileNotFoundException">When the model does not exist.</exception>
+    /// <exception cref="ArgumentException">When an address is malformed.</exception>
+    public static ClientHost CreateClient(string modelPath, string peers, string? codec)
     {
         if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
         {
@@ -58,6 +60,17 @@ internal static class SwarmOptions
         }
 
         var addresses = ParsePeers(peers);
-        return await RemoteModel.ConnectAsync(modelPath, new TcpTransport(), addresses, new RemoteSequenceOptions { Codec = ParseCodec(codec) }, cancellationToken: ct).ConfigureAwait(false);
+        return ClientHost.Create(
+            o =>
+            {
+                o.ModelPath = modelPath;
+                foreach (var address in addresses)
+                {
+                    o.Peers.Add(address.ToString());
+                }
+
+                o.Sequence.Codec = ParseCodec(codec);
+            },
+            discovery: null);
     }
 }
