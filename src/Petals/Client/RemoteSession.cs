@@ -76,11 +76,14 @@ internal sealed class RemoteSession : ITransformerSession
             throw new InvalidOperationException("An earlier step of this session failed and could not be recovered, so the servers' caches no longer match it; open a new session.");
         }
 
-        _owner.CheckShape(hidden.Length, BatchSize, tokenCount);
+        _owner.CheckShape(hidden, BatchSize, tokenCount);
         if (Position + tokenCount > MaxLength)
         {
             throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"The session holds {Position} of at most {MaxLength} positions and cannot take {tokenCount} more."));
         }
+
+        // Nothing was sent yet: a call canceled before it starts leaves the session as it was.
+        cancellationToken.ThrowIfCancellationRequested();
 
         try
         {

@@ -198,6 +198,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxLength, 1);
+        cancellationToken.ThrowIfCancellationRequested();
         var links = await RouteSessionAsync(batchSize, maxLength, cancellationToken).ConfigureAwait(false);
         return RemoteSession.Open(this, _repair, links, batchSize, maxLength);
     }
@@ -219,7 +220,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     public async ValueTask ForwardAsync(Memory<float> hidden, int batchSize, int tokenCount, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        CheckShape(hidden.Length, batchSize, tokenCount);
+        CheckShape(hidden, batchSize, tokenCount);
         var shape = new TensorShape(batchSize, tokenCount, Config.HiddenSize);
         var attempts = new RecoveryAttempts();
         var links = await _repair.RouteAsync(new BlockRange(0, Config.NumLayers), batchSize, 0, forward: true, attempts, cancellationToken).ConfigureAwait(false);
@@ -273,17 +274,17 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// <inheritdoc />
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 
-    /// <summary>Checks that a buffer holds exactly <c>batch × tokens × hidden</c> values.</summary>
-    internal void CheckShape(int length, int batchSize, int tokenCount)
+    /// <summary>Checks that <paramref name="hidden"/> holds exactly <c>batch × tokens × hidden</c> values (the message local blocks give too).</summary>
+    internal void CheckShape(Memory<float> hidden, int batchSize, int tokenCount)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(tokenCount, 1);
         var expected = (long)batchSize * tokenCount * Config.HiddenSize;
-        if (length != expected)
+        if (hidden.Length != expected)
         {
             throw new ArgumentException(
-                string.Create(CultureInfo.InvariantCulture, $"Hidden states hold {length} values; expected batch {batchSize} x tokens {tokenCount} x hidden {Config.HiddenSize} = {expected}."),
-                nameof(length));
+                string.Create(CultureInfo.InvariantCulture, $"Hidden states hold {hidden.Length} values; expected batch {batchSize} x tokens {tokenCount} x hidden {Config.HiddenSize} = {expected}."),
+                nameof(hidden));
         }
     }
 
