@@ -170,12 +170,7 @@ public sealed class ChainRepairTests
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Ct);
 
         var routing = repair.RouteAsync(new BlockRange(0, 2), 1, 16, forward: false, new RecoveryAttempts(), cancel.Token);
-        var deadline = DateTime.UtcNow + Bound;
-        while (health.Failures.Count < 2)
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"{health.Failures.Count} failures reported");
-            await Task.Delay(5, Ct);
-        }
+        await ClientRig.WaitUntilAsync(() => health.Failures.Count >= 2, () => $"{health.Failures.Count} failures reported");
 
         await cancel.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => routing.WaitAsync(Bound, Ct));

@@ -56,6 +56,17 @@ internal sealed class ClientRig : IAsyncDisposable
         Throughput = throughput,
     };
 
+    /// <summary>Waits, polling, until <paramref name="condition"/> holds; fails with <paramref name="what"/> after <see cref="Bound"/>.</summary>
+    public static async Task WaitUntilAsync(Func<bool> condition, Func<string> what)
+    {
+        var deadline = DateTime.UtcNow + Bound;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, what());
+            await Task.Delay(5, Ct);
+        }
+    }
+
     /// <summary>A pool over the swarm's transport for the model (or <paramref name="config"/>), owned by the rig.</summary>
     public ConnectionPool CreatePool(RemoteSequenceOptions? options = null, bool checkPeerIds = true, ModelConfig? config = null)
     {
