@@ -67,6 +67,12 @@ internal sealed class ClientRig : IAsyncDisposable
         }
     }
 
+    /// <summary>Waits until no server holds a connection (those refused or closed on the client's side are closed on the servers' too).</summary>
+    public Task WaitForNoConnectionsAsync() =>
+        WaitUntilAsync(
+            () => Swarm.Servers.All(s => s.GetStatistics().ActiveConnections == 0),
+            () => "connections left open: " + string.Join(", ", Swarm.Servers.Select(s => s.GetStatistics().ActiveConnections)));
+
     /// <summary>A pool over the swarm's transport for the model (or <paramref name="config"/>), owned by the rig.</summary>
     public ConnectionPool CreatePool(RemoteSequenceOptions? options = null, bool checkPeerIds = true, ModelConfig? config = null)
     {

@@ -49,7 +49,7 @@ public sealed class ConnectionPoolTests
 
         var error = await Assert.ThrowsAsync<RemoteChainException>(() => AcquireAsync(rig.CreatePool(), announced, new BlockRange(0, 2)));
         Assert.Equal($"the server at {announced.Address} is announced as peer announced-peer but its handshake says 'server-0'.", error.Message);
-        await WaitForNoConnectionAsync(rig.Swarm.Servers[0]);
+        await rig.WaitForNoConnectionsAsync();
 
         var lenient = rig.CreatePool(checkPeerIds: false);
         var connection = await AcquireAsync(lenient, announced, new BlockRange(0, 2));
@@ -69,7 +69,7 @@ public sealed class ConnectionPoolTests
 
         var outside = await Assert.ThrowsAsync<RemoteChainException>(() => AcquireAsync(pool, rig.Swarm.Info(0), new BlockRange(1, 3)));
         Assert.Equal($"{name} is asked for blocks 1:3 but serves only 0:2.", outside.Message);
-        await WaitForNoConnectionAsync(rig.Swarm.Servers[0]);
+        await rig.WaitForNoConnectionsAsync();
     }
 
     [Fact]
@@ -167,7 +167,7 @@ public sealed class ConnectionPoolTests
 
         // The pool owns both: disposing it closes them.
         await pool.DisposeAsync();
-        await WaitForNoConnectionAsync(rig.Swarm.Servers[0]);
+        await rig.WaitForNoConnectionsAsync();
     }
 
     [Fact]
@@ -182,7 +182,7 @@ public sealed class ConnectionPoolTests
         await Assert.ThrowsAsync<ObjectDisposedException>(() => AcquireAsync(pool, rig.Swarm.Info(0), new BlockRange(0, 2)));
         Assert.Throws<ObjectDisposedException>(pool.ThrowIfDisposed);
         Assert.Throws<ObjectDisposedException>(() => pool.Add("server-0", connection));
-        await WaitForNoConnectionAsync(rig.Swarm.Servers[0]);
+        await rig.WaitForNoConnectionsAsync();
         Assert.Equal(1, rig.Swarm.Servers[0].GetStatistics().ConnectionsAccepted); // no connection was made after the dispose
     }
 
@@ -195,10 +195,6 @@ public sealed class ConnectionPoolTests
         Assert.Equal(connections.Sum(c => c.Connection.BytesSent), pool.BytesSent);
         Assert.Equal(connections.Sum(c => c.Connection.BytesReceived), pool.BytesReceived);
     }
-
-    /// <summary>A refused or closed connection is closed on the server's side too.</summary>
-    private static Task WaitForNoConnectionAsync(BlockServer server) =>
-        ClientRig.WaitUntilAsync(() => server.GetStatistics().ActiveConnections == 0, () => $"the server holds {server.GetStatistics().ActiveConnections} connections");
 
     private static Exception Failure(string name) => name switch
     {
