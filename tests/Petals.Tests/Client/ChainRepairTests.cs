@@ -14,73 +14,36 @@ public sealed class ChainRepairTests
 
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    [Fact]
-    public void A_replacement_between_segments_of_other_servers_is_left_alone()
+    /// <summary>
+    /// Chains are written as segments <c>"x0:2"</c> (server x, blocks 0:2); the replacements are the <paramref name="count"/>
+    /// segments at <paramref name="index"/>; <paramref name="retired"/> lists the left-behind segments in the order retired.
+    /// </summary>
+    [Theory]
+    [InlineData("a0:2 x2:4 b4:6", 1, 1, "a0:2 x2:4 b4:6", 1, "")] // neighbours on other servers
+    [InlineData("x0:2 a2:4", 1, 1, "x0:2 a2:4", 1, "")] // the previous touches but is another server
+    [InlineData("x0:2 x3:4 x5:6", 1, 1, "x0:2 x3:4 x5:6", 1, "")] // the same server, blocks not touching
+    [InlineData("x0:6", 0, 1, "x0:6", 0, "")] // the whole chain
+    [InlineData("a0:2 x2:3 x3:6", 1, 1, "a0:2 x2:6", 1, "x3:6")] // the next: resume at the joined segment
+    [InlineData("x0:2 x2:4 b4:6", 0, 1, "x0:4 b4:6", 0, "x2:4")] // the next, from the first segment
+    [InlineData("x0:2 x2:4 b4:6", 1, 1, "x0:4 b4:6", 0, "x0:2")] // the previous: resume at the joined segment, one earlier
+    [InlineData("a0:2 x2:4 x4:6", 2, 1, "a0:2 x2:6", 1, "x2:4")] // the previous, at the last segment
+    [InlineData("a0:1 x1:2 x2:4 x4:6", 2, 1, "a0:1 x1:6", 1, "x4:6 x1:2")] // both: the next first, then the previous
+    [InlineData("y0:2 y2:3 x3:4 x4:6", 1, 2, "y0:3 x3:6", 0, "x4:6 y0:2")] // two replacements: the last joins the next, the first the previous
+    public void A_replacement_is_joined_with_each_neighbour_on_its_server_whose_blocks_touch_its_own(string chain, int index, int count, string joined, int resume, string retired)
     {
-        var join = new Join([S("a", 0, 2), S("x", 2, 4), S("b", 4, 6)]);
-        Assert.Equal(1, join.Run(index: 1, count: 1));
-        Assert.Equal([S("a", 0, 2), S("x", 2, 4), S("b", 4, 6)], join.Chain);
-        Assert.Empty(join.Retired);
-    }
+        var segments = Parse(chain);
+        var before = segments.ToArray();
+        var gone = new List<Segment>();
+        var at = ChainRepair.JoinNeighbors(
+            segments,
+            index,
+            count,
+            static (a, b) => a.Server == b.Server && a.Blocks.End == b.Blocks.Start,
+            static (a, b) => new Segment(a.Server, new BlockRange(a.Blocks.Start, b.Blocks.End)),
+            gone.Add);
 
-    [Fact]
-    public void A_replacement_is_joined_with_the_next_segment_on_its_server_and_the_step_resumes_at_it()
-    {
-        var join = new Join([S("a", 0, 2), S("x", 2, 3), S("x", 3, 6)]);
-        var next = join.Chain[2];
-        Assert.Equal(1, join.Run(index: 1, count: 1));
-        Assert.Equal([S("a", 0, 2), S("x", 2, 6)], join.Chain);
-        Assert.Same(next, Assert.Single(join.Retired));
-    }
-
-    [Fact]
-    public void A_replacement_is_joined_with_the_previous_segment_on_its_server_and_the_step_resumes_at_the_joined_one()
-    {
-        var join = new Join([S("x", 0, 2), S("x", 2, 4), S("b", 4, 6)]);
-        var previous = join.Chain[0];
-        Assert.Equal(0, join.Run(index: 1, count: 1));
-        Assert.Equal([S("x", 0, 4), S("b", 4, 6)], join.Chain);
-        Assert.Same(previous, Assert.Single(join.Retired));
-    }
-
-    [Fact]
-    public void A_replacement_between_two_segments_on_its_server_becomes_one_segment_with_both()
-    {
-        var join = new Join([S("a", 0, 1), S("x", 1, 2), S("x", 2, 4), S("x", 4, 6)]);
-        var (previous, next) = (join.Chain[1], join.Chain[3]);
-        Assert.Equal(1, join.Run(index: 2, count: 1));
-        Assert.Equal([S("a", 0, 1), S("x", 1, 6)], join.Chain);
-        Assert.Equal([next, previous], join.Retired);
-    }
-
-    [Fact]
-    public void Several_replacements_join_the_next_segment_with_their_last_and_the_previous_with_their_first()
-    {
-        // Replacements y 2:3 and x 3:4 at index 1..2: x joins the next x, y joins the previous y.
-        var join = new Join([S("y", 0, 2), S("y", 2, 3), S("x", 3, 4), S("x", 4, 6)]);
-        var (previous, next) = (join.Chain[0], join.Chain[3]);
-        Assert.Equal(0, join.Run(index: 1, count: 2));
-        Assert.Equal([S("y", 0, 3), S("x", 3, 6)], join.Chain);
-        Assert.Equal([next, previous], join.Retired);
-    }
-
-    [Fact]
-    public void Segments_of_the_same_server_whose_blocks_do_not_touch_are_not_joined()
-    {
-        // The same server before and after, but a block apart on each side: nothing to join.
-        var join = new Join([S("x", 0, 2), S("x", 3, 4), S("x", 5, 6)]);
-        Assert.Equal(1, join.Run(index: 1, count: 1));
-        Assert.Equal([S("x", 0, 2), S("x", 3, 4), S("x", 5, 6)], join.Chain);
-        Assert.Empty(join.Retired);
-    }
-
-    [Fact]
-    public void A_replacement_that_is_the_whole_chain_has_no_neighbour_to_join()
-    {
-        var join = new Join([S("x", 0, 6)]);
-        Assert.Equal(0, join.Run(index: 0, count: 1));
-        Assert.Equal([S("x", 0, 6)], join.Chain);
-        Assert.Empty(join.Retired);
+        Assert.Equal((joined, resume, retired), (string.Join(' ', segments), at, string.Join(' ', gone)));
+        Assert.All(gone, g => Assert.Contains(before, s => ReferenceEquals(s, g))); // the segments themselves, not copies
     }
 
     [Fact]
@@ -193,24 +156,12 @@ public sealed class ChainRepairTests
         return (repair, pool, new ChainLink(connection, new BlockRange(0, 2), "server-0"));
     }
 
-    private static Segment S(string server, int start, int end) => new(server, start, end);
+    private static List<Segment> Parse(string chain) =>
+        [.. chain.Split(' ').Select(s => new Segment(s[..1], BlockRange.Parse(s[1..])))];
 
     /// <summary>A segment of a plain chain: a server and its blocks.</summary>
-    private sealed record Segment(string Server, int Start, int End);
-
-    /// <summary>Runs <see cref="ChainRepair.JoinNeighbors{T}"/> over plain segments: same server and touching blocks join.</summary>
-    private sealed class Join(List<Segment> chain)
+    private sealed record Segment(string Server, BlockRange Blocks)
     {
-        public List<Segment> Chain { get; } = chain;
-
-        public List<Segment> Retired { get; } = [];
-
-        public int Run(int index, int count) => ChainRepair.JoinNeighbors(
-            Chain,
-            index,
-            count,
-            static (a, b) => a.Server == b.Server && a.End == b.Start,
-            static (a, b) => new Segment(a.Server, a.Start, b.End),
-            Retired.Add);
+        public override string ToString() => $"{Server}{Blocks}";
     }
 }

@@ -104,27 +104,17 @@ public sealed class SpanHistoryTests
         Assert.Equal(5, history.Capacity);
     }
 
-    [Fact]
-    public void A_gap_after_the_held_positions_is_refused_and_nothing_is_appended()
+    [Theory]
+    [InlineData(16, 4, 2, "at", 4)] // a gap: position 3 would be missing
+    [InlineData(4, 2, 3, "at + count", 5)] // positions 4 past the maximum length of 4
+    public void An_append_that_leaves_a_gap_or_goes_past_the_maximum_length_is_refused_and_appends_nothing(int maxLength, int at, int count, string parameter, int actual)
     {
-        var history = new SpanHistory(batch: 1, width: 2, maxLength: 16);
+        var history = new SpanHistory(batch: 1, width: 2, maxLength);
         history.Append(Values(1, 3, 2, seed: 9), 3, 0, at: 0, count: 3);
-        var error = Assert.Throws<ArgumentOutOfRangeException>(() => history.Append(Values(1, 2, 2, seed: 10), 2, 0, at: 4, count: 2));
-        Assert.Equal("at", error.ParamName);
-        Assert.Equal(4, error.ActualValue);
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => history.Append(Values(1, count, 2, seed: 10), count, 0, at, count));
+        Assert.Equal((parameter, (object?)actual), (error.ParamName, error.ActualValue));
         Assert.Equal(3, history.Positions);
-    }
-
-    [Fact]
-    public void Positions_past_the_maximum_length_are_refused_and_nothing_is_appended()
-    {
-        var history = new SpanHistory(batch: 1, width: 2, maxLength: 4);
-        history.Append(Values(1, 3, 2, seed: 11), 3, 0, at: 0, count: 3);
-        var error = Assert.Throws<ArgumentOutOfRangeException>(() => history.Append(Values(1, 3, 2, seed: 12), 3, 0, at: 2, count: 3));
-        Assert.Equal("at + count", error.ParamName);
-        Assert.Equal(5, error.ActualValue);
-        Assert.Equal(3, history.Positions);
-        Assert.Equal(Values(1, 3, 2, seed: 11), ReadAll(history, 1, 2));
+        Assert.Equal(Values(1, 3, 2, seed: 9), ReadAll(history, 1, 2));
     }
 
     [Fact]
