@@ -68,19 +68,19 @@ public sealed class SpanHistoryTests
     [Fact]
     public void The_buffer_starts_at_16_positions_doubles_and_never_grows_past_the_maximum_length_keeping_every_value()
     {
-        var history = new SpanHistory(batch: 2, width: 3, maxLength: 40);
+        var history = new SpanHistory(batch: 2, width: 3, maxLength: 70);
         Assert.Equal(0, history.Capacity);
-        var values = Values(2, 40, 3, seed: 6);
-        var expectedCapacity = new Dictionary<int, int> { [1] = 16, [16] = 16, [17] = 32, [32] = 32, [33] = 40, [40] = 40 };
-        for (var p = 0; p < 40; p++)
+        var values = Values(2, 70, 3, seed: 6);
+        var expectedCapacity = new Dictionary<int, int> { [1] = 16, [16] = 16, [17] = 32, [32] = 32, [33] = 64, [64] = 64, [65] = 70, [70] = 70 };
+        for (var p = 0; p < 70; p++)
         {
-            history.Append(values, 40, p, at: p, count: 1);
+            history.Append(values, 70, p, at: p, count: 1);
             if (expectedCapacity.TryGetValue(p + 1, out var capacity))
             {
                 Assert.Equal(capacity, history.Capacity);
             }
 
-            Assert.Equal(Slice(values, 2, 40, 3, at: 0, count: p + 1), ReadAll(history, 2, 3));
+            Assert.Equal(Slice(values, 2, 70, 3, at: 0, count: p + 1), ReadAll(history, 2, 3));
         }
     }
 
