@@ -59,7 +59,7 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
             if (attempts.Count > 1)
             {
                 var factor = 1L << Math.Min(attempts.Count - 2, 5);
-                await Task.Delay(options.RecoveryBackoff * factor, cancellationToken).ConfigureAwait(false);
+                await Task.Delay(options.RecoveryBackoff * factor, Sequence.Time, cancellationToken).ConfigureAwait(false);
             }
 
             var route = await RouteAroundAsync(blocks, batchSize, maxLength, forward, attempts, cancellationToken).ConfigureAwait(false);
@@ -95,9 +95,10 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
             await Task.WhenAll(connecting).ConfigureAwait(false);
             return ([.. connecting.Select((t, k) => new ChainLink(t.Result, route[k].Blocks, route[k].Server.PeerId))], []);
         }
-        catch (Exception) when (!cancellationToken.IsCancellationRequested)
+        catch (Exception)
         {
-            // Each failed server is read from its task.
+            // The caller's cancellation wins over a failure that raced it; otherwise each failed server is read from its task.
+            cancellationToken.ThrowIfCancellationRequested();
         }
 
         var failures = new List<(RouteSegment, Exception, PeerFailureKind)>();

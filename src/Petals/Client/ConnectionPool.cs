@@ -146,6 +146,13 @@ internal sealed class ConnectionPool : IAsyncDisposable
         if (ServerChecks.AnnouncementProblems(span, server, blocks, _config, _modelId, _options.Codec, _checkPeerIds) is { } problems)
         {
             await span.DisposeAsync().ConfigureAwait(false);
+            lock (_lock)
+            {
+                // The handshake and info call were traffic of this sequence too.
+                _retiredSent += span.Connection.BytesSent;
+                _retiredReceived += span.Connection.BytesReceived;
+            }
+
             throw new RemoteChainException(problems);
         }
 
@@ -200,15 +207,27 @@ internal sealed class ConnectionPool : IAsyncDisposable
             return;
         }
 
+        bool owned;
         lock (_lock)
         {
             if (_keys.Remove(connection, out var peer) && _pool.TryGetValue(peer, out var pooled) && ReferenceEquals(pooled, connection))
             {
                 _pool.Remove(peer);
             }
+
+            owned = _all.Contains(connection);
+            if (owned)
+            {
+                Forget(connection);
+            }
         }
 
         connection.Connection.Abort("the client gave the connection up after a failure");
+        if (owned)
+        {
+            // Released now rather than at the pool's end: a long-lived sequence with many failures keeps no dead timers.
+            _ = ReleaseAsync(connection);
+        }
     }
 
     /// <inheritdoc />
@@ -236,6 +255,18 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
 
         return pooled;
+    }
+
+    private static async Task ReleaseAsync(RemoteSpanConnection connection)
+    {
+        try
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is Transport.TransportException or Protocol.ProtocolException or OperationCanceledException or ObjectDisposedException or IOException)
+        {
+            // The connection was aborted: whatever its read loop ended with is of no interest any more.
+        }
     }
 
     private RemoteSpanConnection Forget(RemoteSpanConnection connection)

@@ -34,7 +34,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         _connection = connection;
         _requestTimeout = requestTimeout;
         _livenessTimeout = livenessTimeout;
-        _liveness = new Health.LivenessDetector(livenessTimeout, Stopwatch.GetTimestamp());
+        _liveness = new Health.LivenessDetector(livenessTimeout);
         var shortest = Math.Min(requestTimeout.Ticks, livenessTimeout.Ticks);
         var period = TimeSpan.FromTicks(Math.Clamp(shortest / 8, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
         _deadlines = TimeProvider.System.CreateTimer(static s => ((RemoteSpanConnection)s!).CheckCalls(), this, period, period);

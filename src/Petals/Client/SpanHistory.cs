@@ -46,10 +46,13 @@ internal sealed class SpanHistory
     /// <param name="at">The first position <paramref name="source"/> stands for.</param>
     /// <param name="count">How many positions it stands for.</param>
     /// <exception cref="ArgumentOutOfRangeException">
-    /// The positions would leave a gap after <see cref="Positions"/>, or go past the maximum length.
+    /// <paramref name="at"/> or <paramref name="count"/> is negative, or the positions would leave a gap after
+    /// <see cref="Positions"/> or go past the maximum length.
     /// </exception>
     public void Append(ReadOnlySpan<float> source, int sourcePositions, int sourceAt, int at, int count)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(at);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(at, Positions);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(at + count, _maxLength);
         var from = Math.Max(at, Positions);
@@ -68,10 +71,11 @@ internal sealed class SpanHistory
     /// <param name="at">The first position.</param>
     /// <param name="count">How many.</param>
     /// <param name="destination">Where to, at least <c>batch × count × width</c> values.</param>
-    /// <exception cref="ArgumentOutOfRangeException">The positions are not all held.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">An argument is negative, or the positions are not all held.</exception>
     public void Read(int at, int count, Span<float> destination)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(at);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(at + count, Positions);
         Copy(_buffer, Capacity, at, destination, count, 0, count, _batch, _width);
     }

@@ -90,6 +90,9 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// <summary>The servers' health: where failures, successes and round trips are reported, and the bans routes avoid.</summary>
     public IPeerHealth Health { get; }
 
+    /// <summary>The clock of refreshes, bans and the recovery backoff of sequences over this manager.</summary>
+    internal TimeProvider Time => _time;
+
     /// <summary>The logger (connecting through the manager logs excluded servers here too).</summary>
     internal ILogger Logger { get; }
 

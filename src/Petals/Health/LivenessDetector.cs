@@ -18,14 +18,12 @@ internal sealed class LivenessDetector
     private long _silentSince;
     private bool _pinged;
 
-    /// <summary>Creates a detector.</summary>
+    /// <summary>Creates a detector; silence is counted from the first observation on.</summary>
     /// <param name="timeout">How long a waiting connection may stay silent before the server is declared dead.</param>
-    /// <param name="now">The timestamp silence is counted from until the first observation.</param>
-    public LivenessDetector(TimeSpan timeout, long now)
+    public LivenessDetector(TimeSpan timeout)
     {
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeout, TimeSpan.Zero);
         _timeout = timeout;
-        _silentSince = now;
     }
 
     /// <summary>What the connection should do after an observation.</summary>

@@ -107,11 +107,13 @@ public sealed class SpanHistoryTests
     [Theory]
     [InlineData(16, 4, 2, "at", 4)] // a gap: position 3 would be missing
     [InlineData(4, 2, 3, "at + count", 5)] // positions 4 past the maximum length of 4
+    [InlineData(16, -1, 1, "at", -1)]
+    [InlineData(16, 0, -1, "count", -1)]
     public void An_append_that_leaves_a_gap_or_goes_past_the_maximum_length_is_refused_and_appends_nothing(int maxLength, int at, int count, string parameter, int actual)
     {
         var history = new SpanHistory(batch: 1, width: 2, maxLength);
         history.Append(Values(1, 3, 2, seed: 9), 3, 0, at: 0, count: 3);
-        var error = Assert.Throws<ArgumentOutOfRangeException>(() => history.Append(Values(1, count, 2, seed: 10), count, 0, at, count));
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => history.Append(Values(1, Math.Max(count, 1), 2, seed: 10), Math.Max(count, 1), 0, at, count));
         Assert.Equal((parameter, (object?)actual), (error.ParamName, error.ActualValue));
         Assert.Equal(3, history.Positions);
         Assert.Equal(Values(1, 3, 2, seed: 9), ReadAll(history, 1, 2));
@@ -127,6 +129,7 @@ public sealed class SpanHistoryTests
         Assert.Equal(("at + count", (object?)4), (past.ParamName, past.ActualValue));
         var negative = Assert.Throws<ArgumentOutOfRangeException>(() => history.Read(-1, 1, destination));
         Assert.Equal("at", negative.ParamName);
+        Assert.Equal("count", Assert.Throws<ArgumentOutOfRangeException>(() => history.Read(0, -1, destination)).ParamName);
         Assert.Equal("at + count", Assert.Throws<ArgumentOutOfRangeException>(() => new SpanHistory(1, 1, 4).Read(0, 1, destination)).ParamName);
     }
 

@@ -12,7 +12,7 @@ public sealed class LivenessDetectorTests
     [Fact]
     public void A_server_whose_bytes_keep_coming_is_alive_however_far_apart_the_observations()
     {
-        var detector = new LivenessDetector(Timeout, Ms(0));
+        var detector = new LivenessDetector(Timeout);
         for (var k = 0; k < 10; k++)
         {
             Assert.Equal(Alive, detector.Observe(Ms(k * 10_000), waiting: true, sending: false, bytesReceived: k * 100, bytesSent: 0));
@@ -22,7 +22,7 @@ public sealed class LivenessDetectorTests
     [Fact]
     public void A_third_of_the_timeout_of_silence_asks_for_one_ping_and_another_only_after_bytes_moved()
     {
-        var detector = new LivenessDetector(Timeout, Ms(0));
+        var detector = new LivenessDetector(Timeout);
         Assert.Equal(Alive, Waiting(detector, Ms(0), received: 50));
         Assert.Equal(Alive, Waiting(detector, Ms(1000) - 1, received: 50));
         Assert.Equal(Ping, Waiting(detector, Ms(1000), received: 50));
@@ -39,7 +39,7 @@ public sealed class LivenessDetectorTests
     [Fact]
     public void The_whole_timeout_of_silence_declares_the_server_dead_pinged_or_not()
     {
-        var pinged = new LivenessDetector(Timeout, Ms(0));
+        var pinged = new LivenessDetector(Timeout);
         Assert.Equal(Alive, Waiting(pinged, Ms(0), received: 7));
         Assert.Equal(Ping, Waiting(pinged, Ms(1000), received: 7));
         Assert.Equal(Alive, Waiting(pinged, Ms(3000) - 1, received: 7));
@@ -47,7 +47,7 @@ public sealed class LivenessDetectorTests
         Assert.Equal(Dead, Waiting(pinged, Ms(5000), received: 7));
 
         // Observed only once the timeout has passed: dead, no ping first.
-        var late = new LivenessDetector(Timeout, Ms(0));
+        var late = new LivenessDetector(Timeout);
         Assert.Equal(Alive, Waiting(late, Ms(0), received: 7));
         Assert.Equal(Dead, Waiting(late, Ms(3000), received: 7));
     }
@@ -55,7 +55,7 @@ public sealed class LivenessDetectorTests
     [Fact]
     public void Silence_counts_only_while_a_call_waits()
     {
-        var detector = new LivenessDetector(Timeout, Ms(0));
+        var detector = new LivenessDetector(Timeout);
         Assert.Equal(Alive, detector.Observe(Ms(0), waiting: false, sending: false, bytesReceived: 5, bytesSent: 5));
         Assert.Equal(Alive, detector.Observe(Ms(100_000), waiting: false, sending: false, bytesReceived: 5, bytesSent: 5));
 
@@ -75,13 +75,13 @@ public sealed class LivenessDetectorTests
     public void Bytes_sent_are_a_sign_of_life_only_while_a_request_is_being_written()
     {
         // Our own pings going out do not keep a silent server alive.
-        var pinging = new LivenessDetector(Timeout, Ms(0));
+        var pinging = new LivenessDetector(Timeout);
         Assert.Equal(Alive, Waiting(pinging, Ms(0), received: 10, sent: 100));
         Assert.Equal(Ping, Waiting(pinging, Ms(1000), received: 10, sent: 150));
         Assert.Equal(Dead, Waiting(pinging, Ms(3000), received: 10, sent: 200));
 
         // A long request the server keeps reading is alive.
-        var writing = new LivenessDetector(Timeout, Ms(0));
+        var writing = new LivenessDetector(Timeout);
         for (var k = 0; k < 5; k++)
         {
             Assert.Equal(Alive, writing.Observe(Ms(k * 2000), waiting: true, sending: true, bytesReceived: 10, bytesSent: 100 + (k * 100)));
@@ -91,7 +91,7 @@ public sealed class LivenessDetectorTests
     [Fact]
     public void No_ping_is_sent_behind_a_request_being_written_but_a_stalled_write_is_dead_at_the_timeout()
     {
-        var detector = new LivenessDetector(Timeout, Ms(0));
+        var detector = new LivenessDetector(Timeout);
         Assert.Equal(Alive, detector.Observe(Ms(0), waiting: true, sending: true, bytesReceived: 10, bytesSent: 100));
         Assert.Equal(Alive, detector.Observe(Ms(1000), waiting: true, sending: true, bytesReceived: 10, bytesSent: 100));
         Assert.Equal(Alive, detector.Observe(Ms(3000) - 1, waiting: true, sending: true, bytesReceived: 10, bytesSent: 100));
@@ -101,7 +101,7 @@ public sealed class LivenessDetectorTests
     [Fact]
     public void Silence_is_the_silent_time_at_the_last_observation_that_found_silence()
     {
-        var detector = new LivenessDetector(Timeout, Ms(0));
+        var detector = new LivenessDetector(Timeout);
         Assert.Equal(TimeSpan.Zero, detector.Silence);
         Waiting(detector, Ms(0), received: 1);
         Waiting(detector, Ms(1250), received: 1);
@@ -118,7 +118,7 @@ public sealed class LivenessDetectorTests
     [InlineData(-1)]
     public void A_timeout_that_is_not_positive_is_refused(int milliseconds)
     {
-        var error = Assert.Throws<ArgumentOutOfRangeException>(() => new LivenessDetector(TimeSpan.FromMilliseconds(milliseconds), Ms(0)));
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => new LivenessDetector(TimeSpan.FromMilliseconds(milliseconds)));
         Assert.Equal("timeout", error.ParamName);
     }
 
