@@ -1,5 +1,3 @@
-using Microsoft.Extensions.DependencyInjection;
-
 namespace Petals.Hosting;
 
 /// <summary>
@@ -7,8 +5,8 @@ namespace Petals.Hosting;
 /// (<c>UseTcpTransport()</c>, <c>UseQuicTransport()</c>, <c>UseDhtDiscovery(…)</c>, <c>UseMemoryTransport(…)</c>), and
 /// decorators wrap what they chose (<c>Use(inner =&gt; …)</c>).
 /// </summary>
-public interface IPetalsClientBuilder
+public interface IPetalsClientBuilder : IPetalsBuilder
 {
-    /// <summary>The service collection the client is registered in.</summary>
-    IServiceCollection Services { get; }
+    /// <inheritdoc />
+    string IPetalsBuilder.Role => PetalsServiceKeys.Client;
 }

@@ -7,26 +7,15 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class QuicTransportBuilderExtensions
 {
     /// <summary>
-    /// Makes the server listen over QUIC (<c>quic://host:port</c>). Where QUIC is unsupported (no libmsquic), the host fails to start
-    /// with <see cref="QuicTransport.UnsupportedMessage"/> among the option failures.
+    /// Makes the server listen, or the client connect, over QUIC (<c>quic://host:port</c>). Where QUIC is unsupported (no
+    /// libmsquic), the host fails to start with <see cref="QuicTransport.UnsupportedMessage"/> among the option failures.
     /// </summary>
-    /// <param name="builder">The server builder.</param>
+    /// <typeparam name="TBuilder">The server or client builder.</typeparam>
+    /// <param name="builder">The builder.</param>
     /// <param name="configure">Sets the transport's options (certificate, timeouts); defaults when null.</param>
     /// <returns>The builder.</returns>
-    public static IPetalsServerBuilder UseQuicTransport(this IPetalsServerBuilder builder, Action<QuicTransportOptions>? configure = null)
-    {
-        ArgumentNullException.ThrowIfNull(builder);
-        return builder.AddStartupCheck(_ => IsSupported ? null : UnsupportedMessage).UseTransport(_ => Create(configure));
-    }
-
-    /// <summary>
-    /// Makes the client connect over QUIC. Where QUIC is unsupported (no libmsquic), the host fails to start (and connecting fails)
-    /// with <see cref="QuicTransport.UnsupportedMessage"/> among the option failures.
-    /// </summary>
-    /// <param name="builder">The client builder.</param>
-    /// <param name="configure">Sets the transport's options (certificate, timeouts); defaults when null.</param>
-    /// <returns>The builder.</returns>
-    public static IPetalsClientBuilder UseQuicTransport(this IPetalsClientBuilder builder, Action<QuicTransportOptions>? configure = null)
+    public static TBuilder UseQuicTransport<TBuilder>(this TBuilder builder, Action<QuicTransportOptions>? configure = null)
+        where TBuilder : IPetalsBuilder
     {
         ArgumentNullException.ThrowIfNull(builder);
         return builder.AddStartupCheck(_ => IsSupported ? null : UnsupportedMessage).UseTransport(_ => Create(configure));

@@ -6,22 +6,13 @@ namespace Microsoft.Extensions.DependencyInjection;
 /// <summary>Puts a Petals server or client on an in-memory transport (tests, simulations): share one instance between them.</summary>
 public static class MemoryTransportBuilderExtensions
 {
-    /// <summary>Makes the server listen on <paramref name="transport"/> (addresses <c>mem://name</c>).</summary>
-    /// <param name="builder">The server builder.</param>
-    /// <param name="transport">The in-memory network, shared with the clients; not disposed by the container.</param>
+    /// <summary>Makes the server listen, or the client connect, on <paramref name="transport"/>'s in-memory network (not disposed by the container).</summary>
+    /// <typeparam name="TBuilder">The server or client builder.</typeparam>
+    /// <param name="builder">The builder.</param>
+    /// <param name="transport">The network; servers and clients of one test share it.</param>
     /// <returns>The builder.</returns>
-    public static IPetalsServerBuilder UseMemoryTransport(this IPetalsServerBuilder builder, MemoryTransport transport)
-    {
-        ArgumentNullException.ThrowIfNull(builder);
-        ArgumentNullException.ThrowIfNull(transport);
-        return builder.UseTransport(transport);
-    }
-
-    /// <summary>Makes the client connect through <paramref name="transport"/> (addresses <c>mem://name</c>).</summary>
-    /// <param name="builder">The client builder.</param>
-    /// <param name="transport">The in-memory network, shared with the servers; not disposed by the container.</param>
-    /// <returns>The builder.</returns>
-    public static IPetalsClientBuilder UseMemoryTransport(this IPetalsClientBuilder builder, MemoryTransport transport)
+    public static TBuilder UseMemoryTransport<TBuilder>(this TBuilder builder, MemoryTransport transport)
+        where TBuilder : IPetalsBuilder
     {
         ArgumentNullException.ThrowIfNull(builder);
         ArgumentNullException.ThrowIfNull(transport);

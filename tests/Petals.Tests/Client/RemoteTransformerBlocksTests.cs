@@ -109,16 +109,7 @@ public sealed class RemoteTransformerBlocksTests
         await using var swarm = await Swarm.StartAsync(fixture, new MemoryTransport(), [new(0, 1), new(1, 4)]);
         await using var remote = await swarm.ConnectAsync();
         using var local = fixture.CreateBlocks();
-        var input = RandomHidden(new Random(5), 3 * 7 * fixture.Config.HiddenSize);
-        var theirs = input.ToArray();
-        await remote.ForwardAsync(theirs, batchSize: 3, tokenCount: 7, Ct);
-        var ours = input.ToArray();
-        await using (var session = await local.OpenSessionAsync(3, 7, Ct))
-        {
-            await session.ForwardAsync(ours, 7, Ct);
-        }
-
-        AssertClose(ours, theirs, 1e-5f);
+        await AssertStatelessForwardEqualsLocalAsync(remote, local, new Random(5), batch: 3, tokens: 7);
     }
 
     [Fact]
@@ -202,16 +193,7 @@ public sealed class RemoteTransformerBlocksTests
             Assert.Equal(swarm.Servers[0].Options.CacheTokens - (((20 * split) + 2) / 3), swarm.Servers[0].CacheTokensLeft);
         }
 
-        var stateless = RandomHidden(new Random(4), 3 * fixture.Config.HiddenSize);
-        var remoteOut = stateless.ToArray();
-        await remote.ForwardAsync(remoteOut, batchSize: 1, tokenCount: 3, Ct);
-        var localOut = stateless.ToArray();
-        await using (var session = await local.OpenSessionAsync(1, 3, Ct))
-        {
-            await session.ForwardAsync(localOut, 3, Ct);
-        }
-
-        AssertClose(localOut, remoteOut, 1e-5f);
+        await AssertStatelessForwardEqualsLocalAsync(remote, local, new Random(4), batch: 1, tokens: 3);
     }
 
     [Fact]
@@ -498,6 +480,21 @@ public sealed class RemoteTransformerBlocksTests
         AssertClose(ours, theirs, 1e-5f);
         Assert.True(remote.Recoveries >= 1, $"{remote.Recoveries} recoveries");
         Assert.Equal(3, restarted.GetStatistics().TokensProcessed);
+    }
+
+    /// <summary>A stateless forward of random hidden states through <paramref name="remote"/> equals a prefill of them through <paramref name="local"/>.</summary>
+    private static async Task AssertStatelessForwardEqualsLocalAsync(RemoteTransformerBlocks remote, LocalTransformerBlocks local, Random random, int batch, int tokens)
+    {
+        var input = RandomHidden(random, batch * tokens * remote.Config.HiddenSize);
+        var theirs = input.ToArray();
+        await remote.ForwardAsync(theirs, batch, tokens, Ct);
+        var ours = input.ToArray();
+        await using (var session = await local.OpenSessionAsync(batch, tokens, Ct))
+        {
+            await session.ForwardAsync(ours, tokens, Ct);
+        }
+
+        AssertClose(ours, theirs, 1e-5f);
     }
 
     private static RemoteSequenceOptions FailFast() => new() { MaxRecoveryAttempts = 0 };
