@@ -1,3 +1,6 @@
+// Over 500 lines on purpose: one block's forward (norms, projections, rotary, attention over the cache, SwiGLU) is
+// one hot path over shared scratch buffers and worker partitions; splitting it would add calls and buffer handoffs
+// per token where decode is memory-bound.
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using Petals.Backends.Cpu.Kernels;

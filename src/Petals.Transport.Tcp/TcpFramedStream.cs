@@ -1,3 +1,5 @@
+// Over 500 lines on purpose: the socket's two pumps, the optional TLS layer, half-close and abort share one stream's
+// state and its ordering rules; each part alone would not be a stream.
 using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Pipelines;

@@ -1,3 +1,6 @@
+// Over 500 lines on purpose: the handshake, the serialized send path, the read loop and the call-rule checks share
+// one connection's state (stream ids, pings, limits, the failure that ends it); split, each part would reach into the
+// others' fields.
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;

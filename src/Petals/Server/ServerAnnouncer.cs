@@ -1,3 +1,6 @@
+// Over 500 lines on purpose: the state machine of one server's announcements (joining, online, offline, periodic
+// republication that a state change preempts, expirations that always move forward) shares one lock and one set of
+// fields; the measuring and probing it needs live in ThroughputMeter and PeerProbe.
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;

@@ -1,3 +1,5 @@
+// Over 500 lines on purpose: one tokenizer's encode (normalization, merges by score, byte fallback) and streaming
+// decode must agree on the same vocabulary tables; they are kept side by side so a change to one is seen in the other.
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
