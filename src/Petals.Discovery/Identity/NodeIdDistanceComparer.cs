@@ -1,7 +1,7 @@
 namespace Petals.Discovery;
 
 /// <summary>Orders ids by their XOR distance from a fixed <see cref="Target"/>, closest first. Thread-safe.</summary>
-public sealed class NodeIdDistanceComparer : IComparer<NodeId>
+internal sealed class NodeIdDistanceComparer : IComparer<NodeId>
 {
     /// <summary>Creates a comparer relative to <paramref name="target"/>.</summary>
     /// <param name="target">The id distances are measured from.</param>

@@ -15,7 +15,7 @@ namespace Petals.Discovery;
 /// truncated or hostile input fails with a <see cref="DhtFormatException"/> naming the field, never with a large
 /// allocation or another exception type. Thread-safe (stateless).
 /// </summary>
-public static class DhtRecordCodec
+internal static class DhtRecordCodec
 {
     /// <summary>The format version written in each record's first byte.</summary>
     public const byte Version = 1;

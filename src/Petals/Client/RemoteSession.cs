@@ -107,6 +107,7 @@ internal sealed class RemoteSession : ITransformerSession
         foreach (var state in _chain)
         {
             await CloseAsync(state).ConfigureAwait(false);
+            state.History.Dispose();
         }
 
         _chain.Clear();
@@ -193,6 +194,78 @@ internal sealed class RemoteSession : ITransformerSession
             await connection.SendOneWayAsync(state.Stream, new InferenceOpen(_sessionId, state.Link.Blocks, MaxLength, codec), cancellationToken).ConfigureAwait(false);
         }
 
+        if (BatchSize == 1)
+        {
+            await RunSpanDirectAsync(state, next, hidden, stepFrom, to, cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await RunSpanBatchedAsync(state, next, hidden, stepFrom, to, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (!state.Succeeded)
+        {
+            state.Succeeded = true;
+            _repair.Sequence.Health.ReportSuccess(state.Link.PeerId);
+        }
+    }
+
+    /// <summary>
+    /// A batch of one: consecutive positions are contiguous in a history, so each step is sent straight from the span's
+    /// history and its answer decoded straight into the next span's history (or, for the last span, the caller's buffer
+    /// when the step covers exactly the caller's positions): one copy in and one out, as without a history.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask RunSpanDirectAsync(SpanState state, SpanState? next, Memory<float> hidden, int stepFrom, int to, CancellationToken cancellationToken)
+    {
+        for (var start = state.CachedPositions; start < to;)
+        {
+            var count = Math.Min(state.MaxTokensPerStep, to - start);
+            Memory<float> output;
+            float[]? scratch = null;
+            if (next is not null && next.History.Positions == start)
+            {
+                output = next.History.Slot(start, count);
+            }
+            else if (next is null && start == stepFrom && count == to - stepFrom)
+            {
+                output = hidden;
+            }
+            else
+            {
+                // A replay's positions that the next span holds already, or part of the caller's: decode aside, copy what is new.
+                scratch = ArrayPool<float>.Shared.Rent(count * _width);
+                output = scratch.AsMemory(0, count * _width);
+            }
+
+            try
+            {
+                await StepSpanAsync(state, state.History.View(start, count), output, start, count, cancellationToken).ConfigureAwait(false);
+                if (scratch is null)
+                {
+                    next?.History.Commit(start + count);
+                }
+                else
+                {
+                    DeliverOutputs(output.Span, next, hidden, stepFrom, to, start, count);
+                }
+            }
+            finally
+            {
+                if (scratch is not null)
+                {
+                    ArrayPool<float>.Shared.Return(scratch);
+                }
+            }
+
+            start += count;
+        }
+    }
+
+    /// <summary>A batch of several: each step's positions are gathered from the history's rows into one buffer, and the answer scattered back.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask RunSpanBatchedAsync(SpanState state, SpanState? next, Memory<float> hidden, int stepFrom, int to, CancellationToken cancellationToken)
+    {
         var longest = Math.Min(state.MaxTokensPerStep, to - state.CachedPositions);
         var scratch = ArrayPool<float>.Shared.Rent(BatchSize * longest * _width);
         try
@@ -202,31 +275,8 @@ internal sealed class RemoteSession : ITransformerSession
                 var count = Math.Min(state.MaxTokensPerStep, to - start);
                 var part = scratch.AsMemory(0, BatchSize * count * _width);
                 state.History.Read(start, count, part.Span);
-                var stepId = ++_lastStepId;
-                var call = connection.Register(state.Call, state.Stream, part);
-                await connection.SendAsync(call, new InferenceStep(stepId, start, WireTensor.FromValues(new TensorShape(BatchSize, count, _width), part, codec)), cancellationToken).ConfigureAwait(false);
-                var outcome = await connection.WaitAsync(call, cancellationToken).ConfigureAwait(false);
-                if (outcome.StepId != stepId || outcome.Position != start + count)
-                {
-                    throw new ProtocolException(
-                        ProtocolErrorCode.OutOfOrder,
-                        string.Create(CultureInfo.InvariantCulture, $"{connection.Name} answered step {stepId} as step {outcome.StepId} at position {outcome.Position}; expected position {start + count}."));
-                }
-
-                state.CachedPositions = start + count;
-                if (next is not null)
-                {
-                    next.History.Append(part.Span, count, 0, start, count);
-                }
-                else
-                {
-                    var write = Math.Max(start, stepFrom);
-                    if (write < start + count)
-                    {
-                        SpanHistory.Copy(part.Span, count, write - start, hidden.Span, to - stepFrom, write - stepFrom, start + count - write, BatchSize, _width);
-                    }
-                }
-
+                await StepSpanAsync(state, part, part, start, count, cancellationToken).ConfigureAwait(false);
+                DeliverOutputs(part.Span, next, hidden, stepFrom, to, start, count);
                 start += count;
             }
         }
@@ -234,11 +284,44 @@ internal sealed class RemoteSession : ITransformerSession
         {
             ArrayPool<float>.Shared.Return(scratch);
         }
+    }
 
-        if (!state.Succeeded)
+    /// <summary>Sends positions <paramref name="start"/>.. of the span's inputs as one step and waits for its answer, decoded into <paramref name="output"/>.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask StepSpanAsync(SpanState state, ReadOnlyMemory<float> input, Memory<float> output, int start, int count, CancellationToken cancellationToken)
+    {
+        var connection = state.Link.Connection;
+        var stepId = ++_lastStepId;
+        var call = connection.Register(state.Call, state.Stream, output);
+        await connection.SendAsync(call, new InferenceStep(stepId, start, WireTensor.FromValues(new TensorShape(BatchSize, count, _width), input, _owner.Options.Codec)), cancellationToken).ConfigureAwait(false);
+        var outcome = await connection.WaitAsync(call, cancellationToken).ConfigureAwait(false);
+        if (outcome.StepId != stepId || outcome.Position != start + count)
         {
-            state.Succeeded = true;
-            _repair.Sequence.Health.ReportSuccess(state.Link.PeerId);
+            throw new ProtocolException(
+                ProtocolErrorCode.OutOfOrder,
+                string.Create(CultureInfo.InvariantCulture, $"{connection.Name} answered step {stepId} as step {outcome.StepId} at position {outcome.Position}; expected position {start + count}."));
+        }
+
+        state.CachedPositions = start + count;
+    }
+
+    /// <summary>
+    /// Puts a step's outputs (<c>[batch, count, width]</c> for positions <paramref name="start"/>..) where they go: the
+    /// positions the next span does not hold yet into its history, or, for the last span, the step's positions into the
+    /// caller's buffer (<c>[batch, to − stepFrom, width]</c>).
+    /// </summary>
+    private void DeliverOutputs(ReadOnlySpan<float> outputs, SpanState? next, Memory<float> hidden, int stepFrom, int to, int start, int count)
+    {
+        if (next is not null)
+        {
+            next.History.Append(outputs, count, 0, start, count);
+            return;
+        }
+
+        var write = Math.Max(start, stepFrom);
+        if (write < start + count)
+        {
+            SpanHistory.Copy(outputs, count, write - start, hidden.Span, to - stepFrom, write - stepFrom, start + count - write, BatchSize, _width);
         }
     }
 
@@ -278,11 +361,18 @@ internal sealed class RemoteSession : ITransformerSession
             states[0].History.TakeFrom(failed.History);
             _chain.RemoveAt(index);
             _chain.InsertRange(index, states);
-            var resume = ChainRepair.JoinNeighbors(_chain, index, states.Count, CanJoin, Join, static s => _ = CloseAsync(s));
+            var resume = ChainRepair.JoinNeighbors(_chain, index, states.Count, CanJoin, Join, Retire);
             _owner.FollowChain(before, [.. _chain.Select(s => s.Link)]);
             _pending.Add(new PendingRecovery(stepFrom, failed.Link, error, [.. links.Select(l => l.Describe())], to, attempt, detected, detectedAt));
             return resume;
         }
+    }
+
+    /// <summary>A segment a join left behind: its stream closed, its history (if it still has one) back to the pool.</summary>
+    private static void Retire(SpanState state)
+    {
+        _ = CloseAsync(state);
+        state.History.Dispose();
     }
 
     private static bool CanJoin(SpanState first, SpanState second) =>

@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace Petals.Client;
 
 /// <summary>
@@ -7,9 +9,11 @@ namespace Petals.Client;
 /// <remarks>
 /// Positions are only ever appended: once held, a position's inputs never change, so a span that kept its server keeps
 /// exactly the inputs its cache was built from, whatever a replay upstream recomputes. The buffer grows by doubling
-/// (at least 16 positions) and never beyond the session's maximum length. Not thread-safe: one session step at a time.
+/// (at least 16 positions) and never beyond the session's maximum length; buffers come from and go back to
+/// <see cref="ArrayPool{T}.Shared"/> (on growth and on <see cref="Dispose"/>), so a generation allocates no history in
+/// steady state. Not thread-safe: one session step at a time.
 /// </remarks>
-internal sealed class SpanHistory
+internal sealed class SpanHistory : IDisposable
 {
     private readonly int _batch;
     private readonly int _width;
@@ -80,11 +84,72 @@ internal sealed class SpanHistory
         Copy(_buffer, Capacity, at, destination, count, 0, count, _batch, _width);
     }
 
+    /// <summary>
+    /// The room for positions <paramref name="at"/> to <paramref name="at"/> + <paramref name="count"/> − 1 of a batch of
+    /// one, where <paramref name="at"/> is <see cref="Positions"/>: an answer can be decoded there directly, then
+    /// <see cref="Commit"/>ted. The positions are not held until then.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The batch is not 1.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="at"/> is not <see cref="Positions"/>, or the positions go past the maximum length.</exception>
+    public Memory<float> Slot(int at, int count)
+    {
+        if (_batch != 1)
+        {
+            throw new InvalidOperationException("Only the history of a batch of one holds consecutive positions contiguously.");
+        }
+
+        ArgumentOutOfRangeException.ThrowIfNotEqual(at, Positions);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(at + count, _maxLength);
+        EnsureCapacity(at + count);
+        return _buffer.AsMemory(at * _width, count * _width);
+    }
+
+    /// <summary>Holds the positions of a <see cref="Slot"/> up to <paramref name="end"/>, once the values are in.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="end"/> is below <see cref="Positions"/> or past the room.</exception>
+    public void Commit(int end)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(end, Positions);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(end, Capacity);
+        Positions = end;
+    }
+
+    /// <summary>
+    /// The held positions <paramref name="at"/> to <paramref name="at"/> + <paramref name="count"/> − 1 of a batch of one,
+    /// without a copy (valid until the next append).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The batch is not 1.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The positions are not all held.</exception>
+    public ReadOnlyMemory<float> View(int at, int count)
+    {
+        if (_batch != 1)
+        {
+            throw new InvalidOperationException("Only the history of a batch of one holds consecutive positions contiguously.");
+        }
+
+        ArgumentOutOfRangeException.ThrowIfNegative(at);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(at + count, Positions);
+        return _buffer.AsMemory(at * _width, count * _width);
+    }
+
+    /// <summary>Returns the buffer to the pool; the history is empty afterwards (and may grow again).</summary>
+    public void Dispose()
+    {
+        var buffer = _buffer;
+        (_buffer, Capacity, Positions) = ([], 0, 0);
+        if (buffer.Length > 0)
+        {
+            ArrayPool<float>.Shared.Return(buffer);
+        }
+    }
+
     /// <summary>Takes over <paramref name="other"/>'s positions (a replacement starting from the failed span's inputs); <paramref name="other"/> is left empty.</summary>
     /// <param name="other">A history of the same session.</param>
     public void TakeFrom(SpanHistory other)
     {
         ArgumentNullException.ThrowIfNull(other);
+        Dispose();
         (_buffer, Capacity, Positions) = (other._buffer, other.Capacity, other.Positions);
         (other._buffer, other.Capacity, other.Positions) = ([], 0, 0);
     }
@@ -110,9 +175,14 @@ internal sealed class SpanHistory
         }
 
         var capacity = Math.Min(_maxLength, Math.Max(positions, Math.Max(Capacity * 2, 16)));
-        var grown = new float[(long)_batch * capacity * _width];
+        var grown = ArrayPool<float>.Shared.Rent(checked(_batch * capacity * _width));
         Copy(_buffer, Capacity, 0, grown, capacity, 0, Positions, _batch, _width);
+        var old = _buffer;
         _buffer = grown;
         Capacity = capacity;
+        if (old.Length > 0)
+        {
+            ArrayPool<float>.Shared.Return(old);
+        }
     }
 }

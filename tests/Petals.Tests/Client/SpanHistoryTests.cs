@@ -179,6 +179,49 @@ public sealed class SpanHistoryTests
     }
 
     [Fact]
+    public void A_batch_of_one_decodes_into_a_slot_that_holds_its_positions_only_once_committed()
+    {
+        var history = new SpanHistory(batch: 1, width: 2, maxLength: 40);
+        history.Append(Values(1, 3, 2, seed: 21), 3, 0, at: 0, count: 3);
+        var slot = history.Slot(3, 20);
+        Assert.Equal(40, slot.Length);
+        Assert.Equal(3, history.Positions);
+        Assert.True(history.Capacity >= 23);
+        Values(1, 20, 2, seed: 22).CopyTo(slot);
+        history.Commit(23);
+        Assert.Equal(23, history.Positions);
+        Assert.Equal(Values(1, 3, 2, seed: 21).Concat(Values(1, 20, 2, seed: 22)), ReadAll(history, 1, 2));
+        Assert.Equal(Values(1, 20, 2, seed: 22)[2..6], history.View(4, 2).ToArray());
+    }
+
+    [Fact]
+    public void Slots_and_views_refuse_what_they_cannot_hold_precisely()
+    {
+        var history = new SpanHistory(batch: 1, width: 2, maxLength: 8);
+        history.Append(Values(1, 2, 2, seed: 23), 2, 0, at: 0, count: 2);
+        Assert.Equal("at", Assert.Throws<ArgumentOutOfRangeException>(() => history.Slot(1, 1)).ParamName);
+        Assert.Equal("at + count", Assert.Throws<ArgumentOutOfRangeException>(() => history.Slot(2, 7)).ParamName);
+        Assert.Equal("at + count", Assert.Throws<ArgumentOutOfRangeException>(() => history.View(1, 2)).ParamName);
+        Assert.Equal("end", Assert.Throws<ArgumentOutOfRangeException>(() => history.Commit(1)).ParamName);
+        Assert.Equal("end", Assert.Throws<ArgumentOutOfRangeException>(() => history.Commit(history.Capacity + 1)).ParamName);
+        var batched = new SpanHistory(batch: 2, width: 2, maxLength: 8);
+        Assert.Throws<InvalidOperationException>(() => batched.Slot(0, 1));
+        Assert.Throws<InvalidOperationException>(() => batched.View(0, 0));
+    }
+
+    [Fact]
+    public void Disposing_empties_the_history_and_it_can_grow_again()
+    {
+        var history = new SpanHistory(batch: 2, width: 3, maxLength: 64);
+        history.Append(Values(2, 5, 3, seed: 24), 5, 0, at: 0, count: 5);
+        history.Dispose();
+        history.Dispose();
+        Assert.Equal((0, 0), (history.Positions, history.Capacity));
+        history.Append(Values(2, 4, 3, seed: 25), 4, 0, at: 0, count: 4);
+        Assert.Equal(Values(2, 4, 3, seed: 25), ReadAll(history, 2, 3));
+    }
+
+    [Fact]
     public void Random_appends_and_reads_match_a_dense_reference_array()
     {
         var random = new Random(20240611);
