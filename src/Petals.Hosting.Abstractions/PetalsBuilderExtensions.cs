@@ -82,6 +82,34 @@ public static class PetalsBuilderExtensions
         return Provide<TBuilder, IPeerDiscovery, IPeerDiscovery>(builder, (services, key) => services.AddKeyedSingleton(key, (sp, _) => factory(sp)));
     }
 
+    /// <summary>
+    /// Makes the client route with <paramref name="factory"/>'s router instead of the default minimum-latency one (used
+    /// when the client finds servers through its discovery).
+    /// </summary>
+    /// <param name="builder">The client builder.</param>
+    /// <param name="factory">Creates the router on first use.</param>
+    /// <returns>The builder.</returns>
+    public static IPetalsClientBuilder UseRouter(this IPetalsClientBuilder builder, Func<IServiceProvider, Petals.Routing.IRouter> factory)
+    {
+        ArgumentNullException.ThrowIfNull(factory);
+        Services(builder).AddKeyedSingleton(builder.Role, (sp, _) => factory(sp));
+        return builder;
+    }
+
+    /// <summary>
+    /// Makes the client judge servers with <paramref name="factory"/>'s peer-health policy instead of the default one
+    /// (bans with backoff, smoothed round trips; used when the client finds servers through its discovery).
+    /// </summary>
+    /// <param name="builder">The client builder.</param>
+    /// <param name="factory">Creates the policy on first use.</param>
+    /// <returns>The builder.</returns>
+    public static IPetalsClientBuilder UsePeerHealth(this IPetalsClientBuilder builder, Func<IServiceProvider, Petals.Routing.IPeerHealth> factory)
+    {
+        ArgumentNullException.ThrowIfNull(factory);
+        Services(builder).AddKeyedSingleton(builder.Role, (sp, _) => factory(sp));
+        return builder;
+    }
+
     /// <summary>Wraps every executor the server creates in <paramref name="decorator"/> (e.g. a <see cref="DelegatingBlockExecutor"/>); the first <c>Use</c> is outermost.</summary>
     /// <param name="builder">The server builder.</param>
     /// <param name="decorator">Wraps an executor.</param>

@@ -67,6 +67,8 @@ public static class RemoteModel
     /// <param name="modelId">The model id the servers announce; by default <see cref="ModelIdentity.Compute"/> of the model.</param>
     /// <param name="timeProvider">The clock of the background refresh; the system clock when null.</param>
     /// <param name="logger">Where the sequence manager logs refreshes and excluded servers; none when null.</param>
+    /// <param name="router">Chooses the routes; the minimum-latency router over <paramref name="swarmOptions"/> when null.</param>
+    /// <param name="health">Judges the servers' health (bans, round trips); the default policy over <paramref name="swarmOptions"/> when null.</param>
     /// <param name="cancellationToken">Cancels connecting.</param>
     /// <returns>A language model whose <see cref="CausalLanguageModel.Blocks"/> is a <see cref="RemoteTransformerBlocks"/>; disposing it closes the connections and stops the refresh.</returns>
     /// <exception cref="ModelFormatException">When the model file is malformed.</exception>
@@ -80,6 +82,8 @@ public static class RemoteModel
         string? modelId = null,
         TimeProvider? timeProvider = null,
         Microsoft.Extensions.Logging.ILogger? logger = null,
+        Petals.Routing.IRouter? router = null,
+        Petals.Routing.IPeerHealth? health = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(modelPath);
@@ -91,7 +95,7 @@ public static class RemoteModel
         {
             var tokenizer = TokenizerLoader.Load(modelPath);
             var head = LanguageModelHead.Load(weights);
-            sequence = new SwarmSequenceManager(discovery, modelId ?? ModelIdentity.Compute(modelPath, weights.Config), weights.Config.NumLayers, swarmOptions, timeProvider, logger);
+            sequence = new SwarmSequenceManager(discovery, modelId ?? ModelIdentity.Compute(modelPath, weights.Config), weights.Config.NumLayers, swarmOptions, timeProvider, logger, router, health);
             await sequence.StartAsync(cancellationToken).ConfigureAwait(false);
             var blocks = await RemoteTransformerBlocks.ConnectAsync(transport, sequence, weights.Config, options, cancellationToken).ConfigureAwait(false);
             return new CausalLanguageModel(head, blocks, tokenizer, blocks, sequence, weights);

@@ -135,7 +135,7 @@ internal sealed class RemoteSession : ITransformerSession
                 : new RemoteChainException(problem);
         }
 
-        return new SpanState(link, tokens, new SpanHistory(BatchSize, _width, MaxLength));
+        return new SpanState(link, tokens, new SpanHistory(BatchSize, _width, MaxLength, _owner.HistoryBuffers));
     }
 
     /// <summary>One step through every span in block order, replacing the servers that fail; advances <see cref="Position"/>.</summary>

@@ -78,6 +78,13 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// <summary>The options.</summary>
     internal RemoteSequenceOptions Options => _options;
 
+    /// <summary>
+    /// Where the sessions' input histories come from and go back to: a pool of this sequence's own whose buckets are
+    /// shared across threads (a step's continuations hop threads, which defeats the shared pool's per-thread caches),
+    /// keeping up to 16 buffers per size between sessions.
+    /// </summary>
+    internal ArrayPool<float> HistoryBuffers { get; } = ArrayPool<float>.Create(maxArrayLength: 1 << 30, maxArraysPerBucket: 16);
+
     /// <summary>The pool of connections (tests).</summary>
     internal ConnectionPool Pool => _pool;
 

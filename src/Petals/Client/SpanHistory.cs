@@ -9,22 +9,25 @@ namespace Petals.Client;
 /// <remarks>
 /// Positions are only ever appended: once held, a position's inputs never change, so a span that kept its server keeps
 /// exactly the inputs its cache was built from, whatever a replay upstream recomputes. The buffer grows by doubling
-/// (at least 16 positions) and never beyond the session's maximum length; buffers come from and go back to
-/// <see cref="ArrayPool{T}.Shared"/> (on growth and on <see cref="Dispose"/>), so a generation allocates no history in
-/// steady state. Not thread-safe: one session step at a time.
+/// (at least 16 positions) and never beyond the session's maximum length; buffers come from and go back to an array
+/// pool (on growth and on <see cref="Dispose"/>; a remote sequence gives its sessions one of its own, shared across
+/// threads), so a client that runs one generation after another allocates no history in steady state. Not
+/// thread-safe: one session step at a time.
 /// </remarks>
 internal sealed class SpanHistory : IDisposable
 {
     private readonly int _batch;
     private readonly int _width;
     private readonly int _maxLength;
+    private readonly ArrayPool<float> _pool;
     private float[] _buffer = [];
 
     /// <summary>Creates an empty history.</summary>
     /// <param name="batch">The session's batch size.</param>
     /// <param name="width">The hidden size.</param>
     /// <param name="maxLength">The session's maximum length: the most positions ever held.</param>
-    public SpanHistory(int batch, int width, int maxLength)
+    /// <param name="pool">Where buffers come from and go back to; <see cref="ArrayPool{T}.Shared"/> when null.</param>
+    public SpanHistory(int batch, int width, int maxLength, ArrayPool<float>? pool = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(width, 1);
@@ -32,6 +35,7 @@ internal sealed class SpanHistory : IDisposable
         _batch = batch;
         _width = width;
         _maxLength = maxLength;
+        _pool = pool ?? ArrayPool<float>.Shared;
     }
 
     /// <summary>The positions held (0 to <see cref="Positions"/> − 1).</summary>
@@ -140,15 +144,21 @@ internal sealed class SpanHistory : IDisposable
         (_buffer, Capacity, Positions) = ([], 0, 0);
         if (buffer.Length > 0)
         {
-            ArrayPool<float>.Shared.Return(buffer);
+            _pool.Return(buffer);
         }
     }
 
     /// <summary>Takes over <paramref name="other"/>'s positions (a replacement starting from the failed span's inputs); <paramref name="other"/> is left empty.</summary>
     /// <param name="other">A history of the same session.</param>
+    /// <exception cref="ArgumentException"><paramref name="other"/> draws from another pool.</exception>
     public void TakeFrom(SpanHistory other)
     {
         ArgumentNullException.ThrowIfNull(other);
+        if (!ReferenceEquals(other._pool, _pool))
+        {
+            throw new ArgumentException("The histories of one session share one pool.", nameof(other));
+        }
+
         Dispose();
         (_buffer, Capacity, Positions) = (other._buffer, other.Capacity, other.Positions);
         (other._buffer, other.Capacity, other.Positions) = ([], 0, 0);
@@ -175,14 +185,14 @@ internal sealed class SpanHistory : IDisposable
         }
 
         var capacity = Math.Min(_maxLength, Math.Max(positions, Math.Max(Capacity * 2, 16)));
-        var grown = ArrayPool<float>.Shared.Rent(checked(_batch * capacity * _width));
+        var grown = _pool.Rent(checked(_batch * capacity * _width));
         Copy(_buffer, Capacity, 0, grown, capacity, 0, Positions, _batch, _width);
         var old = _buffer;
         _buffer = grown;
         Capacity = capacity;
         if (old.Length > 0)
         {
-            ArrayPool<float>.Shared.Return(old);
+            _pool.Return(old);
         }
     }
 }

@@ -32,6 +32,8 @@ internal sealed class PetalsClient(IServiceProvider services, IOptions<PetalsCli
                     modelId: settings.ModelId,
                     timeProvider: services.GetService<TimeProvider>(),
                     logger: logger,
+                    router: services.GetKeyedService<Routing.IRouter>(PetalsServiceKeys.Client),
+                    health: services.GetKeyedService<Routing.IPeerHealth>(PetalsServiceKeys.Client),
                     cancellationToken: cancellationToken).ConfigureAwait(false));
             }
             catch (Exception e) when (e is not OperationCanceledException)

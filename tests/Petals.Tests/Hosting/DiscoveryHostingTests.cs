@@ -112,6 +112,22 @@ public sealed class DiscoveryHostingTests
             Assert.Contains("(blocked)", refused.Message, StringComparison.Ordinal);
         }
 
+        // A client given its own router and peer-health policy routes and reports through them.
+        var router = new CountingRouter(new Petals.Client.Routing.MinLatencyRouter(new Petals.Client.Routing.RouterOptions()));
+        var health = new CountingHealth(new Petals.Health.PeerHealthPolicy());
+        var pluggedServices = new ServiceCollection();
+        pluggedServices.AddPetalsClient(o => o.ModelPath = TestData.Stories260KGguf).UseMemoryTransport(network)
+            .UseDhtDiscovery(d => { d.InitialPeers.Add("mem://dh-tail-dht"); d.ListenAddress = "mem://dh-client3-dht"; })
+            .UseRouter(_ => router)
+            .UsePeerHealth(_ => health);
+        await using (var pluggedProvider = pluggedServices.BuildServiceProvider())
+        {
+            using var model = await pluggedProvider.GetRequiredService<IPetalsClient>().ConnectAsync(Ct).WaitAsync(Bound, Ct);
+            Assert.Equal([headId, tailId], ((RemoteTransformerBlocks)model.Blocks).Spans.Select(s => s.PeerId));
+            Assert.True(router.Routes > 0, "the router was not asked");
+            Assert.True(health.Successes >= 2, $"{health.Successes} successes reported");
+        }
+
         await head.StopAsync(Ct).WaitAsync(Bound, Ct);
         var after = await reader.GetServersAsync(ModelId, new BlockRange(0, 1), Ct).WaitAsync(Bound, Ct);
         Assert.Equal(ServerState.Offline, Assert.Single(after[0].Servers).State);
@@ -191,5 +207,45 @@ public sealed class DiscoveryHostingTests
             public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
                 messages?.Enqueue(formatter(state, exception));
         }
+    }
+
+    private sealed class CountingRouter(Petals.Routing.IRouter inner) : Petals.Routing.IRouter
+    {
+        private int _routes;
+
+        public int Routes => Volatile.Read(ref _routes);
+
+        public IReadOnlyList<Petals.Routing.RouteSegment> RouteInference(Petals.Routing.RouteRequest request)
+        {
+            Interlocked.Increment(ref _routes);
+            return inner.RouteInference(request);
+        }
+
+        public IReadOnlyList<Petals.Routing.RouteSegment> RouteForward(Petals.Routing.RouteRequest request)
+        {
+            Interlocked.Increment(ref _routes);
+            return inner.RouteForward(request);
+        }
+    }
+
+    private sealed class CountingHealth(Petals.Routing.IPeerHealth inner) : Petals.Routing.IPeerHealth
+    {
+        private int _successes;
+
+        public int Successes => Volatile.Read(ref _successes);
+
+        public void ReportSuccess(string peerId)
+        {
+            Interlocked.Increment(ref _successes);
+            inner.ReportSuccess(peerId);
+        }
+
+        public TimeSpan ReportFailure(string peerId, Petals.Routing.PeerFailureKind kind) => inner.ReportFailure(peerId, kind);
+
+        public void ReportRoundTrip(string peerId, TimeSpan roundTrip) => inner.ReportRoundTrip(peerId, roundTrip);
+
+        public IReadOnlySet<string> GetBannedPeers() => inner.GetBannedPeers();
+
+        public IReadOnlyDictionary<string, TimeSpan> GetRoundTripTimes() => inner.GetRoundTripTimes();
     }
 }

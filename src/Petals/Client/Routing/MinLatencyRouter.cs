@@ -22,7 +22,7 @@ namespace Petals.Client.Routing;
 /// are broken by the ordinal order of peer ids (the queue orders equal nodes by server), so the route depends on the
 /// request's content only, never on the order its servers are listed in. Thread-safe.
 /// </remarks>
-internal sealed class MinLatencyRouter : IRouter
+public sealed class MinLatencyRouter : IRouter
 {
     private readonly HashSet<string> _allowed;
     private readonly HashSet<string> _blocked;
