@@ -125,6 +125,16 @@ public sealed class ServeCommandTests
         Assert.Contains(fragment, error, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task ABadServerSettingIsRefusedByTheHostBeforeTheDhtNodeStarts()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var (code, output, error) = await CliRunner.RunAsync("serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--new-swarm", "--cache-tokens", "0");
+        Assert.Equal(1, code);
+        Assert.Contains("PetalsServerOptions.Server.CacheTokens", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("dht ", output, StringComparison.Ordinal);
+    }
+
     private sealed class Inbox : IProtocolMessageHandler
     {
         public Channel<ProtocolMessage> Messages { get; } = Channel.CreateUnbounded<ProtocolMessage>();

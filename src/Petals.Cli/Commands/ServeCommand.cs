@@ -87,17 +87,15 @@ internal static class ServeCommand
                 throw new ArgumentException($"--threads must be at least 1, not {t}.");
             }
 
+            // Blocks and model id are the host's to fill in; it validates these settings with the rest, before the DHT starts.
             var options = new BlockServerOptions
             {
-                Blocks = span,
-                ModelId = "validated-by-the-host",
                 CacheTokens = parse.GetValue(cacheTokens),
                 MaxBatchTokens = parse.GetValue(maxBatchTokens),
                 MaxSessionLength = parse.GetValue(maxLength),
                 SessionIdleTimeout = Seconds(parse.GetValue(idleTimeout), "--idle-timeout"),
                 CacheWaitTimeout = Seconds(parse.GetValue(cacheWait), "--cache-wait"),
             };
-            options.Validate();
 
             // Discovery: exactly one of --initial-peers / --new-swarm turns it on; neither serves as before (clients use --peers).
             var peersText = parse.GetValue(initialPeers);
@@ -148,6 +146,30 @@ internal static class ServeCommand
 
             using var key = discover ? DhtNodeStarter.LoadIdentity(parse.GetValue(identity)) : null;
             await using var node = key is null ? null : new DhtNode(key);
+
+            // The server is the hosted service AddPetalsServer registers: the one start and stop order of every server.
+            var services = new ServiceCollection();
+            var builder = services.AddPetalsServer(o =>
+            {
+                o.ModelPath = path;
+                o.Blocks = span;
+                o.ListenAddress = PeerAddress.FromHostPort(TcpTransport.TcpScheme, parse.GetValue(host)!, portValue).ToString();
+                o.ModelId = parse.GetValue(modelId);
+                o.Server = options;
+                o.Announcer = announceOptions;
+            }).UseCpuExecutor(o => o.ThreadCount = t ?? o.ThreadCount).UseTcpTransport();
+            if (node is not null)
+            {
+                // Resolved when the server starts, after the node below has joined the swarm.
+                builder.UseDiscovery(_ => new DhtPeerDiscovery(node));
+            }
+
+            await using var provider = services.BuildServiceProvider();
+            await HostedAsync(() =>
+            {
+                _ = provider.GetRequiredService<IOptions<PetalsServerOptions>>().Value; // every setting checked before anything starts
+                return Task.CompletedTask;
+            }).ConfigureAwait(false);
             if (node is not null)
             {
                 if (await DhtNodeStarter.StartAsync(node, parse.GetValue(host)!, parse.GetValue(dhtPort), dhtPeers, ct).ConfigureAwait(false) is { } failure)
@@ -164,35 +186,11 @@ internal static class ServeCommand
                 }
             }
 
-            // The server is the hosted service AddPetalsServer registers: the one start and stop order of every server.
-            var services = new ServiceCollection();
-            var builder = services.AddPetalsServer(o =>
-            {
-                o.ModelPath = path;
-                o.Blocks = span;
-                o.ListenAddress = PeerAddress.FromHostPort(TcpTransport.TcpScheme, parse.GetValue(host)!, portValue).ToString();
-                o.ModelId = parse.GetValue(modelId);
-                o.Server = options;
-                o.Announcer = announceOptions;
-            }).UseCpuExecutor(o => o.ThreadCount = t ?? o.ThreadCount).UseTcpTransport();
-            if (node is not null)
-            {
-                builder.UseDiscovery(_ => new DhtPeerDiscovery(node));
-            }
-
-            await using var provider = services.BuildServiceProvider();
             var server = provider.GetRequiredService<IPetalsServer>();
             var hosted = provider.GetServices<IHostedService>().ToArray();
-            try
+            foreach (var service in hosted)
             {
-                foreach (var service in hosted)
-                {
-                    await service.StartAsync(ct).ConfigureAwait(false);
-                }
-            }
-            catch (OptionsValidationException e)
-            {
-                throw new ArgumentException(string.Join(" ", e.Failures), e);
+                await HostedAsync(() => service.StartAsync(ct)).ConfigureAwait(false);
             }
 
             if (server.Throughput is { } measured)
@@ -240,6 +238,19 @@ internal static class ServeCommand
             return 0;
         }, cancellationToken));
         return command;
+    }
+
+    /// <summary>Runs <paramref name="action"/>; the host's list of invalid settings becomes a usage error (exit code 1).</summary>
+    private static async Task HostedAsync(Func<Task> action)
+    {
+        try
+        {
+            await action().ConfigureAwait(false);
+        }
+        catch (OptionsValidationException e)
+        {
+            throw new ArgumentException(string.Join(" ", e.Failures), e);
+        }
     }
 
     /// <summary>Reads standard input to its end (what a dead parent's pipe gives), then cancels <paramref name="stop"/>.</summary>

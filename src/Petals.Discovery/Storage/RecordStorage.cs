@@ -4,7 +4,7 @@ namespace Petals.Discovery;
 /// The records one DHT node holds: key → (sub-key → <see cref="DhtRecord"/>), bounded by
 /// <see cref="RecordStorageOptions"/>. Every stored record has passed <see cref="RecordValidator"/>; a sub-record is
 /// replaced only by one with a later expiration. Expired records are dropped lazily (on reads and writes) and by
-/// <see cref="Sweep"/> (which <see cref="StartPeriodicSweep"/> runs on a timer). When a bound is reached, the
+/// <see cref="Sweep"/> (which a node's maintenance runs periodically). When a bound is reached, the
 /// sub-records that expire soonest are evicted to make room, but only those that expire sooner than the incoming
 /// record; when that cannot make room, nothing is evicted and the incoming record is refused with
 /// <see cref="RecordRejectionReason.StorageFull"/>.
@@ -211,15 +211,6 @@ public sealed class RecordStorage
         {
             return DropExpired(now);
         }
-    }
-
-    /// <summary>Runs <see cref="Sweep"/> every <paramref name="period"/> on the storage's <see cref="TimeProvider"/> until the returned timer is disposed.</summary>
-    /// <param name="period">The interval between sweeps; positive.</param>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="period"/> is not positive.</exception>
-    public ITimer StartPeriodicSweep(TimeSpan period)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(period, TimeSpan.Zero);
-        return _time.CreateTimer(static state => ((RecordStorage)state!).Sweep(), this, period, period);
     }
 
     private static RecordValidationResult Full(DhtRecord record, string why) =>

@@ -193,16 +193,14 @@ internal sealed class ConnectionPool : IAsyncDisposable
     /// <summary>
     /// Takes a connection that broke out of the pool and aborts it, so that the next use of its server connects anew: a
     /// send can fail on a broken stream before the read loop has marked the connection failed. A connection that only
-    /// carried an error answer or a timeout stays, unless the error says the server is shutting down (its connections
-    /// are about to close: the next use must connect anew rather than race the close).
+    /// carried an error answer or a timeout stays (a server that said it is shutting down has marked its connection
+    /// failed itself, so the next use connects anew).
     /// </summary>
     /// <param name="connection">The connection a call failed on.</param>
     /// <param name="error">How it failed.</param>
     public void Retire(RemoteSpanConnection connection, Exception error)
     {
-        var broken = error is TransportException or IOException or ObjectDisposedException or ProtocolException { IsConnectionFatal: true }
-            || (error is ProtocolException { IsRemoteError: true } remote && remote.Code == Server.BlockServerErrors.ShuttingDown);
-        if (!broken)
+        if (error is not (TransportException or IOException or ObjectDisposedException or ProtocolException { IsConnectionFatal: true }))
         {
             return;
         }

@@ -76,7 +76,7 @@ internal static class FixedPeers
             }
         }
 
-        foreach (var gap in Gaps(covered))
+        foreach (var gap in Routing.MinLatencyRouter.Gaps(covered, 0))
         {
             problems.Add($"no server covers blocks {gap}");
         }
@@ -98,25 +98,5 @@ internal static class FixedPeers
             Span = s.Info.Blocks,
             CacheTokensLeft = (long)Math.Min(s.Info.CacheTokensLeft, long.MaxValue),
         })];
-    }
-
-    private static IEnumerable<BlockRange> Gaps(bool[] covered)
-    {
-        for (var b = 0; b < covered.Length;)
-        {
-            if (covered[b])
-            {
-                b++;
-                continue;
-            }
-
-            var start = b;
-            while (b < covered.Length && !covered[b])
-            {
-                b++;
-            }
-
-            yield return new BlockRange(start, b);
-        }
     }
 }

@@ -27,7 +27,8 @@ public sealed class RemoteSequenceOptions
 
     /// <summary>
     /// How many times one step (or stateless forward call) may re-route a failed span before the failure is reported to
-    /// the caller. Applies to chains connected through a <see cref="SwarmSequenceManager"/>. Default 5.
+    /// the caller; 0 turns recovery off (the first failure reaches the caller as the server's own error). Applies to every
+    /// remote sequence, over a discovery or fixed addresses. Default 5.
     /// </summary>
     public int MaxRecoveryAttempts { get; set; } = 5;
 

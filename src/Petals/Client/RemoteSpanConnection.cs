@@ -28,6 +28,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     private volatile Exception? _livenessFailure;
     private readonly Task _run;
     private volatile Exception? _failure;
+    private volatile bool _serverClosing;
 
     private RemoteSpanConnection(ProtocolConnection connection, TimeSpan requestTimeout, TimeSpan livenessTimeout)
     {
@@ -41,8 +42,11 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         _run = RunAsync();
     }
 
-    /// <summary>Whether the connection has failed (lost, aborted, or declared dead by the liveness check): it takes no more calls.</summary>
-    public bool IsFailed => _failure is not null;
+    /// <summary>
+    /// Whether the connection is of no more use: lost, aborted, declared dead by the liveness check, or its server said it
+    /// is shutting down (its connections are about to close; a new call must go to a new connection, not race the close).
+    /// </summary>
+    public bool IsFailed => _failure is not null || _serverClosing;
 
     /// <summary>How long a call may wait for its answer.</summary>
     public TimeSpan RequestTimeout => _requestTimeout;
@@ -194,6 +198,11 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 
     ValueTask IProtocolMessageHandler.OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken)
     {
+        if (message is ErrorMessage { Code: var code } && code == Server.BlockServerErrors.ShuttingDown)
+        {
+            _serverClosing = true;
+        }
+
         PendingCall? call;
         lock (_pendingLock)
         {

@@ -232,14 +232,19 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         var attempts = new RecoveryAttempts();
         var links = await _repair.RouteAsync(new BlockRange(0, Config.NumLayers), batchSize, 0, forward: true, attempts, cancellationToken).ConfigureAwait(false);
 
-        // The input of the segment being run, put back when its server fails (a failed call may have written part of it).
-        var input = ArrayPool<float>.Shared.Rent(hidden.Length);
+        // The input of the segment being run, put back when its server fails (a failed call may have written part of it);
+        // without recovery there is no retry to keep it for.
+        var input = _options.MaxRecoveryAttempts > 0 ? ArrayPool<float>.Shared.Rent(hidden.Length) : null;
         try
         {
             for (var i = 0; i < links.Count;)
             {
                 var link = links[i];
-                hidden.Span.CopyTo(input);
+                if (input is not null)
+                {
+                    hidden.Span.CopyTo(input);
+                }
+
                 try
                 {
                     var call = link.Connection.Register(new RemoteSpanConnection.PendingCall(), link.Connection.Connection.NewStreamId(), hidden);
@@ -250,8 +255,8 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
                 }
                 catch (Exception e) when (PeerFailureClassifier.Classify(e, cancellationToken) is { } kind)
                 {
-                    _repair.Failed(link, e, kind, attempts);
-                    input.AsSpan(0, hidden.Length).CopyTo(hidden.Span);
+                    _repair.Failed(link, e, kind, attempts); // rethrows the error itself when recovery is off (input is null)
+                    input!.AsSpan(0, hidden.Length).CopyTo(hidden.Span);
                     var replacements = await _repair.RouteAsync(link.Blocks, batchSize, 0, forward: true, attempts, cancellationToken).ConfigureAwait(false);
                     links = [.. links.Take(i), .. replacements, .. links.Skip(i + 1)];
                 }
@@ -259,7 +264,10 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         }
         finally
         {
-            ArrayPool<float>.Shared.Return(input);
+            if (input is not null)
+            {
+                ArrayPool<float>.Shared.Return(input);
+            }
         }
     }
 
@@ -337,24 +345,23 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
             }
 
             var repair = new ChainRepair(sequence, pool, options);
-            var excluded = new HashSet<string>(StringComparer.Ordinal);
-            var attempts = new List<string>();
+            var attempts = new RecoveryAttempts();
             for (var attempt = 1; attempt <= sequence.Options.MaxChainAttempts; attempt++)
             {
                 IReadOnlyList<Petals.Routing.RouteSegment> route;
                 try
                 {
-                    route = sequence.RouteInference(1, 0, excluded);
+                    route = sequence.RouteInference(1, 0, attempts.Peers);
                 }
                 catch (RemoteChainException) when (attempt == 1)
                 {
                     // The view may predate servers that announced since (or list expired ones): read the swarm again, once.
                     await sequence.RefreshAsync(cancellationToken).ConfigureAwait(false);
-                    route = sequence.RouteInference(1, 0, excluded);
+                    route = sequence.RouteInference(1, 0, attempts.Peers);
                 }
                 catch (RemoteChainException e) when (attempts.Count > 0)
                 {
-                    throw new RemoteChainException(DescribeAttempts($"No chain is left after excluding the servers that failed: {e.Message}", attempts), e);
+                    throw new RemoteChainException(attempts.Describe($"No chain is left after excluding the servers that failed: {e.Message}"), e);
                 }
 
                 var (links, failures) = await repair.ConnectAsync(route, cancellationToken).ConfigureAwait(false);
@@ -374,14 +381,12 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
                     var server = segment.Server;
                     ClientLog.ServerExcluded(sequence.Logger, server.PeerId, server.Address.ToString(), segment.Blocks.ToString(), sequence.ModelId, error.Message);
                     sequence.Health.ReportFailure(server.PeerId, kind);
-                    excluded.Add(server.PeerId);
-                    attempts.Add(string.Create(CultureInfo.InvariantCulture, $"attempt {attempt}: server {PeerIds.Short(server.PeerId)} at {server.Address} (blocks {segment.Blocks}): {error.Message}"));
+                    attempts.Add(server.PeerId, string.Create(CultureInfo.InvariantCulture, $"attempt {attempt}: server {PeerIds.Short(server.PeerId)} at {server.Address} (blocks {segment.Blocks}): {error.Message}"));
                 }
             }
 
-            throw new RemoteChainException(DescribeAttempts(
-                string.Create(CultureInfo.InvariantCulture, $"Every chain of model {sequence.ModelId} tried failed ({sequence.Options.MaxChainAttempts} attempts)."),
-                attempts));
+            throw new RemoteChainException(attempts.Describe(
+                string.Create(CultureInfo.InvariantCulture, $"Every chain of model {sequence.ModelId} tried failed ({sequence.Options.MaxChainAttempts} attempts).")));
         }
         catch
         {
@@ -394,9 +399,6 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
             throw;
         }
     }
-
-    private static string DescribeAttempts(string headline, List<string> attempts) =>
-        new StringBuilder(headline).Append(" Failures: ").AppendJoin("; ", attempts).Append('.').ToString();
 
     /// <summary>
     /// The chain for a new session of <paramref name="batchSize"/> × <paramref name="maxLength"/>: routed with that

@@ -19,7 +19,7 @@ public sealed class ConnectionPoolTests
         { "remote error", true },
         { "timeout", true },
         { "malformed answer", true },
-        { "remote shutting_down", false },
+        { "remote shutting_down", true }, // the connection marks itself failed when its server says so (RemoteTransformerBlocksTests)
         { "transport", false },
         { "io", false },
         { "disposed", false },

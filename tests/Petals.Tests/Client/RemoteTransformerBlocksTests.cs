@@ -497,6 +497,31 @@ public sealed class RemoteTransformerBlocksTests
         AssertClose(ours, theirs, 1e-5f);
     }
 
+    [Theory]
+    [InlineData("shutting_down", true)]
+    [InlineData("busy", false)]
+    public async Task A_server_that_says_it_is_shutting_down_marks_its_connection_failed_and_no_other_error_does(string code, bool failed)
+    {
+        var transport = new MemoryTransport();
+        await using var server = await SilentServer.StartAsync(transport, hiddenSize: 8, blocks: 2, answer: new ProtocolErrorCode(code));
+        var config = new ModelConfig { HiddenSize = 8, IntermediateSize = 16, NumLayers = 2, NumHeads = 1, NumKeyValueHeads = 1, HeadDim = 8, VocabSize = 10 };
+        var options = new RemoteSequenceOptions();
+        await using var pool = new ConnectionPool(transport, config, Swarm.ModelId, options);
+        var connection = await pool.ConnectAsync(server.Address, Ct).WaitAsync(Bound, Ct);
+        await using (connection)
+        {
+            Assert.False(connection.IsFailed);
+            var call = connection.Register(new RemoteSpanConnection.PendingCall(), connection.Connection.NewStreamId(), new float[8]);
+            await connection.SendAsync(call, new ForwardRequest(new BlockRange(0, 2), WireCodec.Fp32, WireTensor.FromValues(new TensorShape(1, 1, 8), new float[8])), Ct);
+            var error = await Assert.ThrowsAsync<ProtocolException>(async () => await connection.WaitAsync(call, Ct).AsTask().WaitAsync(Bound, Ct));
+            Assert.Equal(code, error.Code.Value);
+            Assert.True(error.IsRemoteError);
+
+            // The transport is still open either way: only the server's word makes the connection one not to reuse.
+            Assert.Equal(failed, connection.IsFailed);
+        }
+    }
+
     private static RemoteSequenceOptions FailFast() => new() { MaxRecoveryAttempts = 0 };
 
     /// <summary>A peer that completes the handshake and answers info, then never answers anything else (a hung server).</summary>
@@ -506,12 +531,14 @@ public sealed class RemoteTransformerBlocksTests
         private readonly int _hiddenSize;
         private readonly int _blocks;
         private readonly bool _frozen;
+        private readonly ProtocolErrorCode? _answer;
         private readonly TaskCompletionSource _frozenNow = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly Task _accept;
         private ProtocolConnection? _connection;
 
-        private SilentServer(ITransportListener listener, int hiddenSize, int blocks, bool frozen)
+        private SilentServer(ITransportListener listener, int hiddenSize, int blocks, bool frozen, ProtocolErrorCode? answer)
         {
+            _answer = answer;
             _listener = listener;
             _hiddenSize = hiddenSize;
             _blocks = blocks;
@@ -535,14 +562,19 @@ public sealed class RemoteTransformerBlocksTests
         public Task Frozen => _frozenNow.Task;
 
         /// <param name="frozen">Whether the server stops reading (a hung process) at the first message after the info call.</param>
-        public static async Task<SilentServer> StartAsync(ITransport transport, int hiddenSize, int blocks, bool frozen = false) =>
-            new(await transport.ListenAsync(PeerAddress.Parse($"mem://silent-{Guid.NewGuid():N}"), Ct), hiddenSize, blocks, frozen);
+        /// <param name="answer">When set, every call after the info call is answered with an error of this code (the connection stays open).</param>
+        public static async Task<SilentServer> StartAsync(ITransport transport, int hiddenSize, int blocks, bool frozen = false, ProtocolErrorCode? answer = null) =>
+            new(await transport.ListenAsync(PeerAddress.Parse($"mem://silent-{Guid.NewGuid():N}"), Ct), hiddenSize, blocks, frozen, answer);
 
         public async ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken cancellationToken)
         {
             if (message is InfoRequest)
             {
                 await connection.SendAsync(streamId, new InfoResponse(1, 0, Swarm.ModelId, new BlockRange(0, _blocks), _hiddenSize, TensorDType.F32, WireCodecs.All, 1000, 1 << 20, 64 << 20, 64, 64), cancellationToken);
+            }
+            else if (_answer is { } code)
+            {
+                await connection.SendAsync(streamId, new ErrorMessage(code, "test: answered with " + code.Value), cancellationToken);
             }
             else if (_frozen)
             {

@@ -279,7 +279,8 @@ public sealed class MinLatencyRouter : IRouter
         return new Graph(servers, banned, unbannedCover, range.Start);
     }
 
-    private static List<BlockRange> Gaps(bool[] covered, int offset)
+    /// <summary>The runs of blocks not covered, as ranges: block <c>offset + i</c> is covered when <c>covered[i]</c>.</summary>
+    internal static List<BlockRange> Gaps(bool[] covered, int offset)
     {
         var gaps = new List<BlockRange>();
         for (var i = 0; i < covered.Length;)
