@@ -30,6 +30,11 @@ internal static class ServeCommand
         var maxLength = new Option<int>("--max-length") { Description = "The longest session (tokens) a client may open.", DefaultValueFactory = _ => defaults.MaxSessionLength };
         var idleTimeout = new Option<double>("--idle-timeout") { Description = "Seconds a session may stay without steps before its cache is freed.", DefaultValueFactory = _ => defaults.SessionIdleTimeout.TotalSeconds };
         var cacheWait = new Option<double>("--cache-wait") { Description = "Seconds a session that does not fit the cache budget waits before it gets the cache-full error.", DefaultValueFactory = _ => defaults.CacheWaitTimeout.TotalSeconds };
+        var maxCacheShare = new Option<double>("--max-cache-share")
+        {
+            Description = "The share of the cache budget one client (remote host) may hold at once, in (0, 1] (at least one full-length session); more is refused with the retryable cache_busy.",
+            DefaultValueFactory = _ => defaults.MaxCacheShare,
+        };
         var stopWhenInputCloses = new Option<bool>("--stop-when-input-closes")
         {
             Description = "Stop (as on SIGTERM) when standard input reaches its end: a parent that holds the other end of a pipe (petals swarm) takes its servers down with it, even when it is killed.",
@@ -52,7 +57,7 @@ internal static class ServeCommand
             "serve",
             "Serve a span of a model's blocks to the swarm over TCP until Ctrl-C / SIGTERM; with --initial-peers or --new-swarm, announce it in the swarm's DHT.")
         {
-            model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, modelId, threads, stopWhenInputCloses,
+            model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, maxCacheShare, modelId, threads, stopWhenInputCloses,
             initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval,
         };
 
@@ -95,6 +100,7 @@ internal static class ServeCommand
                 MaxSessionLength = parse.GetValue(maxLength),
                 SessionIdleTimeout = Seconds(parse.GetValue(idleTimeout), "--idle-timeout"),
                 CacheWaitTimeout = Seconds(parse.GetValue(cacheWait), "--cache-wait"),
+                MaxCacheShare = parse.GetValue(maxCacheShare),
             };
 
             // Discovery: exactly one of --initial-peers / --new-swarm turns it on; neither serves as before (clients use --peers).
@@ -302,6 +308,9 @@ internal static class ServeCommand
         w.WriteNumber("cache_tokens", stats.CacheTokens);
         w.WriteNumber("cache_tokens_left", stats.CacheTokensLeft);
         w.WriteNumber("peak_cache_tokens", stats.PeakCacheTokens);
+        w.WriteNumber("cache_refused_over_share", stats.CacheRefusedOverShare);
+        w.WriteNumber("cache_refused_timed_out", stats.CacheRefusedTimedOut);
+        w.WriteNumber("non_finite_refused", stats.NonFiniteInputsRefused);
         w.WriteNumber("announcements", announced?.Announcements ?? 0);
         w.WriteNumber("announce_failures", announced?.Failures ?? 0);
         w.WriteNumber("throughput", Math.Round(throughput, 1));

@@ -210,7 +210,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
             {
                 // The answer to a call that timed out or was canceled: nobody waits for it. An error on an idle
                 // inference stream ended its session: kept for the next step.
-                if (message is ErrorMessage error && _sessions.ContainsKey(streamId))
+                if (message is ErrorMessage error && _sessions.ContainsKey(streamId) && !CallTracker.IsStepRefusal(error))
                 {
                     _sessions[streamId] = error;
                 }

@@ -31,6 +31,11 @@ internal static class PeerFailureClassifier
             PeerUnresponsiveException => PeerFailureKind.Unresponsive,
             TimeoutException => connecting ? PeerFailureKind.Unreachable : PeerFailureKind.Timeout,
             ProtocolException { IsConnectionFatal: true } => connecting ? PeerFailureKind.Unreachable : PeerFailureKind.ConnectionLost,
+            // The caller's own inputs held a NaN or infinity: not the server's failure, and another server would refuse them too.
+            ProtocolException { IsRemoteError: true } e when e.Code == ProtocolErrorCode.NonFiniteInput => null,
+
+            // cache_busy (this client's share of the server's cache is taken) and cache_exhausted (the wait for cache timed
+            // out) are retryable elsewhere: an error answer, so recovery bans the server for a while and routes around it.
             ProtocolException { IsRemoteError: true } => PeerFailureKind.ErrorAnswer,
             ProtocolException => connecting ? PeerFailureKind.Mismatch : PeerFailureKind.MalformedAnswer,
             TransportException or IOException or ObjectDisposedException => connecting ? PeerFailureKind.Unreachable : PeerFailureKind.ConnectionLost,

@@ -120,7 +120,11 @@ public sealed class CallTracker
                     throw Fail(streamId, message, "no call is open on the stream");
                 }
 
-                _streams.Remove(streamId);
+                if (!IsStepRefusal(state, message))
+                {
+                    _streams.Remove(streamId);
+                }
+
                 return;
             default:
                 throw Fail(streamId, message, "a caller receives responses, step results and errors only");
@@ -158,12 +162,24 @@ public sealed class CallTracker
             }
         }
 
-        // A callee's answer ends a unary call; an error ends any call.
-        if (message.Type is FrameType.InfoResponse or FrameType.Pong or FrameType.ForwardResponse or FrameType.Error)
+        // A callee's answer ends a unary call; an error ends any call, except a refused step on an inference stream.
+        if (message.Type is FrameType.InfoResponse or FrameType.Pong or FrameType.ForwardResponse
+            || (message.Type == FrameType.Error && !(_streams.TryGetValue(streamId, out var state) && IsStepRefusal(state, message))))
         {
             _streams.Remove(streamId);
         }
     }
+
+    /// <summary>
+    /// Whether <paramref name="message"/> is an error that refuses one step of an inference session and leaves the call
+    /// open (<see cref="ProtocolErrorCode.NonFiniteInput"/>): nothing was computed, the session goes on.
+    /// </summary>
+    /// <param name="message">An error message.</param>
+    /// <returns><see langword="true"/> for a step refusal.</returns>
+    public static bool IsStepRefusal(ProtocolMessage message) =>
+        message is ErrorMessage error && error.Code == ProtocolErrorCode.NonFiniteInput;
+
+    private static bool IsStepRefusal(CallState state, ProtocolMessage message) => state == CallState.Inference && IsStepRefusal(message);
 
     private ProtocolException Fail(uint streamId, ProtocolMessage message, string reason)
     {

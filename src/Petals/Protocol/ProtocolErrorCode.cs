@@ -96,6 +96,20 @@ public readonly struct ProtocolErrorCode : IEquatable<ProtocolErrorCode>
     /// <summary>An unexpected failure inside the peer.</summary>
     public static ProtocolErrorCode Internal { get; } = new("internal");
 
+    /// <summary>
+    /// The server's cache budget is not full, but this client (one peer: its address or identity) already holds or waits
+    /// for its share of it (the server's <c>MaxCacheShare</c>); the session was refused at once. Retryable: on another
+    /// server, or on this one once one of the client's sessions ends.
+    /// </summary>
+    public static ProtocolErrorCode CacheBusy { get; } = new("cache_busy");
+
+    /// <summary>
+    /// A request carries a NaN or an infinity (hidden states, prompts); the message names the tensor and the first
+    /// offending index. Nothing was computed: on an inference stream the step is refused and the session stays open
+    /// with its cache unchanged (the only error that does not end its call; docs/wire-protocol.md, section 5).
+    /// </summary>
+    public static ProtocolErrorCode NonFiniteInput { get; } = new("non_finite_input");
+
     /// <summary>Whether two codes are equal (ordinal).</summary>
     /// <param name="left">The first code.</param>
     /// <param name="right">The second code.</param>

@@ -41,6 +41,7 @@ public sealed class BlockServer : IAsyncDisposable
     private long _tokens;
     private long _closedBytesSent;
     private long _closedBytesReceived;
+    private long _nonFiniteRefused;
 
     /// <summary>Creates a server for <paramref name="executor"/>'s span.</summary>
     /// <param name="executor">The executor of the span; not disposed by the server.</param>
@@ -60,7 +61,7 @@ public sealed class BlockServer : IAsyncDisposable
         Executor = executor;
         Options = options;
         _logger = logger ?? (ILogger)NullLogger.Instance;
-        Budget = new CacheBudget(options.CacheTokens, options.TimeProvider);
+        Budget = new CacheBudget(options.CacheTokens, options.TimeProvider, options.CacheTokensPerPeer);
         Scheduler = new ComputeScheduler();
         _preamble = new ConnectionPreamble(options.PeerId, options.ModelId, options.Limits.MaxFrameSize);
     }
@@ -187,8 +188,18 @@ public sealed class BlockServer : IAsyncDisposable
             Scheduler.ComputeTime,
             Budget.Capacity,
             Budget.Free,
-            Budget.PeakUsed);
+            Budget.PeakUsed)
+        {
+            CacheTokensPerPeer = Budget.PeerLimit,
+            CacheRefusedOverShare = Budget.RefusedOverShare,
+            CacheRefusedTimedOut = Budget.RefusedTimedOut,
+            CacheRefusedTooLarge = Budget.RefusedTooLarge,
+            NonFiniteInputsRefused = Interlocked.Read(ref _nonFiniteRefused),
+        };
     }
+
+    /// <summary>Counts a request refused for a NaN or infinity (<c>non_finite_input</c>).</summary>
+    internal void OnNonFiniteRefused() => Interlocked.Increment(ref _nonFiniteRefused);
 
     /// <summary>Bytes of received hidden states held for steps and forwards not yet answered (see <see cref="BlockServerOptions.MaxQueuedInputBytes"/>).</summary>
     public long QueuedInputBytes => Interlocked.Read(ref _queuedInputBytes);

@@ -37,6 +37,17 @@ public sealed class BlockServerOptions
     /// <summary>The largest <c>maxLength</c> an inference session may ask for; a larger one is refused with <c>request_too_large</c>. Default 2048.</summary>
     public int MaxSessionLength { get; set; } = 2048;
 
+    /// <summary>
+    /// The share of <see cref="CacheTokens"/> one client may hold and wait for at once, over all its sessions and
+    /// connections (a client is a <em>peer</em>: its remote host, later its authenticated identity). A session that would
+    /// take its peer past <c>max(ceil(MaxCacheShare × CacheTokens), min(MaxSessionLength, CacheTokens))</c> tokens is
+    /// refused at once with the retryable <c>cache_busy</c> (it neither waits nor jumps the queue), so one peer cannot
+    /// lock the others out; the floor lets a single client use one full-length session even at a small share. Others'
+    /// sessions wait in arrival order for the tokens holders return (<see cref="CacheWaitTimeout"/>). 1 turns the limit off.
+    /// In (0, 1]. Default 0.5.
+    /// </summary>
+    public double MaxCacheShare { get; set; } = 0.5;
+
     /// <summary>How long a session waits for cache tokens to free up before it gets <c>cache_exhausted</c>. Default 30 s.</summary>
     public TimeSpan CacheWaitTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
@@ -71,6 +82,11 @@ public sealed class BlockServerOptions
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxBatchTokens, nameof(MaxBatchTokens));
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxSessionLength, nameof(MaxSessionLength));
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxQueuedInputBytes, nameof(MaxQueuedInputBytes));
+        if (!(MaxCacheShare > 0 && MaxCacheShare <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxCacheShare), MaxCacheShare, $"{nameof(MaxCacheShare)} must be in (0, 1].");
+        }
+
         if (CacheWaitTimeout < TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(CacheWaitTimeout), CacheWaitTimeout, $"{nameof(CacheWaitTimeout)} must not be negative.");
@@ -93,6 +109,11 @@ public sealed class BlockServerOptions
 
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
     }
+
+    /// <summary>The most cache tokens one peer may hold and wait for at once (<see cref="MaxCacheShare"/>, with its floor).</summary>
+    internal long CacheTokensPerPeer => MaxCacheShare >= 1
+        ? CacheTokens
+        : Math.Min(CacheTokens, Math.Max((long)Math.Ceiling(MaxCacheShare * CacheTokens), Math.Min(MaxSessionLength, CacheTokens)));
 
     /// <summary>The longest timeout a .NET timer takes (about 49.7 days).</summary>
     internal static readonly TimeSpan MaxTimeout = TimeSpan.FromMilliseconds(uint.MaxValue - 1.0);

@@ -27,4 +27,20 @@ public sealed record BlockServerStatistics(
     TimeSpan ComputeTime,
     long CacheTokens,
     long CacheTokensLeft,
-    long PeakCacheTokens);
+    long PeakCacheTokens)
+{
+    /// <summary>The most cache tokens one peer may hold and wait for at once (<see cref="BlockServerOptions.MaxCacheShare"/>).</summary>
+    public long CacheTokensPerPeer { get; init; }
+
+    /// <summary>Sessions refused at once with <c>cache_busy</c>: their peer would have held more than its share.</summary>
+    public long CacheRefusedOverShare { get; init; }
+
+    /// <summary>Sessions that waited <see cref="BlockServerOptions.CacheWaitTimeout"/> for cache and got <c>cache_exhausted</c>.</summary>
+    public long CacheRefusedTimedOut { get; init; }
+
+    /// <summary>Sessions refused with <c>cache_exhausted</c> because they need more than the whole budget.</summary>
+    public long CacheRefusedTooLarge { get; init; }
+
+    /// <summary>Inference steps and forward requests refused with <c>non_finite_input</c> (a NaN or an infinity in their tensors).</summary>
+    public long NonFiniteInputsRefused { get; init; }
+}

@@ -122,6 +122,13 @@ internal sealed class InferenceSession
                 {
                     if (work.Error is { } invalid)
                     {
+                        if (invalid.Code == ProtocolErrorCode.NonFiniteInput)
+                        {
+                            // A step refusal: answered in order with the other steps, and the session goes on.
+                            await _connection.TrySendErrorAsync(StreamId, invalid).ConfigureAwait(false);
+                            continue;
+                        }
+
                         throw invalid;
                     }
 
@@ -219,7 +226,7 @@ internal sealed class InferenceSession
 
         if (_cache is null)
         {
-            _reservation = await _server.Budget.ReserveAsync(_server.CacheTokensFor(work.Batch, MaxLength, Blocks), _server.Options.CacheWaitTimeout, cancellationToken).ConfigureAwait(false);
+            _reservation = await _server.Budget.ReserveAsync(_server.CacheTokensFor(work.Batch, MaxLength, Blocks), _connection.PeerKey, _server.Options.CacheWaitTimeout, cancellationToken).ConfigureAwait(false);
             _cache = _server.Executor.CreateCache(work.Batch, MaxLength, Blocks);
         }
         else if (work.Batch != _cache.BatchSize)

@@ -22,9 +22,13 @@ internal sealed class ServerConnection : IProtocolMessageHandler
     {
         _server = server;
         _connection = connection;
+        PeerKey = CachePeerKey.Of(connection.RemoteAddress);
     }
 
     public ProtocolConnection Connection => _connection;
+
+    /// <summary>Who this connection's cache reservations are charged to (<see cref="CachePeerKey"/>).</summary>
+    public string PeerKey { get; }
 
     public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken ct) => message switch
     {
@@ -94,9 +98,9 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             return SendErrorAsync(streamId, SpanMismatch(request.Blocks), ct);
         }
 
-        if (request.Prompts.HasValue)
+        if (request.Prompts is { } forwardPrompts)
         {
-            return SendErrorAsync(streamId, NoPrompts(), ct);
+            return SendErrorAsync(streamId, NonFinitePrompts(forwardPrompts, null) ?? NoPrompts(), ct);
         }
 
         if (!_server.Accepts(request.ReplyCodec))
@@ -118,6 +122,12 @@ internal sealed class ServerConnection : IProtocolMessageHandler
 
         var buffer = ArrayPool<float>.Shared.Rent(batch * tokens * hidden);
         request.Hidden.CopyTo(buffer);
+        if (NonFinite(buffer.AsSpan(0, batch * tokens * hidden), request.Hidden.Shape, "hidden states", null) is { } nonFinite)
+        {
+            ArrayPool<float>.Shared.Return(buffer);
+            _server.ReleaseInput(bytes);
+            return SendErrorAsync(streamId, nonFinite, ct);
+        }
         var work = RunForwardAsync(streamId, buffer, batch, tokens, request.Blocks, request.ReplyCodec);
         lock (_lock)
         {
@@ -240,9 +250,9 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             work = StepWork.Failed(step.StepId, new ProtocolException(ProtocolErrorCode.Busy, string.Create(CultureInfo.InvariantCulture,
                 $"more than {InferenceSession.MaxQueuedSteps} steps of this session are queued; wait for results before sending more")));
         }
-        else if (step.Prompts.HasValue)
+        else if (step.Prompts is { } stepPrompts)
         {
-            work = StepWork.Failed(step.StepId, NoPrompts());
+            work = StepWork.Failed(step.StepId, NonFinitePrompts(stepPrompts, step.StepId) ?? NoPrompts());
         }
         else if (ValidateHidden(step.Hidden, out var batch, out var tokens) is { } invalid)
         {
@@ -255,6 +265,12 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         else
         {
             work = StepWork.FromMessage(step, batch, tokens, _server.Config.HiddenSize, _server);
+            if (NonFinite(work.Inputs, step.Hidden.Shape, "hidden states", step.StepId) is { } nonFinite)
+            {
+                // Refused before anything runs: the session goes on with its cache as it was (a step refusal keeps the call open).
+                work.Dispose();
+                work = StepWork.Failed(step.StepId, nonFinite);
+            }
         }
 
         if (!session.Enqueue(work))
@@ -317,6 +333,34 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         tokens = shape[1];
         return null;
     }
+
+    /// <summary>
+    /// The <c>non_finite_input</c> error for the first NaN or infinity in <paramref name="values"/> (a tensor of
+    /// <paramref name="shape"/>), or null when all are finite; counted in the server's statistics.
+    /// </summary>
+    private ProtocolException? NonFinite(ReadOnlySpan<float> values, TensorShape shape, string what, ulong? stepId)
+    {
+        var index = Numerics.FiniteValues.IndexOfNonFinite(values);
+        if (index < 0)
+        {
+            return null;
+        }
+
+        Span<int> dims = stackalloc int[shape.Rank];
+        for (var d = 0; d < dims.Length; d++)
+        {
+            dims[d] = shape[d];
+        }
+
+        _server.OnNonFiniteRefused();
+        var where = Numerics.FiniteValues.Describe(values, index, dims);
+        return new ProtocolException(ProtocolErrorCode.NonFiniteInput, stepId is { } id
+            ? string.Create(CultureInfo.InvariantCulture, $"step {id}: the {what} {shape} hold {where}; the step was not run and the session and its cache are unchanged")
+            : string.Create(CultureInfo.InvariantCulture, $"the {what} {shape} hold {where}; nothing was computed"));
+    }
+
+    /// <summary>As <see cref="NonFinite"/> for deep prompts, checked before they are refused as unsupported (a precise reason first).</summary>
+    private ProtocolException? NonFinitePrompts(WireTensor prompts, ulong? stepId) => NonFinite(prompts.ToArray(), prompts.Shape, "prompts", stepId);
 
     private ProtocolException SpanMismatch(Models.BlockRange requested) => new(ProtocolErrorCode.SpanMismatch,
         $"blocks {requested} requested; this server runs blocks {_server.Blocks} and serves only non-empty ranges within them");

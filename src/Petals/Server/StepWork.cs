@@ -48,6 +48,9 @@ internal sealed class StepWork : IDisposable
 
     private int Count => Batch * Tokens * Hidden;
 
+    /// <summary>The step's hidden states as received (before it runs).</summary>
+    public ReadOnlySpan<float> Inputs => _buffer.AsSpan(0, Count);
+
     /// <summary>
     /// Copies the step out of the message (which is valid only during the handler call). Its inputs were charged to
     /// <paramref name="budget"/>'s queued-input budget; <see cref="Dispose"/> returns them.
