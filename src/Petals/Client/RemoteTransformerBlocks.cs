@@ -221,7 +221,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// <param name="tokenCount">Positions per sequence (0 to tokenCount-1), at least 1.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>A task that completes when the outputs are in <paramref name="hidden"/>.</returns>
-    /// <exception cref="ArgumentException">When the buffer does not hold exactly <c>batchSize * tokenCount * HiddenSize</c> values.</exception>
+    /// <exception cref="ArgumentException">When the buffer does not hold exactly <c>batchSize * tokenCount * HiddenSize</c> values, or holds a NaN or an infinity.</exception>
     /// <exception cref="ProtocolException">With recovery off, when a server answers with an error; the message names the server.</exception>
     /// <exception cref="RemoteChainException">When the recovery attempts are spent; lists every failure.</exception>
     public async ValueTask ForwardAsync(Memory<float> hidden, int batchSize, int tokenCount, CancellationToken cancellationToken = default)
@@ -299,6 +299,15 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         {
             throw new ArgumentException(
                 string.Create(CultureInfo.InvariantCulture, $"Hidden states hold {hidden.Length} values; expected batch {batchSize} x tokens {tokenCount} x hidden {Config.HiddenSize} = {expected}."),
+                nameof(hidden));
+        }
+
+        // Servers refuse NaN and infinities (non_finite_input); refusing here names the caller's own buffer and sends nothing.
+        var bad = Numerics.FiniteValues.IndexOfNonFinite(hidden.Span);
+        if (bad >= 0)
+        {
+            throw new ArgumentException(
+                string.Create(CultureInfo.InvariantCulture, $"Hidden states hold {Numerics.FiniteValues.Describe(hidden.Span, bad, [batchSize, tokenCount, Config.HiddenSize])}; servers refuse non-finite inputs, so nothing was sent."),
                 nameof(hidden));
         }
     }
