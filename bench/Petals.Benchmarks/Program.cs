@@ -59,6 +59,15 @@ internal static class Program
               bench/fault-table.sh runs the full table.
           fault-table-report FILE.jsonl LOCAL_STEPS_PER_S [fault-table options of that run]
               Prints the table again from the JSON lines of a fault-table run (--jsonl).
+          soak        [--model M --phases baseline,idle,slowloris,partial,hog,nan,dht-flood --phase-seconds 20 --report-every 3
+                       --idle-connections 2000 --slowloris 100 --partial 16 --hog-sessions 8 --hog-step 5 --nan-per-second 20
+                       --dht-records 20000 --dht-identities 4 --hog-address 127.0.0.2 --nan-address 127.0.0.3
+                       --probe-timeout 15 --serve-arg ARG (repeat) --dht-arg ARG (repeat) --results DIR --label soak]
+              Starts `petals dht` and `petals serve` (all blocks) on 127.0.0.1 and runs hostile clients against them in
+              phases (idle connections after the handshake, slowloris at 1 byte/s, 63.9 MiB of declared 64 MiB chunked
+              messages, a greedy cache hog from its own address, NaN/Inf steps and forwards, a DHT record flood); every
+              few seconds prints the server's and the DHT node's RSS and open fds and the outcome of a normal client's
+              8-token generation. Always stops its processes. bench/soak.sh runs it. Exit code 4 when the server died.
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -102,6 +111,9 @@ internal static class Program
 
                 case "chaos":
                     return RunChaos(Chaos.ChaosOptions.Parse(args.AsSpan(1)));
+
+                case "soak":
+                    return Soak.SoakRun.RunAsync(Soak.SoakOptions.Parse(args.AsSpan(1))).GetAwaiter().GetResult();
 
                 case "fault-table-report":
                     {

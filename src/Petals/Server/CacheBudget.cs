@@ -39,7 +39,7 @@ internal sealed class CacheBudget
     /// <summary>The whole budget.</summary>
     public long Capacity { get; }
 
-    /// <summary>The most tokens one peer may hold and wait for at once (<see cref="BlockServerOptions.MaxCacheShare"/>).</summary>
+    /// <summary>The most tokens one peer may hold and wait for at once (<see cref="BlockServerOptions.MaxCacheShare"/>); the whole budget means no limit.</summary>
     public long PeerLimit { get; }
 
     /// <summary>Requests refused at once because their peer would claim more than <see cref="PeerLimit"/>.</summary>
@@ -121,7 +121,7 @@ internal sealed class CacheBudget
             }
 
             var claimed = _claimed.GetValueOrDefault(peerKey);
-            if (claimed + tokens > PeerLimit)
+            if (PeerLimit < Capacity && claimed + tokens > PeerLimit)
             {
                 Interlocked.Increment(ref _refusedOverShare);
                 throw OverShare(tokens, peerKey, claimed);

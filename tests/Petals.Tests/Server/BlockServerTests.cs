@@ -213,7 +213,7 @@ public sealed class BlockServerTests
     [Fact]
     public async Task PipeliningStepsAreAnsweredInOrderAndAFloodIsBusy()
     {
-        await using var h = await ServerHarness.StartAsync(o => o.CacheTokens = 100);
+        await using var h = await ServerHarness.StartAsync(o => (o.CacheTokens, o.MaxCacheShare) = (100, 1)); // one client holds and waits: no per-peer share
         await using var client = await h.ConnectAsync();
         using var cache = h.Reference.CreateCache(1, 80);
 
@@ -257,7 +257,7 @@ public sealed class BlockServerTests
     public async Task InputsWaitingForComputationAreBoundedByTheQueuedInputBudget()
     {
         var stepBytes = 0L;
-        await using var h = await ServerHarness.StartAsync(o => o.CacheTokens = 100);
+        await using var h = await ServerHarness.StartAsync(o => (o.CacheTokens, o.MaxCacheShare) = (100, 1)); // one client holds and waits: no per-peer share
         stepBytes = (long)h.Hidden * sizeof(float);
         h.Server.Options.MaxQueuedInputBytes = 3 * stepBytes;
         await using var client = await h.ConnectAsync();
@@ -395,6 +395,7 @@ public sealed class BlockServerTests
         await using var h = await ServerHarness.StartAsync(o =>
         {
             o.CacheTokens = 100;
+            o.MaxCacheShare = 1; // one client holds and waits: no per-peer share
             o.CacheWaitTimeout = TimeSpan.FromSeconds(10);
             o.TimeProvider = time;
         });
@@ -421,7 +422,7 @@ public sealed class BlockServerTests
     [Fact]
     public async Task AWaitingSessionGetsItsCacheWhenAnotherCloses()
     {
-        await using var h = await ServerHarness.StartAsync(o => o.CacheTokens = 100);
+        await using var h = await ServerHarness.StartAsync(o => (o.CacheTokens, o.MaxCacheShare) = (100, 1)); // one client holds and waits: no per-peer share
         await using var client = await h.ConnectAsync();
         var holder = await Session.OpenAsync(client, h, maxLength: 80);
         await holder.StepAsync(1, 0, h.Input(1, 2, seed: 1), 1, 2);
