@@ -68,6 +68,9 @@ internal static class Program
               messages, a greedy cache hog from its own address, NaN/Inf steps and forwards, a DHT record flood); every
               few seconds prints the server's and the DHT node's RSS and open fds and the outcome of a normal client's
               8-token generation. Always stops its processes. bench/soak.sh runs it. Exit code 4 when the server died.
+          finite-check [--iterations 2000]
+              The cost of the servers' NaN/Inf check (TensorPrimitives.IsFiniteAll) on a [1,1,4096] and a [1,128,4096]
+              step, against decoding the same tensor from fp32 and fp16 wire bytes in the same run.
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -111,6 +114,9 @@ internal static class Program
 
                 case "chaos":
                     return RunChaos(Chaos.ChaosOptions.Parse(args.AsSpan(1)));
+
+                case "finite-check":
+                    return FiniteCheckBench.Run(IntArg(args, "--iterations", 2000));
 
                 case "soak":
                     return Soak.SoakRun.RunAsync(Soak.SoakOptions.Parse(args.AsSpan(1))).GetAwaiter().GetResult();

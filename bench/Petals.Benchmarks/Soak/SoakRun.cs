@@ -204,7 +204,7 @@ internal static class SoakRun
                     var connection = await ProtocolConnection.ConnectAsync(transport, c.Server, new ConnectionPreamble("soak-idle", c.ModelId), cancellationToken: ct).ConfigureAwait(false);
                     connections.Add(connection);
                     c.Counters.Add("opened");
-                    runs.Add(WatchAsync(connection.RunAsync(handler, CancellationToken.None), c.Counters));
+                    runs.Add(WatchAsync(connection.RunAsync(handler, CancellationToken.None), c.Counters, stop));
                 }
                 catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
                 {
@@ -219,13 +219,14 @@ internal static class SoakRun
         }
         finally
         {
+            c.Counters.Set("open_at_end", runs.Count(r => !r.IsCompleted));
             foreach (var connection in connections)
             {
                 await connection.DisposeAsync().ConfigureAwait(false);
             }
         }
 
-        static async Task WatchAsync(Task run, PhaseCounters counters)
+        static async Task WatchAsync(Task run, PhaseCounters counters, CancellationToken stop)
         {
             try
             {
@@ -237,7 +238,10 @@ internal static class SoakRun
             {
             }
 
-            counters.Add("closed_by_server");
+            if (!stop.IsCancellationRequested)
+            {
+                counters.Add("closed_by_server");
+            }
         }
     }
 
