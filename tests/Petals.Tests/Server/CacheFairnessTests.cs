@@ -1,3 +1,5 @@
+using FsCheck;
+using FsCheck.Fluent;
 using Petals.Protocol;
 using Petals.Server;
 using Petals.Testing.Time;
@@ -103,6 +105,106 @@ public sealed class CacheFairnessTests
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting.WaitAsync(Long, Ct));
         Assert.Equal(0, budget.ClaimedBy("B"));
         Assert.Equal(0, budget.Waiting);
+    }
+
+    [Fact]
+    public void NoInterleavingLetsAPeerClaimMoreThanItsShareAndTheAccountStaysExact()
+    {
+        // Ops: 0 = reserve (peer and size from the values), 1 = release the oldest held, 2 = advance time, 3 = cancel the oldest waiter.
+        Prop.ForAll(
+            Gen.ListOf(Gen.Zip(Gen.Choose(0, 3), Gen.Zip(Gen.Choose(0, 2), Gen.Choose(1, 30)))).ToArbitrary(),
+            ops =>
+            {
+                const long capacity = 64, limit = 32;
+                string[] peers = ["a", "b", "c"];
+                var time = new ManualTimeProvider();
+                var budget = new CacheBudget(capacity, time, limit);
+                var held = new List<CacheReservation>();
+                var waiting = new List<(Task<CacheReservation> Task, CancellationTokenSource Cts, string Peer, long Tokens)>();
+                foreach (var (op, (peer, value)) in ops)
+                {
+                    switch (op)
+                    {
+                        case 0:
+                            var cts = new CancellationTokenSource();
+                            var claimedBefore = budget.ClaimedBy(peers[peer]);
+                            try
+                            {
+                                waiting.Add((budget.ReserveAsync(value, peers[peer], TimeSpan.FromSeconds(1 + (value % 7)), cts.Token).AsTask(), cts, peers[peer], value));
+                            }
+                            catch (ProtocolException e)
+                            {
+                                // Refused at once exactly when the peer would pass its share.
+                                Assert.Equal(ProtocolErrorCode.CacheBusy, e.Code);
+                                Assert.True(claimedBefore + value > limit, $"{peers[peer]} claimed {claimedBefore} and asked {value}: refused within its share");
+                                cts.Dispose();
+                            }
+
+                            break;
+                        case 1 when held.Count > 0:
+                            held[0].Dispose();
+                            held.RemoveAt(0);
+                            break;
+                        case 2:
+                            time.Advance(TimeSpan.FromSeconds(value % 5));
+                            break;
+                        case 3 when waiting.Count > 0:
+                            waiting[0].Cts.Cancel();
+                            break;
+                    }
+
+                    for (var i = waiting.Count - 1; i >= 0; i--)
+                    {
+                        var w = waiting[i];
+                        if (w.Task.IsCompleted)
+                        {
+                            if (w.Task.IsCompletedSuccessfully)
+                            {
+                                held.Add(w.Task.Result);
+                            }
+
+                            w.Cts.Dispose();
+                            waiting.RemoveAt(i);
+                        }
+                    }
+
+                    foreach (var p in peers)
+                    {
+                        var claim = held.Where(r => r.PeerKey == p).Sum(r => r.Tokens) + waiting.Where(w => w.Peer == p).Sum(w => w.Tokens);
+                        if (budget.ClaimedBy(p) != claim || claim > limit)
+                        {
+                            return false;
+                        }
+                    }
+
+                    if (budget.Free != capacity - held.Sum(r => r.Tokens))
+                    {
+                        return false;
+                    }
+                }
+
+                foreach (var w in waiting)
+                {
+                    w.Cts.Cancel();
+                }
+
+                foreach (var r in held)
+                {
+                    r.Dispose();
+                }
+
+                foreach (var w in waiting)
+                {
+                    if (w.Task.IsCompletedSuccessfully)
+                    {
+                        w.Task.Result.Dispose();
+                    }
+
+                    w.Cts.Dispose();
+                }
+
+                return budget.Free == capacity && budget.Waiting == 0 && peers.All(p => budget.ClaimedBy(p) == 0);
+            }).QuickCheckThrowOnFailure();
     }
 
     [Theory]
