@@ -135,6 +135,17 @@ public sealed class ServeCommandTests
         Assert.DoesNotContain("dht ", output, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task ACacheShareOutsideZeroToOneIsRefusedNamingTheSetting()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var (code, output, error) = await CliRunner.RunAsync("serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--max-cache-share", "1.5");
+        Assert.Equal(1, code);
+        Assert.Contains("PetalsServerOptions.Server.MaxCacheShare", error, StringComparison.Ordinal);
+        Assert.Contains("must be in (0, 1]", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("listening", output, StringComparison.Ordinal);
+    }
+
     private sealed class Inbox : IProtocolMessageHandler
     {
         public Channel<ProtocolMessage> Messages { get; } = Channel.CreateUnbounded<ProtocolMessage>();
