@@ -294,7 +294,7 @@ public sealed class DhtCommandTests
         await using var process = PetalsProcess.Start(["dht", .. args]);
         var line = await process.WaitForLineAsync("dht ");
         var address = PeerAddress.Parse(line["dht ".Length..]);
-        Assert.Equal("tcp", address.Scheme);
+        Assert.Equal("tls", address.Scheme); // TLS by default, the address pinned by the node id
         Assert.NotEqual(0, address.Port);
         var (code, stats) = await process.StopAsync();
         Assert.Equal(0, code);

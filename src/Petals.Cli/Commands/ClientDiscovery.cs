@@ -35,9 +35,9 @@ internal sealed class ClientDiscovery : IAsyncDisposable
             Required = required,
         };
 
-    /// <summary>Parses a comma-separated list of DHT addresses; bare <c>host:port</c> gets <paramref name="scheme"/> (TLS unless <c>--insecure</c>).</summary>
-    /// <exception cref="ArgumentException">When the list is empty or an entry is not a TCP or TLS address.</exception>
-    public static PeerAddress[] ParseInitialPeers(string text, string scheme = TcpTransport.TlsScheme)
+    /// <summary>Parses a comma-separated list of DHT addresses; bare <c>host:port</c> is TLS, or plain TCP with <paramref name="insecure"/>.</summary>
+    /// <exception cref="ArgumentException">When the list is empty or an entry is not a TLS address (or, with <paramref name="insecure"/>, a TCP one).</exception>
+    public static PeerAddress[] ParseInitialPeers(string text, bool insecure = false)
     {
         var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (parts.Length == 0)
@@ -47,7 +47,7 @@ internal sealed class ClientDiscovery : IAsyncDisposable
 
         return [.. parts.Select(part =>
         {
-            if (TransportSecurity.ParseAddress(part, scheme) is not { } address)
+            if (TransportSecurity.ParseAddress("--initial-peers", part, insecure) is not { } address)
             {
                 throw new ArgumentException($"--initial-peers: '{part}' is not a DHT address (host:port, tls://id@host:port or tcp://host:port).");
             }
@@ -79,7 +79,7 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     /// <exception cref="TransportException">When none of the initial peers answers (exit code 3); the message names them.</exception>
     public static async Task<ClientDiscovery> JoinAsync(string initialPeers, bool insecure, CancellationToken cancellationToken)
     {
-        var peers = ParseInitialPeers(initialPeers, TransportSecurity.Scheme(insecure));
+        var peers = ParseInitialPeers(initialPeers, insecure);
         var identity = PeerIdentity.Generate();
         var node = new DhtNode(identity);
         try

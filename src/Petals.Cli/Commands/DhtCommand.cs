@@ -27,7 +27,7 @@ internal static class DhtCommand
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
             TransportSecurity.Warn(context, parse.GetValue(insecure));
-            var peers = parse.GetValue(initialPeers) is { } text ? ClientDiscovery.ParseInitialPeers(text, TransportSecurity.Scheme(parse.GetValue(insecure))) : [];
+            var peers = parse.GetValue(initialPeers) is { } text ? ClientDiscovery.ParseInitialPeers(text, parse.GetValue(insecure)) : [];
             using var key = DhtNodeStarter.LoadIdentity(parse.GetValue(identity));
             using var tls = TransportSecurity.TlsIdentity(key, parse.GetValue(insecure));
             var node = new DhtNode(key);

@@ -108,7 +108,7 @@ internal static class ServeCommand
                 throw new ArgumentException("Give --initial-peers to join a swarm or --new-swarm to start one, not both.");
             }
 
-            var dhtPeers = peersText is null ? [] : ClientDiscovery.ParseInitialPeers(peersText, TransportSecurity.Scheme(plain));
+            var dhtPeers = peersText is null ? [] : ClientDiscovery.ParseInitialPeers(peersText, plain);
             var discover = startSwarm || peersText is not null;
             var announceOptions = new ServerAnnouncerOptions
             {

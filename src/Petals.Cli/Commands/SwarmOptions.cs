@@ -20,8 +20,8 @@ internal static class SwarmOptions
         return option;
     }
 
-    /// <summary>Parses a comma-separated list of server addresses; bare <c>host:port</c> gets <paramref name="scheme"/> (TLS unless <c>--insecure</c>).</summary>
-    public static PeerAddress[] ParsePeers(string text, string scheme = TcpTransport.TlsScheme)
+    /// <summary>Parses a comma-separated list of server addresses; bare <c>host:port</c> is TLS, or plain TCP with <paramref name="insecure"/>.</summary>
+    public static PeerAddress[] ParsePeers(string text, bool insecure = false)
     {
         var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (parts.Length == 0)
@@ -31,7 +31,7 @@ internal static class SwarmOptions
 
         return [.. parts.Select(part =>
         {
-            if (TransportSecurity.ParseAddress(part, scheme) is not { } address)
+            if (TransportSecurity.ParseAddress("--peers", part, insecure) is not { } address)
             {
                 throw new ArgumentException($"--peers: '{part}' is not a server address (host:port, tcp://host:port or tls://peer-id@host:port).");
             }
@@ -58,7 +58,7 @@ internal static class SwarmOptions
             throw new FileNotFoundException($"Model '{modelPath}' does not exist.", modelPath);
         }
 
-        var addresses = ParsePeers(peers, TransportSecurity.Scheme(insecure));
+        var addresses = ParsePeers(peers, insecure);
         return ClientHost.Create(
             o =>
             {

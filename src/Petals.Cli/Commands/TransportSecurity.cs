@@ -49,15 +49,22 @@ internal static class TransportSecurity
         new(new TcpTransportOptions { Identity = identity, AllowUnpinnedTls = true });
 
     /// <summary>
-    /// Parses one address of a comma-separated option: bare <c>host:port</c> gets <paramref name="scheme"/>;
-    /// <c>tcp://</c> and <c>tls://</c> are taken as given. Null when the text is no such address.
+    /// Parses one address of a comma-separated option: bare <c>host:port</c> is TLS, or plain TCP with
+    /// <paramref name="insecure"/>; <c>tls://</c> is taken as given, <c>tcp://</c> only with <paramref name="insecure"/>.
     /// </summary>
-    public static PeerAddress? ParseAddress(string part, string scheme)
+    /// <returns>The address, or null when the text is no TCP or TLS address.</returns>
+    /// <exception cref="ArgumentException">A <c>tcp://</c> address without <paramref name="insecure"/>.</exception>
+    public static PeerAddress? ParseAddress(string option, string part, bool insecure)
     {
-        var candidate = part.Contains("://", StringComparison.Ordinal) ? part : $"{scheme}://{part}";
-        return PeerAddress.TryParse(candidate, out var address) && (address.Scheme == TcpTransport.TcpScheme || address.Scheme == TcpTransport.TlsScheme)
-            ? address
-            : null;
+        var candidate = part.Contains("://", StringComparison.Ordinal) ? part : $"{Scheme(insecure)}://{part}";
+        if (!PeerAddress.TryParse(candidate, out var address) || (address.Scheme != TcpTransport.TcpScheme && address.Scheme != TcpTransport.TlsScheme))
+        {
+            return null;
+        }
+
+        return address.Scheme == TcpTransport.TcpScheme && !insecure
+            ? throw new ArgumentException($"{option}: '{part}' is plain TCP, whose peer ids nobody verifies: add --insecure to use it, or give host:port or tls://id@host:port.")
+            : address;
     }
 
     /// <summary>The line that tells which identity an address without an id turned out to have, or null when it had one.</summary>
