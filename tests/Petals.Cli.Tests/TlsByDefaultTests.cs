@@ -70,6 +70,77 @@ public sealed class TlsByDefaultTests
     }
 
     [Fact]
+    public async Task Initial_peers_that_all_time_out_are_asked_again_before_giving_up()
+    {
+        // Accepts connections and never answers: every TLS handshake, and so every DHT request, times out.
+        var silent = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        silent.Start();
+        var held = new List<System.Net.Sockets.Socket>();
+        var accepted = 0;
+        var loop = Task.Run(
+            async () =>
+            {
+                try
+                {
+                    while (true)
+                    {
+                        held.Add(await silent.AcceptSocketAsync(Ct));
+                        Interlocked.Increment(ref accepted);
+                    }
+                }
+                catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or System.Net.Sockets.SocketException)
+                {
+                    // Stopped.
+                }
+            },
+            Ct);
+        try
+        {
+            var port = ((System.Net.IPEndPoint)silent.LocalEndpoint).Port;
+            var run = await CliRunner.RunAsync("status", "--initial-peers", $"127.0.0.1:{port}").WaitAsync(Bound, Ct);
+            Assert.Equal(3, run.ExitCode);
+            Assert.Contains($"None of the initial peers answered (tls://127.0.0.1:{port}: timed out after 5 s)", run.Error, StringComparison.Ordinal);
+            Assert.Equal(DhtNodeStarter.JoinAttempts, Volatile.Read(ref accepted));
+        }
+        finally
+        {
+            silent.Stop();
+            await loop.WaitAsync(Bound, Ct);
+            foreach (var socket in held)
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Serve_keeps_its_key_with_an_identity_file_even_without_discovery()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var keyFile = Path.Combine(Path.GetTempPath(), $"petals-serve-{Guid.NewGuid():N}.key");
+        try
+        {
+            var ids = new List<string>();
+            foreach (var args in new[] { new[] { "--identity", keyFile }, ["--identity", keyFile], [] })
+            {
+                await using var serve = ServerProcess.Start("server", ["--model", TestData.Stories260KGguf, "--blocks", "0:5", "--host", "127.0.0.1", "--port", "0", "--threads", "1", .. args]);
+                ids.Add((await serve.WaitUntilListeningAsync(Bound, Ct)).PeerId!);
+            }
+
+            Assert.Equal(ids[0], ids[1]);
+            Assert.NotEqual(ids[0], ids[2]);
+
+            // The file is the DHT identity's key: its node id is the first 40 digits of the TLS id.
+            using var key = PeerIdentity.Load(keyFile);
+            Assert.Equal(key.NodeId.ToString(), ids[0][..40]);
+        }
+        finally
+        {
+            File.Delete(keyFile);
+        }
+    }
+
+    [Fact]
     public async Task Insecure_says_so_loudly_and_plain_tcp_needs_it()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);

@@ -85,7 +85,7 @@ internal sealed class ClientDiscovery : IAsyncDisposable
         try
         {
             await StartClientNodeAsync(node, cancellationToken).ConfigureAwait(false);
-            var joined = await node.JoinAsync(peers, cancellationToken).ConfigureAwait(false);
+            var joined = await DhtNodeStarter.JoinAsync(node, peers, cancellationToken).ConfigureAwait(false);
             if (joined.Answered == 0)
             {
                 throw new TransportException(

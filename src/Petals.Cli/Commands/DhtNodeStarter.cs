@@ -22,6 +22,28 @@ internal static class DhtNodeStarter
     /// <summary>The address a DHT node is joined through: its listen address with its node id, <c>tls://&lt;id&gt;@host:port</c> (the TLS key's id starts with it).</summary>
     public static PeerAddress AddressOf(DhtNode node) => node.LocalAddress.WithPeerId(node.Id.ToString());
 
+    /// <summary>How many times <see cref="JoinAsync"/> asks the initial peers when every one of them timed out.</summary>
+    public const int JoinAttempts = 3;
+
+    /// <summary>
+    /// Joins through <paramref name="peers"/>; when none answered and every one timed out, asks again, up to
+    /// <see cref="JoinAttempts"/> times in all: a process's first TLS handshakes (its own and the peer's) load and compile
+    /// the TLS stack, which on a loaded machine can take longer than the DHT's request timeout. Refusals and wrong
+    /// identities are final at once.
+    /// </summary>
+    public static async Task<DhtJoinResult> JoinAsync(DhtNode node, IReadOnlyList<PeerAddress> peers, CancellationToken cancellationToken)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            var joined = await node.JoinAsync(peers, cancellationToken).ConfigureAwait(false);
+            if (joined.Answered > 0 || attempt >= JoinAttempts
+                || !joined.Failures.All(f => f.Failure!.StartsWith("timed out", StringComparison.Ordinal)))
+            {
+                return joined;
+            }
+        }
+    }
+
     /// <summary>
     /// Starts <paramref name="node"/> at <paramref name="host"/>:<paramref name="port"/>, over TLS with
     /// <paramref name="tls"/> (made from the node's key) or plain TCP when it is null, and bootstraps it from
@@ -42,7 +64,7 @@ internal static class DhtNodeStarter
             return null;
         }
 
-        var joined = await node.JoinAsync(peers, cancellationToken).ConfigureAwait(false);
+        var joined = await JoinAsync(node, peers, cancellationToken).ConfigureAwait(false);
         foreach (var peer in joined.Peers)
         {
             if (peer.Id is { } id && TransportSecurity.MetLine(peer.Address, id.ToString()) is { } line)

@@ -120,7 +120,7 @@ internal static class ServeCommand
             {
                 foreach (var (name, given) in new (string, bool)[]
                 {
-                    ("--identity", parse.GetValue(identity) is not null && plain), // over TLS it keeps the server's key ("--public-name", announceOptions.PublicName is not null),
+                    ("--identity", parse.GetValue(identity) is not null && plain), ("--public-name", announceOptions.PublicName is not null), // over TLS --identity keeps the server's key
                     ("--announce-host", announceOptions.AnnounceHost is not null), ("--dht-port", parse.GetValue(dhtPort) != 0),
                 })
                 {
@@ -165,7 +165,7 @@ internal static class ServeCommand
             }).UseCpuExecutor(o => o.ThreadCount = t ?? o.ThreadCount).UseTcpTransport(o =>
             {
                 o.Identity = tls;
-                o.AllowUnpinnedTls = true; // its announcer measures round trips to the next servers at their announced addresses
+                o.AllowUnpinnedTls = true; // an announced tls:// address without an id is still measured; the handshake binds its id to the key met
             });
             if (node is not null)
             {
