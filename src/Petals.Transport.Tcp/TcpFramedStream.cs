@@ -49,8 +49,11 @@ internal sealed class TcpFramedStream : ITransportStream, IValueTaskSource<int>
     private Memory<byte> _readBuffer;
     private CancellationToken _readToken;
 
-    public TcpFramedStream(Socket socket, Stream stream, PeerAddress remoteAddress, int receiveBufferBytes)
+    private readonly AuthenticatedPeer? _authenticated;
+
+    public TcpFramedStream(Socket socket, Stream stream, PeerAddress remoteAddress, int receiveBufferBytes, AuthenticatedPeer? authenticated = null)
     {
+        _authenticated = authenticated;
         _socket = socket;
         _stream = stream;
         RemoteAddress = remoteAddress;
@@ -375,7 +378,10 @@ internal sealed class TcpFramedStream : ITransportStream, IValueTaskSource<int>
             return null;
         }
 
-        return serviceType.IsInstanceOfType(this) ? this : serviceType == typeof(Socket) ? _socket : null;
+        return serviceType.IsInstanceOfType(this) ? this
+            : serviceType == typeof(Socket) ? _socket
+            : serviceType == typeof(AuthenticatedPeer) ? _authenticated
+            : null;
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]

@@ -7,8 +7,11 @@ namespace Petals.Transport.Tcp;
 
 /// <summary>
 /// The TCP transport: each stream is one TCP connection (Nagle off). Addresses are <c>tcp://host:port</c>, or
-/// <c>tls://{peerId}@host:port</c> for TLS where the server's certificate key must hash to <c>peerId</c>
-/// (see <see cref="TlsPeerIdentity"/>). A small framing (data, end-of-writes, abort with a reason) carries
+/// <c>tls://{peerId}@host:port</c> for TLS where the server's certificate key must hash to <c>peerId</c>: the
+/// 64-hex-digit SHA-256 of its key, or the first 40 hex digits of it (its DHT node id; see <see cref="AuthenticatedPeer"/>
+/// and <see cref="TlsPeerIdentity"/>). <c>tls://host:port</c> without an id only with
+/// <see cref="TcpTransportOptions.AllowUnpinnedTls"/>. A TLS stream a client opened returns the key the server proved
+/// as <see cref="AuthenticatedPeer"/> from <see cref="ITransportStream.GetService"/>. A small framing (data, end-of-writes, abort with a reason) carries
 /// half-close and abort reasons through TLS too; an abort while a write is in progress, or a crash, reaches
 /// the peer as <see cref="TransportErrorKind.ConnectionReset"/> without a reason.
 /// </summary>
@@ -45,9 +48,11 @@ public sealed class TcpTransport : ITransport
     public async ValueTask<ITransportStream> ConnectAsync(PeerAddress address, CancellationToken cancellationToken = default)
     {
         var tls = CheckScheme(address);
-        if (tls && address.PeerId is null)
+        if (tls && address.PeerId is null && !_options.AllowUnpinnedTls)
         {
-            throw new ArgumentException($"A TLS address needs the expected peer id: 'tls://{{peerId}}@host:port', not '{address}'.", nameof(address));
+            throw new ArgumentException(
+                $"A TLS address needs the expected peer id: 'tls://{{peerId}}@host:port', not '{address}' (set TcpTransportOptions.AllowUnpinnedTls to accept any key there).",
+                nameof(address));
         }
 
         cancellationToken.ThrowIfCancellationRequested();
@@ -59,12 +64,13 @@ public sealed class TcpTransport : ITransport
             var endPoint = await ResolveAsync(address, timeout.Token).ConfigureAwait(false);
             await socket.ConnectAsync(endPoint, timeout.Token).ConfigureAwait(false);
             Stream stream = new NetworkStream(socket, ownsSocket: false);
+            AuthenticatedPeer? proven = null;
             if (tls)
             {
-                stream = await AuthenticateAsClientAsync(stream, address, timeout.Token).ConfigureAwait(false);
+                (stream, proven) = await AuthenticateAsClientAsync(stream, address, timeout.Token).ConfigureAwait(false);
             }
 
-            return new TcpFramedStream(socket, stream, address, _options.ReceiveBufferBytes);
+            return new TcpFramedStream(socket, stream, address, _options.ReceiveBufferBytes, proven);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -165,9 +171,9 @@ public sealed class TcpTransport : ITransport
         }
     }
 
-    private static async ValueTask<Stream> AuthenticateAsClientAsync(Stream inner, PeerAddress address, CancellationToken cancellationToken)
+    private static async ValueTask<(Stream Stream, AuthenticatedPeer Peer)> AuthenticateAsClientAsync(Stream inner, PeerAddress address, CancellationToken cancellationToken)
     {
-        string? presented = null;
+        AuthenticatedPeer? presented = null;
         var ssl = new SslStream(inner, leaveInnerStreamOpen: false);
         var options = new SslClientAuthenticationOptions
         {
@@ -175,21 +181,24 @@ public sealed class TcpTransport : ITransport
             EnabledSslProtocols = SslProtocols.Tls13 | SslProtocols.Tls12,
             RemoteCertificateValidationCallback = (_, certificate, _, _) =>
             {
-                presented = certificate is null ? null : TlsPeerIdentity.ComputePeerId(certificate);
-                return presented is not null && string.Equals(presented, address.PeerId, StringComparison.OrdinalIgnoreCase);
+                // No certificate authority: the key is the identity. Without an expected id (AllowUnpinnedTls) any key
+                // is accepted and reported; with one, the key must hash to it (full id or its 40-digit node-id prefix).
+                presented = certificate is null ? null : new AuthenticatedPeer(TlsPeerIdentity.ComputePeerId(certificate));
+                return presented is not null && (address.PeerId is null || presented.IsIdentifiedBy(address.PeerId));
             },
         };
 
         try
         {
             await ssl.AuthenticateAsClientAsync(options, cancellationToken).ConfigureAwait(false);
-            return ssl;
+            return (ssl, presented!);
         }
         catch (AuthenticationException e)
         {
             await ssl.DisposeAsync().ConfigureAwait(false);
             var what = presented is null ? "presented no usable certificate" : $"proved the identity {presented}";
-            throw new TransportException(TransportErrorKind.AuthenticationFailed, $"The peer at {address} {what}, not the expected {address.PeerId}.", e);
+            var expected = address.PeerId is null ? "a key" : $"the expected {address.PeerId}";
+            throw new TransportException(TransportErrorKind.AuthenticationFailed, $"The peer at {address} {what}, not {expected}.", e);
         }
         catch
         {

@@ -12,6 +12,15 @@ public sealed class TcpTransportOptions
     /// <summary>The identity a <c>tls://</c> listener presents; required to listen on <c>tls://</c>. Default null.</summary>
     public TlsPeerIdentity? Identity { get; set; }
 
+    /// <summary>
+    /// Whether <see cref="TcpTransport.ConnectAsync"/> accepts a TLS address without a peer id (<c>tls://host:port</c>):
+    /// the connection is encrypted and the server's key is accepted whatever it is (trust on first use), and the stream
+    /// tells which key it met (<see cref="AuthenticatedPeer"/> through <see cref="ITransportStream.GetService"/>), so the
+    /// caller can print it or check the id the peer claims against it. Default false: such an address is refused with an
+    /// <see cref="ArgumentException"/>, since without an id nothing is authenticated. Addresses with an id are always pinned.
+    /// </summary>
+    public bool AllowUnpinnedTls { get; set; }
+
     /// <summary>How many received bytes a stream buffers before the sender is slowed down (back-pressure). Default 1 MiB.</summary>
     public int ReceiveBufferBytes { get; set; } = 1 << 20;
 

@@ -269,14 +269,14 @@ public sealed class DhtCommandTests
         var (code, output, error) = await CliRunner.RunAsync("serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1", "--initial-peers", "127.0.0.1:1");
         Assert.Equal(3, code);
         Assert.Contains("none of the initial DHT peers answered", error, StringComparison.Ordinal);
-        Assert.Contains("tcp://127.0.0.1:1", error, StringComparison.Ordinal);
+        Assert.Contains("tls://127.0.0.1:1", error, StringComparison.Ordinal);
         Assert.DoesNotContain("listening", output, StringComparison.Ordinal);
     }
 
     [Theory]
     [InlineData("--new-swarm --initial-peers 127.0.0.1:5", "not both")]
     [InlineData("--public-name lab", "--public-name needs discovery")]
-    [InlineData("--identity x.key", "--identity needs discovery")]
+    [InlineData("--insecure --identity x.key", "--identity needs discovery")] // over TLS it keeps the server's key
     [InlineData("--initial-peers quic://1.2.3.4:5", "is not a DHT address")]
     [InlineData("--new-swarm --announce-interval 0", "--announce-interval must be a positive")]
     [InlineData("--new-swarm --announce-host a/b", "--announce-host")]
@@ -294,7 +294,7 @@ public sealed class DhtCommandTests
         await using var process = PetalsProcess.Start(["dht", .. args]);
         var line = await process.WaitForLineAsync("dht ");
         var address = PeerAddress.Parse(line["dht ".Length..]);
-        Assert.Equal("tcp", address.Scheme);
+        Assert.Equal("tls", address.Scheme); // TLS by default, the address pinned by the node id
         Assert.NotEqual(0, address.Port);
         var (code, stats) = await process.StopAsync();
         Assert.Equal(0, code);

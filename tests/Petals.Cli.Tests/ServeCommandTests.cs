@@ -91,7 +91,7 @@ public sealed class ServeCommandTests
         {
             var first = await process.StandardOutput.ReadLineAsync(TestContext.Current.CancellationToken).AsTask().WaitAsync(Bound, TestContext.Current.CancellationToken);
             Assert.NotNull(first);
-            Assert.Matches(@"^listening tcp://127\.0\.0\.1:[1-9][0-9]* blocks 0:5$", first);
+            Assert.Matches(@"^listening tls://[0-9a-f]{64}@127\.0\.0\.1:[1-9][0-9]* blocks 0:5$", first); // TLS by default, pinned by the key id
 
             using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!)
             {

@@ -29,7 +29,7 @@ public sealed class StatusAndDiscoveryGenerateTests
         string[] common = ["--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "20", "--output", "json"];
         var local = await CliRunner.RunAsync(["generate", .. common]);
         Assert.True(local.ExitCode == 0, local.Error);
-        var remote = await CliRunner.RunAsync(["generate", .. common, "--initial-peers", swarm.Bootstrap.ToString()]).WaitAsync(Bound, Ct);
+        var remote = await CliRunner.RunAsync(["generate", .. common, "--initial-peers", swarm.Bootstrap.ToString(), "--insecure"]).WaitAsync(Bound, Ct);
         Assert.True(remote.ExitCode == 0, remote.Error);
         using var expected = JsonDocument.Parse(local.Output);
         using var actual = JsonDocument.Parse(remote.Output);
@@ -48,7 +48,7 @@ public sealed class StatusAndDiscoveryGenerateTests
         string[] common = ["--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "16"];
         var local = await CliRunner.RunAsync(["generate", .. common]);
         Assert.True(local.ExitCode == 0, local.Error);
-        var remote = await CliRunner.RunProcessAsync(Bound, ["generate", .. common, "--initial-peers", swarm.Bootstrap.ToString()]);
+        var remote = await CliRunner.RunProcessAsync(Bound, ["generate", .. common, "--initial-peers", swarm.Bootstrap.ToString(), "--insecure"]);
         Assert.True(remote.ExitCode == 0, remote.Error);
         Assert.Equal(local.Output, remote.Output);
         Assert.Contains("joined the swarm as DHT node", remote.Error, StringComparison.Ordinal);
@@ -60,7 +60,7 @@ public sealed class StatusAndDiscoveryGenerateTests
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
         await using var swarm = await TcpSwarm.StartAsync([new(0, 2), new(2, 5)]);
-        var (code, output, error) = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString(), "--output", "json").WaitAsync(Bound, Ct);
+        var (code, output, error) = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString(), "--insecure", "--output", "json").WaitAsync(Bound, Ct);
         Assert.True(code == 0, error);
         using (var json = JsonDocument.Parse(output))
         {
@@ -87,7 +87,7 @@ public sealed class StatusAndDiscoveryGenerateTests
             Assert.Empty(model.GetProperty("ignored").EnumerateArray());
         }
 
-        var text = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString()).WaitAsync(Bound, Ct);
+        var text = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString(), "--insecure").WaitAsync(Bound, Ct);
         Assert.True(text.ExitCode == 0, text.Error);
         Assert.Contains($"model {swarm.ModelId} (5 blocks, 2 servers): full chain of online servers: 0:2 by {swarm.PeerIds[0][..8]}…, 2:5 by {swarm.PeerIds[1][..8]}…", text.Output, StringComparison.Ordinal);
         Assert.Contains("block  peer", text.Output, StringComparison.Ordinal);
@@ -95,12 +95,12 @@ public sealed class StatusAndDiscoveryGenerateTests
 
         // The second server says it goes offline: status and generate name the blocks left uncovered.
         await swarm.AnnounceAsync(1, ServerState.Offline);
-        text = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString()).WaitAsync(Bound, Ct);
+        text = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString(), "--insecure").WaitAsync(Bound, Ct);
         Assert.True(text.ExitCode == 0, text.Error);
         Assert.Contains($"NO full chain: no online server covers blocks 2:5 of model {swarm.ModelId} (routing blocks 0:5; online spans: 0:2 by {swarm.PeerIds[0][..8]}…)", text.Output, StringComparison.Ordinal);
         Assert.Contains(" offline ", text.Output, StringComparison.Ordinal);
 
-        var generate = await CliRunner.RunAsync("generate", "--model", TestData.Stories260KGguf, "--prompt", "Hi", "--initial-peers", swarm.Bootstrap.ToString()).WaitAsync(Bound, Ct);
+        var generate = await CliRunner.RunAsync("generate", "--model", TestData.Stories260KGguf, "--prompt", "Hi", "--initial-peers", swarm.Bootstrap.ToString(), "--insecure").WaitAsync(Bound, Ct);
         Assert.Equal(3, generate.ExitCode);
         Assert.Contains("error: no online server covers blocks 2:5", generate.Error, StringComparison.Ordinal);
     }
@@ -110,7 +110,7 @@ public sealed class StatusAndDiscoveryGenerateTests
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
         await using var swarm = await TcpSwarm.StartAsync([new(0, 5), new(0, 5)]);
-        string[] common = ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "4", "--initial-peers", swarm.Bootstrap.ToString()];
+        string[] common = ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "4", "--initial-peers", swarm.Bootstrap.ToString(), "--insecure"];
         foreach (var (option, chosen) in new[] { ("--allow-peers", 1), ("--block-peers", 0), ("--allow-peers", 0), ("--block-peers", 1) })
         {
             var value = option == "--allow-peers" ? swarm.PeerIds[chosen] : swarm.PeerIds[1 - chosen];
@@ -134,12 +134,12 @@ public sealed class StatusAndDiscoveryGenerateTests
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
         await using var swarm = await TcpSwarm.StartAsync([new(0, 5)]);
-        var (code, output, error) = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString(), "--model", "nope").WaitAsync(Bound, Ct);
+        var (code, output, error) = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString(), "--insecure", "--model", "nope").WaitAsync(Bound, Ct);
         Assert.Equal(3, code);
         Assert.Equal(string.Empty, output);
         Assert.Contains($"Model 'nope' is not announced in the swarm; it announces {swarm.ModelId}.", error, StringComparison.Ordinal);
 
-        var only = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString(), "--model", swarm.ModelId).WaitAsync(Bound, Ct);
+        var only = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString(), "--insecure", "--model", swarm.ModelId).WaitAsync(Bound, Ct);
         Assert.True(only.ExitCode == 0, only.Error);
         Assert.Contains($"model {swarm.ModelId} (5 blocks, 1 servers): full chain", only.Output, StringComparison.Ordinal);
     }
@@ -149,7 +149,7 @@ public sealed class StatusAndDiscoveryGenerateTests
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
         await using var swarm = await TcpSwarm.StartAsync([new(0, 5)], modelId: "my-stories");
-        string[] args = ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "4", "--initial-peers", swarm.Bootstrap.ToString()];
+        string[] args = ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "4", "--initial-peers", swarm.Bootstrap.ToString(), "--insecure"];
         var missing = await CliRunner.RunAsync(args).WaitAsync(Bound, Ct);
         Assert.Equal(3, missing.ExitCode);
         Assert.Contains("no online server covers blocks 0:5 of model stories260K-f32:llama-5x64-v512 (routing blocks 0:5; online spans: none)", missing.Error, StringComparison.Ordinal);
@@ -177,7 +177,7 @@ public sealed class StatusAndDiscoveryGenerateTests
                 : ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Hi", "--initial-peers", $"127.0.0.1:{port}"];
             var (code, _, error) = await CliRunner.RunAsync(args).WaitAsync(Bound, Ct);
             Assert.Equal(3, code);
-            Assert.Contains($"None of the initial peers answered (tcp://127.0.0.1:{port}: ", error, StringComparison.Ordinal);
+            Assert.Contains($"None of the initial peers answered (tls://127.0.0.1:{port}: ", error, StringComparison.Ordinal);
             Assert.Contains("refused", error, StringComparison.Ordinal);
         }
     }
@@ -202,7 +202,7 @@ public sealed class StatusAndDiscoveryGenerateTests
         Assert.Contains(fragment, error, StringComparison.Ordinal);
     }
 
-    /// <summary>A bootstrap DHT node and block servers of the tiny model on TCP, each server announced through its own DHT node.</summary>
+    /// <summary>A bootstrap DHT node and block servers of the tiny model on plain TCP (so the commands run with --insecure), each server announced through its own DHT node.</summary>
     private sealed class TcpSwarm : IAsyncDisposable
     {
         private readonly List<DhtNode> _nodes = [];

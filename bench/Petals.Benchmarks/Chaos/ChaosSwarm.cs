@@ -274,7 +274,7 @@ internal sealed class ChaosSwarm : IAsyncDisposable
         server.Address = await process.WaitUntilListeningAsync(_options.StartupTimeout, cancellationToken).ConfigureAwait(false);
         if (process.DhtAddress?.PeerId is not { Length: > 0 } peerId)
         {
-            throw new InvalidOperationException(process.Describe("listens but printed no 'dht tcp://ID@HOST:PORT' line: is discovery on?"));
+            throw new InvalidOperationException(process.Describe("listens but printed no 'dht tls://ID@HOST:PORT' line: is discovery on?"));
         }
 
         if (server.PeerId != peerId)

@@ -11,11 +11,12 @@ namespace Petals.Cli.Commands;
 /// </summary>
 internal sealed class ClientDiscovery : IAsyncDisposable
 {
-    private ClientDiscovery(PeerIdentity identity, DhtNode node)
+    private ClientDiscovery(PeerIdentity identity, DhtNode node, IReadOnlyList<string> met)
     {
         Identity = identity;
         Node = node;
         Discovery = new DhtPeerDiscovery(node);
+        Met = met;
     }
 
     public PeerIdentity Identity { get; }
@@ -24,16 +25,19 @@ internal sealed class ClientDiscovery : IAsyncDisposable
 
     public IPeerDiscovery Discovery { get; }
 
+    /// <summary>For each initial peer given without an id over TLS: <c>connected to HOST:PORT as tls://ID@HOST:PORT</c>.</summary>
+    public IReadOnlyList<string> Met { get; }
+
     public static Option<string?> InitialPeersOption(bool required = false) =>
         new("--initial-peers")
         {
-            Description = "DHT nodes of the swarm to join (e.g. the address `petals dht` prints), comma-separated: host:port or tcp://host:port.",
+            Description = "DHT nodes of the swarm to join (e.g. the address `petals dht` prints), comma-separated: tls://id@host:port (pinned), host:port (TLS, any key; the key met is printed), or tcp://host:port (plain, with --insecure).",
             Required = required,
         };
 
-    /// <summary>Parses a comma-separated list of DHT addresses; bare <c>host:port</c> means TCP.</summary>
-    /// <exception cref="ArgumentException">When the list is empty or an entry is not a TCP address.</exception>
-    public static PeerAddress[] ParseInitialPeers(string text)
+    /// <summary>Parses a comma-separated list of DHT addresses; bare <c>host:port</c> is TLS, or plain TCP with <paramref name="insecure"/>.</summary>
+    /// <exception cref="ArgumentException">When the list is empty or an entry is not a TLS address (or, with <paramref name="insecure"/>, a TCP one).</exception>
+    public static PeerAddress[] ParseInitialPeers(string text, bool insecure = false)
     {
         var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (parts.Length == 0)
@@ -43,10 +47,9 @@ internal sealed class ClientDiscovery : IAsyncDisposable
 
         return [.. parts.Select(part =>
         {
-            var candidate = part.Contains("://", StringComparison.Ordinal) ? part : $"{TcpTransport.TcpScheme}://{part}";
-            if (!PeerAddress.TryParse(candidate, out var address) || address.Scheme != TcpTransport.TcpScheme)
+            if (TransportSecurity.ParseAddress("--initial-peers", part, insecure) is not { } address)
             {
-                throw new ArgumentException($"--initial-peers: '{part}' is not a DHT address (host:port or tcp://host:port).");
+                throw new ArgumentException($"--initial-peers: '{part}' is not a DHT address (host:port, tls://id@host:port or tcp://host:port).");
             }
 
             try
@@ -65,15 +68,24 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     /// <summary>Starts a DHT node with a fresh identity and bootstraps it from <paramref name="initialPeers"/>.</summary>
     /// <exception cref="ArgumentException">When the list is malformed.</exception>
     /// <exception cref="TransportException">When none of the initial peers answers (exit code 3); the message names them.</exception>
-    public static async Task<ClientDiscovery> JoinAsync(string initialPeers, CancellationToken cancellationToken)
+    public static Task<ClientDiscovery> JoinAsync(string initialPeers, CancellationToken cancellationToken) =>
+        JoinAsync(initialPeers, insecure: false, cancellationToken);
+
+    /// <summary>
+    /// Starts a DHT node with a fresh identity and bootstraps it from <paramref name="initialPeers"/>, whose bare
+    /// <c>host:port</c> entries are TLS (trust on first use, see <see cref="Met"/>) or, with <paramref name="insecure"/>, plain TCP.
+    /// </summary>
+    /// <exception cref="ArgumentException">When the list is malformed.</exception>
+    /// <exception cref="TransportException">When none of the initial peers answers (exit code 3); the message names them.</exception>
+    public static async Task<ClientDiscovery> JoinAsync(string initialPeers, bool insecure, CancellationToken cancellationToken)
     {
-        var peers = ParseInitialPeers(initialPeers);
+        var peers = ParseInitialPeers(initialPeers, insecure);
         var identity = PeerIdentity.Generate();
         var node = new DhtNode(identity);
         try
         {
             await StartClientNodeAsync(node, cancellationToken).ConfigureAwait(false);
-            var joined = await node.JoinAsync(peers, cancellationToken).ConfigureAwait(false);
+            var joined = await DhtNodeStarter.JoinAsync(node, peers, cancellationToken).ConfigureAwait(false);
             if (joined.Answered == 0)
             {
                 throw new TransportException(
@@ -81,7 +93,11 @@ internal sealed class ClientDiscovery : IAsyncDisposable
                     $"None of the initial peers answered ({string.Join("; ", joined.Failures)}): is a DHT node (petals dht, or a server) running there?");
             }
 
-            return new ClientDiscovery(identity, node);
+            var met = joined.Peers
+                .Select(p => p.Id is { } id ? TransportSecurity.MetLine(p.Address, id.ToString()) : null)
+                .OfType<string>()
+                .ToArray();
+            return new ClientDiscovery(identity, node, met);
         }
         catch
         {
@@ -137,5 +153,5 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     /// to their routing tables (a client behind NAT or with a short life would only be a dead entry there).
     /// </summary>
     private static Task StartClientNodeAsync(DhtNode node, CancellationToken cancellationToken) =>
-        node.StartAsync(new TcpTransport(), cancellationToken);
+        node.StartAsync(TransportSecurity.Transport(), cancellationToken);
 }

@@ -2,12 +2,12 @@ using Microsoft.Extensions.DependencyInjection;
 using Petals.Discovery;
 using Petals.Generation;
 using Petals.Hosting;
-using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Commands;
 
 /// <summary>
-/// The client side of <c>petals generate</c> and <c>petals swarm</c>: a container with <c>AddPetalsClient</c> over TCP
+/// The client side of <c>petals generate</c> and <c>petals swarm</c>: a container with <c>AddPetalsClient</c> over TCP and TLS
+/// (pinned where an address names an id, trust on first use where it does not: see <see cref="TransportSecurity"/>)
 /// (and the command's DHT node as the discovery when it has one), so the commands connect exactly as a hosted client does.
 /// Disposing it releases the container; dispose the model first.
 /// </summary>
@@ -23,7 +23,7 @@ internal sealed class ClientHost : IAsyncDisposable
     public static ClientHost Create(Action<PetalsClientOptions> configure, IPeerDiscovery? discovery)
     {
         var services = new ServiceCollection();
-        var builder = services.AddPetalsClient(configure).UseTransport(new TcpTransport());
+        var builder = services.AddPetalsClient(configure).UseTransport(TransportSecurity.Transport());
         if (discovery is not null)
         {
             // The command owns the DHT node, which outlives the container (a DhtPeerDiscovery over it holds nothing to dispose).

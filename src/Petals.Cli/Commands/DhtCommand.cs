@@ -12,27 +12,30 @@ internal static class DhtCommand
         var host = new Option<string>("--host") { Description = "The address to listen on.", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "The TCP port; 0 picks a free one.", DefaultValueFactory = _ => 0 };
         var identity = DhtNodeStarter.Identity();
+        var insecure = TransportSecurity.Insecure();
         var initialPeers = ClientDiscovery.InitialPeersOption();
         var stopWhenInputCloses = new Option<bool>("--stop-when-input-closes")
         {
             Description = "Stop (as on SIGTERM) when standard input reaches its end: a parent holding the other end of a pipe takes the node down with it.",
         };
 
-        var command = new Command("dht", "Run a DHT node that servers and clients join with --initial-peers; prints its address (dht tcp://<id>@host:port).")
+        var command = new Command("dht", "Run a DHT node that servers and clients join with --initial-peers; prints its address (dht tls://<id>@host:port; tcp:// with --insecure).")
         {
-            host, port, identity, initialPeers, stopWhenInputCloses,
+            host, port, identity, initialPeers, stopWhenInputCloses, insecure,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
-            var peers = parse.GetValue(initialPeers) is { } text ? ClientDiscovery.ParseInitialPeers(text) : [];
+            TransportSecurity.Warn(context, parse.GetValue(insecure));
+            var peers = parse.GetValue(initialPeers) is { } text ? ClientDiscovery.ParseInitialPeers(text, parse.GetValue(insecure)) : [];
             using var key = DhtNodeStarter.LoadIdentity(parse.GetValue(identity));
+            using var tls = TransportSecurity.TlsIdentity(key, parse.GetValue(insecure));
             var node = new DhtNode(key);
             await using (node.ConfigureAwait(false))
             {
                 // SIGTERM / Ctrl-C cancel ct (PetalsCommand.RunAsync), so `stop` ends the wait below and the node stops cleanly.
                 using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                if (await DhtNodeStarter.StartAsync(node, parse.GetValue(host)!, parse.GetValue(port), peers, ct).ConfigureAwait(false) is { } failure)
+                if (await DhtNodeStarter.StartAsync(node, tls, parse.GetValue(host)!, parse.GetValue(port), peers, line => context.Info(line), ct).ConfigureAwait(false) is { } failure)
                 {
                     await context.Error.WriteLineAsync($"error: {failure}").ConfigureAwait(false);
                     return CliContext.SwarmError;

@@ -27,10 +27,11 @@ internal static class GenerateCommand
         var modelId = new Option<string?>("--model-id") { Description = "With --initial-peers: the model id the servers announce (default: computed from the model, as `petals serve` does)." };
         var allowPeers = new Option<string?>("--allow-peers") { Description = "With --initial-peers: route only through these servers (peer ids, comma-separated)." };
         var blockPeers = new Option<string?>("--block-peers") { Description = "With --initial-peers: never route through these servers (peer ids, comma-separated)." };
+        var insecure = TransportSecurity.Insecure();
 
         var command = new Command("generate", "Generate text from a prompt, with the blocks in this process, on servers given by --peers, or on servers found in the swarm through --initial-peers.")
         {
-            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec, initialPeers, modelId, allowPeers, blockPeers,
+            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec, initialPeers, modelId, allowPeers, blockPeers, insecure,
         };
         command.Validators.Add(result =>
         {
@@ -73,6 +74,8 @@ internal static class GenerateCommand
             };
             options.Validate();
             var json = ModelOptions.IsJson(parse.GetValue(output));
+            var plain = parse.GetValue(insecure);
+            TransportSecurity.Warn(context, plain);
 
             var peerList = parse.GetValue(peers);
             var dhtPeers = parse.GetValue(initialPeers);
@@ -85,15 +88,20 @@ internal static class GenerateCommand
             }
 
             // The DHT node outlives the model: the model's sequence manager keeps reading through it.
-            await using var swarm = dhtPeers is null ? null : await ClientDiscovery.JoinAsync(dhtPeers, ct).ConfigureAwait(false);
+            await using var swarm = dhtPeers is null ? null : await ClientDiscovery.JoinAsync(dhtPeers, plain, ct).ConfigureAwait(false);
             if (swarm is not null)
             {
+                foreach (var met in swarm.Met)
+                {
+                    context.Info(met);
+                }
+
                 context.Info($"joined the swarm as DHT node {swarm.Node.Id} through {dhtPeers}", load);
             }
 
             await using var client = swarm is not null
                 ? swarm.CreateClient(modelPath, parse.GetValue(modelId), parse.GetValue(wireCodec), ClientDiscovery.ParsePeerIds(parse.GetValue(allowPeers)), ClientDiscovery.ParsePeerIds(parse.GetValue(blockPeers)))
-                : peerList is null ? null : SwarmOptions.CreateClient(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec));
+                : peerList is null ? null : SwarmOptions.CreateClient(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), plain);
             using var lm = client is not null
                 ? await client.ConnectAsync(ct).ConfigureAwait(false)
                 : ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads));
@@ -102,6 +110,12 @@ internal static class GenerateCommand
             {
                 foreach (var span in remote.Spans)
                 {
+                    // A server given as host:port proved a key; the handshake's peer id was checked against it.
+                    if (peerList is not null && TransportSecurity.MetLine(span.Address, span.PeerId) is { } met)
+                    {
+                        context.Info(met);
+                    }
+
                     context.Info($"blocks {span.Blocks} on {span}");
                 }
 

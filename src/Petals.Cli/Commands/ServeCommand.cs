@@ -14,7 +14,7 @@ using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Commands;
 
-/// <summary><c>petals serve</c>: serves a span of blocks over TCP until Ctrl-C / SIGTERM.</summary>
+/// <summary><c>petals serve</c>: serves a span of blocks over TLS (TCP with <c>--insecure</c>) until Ctrl-C / SIGTERM.</summary>
 internal static class ServeCommand
 {
     public static Command Create(CliContext context)
@@ -43,6 +43,7 @@ internal static class ServeCommand
         var initialPeers = ClientDiscovery.InitialPeersOption();
         var newSwarm = new Option<bool>("--new-swarm") { Description = "Start a new swarm: this server's DHT node bootstraps from nobody (others join with --initial-peers and its dht address)." };
         var identity = DhtNodeStarter.Identity();
+        var insecure = TransportSecurity.Insecure();
         var dhtPort = new Option<int>("--dht-port") { Description = "The TCP port of this server's DHT node (on --host); 0 picks a free one.", DefaultValueFactory = _ => 0 };
         var announceDefaults = new ServerAnnouncerOptions();
         var publicName = new Option<string?>("--public-name") { Description = "A name shown for this server in swarm monitors (petals status)." };
@@ -55,15 +56,17 @@ internal static class ServeCommand
 
         var command = new Command(
             "serve",
-            "Serve a span of a model's blocks to the swarm over TCP until Ctrl-C / SIGTERM; with --initial-peers or --new-swarm, announce it in the swarm's DHT.")
+            "Serve a span of a model's blocks to the swarm over TLS (plain TCP with --insecure) until Ctrl-C / SIGTERM; with --initial-peers or --new-swarm, announce it in the swarm's DHT.")
         {
             model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, maxCacheShare, modelId, threads, stopWhenInputCloses,
-            initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval,
+            initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval, insecure,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
             var started = Stopwatch.StartNew();
+            var plain = parse.GetValue(insecure);
+            TransportSecurity.Warn(context, plain);
             var path = parse.GetValue(model)!;
             if (!File.Exists(path) && !Directory.Exists(path))
             {
@@ -111,7 +114,7 @@ internal static class ServeCommand
                 throw new ArgumentException("Give --initial-peers to join a swarm or --new-swarm to start one, not both.");
             }
 
-            var dhtPeers = peersText is null ? [] : ClientDiscovery.ParseInitialPeers(peersText);
+            var dhtPeers = peersText is null ? [] : ClientDiscovery.ParseInitialPeers(peersText, plain);
             var discover = startSwarm || peersText is not null;
             var announceOptions = new ServerAnnouncerOptions
             {
@@ -123,7 +126,7 @@ internal static class ServeCommand
             {
                 foreach (var (name, given) in new (string, bool)[]
                 {
-                    ("--identity", parse.GetValue(identity) is not null), ("--public-name", announceOptions.PublicName is not null),
+                    ("--identity", parse.GetValue(identity) is not null && plain), ("--public-name", announceOptions.PublicName is not null), // over TLS --identity keeps the server's key
                     ("--announce-host", announceOptions.AnnounceHost is not null), ("--dht-port", parse.GetValue(dhtPort) != 0),
                 })
                 {
@@ -150,8 +153,10 @@ internal static class ServeCommand
                 throw new ArgumentException($"--{Kebab(e.ParamName)}: {e.Message}", e);
             }
 
-            using var key = discover ? DhtNodeStarter.LoadIdentity(parse.GetValue(identity)) : null;
-            await using var node = key is null ? null : new DhtNode(key);
+            // One key: the DHT node id and the TLS certificate (the handshake's peer id, the address's pin) come from it.
+            using var key = discover || !plain ? DhtNodeStarter.LoadIdentity(parse.GetValue(identity)) : null;
+            using var tls = key is null ? null : TransportSecurity.TlsIdentity(key, plain);
+            await using var node = discover ? new DhtNode(key!) : null;
 
             // The server is the hosted service AddPetalsServer registers: the one start and stop order of every server.
             var services = new ServiceCollection();
@@ -159,11 +164,15 @@ internal static class ServeCommand
             {
                 o.ModelPath = path;
                 o.Blocks = span;
-                o.ListenAddress = PeerAddress.FromHostPort(TcpTransport.TcpScheme, parse.GetValue(host)!, portValue).ToString();
+                o.ListenAddress = PeerAddress.FromHostPort(TransportSecurity.Scheme(plain), parse.GetValue(host)!, portValue).ToString();
                 o.ModelId = parse.GetValue(modelId);
                 o.Server = options;
                 o.Announcer = announceOptions;
-            }).UseCpuExecutor(o => o.ThreadCount = t ?? o.ThreadCount).UseTcpTransport();
+            }).UseCpuExecutor(o => o.ThreadCount = t ?? o.ThreadCount).UseTcpTransport(o =>
+            {
+                o.Identity = tls;
+                o.AllowUnpinnedTls = true; // an announced tls:// address without an id is still measured; the handshake binds its id to the key met
+            });
             if (node is not null)
             {
                 // Resolved when the server starts, after the node below has joined the swarm.
@@ -178,7 +187,7 @@ internal static class ServeCommand
             }).ConfigureAwait(false);
             if (node is not null)
             {
-                if (await DhtNodeStarter.StartAsync(node, parse.GetValue(host)!, parse.GetValue(dhtPort), dhtPeers, ct).ConfigureAwait(false) is { } failure)
+                if (await DhtNodeStarter.StartAsync(node, tls, parse.GetValue(host)!, parse.GetValue(dhtPort), dhtPeers, line => context.Info(line), ct).ConfigureAwait(false) is { } failure)
                 {
                     await context.Error.WriteLineAsync($"error: {failure}").ConfigureAwait(false);
                     return CliContext.SwarmError;

@@ -16,14 +16,21 @@ internal static class StatusCommand
         var initialPeers = ClientDiscovery.InitialPeersOption(required: true);
         var modelId = new Option<string?>("--model") { Description = "Show only this model id (as `petals status` lists it)." };
         var output = ModelOptions.Output();
+        var insecure = TransportSecurity.Insecure();
         var command = new Command("status", "Show the models in the swarm, each block's servers (state, span, throughput, free cache) and whether a full chain of online servers exists.")
         {
-            initialPeers, modelId, output,
+            initialPeers, modelId, output, insecure,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
-            await using var swarm = await ClientDiscovery.JoinAsync(parse.GetValue(initialPeers)!, ct).ConfigureAwait(false);
+            TransportSecurity.Warn(context, parse.GetValue(insecure));
+            await using var swarm = await ClientDiscovery.JoinAsync(parse.GetValue(initialPeers)!, parse.GetValue(insecure), ct).ConfigureAwait(false);
+            foreach (var met in swarm.Met)
+            {
+                context.Info(met);
+            }
+
             var reports = await ReadAsync(swarm.Discovery, parse.GetValue(modelId), ct).ConfigureAwait(false);
             var now = DateTimeOffset.UtcNow;
             if (ModelOptions.IsJson(parse.GetValue(output)))

@@ -30,15 +30,18 @@ internal static class SwarmCommand
         var startupTimeout = new Option<int>("--startup-timeout") { Description = "Seconds to wait for every server to listen.", DefaultValueFactory = _ => 120 };
         var wireCodec = SwarmOptions.WireCodec();
         var output = ModelOptions.Output();
+        var insecure = TransportSecurity.Insecure();
 
         var command = new Command("swarm", "Start a bootstrap DHT node (`petals dht`) and N `petals serve --initial-peers` processes on 127.0.0.1 splitting the model evenly, find them through the DHT, generate through them, print the text and each server's statistics, stop them.")
         {
-            model, servers, prompt, maxNewTokens, temperature, seed, threads, cacheTokens, startupTimeout, wireCodec, output,
+            model, servers, prompt, maxNewTokens, temperature, seed, threads, cacheTokens, startupTimeout, wireCodec, output, insecure,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
             var path = parse.GetValue(model)!;
+            var plain = parse.GetValue(insecure);
+            TransportSecurity.Warn(context, plain);
             if (!File.Exists(path) && !Directory.Exists(path))
             {
                 throw new FileNotFoundException($"Model '{path}' does not exist.", path);
@@ -58,7 +61,8 @@ internal static class SwarmCommand
             }
 
             var spans = Split(config.NumLayers, parse.GetValue(servers));
-            var serverArguments = new List<string>();
+            // Every process speaks TLS with its own fresh key (addresses carry the ids), or all plain TCP with --insecure.
+            var serverArguments = new List<string>(plain ? ["--insecure"] : []);
             if (parse.GetValue(threads) is { } t)
             {
                 serverArguments.AddRange(["--threads", t.ToString(CultureInfo.InvariantCulture)]);
@@ -75,12 +79,12 @@ internal static class SwarmCommand
             {
                 var timeout = TimeSpan.FromSeconds(parse.GetValue(startupTimeout));
                 var start = Stopwatch.StartNew();
-                bootstrap = ServerProcess.Start("bootstrap", "dht", "dht ", ["--host", "127.0.0.1", "--port", "0"]);
+                bootstrap = ServerProcess.Start("bootstrap", "dht", "dht ", ["--host", "127.0.0.1", "--port", "0", .. plain ? ["--insecure"] : Array.Empty<string>()]);
                 var bootstrapAddress = await bootstrap.WaitUntilListeningAsync(timeout, ct).ConfigureAwait(false);
                 context.Info(string.Create(CultureInfo.InvariantCulture, $"bootstrap DHT node at {bootstrapAddress} (pid {bootstrap.ProcessId}, ready in {bootstrap.StartupTime!.Value.TotalMilliseconds:F0} ms)"));
 
                 // The client joins the DHT first, so that it can watch each server become usable.
-                await using var discovery = await ClientDiscovery.JoinAsync(bootstrapAddress.ToString(), ct).ConfigureAwait(false);
+                await using var discovery = await ClientDiscovery.JoinAsync(bootstrapAddress.ToString(), plain, ct).ConfigureAwait(false);
                 var modelId = ModelIdentity.Compute(path, config);
                 var launched = new Stopwatch[spans.Length];
                 for (var i = 0; i < spans.Length; i++)

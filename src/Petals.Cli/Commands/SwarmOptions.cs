@@ -11,7 +11,7 @@ namespace Petals.Cli.Commands;
 internal static class SwarmOptions
 {
     public static Option<string?> Peers() =>
-        new("--peers") { Description = "Servers that together run every block, comma-separated: host:port, tcp://host:port or tls://peer-id@host:port." };
+        new("--peers") { Description = "Servers that together run every block, comma-separated: tls://peer-id@host:port (pinned), host:port (TLS, any key; the key met is printed) or tcp://host:port (plain, with --insecure)." };
 
     public static Option<string> WireCodec()
     {
@@ -20,8 +20,8 @@ internal static class SwarmOptions
         return option;
     }
 
-    /// <summary>Parses a comma-separated list of server addresses; bare <c>host:port</c> means TCP.</summary>
-    public static PeerAddress[] ParsePeers(string text)
+    /// <summary>Parses a comma-separated list of server addresses; bare <c>host:port</c> is TLS, or plain TCP with <paramref name="insecure"/>.</summary>
+    public static PeerAddress[] ParsePeers(string text, bool insecure = false)
     {
         var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (parts.Length == 0)
@@ -31,8 +31,7 @@ internal static class SwarmOptions
 
         return [.. parts.Select(part =>
         {
-            var candidate = part.Contains("://", StringComparison.Ordinal) ? part : $"{TcpTransport.TcpScheme}://{part}";
-            if (!PeerAddress.TryParse(candidate, out var address) || (address.Scheme != TcpTransport.TcpScheme && address.Scheme != TcpTransport.TlsScheme))
+            if (TransportSecurity.ParseAddress("--peers", part, insecure) is not { } address)
             {
                 throw new ArgumentException($"--peers: '{part}' is not a server address (host:port, tcp://host:port or tls://peer-id@host:port).");
             }
@@ -52,14 +51,14 @@ internal static class SwarmOptions
     /// <summary>The client of <paramref name="modelPath"/> over the servers of <paramref name="peers"/> (comma-separated addresses).</summary>
     /// <exception cref="FileNotFoundException">When the model does not exist.</exception>
     /// <exception cref="ArgumentException">When an address is malformed.</exception>
-    public static ClientHost CreateClient(string modelPath, string peers, string? codec)
+    public static ClientHost CreateClient(string modelPath, string peers, string? codec, bool insecure = false)
     {
         if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
         {
             throw new FileNotFoundException($"Model '{modelPath}' does not exist.", modelPath);
         }
 
-        var addresses = ParsePeers(peers);
+        var addresses = ParsePeers(peers, insecure);
         return ClientHost.Create(
             o =>
             {

@@ -40,7 +40,7 @@ internal sealed partial class ServerProcess : IAsyncDisposable
     /// <summary>The time from start to the listening line.</summary>
     public TimeSpan? StartupTime { get; private set; }
 
-    /// <summary>The DHT address the process printed (<c>dht tcp://ID@HOST:PORT</c>), or null: its peer id is the server's id in the swarm.</summary>
+    /// <summary>The DHT address the process printed (<c>dht tls://ID@HOST:PORT</c>, <c>tcp://</c> with <c>--insecure</c>), or null: its peer id is the server's id in the swarm.</summary>
     public PeerAddress? DhtAddress { get; private set; }
 
     /// <summary>The statistics the server printed when it stopped, or null.</summary>

@@ -224,9 +224,11 @@ internal sealed class DhtMaintenance : IAsyncDisposable
         NodeId? expected = null;
         if (address.PeerId is { } text)
         {
-            if (!NodeId.TryParse(text, out var parsed))
+            // A full key id (64 hex digits, as a tls:// listener names itself) names the node whose id is its first 40.
+            if (!NodeId.TryParse(text.Length == AuthenticatedPeer.PeerIdLength ? text[..AuthenticatedPeer.ShortPeerIdLength] : text, out var parsed)
+                || (text.Length == AuthenticatedPeer.PeerIdLength && !text.All(char.IsAsciiHexDigit)))
             {
-                return new DhtPeerOutcome(address, null, $"the peer id '{text}' is not a DHT node id (40 hex digits)");
+                return new DhtPeerOutcome(address, null, $"the peer id '{text}' is not a DHT node id (40 hex digits) or a key id (64 hex digits)");
             }
 
             expected = parsed;

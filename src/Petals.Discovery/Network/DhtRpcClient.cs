@@ -101,11 +101,16 @@ internal sealed class DhtRpcClient
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stop, timeout.Token);
         DhtMessage? response = null;
         string? fault = null;
+        AuthenticatedPeer? proven = null;
         try
         {
-            var stream = await transport.ConnectAsync(address, linked.Token).ConfigureAwait(false);
+            // A contact known by its id is pinned to it where the transport proves keys (tls://): an address without
+            // an id gets the node id, which is the first 160 bits of the key's id.
+            var target = address.PeerId is null && expectedId is { } pin ? address.WithPeerId(pin.ToString()) : address;
+            var stream = await transport.ConnectAsync(target, linked.Token).ConfigureAwait(false);
             await using (stream.ConfigureAwait(false))
             {
+                proven = stream.GetService(typeof(AuthenticatedPeer)) as AuthenticatedPeer;
                 await stream.WriteAsync(DhtMessageCodec.EncodeFrame(request), linked.Token).ConfigureAwait(false);
                 await stream.CompleteWritesAsync(linked.Token).ConfigureAwait(false);
                 response = await DhtMessageCodec.ReadFrameAsync(stream, linked.Token).ConfigureAwait(false);
@@ -125,6 +130,12 @@ internal sealed class DhtRpcClient
         }
 
         fault ??= CheckResponse(request, response, expectedId);
+
+        // One key per peer: a node whose transport proved a key must answer as that key's node id.
+        if (fault is null && proven is not null && !proven.IsIdentifiedBy(response!.Sender.Id.ToString()))
+        {
+            fault = $"proved the key {proven.PeerId} but answered as node {response.Sender.Id}, which is not that key's id";
+        }
         if (fault is not null)
         {
             if (expectedId is { } failed)

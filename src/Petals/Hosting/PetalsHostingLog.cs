@@ -25,6 +25,9 @@ internal static partial class PetalsHostingLog
     [LoggerMessage(EventId = 3205, Level = LogLevel.Warning, Message = "Petals server on {Address}: announcing offline took over {TimeoutSeconds} s; stopping anyway (the announcement expires on its own)")]
     public static partial void OfflineAnnounceAbandoned(ILogger logger, PeerAddress address, double timeoutSeconds);
 
+    [LoggerMessage(EventId = 3206, Level = LogLevel.Warning, Message = "Petals server on {Address}: its peer id {PeerId} is not the id of the key its listener proves ({KeyId}); clients that check keys refuse it. Make the transport's identity from the discovery's key")]
+    public static partial void PeerIdNotKey(ILogger logger, PeerAddress address, string peerId, string keyId);
+
     [LoggerMessage(EventId = 3210, Level = LogLevel.Information, Message = "Petals client connecting to {PeerCount} servers over {Transport} for model {ModelPath}")]
     public static partial void ClientConnecting(ILogger logger, int peerCount, string transport, string modelPath);
 

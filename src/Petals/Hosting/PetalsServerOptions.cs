@@ -30,7 +30,8 @@ public sealed class PetalsServerOptions
     /// <see cref="BlockServerOptions"/> for each default). Its <see cref="BlockServerOptions.Blocks"/> and
     /// <see cref="BlockServerOptions.ModelId"/> are set by the host from <see cref="Blocks"/> and <see cref="ModelId"/>;
     /// its <see cref="BlockServerOptions.PeerId"/> is replaced by the discovery's peer id when a discovery is registered
-    /// (clients match the announcement with the handshake); its clock is the container's <see cref="TimeProvider"/> when
+    /// (clients match the announcement with the handshake), or, without a discovery, by the short id of the listener's key
+    /// when the transport proves one (<c>tls://</c>) and it was left at its default; its clock is the container's <see cref="TimeProvider"/> when
     /// one is registered.
     /// </summary>
     public BlockServerOptions Server { get; set; } = new();

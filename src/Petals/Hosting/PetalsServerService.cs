@@ -25,6 +25,9 @@ internal sealed class PetalsServerService(
     TimeProvider? timeProvider,
     ILoggerFactory loggerFactory) : IHostedService, IPetalsServer, IAsyncDisposable, IDisposable
 {
+    /// <summary>The peer id of <see cref="BlockServerOptions"/> when nobody set one.</summary>
+    private static readonly string DefaultPeerId = new BlockServerOptions().PeerId;
+
     private readonly ILogger _logger = loggerFactory.CreateLogger<PetalsServerService>();
     private readonly Lock _lock = new();
     private Running? _running;
@@ -148,6 +151,7 @@ internal sealed class PetalsServerService(
 
             // Listen first: with a discovery the address is announced (joining) while the blocks load.
             listener = await transport.ListenAsync(PeerAddress.Parse(settings.ListenAddress), cancellationToken).ConfigureAwait(false);
+            ProvenPeerId(listener.LocalAddress, serverOptions, discovery);
             if (discovery is not null)
             {
                 serverOptions.PeerId = discovery.LocalPeerId;
@@ -277,6 +281,29 @@ internal sealed class PetalsServerService(
         {
             Executor.Dispose();
             Weights.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Where the listener proves a key (its address names a 64-digit key id, as <c>tls://</c> does), clients check the
+    /// handshake's peer id against that key: without a discovery, a server left at the default peer id is named by its
+    /// key's short id; with one, a discovery id that is not the key's is logged, since clients would refuse the server.
+    /// </summary>
+    private void ProvenPeerId(PeerAddress listening, BlockServerOptions serverOptions, IPeerDiscovery? discovery)
+    {
+        if (listening.PeerId is not { Length: AuthenticatedPeer.PeerIdLength } keyId || !keyId.All(char.IsAsciiHexDigit))
+        {
+            return;
+        }
+
+        var key = new AuthenticatedPeer(keyId);
+        if (discovery is null && serverOptions.PeerId == DefaultPeerId)
+        {
+            serverOptions.PeerId = key.ShortPeerId;
+        }
+        else if (!key.IsIdentifiedBy(discovery?.LocalPeerId ?? serverOptions.PeerId))
+        {
+            PetalsHostingLog.PeerIdNotKey(_logger, listening, discovery?.LocalPeerId ?? serverOptions.PeerId, key.PeerId);
         }
     }
 }

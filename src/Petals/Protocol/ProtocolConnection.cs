@@ -97,13 +97,28 @@ public sealed class ProtocolConnection : IAsyncDisposable
     /// <param name="limits">This side's limits; <see cref="ProtocolLimits.Default"/> when null.</param>
     /// <param name="cancellationToken">Cancels connecting and the handshake.</param>
     /// <returns>The open connection; call <see cref="RunAsync"/> to receive.</returns>
-    /// <exception cref="TransportException">When the peer cannot be reached or the stream breaks.</exception>
+    /// <exception cref="TransportException">When the peer cannot be reached or the stream breaks, or (kind
+    /// <see cref="TransportErrorKind.AuthenticationFailed"/>) when the transport proved the peer's key
+    /// (<see cref="AuthenticatedPeer"/>) and the handshake's peer id is not that key's id.</exception>
     /// <exception cref="ProtocolException">When the handshake fails (version or model mismatch, bad preamble, or an error the peer sent).</exception>
     public static async Task<ProtocolConnection> ConnectAsync(ITransport transport, PeerAddress address, ConnectionPreamble local, ProtocolLimits? limits = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(transport);
         var stream = await transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false);
-        return await OpenAsync(stream, local, CallRole.Caller, limits, cancellationToken).ConfigureAwait(false);
+        var connection = await OpenAsync(stream, local, CallRole.Caller, limits, cancellationToken).ConfigureAwait(false);
+
+        // Where the transport proved the server's key (TLS), the peer id of its handshake is a claim to check against it:
+        // otherwise a server could present its own key and introduce itself as another peer.
+        if (stream.GetService(typeof(AuthenticatedPeer)) is AuthenticatedPeer proven && !proven.IsIdentifiedBy(connection.Remote.PeerId))
+        {
+            connection.Abort("the handshake's peer id is not the id of the key proven by TLS");
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw new TransportException(
+                TransportErrorKind.AuthenticationFailed,
+                $"The server at {address} proved the key {proven.PeerId} but its handshake claims the peer id '{connection.Remote.PeerId}': refused (a server's handshake peer id must be its key's id, {proven.PeerId} or its first 40 digits).");
+        }
+
+        return connection;
     }
 
     /// <summary>Performs the handshake on an accepted stream, as the side that serves calls.</summary>

@@ -9,11 +9,13 @@ using Petals.Generation;
 using Petals.Hosting;
 using Petals.Models;
 using Petals.Protocol;
+using Petals.Server;
 using Petals.Testing;
 using Petals.Testing.Time;
 using Petals.Testing.Transport;
 using Petals.Transport;
 using Petals.Transport.Quic;
+using Petals.Transport.Tcp;
 
 namespace Petals.Tests.Hosting;
 
@@ -99,6 +101,43 @@ public sealed class PetalsHostingTests
         Assert.Equal(1, server.GetStatistics().SessionsOpened);
         var refused = await Assert.ThrowsAsync<TransportException>(() => client.ConnectAsync(Ct).WaitAsync(Bound, Ct));
         Assert.Equal(TransportErrorKind.ConnectionRefused, refused.Kind);
+    }
+
+    [Fact]
+    public async Task A_hosted_server_over_tls_is_named_by_its_key_and_clients_refuse_one_whose_handshake_claims_another_id()
+    {
+        RequireSharedModel();
+        var path = TestData.Stories260KGguf;
+        using var key = TlsPeerIdentity.Create();
+        using var honestHost = BuildHost(s => s.AddPetalsServer(o =>
+        {
+            Server(o, path, new(0, 5), "tls://127.0.0.1:0");
+            o.Server.PeerId = new BlockServerOptions().PeerId; // left at its default: the key names it
+        }).UseCpuExecutor(Threads).UseTcpTransport(t => t.Identity = key));
+        await honestHost.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var honest = honestHost.Services.GetRequiredService<IPetalsServer>();
+        Assert.Equal(key.PeerId, honest.LocalAddress.PeerId);
+        Assert.Equal(key.ShortPeerId, honest.PeerId);
+
+        // Pinned by the short id (the handshake's), the client connects and reads the proven key's server.
+        using (var clientHost = BuildHost(s => s.AddPetalsClient(o => Client(o, path, honest.LocalAddress.WithPeerId(key.ShortPeerId).ToString())).UseTcpTransport()))
+        {
+            await clientHost.StartAsync(Ct).WaitAsync(Bound, Ct);
+            using var remote = await clientHost.Services.GetRequiredService<IPetalsClient>().ConnectAsync(Ct).WaitAsync(Bound, Ct);
+            Assert.Equal(key.ShortPeerId, Assert.Single(((RemoteTransformerBlocks)remote.Blocks).Spans).PeerId);
+        }
+
+        // A server that proves its own key but introduces itself as someone else ("server-0") is refused.
+        using var liarKey = TlsPeerIdentity.Create();
+        using var liarHost = BuildHost(s => s.AddPetalsServer(o => Server(o, path, new(0, 5), "tls://127.0.0.1:0")).UseCpuExecutor(Threads).UseTcpTransport(t => t.Identity = liarKey));
+        await liarHost.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var liar = liarHost.Services.GetRequiredService<IPetalsServer>();
+        Assert.Equal("server-0", liar.PeerId);
+        using var victimClient = BuildHost(s => s.AddPetalsClient(o => Client(o, path, liar.LocalAddress.ToString())).UseTcpTransport());
+        await victimClient.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var refused = await Assert.ThrowsAsync<TransportException>(() => victimClient.Services.GetRequiredService<IPetalsClient>().ConnectAsync(Ct).WaitAsync(Bound, Ct));
+        Assert.Equal(TransportErrorKind.AuthenticationFailed, refused.Kind);
+        Assert.Contains($"proved the key {liarKey.PeerId} but its handshake claims the peer id 'server-0'", refused.Message, StringComparison.Ordinal);
     }
 
     [Fact]
