@@ -8,7 +8,7 @@ namespace Petals.Transport.Multiplexing;
 /// open channels on it; a broken connection is replaced on the next connect. Listening wraps the inner listener.
 /// </summary>
 /// <remarks>Thread-safe. Disposing it closes every pooled connection (their streams fail with <see cref="TransportErrorKind.ConnectionReset"/>).</remarks>
-internal sealed class MultiplexingTransport : DelegatingTransport, IAsyncDisposable
+internal sealed class MultiplexingTransport : DelegatingTransport, IAsyncDisposable, IDisposable
 {
     private readonly MultiplexingTransportOptions _options;
     private readonly ConcurrentDictionary<PeerAddress, Lazy<Task<MuxConnection>>> _pool = new();
@@ -26,6 +26,24 @@ internal sealed class MultiplexingTransport : DelegatingTransport, IAsyncDisposa
 
     /// <summary>How many physical connections the pool holds now.</summary>
     public int PooledConnections => _pool.Count;
+
+    /// <summary>How many streams the pooled connections carry now.</summary>
+    public int OpenChannels
+    {
+        get
+        {
+            var sum = 0;
+            foreach (var entry in _pool)
+            {
+                if (entry.Value.Value.IsCompletedSuccessfully)
+                {
+                    sum += entry.Value.Value.Result.ChannelCount;
+                }
+            }
+
+            return sum;
+        }
+    }
 
     public override async ValueTask<ITransportStream> ConnectAsync(PeerAddress address, CancellationToken cancellationToken = default)
     {
@@ -90,6 +108,9 @@ internal sealed class MultiplexingTransport : DelegatingTransport, IAsyncDisposa
         _pool.Clear();
         await Task.WhenAll(closing).ConfigureAwait(false);
     }
+
+    /// <summary>Starts closing every pooled connection without waiting (for containers that dispose synchronously).</summary>
+    public void Dispose() => _ = DisposeAsync().AsTask();
 
     private async ValueTask<(MuxConnection Connection, bool Fresh)> GetConnectionAsync(PeerAddress address, CancellationToken cancellationToken)
     {

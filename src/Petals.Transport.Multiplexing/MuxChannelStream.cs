@@ -269,7 +269,7 @@ internal sealed class MuxChannelStream : ITransportStream
         if (flush.IsCanceled || flush.IsCompleted)
         {
             ThrowIfUnusable();
-            throw _broken ?? new TransportException(TransportErrorKind.ConnectionReset, $"Stream with {RemoteAddress} closed by the peer without ending its writes or giving an abort reason.");
+            throw _broken ?? new TransportException(TransportErrorKind.ConnectionReset, $"Stream with {RemoteAddress} closed by the peer without ending its writes or giving an abort reason (its channel of the multiplexed connection was closed).");
         }
     }
 
@@ -459,7 +459,7 @@ internal sealed class MuxChannelStream : ITransportStream
                 {
                     if (!ended && _localAbortReason is null && !_disposed)
                     {
-                        Fail(_connection.Failure ?? new TransportException(TransportErrorKind.ConnectionReset, $"Stream with {RemoteAddress} closed by the peer without ending its writes or giving an abort reason."));
+                        Fail(_connection.Failure ?? new TransportException(TransportErrorKind.ConnectionReset, $"Stream with {RemoteAddress} closed by the peer without ending its writes or giving an abort reason (its channel of the multiplexed connection was closed)."));
                     }
 
                     return;
@@ -470,7 +470,7 @@ internal sealed class MuxChannelStream : ITransportStream
         {
             if (!ended && _localAbortReason is null && !_disposed)
             {
-                Fail(_connection.Failure ?? new TransportException(TransportErrorKind.ConnectionReset, $"Stream with {RemoteAddress} reset: {e.Message}", e));
+                Fail(_connection.Failure ?? new TransportException(TransportErrorKind.ConnectionReset, $"Stream with {RemoteAddress} reset (the multiplexed connection or its channel broke): {e.Message}", e));
             }
         }
         finally
@@ -512,7 +512,7 @@ internal sealed class MuxChannelStream : ITransportStream
     }
 
     private TransportException Broken(Exception e) =>
-        _broken ?? _connection.Failure ?? new TransportException(TransportErrorKind.ConnectionReset, $"Stream with {RemoteAddress} reset: {e.Message}", e);
+        _broken ?? _connection.Failure ?? new TransportException(TransportErrorKind.ConnectionReset, $"Stream with {RemoteAddress} reset (the multiplexed connection or its channel broke): {e.Message}", e);
 
     private void ThrowIfUnusable()
     {
