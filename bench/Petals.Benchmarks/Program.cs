@@ -59,6 +59,14 @@ internal static class Program
               bench/fault-table.sh runs the full table.
           fault-table-report FILE.jsonl LOCAL_STEPS_PER_S [fault-table options of that run]
               Prints the table again from the JSON lines of a fault-table run (--jsonl).
+          mux         [--nodes 24 --latency-ms 25 --lookups 40 --concurrency 4 --sessions 5 --steps 10 --seed 1
+                       --stacks plain,tls,tls-mux --output text|json]
+              One DHT swarm and one block server (tiny random model) per transport stack, with the one-way latency
+              applied below TLS (the shaper at the bottom, plus one round trip per connect for TCP's handshake):
+              plain (no TLS), tls (TLS 1.3 per stream: one connection and handshake each) and tls-mux (the
+              multiplexing transport over tls: one connection per peer pair). Prints median/p90 DHT lookup latency,
+              a client's connect, first and steady decode step round trips, physical connects, and tls / tls-mux.
+              bench/mux.sh runs it.
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -100,6 +108,8 @@ internal static class Program
                         return result.All.SuccessRate >= 0.99 ? 0 : 4;
                     }
 
+                case "mux":
+                    return Mux.MuxBench.RunAsync(Mux.MuxBenchOptions.Parse(args.AsSpan(1)), CancellationToken.None).GetAwaiter().GetResult();
                 case "chaos":
                     return RunChaos(Chaos.ChaosOptions.Parse(args.AsSpan(1)));
 
