@@ -11,8 +11,8 @@ namespace Petals.Transport.Multiplexing;
 /// <summary>
 /// One logical stream: a Nerdbank channel carrying a tiny framing, as the TCP transport does over TLS, because a
 /// channel cannot carry an abort reason. Frames: a 5-byte header (type, little-endian uint32 length) then the payload.
-/// Types: data (at most <see cref="MaxDataFrame"/> bytes), end of writes (empty), abort (a UTF-8 reason of at most
-/// <see cref="MaxReasonBytes"/>). A receive loop parses frames into a bounded pipe, so an abort from the peer is seen
+/// Types: open (empty; the connecting side's first frame, which makes the listening side hand the stream out), data (at
+/// most <see cref="MaxDataFrame"/> bytes), end of writes (empty), abort (a UTF-8 reason of at most <see cref="MaxReasonBytes"/>). A receive loop parses frames into a bounded pipe, so an abort from the peer is seen
 /// even by a side that only writes; back-pressure reaches the sender through the channel's window.
 /// </summary>
 /// <remarks>
@@ -27,6 +27,7 @@ internal sealed class MuxChannelStream : ITransportStream
     internal const byte DataFrame = 0;
     internal const byte EndFrame = 1;
     internal const byte AbortFrame = 2;
+    internal const byte OpenFrame = 3;
     private static readonly TimeSpan AbortSendLimit = TimeSpan.FromSeconds(2);
 
     private readonly MultiplexingStream.Channel _channel;
@@ -36,7 +37,7 @@ internal sealed class MuxChannelStream : ITransportStream
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly Lock _stateLock = new();
     private readonly CancellationTokenSource _lifetime = new();
-    private readonly Task _receiveLoop;
+    private Task _receiveLoop = Task.CompletedTask;
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _peerDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile string? _localAbortReason;
@@ -45,14 +46,27 @@ internal sealed class MuxChannelStream : ITransportStream
     private volatile bool _writesCompleted;
     private volatile bool _disposed;
     private int _channelClosed;
+    private Action<MuxChannelStream>? _onOpened;
 
-    public MuxChannelStream(MultiplexingStream.Channel channel, MuxConnection connection, PeerAddress remoteAddress, MultiplexingTransportOptions options)
+    /// <summary>Wraps a channel.</summary>
+    /// <param name="channel">The Nerdbank channel (accepted, or being accepted).</param>
+    /// <param name="connection">The connection that carries it.</param>
+    /// <param name="remoteAddress">The peer's address.</param>
+    /// <param name="options">The limits.</param>
+    /// <param name="onOpened">For a channel the peer opened: called once its open frame arrives (the stream is handed out then). Null for a channel this side opened, which sends the open frame itself.</param>
+    public MuxChannelStream(MultiplexingStream.Channel channel, MuxConnection connection, PeerAddress remoteAddress, MultiplexingTransportOptions options, Action<MuxChannelStream>? onOpened)
     {
+        _onOpened = onOpened;
         _channel = channel;
         _connection = connection;
         _options = options;
         RemoteAddress = remoteAddress;
         _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: options.ChannelReceiveWindowBytes, resumeWriterThreshold: options.ChannelReceiveWindowBytes / 2, useSynchronizationContext: false));
+    }
+
+    /// <summary>Starts receiving (once the connection has recorded the stream).</summary>
+    public void Start()
+    {
         _receiveLoop = Task.Run(ReceiveLoopAsync);
         _ = WatchChannelAsync();
     }
@@ -61,6 +75,25 @@ internal sealed class MuxChannelStream : ITransportStream
 
     /// <summary>Completes when the underlying channel is closed (and no longer counts against the connection's limit).</summary>
     public Task Closed => _closed.Task;
+
+    /// <summary>Whether a channel the peer opened was handed out (its open frame arrived); always true for channels this side opened.</summary>
+    public bool Opened => Volatile.Read(ref _onOpened) is null;
+
+    /// <summary>Sends the open frame (the connecting side's first frame); it leaves once the channel is accepted.</summary>
+    public async ValueTask SendOpenAsync(CancellationToken cancellationToken)
+    {
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ThrowIfUnusable();
+            WriteFrame(OpenFrame, ReadOnlySpan<byte>.Empty);
+            await FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
 
     public async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -396,6 +429,20 @@ internal sealed class MuxChannelStream : ITransportStream
                     if (status == 0)
                     {
                         break;
+                    }
+
+                    if (status > 0 && Volatile.Read(ref _onOpened) is { } onOpened)
+                    {
+                        if (type != OpenFrame || length != 0)
+                        {
+                            input.AdvanceTo(buffer.Start);
+                            Fail(new TransportException(TransportErrorKind.ProtocolViolation, $"Stream with {RemoteAddress}: the peer's first frame is not an open frame (type {type}, length {length})."));
+                            return;
+                        }
+
+                        Volatile.Write(ref _onOpened, null);
+                        onOpened(this);
+                        continue;
                     }
 
                     switch (status > 0 ? type : (byte)255)

@@ -15,10 +15,16 @@ internal sealed class MuxConnection : IAsyncDisposable
     private readonly TransportStreamAsStream _stream;
     private readonly Lock _lock = new();
     private readonly HashSet<MuxChannelStream> _channels = [];
+    private readonly HashSet<MuxChannelStream> _delivering = [];
     private readonly Func<MuxChannelStream, bool>? _onAccepted;
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private ITimer? _idleTimer;
     private int _reserved;
+
+    // Channels that do not keep the connection busy: a connecting side's spare (opened ahead, accepted, unused) and a
+    // listening side's channels whose open frame has not arrived yet.
+    private int _idleExempt;
+    private MultiplexingStream.Channel? _spare;
     private bool _closing;
     private bool _closeStarted;
     private volatile TransportException? _failure;
@@ -82,15 +88,19 @@ internal sealed class MuxConnection : IAsyncDisposable
         {
             lock (_lock)
             {
-                return _reserved;
+                return _reserved - _idleExempt;
             }
         }
     }
 
-    /// <summary>Opens a channel to the peer and waits for the peer to accept it.</summary>
+    /// <summary>
+    /// Opens a stream to the peer. A spare channel, opened ahead and already accepted, is taken when there is one (no
+    /// round trip); otherwise a channel is offered and its acceptance awaited. Either way a new spare is opened behind it.
+    /// </summary>
     /// <exception cref="TransportException">Local limit reached (<see cref="TransportErrorKind.ConnectionRefused"/>), the peer refused the channel (same kind), or the connection is closed or broke (<see cref="TransportErrorKind.ConnectionReset"/>).</exception>
     public async ValueTask<MuxChannelStream> OpenChannelAsync(CancellationToken cancellationToken)
     {
+        MultiplexingStream.Channel? channel = null;
         lock (_lock)
         {
             if (_closing)
@@ -98,45 +108,127 @@ internal sealed class MuxConnection : IAsyncDisposable
                 throw ClosedError();
             }
 
-            if (_reserved >= _options.MaxChannelsPerConnection)
+            if (_spare is { } spare)
+            {
+                // Offered ahead: accepted already (no round trip) or on its way (less than one to wait).
+                _spare = null;
+                _idleExempt--;
+                channel = spare;
+            }
+            else if (_reserved >= _options.MaxChannelsPerConnection)
             {
                 throw new TransportException(TransportErrorKind.ConnectionRefused, $"Connection to {RemoteAddress} refused: the multiplexed connection already carries {_reserved} streams, the limit (MaxChannelsPerConnection = {_options.MaxChannelsPerConnection}).");
             }
+            else
+            {
+                _reserved++;
+            }
 
-            _reserved++;
             DisarmIdleTimer();
         }
 
-        MultiplexingStream.Channel? channel = null;
+        if (!(channel?.Acceptance.IsCompletedSuccessfully ?? false))
+        {
+            try
+            {
+                channel ??= _mux.CreateChannel(new MultiplexingStream.ChannelOptions { ChannelReceivingWindowSize = _options.ChannelReceiveWindowBytes });
+                await channel.Acceptance.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                Dispose(channel);
+                Release();
+                throw;
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                Dispose(channel);
+                Release();
+                if (_failure is { } failure)
+                {
+                    throw failure;
+                }
+
+                if (IsClosed)
+                {
+                    throw ClosedError();
+                }
+
+                throw new TransportException(TransportErrorKind.ConnectionRefused, $"Connection to {RemoteAddress} refused: the peer refused a new stream on the multiplexed connection (it is closing or carries its limit of streams).", e);
+            }
+        }
+
+        var stream = Track(channel, onOpened: null);
         try
         {
-            channel = _mux.CreateChannel(new MultiplexingStream.ChannelOptions { ChannelReceivingWindowSize = _options.ChannelReceiveWindowBytes });
-            await channel.Acceptance.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await stream.SendOpenAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        catch
         {
-            Dispose(channel);
-            Release();
+            stream.Abort("open failed");
             throw;
         }
-        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+
+        OpenSpare();
+        return stream;
+    }
+
+    /// <summary>Offers one channel ahead of need, so the next open takes it without a round trip.</summary>
+    private void OpenSpare()
+    {
+        MultiplexingStream.Channel spare;
+        lock (_lock)
         {
-            Dispose(channel);
-            Release();
-            if (_failure is { } failure)
+            if (_closing || _spare is not null || _reserved >= _options.MaxChannelsPerConnection)
             {
-                throw failure;
+                return;
             }
 
-            if (IsClosed)
+            try
             {
-                throw ClosedError();
+                spare = _mux.CreateChannel(new MultiplexingStream.ChannelOptions { ChannelReceivingWindowSize = _options.ChannelReceiveWindowBytes });
+            }
+            catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException or MultiplexingProtocolException or IOException)
+            {
+                return;
             }
 
-            throw new TransportException(TransportErrorKind.ConnectionRefused, $"Connection to {RemoteAddress} refused: the peer refused a new stream on the multiplexed connection (it is closing or carries its limit of streams): {e.Message}", e);
+            _spare = spare;
+            _reserved++;
+            _idleExempt++;
         }
 
-        return Track(channel);
+        _ = spare.Acceptance.ContinueWith(
+            static (task, state) =>
+            {
+                var (connection, channel) = ((MuxConnection, MultiplexingStream.Channel))state!;
+                if (task.IsCompletedSuccessfully)
+                {
+                    return;
+                }
+
+                // Refused (the peer's limit) or the connection went: the slot is free again.
+                bool released;
+                lock (connection._lock)
+                {
+                    released = ReferenceEquals(connection._spare, channel);
+                    if (released)
+                    {
+                        connection._spare = null;
+                        connection._idleExempt--;
+                    }
+                }
+
+                Dispose(channel);
+                if (released)
+                {
+                    connection.Release();
+                }
+            },
+            (this, spare),
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
     }
 
     /// <summary>Closes the connection now; open channels fail with <see cref="TransportErrorKind.ConnectionReset"/>.</summary>
@@ -153,7 +245,7 @@ internal sealed class MuxConnection : IAsyncDisposable
         lock (_lock)
         {
             _closing = true;
-            idle = _reserved == 0;
+            idle = _reserved == _idleExempt;
         }
 
         if (idle)
@@ -162,13 +254,19 @@ internal sealed class MuxConnection : IAsyncDisposable
         }
     }
 
-    private MuxChannelStream Track(MultiplexingStream.Channel channel)
+    private MuxChannelStream Track(MultiplexingStream.Channel channel, Action<MuxChannelStream>? onOpened)
     {
-        var stream = new MuxChannelStream(channel, this, RemoteAddress, _options);
+        var stream = new MuxChannelStream(channel, this, RemoteAddress, _options, onOpened);
         lock (_lock)
         {
             _channels.Add(stream);
+            if (onOpened is not null)
+            {
+                _delivering.Add(stream);
+            }
         }
+
+        stream.Start();
 
         _ = stream.Closed.ContinueWith(
             static (_, state) =>
@@ -177,6 +275,10 @@ internal sealed class MuxConnection : IAsyncDisposable
                 lock (connection._lock)
                 {
                     connection._channels.Remove(s);
+                    if (!s.Opened && connection._delivering.Remove(s))
+                    {
+                        connection._idleExempt--; // closed before its open frame: it never counted as busy
+                    }
                 }
 
                 connection.Release();
@@ -199,8 +301,9 @@ internal sealed class MuxConnection : IAsyncDisposable
         lock (_lock)
         {
             _reserved--;
-            closeNow = _reserved == 0 && _closing;
-            if (_reserved == 0 && !_closing)
+            var idle = _reserved == _idleExempt;
+            closeNow = idle && _closing;
+            if (idle && !_closing && _idleTimer is null)
             {
                 ArmIdleTimer();
             }
@@ -228,22 +331,39 @@ internal sealed class MuxConnection : IAsyncDisposable
             }
 
             _reserved++;
-            DisarmIdleTimer();
+            _idleExempt++;
         }
 
-        MuxChannelStream stream;
         try
         {
             var channel = _mux.AcceptChannel(e.QualifiedId.Id, new MultiplexingStream.ChannelOptions { ChannelReceivingWindowSize = _options.ChannelReceiveWindowBytes });
-            stream = Track(channel);
+            Track(channel, OnOpened);
         }
         catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException or MultiplexingProtocolException or IOException)
         {
+            lock (_lock)
+            {
+                _idleExempt--;
+            }
+
             Release();
-            return;
+        }
+    }
+
+    /// <summary>A channel the peer opened sent its open frame: it is busy now, and handed to the listener.</summary>
+    private void OnOpened(MuxChannelStream stream)
+    {
+        lock (_lock)
+        {
+            if (_delivering.Remove(stream))
+            {
+                _idleExempt--;
+            }
+
+            DisarmIdleTimer();
         }
 
-        if (!_onAccepted(stream))
+        if (_onAccepted is null || !_onAccepted(stream))
         {
             stream.Abort("the listener closed");
         }
@@ -271,7 +391,7 @@ internal sealed class MuxConnection : IAsyncDisposable
                 bool idle;
                 lock (connection._lock)
                 {
-                    idle = connection._reserved == 0;
+                    idle = connection._reserved == connection._idleExempt;
                     if (idle)
                     {
                         connection._closing = true;

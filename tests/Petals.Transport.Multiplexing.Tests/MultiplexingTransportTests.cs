@@ -82,6 +82,7 @@ public sealed class MultiplexingTransportTests
         var s2 = await client.ConnectAsync(listener.LocalAddress, Ct);
         var pendingRead = s1.ReadAsync(new byte[8], Ct).AsTask();
         Assert.Equal(1, counting.Connects);
+        await WaitUntil(() => accepted.Count == 2); // both handed to the server before the cable is cut
 
         counting.Streams.Single().Abort("cable cut");
 
@@ -99,7 +100,6 @@ public sealed class MultiplexingTransportTests
         Assert.Equal(TransportErrorKind.ConnectionReset, writeError.Kind);
 
         // The server side's streams fail too.
-        await WaitUntil(() => accepted.Count == 2);
         foreach (var s in accepted)
         {
             var e = await Assert.ThrowsAsync<TransportException>(async () => await s.ReadAsync(new byte[8], Ct).AsTask().WaitAsync(Bound, Ct));
@@ -265,6 +265,33 @@ public sealed class MultiplexingTransportTests
         {
             await s.DisposeAsync();
         }
+    }
+
+    [Fact]
+    public async Task On_a_warm_connection_a_stream_opens_without_a_round_trip()
+    {
+        // 400 ms round trips below the multiplexer: the first connect waits for the channel's acceptance (one round
+        // trip); later ones take the channel opened ahead and return at once, and the server still gets each stream.
+        var shaped = new MemoryTransport().WithShaping(new NetworkShapingOptions { RoundTripLatency = TimeSpan.FromMilliseconds(400) });
+        await using var client = (MultiplexingTransport)shaped.WithMultiplexing();
+        await using var listener = await shaped.WithMultiplexing().ListenAsync(PeerAddress.Parse("mem://warm"), Ct);
+        _ = EchoAll(listener);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await using var first = await client.ConnectAsync(listener.LocalAddress, Ct);
+        var firstMs = clock.Elapsed.TotalMilliseconds;
+        Assert.True(firstMs >= 350, $"the first connect took {firstMs:F0} ms, less than the round trip its acceptance needs");
+
+        await Task.Delay(600, Ct); // the spare's acceptance comes back
+        clock.Restart();
+        await using var second = await client.ConnectAsync(listener.LocalAddress, Ct);
+        var secondMs = clock.Elapsed.TotalMilliseconds;
+        Assert.True(secondMs < 200, $"the second connect took {secondMs:F0} ms: it did not take the channel opened ahead");
+
+        await second.WriteAsync("echo"u8.ToArray(), Ct);
+        await second.CompleteWritesAsync(Ct);
+        var buffer = new byte[8];
+        Assert.Equal(4, await second.ReadAsync(buffer, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Equal(1, client.PooledConnections);
     }
 
     [Fact]
