@@ -73,7 +73,7 @@ internal sealed class MuxConnection : IAsyncDisposable
         {
             lock (_lock)
             {
-                return _closing;
+                return _closing || _mux.Completion.IsCompleted;
             }
         }
     }

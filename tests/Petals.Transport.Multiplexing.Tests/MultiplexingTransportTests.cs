@@ -106,6 +106,7 @@ public sealed class MultiplexingTransportTests
             Assert.True(e.Kind == TransportErrorKind.ConnectionReset, $"kind {e.Kind}: {e.Message}");
         }
 
+        await WaitUntil(() => client.PooledConnections == 0); // the broken connection leaves the pool
         await using var s3 = await client.ConnectAsync(listener.LocalAddress, Ct);
         Assert.Equal(2, counting.Connects);
         await s3.WriteAsync("fresh"u8.ToArray(), Ct);
@@ -122,37 +123,72 @@ public sealed class MultiplexingTransportTests
     public async Task A_listener_refuses_channels_beyond_its_limit_and_takes_new_ones_when_one_closes()
     {
         var network = new MemoryTransport();
-        await using var client = (MultiplexingTransport)network.WithMultiplexing();
+        var counting = new CountingTransport(network);
+        await using var client = (MultiplexingTransport)counting.WithMultiplexing();
         var serverTransport = network.WithMultiplexing(new MultiplexingTransportOptions { MaxChannelsPerConnection = 3 });
         await using var listener = await serverTransport.ListenAsync(PeerAddress.Parse("mem://limited"), Ct);
-        var open = new List<ITransportStream>();
-        for (var i = 0; i < 3; i++)
+        var accepted = new ConcurrentQueue<ITransportStream>();
+        _ = Task.Run(async () =>
         {
-            open.Add(await client.ConnectAsync(listener.LocalAddress, Ct));
+            while (true)
+            {
+                accepted.Enqueue(await listener.AcceptAsync(Ct));
+            }
+        }, Ct);
+
+        // Open streams (each says hello) until the server refuses one: one connection never carries more than 3.
+        var open = new List<ITransportStream>();
+        TransportException? refusal = null;
+        for (var i = 0; i < 10 && refusal is null; i++)
+        {
+            try
+            {
+                var s = await client.ConnectAsync(listener.LocalAddress, Ct).AsTask().WaitAsync(Bound, Ct);
+                await s.WriteAsync(new[] { (byte)i }, Ct);
+                open.Add(s);
+            }
+            catch (TransportException e)
+            {
+                refusal = e;
+            }
         }
 
-        var error = await Assert.ThrowsAsync<TransportException>(async () => await client.ConnectAsync(listener.LocalAddress, Ct).AsTask().WaitAsync(Bound, Ct));
-        Assert.Equal(TransportErrorKind.ConnectionRefused, error.Kind);
-        Assert.Contains("refused a new stream", error.Message, StringComparison.Ordinal);
-        Assert.Contains("mem://limited", error.Message, StringComparison.Ordinal);
+        Assert.NotNull(refusal);
+        Assert.Equal(TransportErrorKind.ConnectionRefused, refusal!.Kind);
+        Assert.Contains("refused a new stream", refusal.Message, StringComparison.Ordinal);
+        Assert.Contains("mem://limited", refusal.Message, StringComparison.Ordinal);
+        Assert.Equal(1, counting.Connects);
+        await WaitUntil(() => accepted.Count == open.Count);
+        Assert.InRange(open.Count, 1, 3);
 
-        // Existing streams are unharmed by the refusal.
-        var server = await listener.AcceptAsync(Ct);
-        await open[0].WriteAsync("still here"u8.ToArray(), Ct);
+        // Existing streams are unharmed by the refusal (the server's first stream is the client's stream number hello).
+        var server = accepted.First();
+        var hello = new byte[1];
+        Assert.Equal(1, await server.ReadAsync(hello, Ct).AsTask().WaitAsync(Bound, Ct));
+        var partner = open[hello[0]];
+        await partner.WriteAsync("still here"u8.ToArray(), Ct);
         var buffer = new byte[32];
-        Assert.Equal(10, await server.ReadAsync(buffer, Ct).AsTask().WaitAsync(Bound, Ct));
+        var got = 0;
+        while (got < 10)
+        {
+            got += await server.ReadAsync(buffer.AsMemory(got), Ct).AsTask().WaitAsync(Bound, Ct);
+        }
+
+        Assert.Equal("still here"u8.ToArray(), buffer.AsSpan(0, 10).ToArray());
+        open.Remove(partner);
+        open.Insert(0, partner);
 
         // One closes in order (both sides end their writes): a new stream is taken.
         await open[0].CompleteWritesAsync(Ct);
         await server.CompleteWritesAsync(Ct);
         await open[0].DisposeAsync();
         await server.DisposeAsync();
-        ITransportStream? fourth = null;
+        ITransportStream? another = null;
         await WaitUntil(async () =>
         {
             try
             {
-                fourth = await client.ConnectAsync(listener.LocalAddress, Ct);
+                another = await client.ConnectAsync(listener.LocalAddress, Ct);
                 return true;
             }
             catch (TransportException e) when (e.Kind == TransportErrorKind.ConnectionRefused)
@@ -160,8 +196,8 @@ public sealed class MultiplexingTransportTests
                 return false;
             }
         });
-        Assert.NotNull(fourth);
-        await fourth!.DisposeAsync();
+        Assert.NotNull(another);
+        await another!.DisposeAsync();
         foreach (var s in open.Skip(1))
         {
             await s.DisposeAsync();

@@ -84,6 +84,8 @@ internal sealed record MuxStackResult(
     double FirstStepMedianMs,
     double StepMedianMs,
     double StepP90Ms,
+    double FirstRpcMs,
+    double RpcMedianMs,
     long PhysicalConnects);
 
 /// <summary>
@@ -129,6 +131,8 @@ internal static class MuxBench
                     first_step_ms_median = Math.Round(r.FirstStepMedianMs, 1),
                     step_ms_median = Math.Round(r.StepMedianMs, 1),
                     step_ms_p90 = Math.Round(r.StepP90Ms, 1),
+                    first_rpc_ms = Math.Round(r.FirstRpcMs, 1),
+                    rpc_ms_median = Math.Round(r.RpcMedianMs, 1),
                     physical_connects = r.PhysicalConnects,
                 }));
             }
@@ -137,17 +141,17 @@ internal static class MuxBench
         {
             var s = new StringBuilder();
             s.AppendLine(CultureInfo.InvariantCulture, $"mux: {o.Nodes} DHT nodes, one-way latency {o.LatencyMs} ms (below TLS), {o.Lookups} lookups at concurrency {o.Concurrency}; {o.Sessions} client connects x {o.Steps} decode steps");
-            s.AppendLine(CultureInfo.InvariantCulture, $"{"stack",-8} {"ok",7} {"lookup med",11} {"lookup p90",11} {"connect med",12} {"1st step med",13} {"step med",9} {"step p90",9} {"connects",9}");
+            s.AppendLine(CultureInfo.InvariantCulture, $"{"stack",-8} {"ok",7} {"lookup med",11} {"lookup p90",11} {"connect med",12} {"1st step med",13} {"step med",9} {"step p90",9} {"1st rpc",8} {"rpc med",8} {"connects",9}");
             foreach (var r in results)
             {
-                s.AppendLine(CultureInfo.InvariantCulture, $"{r.Stack,-8} {r.LookupsOk,3}/{r.Lookups,-3} {r.LookupMedianMs,11:F1} {r.LookupP90Ms,11:F1} {r.ConnectMedianMs,12:F1} {r.FirstStepMedianMs,13:F1} {r.StepMedianMs,9:F1} {r.StepP90Ms,9:F1} {r.PhysicalConnects,9}");
+                s.AppendLine(CultureInfo.InvariantCulture, $"{r.Stack,-8} {r.LookupsOk,3}/{r.Lookups,-3} {r.LookupMedianMs,11:F1} {r.LookupP90Ms,11:F1} {r.ConnectMedianMs,12:F1} {r.FirstStepMedianMs,13:F1} {r.StepMedianMs,9:F1} {r.StepP90Ms,9:F1} {r.FirstRpcMs,8:F1} {r.RpcMedianMs,8:F1} {r.PhysicalConnects,9}");
             }
 
             var tls = results.Find(r => r.Stack == "tls");
             var mux = results.Find(r => r.Stack == "tls-mux");
             if (tls is not null && mux is not null)
             {
-                s.AppendLine(CultureInfo.InvariantCulture, $"tls / tls-mux: lookup median {tls.LookupMedianMs / mux.LookupMedianMs:F2}x, p90 {tls.LookupP90Ms / mux.LookupP90Ms:F2}x; connect {tls.ConnectMedianMs / mux.ConnectMedianMs:F2}x; first step {tls.FirstStepMedianMs / mux.FirstStepMedianMs:F2}x; steady step {tls.StepMedianMs / mux.StepMedianMs:F2}x");
+                s.AppendLine(CultureInfo.InvariantCulture, $"tls / tls-mux: lookup median {tls.LookupMedianMs / mux.LookupMedianMs:F2}x, p90 {tls.LookupP90Ms / mux.LookupP90Ms:F2}x; connect {tls.ConnectMedianMs / mux.ConnectMedianMs:F2}x; first step {tls.FirstStepMedianMs / mux.FirstStepMedianMs:F2}x; steady step {tls.StepMedianMs / mux.StepMedianMs:F2}x; rpc (stream per request) {tls.RpcMedianMs / mux.RpcMedianMs:F2}x");
             }
 
             Console.Write(s.ToString());
@@ -243,6 +247,7 @@ internal static class MuxBench
                 }
             })).ConfigureAwait(false);
 
+            var rpc = await EchoRpcAsync(Stack(), Stack(), cancellationToken).ConfigureAwait(false);
             var (connect, first, steps) = await DecodeAsync(Stack(), Stack(), o, cancellationToken).ConfigureAwait(false);
             return new MuxStackResult(
                 stack,
@@ -254,6 +259,8 @@ internal static class MuxBench
                 Percentile(first, 0.5),
                 Percentile(steps, 0.5),
                 Percentile(steps, 0.9),
+                rpc[0],
+                Percentile(rpc.GetRange(1, rpc.Count - 1), 0.5),
                 connects.Count);
         }
         finally
@@ -282,6 +289,69 @@ internal static class MuxBench
                 identity.Dispose();
             }
         }
+    }
+
+    /// <summary>
+    /// Ten request/response exchanges, one stream each as the DHT makes them (connect, write 64 bytes, end writes, read
+    /// the echo to its end), one after the other from one client to one echo server: the first opens the connection.
+    /// </summary>
+    private static async Task<List<double>> EchoRpcAsync(ITransport serverTransport, ITransport clientTransport, CancellationToken cancellationToken)
+    {
+        await using var listener = await serverTransport.ListenAsync(PeerAddress.Parse("mem://mux-echo"), cancellationToken).ConfigureAwait(false);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var server = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                ITransportStream s;
+                try
+                {
+                    s = await listener.AcceptAsync(stop.Token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
+                {
+                    return;
+                }
+
+                _ = Task.Run(async () =>
+                {
+                    await using (s.ConfigureAwait(false))
+                    {
+                        var buffer = new byte[256];
+                        int n;
+                        while ((n = await s.ReadAsync(buffer, stop.Token).ConfigureAwait(false)) > 0)
+                        {
+                            await s.WriteAsync(buffer.AsMemory(0, n), stop.Token).ConfigureAwait(false);
+                        }
+
+                        await s.CompleteWritesAsync(stop.Token).ConfigureAwait(false);
+                    }
+                }, CancellationToken.None);
+            }
+        });
+        var times = new List<double>();
+        var request = new byte[64];
+        var reply = new byte[256];
+        for (var i = 0; i < 10; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            await using (var s = await clientTransport.ConnectAsync(listener.LocalAddress, cancellationToken).ConfigureAwait(false))
+            {
+                await s.WriteAsync(request, cancellationToken).ConfigureAwait(false);
+                await s.CompleteWritesAsync(cancellationToken).ConfigureAwait(false);
+                while (await s.ReadAsync(reply, cancellationToken).ConfigureAwait(false) > 0)
+                {
+                }
+            }
+
+            times.Add(clock.Elapsed.TotalMilliseconds);
+            await Task.Delay(5 * TimeSpan.FromMilliseconds(10), cancellationToken).ConfigureAwait(false);
+        }
+
+        await stop.CancelAsync().ConfigureAwait(false);
+        await listener.DisposeAsync().ConfigureAwait(false);
+        await server.ConfigureAwait(false);
+        return times;
     }
 
     /// <summary>A client connects to one block server <see cref="MuxBenchOptions.Sessions"/> times; each time it opens a session and decodes <see cref="MuxBenchOptions.Steps"/> tokens.</summary>
