@@ -328,7 +328,7 @@ internal static class MuxBench
                     }
                 }, CancellationToken.None);
             }
-        });
+        }, CancellationToken.None);
         var times = new List<double>();
         var request = new byte[64];
         var reply = new byte[256];
