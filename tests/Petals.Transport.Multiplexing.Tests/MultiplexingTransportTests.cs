@@ -331,6 +331,61 @@ public sealed class MultiplexingTransportTests
     }
 
     [Fact]
+    public async Task Over_TLS_streams_to_one_peer_share_one_socket_and_the_pinned_peer_id_keys_the_pool()
+    {
+        using var identity = Petals.Transport.Tcp.TlsPeerIdentity.Create();
+        await using var server = (MultiplexingTransport)new Petals.Transport.Tcp.TcpTransport(new Petals.Transport.Tcp.TcpTransportOptions { Identity = identity }).WithMultiplexing();
+        await using var client = (MultiplexingTransport)new Petals.Transport.Tcp.TcpTransport().WithMultiplexing();
+        await using var listener = await server.ListenAsync(PeerAddress.Parse("tls://127.0.0.1:0"), Ct);
+        _ = EchoAll(listener);
+        Assert.Equal(identity.PeerId, listener.LocalAddress.PeerId);
+        await using var a = await client.ConnectAsync(listener.LocalAddress, Ct);
+        await using var b = await client.ConnectAsync(listener.LocalAddress, Ct);
+        var socketA = a.GetService(typeof(System.Net.Sockets.Socket));
+        Assert.NotNull(socketA);
+        Assert.Same(socketA, b.GetService(typeof(System.Net.Sockets.Socket)));
+        Assert.Equal(1L, client.PhysicalConnects);
+
+        // Another peer id at the same location is another connection, and TLS refuses it: the key is not that id's.
+        var wrongId = listener.LocalAddress.WithPeerId(new string('0', 64));
+        var error = await Assert.ThrowsAsync<TransportException>(async () => await client.ConnectAsync(wrongId, Ct));
+        Assert.Equal(TransportErrorKind.AuthenticationFailed, error.Kind);
+        Assert.Equal(1, client.PooledConnections);
+    }
+
+    [Fact]
+    public async Task A_channel_whose_first_frame_is_not_an_open_frame_is_cut_and_never_handed_out()
+    {
+        var network = new MemoryTransport();
+        await using var listener = await network.WithMultiplexing().ListenAsync(PeerAddress.Parse("mem://strict"), Ct);
+        var pendingAccept = listener.AcceptAsync(Ct).AsTask();
+
+        // A raw Nerdbank peer that skips the open frame and sends a data frame (type 0, length 3) first.
+        var inner = await network.ConnectAsync(listener.LocalAddress, Ct);
+        await using var raw = Nerdbank.Streams.MultiplexingStream.Create(inner.AsStream(), new Nerdbank.Streams.MultiplexingStream.Options { ProtocolMajorVersion = 3 });
+        var channel = raw.CreateChannel();
+        await channel.Acceptance.WaitAsync(Bound, Ct);
+        await channel.Output.WriteAsync(new byte[] { 0, 3, 0, 0, 0, 1, 2, 3 }, Ct);
+
+        // The listening side closes the channel (within the bound: not a timeout) and hands nothing out.
+        var cut = await Assert.ThrowsAnyAsync<Exception>(async () =>
+        {
+            while (true)
+            {
+                var read = await channel.Input.ReadAsync(Ct).AsTask().WaitAsync(Bound, Ct);
+                if (read.IsCompleted)
+                {
+                    throw new InvalidOperationException("closed by the listening side");
+                }
+
+                channel.Input.AdvanceTo(read.Buffer.End);
+            }
+        });
+        Assert.IsNotType<TimeoutException>(cut);
+        Assert.False(pendingAccept.IsCompleted);
+    }
+
+    [Fact]
     public void Bad_options_are_refused_with_the_option_named()
     {
         var network = new MemoryTransport();
