@@ -254,6 +254,38 @@ public sealed class MultiplexingTransportTests
     }
 
     [Fact]
+    public async Task A_listener_closes_an_accepted_connection_that_opens_no_stream_within_the_idle_timeout()
+    {
+        var time = new ManualTimeProvider();
+        var network = new MemoryTransport();
+        var options = new MultiplexingTransportOptions { IdleTimeout = TimeSpan.FromSeconds(20), TimeProvider = time };
+        var listener = (MuxListener)await network.WithMultiplexing(options).ListenAsync(PeerAddress.Parse("mem://silent"), Ct);
+        await using var _ = listener;
+
+        // A peer connects below the multiplexer and never opens a stream.
+        await using var silent = await network.ConnectAsync(listener.LocalAddress, Ct);
+        await WaitUntil(() => listener.ConnectionCount == 1);
+        time.Advance(TimeSpan.FromSeconds(19));
+        Assert.Equal(1, listener.ConnectionCount);
+
+        time.Advance(TimeSpan.FromSeconds(2));
+        await WaitUntil(() => listener.ConnectionCount == 0);
+
+        // The peer sees the connection end (its reads end, in order or with a reset).
+        var buffer = new byte[64];
+        try
+        {
+            while (await silent.ReadAsync(buffer, Ct).AsTask().WaitAsync(Bound, Ct) > 0)
+            {
+            }
+        }
+        catch (TransportException)
+        {
+            // Ended with a reset: also an end.
+        }
+    }
+
+    [Fact]
     public async Task A_connection_with_open_streams_is_not_idle()
     {
         var time = new ManualTimeProvider();
