@@ -15,7 +15,7 @@ public static class MultiplexingTransportBuilderExtensions
     /// </summary>
     /// <typeparam name="TBuilder">The server or client builder.</typeparam>
     /// <param name="builder">The builder.</param>
-    /// <param name="configure">Sets the limits (<see cref="MultiplexingTransportOptions"/>); defaults when null.</param>
+    /// <param name="configure">Sets the limits (<see cref="MultiplexingTransportOptions"/>); defaults when null. The clock defaults to the container's <see cref="TimeProvider"/> when one is registered.</param>
     /// <returns>The builder.</returns>
     /// <exception cref="ArgumentOutOfRangeException">When the transport is built: an option is out of range.</exception>
     public static TBuilder UseMultiplexing<TBuilder>(this TBuilder builder, Action<MultiplexingTransportOptions>? configure = null)
