@@ -71,6 +71,14 @@ internal static class Program
           finite-check [--iterations 2000]
               The cost of the servers' NaN/Inf check (TensorPrimitives.IsFiniteAll) on a [1,1,4096] and a [1,128,4096]
               step, against decoding the same tensor from fp32 and fp16 wire bytes in the same run.
+          mux         [--nodes 24 --latency-ms 25 --lookups 40 --concurrency 4 --sessions 5 --steps 10 --seed 1
+                       --stacks plain,tls,tls-mux --output text|json]
+              One DHT swarm and one block server (tiny random model) per transport stack, with the one-way latency
+              applied below TLS (the shaper at the bottom, plus one round trip per connect for TCP's handshake):
+              plain (no TLS), tls (TLS 1.3 per stream: one connection and handshake each) and tls-mux (the
+              multiplexing transport over tls: one connection per peer pair). Prints median/p90 DHT lookup latency,
+              a client's connect, first and steady decode step round trips, physical connects, and tls / tls-mux.
+              bench/mux.sh runs it.
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -112,6 +120,8 @@ internal static class Program
                         return result.All.SuccessRate >= 0.99 ? 0 : 4;
                     }
 
+                case "mux":
+                    return Mux.MuxBench.RunAsync(Mux.MuxBenchOptions.Parse(args.AsSpan(1)), CancellationToken.None).GetAwaiter().GetResult();
                 case "chaos":
                     return RunChaos(Chaos.ChaosOptions.Parse(args.AsSpan(1)));
 
