@@ -46,6 +46,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         _pool = pool;
         _repair = new ChainRepair(sequence, pool, options);
         _chain = [.. chain];
+        Verifier = new OutputVerifier(this, _repair);
     }
 
     /// <summary>
@@ -54,8 +55,18 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// </summary>
     public event EventHandler<SpanRecovery>? SpanRecovered;
 
+    /// <summary>
+    /// Raised for each spot check (<see cref="RemoteSequenceOptions.Verification"/>) that found a server's output wrong or
+    /// disputed, after the peers proven wrong were banned and before the session replaces the checked server (on the
+    /// thread running the step).
+    /// </summary>
+    public event EventHandler<OutputMismatch>? VerificationFailed;
+
     /// <inheritdoc />
     public ModelConfig Config { get; }
+
+    /// <summary>What the spot checks of this sequence's sessions did so far.</summary>
+    public VerificationStatistics Verification => Verifier.Statistics;
 
     /// <summary>
     /// The servers of the chain new sessions start on, in block order. A recovery replaces the failed server here too
@@ -84,6 +95,9 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// keeping up to 16 buffers per size between sessions.
     /// </summary>
     internal ArrayPool<float> HistoryBuffers { get; } = ArrayPool<float>.Create(maxArrayLength: 1 << 30, maxArraysPerBucket: 16);
+
+    /// <summary>The spot checks of this sequence's sessions.</summary>
+    internal OutputVerifier Verifier { get; }
 
     /// <summary>The pool of connections (tests).</summary>
     internal ConnectionPool Pool => _pool;
@@ -321,6 +335,9 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         Interlocked.Increment(ref _recoveries);
         SpanRecovered?.Invoke(this, recovery);
     }
+
+    /// <summary>Raises <see cref="VerificationFailed"/>.</summary>
+    internal void OnVerificationFailed(OutputMismatch mismatch) => VerificationFailed?.Invoke(this, mismatch);
 
     /// <summary>
     /// Routes, connects and checks a chain, excluding and routing around servers that fail, up to
