@@ -117,7 +117,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// <param name="options">Connection and recovery options; defaults when null.</param>
     /// <param name="cancellationToken">Cancels connecting.</param>
     /// <returns>The sequence, connected.</returns>
-    /// <exception cref="ArgumentException">The model's block count is not the manager's, or an option is out of range.</exception>
+    /// <exception cref="ArgumentException">The model's block count is not the manager's, an option is out of range, or the verification's local blocks belong to another model.</exception>
     /// <exception cref="RemoteChainException">
     /// When no chain of online servers covers the model (naming the uncovered blocks), or every chain tried failed (listing
     /// each failed server and why).
@@ -141,6 +141,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
 
         options ??= new RemoteSequenceOptions();
         options.Validate();
+        CheckLocalExecutor(options, config);
         return ConnectCoreAsync(transport, sequence, ownsSequence: false, new ConnectionPool(transport, config, sequence.ModelId, options), config, options, ping: true, cancellationToken);
     }
 
@@ -157,7 +158,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// <param name="options">Connection and recovery options; defaults when null.</param>
     /// <param name="cancellationToken">Cancels connecting.</param>
     /// <returns>The sequence, connected.</returns>
-    /// <exception cref="ArgumentException">No address is given, or an option is out of range.</exception>
+    /// <exception cref="ArgumentException">No address is given, an option is out of range, or the verification's local blocks belong to another model.</exception>
     /// <exception cref="RemoteChainException">When the servers leave blocks uncovered, serve another model or hidden size, or refuse the codec; lists every problem and every server's span.</exception>
     /// <exception cref="ProtocolException">When a handshake fails (another protocol version or model).</exception>
     /// <exception cref="TransportException">When a server cannot be reached.</exception>
@@ -181,6 +182,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
 
         options ??= new RemoteSequenceOptions();
         options.Validate();
+        CheckLocalExecutor(options, config);
         var pool = new ConnectionPool(transport, config, modelId, options, checkPeerIds: false);
         SwarmSequenceManager? sequence = null;
         try
@@ -314,6 +316,18 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
             throw new ArgumentException(
                 string.Create(CultureInfo.InvariantCulture, $"Hidden states hold {hidden.Length} values; expected batch {batchSize} x tokens {tokenCount} x hidden {Config.HiddenSize} = {expected}."),
                 nameof(hidden));
+        }
+    }
+
+    /// <summary>Checks that the trusted blocks of <see cref="VerificationOptions.LocalExecutor"/> belong to this model (hidden size, block count).</summary>
+    /// <exception cref="ArgumentException">They do not; the message says how.</exception>
+    private static void CheckLocalExecutor(RemoteSequenceOptions options, ModelConfig config)
+    {
+        if (options.Verification.LocalExecutor is { } local && (local.Config.HiddenSize != config.HiddenSize || local.Config.NumLayers != config.NumLayers))
+        {
+            throw new ArgumentException(
+                string.Create(CultureInfo.InvariantCulture, $"Verification.LocalExecutor runs a model of hidden size {local.Config.HiddenSize} and {local.Config.NumLayers} blocks; this model has hidden size {config.HiddenSize} and {config.NumLayers} blocks."),
+                nameof(options));
         }
     }
 

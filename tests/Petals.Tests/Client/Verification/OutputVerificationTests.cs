@@ -217,4 +217,18 @@ public sealed class OutputVerificationTests
         Assert.Contains("verdict ServerWrong", error.Message, StringComparison.Ordinal);
         Assert.Contains("server-0", remote.Sequence.BannedPeers);
     }
+
+    [Fact]
+    public async Task Local_blocks_of_another_model_are_refused_before_connecting()
+    {
+        using var model = new TinyModel(4);
+        using var other = new TinyModel(2);
+        await using var rig = await VerificationRig.StartAsync(model, [new(0, 4)]);
+        using var local = RandomModelFixture.Factory.Create(other.Weights, new BlockRange(0, 2));
+
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => rig.ConnectAsync(new VerificationOptions { Rate = 1, LocalExecutor = local }));
+
+        Assert.Equal("options", error.ParamName);
+        Assert.Contains("hidden size 16 and 2 blocks; this model has hidden size 16 and 4 blocks", error.Message, StringComparison.Ordinal);
+    }
 }
