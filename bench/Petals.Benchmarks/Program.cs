@@ -37,7 +37,8 @@ internal static class Program
               p99 latency, median/p99/max hops, mean messages per lookup, success rate, peak RSS.
               bench/dht-sim.sh runs 100, 1,000 and 10,000 nodes.
           chaos       --model M [--spans 0:3,0:2,2:5,1:4,3:5 --new-tokens 200 --kill-every 10 --max-kills 0 --seed 1
-                       --threads 1 --announce-interval 1 --startup-timeout 120 --prompt TEXT --results DIR --json --cold]
+                       --threads 1 --announce-interval 1 --startup-timeout 120 --prompt TEXT --results DIR --json --cold
+                       --verify-rate P]
               Starts `petals dht` and one `petals serve --initial-peers` process per span (any one may die), generates
               greedily through them from this process, and after every K tokens kills (SIGKILL) a server of the
               active chain, restarting it as a new process once the client has recovered (each new server runs a
@@ -45,7 +46,7 @@ internal static class Program
               local generation; prints each recovery (failed span, replacements, replayed tokens, detection->resume
               and kill->resume ms) with medians and 90th percentiles; JSON lines to DIR/chaos-STAMP.jsonl.
               bench/chaos.sh runs it on stories260K. Exit code 4 when the output differs, a kill went unrecovered or a server
-              the run did not kill failed.
+              the run did not kill failed, or (--verify-rate P > 0: the client spot-checks outputs) an output check failed.
           fault-table [--blocks 8 --hidden 512 --stages 4 --replicas 2 --rtt-ms 10 --bandwidth-mbps 1000
                        --lengths 128,1024 --rates 0,1e-4,1e-3,1e-2 --strategies restarts,no-caching,alg1 --seed 1
                        --repetitions 3 --long-repetitions 1 --cap-s 120 --no-caching-cap-s 60 --threads 2 --jsonl FILE --output text|json]
@@ -79,6 +80,12 @@ internal static class Program
               multiplexing transport over tls: one connection per peer pair). Prints median/p90 DHT lookup latency,
               a client's connect, first and steady decode step round trips, physical connects, and tls / tls-mux.
               bench/mux.sh runs it.
+          verify      --model M [--rates 0.01,0.05,0.1,0.25,1 --fractions 0.1,0.5 --fraction-rates 0.1,1 --trials 200
+                       --steps 32 --cost-tokens 64 --cost-rounds 3 --seed 1 --results DIR]
+              Output verification (issue 12) over servers of M (5 blocks: stories260K) in this process: a liar (0:5,
+              echoes its input on every step or a fraction f of them) and honest 0:2, 2:5, 0:3, 3:5. Per check rate p:
+              P(liar caught within n steps) over seeded trials vs 1-(1-p*f)^n, and the cost on honest servers (ms per
+              token against p=0, extra block passes per token, mismatches: must be 0). bench/verify.sh runs it.
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -146,6 +153,9 @@ internal static class Program
                 case "fault-table":
                     return FaultTableCommand.RunAsync(FaultTableOptions.Parse(args.AsSpan(1))).GetAwaiter().GetResult();
 
+                case "verify":
+                    return VerifyBench.RunAsync(args[1..]).GetAwaiter().GetResult();
+
                 case "micro":
                     BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
                     return 0;
@@ -186,7 +196,7 @@ internal static class Program
         }
 
         Console.WriteLine(options.Json ? Chaos.ChaosReport.SummaryJson(result) : Chaos.ChaosReport.Table(result));
-        return result.MatchesLocal && result.UnrecoveredKills.Count == 0 && result.UnexpectedRecoveries.Count == 0 ? 0 : 4;
+        return result.MatchesLocal && result.UnrecoveredKills.Count == 0 && result.UnexpectedRecoveries.Count == 0 && result.Verification is not { Mismatches: > 0 } ? 0 : 4;
     }
 
     private static string? Arg(string[] args, string name)

@@ -54,6 +54,12 @@ internal sealed record ChaosOptions
     /// <summary>Whether the summary is printed as one JSON line instead of a table.</summary>
     public bool Json { get; init; }
 
+    /// <summary>
+    /// The client's output-check rate (issue 12; <c>--verify-rate</c>): with it on, a run also fails when any check
+    /// failed, since every server is honest (kills are no lies). Default 0 (off).
+    /// </summary>
+    public double VerifyRate { get; init; }
+
     /// <summary>How many kills the run makes: one after every <see cref="KillEvery"/> tokens before the last, at most <see cref="MaxKills"/>.</summary>
     public int PlannedKills
     {
@@ -98,6 +104,14 @@ internal sealed record ChaosOptions
                 case "--announce-interval": o = o with { AnnounceIntervalSeconds = Seconds(name, value) }; break;
                 case "--startup-timeout": o = o with { StartupTimeout = TimeSpan.FromSeconds(Seconds(name, value)) }; break;
                 case "--results": o = o with { ResultsDirectory = value }; break;
+                case "--verify-rate":
+                    o = o with
+                    {
+                        VerifyRate = double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var rate) && rate is >= 0 and <= 1
+                            ? rate
+                            : throw new ArgumentException($"--verify-rate must be between 0 and 1, not '{value}'."),
+                    };
+                    break;
                 default: throw new ArgumentException($"Unknown option '{name}'.");
             }
         }

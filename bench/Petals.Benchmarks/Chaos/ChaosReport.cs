@@ -56,6 +56,9 @@ internal sealed record ChaosResult(
     /// <summary>Whether the tokens generated through the swarm are exactly local generation's.</summary>
     public bool MatchesLocal => Expected.SequenceEqual(Generated);
 
+    /// <summary>What the client's output checks did (<see cref="ChaosOptions.VerifyRate"/>); null when they were off.</summary>
+    public Petals.Client.VerificationStatistics? Verification { get; init; }
+
     /// <summary>
     /// Kills with fewer recoveries than chain segments on the killed server: each segment fails, and is recovered,
     /// separately (a server holds two segments when a recovery gave it a second one next to its first).
@@ -117,6 +120,14 @@ internal static class ChaosReport
         {
             w.WriteString("type", "summary");
             WriteSummary(w, result);
+            if (result.Verification is { } v)
+            {
+                w.WriteNumber("verify_rate", result.Options.VerifyRate);
+                w.WriteNumber("output_checks", v.Checks);
+                w.WriteNumber("output_checks_skipped", v.Skipped);
+                w.WriteNumber("output_mismatches", v.Mismatches);
+                w.WriteNumber("largest_passed_error", v.LargestPassedError);
+            }
         }));
     }
 
@@ -133,6 +144,12 @@ internal static class ChaosReport
         text.AppendLine(result.MatchesLocal
             ? $"output equals local generation: yes{(o.WarmUp ? string.Empty : " (cold: servers not warmed up before they take a span over)")}"
             : $"output equals local generation: NO (first difference at token {FirstDifference(result.Expected, result.Generated)})");
+        if (result.Verification is { } checks)
+        {
+            text.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                $"output checks at rate {o.VerifyRate}: {checks.Checks} run, {checks.Skipped} skipped, {checks.Mismatches} mismatches, largest honest error {checks.LargestPassedError:G3}"));
+        }
+
         text.AppendLine(" #  after  killed           failed  replacements                              replayed  attempt  detect->resume ms  kill->resume ms");
         for (var i = 0; i < result.Recoveries.Count; i++)
         {

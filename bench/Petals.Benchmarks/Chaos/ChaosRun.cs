@@ -72,7 +72,7 @@ internal static class ChaosRun
         var kills = new List<ChaosKill>();
         var recoveries = new List<ChaosRecovery>();
         var gate = new Lock();
-        await using var blocks = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport(), sequence, config, new RemoteSequenceOptions(), cancellationToken).ConfigureAwait(false);
+        await using var blocks = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport(), sequence, config, new RemoteSequenceOptions { Verification = new() { Rate = options.VerifyRate } }, cancellationToken).ConfigureAwait(false);
         blocks.SpanRecovered += (_, e) =>
         {
             ChaosRecovery recovery;
@@ -151,7 +151,10 @@ internal static class ChaosRun
         await swarm.WaitForKilledAsync(options.StartupTimeout, cancellationToken).ConfigureAwait(false);
         lock (gate)
         {
-            return new ChaosResult(options, prompt, expected, generated, [.. kills], [.. recoveries], seconds, waiting.TotalSeconds);
+            return new ChaosResult(options, prompt, expected, generated, [.. kills], [.. recoveries], seconds, waiting.TotalSeconds)
+            {
+                Verification = options.VerifyRate > 0 ? blocks.Verification : null,
+            };
         }
     }
 

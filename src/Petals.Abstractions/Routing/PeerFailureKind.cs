@@ -28,6 +28,20 @@ public readonly struct PeerFailureKind(string value) : IEquatable<PeerFailureKin
     /// <summary>The server is not what it was announced as, or cannot serve this client (another peer id, span, model, hidden size, codec, limits).</summary>
     public static PeerFailureKind Mismatch { get; } = new("mismatch");
 
+    /// <summary>
+    /// The server's output was checked and found wrong: it disagreed, beyond both sides' stated numeric error, with a
+    /// trusted recomputation (local blocks) or with two other servers that agreed with each other. A proven liar: the
+    /// default policy bans it for <c>PeerHealthOptions.WrongOutputBan</c>, and a later success does not lift that ban.
+    /// </summary>
+    public static PeerFailureKind WrongOutput { get; } = new("wrong_output");
+
+    /// <summary>
+    /// The server's output disagreed with one other server's recomputation and no third opinion could say which of the
+    /// two was wrong: both are reported with this kind (an ordinary, doubling ban), so a server that keeps being in
+    /// disputes is kept out longer and longer.
+    /// </summary>
+    public static PeerFailureKind OutputDisputed { get; } = new("output_disputed");
+
     /// <summary>The kind's name.</summary>
     public string Value { get; } = value ?? throw new ArgumentNullException(nameof(value));
 

@@ -116,8 +116,9 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     /// <param name="codec">The wire codec name (fp32, fp16, bf16).</param>
     /// <param name="allowedPeers">The only peers to route through (empty: any).</param>
     /// <param name="blockedPeers">Peers never to route through.</param>
+    /// <param name="verifyRate">The probability that a span's answer to a step is spot-checked (0: never).</param>
     /// <exception cref="FileNotFoundException">When the model does not exist.</exception>
-    public ClientHost CreateClient(string modelPath, string? modelId, string? codec, IReadOnlyCollection<string> allowedPeers, IReadOnlyCollection<string> blockedPeers)
+    public ClientHost CreateClient(string modelPath, string? modelId, string? codec, IReadOnlyCollection<string> allowedPeers, IReadOnlyCollection<string> blockedPeers, double verifyRate = 0)
     {
         if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
         {
@@ -132,6 +133,7 @@ internal sealed class ClientDiscovery : IAsyncDisposable
                 o.Sequence.Codec = SwarmOptions.ParseCodec(codec);
                 o.Swarm.Router.AllowedPeers.UnionWith(allowedPeers);
                 o.Swarm.Router.BlockedPeers.UnionWith(blockedPeers);
+                o.Sequence.Verification.Rate = verifyRate;
             },
             Discovery);
     }

@@ -19,4 +19,10 @@ internal static partial class ClientLog
 
     [LoggerMessage(3304, LogLevel.Warning, "Server {PeerId} at {Address} (blocks {Blocks}) of {ModelId} failed ({FailureKind}) and is banned for {BanSeconds} s; its blocks are routed again")]
     public static partial void ServerFailed(ILogger logger, string peerId, string address, string blocks, string modelId, string failureKind, double banSeconds, Exception error);
+
+    [LoggerMessage(3305, LogLevel.Warning, "Output check failed: server {PeerId} at {Address} (blocks {Blocks}) answered position {Position} with relative error {Error} above the tolerance {Tolerance} against {Verifiers}; verdict {Verdict}")]
+    public static partial void OutputMismatch(ILogger logger, string peerId, string address, string blocks, int position, double error, double tolerance, string verdict, string verifiers);
+
+    [LoggerMessage(3306, LogLevel.Debug, "Output check of server {PeerId} (blocks {Blocks}) at position {Position} skipped: no other server or local blocks could recompute it")]
+    public static partial void CheckSkipped(ILogger logger, string peerId, string blocks, int position);
 }

@@ -41,9 +41,20 @@ public sealed class RemoteSequenceOptions
     /// <summary>This side's protocol limits. Default <see cref="ProtocolLimits.Default"/>.</summary>
     public ProtocolLimits Limits { get; set; } = ProtocolLimits.Default;
 
-    /// <summary>A copy whose changes do not affect this instance.</summary>
+    /// <summary>
+    /// Spot checks of the servers' outputs: how often a span's answer is recomputed elsewhere and compared, and by whom
+    /// (<see cref="VerificationOptions"/>, <c>docs/verification.md</c>). Default: off (<see cref="VerificationOptions.Rate"/> 0).
+    /// </summary>
+    public VerificationOptions Verification { get; set; } = new();
+
+    /// <summary>A copy whose changes do not affect this instance (<see cref="Verification"/> is copied too).</summary>
     /// <returns>The copy.</returns>
-    public RemoteSequenceOptions Clone() => (RemoteSequenceOptions)MemberwiseClone();
+    public RemoteSequenceOptions Clone()
+    {
+        var clone = (RemoteSequenceOptions)MemberwiseClone();
+        clone.Verification = Verification?.Clone()!;
+        return clone;
+    }
 
     /// <summary>Checks the options.</summary>
     /// <exception cref="ArgumentException">When a value is out of range; the message names it.</exception>
@@ -85,5 +96,7 @@ public sealed class RemoteSequenceOptions
         Server.BlockServerOptions.CheckTimerRange(RequestTimeout, nameof(RequestTimeout));
         ArgumentNullException.ThrowIfNull(Limits, nameof(Limits));
         Limits.Validate();
+        ArgumentNullException.ThrowIfNull(Verification, nameof(Verification));
+        Verification.Validate();
     }
 }

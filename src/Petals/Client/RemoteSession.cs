@@ -151,7 +151,12 @@ internal sealed class RemoteSession : ITransformerSession
             var state = _chain[i];
             try
             {
-                await RunSpanAsync(state, i + 1 < _chain.Count ? _chain[i + 1] : null, hidden, from, to, cancellationToken).ConfigureAwait(false);
+                var next = i + 1 < _chain.Count ? _chain[i + 1] : null;
+                await RunSpanAsync(state, next, hidden, from, to, cancellationToken).ConfigureAwait(false);
+                if (_owner.Verifier.ShouldCheck())
+                {
+                    await VerifyAsync(state, next, hidden, from, to, cancellationToken).ConfigureAwait(false);
+                }
             }
             catch (Exception e) when (PeerFailureClassifier.Classify(e, cancellationToken) is { } kind)
             {
@@ -174,6 +179,46 @@ internal sealed class RemoteSession : ITransformerSession
         }
 
         Position = to;
+    }
+
+    /// <summary>
+    /// Spot-checks the answer <paramref name="state"/>'s server just gave for positions <paramref name="from"/>..<paramref name="to"/> − 1
+    /// (in the next span's history, or for the last span in the caller's buffer) against a recomputation of its blocks
+    /// over its whole input history, before the next span runs. When the server is found wrong (or disputed), the
+    /// positions it gave the next span are taken back and <see cref="OutputVerificationException"/> thrown, so the step
+    /// replaces the server exactly as for a failure.
+    /// </summary>
+    private async ValueTask VerifyAsync(SpanState state, SpanState? next, Memory<float> hidden, int from, int to, CancellationToken cancellationToken)
+    {
+        var count = to - from;
+        var inputs = ArrayPool<float>.Shared.Rent(BatchSize * to * _width);
+        var claimed = ArrayPool<float>.Shared.Rent(BatchSize * count * _width);
+        OutputMismatch? mismatch;
+        try
+        {
+            state.History.Read(0, to, inputs);
+            if (next is not null)
+            {
+                next.History.Read(from, count, claimed);
+            }
+            else
+            {
+                hidden.Span.CopyTo(claimed);
+            }
+
+            mismatch = await _owner.Verifier.CheckAsync(state.Link, BatchSize, inputs, to, claimed, from, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(inputs);
+            ArrayPool<float>.Shared.Return(claimed);
+        }
+
+        if (mismatch is { Verdict: not OutputVerdict.VerifierWrong })
+        {
+            next?.History.Truncate(from);
+            throw new OutputVerificationException(mismatch);
+        }
     }
 
     /// <summary>

@@ -46,6 +46,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         _pool = pool;
         _repair = new ChainRepair(sequence, pool, options);
         _chain = [.. chain];
+        Verifier = new OutputVerifier(this, _repair);
     }
 
     /// <summary>
@@ -54,8 +55,18 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// </summary>
     public event EventHandler<SpanRecovery>? SpanRecovered;
 
+    /// <summary>
+    /// Raised for each spot check (<see cref="RemoteSequenceOptions.Verification"/>) that found a server's output wrong or
+    /// disputed, after the peers proven wrong were banned and before the session replaces the checked server (on the
+    /// thread running the step).
+    /// </summary>
+    public event EventHandler<OutputMismatch>? VerificationFailed;
+
     /// <inheritdoc />
     public ModelConfig Config { get; }
+
+    /// <summary>What the spot checks of this sequence's sessions did so far.</summary>
+    public VerificationStatistics Verification => Verifier.Statistics;
 
     /// <summary>
     /// The servers of the chain new sessions start on, in block order. A recovery replaces the failed server here too
@@ -85,6 +96,9 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// </summary>
     internal ArrayPool<float> HistoryBuffers { get; } = ArrayPool<float>.Create(maxArrayLength: 1 << 30, maxArraysPerBucket: 16);
 
+    /// <summary>The spot checks of this sequence's sessions.</summary>
+    internal OutputVerifier Verifier { get; }
+
     /// <summary>The pool of connections (tests).</summary>
     internal ConnectionPool Pool => _pool;
 
@@ -103,7 +117,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// <param name="options">Connection and recovery options; defaults when null.</param>
     /// <param name="cancellationToken">Cancels connecting.</param>
     /// <returns>The sequence, connected.</returns>
-    /// <exception cref="ArgumentException">The model's block count is not the manager's, or an option is out of range.</exception>
+    /// <exception cref="ArgumentException">The model's block count is not the manager's, an option is out of range, or the verification's local blocks belong to another model.</exception>
     /// <exception cref="RemoteChainException">
     /// When no chain of online servers covers the model (naming the uncovered blocks), or every chain tried failed (listing
     /// each failed server and why).
@@ -127,6 +141,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
 
         options ??= new RemoteSequenceOptions();
         options.Validate();
+        CheckLocalExecutor(options, config);
         return ConnectCoreAsync(transport, sequence, ownsSequence: false, new ConnectionPool(transport, config, sequence.ModelId, options), config, options, ping: true, cancellationToken);
     }
 
@@ -143,7 +158,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// <param name="options">Connection and recovery options; defaults when null.</param>
     /// <param name="cancellationToken">Cancels connecting.</param>
     /// <returns>The sequence, connected.</returns>
-    /// <exception cref="ArgumentException">No address is given, or an option is out of range.</exception>
+    /// <exception cref="ArgumentException">No address is given, an option is out of range, or the verification's local blocks belong to another model.</exception>
     /// <exception cref="RemoteChainException">When the servers leave blocks uncovered, serve another model or hidden size, or refuse the codec; lists every problem and every server's span.</exception>
     /// <exception cref="ProtocolException">When a handshake fails (another protocol version or model).</exception>
     /// <exception cref="TransportException">When a server cannot be reached.</exception>
@@ -167,6 +182,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
 
         options ??= new RemoteSequenceOptions();
         options.Validate();
+        CheckLocalExecutor(options, config);
         var pool = new ConnectionPool(transport, config, modelId, options, checkPeerIds: false);
         SwarmSequenceManager? sequence = null;
         try
@@ -312,6 +328,18 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         }
     }
 
+    /// <summary>Checks that the trusted blocks of <see cref="VerificationOptions.LocalExecutor"/> belong to this model (hidden size, block count).</summary>
+    /// <exception cref="ArgumentException">They do not; the message says how.</exception>
+    private static void CheckLocalExecutor(RemoteSequenceOptions options, ModelConfig config)
+    {
+        if (options.Verification.LocalExecutor is { } local && (local.Config.HiddenSize != config.HiddenSize || local.Config.NumLayers != config.NumLayers))
+        {
+            throw new ArgumentException(
+                string.Create(CultureInfo.InvariantCulture, $"Verification.LocalExecutor runs a model of hidden size {local.Config.HiddenSize} and {local.Config.NumLayers} blocks; this model has hidden size {config.HiddenSize} and {config.NumLayers} blocks."),
+                nameof(options));
+        }
+    }
+
     /// <summary>Makes <paramref name="after"/> the chain new sessions start on if it was <paramref name="before"/> (a session's chain before its recovery).</summary>
     internal void FollowChain(ChainLink[] before, ChainLink[] after)
     {
@@ -330,6 +358,9 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         Interlocked.Increment(ref _recoveries);
         SpanRecovered?.Invoke(this, recovery);
     }
+
+    /// <summary>Raises <see cref="VerificationFailed"/>.</summary>
+    internal void OnVerificationFailed(OutputMismatch mismatch) => VerificationFailed?.Invoke(this, mismatch);
 
     /// <summary>
     /// Routes, connects and checks a chain, excluding and routing around servers that fail, up to

@@ -7,7 +7,8 @@ namespace Petals.Client;
 /// replacement server is replayed from when the span's server fails (Algorithm 1 of the Petals paper).
 /// </summary>
 /// <remarks>
-/// Positions are only ever appended: once held, a position's inputs never change, so a span that kept its server keeps
+/// Positions are only ever appended (but for <see cref="Truncate"/> of an answer a spot check rejected before any
+/// server used it): once held, a position's inputs never change, so a span that kept its server keeps
 /// exactly the inputs its cache was built from, whatever a replay upstream recomputes. The buffer grows by doubling
 /// (at least 16 positions) and never beyond the session's maximum length; buffers come from and go back to an array
 /// pool (on growth and on <see cref="Dispose"/>; a remote sequence gives its sessions one of its own, shared across
@@ -135,6 +136,19 @@ internal sealed class SpanHistory : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(at + count, Positions);
         return _buffer.AsMemory(at * _width, count * _width);
+    }
+
+    /// <summary>
+    /// Forgets the positions from <paramref name="positions"/> on: only for positions that no server's cache was built
+    /// from yet (a span's answer that a spot check rejected, before the next span ran it).
+    /// </summary>
+    /// <param name="positions">The positions to keep.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="positions"/> is negative or above <see cref="Positions"/>.</exception>
+    public void Truncate(int positions)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(positions);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(positions, Positions);
+        Positions = positions;
     }
 
     /// <summary>Returns the buffer to the pool; the history is empty afterwards (and may grow again).</summary>

@@ -5,14 +5,20 @@ namespace Petals.Health;
 /// most <see cref="PeerHealthOptions.BanCap"/>; a success clears the peer's failures. The failure count survives the end of a
 /// ban, so a peer that fails again right after is banned twice as long.
 /// </summary>
-/// <remarks>Thread-safe. Time comes from the injected <see cref="TimeProvider"/>.</remarks>
+/// <remarks>
+/// A conviction (<see cref="RecordConviction"/>: the peer's output was proven wrong) bans for
+/// <see cref="PeerHealthOptions.WrongOutputBan"/> whatever the failure count, and a success does not lift it.
+/// Thread-safe. Time comes from the injected <see cref="TimeProvider"/>.
+/// </remarks>
 internal sealed class PeerBans
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<string, Entry> _peers = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, DateTimeOffset> _convicted = new(StringComparer.Ordinal);
     private readonly TimeProvider _time;
     private readonly TimeSpan _base;
     private readonly TimeSpan _cap;
+    private readonly TimeSpan _wrongOutputBan;
 
     /// <summary>Creates the ban list.</summary>
     /// <param name="options">The ban durations (validated).</param>
@@ -24,6 +30,7 @@ internal sealed class PeerBans
         options.Validate();
         _base = options.BanBase;
         _cap = options.BanCap;
+        _wrongOutputBan = options.WrongOutputBan;
         _time = timeProvider;
     }
 
@@ -48,6 +55,21 @@ internal sealed class PeerBans
         }
     }
 
+    /// <summary>Bans <paramref name="peerId"/> for <see cref="PeerHealthOptions.WrongOutputBan"/> from now: its output was proven wrong.</summary>
+    /// <param name="peerId">The peer convicted.</param>
+    /// <returns>How long the peer is banned from now.</returns>
+    public TimeSpan RecordConviction(string peerId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(peerId);
+        var now = _time.GetUtcNow();
+        lock (_lock)
+        {
+            _convicted[peerId] = _wrongOutputBan < DateTimeOffset.MaxValue - now ? now + _wrongOutputBan : DateTimeOffset.MaxValue;
+        }
+
+        return _wrongOutputBan;
+    }
+
     /// <summary>Records a success of <paramref name="peerId"/>: lifts its ban and forgets its failures.</summary>
     /// <param name="peerId">The peer that answered.</param>
     public void RecordSuccess(string peerId)
@@ -66,7 +88,8 @@ internal sealed class PeerBans
         ArgumentNullException.ThrowIfNull(peerId);
         lock (_lock)
         {
-            return _peers.TryGetValue(peerId, out var entry) && entry.Until > _time.GetUtcNow();
+            var now = _time.GetUtcNow();
+            return (_peers.TryGetValue(peerId, out var entry) && entry.Until > now) || (_convicted.TryGetValue(peerId, out var until) && until > now);
         }
     }
 
@@ -91,6 +114,14 @@ internal sealed class PeerBans
             foreach (var (peer, entry) in _peers)
             {
                 if (entry.Until > now)
+                {
+                    banned.Add(peer);
+                }
+            }
+
+            foreach (var (peer, until) in _convicted)
+            {
+                if (until > now)
                 {
                     banned.Add(peer);
                 }

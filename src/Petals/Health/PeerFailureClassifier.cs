@@ -27,6 +27,7 @@ internal static class PeerFailureClassifier
 
         return error switch
         {
+            OutputVerificationException verification => verification.Kind,
             RemoteChainException => PeerFailureKind.Mismatch,
             PeerUnresponsiveException => PeerFailureKind.Unresponsive,
             TimeoutException => connecting ? PeerFailureKind.Unreachable : PeerFailureKind.Timeout,

@@ -13,6 +13,13 @@ public sealed class PeerHealthOptions
     public TimeSpan BanCap { get; set; } = TimeSpan.FromMinutes(10);
 
     /// <summary>
+    /// How long a peer whose output was proven wrong (<see cref="Petals.Routing.PeerFailureKind.WrongOutput"/>) is banned:
+    /// a lie is no transient fault, so the ban is long, is not lifted by a later success, and does not double (every
+    /// further conviction starts it again). Default 24 hours.
+    /// </summary>
+    public TimeSpan WrongOutputBan { get; set; } = TimeSpan.FromHours(24);
+
+    /// <summary>
     /// The weight of a new round-trip sample in the smoothed RTT (TCP's alpha: <c>srtt = (1 - a) srtt + a sample</c>).
     /// Default 0.125.
     /// </summary>
@@ -42,6 +49,11 @@ public sealed class PeerHealthOptions
         if (BanCap < BanBase)
         {
             throw new ArgumentOutOfRangeException(nameof(BanCap), BanCap, $"BanCap must be at least BanBase ({BanBase}).");
+        }
+
+        if (WrongOutputBan <= TimeSpan.Zero || WrongOutputBan > TimeSpan.FromDays(365))
+        {
+            throw new ArgumentOutOfRangeException(nameof(WrongOutputBan), WrongOutputBan, "WrongOutputBan must be positive and at most 365 days.");
         }
 
         if (!(RttSmoothing > 0 && RttSmoothing <= 1))

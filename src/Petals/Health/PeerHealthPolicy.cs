@@ -5,7 +5,8 @@ namespace Petals.Health;
 /// <summary>
 /// The default <see cref="IPeerHealth"/>: a failure of any kind bans the peer for <see cref="PeerHealthOptions.BanBase"/>
 /// doubling with each further failure up to <see cref="PeerHealthOptions.BanCap"/>, a success lifts the ban and forgets
-/// the failures, and round trips are smoothed like TCP's SRTT (<see cref="PeerHealthOptions.RttSmoothing"/>).
+/// the failures, a proven wrong output (<see cref="PeerFailureKind.WrongOutput"/>) bans for the long
+/// <see cref="PeerHealthOptions.WrongOutputBan"/> that no success lifts, and round trips are smoothed like TCP's SRTT (<see cref="PeerHealthOptions.RttSmoothing"/>).
 /// </summary>
 /// <remarks>
 /// Thread-safe. Time comes from the injected <see cref="TimeProvider"/>. Wrap or replace it to change the policy (e.g.
@@ -32,7 +33,12 @@ public sealed class PeerHealthPolicy : IPeerHealth
     public void ReportSuccess(string peerId) => _bans.RecordSuccess(peerId);
 
     /// <inheritdoc />
-    public TimeSpan ReportFailure(string peerId, PeerFailureKind kind) => _bans.RecordFailure(peerId);
+    /// <remarks>
+    /// <see cref="PeerFailureKind.WrongOutput"/> (a proven lie) bans for <see cref="PeerHealthOptions.WrongOutputBan"/>,
+    /// and a later success does not lift that ban; every other kind bans as described on the class.
+    /// </remarks>
+    public TimeSpan ReportFailure(string peerId, PeerFailureKind kind) =>
+        kind == PeerFailureKind.WrongOutput ? _bans.RecordConviction(peerId) : _bans.RecordFailure(peerId);
 
     /// <inheritdoc />
     public void ReportRoundTrip(string peerId, TimeSpan roundTrip) => _rtts.AddSample(peerId, roundTrip);

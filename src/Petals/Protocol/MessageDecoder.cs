@@ -116,7 +116,7 @@ internal static class MessageDecoder
             throw reader.Error(ProtocolErrorCode.BadDType, "codecs", string.Create(CultureInfo.InvariantCulture, $"is 0x{codecs:X2}; only bits 0-2 name codecs."));
         }
 
-        return new InfoResponse(
+        var info = new InfoResponse(
             major,
             minor,
             model,
@@ -129,6 +129,18 @@ internal static class MessageDecoder
             reader.Count("maxMessageSize"),
             reader.Count("maxBatchSize"),
             reader.Count("maxSessionLength"));
+        if (reader.Remaining == 0)
+        {
+            return info;
+        }
+
+        var stated = BitConverter.UInt32BitsToSingle(reader.U32("statedError"));
+        if (!(stated >= 0 && stated <= 1))
+        {
+            throw reader.Error(ProtocolErrorCode.MalformedFrame, "statedError", string.Create(CultureInfo.InvariantCulture, $"is {stated}; a relative error bound is in [0, 1]."));
+        }
+
+        return info with { StatedError = stated };
     }
 
     private static InferenceStep DecodeStep(ref WireReader reader, FrameFlags flags, ProtocolLimits limits)

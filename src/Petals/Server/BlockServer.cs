@@ -225,7 +225,8 @@ public sealed class BlockServer : IAsyncDisposable
         ProtocolErrorCode.Busy,
         string.Create(CultureInfo.InvariantCulture, $"the server already holds {QueuedInputBytes} bytes of inputs waiting for computation (limit {Options.MaxQueuedInputBytes}); this request needs {bytes} more: retry when results arrive"));
 
-    internal InfoResponse CreateInfo() => new(
+    /// <summary>The server's info for a connection that negotiated protocol minor version <paramref name="versionMinor"/> (1.1 adds the stated error bound).</summary>
+    internal InfoResponse CreateInfo(ushort versionMinor = ConnectionPreamble.CurrentVersionMinor) => new(
         ConnectionPreamble.CurrentVersionMajor,
         ConnectionPreamble.CurrentVersionMinor,
         Options.ModelId,
@@ -237,7 +238,10 @@ public sealed class BlockServer : IAsyncDisposable
         Options.Limits.MaxFrameSize,
         Options.Limits.MaxMessageSize,
         Options.MaxBatchTokens,
-        Options.MaxSessionLength);
+        Options.MaxSessionLength)
+    {
+        StatedError = versionMinor >= 1 ? (float)Execution.NumericErrorBound.Of(Executor).RelativeError : null,
+    };
 
     internal bool Accepts(WireCodec codec) => (byte)codec < 8 && ((int)Options.Codecs & (1 << (int)codec)) != 0;
 

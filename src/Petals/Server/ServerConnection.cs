@@ -32,7 +32,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
 
     public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken ct) => message switch
     {
-        InfoRequest => ReplyAsync(streamId, _server.CreateInfo(), ct),
+        InfoRequest => ReplyAsync(streamId, _server.CreateInfo(_connection.VersionMinor), ct),
         PingMessage ping => ReplyAsync(streamId, new PongMessage(ping.Nonce), ct),
         ForwardRequest forward => OnForwardAsync(streamId, forward, ct),
         InferenceOpen open => OnOpenAsync(streamId, open, ct),

@@ -51,7 +51,18 @@ public sealed class FaultTolerancePropertyTests(FaultToleranceFixture fixture, I
 {
     private const float HiddenTolerance = 1e-5f;
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Spot checks of every run's outputs at this rate (environment variable <c>PETALS_VERIFY_RATE</c>, default 0: off),
+    /// to show that failures and recoveries never trip a check (issue 12: no false positives); every run then asserts
+    /// that no check failed.
+    /// </summary>
+    private static readonly double VerifyRate =
+        double.TryParse(Environment.GetEnvironmentVariable("PETALS_VERIFY_RATE"), NumberStyles.Float, CultureInfo.InvariantCulture, out var rate) && rate is >= 0 and <= 1 ? rate : 0;
+
     private long _bitDifferences;
+    private long _checks;
+    private long _checksSkipped;
 
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
@@ -60,6 +71,7 @@ public sealed class FaultTolerancePropertyTests(FaultToleranceFixture fixture, I
         LivenessTimeout = TimeSpan.FromMilliseconds(500),
         ConnectTimeout = TimeSpan.FromSeconds(3),
         RecoveryBackoff = TimeSpan.FromMilliseconds(10),
+        Verification = new() { Rate = VerifyRate },
     };
 
     [Fact]
@@ -77,7 +89,7 @@ public sealed class FaultTolerancePropertyTests(FaultToleranceFixture fixture, I
 
         // FsCheck blocks on each case: run it off the test's synchronization context.
         await Task.Run(() => property.Check(Config.QuickThrowOnFailure.WithMaxTest(25)), Ct);
-        output.WriteLine($"{cases} cases, {failures} failures scheduled, {Interlocked.Read(ref _bitDifferences)} hidden values not bit-identical (all within {HiddenTolerance}), {stopwatch.Elapsed.TotalSeconds:0.0} s");
+        output.WriteLine($"{cases} cases, {failures} failures scheduled, {Interlocked.Read(ref _bitDifferences)} hidden values not bit-identical (all within {HiddenTolerance}), {stopwatch.Elapsed.TotalSeconds:0.0} s; output checks at rate {VerifyRate}: {Interlocked.Read(ref _checks)} run, {Interlocked.Read(ref _checksSkipped)} skipped, 0 mismatches");
     }
 
     [Fact]
@@ -164,6 +176,15 @@ public sealed class FaultTolerancePropertyTests(FaultToleranceFixture fixture, I
         return recovery;
     }
 
+    /// <summary>Adds the sequence's output checks to the counts; no check may have failed (failures are no lies).</summary>
+    private void CountChecks(RemoteTransformerBlocks remote)
+    {
+        var stats = remote.Verification;
+        Assert.True(stats.Mismatches == 0, $"an honest server failed an output check: {stats}");
+        Interlocked.Add(ref _checks, stats.Checks);
+        Interlocked.Add(ref _checksSkipped, stats.Skipped);
+    }
+
     private sealed record CaseRun(IReadOnlyList<SpanRecovery> Recoveries, IReadOnlyList<RemoteSpanInfo> Targets, IReadOnlyList<RemoteSpanInfo> FinalChain);
 
     /// <summary>Runs <paramref name="c"/> failure-free and with its failures on the same swarm; throws, naming the case, when a property fails.</summary>
@@ -181,6 +202,7 @@ public sealed class FaultTolerancePropertyTests(FaultToleranceFixture fixture, I
             await using (var session = await remote.OpenSessionAsync(1, c.MaxLength, Ct))
             {
                 expected = await model.GreedyAsync(session, c.Prompt, c.NewTokens, null, null, Ct).WaitAsync(Bound, Ct);
+                CountChecks(remote);
             }
 
             await WaitForSessionsAsync(swarm, [], "after the failure-free run");
@@ -233,6 +255,7 @@ public sealed class FaultTolerancePropertyTests(FaultToleranceFixture fixture, I
             }
 
             await WaitForSessionsAsync(swarm, [], "after the session was disposed");
+            CountChecks(faulty);
             Assert.Equal(expected.Tokens, actual.Tokens);
             for (var step = 0; step < expected.LastHidden.Count; step++)
             {

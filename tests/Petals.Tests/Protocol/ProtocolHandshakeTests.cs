@@ -49,7 +49,7 @@ public sealed class ProtocolHandshakeTests
     {
         var (left, right) = ProtocolTestKit.CreatePair();
         var a = ProtocolHandshake.PerformAsync(left, new ConnectionPreamble("a", model), cancellationToken: Token).AsTask();
-        var b = ProtocolHandshake.PerformAsync(right, new ConnectionPreamble("b", otherModel, VersionMajor: otherMajor), cancellationToken: Token).AsTask();
+        var b = ProtocolHandshake.PerformAsync(right, new ConnectionPreamble("b", otherModel, VersionMajor: otherMajor, VersionMinor: 0), cancellationToken: Token).AsTask();
         var ea = await Assert.ThrowsAsync<ProtocolException>(() => a.WaitAsync(TimeSpan.FromSeconds(10), Token));
         var eb = await Assert.ThrowsAsync<ProtocolException>(() => b.WaitAsync(TimeSpan.FromSeconds(10), Token));
         Assert.Equal(code, ea.Code.Value);

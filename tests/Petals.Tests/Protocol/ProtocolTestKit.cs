@@ -125,7 +125,11 @@ internal static class ProtocolTestKit
                     random.Next(),
                     random.Next(),
                     random.Next(),
-                    random.Next());
+                    random.Next())
+                {
+                    // Protocol 1.1's optional stated error bound, present or not.
+                    StatedError = random.Next(2) == 0 ? null : (float)random.NextDouble(),
+                };
             case 2:
                 return new PingMessage((ulong)random.NextInt64() ^ ((ulong)random.Next(2) << 63));
             case 3:

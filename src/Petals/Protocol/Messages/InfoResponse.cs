@@ -33,6 +33,14 @@ public sealed record InfoResponse(
     /// <inheritdoc />
     public override FrameType Type => FrameType.InfoResponse;
 
+    /// <summary>
+    /// The relative L2 error per row the server states for its outputs against an exact computation
+    /// (<see cref="Execution.NumericErrorBound"/>; 1e-4 for fp32, larger for quantized executors), which clients that
+    /// verify outputs use as the tolerance; null when not stated. Sent (as an f32 after the other fields) only on
+    /// connections that negotiated protocol 1.1 or later, and read when present.
+    /// </summary>
+    public float? StatedError { get; init; }
+
     internal override int GetPayloadSize(ProtocolLimits limits)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(MaxFrameSize);
@@ -40,7 +48,12 @@ public sealed record InfoResponse(
         ArgumentOutOfRangeException.ThrowIfNegative(MaxBatchSize);
         ArgumentOutOfRangeException.ThrowIfNegative(MaxSessionLength);
         ArgumentOutOfRangeException.ThrowIfNegative(HiddenSize);
-        return 2 + 2 + WireWriter.StringSize(ModelId, "modelId", limits.MaxStringBytes) + 8 + 4 + 1 + 1 + 8 + 16;
+        if (StatedError is { } error && !(error >= 0 && error <= 1))
+        {
+            throw new InvalidOperationException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"StatedError is {error}; a stated error bound must be in [0, 1]."));
+        }
+
+        return 2 + 2 + WireWriter.StringSize(ModelId, "modelId", limits.MaxStringBytes) + 8 + 4 + 1 + 1 + 8 + 16 + (StatedError.HasValue ? 4 : 0);
     }
 
     internal override void WritePayload(ref WireWriter writer)
@@ -57,5 +70,9 @@ public sealed record InfoResponse(
         writer.U32((uint)MaxMessageSize);
         writer.U32((uint)MaxBatchSize);
         writer.U32((uint)MaxSessionLength);
+        if (StatedError is { } error)
+        {
+            writer.U32(BitConverter.SingleToUInt32Bits(error));
+        }
     }
 }
