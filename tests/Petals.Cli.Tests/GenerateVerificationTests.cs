@@ -25,7 +25,7 @@ public sealed class GenerateVerificationTests
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
         await using var servers = await LyingServers.StartAsync();
-        string[] common = ["--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "12"];
+        string[] common = ["--insecure", "--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "12"];
         var local = await CliRunner.RunAsync(["generate", .. common]);
         Assert.True(local.ExitCode == 0, local.Error);
 
@@ -45,7 +45,7 @@ public sealed class GenerateVerificationTests
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
         await using var servers = await LyingServers.StartAsync();
-        string[] common = ["--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "12"];
+        string[] common = ["--insecure", "--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "12"];
         var local = await CliRunner.RunAsync(["generate", .. common]);
 
         var unchecked_ = await CliRunner.RunAsync(["generate", .. common, "--peers", servers.Peers, "--verify-rate", "0"]).WaitAsync(Bound, Ct);
@@ -61,7 +61,7 @@ public sealed class GenerateVerificationTests
     [InlineData("-0.1")]
     public async Task A_verify_rate_outside_0_to_1_is_refused(string rate)
     {
-        var (code, _, error) = await CliRunner.RunAsync("generate", "--model", "m.gguf", "--prompt", "x", "--peers", "tcp://127.0.0.1:1", "--verify-rate", rate);
+        var (code, _, error) = await CliRunner.RunAsync("generate", "--model", "m.gguf", "--prompt", "x", "--peers", "tcp://127.0.0.1:1", "--insecure", "--verify-rate", rate);
         Assert.NotEqual(0, code);
         Assert.Contains("--verify-rate must be between 0 and 1", error, StringComparison.Ordinal);
     }
