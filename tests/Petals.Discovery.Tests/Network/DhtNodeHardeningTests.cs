@@ -103,7 +103,7 @@ public sealed class DhtNodeHardeningTests
     {
         var identity = Identities[3];
         var request = new DhtMessage(DhtMessageType.FindNode, 42, new DhtSender(identity.NodeId, identity.PublicKey, default)) { Target = identity.NodeId };
-        var frame = DhtMessageCodec.EncodeFrame(request);
+        var frame = DhtTestKit.Frame(request);
         var decoded = DhtMessageCodec.Decode(frame.AsSpan(4));
         Assert.True(decoded.Sender.Address.IsEmpty);
         Assert.Equal(identity.NodeId, decoded.Sender.Id);
@@ -113,7 +113,7 @@ public sealed class DhtNodeHardeningTests
         {
             Contacts = [new DhtContact(Identities[4].NodeId, PeerAddress.Parse("mem://b"))],
         };
-        var good = DhtMessageCodec.EncodeFrame(nodes);
+        var good = DhtTestKit.Frame(nodes);
         var text = Encoding.UTF8.GetBytes("mem://b");
         var at = good.AsSpan().LastIndexOf(text);
         var bad = good[..(at - 2)].Concat(new byte[] { 0, 0 }).ToArray();

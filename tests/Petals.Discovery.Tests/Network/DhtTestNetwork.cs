@@ -11,9 +11,13 @@ internal sealed class DhtTestNetwork : IAsyncDisposable
     private static readonly List<PeerIdentity> Pool = [];
     private int _next;
 
+    /// <summary>The identity puzzle's difficulty in test networks (the default's work per identity would dominate a 100-node test).</summary>
+    public const int TestPuzzleDifficulty = 8;
+
     public DhtTestNetwork(DhtNodeOptions? options = null, ManualTimeProvider? time = null)
     {
-        Options = options ?? DhtNodeOptions.Default;
+        options ??= DhtNodeOptions.Default;
+        Options = options.PuzzleDifficulty == DhtNodeOptions.Default.PuzzleDifficulty ? options with { PuzzleDifficulty = TestPuzzleDifficulty } : options;
         Time = time ?? new(DhtTestKit.Start);
     }
 
@@ -40,6 +44,15 @@ internal sealed class DhtTestNetwork : IAsyncDisposable
             }
 
             return Pool[index];
+        }
+    }
+
+    /// <summary>The pooled identity with id <paramref name="id"/>, or null.</summary>
+    public static PeerIdentity? FindPooled(NodeId id)
+    {
+        lock (PoolGate)
+        {
+            return Pool.FirstOrDefault(i => i.NodeId == id);
         }
     }
 
