@@ -52,6 +52,9 @@ internal sealed class DhtMaintenance : IAsyncDisposable
         _stop = stop;
     }
 
+    /// <summary>How many address verifications are in flight.</summary>
+    public int PendingVerifications => _verifications.Count;
+
     /// <summary>How many requesters entered the table (or moved) after their claimed address was verified.</summary>
     public long ContactsVerified => Interlocked.Read(ref _verified);
 

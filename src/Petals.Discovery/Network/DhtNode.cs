@@ -83,6 +83,9 @@ public sealed class DhtNode : IAsyncDisposable
     /// <summary>How many requesters were kept out of the routing table: their claimed host was not the one they connected from, or the PING to their claimed address was not answered by their id.</summary>
     public long ContactsRejected => _maintenance.ContactsRejected;
 
+    /// <summary>How many address verifications (PINGs to a requester's claimed address) are in flight.</summary>
+    internal int PendingVerifications => _maintenance.PendingVerifications;
+
     /// <summary>Whether the node is serving requests.</summary>
     public bool IsRunning => Volatile.Read(ref _state) == 1;
 

@@ -102,14 +102,14 @@ public sealed class DhtMessageCodecTests
     {
         var body = Body(new DhtMessage(DhtMessageType.Nodes, 7, Sender(0)) { Contacts = [Contact(NodeId.MaxValue)] });
         var badVersion = (byte[])body.Clone();
-        badVersion[0] = 2;
+        badVersion[0] = 3;
         Assert.Equal("version", Assert.Throws<DhtFormatException>(() => DhtMessageCodec.Decode(badVersion)).Field);
         var badType = (byte[])body.Clone();
         badType[1] = 42;
         Assert.Equal("message type", Assert.Throws<DhtFormatException>(() => DhtMessageCodec.Decode(badType)).Field);
 
-        // The contact count sits right after the sender; claim 60000 contacts.
-        var countAt = 1 + 1 + 8 + NodeId.Size + 1 + Identities[0].PublicKey.Length + 2 + "mem://node-0".Length;
+        // The contact count sits right after the sender (whose puzzle nonce ends it); claim 60000 contacts.
+        var countAt = 1 + 1 + 8 + NodeId.Size + 1 + Identities[0].PublicKey.Length + 2 + "mem://node-0".Length + 8;
         Assert.Equal(1, BinaryPrimitives.ReadUInt16LittleEndian(body.AsSpan(countAt)));
         var many = (byte[])body.Clone();
         BinaryPrimitives.WriteUInt16LittleEndian(many.AsSpan(countAt), 60000);

@@ -186,6 +186,7 @@ public sealed class DhtNodeHardeningTests
             await watcher.StartAsync(memory.WithShaping(cut), PeerAddress.Parse("mem://lost-watcher"), ct).WaitAsync(Bound, ct);
             Assert.Equal(1, await peer.BootstrapAsync([hub.LocalAddress], ct).WaitAsync(Bound, ct));
             Assert.Equal(1, await watcher.BootstrapAsync([hub.LocalAddress], ct).WaitAsync(Bound, ct));
+            await DhtTestNetwork.QuiesceAsync([hub, watcher, peer], ct);
             Assert.NotNull(watcher.Routing.Find(peer.Id));
 
             // The peer becomes unreachable from the watcher: a lookup fails on it, it leaves the table for the lost peers.

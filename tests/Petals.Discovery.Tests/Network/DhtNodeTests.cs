@@ -245,9 +245,14 @@ public sealed class DhtNodeTests
         var pong = DhtTestKit.Frame(new DhtMessage(DhtMessageType.Pong, 7, liar with { Id = Identities[0].NodeId }));
         Assert.Equal(DhtErrorCode.UnexpectedType, (await ExchangeAsync(network, target.LocalAddress, pong, ct)).ErrorCode);
 
-        // An honest ping is answered and enters the routing table.
-        var honest = DhtTestKit.Frame(new DhtMessage(DhtMessageType.Ping, 8, liar with { Id = Identities[0].NodeId }));
+        // An honest ping is answered and, once its claimed address answers a PING back with its id, enters the routing table.
+        var honestSender = liar with { Id = Identities[0].NodeId };
+        await using var listener = await network.Transport.ListenAsync(honestSender.Address, ct);
+        var answering = AnswerPingsAsync(listener, honestSender, answers: 1, ct);
+        var honest = DhtTestKit.Frame(new DhtMessage(DhtMessageType.Ping, 8, honestSender));
         Assert.Equal(DhtMessageType.Pong, (await ExchangeAsync(network, target.LocalAddress, honest, ct)).Type);
+        await answering.WaitAsync(Bound, ct);
+        await DhtTestNetwork.QuiesceAsync([target], ct);
         Assert.Equal(PeerAddress.Parse("mem://liar"), target.Routing.Find(Identities[0].NodeId)?.Address);
     }
 
@@ -385,10 +390,14 @@ public sealed class DhtNodeTests
         await using var network = new DhtTestNetwork();
         var node = await network.AddAsync(null, ct);
 
-        // A peer introduces itself with a valid PING, then accepts connections but never answers.
+        // A peer introduces itself with a valid PING and answers the PING back that verifies its address, then accepts
+        // connections but never answers.
         var mute = new DhtSender(Identities[3].NodeId, Identities[3].PublicKey, PeerAddress.Parse("mem://mute"));
         await using var listener = await network.Transport.ListenAsync(mute.Address, ct);
+        var verified = AnswerPingsAsync(listener, mute, answers: 1, ct);
         Assert.Equal(DhtMessageType.Pong, (await ExchangeAsync(network, node.LocalAddress, DhtTestKit.Frame(new DhtMessage(DhtMessageType.Ping, 1, mute)), ct)).Type);
+        await verified.WaitAsync(Bound, ct);
+        await DhtTestNetwork.QuiesceAsync([node], ct);
         Assert.NotNull(node.Routing.Find(mute.Id));
         var accepted = new System.Collections.Concurrent.ConcurrentQueue<ITransportStream>();
         var accepting = Task.Run(
@@ -427,6 +436,20 @@ public sealed class DhtNodeTests
         {
             Assert.True(DateTime.UtcNow < deadline, what);
             await Task.Delay(10, ct);
+        }
+    }
+
+    /// <summary>Answers the next <paramref name="answers"/> requests at <paramref name="listener"/> with a signed PONG from <paramref name="sender"/>.</summary>
+    internal static async Task AnswerPingsAsync(ITransportListener listener, DhtSender sender, int answers, CancellationToken ct)
+    {
+        for (var i = 0; i < answers; i++)
+        {
+            var stream = await listener.AcceptAsync(ct);
+            await using var _ = stream;
+            var request = await DhtMessageCodec.ReadFrameAsync(stream, ct);
+            Assert.NotNull(request);
+            await stream.WriteAsync(DhtTestKit.Frame(new DhtMessage(DhtMessageType.Pong, request.RequestId, sender), boundNonce: request.Nonce.Span), ct);
+            await stream.CompleteWritesAsync(ct);
         }
     }
 

@@ -69,7 +69,22 @@ internal sealed class DhtTestNetwork : IAsyncDisposable
             Assert.Equal(1, answered);
         }
 
+        await QuiesceAsync(Nodes, cancellationToken);
         return node;
+    }
+
+    /// <summary>
+    /// Waits (bounded) until no node has an address verification in flight: a requester enters a routing table only
+    /// after its PING back is answered, in the background, so a test that counts or cuts waits for that first.
+    /// </summary>
+    public static async Task QuiesceAsync(IEnumerable<DhtNode> nodes, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + Bound;
+        while (nodes.Any(n => n.IsRunning && n.PendingVerifications > 0))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "Address verifications were still in flight after the bound.");
+            await Task.Delay(5, cancellationToken);
+        }
     }
 
     /// <summary>Builds a network of <paramref name="count"/> nodes, each bootstrapped from a random earlier one.</summary>
