@@ -54,10 +54,10 @@ internal static class DhtTestKit
     /// difficulty (which satisfies every lower one), stamped <paramref name="at"/> (default <see cref="Start"/>)
     /// unless the message has a timestamp, and bound to <paramref name="boundNonce"/> (for a response).
     /// </summary>
-    public static byte[] Frame(DhtMessage message, DateTimeOffset? at = null, PeerIdentity? signer = null, ReadOnlySpan<byte> boundNonce = default)
+    public static byte[] Frame(DhtMessage message, DateTimeOffset? at = null, PeerIdentity? signer = null, ReadOnlySpan<byte> boundNonce = default, ulong? puzzleNonce = null)
     {
         signer ??= IdentityOf(message.Sender.PublicKey);
-        var sender = message.Sender with { PuzzleNonce = signer.SolvePuzzle(DhtNodeOptions.Default.PuzzleDifficulty) };
+        var sender = message.Sender with { PuzzleNonce = puzzleNonce ?? signer.SolvePuzzle(DhtNodeOptions.Default.PuzzleDifficulty) };
         var stamped = message.WithSender(sender);
         if (stamped.TimestampUnixMilliseconds == 0)
         {

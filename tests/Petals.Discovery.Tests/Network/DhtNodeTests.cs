@@ -453,7 +453,7 @@ public sealed class DhtNodeTests
         }
     }
 
-    private static async Task<DhtMessage> ExchangeAsync(DhtTestNetwork network, PeerAddress address, byte[] frame, CancellationToken ct)
+    internal static async Task<DhtMessage> ExchangeAsync(DhtTestNetwork network, PeerAddress address, byte[] frame, CancellationToken ct)
     {
         var stream = await network.Transport.ConnectAsync(address, ct);
         await using var _ = stream;
