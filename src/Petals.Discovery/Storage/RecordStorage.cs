@@ -10,8 +10,11 @@ namespace Petals.Discovery;
 /// evicted to make room in this order: first those of signers that are not established
 /// (<see cref="RecordStorageOptions.EstablishedRefreshes"/>), among them the signers holding the most records, then the
 /// newest; within a signer the soonest to expire. A record of signer V may be evicted for signer S's record only when
-/// V is not established and S is, or both are alike and V holds more than one record more than S will, or it
-/// expires sooner than the incoming record; a non-established signer can never evict an established one's record.
+/// V is S and the record expires sooner than the incoming one; or V is not established and S is; or both are alike
+/// and V holds more records than S will after storing it (or as many, V being the newer identity) — or, for the
+/// sub-records of a key at <see cref="RecordStorageOptions.MaxRecordsPerKey"/>, V's expires sooner. A signer that is
+/// not established can never evict an established one's record, and a flood can never evict a record of a signer
+/// holding fewer records than each flooding identity.
 /// When no eviction is allowed, nothing changes and the incoming record is refused with
 /// <see cref="RecordRejectionReason.StorageFull"/>.
 /// </summary>
@@ -303,7 +306,8 @@ public sealed class RecordStorage
 
         int Held(Signer signer) => signer.Count - victimsPerSigner.GetValueOrDefault(signer.Id);
 
-        bool Evictable(DhtRecord victim)
+        // `forKey`: the victim is one of the full key's sub-records, which compete (one per signer) by expiration.
+        bool Evictable(DhtRecord victim, bool forKey = false)
         {
             if (victims.Contains(victim))
             {
@@ -323,7 +327,9 @@ public sealed class RecordStorage
                 return incomingEstablished;
             }
 
-            return Held(owner) > incomingCount + 1 || sooner;
+            // Alike signers: the one that would hold more goes first; at equal holdings, the newer identity.
+            var held = Held(owner);
+            return held > incomingCount + 1 || (held == incomingCount + 1 && incoming is not null && owner.FirstHeld > incoming.FirstHeld) || (forKey && sooner);
         }
 
         void Take(DhtRecord victim)
@@ -395,7 +401,7 @@ public sealed class RecordStorage
             DhtRecord? keyVictim = null;
             foreach (var candidate in _keys[record.Key].Values)
             {
-                if (Evictable(candidate) && (keyVictim is null || CompareForEviction(_signers[candidate.SubKey], _signers[keyVictim.SubKey], Held) > 0
+                if (Evictable(candidate, forKey: true) && (keyVictim is null || CompareForEviction(_signers[candidate.SubKey], _signers[keyVictim.SubKey], Held) > 0
                     || (ReferenceEquals(_signers[candidate.SubKey], _signers[keyVictim.SubKey]) && ExpirationOrder.Instance.Compare(candidate, keyVictim) < 0)))
                 {
                     keyVictim = candidate;

@@ -115,7 +115,7 @@ public sealed class RecordStorageTests
     }
 
     [Fact]
-    public void Key_and_byte_bounds_evict_globally_soonest_first()
+    public void Key_and_byte_bounds_evict_soonest_first_within_a_signer_and_from_the_largest_holder_across_signers()
     {
         var (storage, _) = Create(new RecordStorageOptions { MaxKeys = 2 });
         storage.Store(At(0, "a", 10));
@@ -127,10 +127,11 @@ public sealed class RecordStorageTests
         var size = At(0, "x", 1).StorageSize;
         var (bytes, _) = Create(new RecordStorageOptions { MaxBytes = 3 * size });
         bytes.Store(At(0, "x", 5));
-        bytes.Store(At(1, "x", 7));
-        bytes.Store(At(2, "x", 6));
+        bytes.Store(At(0, "y", 7));
+        bytes.Store(At(1, "x", 6));
         Assert.True(bytes.Store(At(3, "x", 8)).IsAccepted);
         Assert.Null(bytes.Get("x", Identities[0].NodeId));
+        Assert.NotNull(bytes.Get("y", Identities[0].NodeId));
         Assert.Equal(3 * size, bytes.ByteCount);
         Assert.Equal(RecordRejectionReason.StorageFull, bytes.Store(At(4, "x", 2)).Reason);
 
@@ -173,16 +174,18 @@ public sealed class RecordStorageTests
                 {
                     Assert.True(record.ContentEquals(storage.Get(record.Key, record.SubKey)));
 
-                    // Every record that disappeared (other than the replaced version and expired ones) expired sooner than the
-                    // new one, or its signer held more than one record more than the new one's, or was not established
-                    // while the new one's was; a signer that is not established never evicts an established one.
+                    // Every record that disappeared (other than the replaced version and expired ones) is the new one's
+                    // signer's or key's and expired sooner, or its signer held at least as many as the new one's will, or
+                    // was not established while the new one's was; a signer that is not established never evicts an
+                    // established one.
                     foreach (var gone in before.Where(b => !after.Contains(b) && b != existing))
                     {
                         var ownerEstablished = established[gone.SubKey];
                         var incomingEstablished = established[record.SubKey];
                         Assert.False(ownerEstablished && !incomingEstablished && gone.SubKey != record.SubKey, $"{gone} (established) was evicted for {record}.");
+                        var sameSignerOrKey = gone.SubKey == record.SubKey || gone.Key == record.Key;
                         Assert.True(
-                            gone.ExpiresAt < record.ExpiresAt || (gone.SubKey != record.SubKey && (incomingEstablished != ownerEstablished || held[gone.SubKey] > incomingHeld + 1)),
+                            (sameSignerOrKey && gone.ExpiresAt < record.ExpiresAt) || (gone.SubKey != record.SubKey && (incomingEstablished != ownerEstablished || held[gone.SubKey] >= incomingHeld + 1)),
                             $"{gone} was evicted for {record}.");
                         evictions++;
                     }
