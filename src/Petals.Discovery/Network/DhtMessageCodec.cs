@@ -236,7 +236,7 @@ internal static class DhtMessageCodec
     {
         ArgumentNullException.ThrowIfNull(message);
         return !message.SignedBody.IsEmpty
-            && PeerIdentity.Verify(message.Sender.PublicKey.Span, GetSignedPayload(message.SignedBody.Span, boundNonce), message.Signature.Span);
+            && PublicKeyCache.Verify(message.Sender.PublicKey.Span, GetSignedPayload(message.SignedBody.Span, boundNonce), message.Signature.Span);
     }
 
     /// <summary>

@@ -323,6 +323,35 @@ public sealed class DhtAuthenticationTests
     }
 
     [Fact]
+    public void Creating_an_identity_at_the_default_puzzle_difficulty_is_measured()
+    {
+        var output = TestContext.Current.TestOutputHelper;
+        var difficulty = DhtNodeOptions.Default.PuzzleDifficulty;
+        const int N = 8;
+        var keys = TimeSpan.Zero;
+        var puzzles = new List<double>();
+        for (var i = 0; i < N; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            using var identity = PeerIdentity.Generate();
+            keys += clock.Elapsed;
+            clock.Restart();
+            var nonce = identity.SolvePuzzle(difficulty);
+            puzzles.Add(clock.Elapsed.TotalMilliseconds);
+            Assert.True(IdentityPuzzle.IsSolved(identity.PublicKey.Span, nonce, difficulty));
+        }
+
+        var checking = Stopwatch.StartNew();
+        for (var i = 0; i < 1000; i++)
+        {
+            IdentityPuzzle.IsSolved(Identities[0].PublicKey.Span, (ulong)i, difficulty);
+        }
+
+        output?.WriteLine($"difficulty {difficulty}: key generation {keys.TotalMilliseconds / N:F2} ms, puzzle mean {puzzles.Average():F0} ms (min {puzzles.Min():F0}, max {puzzles.Max():F0}) over {N} identities; one check {checking.Elapsed.TotalMicroseconds / 1000:F2} us");
+        Assert.InRange(checking.Elapsed.TotalMicroseconds / 1000, 0, 1000);
+    }
+
+    [Fact]
     public void Signing_and_verifying_a_request_costs_well_under_a_millisecond_each()
     {
         var output = TestContext.Current.TestOutputHelper;
