@@ -276,7 +276,7 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
             var text = $"Protocol version {body[0]} is not supported; this node speaks version {DhtMessageCodec.Version} (signed requests).";
             return body[0] == DhtMessageCodec.LegacyVersion
                 ? DhtMessageCodec.EncodeLegacyError(requestId, _self, DhtErrorCode.UnsupportedVersion, text)
-                : DhtMessageCodec.EncodeFrame(Error(requestId, DhtErrorCode.UnsupportedVersion, text), _identity);
+                : DhtMessageCodec.EncodeFrame(Stamp(Error(requestId, DhtErrorCode.UnsupportedVersion, text)), _identity);
         }
 
         var request = DhtMessageCodec.Decode(body);
@@ -336,7 +336,7 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
                 catch (DhtFormatException e)
                 {
                     Interlocked.Increment(ref _requestsServed);
-                    frame = DhtMessageCodec.EncodeFrame(Error(0, DhtErrorCode.Malformed, e.Message), _identity);
+                    frame = DhtMessageCodec.EncodeFrame(Stamp(Error(0, DhtErrorCode.Malformed, e.Message)), _identity);
                 }
 
                 await stream.WriteAsync(frame, linked.Token).ConfigureAwait(false);

@@ -378,18 +378,21 @@ public sealed class RecordStorage
                 }
             }
 
-            // The worst signer's next record may not go (e.g. it is the incoming signer's own and expires later): any
-            // record expiring sooner than the incoming one that may.
-            foreach (var candidate in _byExpiration)
+            // The worst signer's next record may not go: then no other signer's may either (it holds the most, and is
+            // the newest among those holding as many), and only the incoming signer's own records expiring sooner can.
+            if (incoming is not null)
             {
-                if (candidate.ExpirationUnixMilliseconds >= record.ExpirationUnixMilliseconds)
+                foreach (var candidate in incoming.ByExpiration)
                 {
-                    break;
-                }
+                    if (candidate.ExpirationUnixMilliseconds >= record.ExpirationUnixMilliseconds)
+                    {
+                        break;
+                    }
 
-                if (Evictable(candidate))
-                {
-                    return candidate;
+                    if (!victims.Contains(candidate))
+                    {
+                        return candidate;
+                    }
                 }
             }
 
