@@ -40,7 +40,7 @@ public sealed record DhtNodeOptions
     /// <summary>
     /// The identity puzzle's difficulty: every sender (and responder) must carry a nonce that makes
     /// SHA-256("petals-dht-puzzle-v1\0" ‖ public key ‖ nonce) start with this many zero bits, so that each identity
-    /// costs about 2^difficulty hashes to create (default 17: about 0.1 s on one core of the 2-core build machine under load; 0 turns the check off).
+    /// costs about 2^difficulty hashes to create (default 17: about 0.1–0.3 s on one core of the 2-core build machine under load; 0 turns the check off).
     /// Nodes of one swarm should agree: a node refuses senders below its own difficulty with InsufficientWork.
     /// </summary>
     public int PuzzleDifficulty { get; init; } = 17;
