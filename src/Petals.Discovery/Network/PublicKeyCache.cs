@@ -16,12 +16,29 @@ internal static class PublicKeyCache
 
     private static readonly ConcurrentDictionary<NodeId, Entry> Keys = new();
 
-    /// <summary>Whether <paramref name="signature"/> over <paramref name="data"/> verifies against the P-256 key <paramref name="subjectPublicKeyInfo"/>; false for a malformed key or signature.</summary>
-    public static bool Verify(ReadOnlySpan<byte> subjectPublicKeyInfo, ReadOnlySpan<byte> data, ReadOnlySpan<byte> signature)
+    /// <summary>The outcome of <see cref="Check"/>.</summary>
+    public enum Outcome
     {
-        if (signature.Length != PeerIdentity.SignatureSize || subjectPublicKeyInfo.IsEmpty)
+        /// <summary>The signature verifies.</summary>
+        Valid,
+
+        /// <summary>The key is a P-256 key but the signature does not verify (or is not 64 bytes).</summary>
+        Invalid,
+
+        /// <summary>The key is not exactly one well-formed P-256 SubjectPublicKeyInfo.</summary>
+        MalformedKey,
+    }
+
+    /// <summary>Whether <paramref name="signature"/> over <paramref name="data"/> verifies against the P-256 key <paramref name="subjectPublicKeyInfo"/>; false for a malformed key or signature.</summary>
+    public static bool Verify(ReadOnlySpan<byte> subjectPublicKeyInfo, ReadOnlySpan<byte> data, ReadOnlySpan<byte> signature) =>
+        Check(subjectPublicKeyInfo, data, signature) == Outcome.Valid;
+
+    /// <summary>Verifies <paramref name="signature"/> over <paramref name="data"/> against the P-256 key <paramref name="subjectPublicKeyInfo"/>, telling a malformed key apart.</summary>
+    public static Outcome Check(ReadOnlySpan<byte> subjectPublicKeyInfo, ReadOnlySpan<byte> data, ReadOnlySpan<byte> signature)
+    {
+        if (subjectPublicKeyInfo.IsEmpty)
         {
-            return false;
+            return Outcome.MalformedKey;
         }
 
         var id = NodeId.FromPublicKey(subjectPublicKeyInfo);
@@ -30,7 +47,7 @@ internal static class PublicKeyCache
             var key = PeerIdentity.TryImportPublicKey(subjectPublicKeyInfo);
             if (key is null)
             {
-                return false;
+                return Outcome.MalformedKey;
             }
 
             entry = new Entry(subjectPublicKeyInfo.ToArray(), key);
@@ -43,9 +60,14 @@ internal static class PublicKeyCache
             Keys[id] = entry;
         }
 
+        if (signature.Length != PeerIdentity.SignatureSize)
+        {
+            return Outcome.Invalid;
+        }
+
         lock (entry.Key)
         {
-            return entry.Key.VerifyData(data, signature, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+            return entry.Key.VerifyData(data, signature, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation) ? Outcome.Valid : Outcome.Invalid;
         }
     }
 
