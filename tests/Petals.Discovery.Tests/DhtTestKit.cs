@@ -48,6 +48,34 @@ internal static class DhtTestKit
         return chars.ToString();
     }
 
+    /// <summary>
+    /// A whole signed frame of <paramref name="message"/> as its sender would send it: signed by the test identity
+    /// whose key the sender carries (or by <paramref name="signer"/>), with the puzzle solved at the default
+    /// difficulty (which satisfies every lower one), stamped <paramref name="at"/> (default <see cref="Start"/>)
+    /// unless the message has a timestamp, and bound to <paramref name="boundNonce"/> (for a response).
+    /// </summary>
+    public static byte[] Frame(DhtMessage message, DateTimeOffset? at = null, PeerIdentity? signer = null, ReadOnlySpan<byte> boundNonce = default, ulong? puzzleNonce = null)
+    {
+        signer ??= IdentityOf(message.Sender.PublicKey);
+        var sender = message.Sender with { PuzzleNonce = puzzleNonce ?? signer.SolvePuzzle(DhtNodeOptions.Default.PuzzleDifficulty) };
+        var stamped = message.WithSender(sender);
+        if (stamped.TimestampUnixMilliseconds == 0)
+        {
+            stamped = stamped.WithAuthentication((at ?? Start).ToUnixTimeMilliseconds(), message.Nonce, default, default);
+        }
+
+        return DhtMessageCodec.EncodeFrame(stamped, signer, boundNonce);
+    }
+
+    /// <summary>The test identity (of <see cref="Identities"/> or the network pool) whose public key is <paramref name="publicKey"/>.</summary>
+    public static PeerIdentity IdentityOf(ReadOnlyMemory<byte> publicKey)
+    {
+        var id = NodeId.FromPublicKey(publicKey.Span);
+        return Identities.FirstOrDefault(i => i.NodeId == id)
+            ?? Network.DhtTestNetwork.FindPooled(id)
+            ?? throw new InvalidOperationException($"No test identity has the key of {id}.");
+    }
+
     public static DhtRecord Signed(PeerIdentity signer, string key, byte[] value, DateTimeOffset expiresAt) =>
         DhtRecord.Create(signer, key, value, expiresAt);
 }

@@ -22,6 +22,7 @@ public sealed class PeerIdentity : IDisposable
 
     private readonly ECDsa _key;
     private readonly byte[] _publicKey;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<int, ulong> _puzzleSolutions = new();
 
     private PeerIdentity(ECDsa key)
     {
@@ -61,6 +62,22 @@ public sealed class PeerIdentity : IDisposable
             key.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The identity's solution of the DHT identity puzzle at <paramref name="difficulty"/>: the smallest nonce such that
+    /// SHA-256("petals-dht-puzzle-v1\0" ‖ <see cref="PublicKey"/> ‖ nonce as u64 LE) starts with
+    /// <paramref name="difficulty"/> zero bits (about 2^difficulty hashes; docs/dht-protocol.md). Deterministic, so it
+    /// needs no place in the key file: it is solved once per process (memoized) and a key file of any age keeps working.
+    /// </summary>
+    /// <param name="difficulty">The leading zero bits, 0 to 40.</param>
+    /// <returns>The nonce a DHT node sends beside its public key.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="difficulty"/> is out of range.</exception>
+    public ulong SolvePuzzle(int difficulty)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(difficulty);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(difficulty, IdentityPuzzle.MaxDifficulty);
+        return _puzzleSolutions.GetOrAdd(difficulty, static (d, key) => IdentityPuzzle.Solve(key, d), _publicKey);
     }
 
     /// <summary>The private key as PKCS#8 DER (keep it secret).</summary>

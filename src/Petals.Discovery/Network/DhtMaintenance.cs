@@ -22,11 +22,14 @@ internal sealed class DhtMaintenance : IAsyncDisposable
     private readonly CancellationToken _stop;
     private readonly ConcurrentDictionary<(string Key, NodeId SubKey), DhtRecord> _ownRecords = new();
     private readonly ConcurrentDictionary<NodeId, byte> _evictionPings = new();
+    private readonly ConcurrentDictionary<NodeId, byte> _verifications = new();
     private readonly ConcurrentDictionary<NodeId, LostPeer> _lostPeers = new();
     private readonly Lock _initialGate = new();
     private readonly Dictionary<PeerAddress, NodeId?> _initialPeers = [];
     private readonly BackgroundTasks _pings = new();
     private PeriodicJob[] _jobs = [];
+    private long _verified;
+    private long _rejected;
 
     /// <summary>Creates the maintenance of one node; <see cref="StartJobs"/> starts its periodic work.</summary>
     /// <param name="id">The local node's id.</param>
@@ -48,6 +51,15 @@ internal sealed class DhtMaintenance : IAsyncDisposable
         _lookup = lookup;
         _stop = stop;
     }
+
+    /// <summary>How many address verifications are in flight.</summary>
+    public int PendingVerifications => _verifications.Count;
+
+    /// <summary>How many requesters entered the table (or moved) after their claimed address was verified.</summary>
+    public long ContactsVerified => Interlocked.Read(ref _verified);
+
+    /// <summary>How many requesters were kept out: claimed host not the connecting one, or verification not answered by their id.</summary>
+    public long ContactsRejected => Interlocked.Read(ref _rejected);
 
     /// <summary>The contacts that failed recently while in the routing table, most recent last.</summary>
     public IReadOnlyList<DhtContact> LostPeers => _lostPeers.Values.OrderBy(p => p.LostAt).Select(p => p.Contact).ToArray();
@@ -174,6 +186,69 @@ internal sealed class DhtMaintenance : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Records an authenticated requester, whose claimed listen address is not yet proven: a contact already in the
+    /// table at that address is refreshed at once; a new contact, or a known id at a new address, enters only after a
+    /// PING to the claimed address is answered (signed) by that id — verified in the background, at most
+    /// <see cref="DhtNodeOptions.MaxPendingVerifications"/> at once, the old entry staying meanwhile. A claimed IP host
+    /// that differs from the IP the stream came from is refused outright.
+    /// </summary>
+    /// <param name="contact">The requester's id and claimed listen address.</param>
+    /// <param name="remote">The address the request's stream came from.</param>
+    public void ObserveRequester(DhtContact contact, PeerAddress remote)
+    {
+        if (!HostMatches(contact.Address, remote))
+        {
+            Interlocked.Increment(ref _rejected);
+            return;
+        }
+
+        if (_routing.Find(contact.Id) is { } known && known.Address == contact.Address)
+        {
+            Observe(contact);
+            return;
+        }
+
+        if (_stop.IsCancellationRequested || _verifications.Count >= _options.MaxPendingVerifications || !_verifications.TryAdd(contact.Id, 0))
+        {
+            return;
+        }
+
+        _pings.Track(VerifyAsync(contact));
+    }
+
+    /// <summary>
+    /// Whether a claimed listen address may belong to a requester whose stream came from <paramref name="remote"/>:
+    /// when both hosts are IP addresses they must be equal (IPv4-mapped IPv6 compared as IPv4); a host name, or a
+    /// transport without hosts (in-memory), is left to the verification PING.
+    /// </summary>
+    /// <param name="claimed">The listen address the requester claims.</param>
+    /// <param name="remote">Where its stream came from.</param>
+    public static bool HostMatches(PeerAddress claimed, PeerAddress remote)
+    {
+        if (DhtRpcHandler.TryGetHost(claimed) is not { } claimedHost || DhtRpcHandler.TryGetHost(remote) is not { } remoteHost)
+        {
+            return true;
+        }
+
+        if (!System.Net.IPAddress.TryParse(claimedHost, out var a) || !System.Net.IPAddress.TryParse(remoteHost, out var b))
+        {
+            return true;
+        }
+
+        if (a.IsIPv4MappedToIPv6)
+        {
+            a = a.MapToIPv4();
+        }
+
+        if (b.IsIPv4MappedToIPv6)
+        {
+            b = b.MapToIPv4();
+        }
+
+        return a.Equals(b);
+    }
+
     /// <summary>Remembers a contact that failed while in the routing table, so that the refresh pings it again (oldest forgotten first beyond <see cref="DhtNodeOptions.MaxLostPeers"/>).</summary>
     /// <param name="contact">The failed contact, at the address the table held.</param>
     public void RememberLost(DhtContact contact)
@@ -216,6 +291,20 @@ internal sealed class DhtMaintenance : IAsyncDisposable
         finally
         {
             _evictionPings.TryRemove(candidate.Id, out _);
+        }
+    }
+
+    private async Task VerifyAsync(DhtContact contact)
+    {
+        try
+        {
+            // A signed PONG from this id at the claimed address enters it through the client's seen callback.
+            var (response, _) = await _client.RequestCoreAsync(contact.Address, contact.Id, _client.NewRequest(DhtMessageType.Ping), preferClaimedAddress: false, CancellationToken.None).ConfigureAwait(false);
+            Interlocked.Increment(ref response is null ? ref _rejected : ref _verified);
+        }
+        finally
+        {
+            _verifications.TryRemove(contact.Id, out _);
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Security.Cryptography;
 using System.Text;
 using Petals.Transport;
 
@@ -11,7 +12,21 @@ namespace Petals.Discovery;
 /// </summary>
 internal static class DhtMessageCodec
 {
-    public const byte Version = 1;
+    /// <summary>The protocol version this node speaks: 2, signed messages (version 1 was unsigned).</summary>
+    public const byte Version = 2;
+
+    /// <summary>The unsigned protocol of earlier releases, answered only with an UnsupportedVersion ERROR in its own format.</summary>
+    public const byte LegacyVersion = 1;
+
+    /// <summary>The size of a message nonce.</summary>
+    public const int NonceSize = 16;
+
+    /// <summary>The size of the authentication block that ends every message: timestamp (8), nonce (16), signature (64).</summary>
+    public const int AuthBlockSize = 8 + NonceSize + PeerIdentity.SignatureSize;
+
+    // The signature covers this ASCII prefix, then the 16-byte bound nonce (zeros for a request, the request's nonce for a
+    // response), then the message body up to the signature: signatures of records and of messages can never be swapped.
+    private static readonly byte[] SignatureDomain = "petals-dht-msg-v2\0"u8.ToArray();
 
     /// <summary>The largest frame body accepted or sent (1 MiB).</summary>
     public const int MaxFrameBytes = 1 << 20;
@@ -36,11 +51,28 @@ internal static class DhtMessageCodec
 
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
-    /// <summary>Encodes <paramref name="message"/> as a whole frame (u32 length prefix included).</summary>
+    /// <summary>
+    /// Encodes <paramref name="message"/> as a whole frame (u32 length prefix included), signed by
+    /// <paramref name="signer"/> with the message's timestamp and nonce (a fresh random nonce when it has none).
+    /// </summary>
+    /// <param name="message">The message.</param>
+    /// <param name="signer">The sender's identity (its key should be the sender's; a receiver refuses anything else).</param>
+    /// <param name="boundNonce">For a response, the nonce of the request it answers (its signature covers it); empty for a request.</param>
     /// <exception cref="ArgumentException">The message does not fit the protocol limits.</exception>
-    public static byte[] EncodeFrame(DhtMessage message)
+    public static byte[] EncodeFrame(DhtMessage message, PeerIdentity signer, ReadOnlySpan<byte> boundNonce = default)
     {
         ArgumentNullException.ThrowIfNull(message);
+        ArgumentNullException.ThrowIfNull(signer);
+        if (!message.Nonce.IsEmpty && message.Nonce.Length != NonceSize)
+        {
+            throw new ArgumentException($"A message nonce is {NonceSize} bytes, not {message.Nonce.Length}.", nameof(message));
+        }
+
+        if (!boundNonce.IsEmpty && boundNonce.Length != NonceSize)
+        {
+            throw new ArgumentException($"A bound nonce is {NonceSize} bytes, not {boundNonce.Length}.", nameof(boundNonce));
+        }
+
         var writer = new ArrayBufferWriter<byte>(256);
         writer.Advance(4);
         writer.GetSpan(1)[0] = Version;
@@ -83,6 +115,21 @@ internal static class DhtMessageCodec
                 throw new ArgumentException($"Unknown message type {(byte)message.Type}.", nameof(message));
         }
 
+        BinaryPrimitives.WriteInt64LittleEndian(writer.GetSpan(8), message.TimestampUnixMilliseconds);
+        writer.Advance(8);
+        var nonce = writer.GetSpan(NonceSize)[..NonceSize];
+        if (message.Nonce.IsEmpty)
+        {
+            RandomNumberGenerator.Fill(nonce);
+        }
+        else
+        {
+            message.Nonce.Span.CopyTo(nonce);
+        }
+
+        writer.Advance(NonceSize);
+        var signature = signer.Sign(GetSignedPayload(writer.WrittenSpan[4..], boundNonce));
+        writer.Write(signature);
         var body = writer.WrittenCount - 4;
         if (body > MaxFrameBytes)
         {
@@ -166,17 +213,84 @@ internal static class DhtMessageCodec
                 break;
         }
 
+        Require(body, at, AuthBlockSize, "authentication block");
+        var timestamp = BinaryPrimitives.ReadInt64LittleEndian(body[at..]);
+        var nonceAt = at + 8;
+        var signatureAt = nonceAt + NonceSize;
+        at = signatureAt + PeerIdentity.SignatureSize;
         if (at != body.Length)
         {
             throw new DhtFormatException("end of message", at, $"{body.Length - at} unexpected trailing bytes after a {type} message.");
         }
 
-        return message;
+        return message.WithAuthentication(timestamp, body.Slice(nonceAt, NonceSize).ToArray(), body.Slice(signatureAt, PeerIdentity.SignatureSize).ToArray(), body[..signatureAt].ToArray());
     }
 
-    /// <summary>Reads one whole frame from <paramref name="stream"/>; null if the stream ended before any byte.</summary>
+    /// <summary>
+    /// Whether <paramref name="message"/> (decoded) carries a valid signature by its sender's public key over its body,
+    /// bound to <paramref name="boundNonce"/> (empty for a request; the request's nonce for a response).
+    /// </summary>
+    /// <param name="message">A decoded message.</param>
+    /// <param name="boundNonce">The nonce the signature must cover.</param>
+    public static bool VerifySignature(DhtMessage message, ReadOnlySpan<byte> boundNonce)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        return !message.SignedBody.IsEmpty
+            && PublicKeyCache.Verify(message.Sender.PublicKey.Span, GetSignedPayload(message.SignedBody.Span, boundNonce), message.Signature.Span);
+    }
+
+    /// <summary>
+    /// Encodes an ERROR in the unsigned version-1 format, so that a node of an earlier release learns why it is
+    /// refused (<see cref="DhtErrorCode.UnsupportedVersion"/>) instead of failing to read the answer.
+    /// </summary>
+    /// <param name="requestId">The request id read from the version-1 request.</param>
+    /// <param name="sender">The local node.</param>
+    /// <param name="code">The error code.</param>
+    /// <param name="text">The error message.</param>
+    public static byte[] EncodeLegacyError(ulong requestId, DhtSender sender, DhtErrorCode code, string text)
+    {
+        ArgumentNullException.ThrowIfNull(sender);
+        var writer = new ArrayBufferWriter<byte>(256);
+        writer.Advance(4);
+        writer.Write([LegacyVersion, (byte)DhtMessageType.Error]);
+        BinaryPrimitives.WriteUInt64LittleEndian(writer.GetSpan(8), requestId);
+        writer.Advance(8);
+        sender.Id.WriteTo(writer.GetSpan(NodeId.Size));
+        writer.Advance(NodeId.Size);
+        writer.Write([(byte)sender.PublicKey.Length]);
+        writer.Write(sender.PublicKey.Span);
+        WriteText(writer, sender.Address.ToString(), MaxAddressBytes, "sender address");
+        WriteU16(writer, (ushort)code);
+        WriteText(writer, Truncate(text), MaxTextBytes, "error message");
+        var frame = writer.WrittenSpan.ToArray();
+        BinaryPrimitives.WriteUInt32LittleEndian(frame, (uint)(frame.Length - 4));
+        return frame;
+    }
+
+    /// <summary>The request id of a frame body of any version (0 when the body is too short to hold one).</summary>
+    /// <param name="body">The frame body.</param>
+    public static ulong PeekRequestId(ReadOnlySpan<byte> body) => body.Length >= 10 ? BinaryPrimitives.ReadUInt64LittleEndian(body[2..]) : 0;
+
+    private static byte[] GetSignedPayload(ReadOnlySpan<byte> body, ReadOnlySpan<byte> boundNonce)
+    {
+        var payload = new byte[SignatureDomain.Length + NonceSize + body.Length];
+        SignatureDomain.CopyTo(payload, 0);
+        boundNonce.CopyTo(payload.AsSpan(SignatureDomain.Length));
+        body.CopyTo(payload.AsSpan(SignatureDomain.Length + NonceSize));
+        return payload;
+    }
+
+    /// <summary>Reads and decodes one whole frame from <paramref name="stream"/>; null if the stream ended before any byte.</summary>
     /// <exception cref="DhtFormatException">The frame is oversized, truncated or malformed.</exception>
     public static async ValueTask<DhtMessage?> ReadFrameAsync(ITransportStream stream, CancellationToken cancellationToken)
+    {
+        var body = await ReadFrameBodyAsync(stream, cancellationToken).ConfigureAwait(false);
+        return body is null ? null : Decode(body);
+    }
+
+    /// <summary>Reads one whole frame body (without its length prefix) from <paramref name="stream"/>; null if the stream ended before any byte.</summary>
+    /// <exception cref="DhtFormatException">The frame is oversized or truncated.</exception>
+    public static async ValueTask<byte[]?> ReadFrameBodyAsync(ITransportStream stream, CancellationToken cancellationToken)
     {
         var header = new byte[4];
         var got = await ReadFullyAsync(stream, header, cancellationToken).ConfigureAwait(false);
@@ -203,7 +317,7 @@ internal static class DhtMessageCodec
             throw new DhtFormatException("frame body", 4 + got, $"truncated: the stream ended after {got} of {length} bytes.");
         }
 
-        return Decode(body);
+        return body;
     }
 
     private static async ValueTask<int> ReadFullyAsync(ITransportStream stream, Memory<byte> buffer, CancellationToken cancellationToken)
@@ -256,6 +370,8 @@ internal static class DhtMessageCodec
         writer.Advance(1);
         writer.Write(sender.PublicKey.Span);
         WriteText(writer, sender.Address.ToString(), MaxAddressBytes, "sender address");
+        BinaryPrimitives.WriteUInt64LittleEndian(writer.GetSpan(8), sender.PuzzleNonce);
+        writer.Advance(8);
     }
 
     private static void WriteRecords(ArrayBufferWriter<byte> writer, IReadOnlyList<DhtRecord> records)
@@ -318,7 +434,10 @@ internal static class DhtMessageCodec
         at += keyLength;
         // An empty sender address is a client-mode node, which does not listen.
         var address = ReadAddress(body, ref at, "sender address", allowEmpty: true);
-        return new DhtSender(id, key, address);
+        Require(body, at, 8, "sender puzzle nonce");
+        var puzzle = BinaryPrimitives.ReadUInt64LittleEndian(body[at..]);
+        at += 8;
+        return new DhtSender(id, key, address, puzzle);
     }
 
     private static PeerAddress ReadAddress(ReadOnlySpan<byte> body, ref int at, string field, bool allowEmpty = false)

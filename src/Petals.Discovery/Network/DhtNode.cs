@@ -38,7 +38,7 @@ public sealed class DhtNode : IAsyncDisposable
         Identity = identity;
         Routing = new RoutingTable(identity.NodeId, _options.K, _options.K, _time);
         Storage = new RecordStorage(_options.Storage, new RecordValidator(null, _time), _time);
-        _self = new DhtSender(identity.NodeId, identity.PublicKey, default);
+        _self = DhtSender.For(identity, default, _options.PuzzleDifficulty);
 
         // The client reports peers to the maintenance, which pings through the client: the callbacks close the loop
         // (they run only once the node has started, after the constructor has set _maintenance).
@@ -70,6 +70,21 @@ public sealed class DhtNode : IAsyncDisposable
 
     /// <summary>How many requests this node has received and answered (PING, STORE, FIND_NODE, FIND_VALUE; malformed ones included).</summary>
     public long RequestsServed => Volatile.Read(ref _handler)?.RequestsServed ?? 0;
+
+    /// <summary>How many requests this node refused as RateLimited (per remote host, per sender id, or its stored-record rate).</summary>
+    public long RequestsRateLimited => Volatile.Read(ref _handler)?.RequestsRateLimited ?? 0;
+
+    /// <summary>How many requests this node refused as not authentic (old version, id not the hash of the key, identity puzzle, signature, timestamp, replayed nonce).</summary>
+    public long RequestsUnauthenticated => Volatile.Read(ref _handler)?.RequestsUnauthenticated ?? 0;
+
+    /// <summary>How many requesters entered the routing table (or moved to a new address) after a PING to their claimed address was answered by their id.</summary>
+    public long ContactsVerified => _maintenance.ContactsVerified;
+
+    /// <summary>How many requesters were kept out of the routing table: their claimed host was not the one they connected from, or the PING to their claimed address was not answered by their id.</summary>
+    public long ContactsRejected => _maintenance.ContactsRejected;
+
+    /// <summary>How many address verifications (PINGs to a requester's claimed address) are in flight.</summary>
+    internal int PendingVerifications => _maintenance.PendingVerifications;
 
     /// <summary>Whether the node is serving requests.</summary>
     public bool IsRunning => Volatile.Read(ref _state) == 1;
@@ -103,7 +118,7 @@ public sealed class DhtNode : IAsyncDisposable
         }
 
         IsClientMode = true;
-        _client.Attach(transport, _self);
+        _client.Attach(transport, _self, Identity);
         _maintenance.StartJobs();
         return Task.CompletedTask;
     }
@@ -138,8 +153,8 @@ public sealed class DhtNode : IAsyncDisposable
         }
 
         var self = _self with { Address = listener.LocalAddress };
-        _client.Attach(transport, self);
-        var handler = new DhtRpcHandler(listener, self, _options, _time, Routing, Storage, _maintenance.Observe);
+        _client.Attach(transport, self, Identity);
+        var handler = new DhtRpcHandler(listener, self, Identity, _options, _time, Routing, Storage, _maintenance.ObserveRequester);
         Volatile.Write(ref _handler, handler);
         handler.Start(_stop.Token);
         _maintenance.StartJobs();

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Security.Cryptography;
 using Petals.Transport;
 
 namespace Petals.Discovery;
@@ -19,6 +20,7 @@ internal sealed class DhtRpcClient
     private readonly Action<DhtContact> _seen;
     private readonly Action<DhtContact> _lost;
     private ITransport? _transport;
+    private PeerIdentity? _identity;
     private DhtSender? _self;
     private long _nextRequestId;
 
@@ -51,10 +53,12 @@ internal sealed class DhtRpcClient
 
     /// <summary>Gives the client the transport to connect with and the sender to write into requests (once, on start).</summary>
     /// <param name="transport">The transport.</param>
-    /// <param name="self">The local node as a sender: id, public key and listen address (empty in client mode).</param>
-    public void Attach(ITransport transport, DhtSender self)
+    /// <param name="self">The local node as a sender: id, public key, listen address (empty in client mode) and puzzle nonce.</param>
+    /// <param name="identity">The local node's key, which signs every request.</param>
+    public void Attach(ITransport transport, DhtSender self, PeerIdentity identity)
     {
         _transport = transport;
+        _identity = identity;
         Volatile.Write(ref _self, self);
     }
 
@@ -97,6 +101,11 @@ internal sealed class DhtRpcClient
     public async Task<(DhtMessage? Response, string? Fault)> RequestCoreAsync(PeerAddress address, NodeId? expectedId, DhtMessage request, bool preferClaimedAddress, CancellationToken cancellationToken)
     {
         var transport = _transport ?? throw new InvalidOperationException($"DHT node {_id} is not started.");
+        if (request.Nonce.IsEmpty)
+        {
+            request = request.WithAuthentication(_time.GetUtcNow().ToUnixTimeMilliseconds(), RandomNumberGenerator.GetBytes(DhtMessageCodec.NonceSize), default, default);
+        }
+
         using var timeout = new CancellationTokenSource(_options.RequestTimeout, _time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stop, timeout.Token);
         DhtMessage? response = null;
@@ -111,7 +120,7 @@ internal sealed class DhtRpcClient
             await using (stream.ConfigureAwait(false))
             {
                 proven = stream.GetService(typeof(AuthenticatedPeer)) as AuthenticatedPeer;
-                await stream.WriteAsync(DhtMessageCodec.EncodeFrame(request), linked.Token).ConfigureAwait(false);
+                await stream.WriteAsync(DhtMessageCodec.EncodeFrame(request, _identity!), linked.Token).ConfigureAwait(false);
                 await stream.CompleteWritesAsync(linked.Token).ConfigureAwait(false);
                 response = await DhtMessageCodec.ReadFrameAsync(stream, linked.Token).ConfigureAwait(false);
             }
@@ -136,6 +145,7 @@ internal sealed class DhtRpcClient
         {
             fault = $"proved the key {proven.PeerId} but answered as node {response.Sender.Id}, which is not that key's id";
         }
+
         if (fault is not null)
         {
             if (expectedId is { } failed)
@@ -161,7 +171,7 @@ internal sealed class DhtRpcClient
         return (response, null);
     }
 
-    private static string? CheckResponse(DhtMessage request, DhtMessage? response, NodeId? expectedId)
+    private string? CheckResponse(DhtMessage request, DhtMessage? response, NodeId? expectedId)
     {
         if (response is null)
         {
@@ -183,6 +193,17 @@ internal sealed class DhtRpcClient
             return $"answered with the id {response.Sender.Id}, which is not the hash of its public key";
         }
 
-        return expectedId is { } id && response.Sender.Id != id ? $"answered as node {response.Sender.Id}, not the expected {id}" : null;
+        if (expectedId is { } id && response.Sender.Id != id)
+        {
+            return $"answered as node {response.Sender.Id}, not the expected {id}";
+        }
+
+        if (!IdentityPuzzle.IsSolved(response.Sender.PublicKey.Span, response.Sender.PuzzleNonce, _options.PuzzleDifficulty))
+        {
+            return $"answered as node {response.Sender.Id}, whose puzzle nonce does not give {_options.PuzzleDifficulty} leading zero bits";
+        }
+
+        // The signature covers the request's nonce: the answer is this node's, to this request, not a replay of another.
+        return DhtMessageCodec.VerifySignature(response, request.Nonce.Span) ? null : $"answered with a signature that does not verify against the key of node {response.Sender.Id} and this request";
     }
 }

@@ -6,45 +6,66 @@ namespace Petals.Discovery;
 /// The node's serving side: accepts streams on the listener (at most <see cref="DhtNodeOptions.MaxConcurrentRequests"/>
 /// at once; further connections wait to be accepted), reads one request per stream within
 /// <see cref="DhtNodeOptions.RequestTimeout"/> and answers PING, STORE, FIND_NODE and FIND_VALUE (docs/dht-protocol.md).
-/// Every valid listening sender is reported as seen; a malformed request or a sender whose id is not the hash of its
-/// key gets an ERROR. Thread-safe.
+/// Every request is authenticated first (<see cref="Authenticate"/>): its version, the remote host's and the sender's
+/// rates, the identity puzzle, the signature, the timestamp window and the nonce; anything refused gets a precise
+/// ERROR and is never reported as seen. Every answer is signed, bound to the request's nonce. Every authenticated
+/// listening sender is reported, with the address its stream came from, for address verification. Thread-safe.
 /// </summary>
 internal sealed class DhtRpcHandler : IAsyncDisposable
 {
     private readonly ITransportListener _listener;
     private readonly DhtSender _self;
+    private readonly PeerIdentity _identity;
     private readonly DhtNodeOptions _options;
     private readonly TimeProvider _time;
     private readonly RoutingTable _routing;
     private readonly RecordStorage _storage;
-    private readonly Action<DhtContact> _seen;
+    private readonly Action<DhtContact, PeerAddress> _seen;
     private readonly SemaphoreSlim _serving;
     private readonly BackgroundTasks _streams = new();
+    private readonly TokenBuckets<NodeId> _senderRequests;
+    private readonly TokenBuckets<NodeId> _senderRecords;
+    private readonly TokenBuckets<string> _hostRequests;
+    private readonly ReplayCache _replays;
     private Task? _acceptLoop;
     private long _requestsServed;
+    private long _rateLimited;
+    private long _unauthenticated;
 
     /// <summary>Creates the handler; <see cref="Start"/> begins accepting.</summary>
     /// <param name="listener">Where requests arrive; disposed by <see cref="DisposeAsync"/>.</param>
     /// <param name="self">The local node as the sender of every answer.</param>
+    /// <param name="identity">The local node's key, which signs every answer.</param>
     /// <param name="options">The node's settings.</param>
     /// <param name="timeProvider">The clock for the per-request timeout.</param>
     /// <param name="routing">The table FIND_NODE and FIND_VALUE answer from.</param>
     /// <param name="storage">The records STORE writes and FIND_VALUE reads.</param>
-    /// <param name="seen">Called with every requester that has a listen address and a consistent identity.</param>
-    public DhtRpcHandler(ITransportListener listener, DhtSender self, DhtNodeOptions options, TimeProvider timeProvider, RoutingTable routing, RecordStorage storage, Action<DhtContact> seen)
+    /// <param name="seen">Called with every authenticated requester that has a listen address, and the address its stream came from.</param>
+    public DhtRpcHandler(ITransportListener listener, DhtSender self, PeerIdentity identity, DhtNodeOptions options, TimeProvider timeProvider, RoutingTable routing, RecordStorage storage, Action<DhtContact, PeerAddress> seen)
     {
         _listener = listener;
         _self = self;
+        _identity = identity;
         _options = options;
         _time = timeProvider;
         _routing = routing;
         _storage = storage;
         _seen = seen;
         _serving = new SemaphoreSlim(options.MaxConcurrentRequests, options.MaxConcurrentRequests);
+        _senderRequests = new TokenBuckets<NodeId>(options.SenderRequestsPerSecond, options.SenderRequestBurst, options.MaxRateLimitedPeers, timeProvider);
+        _senderRecords = new TokenBuckets<NodeId>(options.SenderRecordsPerSecond, options.SenderRecordBurst, options.MaxRateLimitedPeers, timeProvider);
+        _hostRequests = new TokenBuckets<string>(options.HostRequestsPerSecond, options.HostRequestBurst, options.MaxRateLimitedPeers, timeProvider);
+        _replays = new ReplayCache(options.MaxReplayCacheEntries, options.RequestClockSkew, timeProvider);
     }
 
-    /// <summary>How many requests were received and answered (malformed ones included).</summary>
+    /// <summary>How many requests were received and answered (malformed and refused ones included).</summary>
     public long RequestsServed => Interlocked.Read(ref _requestsServed);
+
+    /// <summary>How many requests were refused as RateLimited.</summary>
+    public long RequestsRateLimited => Interlocked.Read(ref _rateLimited);
+
+    /// <summary>How many requests were refused as not authentic (old version, identity mismatch, puzzle, signature, stale, replayed).</summary>
+    public long RequestsUnauthenticated => Interlocked.Read(ref _unauthenticated);
 
     /// <summary>Starts the accept loop, which runs until <paramref name="stop"/> is cancelled or the listener closes.</summary>
     /// <param name="stop">Cancelled when the node stops.</param>
@@ -64,7 +85,81 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
         _serving.Dispose();
     }
 
-    /// <summary>Answers one decoded request.</summary>
+    /// <summary>
+    /// Checks a decoded request before it is answered, cheapest first: the remote host's rate, the sender's identity
+    /// (id = hash of key), the identity puzzle, the signature, the timestamp window, the sender's request rate (and, for
+    /// STORE, its record rate) and last the nonce (so that a refused request does not use up its nonce).
+    /// </summary>
+    /// <param name="request">The decoded request.</param>
+    /// <param name="remote">The address the request's stream came from.</param>
+    /// <returns>The ERROR to answer with, or null when the request is authentic and within its rates.</returns>
+    public DhtMessage? Authenticate(DhtMessage request, PeerAddress remote)
+    {
+        if (TryGetHost(remote) is { } host && !_hostRequests.TryTake(host, 1))
+        {
+            return Refuse(ref _rateLimited, request, DhtErrorCode.RateLimited, $"The host {host} exceeded {_options.HostRequestsPerSecond} requests/s (burst {_options.HostRequestBurst}); retry later.");
+        }
+
+        if (!request.Sender.IsIdentityConsistent)
+        {
+            return Refuse(ref _unauthenticated, request, DhtErrorCode.IdentityMismatch, $"The sender id {request.Sender.Id} is not the hash of the sender's public key.");
+        }
+
+        if (!IdentityPuzzle.IsSolved(request.Sender.PublicKey.Span, request.Sender.PuzzleNonce, _options.PuzzleDifficulty))
+        {
+            return Refuse(ref _unauthenticated, request, DhtErrorCode.InsufficientWork, $"The sender {request.Sender.Id}'s puzzle nonce {request.Sender.PuzzleNonce} does not give {_options.PuzzleDifficulty} leading zero bits.");
+        }
+
+        if (!DhtMessageCodec.VerifySignature(request, default))
+        {
+            return Refuse(ref _unauthenticated, request, DhtErrorCode.Unauthenticated, $"The {request.Type} request's signature does not verify against the key of its sender {request.Sender.Id}.");
+        }
+
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var skew = (long)_options.RequestClockSkew.TotalMilliseconds;
+        if (Math.Abs(now - request.TimestampUnixMilliseconds) > skew)
+        {
+            return Refuse(ref _unauthenticated, request, DhtErrorCode.StaleRequest, $"The request was signed at {request.TimestampUnixMilliseconds} ms (Unix), {now - request.TimestampUnixMilliseconds} ms from this node's clock; at most {skew} ms either way.");
+        }
+
+        if (!_senderRequests.TryTake(request.Sender.Id, 1))
+        {
+            return Refuse(ref _rateLimited, request, DhtErrorCode.RateLimited, $"The sender {request.Sender.Id} exceeded {_options.SenderRequestsPerSecond} requests/s (burst {_options.SenderRequestBurst}); retry later.");
+        }
+
+        if (request.Type == DhtMessageType.Store && !_senderRecords.TryTake(request.Sender.Id, request.Records.Count))
+        {
+            return Refuse(ref _rateLimited, request, DhtErrorCode.RateLimited, $"The sender {request.Sender.Id} exceeded {_options.SenderRecordsPerSecond} stored records/s (burst {_options.SenderRecordBurst}); {request.Records.Count} records refused, retry later.");
+        }
+
+        return _replays.TryAdd(request.Nonce.Span) switch
+        {
+            ReplayCache.Outcome.Added => null,
+            ReplayCache.Outcome.Replayed => Refuse(ref _unauthenticated, request, DhtErrorCode.Replayed, $"The request's nonce was already used by an accepted request: a replay."),
+            _ => Refuse(ref _rateLimited, request, DhtErrorCode.RateLimited, $"The replay cache holds its maximum of {_options.MaxReplayCacheEntries} recent nonces; retry later."),
+        };
+    }
+
+    /// <summary>The host of a <c>host:port</c> address, or null for an address without one (e.g. the in-memory transport's).</summary>
+    /// <param name="address">The address.</param>
+    public static string? TryGetHost(PeerAddress address)
+    {
+        if (address.IsEmpty)
+        {
+            return null;
+        }
+
+        try
+        {
+            return address.Host;
+        }
+        catch (FormatException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Answers one decoded (and authenticated) request.</summary>
     /// <param name="request">The request.</param>
     /// <returns>The response (an ERROR for a response type or an inconsistent sender identity).</returns>
     public DhtMessage Handle(DhtMessage request)
@@ -77,12 +172,6 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
         if (!request.Sender.IsIdentityConsistent)
         {
             return Error(request.RequestId, DhtErrorCode.IdentityMismatch, $"The sender id {request.Sender.Id} is not the hash of the sender's public key.");
-        }
-
-        // A client-mode sender (no listen address) is answered but never remembered, so it is never handed out in NODES.
-        if (!request.Sender.Address.IsEmpty)
-        {
-            _seen(request.Sender.ToContact());
         }
 
         switch (request.Type)
@@ -131,6 +220,12 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
     private DhtMessage Error(ulong requestId, DhtErrorCode code, string message) =>
         new(DhtMessageType.Error, requestId, _self) { ErrorCode = code, ErrorMessage = message };
 
+    private DhtMessage Refuse(ref long counter, DhtMessage request, DhtErrorCode code, string message)
+    {
+        Interlocked.Increment(ref counter);
+        return Error(request.RequestId, code, message);
+    }
+
     private async Task AcceptLoopAsync(CancellationToken stop)
     {
         while (!stop.IsCancellationRequested)
@@ -171,6 +266,53 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
         }
     }
 
+    // Decodes, authenticates and answers one request body; the answer is a signed frame bound to the request's nonce.
+    private byte[] Answer(byte[] body, PeerAddress remote)
+    {
+        if (body[0] != DhtMessageCodec.Version)
+        {
+            Interlocked.Increment(ref _unauthenticated);
+            var requestId = DhtMessageCodec.PeekRequestId(body);
+            var text = $"Protocol version {body[0]} is not supported; this node speaks version {DhtMessageCodec.Version} (signed requests).";
+            return body[0] == DhtMessageCodec.LegacyVersion
+                ? DhtMessageCodec.EncodeLegacyError(requestId, _self, DhtErrorCode.UnsupportedVersion, text)
+                : DhtMessageCodec.EncodeFrame(Stamp(Error(requestId, DhtErrorCode.UnsupportedVersion, text)), _identity);
+        }
+
+        var request = DhtMessageCodec.Decode(body);
+        DhtMessage response;
+        if (!request.IsRequest)
+        {
+            response = Error(request.RequestId, DhtErrorCode.UnexpectedType, $"{request.Type} is not a request.");
+        }
+        else if (Authenticate(request, remote) is { } refusal)
+        {
+            response = refusal;
+        }
+        else
+        {
+            // A client-mode sender (no listen address) is answered but never remembered, so it is never handed out in NODES.
+            if (!request.Sender.Address.IsEmpty)
+            {
+                _seen(request.Sender.ToContact(), remote);
+            }
+
+            try
+            {
+                response = Handle(request);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // A bug or an unexpected fault in a handler: answer Internal instead of leaving the peer waiting.
+                response = Error(request.RequestId, DhtErrorCode.Internal, $"{e.GetType().Name}: {e.Message}");
+            }
+        }
+
+        return DhtMessageCodec.EncodeFrame(Stamp(response), _identity, request.Nonce.Span);
+    }
+
+    private DhtMessage Stamp(DhtMessage response) => response.WithAuthentication(_time.GetUtcNow().ToUnixTimeMilliseconds(), default, default, default);
+
     private async Task ServeAsync(ITransportStream stream, CancellationToken stop)
     {
         await using (stream.ConfigureAwait(false))
@@ -179,33 +321,25 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(stop, timeout.Token);
             try
             {
-                DhtMessage response;
+                byte[] frame;
                 try
                 {
-                    var request = await DhtMessageCodec.ReadFrameAsync(stream, linked.Token).ConfigureAwait(false);
-                    if (request is null)
+                    var body = await DhtMessageCodec.ReadFrameBodyAsync(stream, linked.Token).ConfigureAwait(false);
+                    if (body is null)
                     {
                         return;
                     }
 
                     Interlocked.Increment(ref _requestsServed);
-                    try
-                    {
-                        response = Handle(request);
-                    }
-                    catch (Exception e) when (e is not OperationCanceledException)
-                    {
-                        // A bug or an unexpected fault in a handler: answer Internal instead of leaving the peer waiting.
-                        response = Error(request.RequestId, DhtErrorCode.Internal, $"{e.GetType().Name}: {e.Message}");
-                    }
+                    frame = Answer(body, stream.RemoteAddress);
                 }
                 catch (DhtFormatException e)
                 {
                     Interlocked.Increment(ref _requestsServed);
-                    response = Error(0, DhtErrorCode.Malformed, e.Message);
+                    frame = DhtMessageCodec.EncodeFrame(Stamp(Error(0, DhtErrorCode.Malformed, e.Message)), _identity);
                 }
 
-                await stream.WriteAsync(DhtMessageCodec.EncodeFrame(response), linked.Token).ConfigureAwait(false);
+                await stream.WriteAsync(frame, linked.Token).ConfigureAwait(false);
                 await stream.CompleteWritesAsync(linked.Token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is OperationCanceledException or TransportException or IOException or ObjectDisposedException)

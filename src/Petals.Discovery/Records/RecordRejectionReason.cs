@@ -35,4 +35,7 @@ public enum RecordRejectionReason
 
     /// <summary>The storage is full of records that all expire later than this one (or this key's sub-record budget is).</summary>
     StorageFull,
+
+    /// <summary>The signer already holds its quota of records or bytes in this node's storage (<see cref="RecordStorageOptions.MaxRecordsPerSigner"/>, <see cref="RecordStorageOptions.MaxBytesPerSigner"/>).</summary>
+    SignerQuotaExceeded,
 }

@@ -62,22 +62,21 @@ public sealed class RecordValidator
             return RecordValidationResult.Reject(RecordRejectionReason.NotSigned, $"Record {Describe(record)} is unsigned (it has {(record.PublicKey.IsEmpty ? "no public key" : "no signature")}).");
         }
 
-        using var publicKey = PeerIdentity.TryImportPublicKey(record.PublicKey.Span);
-        if (publicKey is null)
-        {
-            return RecordValidationResult.Reject(RecordRejectionReason.MalformedPublicKey, $"Record {Describe(record)}: the public key ({record.PublicKey.Length} bytes) is not a P-256 SubjectPublicKeyInfo.");
-        }
-
+        // The signer's id is one hash; the key import (the costly part) is cached by id across records and messages.
         var signer = NodeId.FromPublicKey(record.PublicKey.Span);
         if (signer != record.SubKey)
         {
-            return RecordValidationResult.Reject(RecordRejectionReason.SubKeyMismatch, $"Record {Describe(record)}: the sub-key is not the id of the signing key ({signer}); a peer may only write its own sub-record.");
+            return PeerIdentity.IsValidPublicKey(record.PublicKey.Span)
+                ? RecordValidationResult.Reject(RecordRejectionReason.SubKeyMismatch, $"Record {Describe(record)}: the sub-key is not the id of the signing key ({signer}); a peer may only write its own sub-record.")
+                : MalformedKey(record);
         }
 
-        if (record.Signature.Length != PeerIdentity.SignatureSize
-            || !publicKey.VerifyData(record.GetSignedPayload(), record.Signature.Span, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
+        switch (PublicKeyCache.Check(record.PublicKey.Span, record.GetSignedPayload(), record.Signature.Span))
         {
-            return RecordValidationResult.Reject(RecordRejectionReason.ForgedSignature, $"Record {Describe(record)}: the signature does not verify against the signer's public key.");
+            case PublicKeyCache.Outcome.MalformedKey:
+                return MalformedKey(record);
+            case PublicKeyCache.Outcome.Invalid:
+                return RecordValidationResult.Reject(RecordRejectionReason.ForgedSignature, $"Record {Describe(record)}: the signature does not verify against the signer's public key.");
         }
 
         return RecordValidationResult.Accepted;
@@ -113,6 +112,9 @@ public sealed class RecordValidator
             RecordRejectionReason.Replayed,
             $"Record {Describe(incoming)} expires at {incoming.ExpiresAt:O}, not after the stored version ({existing.ExpiresAt:O}); an older version is not accepted.");
     }
+
+    private static RecordValidationResult MalformedKey(DhtRecord record) =>
+        RecordValidationResult.Reject(RecordRejectionReason.MalformedPublicKey, $"Record {Describe(record)}: the public key ({record.PublicKey.Length} bytes) is not a P-256 SubjectPublicKeyInfo.");
 
     private static string Describe(DhtRecord record) =>
         $"'{(record.Key.Length > 64 ? record.Key[..64] + "…" : record.Key)}'/{record.SubKey}";

@@ -35,7 +35,7 @@ public sealed class DhtMessageCodecTests
         ];
     }
 
-    private static byte[] Body(DhtMessage message) => DhtMessageCodec.EncodeFrame(message)[4..];
+    private static byte[] Body(DhtMessage message) => DhtTestKit.Frame(message)[4..];
 
     private static void AssertSame(DhtMessage expected, DhtMessage actual)
     {
@@ -65,7 +65,7 @@ public sealed class DhtMessageCodecTests
         {
             foreach (var message in Samples(random))
             {
-                var frame = DhtMessageCodec.EncodeFrame(message);
+                var frame = DhtTestKit.Frame(message);
                 Assert.Equal(frame.Length - 4, (int)BinaryPrimitives.ReadUInt32LittleEndian(frame));
                 AssertSame(message, DhtMessageCodec.Decode(frame.AsSpan(4)));
             }
@@ -102,14 +102,14 @@ public sealed class DhtMessageCodecTests
     {
         var body = Body(new DhtMessage(DhtMessageType.Nodes, 7, Sender(0)) { Contacts = [Contact(NodeId.MaxValue)] });
         var badVersion = (byte[])body.Clone();
-        badVersion[0] = 2;
+        badVersion[0] = 3;
         Assert.Equal("version", Assert.Throws<DhtFormatException>(() => DhtMessageCodec.Decode(badVersion)).Field);
         var badType = (byte[])body.Clone();
         badType[1] = 42;
         Assert.Equal("message type", Assert.Throws<DhtFormatException>(() => DhtMessageCodec.Decode(badType)).Field);
 
-        // The contact count sits right after the sender; claim 60000 contacts.
-        var countAt = 1 + 1 + 8 + NodeId.Size + 1 + Identities[0].PublicKey.Length + 2 + "mem://node-0".Length;
+        // The contact count sits right after the sender (whose puzzle nonce ends it); claim 60000 contacts.
+        var countAt = 1 + 1 + 8 + NodeId.Size + 1 + Identities[0].PublicKey.Length + 2 + "mem://node-0".Length + 8;
         Assert.Equal(1, BinaryPrimitives.ReadUInt16LittleEndian(body.AsSpan(countAt)));
         var many = (byte[])body.Clone();
         BinaryPrimitives.WriteUInt16LittleEndian(many.AsSpan(countAt), 60000);
@@ -193,7 +193,7 @@ public sealed class DhtMessageCodecTests
         BinaryPrimitives.WriteUInt32LittleEndian(justOver, DhtMessageCodec.MaxFrameBytes + 1);
         Assert.Equal("frame length", (await Send(justOver)).Field);
         Assert.Equal("frame length", (await Send([1, 0])).Field);
-        var frame = DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Ping, 1, Sender(0)));
+        var frame = DhtTestKit.Frame(new DhtMessage(DhtMessageType.Ping, 1, Sender(0)));
         Assert.Equal("frame body", (await Send(frame[..^3])).Field);
     }
 
@@ -201,7 +201,7 @@ public sealed class DhtMessageCodecTests
     public void Encoding_refuses_what_the_limits_forbid()
     {
         var tooMany = Enumerable.Range(0, DhtMessageCodec.MaxContacts + 1).Select(i => Contact(NodeId.CreateRandom(new Random(i)))).ToArray();
-        Assert.Throws<ArgumentException>(() => DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Nodes, 1, Sender(0)) { Contacts = tooMany }));
-        Assert.Throws<ArgumentException>(() => DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.FindValue, 1, Sender(0)) { Key = new string('k', 300) }));
+        Assert.Throws<ArgumentException>(() => DhtTestKit.Frame(new DhtMessage(DhtMessageType.Nodes, 1, Sender(0)) { Contacts = tooMany }));
+        Assert.Throws<ArgumentException>(() => DhtTestKit.Frame(new DhtMessage(DhtMessageType.FindValue, 1, Sender(0)) { Key = new string('k', 300) }));
     }
 }

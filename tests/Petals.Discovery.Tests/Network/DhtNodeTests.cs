@@ -202,7 +202,7 @@ public sealed class DhtNodeTests
         {
             Records = records,
         };
-        var response = await ExchangeAsync(network, target.LocalAddress, DhtMessageCodec.EncodeFrame(request), ct);
+        var response = await ExchangeAsync(network, target.LocalAddress, DhtTestKit.Frame(request), ct);
         Assert.Equal(DhtMessageType.StoreResult, response.Type);
         Assert.Equal(99UL, response.RequestId);
         Assert.Equal(target.Id, response.Sender.Id);
@@ -219,7 +219,7 @@ public sealed class DhtNodeTests
 
         // A replay of an older version is refused too.
         var older = Signed(evil, "k", [9], now.AddMinutes(10));
-        var replay = await ExchangeAsync(network, target.LocalAddress, DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Store, 100, request.Sender) { Records = [older] }), ct);
+        var replay = await ExchangeAsync(network, target.LocalAddress, DhtTestKit.Frame(new DhtMessage(DhtMessageType.Store, 100, request.Sender) { Records = [older] }), ct);
         Assert.Equal(RecordRejectionReason.Replayed, Assert.Single(replay.StoreResults).Reason);
     }
 
@@ -231,7 +231,7 @@ public sealed class DhtNodeTests
         var target = await network.AddAsync(null, ct);
         var liar = new DhtSender(Identities[1].NodeId, Identities[0].PublicKey, PeerAddress.Parse("mem://liar"));
         var store = new DhtMessage(DhtMessageType.Store, 5, liar) { Records = [Signed(Identities[0], "k", [1], network.Time.GetUtcNow().AddMinutes(5))] };
-        var response = await ExchangeAsync(network, target.LocalAddress, DhtMessageCodec.EncodeFrame(store), ct);
+        var response = await ExchangeAsync(network, target.LocalAddress, DhtTestKit.Frame(store), ct);
         Assert.Equal(DhtMessageType.Error, response.Type);
         Assert.Equal(DhtErrorCode.IdentityMismatch, response.ErrorCode);
         Assert.Equal(5UL, response.RequestId);
@@ -239,15 +239,20 @@ public sealed class DhtNodeTests
         Assert.Equal(0, target.Storage.RecordCount);
 
         // A malformed frame gets ERROR Malformed; a response type sent as a request gets UnexpectedType.
-        var garbage = DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Ping, 6, liar with { Id = Identities[0].NodeId }));
+        var garbage = DhtTestKit.Frame(new DhtMessage(DhtMessageType.Ping, 6, liar with { Id = Identities[0].NodeId }));
         garbage[5] = 42;
         Assert.Equal(DhtErrorCode.Malformed, (await ExchangeAsync(network, target.LocalAddress, garbage, ct)).ErrorCode);
-        var pong = DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Pong, 7, liar with { Id = Identities[0].NodeId }));
+        var pong = DhtTestKit.Frame(new DhtMessage(DhtMessageType.Pong, 7, liar with { Id = Identities[0].NodeId }));
         Assert.Equal(DhtErrorCode.UnexpectedType, (await ExchangeAsync(network, target.LocalAddress, pong, ct)).ErrorCode);
 
-        // An honest ping is answered and enters the routing table.
-        var honest = DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Ping, 8, liar with { Id = Identities[0].NodeId }));
+        // An honest ping is answered and, once its claimed address answers a PING back with its id, enters the routing table.
+        var honestSender = liar with { Id = Identities[0].NodeId };
+        await using var listener = await network.Transport.ListenAsync(honestSender.Address, ct);
+        var answering = AnswerPingsAsync(listener, honestSender, answers: 1, ct);
+        var honest = DhtTestKit.Frame(new DhtMessage(DhtMessageType.Ping, 8, honestSender));
         Assert.Equal(DhtMessageType.Pong, (await ExchangeAsync(network, target.LocalAddress, honest, ct)).Type);
+        await answering.WaitAsync(Bound, ct);
+        await DhtTestNetwork.QuiesceAsync([target], ct);
         Assert.Equal(PeerAddress.Parse("mem://liar"), target.Routing.Find(Identities[0].NodeId)?.Address);
     }
 
@@ -282,7 +287,7 @@ public sealed class DhtNodeTests
                     var reply = request!.Type == DhtMessageType.FindValue
                         ? new DhtMessage(DhtMessageType.Value, request.RequestId, evilSender) { Records = answers }
                         : new DhtMessage((DhtMessageType)((byte)request.Type + 1), request.RequestId, evilSender);
-                    await stream.WriteAsync(DhtMessageCodec.EncodeFrame(reply), ct);
+                    await stream.WriteAsync(DhtTestKit.Frame(reply, boundNonce: request.Nonce.Span), ct);
                     await stream.CompleteWritesAsync(ct);
                 }
             },
@@ -368,7 +373,7 @@ public sealed class DhtNodeTests
 
         // A silent stream takes the only slot.
         var silent = await network.Transport.ConnectAsync(node.LocalAddress, ct);
-        var waiting = ExchangeAsync(network, node.LocalAddress, DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Ping, 1, sender)), ct);
+        var waiting = ExchangeAsync(network, node.LocalAddress, DhtTestKit.Frame(new DhtMessage(DhtMessageType.Ping, 1, sender)), ct);
         await Task.Delay(200, ct);
         Assert.False(waiting.IsCompleted);
 
@@ -385,10 +390,14 @@ public sealed class DhtNodeTests
         await using var network = new DhtTestNetwork();
         var node = await network.AddAsync(null, ct);
 
-        // A peer introduces itself with a valid PING, then accepts connections but never answers.
+        // A peer introduces itself with a valid PING and answers the PING back that verifies its address, then accepts
+        // connections but never answers.
         var mute = new DhtSender(Identities[3].NodeId, Identities[3].PublicKey, PeerAddress.Parse("mem://mute"));
         await using var listener = await network.Transport.ListenAsync(mute.Address, ct);
-        Assert.Equal(DhtMessageType.Pong, (await ExchangeAsync(network, node.LocalAddress, DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Ping, 1, mute)), ct)).Type);
+        var verified = AnswerPingsAsync(listener, mute, answers: 1, ct);
+        Assert.Equal(DhtMessageType.Pong, (await ExchangeAsync(network, node.LocalAddress, DhtTestKit.Frame(new DhtMessage(DhtMessageType.Ping, 1, mute)), ct)).Type);
+        await verified.WaitAsync(Bound, ct);
+        await DhtTestNetwork.QuiesceAsync([node], ct);
         Assert.NotNull(node.Routing.Find(mute.Id));
         var accepted = new System.Collections.Concurrent.ConcurrentQueue<ITransportStream>();
         var accepting = Task.Run(
@@ -430,7 +439,21 @@ public sealed class DhtNodeTests
         }
     }
 
-    private static async Task<DhtMessage> ExchangeAsync(DhtTestNetwork network, PeerAddress address, byte[] frame, CancellationToken ct)
+    /// <summary>Answers the next <paramref name="answers"/> requests at <paramref name="listener"/> with a signed PONG from <paramref name="sender"/>.</summary>
+    internal static async Task AnswerPingsAsync(ITransportListener listener, DhtSender sender, int answers, CancellationToken ct)
+    {
+        for (var i = 0; i < answers; i++)
+        {
+            var stream = await listener.AcceptAsync(ct);
+            await using var _ = stream;
+            var request = await DhtMessageCodec.ReadFrameAsync(stream, ct);
+            Assert.NotNull(request);
+            await stream.WriteAsync(DhtTestKit.Frame(new DhtMessage(DhtMessageType.Pong, request.RequestId, sender), boundNonce: request.Nonce.Span), ct);
+            await stream.CompleteWritesAsync(ct);
+        }
+    }
+
+    internal static async Task<DhtMessage> ExchangeAsync(DhtTestNetwork network, PeerAddress address, byte[] frame, CancellationToken ct)
     {
         var stream = await network.Transport.ConnectAsync(address, ct);
         await using var _ = stream;

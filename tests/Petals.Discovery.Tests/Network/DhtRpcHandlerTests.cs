@@ -32,7 +32,7 @@ public sealed class DhtRpcHandlerTests
         var listener = await memory.ListenAsync(PeerAddress.Parse("mem://handler"), ct);
         var sender = new DhtSender(self.NodeId, self.PublicKey, listener.LocalAddress);
         var routing = new RoutingTable(self.NodeId, 20, 20, time);
-        await using var handler = new DhtRpcHandler(listener, sender, DhtNodeOptions.Default, time, routing, storage, _ => { });
+        await using var handler = new DhtRpcHandler(listener, sender, self, DhtNodeOptions.Default, time, routing, storage, (_, _) => { });
 
         var asker = DhtTestNetwork.Identity(301);
         var request = new DhtMessage(DhtMessageType.FindValue, 7, new DhtSender(asker.NodeId, asker.PublicKey, default)) { Key = "crowded" };
@@ -40,6 +40,6 @@ public sealed class DhtRpcHandlerTests
         Assert.Equal(DhtMessageType.Value, answer.Type);
         Assert.Equal(7UL, answer.RequestId);
         Assert.Equal(expected, answer.Records.Count);
-        Assert.True(DhtMessageCodec.EncodeFrame(answer).Length <= DhtMessageCodec.MaxFrameBytes + 4);
+        Assert.True(DhtTestKit.Frame(answer).Length <= DhtMessageCodec.MaxFrameBytes + 4);
     }
 }

@@ -11,9 +11,13 @@ internal sealed class DhtTestNetwork : IAsyncDisposable
     private static readonly List<PeerIdentity> Pool = [];
     private int _next;
 
+    /// <summary>The identity puzzle's difficulty in test networks (the default's work per identity would dominate a 100-node test).</summary>
+    public const int TestPuzzleDifficulty = 8;
+
     public DhtTestNetwork(DhtNodeOptions? options = null, ManualTimeProvider? time = null)
     {
-        Options = options ?? DhtNodeOptions.Default;
+        options ??= DhtNodeOptions.Default;
+        Options = options.PuzzleDifficulty == DhtNodeOptions.Default.PuzzleDifficulty ? options with { PuzzleDifficulty = TestPuzzleDifficulty } : options;
         Time = time ?? new(DhtTestKit.Start);
     }
 
@@ -43,6 +47,15 @@ internal sealed class DhtTestNetwork : IAsyncDisposable
         }
     }
 
+    /// <summary>The pooled identity with id <paramref name="id"/>, or null.</summary>
+    public static PeerIdentity? FindPooled(NodeId id)
+    {
+        lock (PoolGate)
+        {
+            return Pool.FirstOrDefault(i => i.NodeId == id);
+        }
+    }
+
     /// <summary>Starts a node at mem://dht-N and bootstraps it from <paramref name="bootstrap"/> (if any).</summary>
     public async Task<DhtNode> AddAsync(DhtNode? bootstrap, CancellationToken cancellationToken)
     {
@@ -56,7 +69,22 @@ internal sealed class DhtTestNetwork : IAsyncDisposable
             Assert.Equal(1, answered);
         }
 
+        await QuiesceAsync(Nodes, cancellationToken);
         return node;
+    }
+
+    /// <summary>
+    /// Waits (bounded) until no node has an address verification in flight: a requester enters a routing table only
+    /// after its PING back is answered, in the background, so a test that counts or cuts waits for that first.
+    /// </summary>
+    public static async Task QuiesceAsync(IEnumerable<DhtNode> nodes, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + Bound;
+        while (nodes.Any(n => n.IsRunning && n.PendingVerifications > 0))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "Address verifications were still in flight after the bound.");
+            await Task.Delay(5, cancellationToken);
+        }
     }
 
     /// <summary>Builds a network of <paramref name="count"/> nodes, each bootstrapped from a random earlier one.</summary>

@@ -15,9 +15,10 @@ public sealed class JoinCostTests
         var joiner = await network.AddAsync(network.Nodes[0], ct);
         var served = network.Nodes.Sum(n => n.RequestsServed) - before;
 
-        // One ping and one self lookup asking each of the 6 nodes once (7 requests); refreshing the buckets as well
-        // costs 19 here.
-        Assert.InRange(served, 2, 10);
+        // One ping and one self lookup asking each of the 6 nodes once (7 requests), plus the PINGs that verify the
+        // joiner's address at each node it asked and, where a node's PING reached the joiner first, the joiner's PING
+        // back (at most 2 × 6 more); refreshing the buckets as well costs over 30 here.
+        Assert.InRange(served, 2, 20);
         Assert.Equal(network.Nodes.Take(6).Select(n => n.Id).Order(), joiner.Routing.GetAll().Select(c => c.Id).Order());
     }
 

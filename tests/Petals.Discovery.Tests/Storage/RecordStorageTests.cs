@@ -115,7 +115,7 @@ public sealed class RecordStorageTests
     }
 
     [Fact]
-    public void Key_and_byte_bounds_evict_globally_soonest_first()
+    public void Key_and_byte_bounds_evict_soonest_first_within_a_signer_and_from_the_largest_holder_across_signers()
     {
         var (storage, _) = Create(new RecordStorageOptions { MaxKeys = 2 });
         storage.Store(At(0, "a", 10));
@@ -127,10 +127,11 @@ public sealed class RecordStorageTests
         var size = At(0, "x", 1).StorageSize;
         var (bytes, _) = Create(new RecordStorageOptions { MaxBytes = 3 * size });
         bytes.Store(At(0, "x", 5));
-        bytes.Store(At(1, "x", 7));
-        bytes.Store(At(2, "x", 6));
+        bytes.Store(At(0, "y", 7));
+        bytes.Store(At(1, "x", 6));
         Assert.True(bytes.Store(At(3, "x", 8)).IsAccepted);
         Assert.Null(bytes.Get("x", Identities[0].NodeId));
+        Assert.NotNull(bytes.Get("y", Identities[0].NodeId));
         Assert.Equal(3 * size, bytes.ByteCount);
         Assert.Equal(RecordRejectionReason.StorageFull, bytes.Store(At(4, "x", 2)).Reason);
 
@@ -139,7 +140,7 @@ public sealed class RecordStorageTests
     }
 
     [Fact]
-    public void Random_workloads_respect_every_bound_and_evict_only_sooner_records()
+    public void Random_workloads_respect_every_bound_and_evict_only_what_the_policy_allows()
     {
         var options = new RecordStorageOptions { MaxKeys = 4, MaxRecordsPerKey = 3, MaxBytes = 9 * At(0, "k0", 1).StorageSize };
         int evictions = 0, refusals = 0, replays = 0;
@@ -157,6 +158,9 @@ public sealed class RecordStorageTests
                 var record = Signed(Identities[random.Next(Identities.Length)], "k" + random.Next(6), [(byte)random.Next(256)], clock.GetUtcNow().AddMinutes(random.Next(1, 30)));
                 var before = storage.GetAll();
                 var existing = before.FirstOrDefault(r => r.Key == record.Key && r.SubKey == record.SubKey);
+                var held = before.GroupBy(r => r.SubKey).ToDictionary(g => g.Key, g => g.Count());
+                var incomingHeld = held.GetValueOrDefault(record.SubKey) - (existing is null ? 0 : 1);
+                var established = Identities.ToDictionary(i => i.NodeId, i => storage.IsEstablished(i.NodeId));
                 var verdict = storage.Store(record);
                 var after = storage.GetAll();
 
@@ -170,10 +174,19 @@ public sealed class RecordStorageTests
                 {
                     Assert.True(record.ContentEquals(storage.Get(record.Key, record.SubKey)));
 
-                    // Every record that disappeared (other than the replaced version and expired ones) expired sooner than the new one.
+                    // Every record that disappeared (other than the replaced version and expired ones) is the new one's
+                    // signer's or key's and expired sooner, or its signer held at least as many as the new one's will, or
+                    // was not established while the new one's was; a signer that is not established never evicts an
+                    // established one.
                     foreach (var gone in before.Where(b => !after.Contains(b) && b != existing))
                     {
-                        Assert.True(gone.ExpiresAt < record.ExpiresAt, $"{gone} was evicted for {record}.");
+                        var ownerEstablished = established[gone.SubKey];
+                        var incomingEstablished = established[record.SubKey];
+                        Assert.False(ownerEstablished && !incomingEstablished && gone.SubKey != record.SubKey, $"{gone} (established) was evicted for {record}.");
+                        var sameSignerOrKey = gone.SubKey == record.SubKey || gone.Key == record.Key;
+                        Assert.True(
+                            (sameSignerOrKey && gone.ExpiresAt < record.ExpiresAt) || (gone.SubKey != record.SubKey && (incomingEstablished != ownerEstablished || held[gone.SubKey] >= incomingHeld + 1)),
+                            $"{gone} was evicted for {record}.");
                         evictions++;
                     }
                 }
