@@ -9,6 +9,7 @@ using Petals.Inference;
 using Petals.Models;
 using Petals.Formats.HuggingFace;
 using Petals.Transport;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Benchmarks;
@@ -64,7 +65,7 @@ internal static class SwarmBench
 
         var addresses = peers.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(p => PeerAddress.Parse(p.Contains("://", StringComparison.Ordinal) ? p : "tcp://" + p)).ToArray();
-        await using var remote = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport(), addresses, config, ModelIdentity.Compute(model, config)).ConfigureAwait(false);
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport().WithMultiplexing(), addresses, config, ModelIdentity.Compute(model, config)).ConfigureAwait(false);
         using var remoteModel = new CausalLanguageModel(head, remote, tokenizer: null);
 
         var localRuns = new List<Run>();

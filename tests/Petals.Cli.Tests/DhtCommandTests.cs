@@ -5,6 +5,7 @@ using Petals.Discovery;
 using Petals.Models;
 using Petals.Testing;
 using Petals.Transport;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Tests;
@@ -155,7 +156,7 @@ public sealed class DhtCommandTests
 
         using var key = PeerIdentity.Generate();
         await using var node = new DhtNode(key);
-        await node.StartAsync(new TcpTransport(), PeerAddress.Parse("tcp://127.0.0.1:0"), Ct).WaitAsync(Bound, Ct);
+        await node.StartAsync(new TcpTransport().WithMultiplexing(), PeerAddress.Parse("tcp://127.0.0.1:0"), Ct).WaitAsync(Bound, Ct);
         Assert.Equal(1, await node.BootstrapAsync([dht], Ct).WaitAsync(Bound, Ct));
         var reader = new DhtPeerDiscovery(node);
 

@@ -6,6 +6,7 @@ using Petals.Server;
 using Petals.Testing;
 using Petals.Testing.Execution;
 using Petals.Transport;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Tests;
@@ -81,7 +82,7 @@ public sealed class GenerateVerificationTests
             var servers = new LyingServers();
             try
             {
-                var transport = new TcpTransport();
+                var transport = new TcpTransport().WithMultiplexing();
                 servers._weights = ModelLoader.Open(TestData.Stories260KGguf);
                 var modelId = ModelIdentity.Compute(TestData.Stories260KGguf, servers._weights.Config);
                 var factory = new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 1 });

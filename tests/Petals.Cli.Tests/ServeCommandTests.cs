@@ -4,6 +4,7 @@ using Petals.Models;
 using Petals.Protocol;
 using Petals.Testing;
 using Petals.Transport;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Tests;
@@ -44,7 +45,7 @@ public sealed class ServeCommandTests
         Assert.Contains("ready in", stderr.ToString(), StringComparison.Ordinal);
 
         var handler = new Inbox();
-        var connection = await ProtocolConnection.ConnectAsync(new TcpTransport(), address, new ConnectionPreamble("cli-test", "stories260K-f32:llama-5x64-v512"), cancellationToken: TestContext.Current.CancellationToken)
+        var connection = await ProtocolConnection.ConnectAsync(new TcpTransport().WithMultiplexing(), address, new ConnectionPreamble("cli-test", "stories260K-f32:llama-5x64-v512"), cancellationToken: TestContext.Current.CancellationToken)
             .WaitAsync(Bound, TestContext.Current.CancellationToken);
         await using (connection)
         {

@@ -7,6 +7,7 @@ using Petals.Models;
 using Petals.Server;
 using Petals.Testing;
 using Petals.Transport;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Tests;
@@ -228,7 +229,7 @@ public sealed class StatusAndDiscoveryGenerateTests
             var swarm = new TcpSwarm();
             try
             {
-                var transport = new TcpTransport();
+                var transport = new TcpTransport().WithMultiplexing();
                 swarm._weights = ModelLoader.Open(TestData.Stories260KGguf);
                 swarm.ModelId = modelId ?? ModelIdentity.Compute(TestData.Stories260KGguf, swarm._weights.Config);
                 var bootstrap = await swarm.StartNodeAsync(transport, null);

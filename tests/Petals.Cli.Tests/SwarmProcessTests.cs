@@ -10,6 +10,7 @@ using Petals.Protocol;
 using Petals.Testing;
 using Petals.Formats.HuggingFace;
 using Petals.Transport;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Tests;
@@ -98,7 +99,7 @@ public sealed class SwarmProcessTests
             }
 
             var addresses = await Task.WhenAll(servers.Select(s => s.WaitUntilListeningAsync(Bound, Ct)));
-            await using var remote = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport(), addresses, config, ModelIdentity.Compute(dir.Path, config), cancellationToken: Ct);
+            await using var remote = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport().WithMultiplexing(), addresses, config, ModelIdentity.Compute(dir.Path, config), cancellationToken: Ct);
             using var weights = ModelLoader.Open(dir.Path);
             using var local = new LocalTransformerBlocks([new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 1 }).Create(weights, new BlockRange(0, 12))]);
             await using var remoteSession = await remote.OpenSessionAsync(2, 32, Ct);
@@ -296,7 +297,7 @@ public sealed class SwarmProcessTests
 
         public static async Task<ulong> CacheTokensLeftAsync(PeerAddress address, string modelId)
         {
-            await using var connection = await ProtocolConnection.ConnectAsync(new TcpTransport(), address, new ConnectionPreamble("probe", modelId), cancellationToken: Ct).WaitAsync(Bound, Ct);
+            await using var connection = await ProtocolConnection.ConnectAsync(new TcpTransport().WithMultiplexing(), address, new ConnectionPreamble("probe", modelId), cancellationToken: Ct).WaitAsync(Bound, Ct);
             var probe = new InfoProbe();
             var run = connection.RunAsync(probe, Ct);
             await connection.SendAsync(connection.NewStreamId(), new InfoRequest(), Ct);

@@ -6,6 +6,7 @@ using Petals.Models;
 using Petals.Protocol;
 using Petals.Testing;
 using Petals.Transport;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Tests;
@@ -187,7 +188,7 @@ public sealed class TlsByDefaultTests
         using var key = PeerIdentity.Generate();
         using var tls = TlsPeerIdentity.FromPkcs8(key.ExportPkcs8());
         await using var node = new DhtNode(key);
-        await node.StartAsync(new TcpTransport(new TcpTransportOptions { Identity = tls }), PeerAddress.Parse("tls://127.0.0.1:0"), Ct).WaitAsync(Bound, Ct);
+        await node.StartAsync(new TcpTransport(new TcpTransportOptions { Identity = tls }).WithMultiplexing(), PeerAddress.Parse("tls://127.0.0.1:0"), Ct).WaitAsync(Bound, Ct);
         string modelId;
         int blockCount;
         using (var weights = ModelLoader.Open(TestData.Stories260KGguf))
@@ -217,7 +218,7 @@ public sealed class TlsByDefaultTests
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
         using var key = TlsPeerIdentity.Create();
         using var victim = TlsPeerIdentity.Create();
-        await using var listener = await new TcpTransport(new TcpTransportOptions { Identity = key }).ListenAsync(PeerAddress.Parse("tls://127.0.0.1:0"), Ct);
+        await using var listener = await new TcpTransport(new TcpTransportOptions { Identity = key }).WithMultiplexing().ListenAsync(PeerAddress.Parse("tls://127.0.0.1:0"), Ct);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
 
         // A fake server with its own key that introduces itself as another peer (the victim's id).

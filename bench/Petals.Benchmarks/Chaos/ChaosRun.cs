@@ -6,6 +6,7 @@ using Petals.Client;
 using Petals.Formats;
 using Petals.Generation;
 using Petals.Tokenization;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Benchmarks.Chaos;
@@ -72,7 +73,7 @@ internal static class ChaosRun
         var kills = new List<ChaosKill>();
         var recoveries = new List<ChaosRecovery>();
         var gate = new Lock();
-        await using var blocks = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport(), sequence, config, new RemoteSequenceOptions { Verification = new() { Rate = options.VerifyRate } }, cancellationToken).ConfigureAwait(false);
+        await using var blocks = await RemoteTransformerBlocks.ConnectAsync(new TcpTransport().WithMultiplexing(), sequence, config, new RemoteSequenceOptions { Verification = new() { Rate = options.VerifyRate } }, cancellationToken).ConfigureAwait(false);
         blocks.SpanRecovered += (_, e) =>
         {
             ChaosRecovery recovery;

@@ -6,6 +6,7 @@ using Petals.Discovery;
 using Petals.Models;
 using Petals.Routing;
 using Petals.Transport;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Benchmarks.Chaos;
@@ -146,7 +147,7 @@ internal sealed class ChaosSwarm : IAsyncDisposable
             Tile(online, self, 0, self.Span.Start, segments);
             segments.Add((self, self.Span));
             Tile(online, self, self.Span.End, _blockCount, segments);
-            await using var chain = await PinnedChain.ConnectAsync(new TcpTransport(), [.. segments.Select(s => new RouteSegment(s.Item1, s.Item2))], config, sequence.ModelId, new RemoteSequenceOptions(), cancellationToken).ConfigureAwait(false);
+            await using var chain = await PinnedChain.ConnectAsync(new TcpTransport().WithMultiplexing(), [.. segments.Select(s => new RouteSegment(s.Item1, s.Item2))], config, sequence.ModelId, new RemoteSequenceOptions(), cancellationToken).ConfigureAwait(false);
             await using var session = await chain.Blocks.OpenSessionAsync(1, 16, cancellationToken).ConfigureAwait(false);
             var hidden = new float[8 * config.HiddenSize];
             for (var i = 0; i < hidden.Length; i++)

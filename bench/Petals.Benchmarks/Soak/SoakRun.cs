@@ -41,12 +41,17 @@ internal static class SoakRun
         }
 
         var clock = Stopwatch.StartNew();
-        await using var dht = ServerProcess.Start("dht", "dht", "dht ", ["--host", "127.0.0.1", "--port", "0", .. o.DhtArgs]);
+
+        // The hostile clients write raw protocol bytes over plain TCP, one connection per stream, so both processes run
+        // --insecure --no-multiplex: the limits under test live in the listener and the block server, below or beside
+        // TLS and the multiplexer, and hold the same way there.
+        string[] plainWire = ["--insecure", "--no-multiplex"];
+        await using var dht = ServerProcess.Start("dht", "dht", "dht ", ["--host", "127.0.0.1", "--port", "0", .. plainWire, .. o.DhtArgs]);
         var dhtAddress = await dht.WaitUntilListeningAsync(o.StartupTimeout, CancellationToken.None).ConfigureAwait(false);
         await using var server = ServerProcess.Start("server",
         [
             "--model", modelPath, "--blocks", $"0:{config.NumLayers}", "--host", "127.0.0.1", "--port", "0",
-            "--initial-peers", dhtAddress.ToString(), "--threads", "1", .. o.ServeArgs,
+            "--initial-peers", dhtAddress.ToString(), "--threads", "1", .. plainWire, .. o.ServeArgs,
         ]);
         var serverAddress = await server.WaitUntilListeningAsync(o.StartupTimeout, CancellationToken.None).ConfigureAwait(false);
         var serverPeer = server.DhtAddress?.PeerId;

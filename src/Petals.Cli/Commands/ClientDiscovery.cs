@@ -11,12 +11,15 @@ namespace Petals.Cli.Commands;
 /// </summary>
 internal sealed class ClientDiscovery : IAsyncDisposable
 {
-    private ClientDiscovery(PeerIdentity identity, DhtNode node, IReadOnlyList<string> met)
+    private readonly bool _multiplex;
+
+    private ClientDiscovery(PeerIdentity identity, DhtNode node, IReadOnlyList<string> met, bool multiplex)
     {
         Identity = identity;
         Node = node;
         Discovery = new DhtPeerDiscovery(node);
         Met = met;
+        _multiplex = multiplex;
     }
 
     public PeerIdentity Identity { get; }
@@ -69,7 +72,7 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     /// <exception cref="ArgumentException">When the list is malformed.</exception>
     /// <exception cref="TransportException">When none of the initial peers answers (exit code 3); the message names them.</exception>
     public static Task<ClientDiscovery> JoinAsync(string initialPeers, CancellationToken cancellationToken) =>
-        JoinAsync(initialPeers, insecure: false, cancellationToken);
+        JoinAsync(initialPeers, insecure: false, multiplex: true, cancellationToken);
 
     /// <summary>
     /// Starts a DHT node with a fresh identity and bootstraps it from <paramref name="initialPeers"/>, whose bare
@@ -77,14 +80,14 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     /// </summary>
     /// <exception cref="ArgumentException">When the list is malformed.</exception>
     /// <exception cref="TransportException">When none of the initial peers answers (exit code 3); the message names them.</exception>
-    public static async Task<ClientDiscovery> JoinAsync(string initialPeers, bool insecure, CancellationToken cancellationToken)
+    public static async Task<ClientDiscovery> JoinAsync(string initialPeers, bool insecure, bool multiplex, CancellationToken cancellationToken)
     {
         var peers = ParseInitialPeers(initialPeers, insecure);
         var identity = PeerIdentity.Generate();
         var node = new DhtNode(identity);
         try
         {
-            await StartClientNodeAsync(node, cancellationToken).ConfigureAwait(false);
+            await StartClientNodeAsync(node, multiplex, cancellationToken).ConfigureAwait(false);
             var joined = await DhtNodeStarter.JoinAsync(node, peers, cancellationToken).ConfigureAwait(false);
             if (joined.Answered == 0)
             {
@@ -97,7 +100,7 @@ internal sealed class ClientDiscovery : IAsyncDisposable
                 .Select(p => p.Id is { } id ? TransportSecurity.MetLine(p.Address, id.ToString()) : null)
                 .OfType<string>()
                 .ToArray();
-            return new ClientDiscovery(identity, node, met);
+            return new ClientDiscovery(identity, node, met, multiplex);
         }
         catch
         {
@@ -135,7 +138,8 @@ internal sealed class ClientDiscovery : IAsyncDisposable
                 o.Swarm.Router.BlockedPeers.UnionWith(blockedPeers);
                 o.Sequence.Verification.Rate = verifyRate;
             },
-            Discovery);
+            Discovery,
+            _multiplex);
     }
 
     /// <summary>The peer ids of a comma-separated list (blanks dropped); empty for null.</summary>
@@ -154,6 +158,6 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     /// A client's node runs in client mode: it does not listen, its requests carry no address, and servers never add it
     /// to their routing tables (a client behind NAT or with a short life would only be a dead entry there).
     /// </summary>
-    private static Task StartClientNodeAsync(DhtNode node, CancellationToken cancellationToken) =>
-        node.StartAsync(TransportSecurity.Transport(), cancellationToken);
+    private static Task StartClientNodeAsync(DhtNode node, bool multiplex, CancellationToken cancellationToken) =>
+        node.StartAsync(TransportSecurity.Transport(multiplex: multiplex), cancellationToken);
 }

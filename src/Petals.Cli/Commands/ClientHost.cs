@@ -20,10 +20,11 @@ internal sealed class ClientHost : IAsyncDisposable
     /// <summary>Builds the client.</summary>
     /// <param name="configure">Sets the client's options (model path, peers, sequence and swarm options).</param>
     /// <param name="discovery">The discovery to find servers through, or null for the peers of the options.</param>
-    public static ClientHost Create(Action<PetalsClientOptions> configure, IPeerDiscovery? discovery)
+    /// <param name="multiplex">Whether streams to a peer share one connection (every peer must agree; see --no-multiplex).</param>
+    public static ClientHost Create(Action<PetalsClientOptions> configure, IPeerDiscovery? discovery, bool multiplex = true)
     {
         var services = new ServiceCollection();
-        var builder = services.AddPetalsClient(configure).UseTransport(TransportSecurity.Transport());
+        var builder = services.AddPetalsClient(configure).UseTransport(TransportSecurity.Transport(multiplex: multiplex));
         if (discovery is not null)
         {
             // The command owns the DHT node, which outlives the container (a DhtPeerDiscovery over it holds nothing to dispose).

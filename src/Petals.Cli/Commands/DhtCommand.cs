@@ -13,6 +13,7 @@ internal static class DhtCommand
         var port = new Option<int>("--port") { Description = "The TCP port; 0 picks a free one.", DefaultValueFactory = _ => 0 };
         var identity = DhtNodeStarter.Identity();
         var insecure = TransportSecurity.Insecure();
+        var noMultiplex = TransportSecurity.NoMultiplex();
         var initialPeers = ClientDiscovery.InitialPeersOption();
         var stopWhenInputCloses = new Option<bool>("--stop-when-input-closes")
         {
@@ -21,7 +22,7 @@ internal static class DhtCommand
 
         var command = new Command("dht", "Run a DHT node that servers and clients join with --initial-peers; prints its address (dht tls://<id>@host:port; tcp:// with --insecure).")
         {
-            host, port, identity, initialPeers, stopWhenInputCloses, insecure,
+            host, port, identity, initialPeers, stopWhenInputCloses, insecure, noMultiplex,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -35,7 +36,7 @@ internal static class DhtCommand
             {
                 // SIGTERM / Ctrl-C cancel ct (PetalsCommand.RunAsync), so `stop` ends the wait below and the node stops cleanly.
                 using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                if (await DhtNodeStarter.StartAsync(node, tls, parse.GetValue(host)!, parse.GetValue(port), peers, line => context.Info(line), ct).ConfigureAwait(false) is { } failure)
+                if (await DhtNodeStarter.StartAsync(node, tls, !parse.GetValue(noMultiplex), parse.GetValue(host)!, parse.GetValue(port), peers, line => context.Info(line), ct).ConfigureAwait(false) is { } failure)
                 {
                     await context.Error.WriteLineAsync($"error: {failure}").ConfigureAwait(false);
                     return CliContext.SwarmError;

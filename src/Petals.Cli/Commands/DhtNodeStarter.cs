@@ -46,11 +46,11 @@ internal static class DhtNodeStarter
 
     /// <summary>
     /// Starts <paramref name="node"/> at <paramref name="host"/>:<paramref name="port"/>, over TLS with
-    /// <paramref name="tls"/> (made from the node's key) or plain TCP when it is null, and bootstraps it from
+    /// <paramref name="tls"/> (made from the node's key) or plain TCP when it is null, multiplexed unless <paramref name="multiplex"/> is false, and bootstraps it from
     /// <paramref name="peers"/> (none: a new swarm). Returns null when started, or the error line when no peer answered;
     /// <paramref name="met"/> gets a line for each peer given without an id, naming the key it proved.
     /// </summary>
-    public static async Task<string?> StartAsync(DhtNode node, TlsPeerIdentity? tls, string host, int port, IReadOnlyList<PeerAddress> peers, Action<string> met, CancellationToken cancellationToken)
+    public static async Task<string?> StartAsync(DhtNode node, TlsPeerIdentity? tls, bool multiplex, string host, int port, IReadOnlyList<PeerAddress> peers, Action<string> met, CancellationToken cancellationToken)
     {
         if (port is < 0 or > 65535)
         {
@@ -58,7 +58,7 @@ internal static class DhtNodeStarter
         }
 
         var scheme = tls is null ? TcpTransport.TcpScheme : TcpTransport.TlsScheme;
-        await node.StartAsync(TransportSecurity.Transport(tls), PeerAddress.FromHostPort(scheme, host, port), cancellationToken).ConfigureAwait(false);
+        await node.StartAsync(TransportSecurity.Transport(tls, multiplex), PeerAddress.FromHostPort(scheme, host, port), cancellationToken).ConfigureAwait(false);
         if (peers.Count == 0)
         {
             return null;

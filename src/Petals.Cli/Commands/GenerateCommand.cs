@@ -34,6 +34,7 @@ internal static class GenerateCommand
         var allowPeers = new Option<string?>("--allow-peers") { Description = "With --initial-peers: route only through these servers (peer ids, comma-separated)." };
         var blockPeers = new Option<string?>("--block-peers") { Description = "With --initial-peers: never route through these servers (peer ids, comma-separated)." };
         var insecure = TransportSecurity.Insecure();
+        var noMultiplex = TransportSecurity.NoMultiplex();
 
         var verifyRate = new Option<double>("--verify-rate")
         {
@@ -43,7 +44,7 @@ internal static class GenerateCommand
 
         var command = new Command("generate", "Generate text from a prompt, with the blocks in this process, on servers given by --peers, or on servers found in the swarm through --initial-peers.")
         {
-            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec, initialPeers, modelId, allowPeers, blockPeers, verifyRate, insecure,
+            model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec, initialPeers, modelId, allowPeers, blockPeers, verifyRate, insecure, noMultiplex,
         };
         command.Validators.Add(result =>
         {
@@ -105,7 +106,7 @@ internal static class GenerateCommand
             }
 
             // The DHT node outlives the model: the model's sequence manager keeps reading through it.
-            await using var swarm = dhtPeers is null ? null : await ClientDiscovery.JoinAsync(dhtPeers, plain, ct).ConfigureAwait(false);
+            await using var swarm = dhtPeers is null ? null : await ClientDiscovery.JoinAsync(dhtPeers, plain, !parse.GetValue(noMultiplex), ct).ConfigureAwait(false);
             if (swarm is not null)
             {
                 foreach (var met in swarm.Met)
@@ -118,7 +119,7 @@ internal static class GenerateCommand
 
             await using var client = swarm is not null
                 ? swarm.CreateClient(modelPath, parse.GetValue(modelId), parse.GetValue(wireCodec), ClientDiscovery.ParsePeerIds(parse.GetValue(allowPeers)), ClientDiscovery.ParsePeerIds(parse.GetValue(blockPeers)), parse.GetValue(verifyRate))
-                : peerList is null ? null : SwarmOptions.CreateClient(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), plain, parse.GetValue(verifyRate));
+                : peerList is null ? null : SwarmOptions.CreateClient(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), plain, parse.GetValue(verifyRate), !parse.GetValue(noMultiplex));
             using var lm = client is not null
                 ? await client.ConnectAsync(ct).ConfigureAwait(false)
                 : ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads));

@@ -44,6 +44,7 @@ internal static class ServeCommand
         var newSwarm = new Option<bool>("--new-swarm") { Description = "Start a new swarm: this server's DHT node bootstraps from nobody (others join with --initial-peers and its dht address)." };
         var identity = DhtNodeStarter.Identity();
         var insecure = TransportSecurity.Insecure();
+        var noMultiplex = TransportSecurity.NoMultiplex();
         var dhtPort = new Option<int>("--dht-port") { Description = "The TCP port of this server's DHT node (on --host); 0 picks a free one.", DefaultValueFactory = _ => 0 };
         var announceDefaults = new ServerAnnouncerOptions();
         var publicName = new Option<string?>("--public-name") { Description = "A name shown for this server in swarm monitors (petals status)." };
@@ -59,7 +60,7 @@ internal static class ServeCommand
             "Serve a span of a model's blocks to the swarm over TLS (plain TCP with --insecure) until Ctrl-C / SIGTERM; with --initial-peers or --new-swarm, announce it in the swarm's DHT.")
         {
             model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, maxCacheShare, modelId, threads, stopWhenInputCloses,
-            initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval, insecure,
+            initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval, insecure, noMultiplex,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -173,6 +174,11 @@ internal static class ServeCommand
                 o.Identity = tls;
                 o.AllowUnpinnedTls = true; // an announced tls:// address without an id is still measured; the handshake binds its id to the key met
             });
+            if (!parse.GetValue(noMultiplex))
+            {
+                builder.UseMultiplexing(); // many streams over one connection per peer pair, on the listener and on the announcer's pings
+            }
+
             if (node is not null)
             {
                 // Resolved when the server starts, after the node below has joined the swarm.
@@ -187,7 +193,7 @@ internal static class ServeCommand
             }).ConfigureAwait(false);
             if (node is not null)
             {
-                if (await DhtNodeStarter.StartAsync(node, tls, parse.GetValue(host)!, parse.GetValue(dhtPort), dhtPeers, line => context.Info(line), ct).ConfigureAwait(false) is { } failure)
+                if (await DhtNodeStarter.StartAsync(node, tls, !parse.GetValue(noMultiplex), parse.GetValue(host)!, parse.GetValue(dhtPort), dhtPeers, line => context.Info(line), ct).ConfigureAwait(false) is { } failure)
                 {
                     await context.Error.WriteLineAsync($"error: {failure}").ConfigureAwait(false);
                     return CliContext.SwarmError;

@@ -17,15 +17,16 @@ internal static class StatusCommand
         var modelId = new Option<string?>("--model") { Description = "Show only this model id (as `petals status` lists it)." };
         var output = ModelOptions.Output();
         var insecure = TransportSecurity.Insecure();
+        var noMultiplex = TransportSecurity.NoMultiplex();
         var command = new Command("status", "Show the models in the swarm, each block's servers (state, span, throughput, free cache) and whether a full chain of online servers exists.")
         {
-            initialPeers, modelId, output, insecure,
+            initialPeers, modelId, output, insecure, noMultiplex,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
             TransportSecurity.Warn(context, parse.GetValue(insecure));
-            await using var swarm = await ClientDiscovery.JoinAsync(parse.GetValue(initialPeers)!, parse.GetValue(insecure), ct).ConfigureAwait(false);
+            await using var swarm = await ClientDiscovery.JoinAsync(parse.GetValue(initialPeers)!, parse.GetValue(insecure), !parse.GetValue(noMultiplex), ct).ConfigureAwait(false);
             foreach (var met in swarm.Met)
             {
                 context.Info(met);

@@ -31,10 +31,11 @@ internal static class SwarmCommand
         var wireCodec = SwarmOptions.WireCodec();
         var output = ModelOptions.Output();
         var insecure = TransportSecurity.Insecure();
+        var noMultiplex = TransportSecurity.NoMultiplex();
 
         var command = new Command("swarm", "Start a bootstrap DHT node (`petals dht`) and N `petals serve --initial-peers` processes on 127.0.0.1 splitting the model evenly, find them through the DHT, generate through them, print the text and each server's statistics, stop them.")
         {
-            model, servers, prompt, maxNewTokens, temperature, seed, threads, cacheTokens, startupTimeout, wireCodec, output, insecure,
+            model, servers, prompt, maxNewTokens, temperature, seed, threads, cacheTokens, startupTimeout, wireCodec, output, insecure, noMultiplex,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -62,7 +63,9 @@ internal static class SwarmCommand
 
             var spans = Split(config.NumLayers, parse.GetValue(servers));
             // Every process speaks TLS with its own fresh key (addresses carry the ids), or all plain TCP with --insecure.
-            var serverArguments = new List<string>(plain ? ["--insecure"] : []);
+            var multiplex = !parse.GetValue(noMultiplex);
+            string[] security = [.. plain ? ["--insecure"] : Array.Empty<string>(), .. multiplex ? Array.Empty<string>() : ["--no-multiplex"]];
+            var serverArguments = new List<string>(security);
             if (parse.GetValue(threads) is { } t)
             {
                 serverArguments.AddRange(["--threads", t.ToString(CultureInfo.InvariantCulture)]);
@@ -79,12 +82,12 @@ internal static class SwarmCommand
             {
                 var timeout = TimeSpan.FromSeconds(parse.GetValue(startupTimeout));
                 var start = Stopwatch.StartNew();
-                bootstrap = ServerProcess.Start("bootstrap", "dht", "dht ", ["--host", "127.0.0.1", "--port", "0", .. plain ? ["--insecure"] : Array.Empty<string>()]);
+                bootstrap = ServerProcess.Start("bootstrap", "dht", "dht ", ["--host", "127.0.0.1", "--port", "0", .. security]);
                 var bootstrapAddress = await bootstrap.WaitUntilListeningAsync(timeout, ct).ConfigureAwait(false);
                 context.Info(string.Create(CultureInfo.InvariantCulture, $"bootstrap DHT node at {bootstrapAddress} (pid {bootstrap.ProcessId}, ready in {bootstrap.StartupTime!.Value.TotalMilliseconds:F0} ms)"));
 
                 // The client joins the DHT first, so that it can watch each server become usable.
-                await using var discovery = await ClientDiscovery.JoinAsync(bootstrapAddress.ToString(), plain, ct).ConfigureAwait(false);
+                await using var discovery = await ClientDiscovery.JoinAsync(bootstrapAddress.ToString(), plain, multiplex, ct).ConfigureAwait(false);
                 var modelId = ModelIdentity.Compute(path, config);
                 var launched = new Stopwatch[spans.Length];
                 for (var i = 0; i < spans.Length; i++)

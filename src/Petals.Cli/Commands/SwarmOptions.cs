@@ -51,7 +51,7 @@ internal static class SwarmOptions
     /// <summary>The client of <paramref name="modelPath"/> over the servers of <paramref name="peers"/> (comma-separated addresses), spot-checking outputs at <paramref name="verifyRate"/>.</summary>
     /// <exception cref="FileNotFoundException">When the model does not exist.</exception>
     /// <exception cref="ArgumentException">When an address is malformed.</exception>
-    public static ClientHost CreateClient(string modelPath, string peers, string? codec, bool insecure = false, double verifyRate = 0)
+    public static ClientHost CreateClient(string modelPath, string peers, string? codec, bool insecure = false, double verifyRate = 0, bool multiplex = true)
     {
         if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
         {
@@ -71,6 +71,7 @@ internal static class SwarmOptions
                 o.Sequence.Codec = ParseCodec(codec);
                 o.Sequence.Verification.Rate = verifyRate;
             },
-            discovery: null);
+            discovery: null,
+            multiplex);
     }
 }

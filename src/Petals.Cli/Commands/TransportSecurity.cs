@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Petals.Discovery;
 using Petals.Transport;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Commands;
@@ -23,6 +24,12 @@ internal static class TransportSecurity
         };
 
     /// <summary>The scheme of addresses this side listens on and of bare <c>host:port</c> addresses given to it.</summary>
+    public static Option<bool> NoMultiplex() =>
+        new("--no-multiplex")
+        {
+            Description = "One TCP/TLS connection per stream instead of many streams over one connection per peer pair. Every peer of a swarm must agree: use it only with peers that do not multiplex (e.g. raw-protocol test clients). Default: multiplexed.",
+        };
+
     public static string Scheme(bool insecure) => insecure ? TcpTransport.TcpScheme : TcpTransport.TlsScheme;
 
     /// <summary>Prints <see cref="InsecureWarning"/> when <paramref name="insecure"/>.</summary>
@@ -45,8 +52,11 @@ internal static class TransportSecurity
     /// A TCP transport that listens with <paramref name="identity"/> (null: plain TCP or connect only) and connects to
     /// <c>tcp://</c>, pinned <c>tls://id@</c> and, trusting on first use, <c>tls://host:port</c> addresses.
     /// </summary>
-    public static TcpTransport Transport(TlsPeerIdentity? identity = null) =>
-        new(new TcpTransportOptions { Identity = identity, AllowUnpinnedTls = true });
+    public static ITransport Transport(TlsPeerIdentity? identity = null, bool multiplex = true)
+    {
+        var tcp = new TcpTransport(new TcpTransportOptions { Identity = identity, AllowUnpinnedTls = true });
+        return multiplex ? tcp.WithMultiplexing() : tcp;
+    }
 
     /// <summary>
     /// Parses one address of a comma-separated option: bare <c>host:port</c> is TLS, or plain TCP with
