@@ -128,8 +128,11 @@ internal sealed class MultiplexingTransport : DelegatingTransport, IAsyncDisposa
                 // The connect runs without the caller's token (others may share it); each caller waits with its own.
                 connection = await lazy.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
             }
-            catch (Exception) when (!cancellationToken.IsCancellationRequested)
+            catch (Exception)
             {
+                // A failed connect leaves the pool; so does one this caller gave up on (its timeout): the next caller
+                // starts a fresh connect instead of joining one that may never finish (a peer that accepts and stays
+                // silent). Callers already waiting on the abandoned one keep it; unused, it closes when idle.
                 _pool.TryRemove(new KeyValuePair<PeerAddress, Lazy<Task<MuxConnection>>>(address, lazy));
                 throw;
             }

@@ -336,6 +336,47 @@ public sealed class MultiplexingTransportTests
     }
 
     [Fact]
+    public async Task A_connect_its_caller_gave_up_on_is_not_joined_by_the_next_caller()
+    {
+        // A peer that accepts and never answers: the inner connect hangs until the test releases it.
+        var hanging = new HangingTransport(new MemoryTransport());
+        await using var client = (MultiplexingTransport)hanging.WithMultiplexing();
+        var address = PeerAddress.Parse("mem://silent");
+        using (var gaveUp = CancellationTokenSource.CreateLinkedTokenSource(Ct))
+        {
+            gaveUp.CancelAfter(TimeSpan.FromMilliseconds(50));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await client.ConnectAsync(address, gaveUp.Token));
+        }
+
+        using (var again = CancellationTokenSource.CreateLinkedTokenSource(Ct))
+        {
+            again.CancelAfter(TimeSpan.FromMilliseconds(50));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await client.ConnectAsync(address, again.Token));
+        }
+
+        // The retry started its own connect instead of waiting on the first one, which may never finish.
+        Assert.Equal(2, hanging.Attempts);
+        hanging.Release();
+    }
+
+    private sealed class HangingTransport(ITransport inner) : DelegatingTransport(inner)
+    {
+        private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _attempts;
+
+        public int Attempts => Volatile.Read(ref _attempts);
+
+        public void Release() => _release.TrySetException(new TransportException(TransportErrorKind.ConnectionRefused, "released by the test"));
+
+        public override async ValueTask<ITransportStream> ConnectAsync(PeerAddress address, CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref _attempts);
+            await _release.Task.WaitAsync(cancellationToken);
+            throw new InvalidOperationException("unreachable");
+        }
+    }
+
+    [Fact]
     public async Task On_a_warm_connection_a_stream_opens_without_a_round_trip()
     {
         // 400 ms round trips below the multiplexer: the first connect waits for the channel's acceptance (one round
