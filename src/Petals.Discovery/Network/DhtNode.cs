@@ -71,6 +71,9 @@ public sealed class DhtNode : IAsyncDisposable
     /// <summary>How many requests this node has received and answered (PING, STORE, FIND_NODE, FIND_VALUE; malformed ones included).</summary>
     public long RequestsServed => Volatile.Read(ref _handler)?.RequestsServed ?? 0;
 
+    /// <summary>How many incoming connections were aborted at once because their address held <see cref="DhtNodeOptions.MaxRequestsPerAddress"/> already.</summary>
+    public long RequestsRefused => Volatile.Read(ref _handler)?.RequestsRefused ?? 0;
+
     /// <summary>Whether the node is serving requests.</summary>
     public bool IsRunning => Volatile.Read(ref _state) == 1;
 

@@ -5,9 +5,10 @@ namespace Petals.Discovery;
 /// <summary>
 /// The node's serving side: accepts streams on the listener (at most <see cref="DhtNodeOptions.MaxConcurrentRequests"/>
 /// at once; further connections wait to be accepted), reads one request per stream within
-/// <see cref="DhtNodeOptions.RequestTimeout"/> and answers PING, STORE, FIND_NODE and FIND_VALUE (docs/dht-protocol.md).
+/// <see cref="DhtNodeOptions.RequestTimeout"/> (which bounds slow and idle senders) and answers PING, STORE, FIND_NODE and FIND_VALUE (docs/dht-protocol.md).
 /// Every valid listening sender is reported as seen; a malformed request or a sender whose id is not the hash of its
-/// key gets an ERROR. Thread-safe.
+/// key gets an ERROR. A connection from an address that already holds <see cref="DhtNodeOptions.MaxRequestsPerAddress"/>
+/// streams is aborted at once with the reason. Thread-safe.
 /// </summary>
 internal sealed class DhtRpcHandler : IAsyncDisposable
 {
@@ -22,6 +23,8 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
     private readonly BackgroundTasks _streams = new();
     private Task? _acceptLoop;
     private long _requestsServed;
+    private long _requestsRefused;
+    private readonly Dictionary<string, int> _perAddress = new(StringComparer.Ordinal);
 
     /// <summary>Creates the handler; <see cref="Start"/> begins accepting.</summary>
     /// <param name="listener">Where requests arrive; disposed by <see cref="DisposeAsync"/>.</param>
@@ -45,6 +48,9 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
 
     /// <summary>How many requests were received and answered (malformed ones included).</summary>
     public long RequestsServed => Interlocked.Read(ref _requestsServed);
+
+    /// <summary>How many connections were aborted at once for their address's limit.</summary>
+    public long RequestsRefused => Interlocked.Read(ref _requestsRefused);
 
     /// <summary>Starts the accept loop, which runs until <paramref name="stop"/> is cancelled or the listener closes.</summary>
     /// <param name="stop">Cancelled when the node stops.</param>
@@ -155,11 +161,54 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
                 return;
             }
 
-            _streams.Track(ServeAndReleaseAsync(stream, stop));
+            var address = AddressKey(stream.RemoteAddress);
+            if (!TryAdmit(address))
+            {
+                Interlocked.Increment(ref _requestsRefused);
+                _serving.Release();
+                stream.Abort($"this DHT node already serves {_options.MaxRequestsPerAddress} requests from {address}; retry later");
+                _streams.Track(stream.DisposeAsync().AsTask());
+                continue;
+            }
+
+            _streams.Track(ServeAndReleaseAsync(stream, address, stop));
         }
     }
 
-    private async Task ServeAndReleaseAsync(ITransportStream stream, CancellationToken stop)
+    /// <summary>The key of the per-address limit: the host of a host:port address, the whole location of any other.</summary>
+    private static string AddressKey(PeerAddress remote)
+    {
+        if (remote.IsEmpty)
+        {
+            return string.Empty;
+        }
+
+        try
+        {
+            return remote.Host;
+        }
+        catch (FormatException)
+        {
+            return remote.Scheme + "://" + remote.Location;
+        }
+    }
+
+    private bool TryAdmit(string address)
+    {
+        lock (_perAddress)
+        {
+            _perAddress.TryGetValue(address, out var count);
+            if (count >= _options.MaxRequestsPerAddress)
+            {
+                return false;
+            }
+
+            _perAddress[address] = count + 1;
+            return true;
+        }
+    }
+
+    private async Task ServeAndReleaseAsync(ITransportStream stream, string address, CancellationToken stop)
     {
         try
         {
@@ -167,6 +216,18 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
         }
         finally
         {
+            lock (_perAddress)
+            {
+                if (_perAddress[address] > 1)
+                {
+                    _perAddress[address]--;
+                }
+                else
+                {
+                    _perAddress.Remove(address);
+                }
+            }
+
             _serving.Release();
         }
     }
