@@ -62,6 +62,34 @@ public sealed class ServeConnectionFloodTests
     }
 
     [Fact]
+    public async Task TheDefaultConnectionLimitDerivedFromTheDescriptorLimitRefusesAFloodBeforeDescriptorsRunOut()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "ulimit -n and /proc/<pid>/fd are Linux's.");
+
+        // Under ulimit -n 256 the default total is 128 connections; the per-address limit is lifted so that it applies.
+        await using var serve = ServeProcess.Start("--max-connections-per-address", "4000", "--handshake-timeout", "2");
+        var address = await serve.ListeningAsync();
+        var flood = Flood(address, IPAddress.Parse("127.0.0.2"), 400);
+        try
+        {
+            await AssertServesAsync(address);
+            Assert.InRange(serve.OpenDescriptors(), 1, 255);
+        }
+        finally
+        {
+            foreach (var socket in flood)
+            {
+                socket.Dispose();
+            }
+        }
+
+        var (code, stats) = await serve.StopAsync();
+        Assert.True(code == 0, serve.Errors);
+        Assert.True(stats.GetProperty("connections_refused").GetInt64() >= 400 - 128, stats.ToString());
+    }
+
+    [Fact]
     public async Task WithDefaultLimitsAFloodFromOneAddressIsRefusedAtOnceWhileAnotherAddressIsServed()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);

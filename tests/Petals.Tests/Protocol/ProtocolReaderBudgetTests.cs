@@ -71,8 +71,8 @@ public sealed class ProtocolReaderBudgetTests
         var writer = new ProtocolWriter(whole.Writer, Limits);
         writer.Write(1, Forward(3072));
         await writer.FlushAsync(CancellationToken.None);
-        var bytes = (await whole.Reader.ReadAsync()).Buffer;
-        await pipe.Writer.WriteAsync(bytes.Slice(0, bytes.Length / 2).ToArray());
+        var bytes = (await whole.Reader.ReadAsync(TestContext.Current.CancellationToken)).Buffer;
+        await pipe.Writer.WriteAsync(System.Buffers.BuffersExtensions.ToArray(bytes.Slice(0, bytes.Length / 2)), TestContext.Current.CancellationToken);
 
         var read = reader.ReadAsync(CancellationToken.None).AsTask();
         await ServerHarnessWait(() => budget.Used >= 1 << 20);
