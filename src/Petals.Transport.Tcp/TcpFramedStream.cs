@@ -49,8 +49,12 @@ internal sealed class TcpFramedStream : ITransportStream, IValueTaskSource<int>
     private Memory<byte> _readBuffer;
     private CancellationToken _readToken;
 
-    public TcpFramedStream(Socket socket, Stream stream, PeerAddress remoteAddress, int receiveBufferBytes)
+    private readonly Action? _onClosed;
+    private int _closedSignaled;
+
+    public TcpFramedStream(Socket socket, Stream stream, PeerAddress remoteAddress, int receiveBufferBytes, Action? onClosed = null)
     {
+        _onClosed = onClosed;
         _socket = socket;
         _stream = stream;
         RemoteAddress = remoteAddress;
@@ -361,6 +365,12 @@ internal sealed class TcpFramedStream : ITransportStream, IValueTaskSource<int>
         }
 
         _socket.Dispose();
+        if (_onClosed is not null && Interlocked.Exchange(ref _closedSignaled, 1) == 0)
+        {
+            // The descriptor is free again (a listener counts its open connections against the descriptor limit).
+            _onClosed();
+        }
+
         await _receiveLoop.ConfigureAwait(false);
         _inbound.Reader.Complete();
         _writeCancel.Dispose();

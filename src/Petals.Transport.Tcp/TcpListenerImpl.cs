@@ -33,6 +33,10 @@ internal sealed partial class TcpListenerImpl : ITransportListener
     private readonly Channel<TcpFramedStream> _ready = Channel.CreateUnbounded<TcpFramedStream>();
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _slots;
+    private readonly SemaphoreSlim _open;
+    private readonly Action _releaseOpen;
+    private long _atOpenLimit;
+    private long _lastOpenLimitLog = long.MinValue / 2;
     private readonly Task _acceptLoop;
     private int _disposed;
 
@@ -44,6 +48,8 @@ internal sealed partial class TcpListenerImpl : ITransportListener
         _identity = identity;
         _options = options;
         _slots = new SemaphoreSlim(options.MaxPendingStreams, options.MaxPendingStreams);
+        _open = new SemaphoreSlim(options.MaxOpenConnections, options.MaxOpenConnections);
+        _releaseOpen = () => _open.Release();
         _acceptLoop = Task.Run(AcceptLoopAsync);
     }
 
@@ -54,6 +60,9 @@ internal sealed partial class TcpListenerImpl : ITransportListener
 
     /// <summary>Accepts that failed for want of file descriptors or buffers (each followed by a back-off).</summary>
     internal long AcceptFailures => Interlocked.Read(ref _acceptFailures);
+
+    /// <summary>How often the loop found <see cref="TcpTransportOptions.MaxOpenConnections"/> connections open and waited for one to close.</summary>
+    internal long OpenLimitWaits => Interlocked.Read(ref _atOpenLimit);
 
     public async ValueTask<ITransportStream> AcceptAsync(CancellationToken cancellationToken = default)
     {
@@ -97,6 +106,20 @@ internal sealed partial class TcpListenerImpl : ITransportListener
             {
                 // A slot per connection taken from the kernel, given back when the caller accepts it or it is dropped.
                 await _slots.WaitAsync(_stop.Token).ConfigureAwait(false);
+
+                // And a descriptor per open connection, given back when its stream is disposed.
+                if (!_open.Wait(0))
+                {
+                    Interlocked.Increment(ref _atOpenLimit);
+                    var now = Environment.TickCount64;
+                    if (now - Interlocked.Read(ref _lastOpenLimitLog) >= (long)AcceptFailureLogInterval.TotalMilliseconds)
+                    {
+                        Interlocked.Exchange(ref _lastOpenLimitLog, now);
+                        LogAtOpenLimit(_logger, LocalAddress, _options.MaxOpenConnections);
+                    }
+
+                    await _open.WaitAsync(_stop.Token).ConfigureAwait(false);
+                }
             }
             catch (OperationCanceledException)
             {
@@ -113,6 +136,7 @@ internal sealed partial class TcpListenerImpl : ITransportListener
                 // Out of descriptors or buffers: retrying at once would spin (and starve the runtime of the descriptors
                 // it needs itself); the pending connections wait in the backlog until something is closed.
                 _slots.Release();
+                _open.Release();
                 OnAcceptFailed(e, backoff);
                 try
                 {
@@ -129,6 +153,7 @@ internal sealed partial class TcpListenerImpl : ITransportListener
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
             {
                 _slots.Release();
+                _open.Release();
                 if (_stop.IsCancellationRequested)
                 {
                     return;
@@ -161,6 +186,9 @@ internal sealed partial class TcpListenerImpl : ITransportListener
         LogAcceptFailed(_logger, LocalAddress, error.SocketErrorCode, Interlocked.Exchange(ref _unloggedFailures, 0), backoff.TotalMilliseconds, error);
     }
 
+    [LoggerMessage(2002, LogLevel.Warning, "The listener on {Address} holds {Limit} open connections (MaxOpenConnections); further connections wait in the backlog until one closes")]
+    private static partial void LogAtOpenLimit(ILogger logger, PeerAddress address, int limit);
+
     [LoggerMessage(2001, LogLevel.Warning, "Accepting on {Address} failed with {Error} (out of file descriptors or buffers); {Suppressed} more such failures since the last line; retrying in {BackoffMs} ms")]
     private static partial void LogAcceptFailed(ILogger logger, PeerAddress address, SocketError error, long suppressed, double backoffMs, Exception exception);
 
@@ -178,6 +206,7 @@ internal sealed partial class TcpListenerImpl : ITransportListener
             // Reset before we looked at it.
             _slots.Release();
             client.Dispose();
+            _open.Release();
             return;
         }
 
@@ -200,7 +229,7 @@ internal sealed partial class TcpListenerImpl : ITransportListener
                     timeout.Token).ConfigureAwait(false);
             }
 
-            var framed = new TcpFramedStream(client, stream, remoteAddress, _options.ReceiveBufferBytes);
+            var framed = new TcpFramedStream(client, stream, remoteAddress, _options.ReceiveBufferBytes, _releaseOpen);
             if (!_ready.Writer.TryWrite(framed))
             {
                 _slots.Release();
@@ -213,6 +242,7 @@ internal sealed partial class TcpListenerImpl : ITransportListener
             _slots.Release();
             await stream.DisposeAsync().ConfigureAwait(false);
             client.Dispose();
+            _open.Release();
         }
     }
 }

@@ -48,6 +48,7 @@ public sealed class TcpTransport : ITransport
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.HandshakeTimeout, TimeSpan.Zero, "options.HandshakeTimeout");
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.ReceiveBufferBytes, 64 * 1024, "options.ReceiveBufferBytes");
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(_options.MaxPendingStreams, "options.MaxPendingStreams");
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(_options.MaxOpenConnections, "options.MaxOpenConnections");
     }
 
     /// <inheritdoc/>

@@ -5,13 +5,14 @@ using System.Net.Sockets;
 using System.Text.Json;
 using System.Threading.Channels;
 using Petals.Protocol;
+using Petals.Testing;
 using Petals.Transport;
 using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Tests;
 
 /// <summary>
-/// <c>petals serve</c> under a small open-file limit (<c>ulimit -n 256</c>) and a flood of idle TCP connections: before
+/// <c>petals serve</c> under a small open-file limit (<c>ulimit -n 1024</c>) and a flood of idle TCP connections: before
 /// the connection limits and the listener's back-off, accepting ran out of descriptors and the runtime aborted the
 /// process with "Out of memory." (exit 134). Now the process survives, refuses what is over its limits and serves a
 /// normal client.
@@ -24,28 +25,26 @@ public sealed class ServeConnectionFloodTests
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
-    public async Task AtTheFileDescriptorLimitTheServerBacksOffKeepsRunningAndServesOnceTheFloodEnds()
+    public async Task WithLimitsAboveTheDescriptorLimitTheListenerKeepsDescriptorsFreeAndTheServerSurvivesAFlood()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
         Assert.SkipUnless(OperatingSystem.IsLinux(), "ulimit -n and /proc/<pid>/fd are Linux's.");
 
-        // Connection limits above the descriptor limit on purpose: accepting itself runs out of descriptors.
+        // Server limits above the descriptor limit on purpose (before: EMFILE, then the runtime's "Out of memory." abort).
+        // The TCP listener's own cap (1024 - 256 open connections) keeps descriptors for the runtime.
         await using var serve = ServeProcess.Start("--max-connections", "4000", "--max-connections-per-address", "4000", "--handshake-timeout", "3");
         var address = await serve.ListeningAsync();
-        var flood = Flood(address, IPAddress.Loopback, 400);
+        var flood = Flood(address, IPAddress.Loopback, 1000);
+        var most = 0;
         try
         {
-            var deadline = DateTime.UtcNow + Bound;
-            while (serve.OpenDescriptors() < 240)
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(6);
+            while (DateTime.UtcNow < until)
             {
-                Assert.False(serve.HasExited, $"petals serve exited ({serve.ExitCode}) under the flood: {serve.Errors}");
-                Assert.True(DateTime.UtcNow < deadline, $"the server never approached its descriptor limit ({serve.OpenDescriptors()} open)");
+                serve.AssertRunning("under the flood");
+                most = Math.Max(most, serve.OpenDescriptors());
                 await Task.Delay(20, Ct);
             }
-
-            // At the limit for a while: accepts fail with EMFILE and the listener backs off instead of aborting.
-            await Task.Delay(TimeSpan.FromSeconds(2), Ct);
-            Assert.False(serve.HasExited, $"petals serve exited ({serve.ExitCode}) at its descriptor limit: {serve.Errors}");
         }
         finally
         {
@@ -55,7 +54,8 @@ public sealed class ServeConnectionFloodTests
             }
         }
 
-        await AssertServesAsync(address);
+        Assert.InRange(most, 768, 1000);
+        await AssertServesAsync(serve, address);
         var (code, stats) = await serve.StopAsync();
         Assert.True(code == 0, serve.Errors);
         Assert.True(stats.GetProperty("handshake_timeouts").GetInt64() > 0, stats.ToString());
@@ -67,14 +67,14 @@ public sealed class ServeConnectionFloodTests
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
         Assert.SkipUnless(OperatingSystem.IsLinux(), "ulimit -n and /proc/<pid>/fd are Linux's.");
 
-        // Under ulimit -n 256 the default total is 128 connections; the per-address limit is lifted so that it applies.
+        // Under ulimit -n 1024 the default total is 512 connections; the per-address limit is lifted so that it applies.
         await using var serve = ServeProcess.Start("--max-connections-per-address", "4000", "--handshake-timeout", "2");
         var address = await serve.ListeningAsync();
-        var flood = Flood(address, IPAddress.Parse("127.0.0.2"), 400);
+        var flood = Flood(address, IPAddress.Parse("127.0.0.2"), 700);
         try
         {
-            await AssertServesAsync(address);
-            Assert.InRange(serve.OpenDescriptors(), 1, 255);
+            await AssertServesAsync(serve, address);
+            Assert.InRange(serve.OpenDescriptors(), 1, 1000);
         }
         finally
         {
@@ -86,7 +86,7 @@ public sealed class ServeConnectionFloodTests
 
         var (code, stats) = await serve.StopAsync();
         Assert.True(code == 0, serve.Errors);
-        Assert.True(stats.GetProperty("connections_refused").GetInt64() >= 400 - 128, stats.ToString());
+        Assert.True(stats.GetProperty("connections_refused").GetInt64() >= 700 - 512, stats.ToString());
     }
 
     [Fact]
@@ -126,8 +126,8 @@ public sealed class ServeConnectionFloodTests
             }));
             var refused = ended.Count(e => e);
             Assert.Equal(200 - 64, refused);
-            await AssertServesAsync(address);
-            Assert.False(serve.HasExited, serve.Errors);
+            await AssertServesAsync(serve, address);
+            serve.AssertRunning("during the flood");
         }
         finally
         {
@@ -157,7 +157,7 @@ public sealed class ServeConnectionFloodTests
     }
 
     /// <summary>A normal client: handshake and an info call (retried while the listener drains its backlog).</summary>
-    private static async Task AssertServesAsync(PeerAddress address)
+    private static async Task AssertServesAsync(ServeProcess serve, PeerAddress address)
     {
         var deadline = DateTime.UtcNow + Bound;
         while (true)
@@ -178,6 +178,7 @@ public sealed class ServeConnectionFloodTests
             }
             catch (Exception e) when (e is TransportException or ProtocolException or TimeoutException && DateTime.UtcNow < deadline)
             {
+                serve.AssertRunning("while a normal client retried (" + e.Message + ")");
                 await Task.Delay(100, Ct);
             }
         }
@@ -195,7 +196,7 @@ public sealed class ServeConnectionFloodTests
             messages.Writer.TryWrite(ErrorMessage.From(error, ProtocolLimits.Default));
     }
 
-    /// <summary><c>petals serve</c> started by bash under <c>ulimit -n 256</c>; always killed on dispose.</summary>
+    /// <summary><c>petals serve</c> started by bash under <c>ulimit -n 1024</c>; always killed on dispose.</summary>
     private sealed class ServeProcess : IAsyncDisposable
     {
         private readonly Process _process;
@@ -221,7 +222,13 @@ public sealed class ServeConnectionFloodTests
 
         public bool HasExited => _process.HasExited;
 
-        public int ExitCode => _process.ExitCode;
+        public void AssertRunning(string when)
+        {
+            if (_process.HasExited)
+            {
+                Assert.Fail($"petals serve exited ({_process.ExitCode}) {when}: {_errors.Result}");
+            }
+        }
 
         public string Errors => _errors.IsCompleted ? _errors.Result : "(stderr still open)";
 
@@ -231,7 +238,7 @@ public sealed class ServeConnectionFloodTests
             var args = string.Join(' ', new[] { "serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1" }.Concat(extra).Select(a => "'" + a + "'"));
             var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             info.ArgumentList.Add("-c");
-            info.ArgumentList.Add($"ulimit -n 256 && exec dotnet '{dll}' {args}");
+            info.ArgumentList.Add($"ulimit -n 1024 && exec dotnet '{dll}' {args}");
             return new ServeProcess(Process.Start(info)!);
         }
 
