@@ -142,6 +142,82 @@ public sealed class ServeConnectionFloodTests
         Assert.Equal(200 - 64, stats.GetProperty("connections_refused").GetInt64());
     }
 
+    /// <summary>
+    /// A measurement, not a check (explicit: run with <c>-method … -explicit only</c>): RSS of <c>petals serve</c> before,
+    /// while 40 connections each hold 63.9 MiB of a declared 64 MiB chunked message, and after they close. Before the
+    /// reassembly budget, RSS grew by ~66 MB per connection and stayed after they closed.
+    /// </summary>
+    [Fact(Explicit = true)]
+    public async Task Measure_rss_with_40_partial_64_mib_messages()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        await using var serve = ServeProcess.Start("--max-connections-per-address", "100");
+        var address = await serve.ListeningAsync();
+        var before = serve.RssMb();
+        const int frame = 1 << 20;
+        const int total = 64 << 20;
+        var payload = new byte[frame];
+        var header = new byte[FrameHeader.Size];
+        var streams = new List<ITransportStream>();
+        var transport = new TcpTransport();
+        var preambleBytes = Preamble("rss-probe", ModelId);
+        var started = Stopwatch.StartNew();
+        await Task.WhenAll(Enumerable.Range(0, 40).Select(async _ =>
+        {
+            var stream = await transport.ConnectAsync(address, Ct);
+            lock (streams)
+            {
+                streams.Add(stream);
+            }
+
+            await stream.WriteAsync(preambleBytes, Ct);
+            var first = new byte[frame];
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(first, total);
+            var h = new byte[FrameHeader.Size];
+            new FrameHeader(frame, FrameType.ForwardRequest, FrameFlags.More, 1).Write(h);
+            await stream.WriteAsync(h, Ct);
+            await stream.WriteAsync(first, Ct);
+            for (var sent = frame - 4; sent + frame < total - (100 * 1024); sent += frame)
+            {
+                new FrameHeader(frame, FrameType.Continuation, FrameFlags.More, 1).Write(h);
+                await stream.WriteAsync(h, Ct);
+                await stream.WriteAsync(payload, Ct);
+            }
+        }));
+        await Task.Delay(TimeSpan.FromSeconds(3), Ct);
+        var holding = serve.RssMb();
+        var sendSeconds = started.Elapsed.TotalSeconds;
+        foreach (var stream in streams)
+        {
+            await stream.DisposeAsync();
+        }
+
+        await Task.Delay(TimeSpan.FromSeconds(10), Ct);
+        var after = serve.RssMb();
+        var (code, stats) = await serve.StopAsync();
+        TestContext.Current.SendDiagnosticMessage($"rss before {before} MB, holding 40 x 63.9 MiB {holding} MB (sent in {sendSeconds:F1} s), 10 s after closing {after} MB; exit {code}; stats {stats}");
+        Console.WriteLine($"MEASURE rss before {before} MB, holding 40 x 63.9 MiB {holding} MB (sent in {sendSeconds:F1} s), 10 s after closing {after} MB; stats {stats}");
+    }
+
+    /// <summary>A protocol 1.0 preamble: magic, body length, then version, frame limit, peer id and model id.</summary>
+    private static byte[] Preamble(string peer, string model)
+    {
+        var peerBytes = System.Text.Encoding.UTF8.GetBytes(peer);
+        var modelBytes = System.Text.Encoding.UTF8.GetBytes(model);
+        var body = new byte[2 + 2 + 4 + 1 + peerBytes.Length + 1 + modelBytes.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(body, 1);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(body.AsSpan(4), 1 << 20);
+        body[8] = (byte)peerBytes.Length;
+        peerBytes.CopyTo(body, 9);
+        body[9 + peerBytes.Length] = (byte)modelBytes.Length;
+        modelBytes.CopyTo(body, 10 + peerBytes.Length);
+        var bytes = new byte[6 + body.Length];
+        "PTLS"u8.CopyTo(bytes);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(4), (ushort)body.Length);
+        body.CopyTo(bytes, 6);
+        return bytes;
+    }
+
     private static List<Socket> Flood(PeerAddress server, IPAddress from, int count)
     {
         var sockets = new List<Socket>(count);
@@ -240,6 +316,19 @@ public sealed class ServeConnectionFloodTests
             info.ArgumentList.Add("-c");
             info.ArgumentList.Add($"ulimit -n 1024 && exec dotnet '{dll}' {args}");
             return new ServeProcess(Process.Start(info)!);
+        }
+
+        public long RssMb()
+        {
+            foreach (var line in File.ReadAllLines($"/proc/{_process.Id.ToString(CultureInfo.InvariantCulture)}/status"))
+            {
+                if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                {
+                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
+                }
+            }
+
+            return -1;
         }
 
         public int OpenDescriptors() => _process.HasExited ? 0 : Directory.GetFiles($"/proc/{_process.Id.ToString(CultureInfo.InvariantCulture)}/fd").Length;

@@ -288,25 +288,41 @@ public sealed class ProtocolReader : IDisposable
     private static byte[] RentBuffer(int size) =>
         size <= PooledBufferLimit ? ArrayPool<byte>.Shared.Rent(size) : GC.AllocateUninitializedArray<byte>(size);
 
-    private static void ReturnBuffer(ref byte[]? buffer)
+    private void ReturnBuffer(ref byte[]? buffer)
     {
         if (buffer is { Length: <= PooledBufferLimit })
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
+        else if (buffer is not null)
+        {
+            // A larger buffer is dropped: the garbage collector reclaims it (the budget makes sure one runs soon).
+            _budget?.OnLargeBufferDropped(buffer.Length);
+        }
 
-        // A larger buffer is dropped: the garbage collector reclaims it and the memory goes back to the system.
         buffer = null;
     }
 
     /// <summary>Gives back the reassembly buffer and its charge.</summary>
     private void ReleaseAssembly()
     {
-        ReturnBuffer(ref _assembly);
+        var large = _assembly is { Length: > PooledBufferLimit } ? _assembly.Length : 0;
+        if (large == 0)
+        {
+            ReturnBuffer(ref _assembly);
+        }
+
+        _assembly = null;
         var charged = Interlocked.Exchange(ref _assemblyCharged, 0);
         if (charged != 0)
         {
             _budget?.Release(charged);
+        }
+
+        if (large != 0)
+        {
+            // Told after the charge is released, so that the budget sees when nothing is held any more.
+            _budget?.OnLargeBufferDropped(large);
         }
     }
 

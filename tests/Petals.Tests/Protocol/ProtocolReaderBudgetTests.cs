@@ -85,6 +85,26 @@ public sealed class ProtocolReaderBudgetTests
         Assert.Equal(0, budget.Used);
     }
 
+    [Fact]
+    public void DroppedLargeBuffersRequestACollectionOnceTheyAddUpAndAtMostOncePerInterval()
+    {
+        var budget = new ReassemblyBudget(256L << 20);
+        budget.OnLargeBufferDropped(32L << 20);
+        Assert.Equal(0, budget.Collections);
+        budget.OnLargeBufferDropped(32L << 20); // 64 MiB dropped and nothing held: collect
+        Assert.Equal(1, budget.Collections);
+        budget.OnLargeBufferDropped(64L << 20); // again, but within the interval
+        Assert.Equal(1, budget.Collections);
+
+        // While messages are held, the threshold is the budget's capacity.
+        var busy = new ReassemblyBudget(256L << 20);
+        Assert.True(busy.TryReserve(1 << 20));
+        busy.OnLargeBufferDropped(128L << 20);
+        Assert.Equal(0, busy.Collections);
+        busy.OnLargeBufferDropped(128L << 20);
+        Assert.Equal(1, busy.Collections);
+    }
+
     private static async Task ServerHarnessWait(Func<bool> condition) =>
         await Tests.Server.ServerHarness.WaitUntil(condition, "the reader took in the first half");
 }
