@@ -50,10 +50,13 @@ internal sealed class TcpFramedStream : ITransportStream, IValueTaskSource<int>
     private CancellationToken _readToken;
 
     private readonly AuthenticatedPeer? _authenticated;
+    private readonly Action? _onClosed;
+    private int _closedSignaled;
 
-    public TcpFramedStream(Socket socket, Stream stream, PeerAddress remoteAddress, int receiveBufferBytes, AuthenticatedPeer? authenticated = null)
+    public TcpFramedStream(Socket socket, Stream stream, PeerAddress remoteAddress, int receiveBufferBytes, AuthenticatedPeer? authenticated = null, Action? onClosed = null)
     {
         _authenticated = authenticated;
+        _onClosed = onClosed;
         _socket = socket;
         _stream = stream;
         RemoteAddress = remoteAddress;
@@ -364,6 +367,12 @@ internal sealed class TcpFramedStream : ITransportStream, IValueTaskSource<int>
         }
 
         _socket.Dispose();
+        if (_onClosed is not null && Interlocked.Exchange(ref _closedSignaled, 1) == 0)
+        {
+            // The descriptor is free again (a listener counts its open connections against the descriptor limit).
+            _onClosed();
+        }
+
         await _receiveLoop.ConfigureAwait(false);
         _inbound.Reader.Complete();
         _writeCancel.Dispose();

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
+using Microsoft.Extensions.Logging;
 
 namespace Petals.Transport.Tcp;
 
@@ -28,17 +29,29 @@ public sealed class TcpTransport : ITransport
     internal const string TlsTargetHost = "petals-peer";
 
     private readonly TcpTransportOptions _options;
+    private readonly ILogger? _listenerLogger;
 
     /// <summary>Creates the transport.</summary>
     /// <param name="options">Settings; default <see cref="TcpTransportOptions"/>.</param>
     /// <exception cref="ArgumentOutOfRangeException">A timeout or the pending-stream limit is not positive, or the receive buffer is below 64 KiB.</exception>
     public TcpTransport(TcpTransportOptions? options = null)
+        : this(options, loggerFactory: null)
     {
+    }
+
+    /// <summary>Creates the transport, logging listener trouble (accepts failing for want of file descriptors, rate-limited) to <paramref name="loggerFactory"/>.</summary>
+    /// <param name="options">Settings; default <see cref="TcpTransportOptions"/>.</param>
+    /// <param name="loggerFactory">Where listeners log; none when null.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A timeout or the pending-stream limit is not positive, or the receive buffer is below 64 KiB.</exception>
+    public TcpTransport(TcpTransportOptions? options, ILoggerFactory? loggerFactory)
+    {
+        _listenerLogger = loggerFactory?.CreateLogger("Petals.Transport.Tcp.TcpListener");
         _options = options ?? new TcpTransportOptions();
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.ConnectTimeout, TimeSpan.Zero, "options.ConnectTimeout");
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.HandshakeTimeout, TimeSpan.Zero, "options.HandshakeTimeout");
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.ReceiveBufferBytes, 64 * 1024, "options.ReceiveBufferBytes");
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(_options.MaxPendingStreams, "options.MaxPendingStreams");
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(_options.MaxOpenConnections, "options.MaxOpenConnections");
     }
 
     /// <inheritdoc/>
@@ -128,7 +141,7 @@ public sealed class TcpTransport : ITransport
 
         var local = (IPEndPoint)socket.LocalEndPoint!;
         var localAddress = PeerAddress.FromHostPort(bindAddress.Scheme, local.Address.ToString(), local.Port, tls ? _options.Identity!.PeerId : null);
-        return new TcpListenerImpl(socket, localAddress, tls ? _options.Identity : null, _options);
+        return new TcpListenerImpl(socket, localAddress, tls ? _options.Identity : null, _options, _listenerLogger);
     }
 
     /// <inheritdoc/>

@@ -18,13 +18,13 @@ public static class TcpTransportBuilderExtensions
         where TBuilder : IPetalsBuilder
     {
         ArgumentNullException.ThrowIfNull(builder);
-        return builder.UseTransport(_ => Create(configure));
+        return builder.UseTransport(services => Create(configure, services.GetService(typeof(Microsoft.Extensions.Logging.ILoggerFactory)) as Microsoft.Extensions.Logging.ILoggerFactory));
     }
 
-    private static TcpTransport Create(Action<TcpTransportOptions>? configure)
+    private static TcpTransport Create(Action<TcpTransportOptions>? configure, Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory)
     {
         var options = new TcpTransportOptions();
         configure?.Invoke(options);
-        return new TcpTransport(options);
+        return new TcpTransport(options, loggerFactory);
     }
 }

@@ -31,4 +31,13 @@ public sealed class TcpTransportOptions
     /// <see cref="ReceiveBufferBytes"/>). Slow TLS handshakes hold a slot until <see cref="HandshakeTimeout"/>. Default 128.
     /// </summary>
     public int MaxPendingStreams { get; set; } = 128;
+
+    /// <summary>
+    /// How many accepted connections a listener keeps open at once (pending or accepted by the caller, until disposed);
+    /// at this count it stops accepting, and further connections wait in the kernel's listen backlog. It keeps
+    /// descriptors free for the runtime itself: at the process's descriptor limit the runtime cannot map new code and
+    /// aborts ("Out of memory."), whatever the server's own connection limit says. Default: the soft open-file limit
+    /// (RLIMIT_NOFILE) less 256 when it is at least 512, else half of it (at least 16); 4096 where it cannot be read.
+    /// </summary>
+    public int MaxOpenConnections { get; set; } = DescriptorLimit.DefaultMaxOpenConnections;
 }

@@ -20,9 +20,11 @@ internal static class DhtCommand
             Description = "Stop (as on SIGTERM) when standard input reaches its end: a parent holding the other end of a pipe takes the node down with it.",
         };
 
+        var maxConnections = new Option<int>("--max-connections") { Description = "The most requests (one connection each) served at once; more wait to be accepted.", DefaultValueFactory = _ => DhtNodeOptions.Default.MaxConcurrentRequests };
+        var maxPerAddress = new Option<int>("--max-connections-per-address") { Description = "The most requests served at once from one IP address; more are refused at once.", DefaultValueFactory = _ => DhtNodeOptions.Default.MaxRequestsPerAddress };
         var command = new Command("dht", "Run a DHT node that servers and clients join with --initial-peers; prints its address (dht tls://<id>@host:port; tcp:// with --insecure).")
         {
-            host, port, identity, initialPeers, stopWhenInputCloses, insecure, noMultiplex,
+            host, port, identity, initialPeers, stopWhenInputCloses, insecure, noMultiplex, maxConnections, maxPerAddress,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -31,7 +33,17 @@ internal static class DhtCommand
             var peers = parse.GetValue(initialPeers) is { } text ? ClientDiscovery.ParseInitialPeers(text, parse.GetValue(insecure)) : [];
             using var key = DhtNodeStarter.LoadIdentity(parse.GetValue(identity));
             using var tls = TransportSecurity.TlsIdentity(key, parse.GetValue(insecure));
-            var node = new DhtNode(key);
+            var options = DhtNodeOptions.Default with { MaxConcurrentRequests = parse.GetValue(maxConnections), MaxRequestsPerAddress = parse.GetValue(maxPerAddress) };
+            try
+            {
+                options.Validate();
+            }
+            catch (ArgumentOutOfRangeException e)
+            {
+                throw new ArgumentException($"--max-connections and --max-connections-per-address must be at least 1: {e.Message}", e);
+            }
+
+            var node = new DhtNode(key, options);
             await using (node.ConfigureAwait(false))
             {
                 // SIGTERM / Ctrl-C cancel ct (PetalsCommand.RunAsync), so `stop` ends the wait below and the node stops cleanly.
@@ -71,6 +83,7 @@ internal static class DhtCommand
                     w.WriteStartObject();
                     w.WriteString("node_id", node.Id.ToString());
                     w.WriteNumber("requests_served", node.RequestsServed);
+                    w.WriteNumber("requests_refused", node.RequestsRefused);
                     w.WriteNumber("records_stored", node.Storage.RecordCount);
                     w.WriteNumber("keys_stored", node.Storage.KeyCount);
                     w.WriteNumber("known_nodes", node.Routing.Count);

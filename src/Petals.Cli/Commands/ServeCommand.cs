@@ -35,6 +35,12 @@ internal static class ServeCommand
             Description = "The share of the cache budget one client (remote host) may hold at once, in (0, 1] (at least one full-length session); more is refused with the retryable cache_busy.",
             DefaultValueFactory = _ => defaults.MaxCacheShare,
         };
+        var maxConnections = new Option<int>("--max-connections") { Description = "The most client connections open at once; more are refused at once (connection_limit). Default: half the open-file limit, 16 to 4096.", DefaultValueFactory = _ => defaults.MaxConnections };
+        var maxPerAddress = new Option<int>("--max-connections-per-address") { Description = "The most connections open at once from one IP address.", DefaultValueFactory = _ => defaults.MaxConnectionsPerAddress };
+        var handshakeTimeout = new Option<double>("--handshake-timeout") { Description = "Seconds a new connection may take to send its preamble.", DefaultValueFactory = _ => defaults.HandshakeTimeout.TotalSeconds };
+        var connectionIdleTimeout = new Option<double>("--connection-idle-timeout") { Description = "Seconds a connection without a session may stay silent before it is closed.", DefaultValueFactory = _ => defaults.ConnectionIdleTimeout.TotalSeconds };
+        var minReceiveRate = new Option<long>("--min-receive-rate") { Description = "Bytes per second a message in progress must arrive at (averaged over 10 s windows); 0 turns the check off.", DefaultValueFactory = _ => defaults.MinReceiveRate };
+        var maxReassemblyBytes = new Option<long>("--max-reassembly-bytes") { Description = "The most bytes chunked messages being received may hold at once over all connections.", DefaultValueFactory = _ => defaults.MaxReassemblyBytes };
         var stopWhenInputCloses = new Option<bool>("--stop-when-input-closes")
         {
             Description = "Stop (as on SIGTERM) when standard input reaches its end: a parent that holds the other end of a pipe (petals swarm) takes its servers down with it, even when it is killed.",
@@ -61,6 +67,7 @@ internal static class ServeCommand
         {
             model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, maxCacheShare, modelId, threads, stopWhenInputCloses,
             initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval, insecure, noMultiplex,
+            maxConnections, maxPerAddress, handshakeTimeout, connectionIdleTimeout, minReceiveRate, maxReassemblyBytes,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -105,6 +112,12 @@ internal static class ServeCommand
                 SessionIdleTimeout = Seconds(parse.GetValue(idleTimeout), "--idle-timeout"),
                 CacheWaitTimeout = Seconds(parse.GetValue(cacheWait), "--cache-wait"),
                 MaxCacheShare = parse.GetValue(maxCacheShare),
+                MaxConnections = parse.GetValue(maxConnections),
+                MaxConnectionsPerAddress = parse.GetValue(maxPerAddress),
+                HandshakeTimeout = Seconds(parse.GetValue(handshakeTimeout), "--handshake-timeout"),
+                ConnectionIdleTimeout = Seconds(parse.GetValue(connectionIdleTimeout), "--connection-idle-timeout"),
+                MinReceiveRate = parse.GetValue(minReceiveRate),
+                MaxReassemblyBytes = parse.GetValue(maxReassemblyBytes),
             };
 
             // Discovery: exactly one of --initial-peers / --new-swarm turns it on; neither serves as before (clients use --peers).
@@ -326,6 +339,12 @@ internal static class ServeCommand
         w.WriteNumber("cache_refused_over_share", stats.CacheRefusedOverShare);
         w.WriteNumber("cache_refused_timed_out", stats.CacheRefusedTimedOut);
         w.WriteNumber("non_finite_refused", stats.NonFiniteInputsRefused);
+        w.WriteNumber("connections_refused", stats.ConnectionsRefused);
+        w.WriteNumber("handshake_timeouts", stats.HandshakeTimeouts);
+        w.WriteNumber("idle_connections_closed", stats.IdleConnectionsClosed);
+        w.WriteNumber("slow_connections_closed", stats.SlowConnectionsClosed);
+        w.WriteNumber("peak_reassembly_bytes", stats.PeakReassemblyBytes);
+        w.WriteNumber("reassembly_refusals", stats.ReassemblyRefusals);
         w.WriteNumber("announcements", announced?.Announcements ?? 0);
         w.WriteNumber("announce_failures", announced?.Failures ?? 0);
         w.WriteNumber("throughput", Math.Round(throughput, 1));

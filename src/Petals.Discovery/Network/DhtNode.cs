@@ -86,6 +86,9 @@ public sealed class DhtNode : IAsyncDisposable
     /// <summary>How many address verifications (PINGs to a requester's claimed address) are in flight.</summary>
     internal int PendingVerifications => _maintenance.PendingVerifications;
 
+    /// <summary>How many incoming connections were aborted at once because their address held <see cref="DhtNodeOptions.MaxRequestsPerAddress"/> already.</summary>
+    public long RequestsRefused => Volatile.Read(ref _handler)?.RequestsRefused ?? 0;
+
     /// <summary>Whether the node is serving requests.</summary>
     public bool IsRunning => Volatile.Read(ref _state) == 1;
 

@@ -25,6 +25,13 @@ public sealed record DhtNodeOptions
     public int MaxConcurrentRequests { get; init; } = 64;
 
     /// <summary>
+    /// How many of the <see cref="MaxConcurrentRequests"/> one remote address (IP address, port ignored) may hold at
+    /// once; a further connection from it is aborted at once with a reason and counted in
+    /// <see cref="DhtNode.RequestsRefused"/>, so that one host cannot take every slot (default 8).
+    /// </summary>
+    public int MaxRequestsPerAddress { get; init; } = 8;
+
+    /// <summary>
     /// Whether <see cref="DhtNode.JoinAsync"/> (and <see cref="DhtNode.BootstrapAsync"/>) refreshes every bucket from the
     /// nearest non-empty one up after the self lookup, as in Kademlia (default true). False joins with the self lookup
     /// only (cheaper: the farther buckets then fill from later traffic and the periodic refresh).
@@ -90,6 +97,7 @@ public sealed record DhtNodeOptions
         ArgumentOutOfRangeException.ThrowIfGreaterThan(K, DhtMessageCodec.MaxContacts, nameof(K));
         ArgumentOutOfRangeException.ThrowIfLessThan(Alpha, 1, nameof(Alpha));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxConcurrentRequests, 1, nameof(MaxConcurrentRequests));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxRequestsPerAddress, 1, nameof(MaxRequestsPerAddress));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(RequestTimeout, TimeSpan.Zero, nameof(RequestTimeout));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(RefreshInterval, TimeSpan.Zero, nameof(RefreshInterval));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(RepublishInterval, TimeSpan.Zero, nameof(RepublishInterval));

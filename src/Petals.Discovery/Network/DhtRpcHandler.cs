@@ -9,7 +9,9 @@ namespace Petals.Discovery;
 /// Every request is authenticated first (<see cref="Authenticate"/>): its version, the remote host's and the sender's
 /// rates, the identity puzzle, the signature, the timestamp window and the nonce; anything refused gets a precise
 /// ERROR and is never reported as seen. Every answer is signed, bound to the request's nonce. Every authenticated
-/// listening sender is reported, with the address its stream came from, for address verification. Thread-safe.
+/// listening sender is reported, with the address its stream came from, for address verification. A connection from an
+/// address that already holds <see cref="DhtNodeOptions.MaxRequestsPerAddress"/> streams is aborted at once with the
+/// reason; <see cref="DhtNodeOptions.RequestTimeout"/> bounds slow and idle senders. Thread-safe.
 /// </summary>
 internal sealed class DhtRpcHandler : IAsyncDisposable
 {
@@ -29,8 +31,10 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
     private readonly ReplayCache _replays;
     private Task? _acceptLoop;
     private long _requestsServed;
+    private readonly Dictionary<string, int> _perAddress = new(StringComparer.Ordinal);
     private long _rateLimited;
     private long _unauthenticated;
+    private long _requestsRefused;
 
     /// <summary>Creates the handler; <see cref="Start"/> begins accepting.</summary>
     /// <param name="listener">Where requests arrive; disposed by <see cref="DisposeAsync"/>.</param>
@@ -66,6 +70,9 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
 
     /// <summary>How many requests were refused as not authentic (old version, identity mismatch, puzzle, signature, stale, replayed).</summary>
     public long RequestsUnauthenticated => Interlocked.Read(ref _unauthenticated);
+
+    /// <summary>How many connections were aborted at once for their address's limit.</summary>
+    public long RequestsRefused => Interlocked.Read(ref _requestsRefused);
 
     /// <summary>Starts the accept loop, which runs until <paramref name="stop"/> is cancelled or the listener closes.</summary>
     /// <param name="stop">Cancelled when the node stops.</param>
@@ -250,11 +257,54 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
                 return;
             }
 
-            _streams.Track(ServeAndReleaseAsync(stream, stop));
+            var address = AddressKey(stream.RemoteAddress);
+            if (!TryAdmit(address))
+            {
+                Interlocked.Increment(ref _requestsRefused);
+                _serving.Release();
+                stream.Abort($"this DHT node already serves {_options.MaxRequestsPerAddress} requests from {address}; retry later");
+                _streams.Track(stream.DisposeAsync().AsTask());
+                continue;
+            }
+
+            _streams.Track(ServeAndReleaseAsync(stream, address, stop));
         }
     }
 
-    private async Task ServeAndReleaseAsync(ITransportStream stream, CancellationToken stop)
+    /// <summary>The key of the per-address limit: the host of a host:port address, the whole location of any other.</summary>
+    private static string AddressKey(PeerAddress remote)
+    {
+        if (remote.IsEmpty)
+        {
+            return string.Empty;
+        }
+
+        try
+        {
+            return remote.Host;
+        }
+        catch (FormatException)
+        {
+            return remote.Scheme + "://" + remote.Location;
+        }
+    }
+
+    private bool TryAdmit(string address)
+    {
+        lock (_perAddress)
+        {
+            _perAddress.TryGetValue(address, out var count);
+            if (count >= _options.MaxRequestsPerAddress)
+            {
+                return false;
+            }
+
+            _perAddress[address] = count + 1;
+            return true;
+        }
+    }
+
+    private async Task ServeAndReleaseAsync(ITransportStream stream, string address, CancellationToken stop)
     {
         try
         {
@@ -262,6 +312,18 @@ internal sealed class DhtRpcHandler : IAsyncDisposable
         }
         finally
         {
+            lock (_perAddress)
+            {
+                if (_perAddress[address] > 1)
+                {
+                    _perAddress[address]--;
+                }
+                else
+                {
+                    _perAddress.Remove(address);
+                }
+            }
+
             _serving.Release();
         }
     }

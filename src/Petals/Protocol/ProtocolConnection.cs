@@ -41,7 +41,7 @@ public sealed class ProtocolConnection : IAsyncDisposable
     private int _runStarted;
     private int _disposed;
 
-    private ProtocolConnection(ITransportStream stream, CountingStream io, PipeReader input, PipeWriter output, HandshakeResult handshake, CallRole role, ProtocolLimits limits)
+    private ProtocolConnection(ITransportStream stream, CountingStream io, PipeReader input, PipeWriter output, HandshakeResult handshake, CallRole role, ProtocolLimits limits, ReassemblyBudget? budget)
     {
         _stream = stream;
         _io = io;
@@ -51,7 +51,7 @@ public sealed class ProtocolConnection : IAsyncDisposable
         VersionMinor = handshake.VersionMinor;
         Limits = limits;
         Role = role;
-        _reader = new ProtocolReader(input, limits);
+        _reader = new ProtocolReader(input, limits, budget);
         _writer = new ProtocolWriter(output, limits, handshake.FrameLimit);
         _tracker = new CallTracker(role);
         _nextStreamId = role == CallRole.Caller ? 1 : 2;
@@ -77,6 +77,12 @@ public sealed class ProtocolConnection : IAsyncDisposable
 
     /// <summary>Bytes read from the transport so far, the peer's preamble included.</summary>
     public long BytesReceived => _io.BytesRead;
+
+    /// <summary>Whether part of a message has arrived and the rest has not (what a minimum receive rate applies to).</summary>
+    internal bool MessageInProgress => _reader.MessageInProgress;
+
+    /// <summary>Bytes of reassembly buffer the connection holds now.</summary>
+    internal long ReassemblyBytesHeld => _reader.ReassemblyBytesHeld;
 
     /// <summary>The number of calls open on this connection.</summary>
     public int OpenCalls
@@ -105,7 +111,7 @@ public sealed class ProtocolConnection : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(transport);
         var stream = await transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false);
-        var connection = await OpenAsync(stream, local, CallRole.Caller, limits, cancellationToken).ConfigureAwait(false);
+        var connection = await OpenAsync(stream, local, CallRole.Caller, limits, budget: null, cancellationToken).ConfigureAwait(false);
 
         // Where the transport proved the server's key (TLS), the peer id of its handshake is a claim to check against it:
         // otherwise a server could present its own key and introduce itself as another peer.
@@ -132,7 +138,40 @@ public sealed class ProtocolConnection : IAsyncDisposable
     public static Task<ProtocolConnection> AcceptAsync(ITransportStream stream, ConnectionPreamble local, ProtocolLimits? limits = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        return OpenAsync(stream, local, CallRole.Callee, limits, cancellationToken);
+        return OpenAsync(stream, local, CallRole.Callee, limits, budget: null, cancellationToken);
+    }
+
+    /// <summary>As <see cref="AcceptAsync(ITransportStream, ConnectionPreamble, ProtocolLimits?, CancellationToken)"/>, charging chunked messages being reassembled to <paramref name="budget"/>.</summary>
+    internal static Task<ProtocolConnection> AcceptAsync(ITransportStream stream, ConnectionPreamble local, ProtocolLimits limits, ReassemblyBudget budget, CancellationToken cancellationToken) =>
+        OpenAsync(stream, local, CallRole.Callee, limits, budget, cancellationToken);
+
+    /// <summary>
+    /// Refuses an accepted stream without reading from it: sends this side's preamble and an Error frame on stream 0
+    /// carrying <paramref name="error"/>, closes the write side and disposes the stream; aborts it with the error's
+    /// message when that does not finish within <paramref name="timeout"/>. The peer's handshake succeeds, and its
+    /// read loop then fails with the error's code.
+    /// </summary>
+    internal static async Task RefuseAsync(ITransportStream stream, ConnectionPreamble local, ProtocolException error, TimeSpan timeout)
+    {
+        var output = PipeWriter.Create(stream.AsStream(leaveOpen: true), new StreamPipeWriterOptions(minimumBufferSize: 4096, leaveOpen: true));
+        try
+        {
+            using var wait = new CancellationTokenSource(timeout);
+            var size = local.GetSize();
+            local.Write(output.GetSpan(size)[..size]);
+            output.Advance(size);
+            await new ProtocolWriter(output, ProtocolLimits.Default, ProtocolLimits.MinFrameSize).SendAsync(0, ErrorMessage.From(error, ProtocolLimits.Default), wait.Token).ConfigureAwait(false);
+            await output.CompleteAsync().ConfigureAwait(false);
+            await stream.CompleteWritesAsync(wait.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is TransportException or OperationCanceledException or ObjectDisposedException or InvalidOperationException or IOException)
+        {
+            stream.Abort(error.Message);
+        }
+        finally
+        {
+            await stream.DisposeAsync().ConfigureAwait(false);
+        }
     }
 
     /// <summary>A fresh stream id for a call this side starts (odd on the connecting side, even on the accepting side).</summary>
@@ -314,7 +353,7 @@ public sealed class ProtocolConnection : IAsyncDisposable
     /// <inheritdoc />
     public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Role} connection with '{Remote.PeerId}' at {RemoteAddress}");
 
-    private static async Task<ProtocolConnection> OpenAsync(ITransportStream stream, ConnectionPreamble local, CallRole role, ProtocolLimits? limits, CancellationToken cancellationToken)
+    private static async Task<ProtocolConnection> OpenAsync(ITransportStream stream, ConnectionPreamble local, CallRole role, ProtocolLimits? limits, ReassemblyBudget? budget, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(local);
         limits ??= ProtocolLimits.Default;
@@ -335,7 +374,7 @@ public sealed class ProtocolConnection : IAsyncDisposable
                 throw;
             }
 
-            return new ProtocolConnection(stream, io, input, output, handshake, role, limits);
+            return new ProtocolConnection(stream, io, input, output, handshake, role, limits, budget);
         }
         catch
         {

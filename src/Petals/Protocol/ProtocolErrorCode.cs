@@ -110,6 +110,15 @@ public readonly struct ProtocolErrorCode : IEquatable<ProtocolErrorCode>
     /// </summary>
     public static ProtocolErrorCode NonFiniteInput { get; } = new("non_finite_input");
 
+    /// <summary>The server refused the connection: it holds its limit of connections in total or from the caller's address. Retry later or elsewhere.</summary>
+    public static ProtocolErrorCode ConnectionLimit { get; } = new("connection_limit");
+
+    /// <summary>The connection was closed because it had no open session and sent nothing for the server's connection idle timeout.</summary>
+    public static ProtocolErrorCode ConnectionIdle { get; } = new("connection_idle");
+
+    /// <summary>The connection was closed because a message in progress arrived slower than the server's minimum receive rate.</summary>
+    public static ProtocolErrorCode ReceiveTooSlow { get; } = new("receive_too_slow");
+
     /// <summary>Whether two codes are equal (ordinal).</summary>
     /// <param name="left">The first code.</param>
     /// <param name="right">The second code.</param>

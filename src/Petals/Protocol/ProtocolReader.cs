@@ -15,12 +15,22 @@ namespace Petals.Protocol;
 /// lifetime. Tensors of a returned message point into the reader's buffers and stay valid until the next read or
 /// <see cref="Dispose"/>. A <see cref="ProtocolException"/> with <see cref="ProtocolException.IsConnectionFatal"/>
 /// leaves the reader faulted (every later read throws it again); other protocol errors only fail that message.
+/// Buffers up to <see cref="PooledBufferLimit"/> bytes come from <see cref="ArrayPool{T}.Shared"/>; larger ones are
+/// plain allocations dropped after use, since the shared pool would keep them for the life of the process. The
+/// reassembly buffer of a chunked message grows as its chunks arrive, is charged to the server's reassembly budget
+/// when one is given, and is given back once the message has been consumed (at the next read) or the reader ends.
 /// </remarks>
 public sealed class ProtocolReader : IDisposable
 {
     private readonly PipeReader _reader;
     private readonly ProtocolLimits _limits;
+    private readonly ReassemblyBudget? _budget;
     private byte[]? _assembly;
+    private long _assemblyCharged;
+    private bool _assemblyConsumed;
+    private bool _discarding;
+    private bool _refused;
+    private volatile bool _inProgress;
     private int _assemblyLength;
     private int _assemblyFilled;
     private FrameType _assemblyType;
@@ -38,12 +48,31 @@ public sealed class ProtocolReader : IDisposable
     /// <param name="limits">The limits to enforce; <see cref="ProtocolLimits.Default"/> when null.</param>
     /// <exception cref="ArgumentOutOfRangeException">When the limits are inconsistent.</exception>
     public ProtocolReader(PipeReader reader, ProtocolLimits? limits = null)
+        : this(reader, limits, budget: null)
+    {
+    }
+
+    /// <summary>Creates a reader whose reassembly buffers are charged to <paramref name="budget"/> (shared by a server's connections).</summary>
+    internal ProtocolReader(PipeReader reader, ProtocolLimits? limits, ReassemblyBudget? budget)
     {
         ArgumentNullException.ThrowIfNull(reader);
         _reader = reader;
         _limits = limits ?? ProtocolLimits.Default;
         _limits.Validate();
+        _budget = budget;
     }
+
+    /// <summary>Buffers up to this size are rented from <see cref="ArrayPool{T}.Shared"/>; larger ones are allocated and dropped. 1 MiB.</summary>
+    internal const int PooledBufferLimit = 1 << 20;
+
+    /// <summary>
+    /// Whether part of a frame or of a chunked message has arrived and the rest has not (as of the last read): what a
+    /// minimum receive rate applies to. Safe to read from any thread.
+    /// </summary>
+    internal bool MessageInProgress => _inProgress;
+
+    /// <summary>Bytes of reassembly buffer this reader holds now (for tests).</summary>
+    internal long ReassemblyBytesHeld => Interlocked.Read(ref _assemblyCharged);
 
     /// <summary>Reads the next message.</summary>
     /// <param name="cancellationToken">Cancels the wait for data.</param>
@@ -68,6 +97,18 @@ public sealed class ProtocolReader : IDisposable
         {
             _advancePending = false;
             _reader.AdvanceTo(_advanceTo);
+        }
+
+        if (_assemblyConsumed)
+        {
+            // The last message was read out of the reassembly buffer and is no longer valid: give the buffer back.
+            _assemblyConsumed = false;
+            ReleaseAssembly();
+        }
+
+        if (_scratch is { Length: > PooledBufferLimit })
+        {
+            ReturnBuffer(ref _scratch);
         }
 
         // Fast path without an async state machine: the next frame is often already buffered.
@@ -138,6 +179,7 @@ public sealed class ProtocolReader : IDisposable
                 }
 
                 // Never waits for more than one header plus the maximum frame size: the scanner checked the length.
+                _inProgress = !buffer.IsEmpty || _assemblyActive;
                 _reader.AdvanceTo(buffer.Start, buffer.End);
                 message = null;
                 return false;
@@ -147,14 +189,17 @@ public sealed class ProtocolReader : IDisposable
             var end = payload.End;
             if (header.Type == FrameType.Continuation)
             {
-                Fail(buffer, Continue(header, payload));
-                if (_assemblyActive)
+                var wasDiscarding = _discarding;
+                FailOrRefuse(buffer, end, Continue(header, payload));
+                if (_assemblyActive || wasDiscarding)
                 {
                     buffer = buffer.Slice(end);
                     continue;
                 }
 
                 _reader.AdvanceTo(end);
+                _inProgress = false;
+                _assemblyConsumed = true;
                 message = Decode(_assemblyStream, _assemblyType, _assemblyFlags, _assembly.AsMemory(0, _assemblyLength));
                 return true;
             }
@@ -168,7 +213,7 @@ public sealed class ProtocolReader : IDisposable
 
             if ((header.Flags & FrameFlags.More) != 0)
             {
-                Fail(buffer, Begin(header, payload));
+                FailOrRefuse(buffer, end, Begin(header, payload));
                 buffer = buffer.Slice(end);
                 continue;
             }
@@ -186,7 +231,7 @@ public sealed class ProtocolReader : IDisposable
                 if (_scratch is null || _scratch.Length < header.PayloadLength)
                 {
                     ReturnBuffer(ref _scratch);
-                    _scratch = ArrayPool<byte>.Shared.Rent(header.PayloadLength);
+                    _scratch = RentBuffer(header.PayloadLength);
                 }
 
                 payload.CopyTo(_scratch);
@@ -194,9 +239,27 @@ public sealed class ProtocolReader : IDisposable
                 _reader.AdvanceTo(end);
             }
 
+            _inProgress = false;
             message = Decode(header.StreamId, header.Type, header.Flags, memory);
             return true;
         }
+    }
+
+    /// <summary>
+    /// A message refused for want of reassembly budget fails only its stream: the frame is consumed and the rest of the
+    /// message will be read and dropped. Any other error fails the connection.
+    /// </summary>
+    private void FailOrRefuse(in ReadOnlySequence<byte> buffer, SequencePosition end, ProtocolException? error)
+    {
+        if (error is not null && _refused)
+        {
+            _refused = false;
+            _reader.AdvanceTo(end);
+            _inProgress = _assemblyActive;
+            throw error;
+        }
+
+        Fail(buffer, error);
     }
 
     private void Fail(in ReadOnlySequence<byte> buffer, ProtocolException? error)
@@ -217,17 +280,92 @@ public sealed class ProtocolReader : IDisposable
         }
 
         _disposed = true;
-        ReturnBuffer(ref _assembly);
+        _inProgress = false;
+        ReleaseAssembly();
         ReturnBuffer(ref _scratch);
     }
 
-    private static void ReturnBuffer(ref byte[]? buffer)
+    private static byte[] RentBuffer(int size) =>
+        size <= PooledBufferLimit ? ArrayPool<byte>.Shared.Rent(size) : GC.AllocateUninitializedArray<byte>(size);
+
+    private void ReturnBuffer(ref byte[]? buffer)
     {
-        if (buffer is not null)
+        if (buffer is { Length: <= PooledBufferLimit })
         {
             ArrayPool<byte>.Shared.Return(buffer);
-            buffer = null;
         }
+        else if (buffer is not null)
+        {
+            // A larger buffer is dropped: the garbage collector reclaims it (the budget makes sure one runs soon).
+            _budget?.OnLargeBufferDropped(buffer.Length);
+        }
+
+        buffer = null;
+    }
+
+    /// <summary>Gives back the reassembly buffer and its charge.</summary>
+    private void ReleaseAssembly()
+    {
+        var large = _assembly is { Length: > PooledBufferLimit } ? _assembly.Length : 0;
+        if (large == 0)
+        {
+            ReturnBuffer(ref _assembly);
+        }
+
+        _assembly = null;
+        var charged = Interlocked.Exchange(ref _assemblyCharged, 0);
+        if (charged != 0)
+        {
+            _budget?.Release(charged);
+        }
+
+        if (large != 0)
+        {
+            // Told after the charge is released, so that the budget sees when nothing is held any more.
+            _budget?.OnLargeBufferDropped(large);
+        }
+    }
+
+    /// <summary>Makes the reassembly buffer hold at least <paramref name="needed"/> bytes (growing by doubling up to <paramref name="total"/>), charging the budget; false when the budget refuses.</summary>
+    private bool EnsureAssembly(int needed, int total, int filled)
+    {
+        if (_assembly is not null && _assembly.Length >= needed)
+        {
+            return true;
+        }
+
+        var size = (int)Math.Min(total, Math.Max((long)needed, Math.Max(PooledBufferLimit, (_assembly?.Length ?? 0) * 2L)));
+        var grown = size <= PooledBufferLimit ? PooledBufferLimit : size;
+        var extra = grown - _assemblyCharged;
+        if (extra > 0 && _budget is not null && !_budget.TryReserve(extra))
+        {
+            return false;
+        }
+
+        var buffer = RentBuffer(size);
+        if (_assembly is not null)
+        {
+            _assembly.AsSpan(0, filled).CopyTo(buffer);
+        }
+
+        ReturnBuffer(ref _assembly);
+        _assembly = buffer;
+        if (extra > 0)
+        {
+            Interlocked.Add(ref _assemblyCharged, extra);
+        }
+
+        return true;
+    }
+
+    /// <summary>Refuses the message in progress for want of budget: its buffer goes back and its remaining chunks are dropped.</summary>
+    private ProtocolException Refuse(int needed)
+    {
+        var held = _assemblyCharged;
+        ReleaseAssembly();
+        _discarding = true;
+        _refused = true;
+        return _budget!.Refused(_assemblyType, _assemblyStream, _assemblyLength, needed - held);
     }
 
     private ReceivedMessage Decode(uint streamId, FrameType type, FrameFlags flags, ReadOnlyMemory<byte> payload) =>
@@ -254,19 +392,20 @@ public sealed class ProtocolReader : IDisposable
             return new ProtocolException(ProtocolErrorCode.MalformedFrame, string.Create(CultureInfo.InvariantCulture, $"{header.Type} frame on stream {header.StreamId}: field 'totalLength' is {total} but the first chunk already holds {first} bytes; a chunked message must need more than one frame.")) { StreamId = header.StreamId };
         }
 
-        if (_assembly is null || _assembly.Length < total)
-        {
-            ReturnBuffer(ref _assembly);
-            _assembly = ArrayPool<byte>.Shared.Rent((int)total);
-        }
-
-        payload.Slice(4).CopyTo(_assembly);
         _assemblyActive = true;
         _assemblyLength = (int)total;
         _assemblyFilled = first;
         _assemblyType = header.Type;
         _assemblyFlags = header.Flags;
         _assemblyStream = header.StreamId;
+        _discarding = false;
+        ReleaseAssembly();
+        if (!EnsureAssembly(first, (int)total, 0))
+        {
+            return Refuse(Math.Min((int)total, Math.Max(first, PooledBufferLimit)));
+        }
+
+        payload.Slice(4).CopyTo(_assembly);
         return null;
     }
 
@@ -289,9 +428,24 @@ public sealed class ProtocolReader : IDisposable
             return new ProtocolException(ProtocolErrorCode.MalformedFrame, string.Create(CultureInfo.InvariantCulture, $"Continuation frame on stream {header.StreamId}: {header.PayloadLength} bytes with MORE={more} do not fit the {left} bytes left of the {_assemblyLength}-byte {_assemblyType} message.")) { StreamId = header.StreamId };
         }
 
-        payload.CopyTo(_assembly.AsSpan(_assemblyFilled));
+        var filled = _assemblyFilled;
         _assemblyFilled += header.PayloadLength;
         _assemblyActive = more;
+        if (_discarding)
+        {
+            // The rest of a refused message: read and dropped.
+            _discarding = more;
+            return null;
+        }
+
+        if (!EnsureAssembly(_assemblyFilled, _assemblyLength, filled))
+        {
+            var error = Refuse(_assemblyFilled);
+            _discarding = more;
+            return error;
+        }
+
+        payload.CopyTo(_assembly.AsSpan(filled));
         return null;
     }
 
@@ -299,6 +453,10 @@ public sealed class ProtocolReader : IDisposable
     {
         _fault = error.IsConnectionFatal ? error : new ProtocolException(error.Code, error.Message, error) { StreamId = error.StreamId, IsConnectionFatal = true };
         _assemblyActive = false;
+        _discarding = false;
+        _refused = false;
+        _inProgress = false;
+        ReleaseAssembly();
         return _fault;
     }
 }

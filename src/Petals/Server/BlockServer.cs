@@ -42,6 +42,16 @@ public sealed class BlockServer : IAsyncDisposable
     private long _closedBytesSent;
     private long _closedBytesReceived;
     private long _nonFiniteRefused;
+    private readonly Lock _admission = new();
+    private readonly Dictionary<string, int> _perAddress = new(StringComparer.Ordinal);
+    private readonly RateLimitedCounter _refusals;
+    private int _openConnections;
+    private long _refusedTotal;
+    private long _refusedPerAddress;
+    private long _handshakeTimeouts;
+    private long _idleClosed;
+    private long _slowClosed;
+    private int _sweeping;
 
     /// <summary>Creates a server for <paramref name="executor"/>'s span.</summary>
     /// <param name="executor">The executor of the span; not disposed by the server.</param>
@@ -64,7 +74,15 @@ public sealed class BlockServer : IAsyncDisposable
         Budget = new CacheBudget(options.CacheTokens, options.TimeProvider, options.CacheTokensPerPeer);
         Scheduler = new ComputeScheduler();
         _preamble = new ConnectionPreamble(options.PeerId, options.ModelId, options.Limits.MaxFrameSize);
+        ReassemblyBudget = new ReassemblyBudget(options.MaxReassemblyBytes);
+        _refusals = new RateLimitedCounter(options.TimeProvider, RefusalLogInterval);
     }
+
+    /// <summary>At most one log line about refused connections per this interval; the others are counted in it.</summary>
+    internal static readonly TimeSpan RefusalLogInterval = TimeSpan.FromSeconds(10);
+
+    /// <summary>The bytes chunked messages being reassembled hold over all connections (<see cref="BlockServerOptions.MaxReassemblyBytes"/>).</summary>
+    internal ReassemblyBudget ReassemblyBudget { get; }
 
     /// <summary>The settings.</summary>
     public BlockServerOptions Options { get; }
@@ -136,8 +154,9 @@ public sealed class BlockServer : IAsyncDisposable
             LocalAddress = listener.LocalAddress;
         }
 
-        var period = TimeSpan.FromTicks(Math.Clamp(Options.SessionIdleTimeout.Ticks / 4, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond * 5));
-        _sweeper = Time.CreateTimer(static s => ((BlockServer)s!).SweepIdleSessions(), this, period, period);
+        var shortest = Math.Min(Options.SessionIdleTimeout.Ticks, Math.Min(Options.ConnectionIdleTimeout.Ticks, Options.MinReceiveRateWindow.Ticks));
+        var period = TimeSpan.FromTicks(Math.Clamp(shortest / 4, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond * 5));
+        _sweeper = Time.CreateTimer(static s => ((BlockServer)s!).Sweep(), this, period, period);
         _acceptLoop = Task.Run(() => AcceptLoopAsync(listener, _acceptCts.Token), CancellationToken.None);
         ServerLog.Listening(_logger, Options.ModelId, Blocks.ToString(), LocalAddress);
         return Task.CompletedTask;
@@ -195,11 +214,23 @@ public sealed class BlockServer : IAsyncDisposable
             CacheRefusedTimedOut = Budget.RefusedTimedOut,
             CacheRefusedTooLarge = Budget.RefusedTooLarge,
             NonFiniteInputsRefused = Interlocked.Read(ref _nonFiniteRefused),
+            OpenConnections = Volatile.Read(ref _openConnections),
+            ConnectionsRefused = Interlocked.Read(ref _refusedTotal),
+            ConnectionsRefusedPerAddress = Interlocked.Read(ref _refusedPerAddress),
+            HandshakeTimeouts = Interlocked.Read(ref _handshakeTimeouts),
+            IdleConnectionsClosed = Interlocked.Read(ref _idleClosed),
+            SlowConnectionsClosed = Interlocked.Read(ref _slowClosed),
+            ReassemblyBytes = ReassemblyBudget.Used,
+            PeakReassemblyBytes = ReassemblyBudget.Peak,
+            ReassemblyRefusals = ReassemblyBudget.Refusals,
         };
     }
 
     /// <summary>Counts a request refused for a NaN or infinity (<c>non_finite_input</c>).</summary>
     internal void OnNonFiniteRefused() => Interlocked.Increment(ref _nonFiniteRefused);
+
+    /// <summary>Connections with part of a message received and the rest not yet (for tests).</summary>
+    internal int MessagesInProgress => _connections.Keys.Count(static c => c.Connection.MessageInProgress);
 
     /// <summary>Bytes of received hidden states held for steps and forwards not yet answered (see <see cref="BlockServerOptions.MaxQueuedInputBytes"/>).</summary>
     public long QueuedInputBytes => Interlocked.Read(ref _queuedInputBytes);
@@ -264,6 +295,99 @@ public sealed class BlockServer : IAsyncDisposable
         Interlocked.Increment(ref inference ? ref _steps : ref _forwards);
     }
 
+    /// <summary>The periodic check of every deadline: idle sessions, idle connections, slow messages. Never runs twice at once.</summary>
+    private void Sweep()
+    {
+        if (Interlocked.Exchange(ref _sweeping, 1) != 0)
+        {
+            return;
+        }
+
+        try
+        {
+            SweepIdleSessions();
+            SweepConnections();
+        }
+        finally
+        {
+            Volatile.Write(ref _sweeping, 0);
+        }
+    }
+
+    private void SweepConnections()
+    {
+        var now = Time.GetTimestamp();
+        foreach (var connection in _connections.Keys)
+        {
+            var verdict = connection.Check(now);
+            if (verdict == ConnectionVerdict.None)
+            {
+                continue;
+            }
+
+            Interlocked.Increment(ref verdict == ConnectionVerdict.Idle ? ref _idleClosed : ref _slowClosed);
+            ServerLog.ConnectionDropped(_logger, connection.Connection.RemoteAddress, connection.DropReason ?? verdict.ToString());
+        }
+    }
+
+    /// <summary>Counts a connection against the limits; false when it is over one (<paramref name="reason"/> says which).</summary>
+    private bool TryAdmit(string address, out string reason)
+    {
+        lock (_admission)
+        {
+            if (_openConnections >= Options.MaxConnections)
+            {
+                reason = string.Create(CultureInfo.InvariantCulture, $"the server holds its limit of {Options.MaxConnections} connections; retry later or use another server");
+                Interlocked.Increment(ref _refusedTotal);
+                return false;
+            }
+
+            _perAddress.TryGetValue(address, out var count);
+            if (count >= Options.MaxConnectionsPerAddress)
+            {
+                reason = string.Create(CultureInfo.InvariantCulture, $"the server holds its limit of {Options.MaxConnectionsPerAddress} connections from {address}; close one or retry later");
+                Interlocked.Increment(ref _refusedTotal);
+                Interlocked.Increment(ref _refusedPerAddress);
+                return false;
+            }
+
+            _perAddress[address] = count + 1;
+            _openConnections++;
+            reason = string.Empty;
+            return true;
+        }
+    }
+
+    private void Release(string address)
+    {
+        lock (_admission)
+        {
+            _openConnections--;
+            if (_perAddress.TryGetValue(address, out var count) && count > 1)
+            {
+                _perAddress[address] = count - 1;
+            }
+            else
+            {
+                _perAddress.Remove(address);
+            }
+        }
+    }
+
+    private async Task RefuseAsync(ITransportStream stream, string reason)
+    {
+        var remote = stream.RemoteAddress;
+        if (_refusals.Add(out var suppressed))
+        {
+            ServerLog.ConnectionsRefused(_logger, suppressed + 1, RefusalLogInterval.TotalSeconds, remote, reason);
+        }
+
+        await ProtocolConnection.RefuseAsync(stream, _preamble, new ProtocolException(ProtocolErrorCode.ConnectionLimit, reason), RefuseTimeout).ConfigureAwait(false);
+    }
+
+    /// <summary>How long telling a refused connection why may take before it is aborted.</summary>
+    private static readonly TimeSpan RefuseTimeout = TimeSpan.FromSeconds(2);
+
     private void SweepIdleSessions()
     {
         var timeout = Options.SessionIdleTimeout;
@@ -308,27 +432,68 @@ public sealed class BlockServer : IAsyncDisposable
                 continue;
             }
 
-            var task = ServeAsync(stream);
+            var address = AddressKey(stream.RemoteAddress);
+            var task = TryAdmit(address, out var refusal) ? ServeAsync(stream, address) : RefuseAsync(stream, refusal);
             _connectionTasks.TryAdd(task, 0);
             _ = task.ContinueWith(static (t, s) => ((ConcurrentDictionary<Task, byte>)s!).TryRemove(t, out _), _connectionTasks, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
     }
 
-    private async Task ServeAsync(ITransportStream stream)
+    /// <summary>
+    /// The key of the per-address limit: the remote host of a host:port address (the port differs per connection), the
+    /// whole location of any other (an in-memory transport's peer name).
+    /// </summary>
+    internal static string AddressKey(PeerAddress remote)
+    {
+        if (remote.IsEmpty)
+        {
+            return string.Empty;
+        }
+
+        try
+        {
+            return remote.Host;
+        }
+        catch (FormatException)
+        {
+            return remote.Scheme + "://" + remote.Location;
+        }
+    }
+
+    private async Task ServeAsync(ITransportStream stream, string address)
+    {
+        try
+        {
+            await ServeAdmittedAsync(stream).ConfigureAwait(false);
+        }
+        finally
+        {
+            Release(address);
+        }
+    }
+
+    private async Task ServeAdmittedAsync(ITransportStream stream)
     {
         await Task.Yield();
         var remote = stream.RemoteAddress;
         ProtocolConnection connection;
-        using (var handshake = CancellationTokenSource.CreateLinkedTokenSource(_runCts.Token))
+        using (var deadline = new CancellationTokenSource(Options.HandshakeTimeout, Time))
+        using (var handshake = CancellationTokenSource.CreateLinkedTokenSource(_runCts.Token, deadline.Token))
         {
-            handshake.CancelAfter(Options.SessionIdleTimeout);
             try
             {
-                connection = await ProtocolConnection.AcceptAsync(stream, _preamble, Options.Limits, handshake.Token).ConfigureAwait(false);
+                connection = await ProtocolConnection.AcceptAsync(stream, _preamble, Options.Limits, ReassemblyBudget, handshake.Token).ConfigureAwait(false);
             }
             catch (ProtocolException ex)
             {
                 ServerLog.HandshakeFailed(_logger, remote, ex.Message);
+                return;
+            }
+            catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+            {
+                Interlocked.Increment(ref _handshakeTimeouts);
+                ServerLog.HandshakeFailed(_logger, remote, string.Create(CultureInfo.InvariantCulture, $"no valid preamble within the handshake timeout of {Options.HandshakeTimeout.TotalSeconds:0.###} s"));
+                await stream.DisposeAsync().ConfigureAwait(false);
                 return;
             }
 #pragma warning disable CA1031 // A client that broke or stalled during the handshake: drop it, keep serving.
@@ -353,6 +518,10 @@ public sealed class BlockServer : IAsyncDisposable
         {
             reason = "server stopped";
         }
+        catch (OperationCanceledException) when (handler.DropReason is not null)
+        {
+            reason = handler.DropReason;
+        }
         catch (Exception ex) when (ex is ProtocolException or TransportException or IOException)
         {
             reason = ex.Message;
@@ -366,6 +535,7 @@ public sealed class BlockServer : IAsyncDisposable
         }
         finally
         {
+            reason = handler.DropReason ?? reason;
             await handler.CloseAsync(null, "connection ended: " + reason).ConfigureAwait(false);
             await connection.DisposeAsync().ConfigureAwait(false);
             Interlocked.Add(ref _closedBytesSent, connection.BytesSent);

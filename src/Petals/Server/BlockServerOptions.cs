@@ -54,6 +54,47 @@ public sealed class BlockServerOptions
     /// <summary>A session that receives nothing for this long is closed with <c>session_timeout</c> and its cache freed. Default 60 s.</summary>
     public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>
+    /// The most connections open at once, in their handshake or past it. A connection beyond it is refused at once: it
+    /// gets this server's preamble and a <c>connection_limit</c> error on stream 0, then the server closes it; open
+    /// connections and sessions go on. Default: half the process's soft open-file limit (RLIMIT_NOFILE) at start, at
+    /// least 16 and at most 4096 (1024 where the limit cannot be read), so that accepting never exhausts file descriptors.
+    /// </summary>
+    public int MaxConnections { get; set; } = FileDescriptorLimit.DefaultMaxConnections;
+
+    /// <summary>The most connections open at once from one remote address (IP address, port ignored); beyond it refused as for <see cref="MaxConnections"/>. Default 64.</summary>
+    public int MaxConnectionsPerAddress { get; set; } = 64;
+
+    /// <summary>How long a new connection may take to complete the protocol handshake (send a valid preamble) before it is closed. Default 10 s.</summary>
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// A connection with no open inference session and no call in progress that receives nothing for this long is closed
+    /// with a <c>connection_idle</c> error on stream 0 (a connection with a session is governed by
+    /// <see cref="SessionIdleTimeout"/>). Default 60 s.
+    /// </summary>
+    public TimeSpan ConnectionIdleTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// The least bytes per second a message must arrive at once its first bytes are in (slow senders hold buffers and
+    /// connections): while a frame or chunked message is incomplete, every <see cref="MinReceiveRateWindow"/> must bring
+    /// at least this rate times the window, else the connection is closed with a <c>receive_too_slow</c> error. The first
+    /// window is the grace period. 0 turns the check off. Default 1024 bytes/s.
+    /// </summary>
+    public long MinReceiveRate { get; set; } = 1024;
+
+    /// <summary>The window over which <see cref="MinReceiveRate"/> is averaged (and the grace period of a new message). Default 10 s.</summary>
+    public TimeSpan MinReceiveRateWindow { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// The most bytes that chunked messages being reassembled may hold at once over all connections (each message is
+    /// still capped by <see cref="ProtocolLimits.MaxMessageSize"/>). A message whose buffer would not fit is refused on its
+    /// stream with <c>busy</c> (its remaining chunks are read and dropped; the connection stays up); buffers are given
+    /// back when a message is consumed or its connection ends. At least <see cref="ProtocolLimits.MaxMessageSize"/>.
+    /// Default 256 MiB.
+    /// </summary>
+    public long MaxReassemblyBytes { get; set; } = 256L << 20;
+
     /// <summary>The limits enforced on what clients send. Default <see cref="ProtocolLimits.Default"/>.</summary>
     public ProtocolLimits Limits { get; set; } = ProtocolLimits.Default;
 
@@ -99,9 +140,20 @@ public sealed class BlockServerOptions
 
         CheckTimerRange(CacheWaitTimeout, nameof(CacheWaitTimeout));
         CheckTimerRange(SessionIdleTimeout, nameof(SessionIdleTimeout));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxConnections, nameof(MaxConnections));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxConnectionsPerAddress, nameof(MaxConnectionsPerAddress));
+        CheckPositiveTimeout(HandshakeTimeout, nameof(HandshakeTimeout));
+        CheckPositiveTimeout(ConnectionIdleTimeout, nameof(ConnectionIdleTimeout));
+        CheckPositiveTimeout(MinReceiveRateWindow, nameof(MinReceiveRateWindow));
+        ArgumentOutOfRangeException.ThrowIfNegative(MinReceiveRate, nameof(MinReceiveRate));
 
         ArgumentNullException.ThrowIfNull(Limits, nameof(Limits));
         Limits.Validate();
+        if (MaxReassemblyBytes < Limits.MaxMessageSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxReassemblyBytes), MaxReassemblyBytes, $"{nameof(MaxReassemblyBytes)} must be at least the maximum message size ({Limits.MaxMessageSize} bytes), or no message of that size could ever be received.");
+        }
+
         if ((Codecs & WireCodecs.Fp32) == 0 || (Codecs & ~WireCodecs.All) != 0)
         {
             throw new ArgumentException($"{nameof(Codecs)} must include Fp32 and only codecs of protocol 1.0, not {Codecs}.", nameof(Codecs));
@@ -125,6 +177,16 @@ public sealed class BlockServerOptions
         {
             throw new ArgumentOutOfRangeException(name, value, $"{name} must be at most 49.7 days (the longest timer .NET supports).");
         }
+    }
+
+    private static void CheckPositiveTimeout(TimeSpan value, string name)
+    {
+        if (value <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive.");
+        }
+
+        CheckTimerRange(value, name);
     }
 
     private static void CheckId(string? value, string name, bool allowEmpty)

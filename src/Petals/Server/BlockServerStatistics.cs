@@ -43,4 +43,31 @@ public sealed record BlockServerStatistics(
 
     /// <summary>Inference steps and forward requests refused with <c>non_finite_input</c> (a NaN or an infinity in their tensors).</summary>
     public long NonFiniteInputsRefused { get; init; }
+
+    /// <summary>Connections open now, in their handshake or past it (what <see cref="BlockServerOptions.MaxConnections"/> bounds).</summary>
+    public int OpenConnections { get; init; }
+
+    /// <summary>Connections refused over <see cref="BlockServerOptions.MaxConnections"/> or <see cref="BlockServerOptions.MaxConnectionsPerAddress"/>.</summary>
+    public long ConnectionsRefused { get; init; }
+
+    /// <summary>Of <see cref="ConnectionsRefused"/>, those refused over <see cref="BlockServerOptions.MaxConnectionsPerAddress"/>.</summary>
+    public long ConnectionsRefusedPerAddress { get; init; }
+
+    /// <summary>Connections closed for not completing the handshake within <see cref="BlockServerOptions.HandshakeTimeout"/>.</summary>
+    public long HandshakeTimeouts { get; init; }
+
+    /// <summary>Connections without a session closed after <see cref="BlockServerOptions.ConnectionIdleTimeout"/>.</summary>
+    public long IdleConnectionsClosed { get; init; }
+
+    /// <summary>Connections closed for a message arriving below <see cref="BlockServerOptions.MinReceiveRate"/>.</summary>
+    public long SlowConnectionsClosed { get; init; }
+
+    /// <summary>Bytes held now by chunked messages being reassembled, over all connections.</summary>
+    public long ReassemblyBytes { get; init; }
+
+    /// <summary>The most bytes chunked messages being reassembled held at once.</summary>
+    public long PeakReassemblyBytes { get; init; }
+
+    /// <summary>Chunked messages refused (<c>busy</c>) because they did not fit <see cref="BlockServerOptions.MaxReassemblyBytes"/>.</summary>
+    public long ReassemblyRefusals { get; init; }
 }

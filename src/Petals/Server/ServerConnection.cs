@@ -17,18 +17,133 @@ internal sealed class ServerConnection : IProtocolMessageHandler
     private readonly Dictionary<uint, InferenceSession> _sessions = [];
     private readonly HashSet<Task> _forwards = [];
     private bool _closed;
+    private long _lastBytes;
+    private long _lastActivity;
+    private bool _marked;
+    private long _markTime;
+    private long _markBytes;
+    private volatile string? _dropReason;
 
     public ServerConnection(BlockServer server, ProtocolConnection connection)
     {
         _server = server;
         _connection = connection;
         PeerKey = CachePeerKey.Of(connection.RemoteAddress);
+        _lastBytes = connection.BytesReceived;
+        _lastActivity = server.Time.GetTimestamp();
     }
 
     public ProtocolConnection Connection => _connection;
 
     /// <summary>Who this connection's cache reservations are charged to (<see cref="CachePeerKey"/>).</summary>
     public string PeerKey { get; }
+
+    /// <summary>Why the server closed this connection (idle, too slow), or null when it did not.</summary>
+    public string? DropReason => _dropReason;
+
+    /// <summary>
+    /// The periodic check of the connection's deadlines at <paramref name="now"/> (a timestamp of the server's clock):
+    /// a message in progress must bring <see cref="BlockServerOptions.MinReceiveRate"/> over each
+    /// <see cref="BlockServerOptions.MinReceiveRateWindow"/> (the first window is its grace period), and a connection
+    /// with no session, no call and no message in progress must receive something within
+    /// <see cref="BlockServerOptions.ConnectionIdleTimeout"/>. Over a deadline the connection is told why on stream 0 and
+    /// aborted. Called by one sweeper at a time.
+    /// </summary>
+    public ConnectionVerdict Check(long now)
+    {
+        if (_dropReason is not null)
+        {
+            return ConnectionVerdict.None;
+        }
+
+        var options = _server.Options;
+        var bytes = _connection.BytesReceived;
+        if (bytes != _lastBytes)
+        {
+            _lastBytes = bytes;
+            _lastActivity = now;
+        }
+
+        var inProgress = _connection.MessageInProgress;
+        if (options.MinReceiveRate > 0 && inProgress)
+        {
+            if (!_marked)
+            {
+                _marked = true;
+                _markTime = now;
+                _markBytes = bytes;
+            }
+            else
+            {
+                var elapsed = _server.Time.GetElapsedTime(_markTime, now);
+                if (elapsed >= options.MinReceiveRateWindow)
+                {
+                    var received = bytes - _markBytes;
+                    if (received < options.MinReceiveRate * elapsed.TotalSeconds)
+                    {
+                        Drop(new ProtocolException(ProtocolErrorCode.ReceiveTooSlow, string.Create(CultureInfo.InvariantCulture,
+                            $"a message in progress brought {received} bytes in the last {elapsed.TotalSeconds:0.###} s, below this server's minimum receive rate of {options.MinReceiveRate} bytes/s")));
+                        return ConnectionVerdict.TooSlow;
+                    }
+
+                    _markTime = now;
+                    _markBytes = bytes;
+                }
+            }
+        }
+        else
+        {
+            _marked = false;
+        }
+
+        if (!inProgress && IsIdle && _server.Time.GetElapsedTime(_lastActivity, now) >= options.ConnectionIdleTimeout)
+        {
+            Drop(new ProtocolException(ProtocolErrorCode.ConnectionIdle, string.Create(CultureInfo.InvariantCulture,
+                $"the connection had no session and received nothing for {options.ConnectionIdleTimeout.TotalSeconds:0.###} s")));
+            return ConnectionVerdict.Idle;
+        }
+
+        return ConnectionVerdict.None;
+    }
+
+    /// <summary>Whether the connection has no session and no forward call in progress.</summary>
+    private bool IsIdle
+    {
+        get
+        {
+            lock (_lock)
+            {
+                if (_sessions.Count != 0)
+                {
+                    return false;
+                }
+
+                foreach (var forward in _forwards)
+                {
+                    if (!forward.IsCompleted)
+                    {
+                        return false;
+                    }
+                }
+
+                return true;
+            }
+        }
+    }
+
+    private void Drop(ProtocolException error)
+    {
+        _dropReason = error.Message;
+        _ = DropAsync(error);
+    }
+
+    private async Task DropAsync(ProtocolException error)
+    {
+        // Told on stream 0, then closed gracefully (the peer reads the error before the end of the stream; an abort could
+        // overtake it). Closing stops the read loop; a peer that does not read is cut off after the close wait.
+        await TrySendErrorAsync(0, error).ConfigureAwait(false);
+        await _connection.DisposeAsync().ConfigureAwait(false);
+    }
 
     public ValueTask OnMessageAsync(ProtocolConnection connection, uint streamId, ProtocolMessage message, CancellationToken ct) => message switch
     {

@@ -54,4 +54,10 @@ internal static partial class ServerLog
 
     [LoggerMessage(3117, LogLevel.Information, "Blocks {Blocks} decode at {Throughput:F1} tokens/s per block ({StepMs:F3} ms per step)")]
     public static partial void ThroughputMeasured(ILogger logger, string blocks, double throughput, double stepMs);
+
+    [LoggerMessage(3160, LogLevel.Warning, "Refused {Count} connection(s) over the connection limits in the last {Seconds} s (at most one line per interval); latest from {Remote}: {Reason}")]
+    public static partial void ConnectionsRefused(ILogger logger, long count, double seconds, PeerAddress remote, string reason);
+
+    [LoggerMessage(3161, LogLevel.Debug, "Closing the connection from {Remote}: {Reason}")]
+    public static partial void ConnectionDropped(ILogger logger, PeerAddress remote, string reason);
 }
