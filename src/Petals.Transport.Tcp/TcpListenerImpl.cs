@@ -229,7 +229,7 @@ internal sealed partial class TcpListenerImpl : ITransportListener
                     timeout.Token).ConfigureAwait(false);
             }
 
-            var framed = new TcpFramedStream(client, stream, remoteAddress, _options.ReceiveBufferBytes, _releaseOpen);
+            var framed = new TcpFramedStream(client, stream, remoteAddress, _options.ReceiveBufferBytes, onClosed: _releaseOpen);
             if (!_ready.Writer.TryWrite(framed))
             {
                 _slots.Release();

@@ -69,6 +69,6 @@ public sealed class DhtConnectionLimitTests
     private static byte[] Ping(ulong id)
     {
         var key = DhtTestNetwork.Identity(1);
-        return DhtMessageCodec.EncodeFrame(new DhtMessage(DhtMessageType.Ping, id, new DhtSender(key.NodeId, key.PublicKey, default)));
+        return DhtTestKit.Frame(new DhtMessage(DhtMessageType.Ping, id, new DhtSender(key.NodeId, key.PublicKey, default)), at: DateTimeOffset.UtcNow); // the node runs on the real clock
     }
 }
