@@ -15,7 +15,9 @@ namespace Petals.Cli.Tests;
 /// <c>petals serve</c> under a small open-file limit (<c>ulimit -n 1024</c>) and a flood of idle TCP connections: before
 /// the connection limits and the listener's back-off, accepting ran out of descriptors and the runtime aborted the
 /// process with "Out of memory." (exit 134). Now the process survives, refuses what is over its limits and serves a
-/// normal client.
+/// normal client. The server runs <c>--insecure --no-multiplex</c>: the flood and the probes write the raw protocol over
+/// plain TCP, one connection per stream; the limits under test belong to the listener and the block server, below and
+/// beside TLS and the multiplexer.
 /// </summary>
 public sealed class ServeConnectionFloodTests
 {
@@ -311,7 +313,7 @@ public sealed class ServeConnectionFloodTests
         public static ServeProcess Start(params string[] extra)
         {
             var dll = Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll");
-            var args = string.Join(' ', new[] { "serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1" }.Concat(extra).Select(a => "'" + a + "'"));
+            var args = string.Join(' ', new[] { "serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1", "--insecure", "--no-multiplex" }.Concat(extra).Select(a => "'" + a + "'"));
             var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             info.ArgumentList.Add("-c");
             info.ArgumentList.Add($"ulimit -n 1024 && exec dotnet '{dll}' {args}");
