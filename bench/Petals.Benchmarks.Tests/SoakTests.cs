@@ -68,7 +68,7 @@ public sealed class SoakTests
             var run = connection.RunAsync(inbox, Ct);
             return await inbox.NextAsync(1, Bound, Ct);
         }, Ct);
-        await using var raw = await RawProtocolClient.ConnectAsync(listener.LocalAddress, "m", Ct).WaitAsync(Bound, Ct);
+        await using var raw = await RawProtocolClient.ConnectAsync(listener.LocalAddress, "m", null, Ct).WaitAsync(Bound, Ct);
         var ping = RawProtocolClient.Header(8, FrameType.Ping, FrameFlags.None, 1).Concat(BitConverter.GetBytes(42UL)).ToArray();
         foreach (var b in ping)
         {

@@ -62,7 +62,7 @@ internal static class Program
               Prints the table again from the JSON lines of a fault-table run (--jsonl).
           soak        [--model M --phases baseline,idle,slowloris,partial,hog,nan,dht-flood --phase-seconds 20 --report-every 3
                        --idle-connections 2000 --slowloris 100 --partial 16 --hog-sessions 8 --hog-step 5 --nan-per-second 20
-                       --dht-records 20000 --dht-identities 4 --hog-address 127.0.0.2 --nan-address 127.0.0.3
+                       --dht-records 20000 --dht-identities 4 --attacker-address 127.0.0.4 --hog-address 127.0.0.2 --nan-address 127.0.0.3
                        --probe-timeout 15 --serve-arg ARG (repeat) --dht-arg ARG (repeat) --results DIR --label soak]
               Starts `petals dht` and `petals serve` (all blocks) on 127.0.0.1 and runs hostile clients against them in
               phases (idle connections after the handshake, slowloris at 1 byte/s, 63.9 MiB of declared 64 MiB chunked

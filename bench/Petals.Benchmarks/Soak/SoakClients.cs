@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Net;
 using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Threading.Channels;
@@ -72,9 +73,9 @@ internal sealed class RawProtocolClient : IAsyncDisposable
 
     public bool IsClosed { get; private set; }
 
-    public static async Task<RawProtocolClient> ConnectAsync(PeerAddress server, string modelId, CancellationToken cancellationToken)
+    public static async Task<RawProtocolClient> ConnectAsync(PeerAddress server, string modelId, IPAddress? local, CancellationToken cancellationToken)
     {
-        var stream = await RawTcpStream.ConnectAsync(server, null, cancellationToken).ConfigureAwait(false);
+        var stream = await RawTcpStream.ConnectAsync(server, local, cancellationToken).ConfigureAwait(false);
         try
         {
             var io = stream.AsStream(leaveOpen: true);

@@ -32,6 +32,9 @@ internal sealed class SoakOptions
 
     public int DhtIdentities { get; private set; } = 4;
 
+    /// <summary>The source address of the idle, slowloris and partial-message clients (not the normal client's 127.0.0.1, so per-address limits are on the attacker).</summary>
+    public IPAddress AttackerAddress { get; private set; } = IPAddress.Parse("127.0.0.4");
+
     public IPAddress HogAddress { get; private set; } = IPAddress.Parse("127.0.0.2");
 
     public IPAddress NanAddress { get; private set; } = IPAddress.Parse("127.0.0.3");
@@ -81,6 +84,7 @@ internal sealed class SoakOptions
                 case "--nan-per-second": o.NanPerSecond = Int(args); break;
                 case "--dht-records": o.DhtRecords = Int(args); break;
                 case "--dht-identities": o.DhtIdentities = Int(args); break;
+                case "--attacker-address": o.AttackerAddress = IPAddress.Parse(Value(args)); break;
                 case "--hog-address": o.HogAddress = IPAddress.Parse(Value(args)); break;
                 case "--nan-address": o.NanAddress = IPAddress.Parse(Value(args)); break;
                 case "--probe-timeout": o.ProbeTimeout = Seconds(args); break;

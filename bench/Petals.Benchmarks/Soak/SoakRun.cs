@@ -198,7 +198,7 @@ internal static class SoakRun
     {
         var connections = new ConcurrentBag<ProtocolConnection>();
         var runs = new ConcurrentBag<Task>();
-        var transport = new TcpTransport();
+        var transport = new RawTcpTransport(c.Options.AttackerAddress);
         var handler = new StreamRouter();
         try
         {
@@ -261,7 +261,7 @@ internal static class SoakRun
                 RawProtocolClient client;
                 try
                 {
-                    client = await RawProtocolClient.ConnectAsync(c.Server, c.ModelId, ct).ConfigureAwait(false);
+                    client = await RawProtocolClient.ConnectAsync(c.Server, c.ModelId, c.Options.AttackerAddress, ct).ConfigureAwait(false);
                     clients.Add(client);
                     c.Counters.Add("opened");
                 }
@@ -313,7 +313,7 @@ internal static class SoakRun
                 RawProtocolClient client;
                 try
                 {
-                    client = await RawProtocolClient.ConnectAsync(c.Server, c.ModelId, ct).ConfigureAwait(false);
+                    client = await RawProtocolClient.ConnectAsync(c.Server, c.ModelId, c.Options.AttackerAddress, ct).ConfigureAwait(false);
                     clients.Add(client);
                     c.Counters.Add("opened");
                 }
