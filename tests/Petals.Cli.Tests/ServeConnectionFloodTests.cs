@@ -7,6 +7,7 @@ using System.Threading.Channels;
 using Petals.Protocol;
 using Petals.Testing;
 using Petals.Transport;
+using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
 
 namespace Petals.Cli.Tests;
@@ -61,6 +62,68 @@ public sealed class ServeConnectionFloodTests
         var (code, stats) = await serve.StopAsync();
         Assert.True(code == 0, serve.Errors);
         Assert.True(stats.GetProperty("handshake_timeouts").GetInt64() > 0, stats.ToString());
+    }
+
+    [Fact]
+    public async Task WithTheDefaultTransportAFloodThatNeverStartsTlsLeavesDescriptorsFreeAndANormalClientIsServed()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "ulimit -n and /proc/<pid>/fd are Linux's.");
+
+        // TLS and multiplexing, as `petals serve` runs by default: the flood's connections never send a TLS hello, so they
+        // never reach the block server; the listener's cap (1024 - 256 open connections) and its TLS handshake deadline bound them.
+        await using var serve = ServeProcess.StartDefault();
+        var address = await serve.ListeningAsync();
+        Assert.Equal("tls", address.Scheme);
+        // 600: the listener's 128 handshake slots plus the kernel's backlog of 512; more would only make the flood's own connects wait.
+        var flood = Flood(address, IPAddress.Loopback, 600);
+        var most = 0;
+        try
+        {
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(6);
+            while (DateTime.UtcNow < until)
+            {
+                serve.AssertRunning("under the flood");
+                most = Math.Max(most, serve.OpenDescriptors());
+                await Task.Delay(20, Ct);
+            }
+        }
+        finally
+        {
+            foreach (var socket in flood)
+            {
+                socket.Dispose();
+            }
+        }
+
+        Assert.InRange(most, 100, 1000);
+
+        // A normal client as a user's would be: each attempt a new connection with its own deadline. While the flood held
+        // the listener's 128 TLS handshake slots the kernel backlog was full and SYNs were dropped; once it ends, the
+        // backlog drains and a new connection is served within seconds.
+        var ended = Stopwatch.StartNew();
+        while (true)
+        {
+            var client = new TcpTransport().WithMultiplexing();
+            await using (((IAsyncDisposable)client).ConfigureAwait(false))
+            {
+                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+                attempt.CancelAfter(TimeSpan.FromSeconds(3));
+                try
+                {
+                    await AssertServesOnceAsync(client, address, attempt.Token);
+                    break;
+                }
+                catch (Exception e) when (e is TransportException or ProtocolException or OperationCanceledException && !Ct.IsCancellationRequested && ended.Elapsed < TimeSpan.FromSeconds(30))
+                {
+                    serve.AssertRunning("while a normal client retried (" + e.Message + ")");
+                }
+            }
+        }
+
+        Assert.InRange(ended.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(10));
+        var (code, _) = await serve.StopAsync();
+        Assert.True(code == 0, serve.Errors);
     }
 
     [Fact]
@@ -234,6 +297,20 @@ public sealed class ServeConnectionFloodTests
         return sockets;
     }
 
+    /// <summary>One handshake and info call over <paramref name="transport"/>, within <paramref name="cancellationToken"/>.</summary>
+    private static async Task AssertServesOnceAsync(ITransport transport, PeerAddress address, CancellationToken cancellationToken)
+    {
+        var connection = await ProtocolConnection.ConnectAsync(transport, address, new ConnectionPreamble("normal-client", ModelId), cancellationToken: cancellationToken);
+        await using (connection)
+        {
+            var inbox = Channel.CreateUnbounded<ProtocolMessage>();
+            _ = connection.RunAsync(new Inbox(inbox), cancellationToken);
+            await connection.SendAsync(connection.NewStreamId(), InfoRequest.Instance, cancellationToken);
+            var info = Assert.IsType<InfoResponse>(await inbox.Reader.ReadAsync(cancellationToken));
+            Assert.Equal(ModelId, info.ModelId);
+        }
+    }
+
     /// <summary>A normal client: handshake and an info call (retried while the listener drains its backlog).</summary>
     private static async Task AssertServesAsync(ServeProcess serve, PeerAddress address)
     {
@@ -310,10 +387,15 @@ public sealed class ServeConnectionFloodTests
 
         public string Errors => _errors.IsCompleted ? _errors.Result : "(stderr still open)";
 
-        public static ServeProcess Start(params string[] extra)
+        public static ServeProcess Start(params string[] extra) => StartWith(["--insecure", "--no-multiplex", .. extra]);
+
+        /// <summary>With the CLI's default transport: TLS, streams multiplexed.</summary>
+        public static ServeProcess StartDefault(params string[] extra) => StartWith(extra);
+
+        private static ServeProcess StartWith(string[] extra)
         {
             var dll = Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll");
-            var args = string.Join(' ', new[] { "serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1", "--insecure", "--no-multiplex" }.Concat(extra).Select(a => "'" + a + "'"));
+            var args = string.Join(' ', new[] { "serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1" }.Concat(extra).Select(a => "'" + a + "'"));
             var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             info.ArgumentList.Add("-c");
             info.ArgumentList.Add($"ulimit -n 1024 && exec dotnet '{dll}' {args}");
