@@ -15,6 +15,7 @@ internal sealed class ReassemblyBudget
     private long _dropped;
     private long _lastCollect = long.MinValue / 2;
     private long _collections;
+    private int _quietCollectScheduled;
 
     /// <summary>Creates a budget of <paramref name="capacity"/> bytes.</summary>
     /// <param name="capacity">The most bytes held at once; positive.</param>
@@ -26,6 +27,9 @@ internal sealed class ReassemblyBudget
 
     /// <summary>The most bytes held at once.</summary>
     public long Capacity { get; }
+
+    /// <summary>The least time between a collection and a quiet (aggressive) one; 10 s (shorter in tests).</summary>
+    internal TimeSpan QuietCollectInterval { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>Bytes held now.</summary>
     public long Used => Interlocked.Read(ref _used);
@@ -70,8 +74,10 @@ internal sealed class ReassemblyBudget
     /// which is only collected by a full collection; a server that received big messages and then went quiet would keep
     /// their memory (RSS) indefinitely. A full collection is requested: a background one (at most once per second) once
     /// dropped buffers add up to the budget's capacity while messages are being received, an aggressive (compacting,
-    /// decommitting) one (at most once per 10 s since the last collection) once they add up to 64 MiB and no message is
-    /// being received.
+    /// decommitting) one (at most once per <see cref="QuietCollectInterval"/> since the last collection) once they add up
+    /// to 64 MiB and no message is being received. A quiet collection that falls too soon after the last one is done when
+    /// the interval has passed: a flood whose connections all close at once leaves no later drop to trigger it, and its
+    /// memory would stay.
     /// </summary>
     public void OnLargeBufferDropped(long bytes)
     {
@@ -84,8 +90,22 @@ internal sealed class ReassemblyBudget
 
         var now = Environment.TickCount64;
         var last = Interlocked.Read(ref _lastCollect);
-        if (now - last < (quiet ? 10_000 : 1000) || Interlocked.CompareExchange(ref _lastCollect, now, last) != last)
+        var interval = quiet ? (long)QuietCollectInterval.TotalMilliseconds : 1000;
+        if (now - last < interval || Interlocked.CompareExchange(ref _lastCollect, now, last) != last)
         {
+            if (quiet && Interlocked.Exchange(ref _quietCollectScheduled, 1) == 0)
+            {
+                _ = Task.Delay(TimeSpan.FromMilliseconds(Math.Max(0, interval - (now - last)) + 10)).ContinueWith(
+                    _ =>
+                    {
+                        Volatile.Write(ref _quietCollectScheduled, 0);
+                        OnLargeBufferDropped(0);
+                    },
+                    CancellationToken.None,
+                    TaskContinuationOptions.None,
+                    TaskScheduler.Default);
+            }
+
             return;
         }
 

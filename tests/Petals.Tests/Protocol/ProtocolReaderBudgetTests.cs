@@ -105,6 +105,29 @@ public sealed class ProtocolReaderBudgetTests
         Assert.Equal(1, busy.Collections);
     }
 
+    [Fact]
+    public async Task AQuietCollectionThatFallsTooSoonIsDoneOnceTheIntervalHasPassed()
+    {
+        // A flood whose connections all close at once: the last drop comes within the interval of the collection the
+        // earlier drops asked for, and no later drop comes to ask again; the memory would stay until something did.
+        var budget = new ReassemblyBudget(256L << 20) { QuietCollectInterval = TimeSpan.FromMilliseconds(200) };
+        budget.OnLargeBufferDropped(64L << 20);
+        Assert.Equal(1, budget.Collections);
+        budget.OnLargeBufferDropped(64L << 20);
+        budget.OnLargeBufferDropped(64L << 20); // one scheduled collection, not two
+        Assert.Equal(1, budget.Collections);
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (budget.Collections < 2 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20, TestContext.Current.CancellationToken);
+        }
+
+        Assert.Equal(2, budget.Collections);
+        await Task.Delay(400, TestContext.Current.CancellationToken);
+        Assert.Equal(2, budget.Collections);
+    }
+
     private static async Task ServerHarnessWait(Func<bool> condition) =>
         await Tests.Server.ServerHarness.WaitUntil(condition, "the reader took in the first half");
 }
