@@ -52,6 +52,11 @@ internal static class ServeCommand
         var insecure = TransportSecurity.Insecure();
         var noMultiplex = TransportSecurity.NoMultiplex();
         var dhtPort = new Option<int>("--dht-port") { Description = "The TCP port of this server's DHT node (on --host); 0 picks a free one.", DefaultValueFactory = _ => 0 };
+        var throughputOption = new Option<string?>("--throughput")
+        {
+            Description = "With discovery: the throughput to announce, tokens/s per block (N: announce N, measure nothing; eval: measure now and update the cache; default: the cached figure for this model, span size, executor, dtype and machine, else measure).",
+        };
+        var throughputCache = new Option<string?>("--throughput-cache") { Description = "The throughput cache file (default $XDG_CACHE_HOME/petals/throughput.json, else ~/.cache/petals/throughput.json)." };
         var announceDefaults = new ServerAnnouncerOptions();
         var publicName = new Option<string?>("--public-name") { Description = "A name shown for this server in swarm monitors (petals status)." };
         var announceHost = new Option<string?>("--announce-host") { Description = "The host announced to clients instead of --host (e.g. a public IP when listening on 0.0.0.0)." };
@@ -67,7 +72,7 @@ internal static class ServeCommand
         {
             model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, maxCacheShare, modelId, threads, stopWhenInputCloses,
             initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval, insecure, noMultiplex,
-            maxConnections, maxPerAddress, handshakeTimeout, connectionIdleTimeout, minReceiveRate, maxReassemblyBytes,
+            maxConnections, maxPerAddress, handshakeTimeout, connectionIdleTimeout, minReceiveRate, maxReassemblyBytes, throughputOption, throughputCache,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -128,6 +133,7 @@ internal static class ServeCommand
                 throw new ArgumentException("Give --initial-peers to join a swarm or --new-swarm to start one, not both.");
             }
 
+            var throughputSettings = ParseThroughput(parse.GetValue(throughputOption), parse.GetValue(throughputCache), t);
             var dhtPeers = peersText is null ? [] : ClientDiscovery.ParseInitialPeers(peersText, plain);
             var discover = startSwarm || peersText is not null;
             var announceOptions = new ServerAnnouncerOptions
@@ -182,6 +188,7 @@ internal static class ServeCommand
                 o.ModelId = parse.GetValue(modelId);
                 o.Server = options;
                 o.Announcer = announceOptions;
+                o.Throughput = throughputSettings;
             }).UseCpuExecutor(o => o.ThreadCount = t ?? o.ThreadCount).UseTcpTransport(o =>
             {
                 o.Identity = tls;
@@ -229,7 +236,8 @@ internal static class ServeCommand
 
             if (server.Throughput is { } measured)
             {
-                context.Info(string.Create(CultureInfo.InvariantCulture, $"throughput {measured.TokensPerSecondPerBlock:F1} tokens/s per block"));
+                var how = measured.Source == "measured" ? "measured: " + measured.Method : measured.Source;
+                context.Info(string.Create(CultureInfo.InvariantCulture, $"throughput {measured.TokensPerSecondPerBlock:F1} tokens/s per block ({how})"));
             }
 
             // SIGTERM / Ctrl-C cancel ct (PetalsCommand.RunAsync), so `stop` ends the wait below and the server stops cleanly.
@@ -316,6 +324,36 @@ internal static class ServeCommand
     /// <summary>The option of a <see cref="ServerAnnouncerOptions"/> property, e.g. <c>PublicName</c> → <c>public-name</c>.</summary>
     private static string Kebab(string? property) =>
         string.Concat((property ?? "announce").Select((c, i) => char.IsUpper(c) ? (i > 0 ? "-" : string.Empty) + char.ToLowerInvariant(c) : c.ToString()));
+
+    /// <summary>The <c>--throughput</c> and <c>--throughput-cache</c> values as meter options.</summary>
+    /// <exception cref="ArgumentException">The value is neither a positive number nor <c>eval</c>; the message names the flag.</exception>
+    internal static ThroughputMeterOptions ParseThroughput(string? value, string? cachePath, int? threads)
+    {
+        var options = new ThroughputMeterOptions
+        {
+            CachePath = cachePath,
+            ExecutorSettings = "threads=" + (threads?.ToString(CultureInfo.InvariantCulture) ?? "default"),
+        };
+        if (value is null)
+        {
+            return options;
+        }
+
+        if (string.Equals(value, "eval", StringComparison.OrdinalIgnoreCase))
+        {
+            options.ForceMeasure = true;
+        }
+        else if (double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var given) && given > 0 && double.IsFinite(given))
+        {
+            options.Given = given;
+        }
+        else
+        {
+            throw new ArgumentException($"--throughput must be a positive number of tokens/s per block or 'eval', not '{value}'.");
+        }
+
+        return options;
+    }
 
     private static void WriteStatistics(System.Text.Json.Utf8JsonWriter w, BlockServerStatistics stats, double readyMs, long spanBytes, long modelBytes, ServerAnnouncerStatistics? announced, double throughput)
     {

@@ -167,7 +167,7 @@ internal sealed class PetalsServerService(
             ThroughputMeasurement? throughput = null;
             if (announcer is not null)
             {
-                throughput = new ThroughputMeter(settings.Throughput, loggerFactory.CreateLogger<ThroughputMeter>()).Measure(executor);
+                throughput = ObtainThroughput(settings.Throughput, executor, modelId, factory.Name, weights.SpanDType(span).ToString(), loggerFactory);
                 announcer.Throughput = throughput.TokensPerSecondPerBlock;
             }
 
@@ -275,6 +275,34 @@ internal sealed class PetalsServerService(
     public void Dispose() => StopAsync(CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>What a running server holds, released in reverse order once the server has stopped.</summary>
+    /// <summary>The figure to announce: given, else cached (unless forced), else measured and cached.</summary>
+    private static ThroughputMeasurement ObtainThroughput(
+        ThroughputMeterOptions options, IBlockExecutor executor, string modelId, string executorName, string dtype, ILoggerFactory loggerFactory)
+    {
+        if (options.Given is { } given)
+        {
+            return new ThroughputMeasurement(executor.Blocks, given, TimeSpan.FromSeconds(executor.Blocks.Count / given), 0)
+            {
+                Rounds = 0,
+                Source = "given",
+                Method = "given",
+            };
+        }
+
+        var logger = loggerFactory.CreateLogger<ThroughputMeter>();
+        var path = options.CachePath ?? ThroughputCache.DefaultPath();
+        var cache = path.Length == 0 ? null : new ThroughputCache(path, logger);
+        var key = ThroughputCache.Key(modelId, executor.Blocks.Count, executorName + (options.ExecutorSettings is { } extra ? ";" + extra : ""), dtype, ThroughputCache.HardwareFingerprint());
+        if (cache is not null && !options.ForceMeasure && cache.TryGet(key, executor.Blocks) is { } cached)
+        {
+            return cached;
+        }
+
+        var measured = new ThroughputMeter(options, logger).Measure(executor);
+        cache?.Store(key, measured);
+        return measured;
+    }
+
     private sealed record Running(IModelWeights Weights, IBlockExecutor Executor, BlockServer Server, ServerAnnouncer? Announcer, ThroughputMeasurement? Throughput, TimeSpan OfflineAnnounceTimeout)
     {
         public void Release()

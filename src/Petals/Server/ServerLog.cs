@@ -52,8 +52,20 @@ internal static partial class ServerLog
     [LoggerMessage(3116, LogLevel.Information, "Measuring the round trip to next server {PeerId} at {Address} failed (left out): {Reason}")]
     public static partial void PingFailed(ILogger logger, string peerId, Petals.Transport.PeerAddress address, string reason);
 
-    [LoggerMessage(3117, LogLevel.Information, "Blocks {Blocks} decode at {Throughput:F1} tokens/s per block ({StepMs:F3} ms per step)")]
-    public static partial void ThroughputMeasured(ILogger logger, string blocks, double throughput, double stepMs);
+    [LoggerMessage(3117, LogLevel.Information, "Blocks {Blocks} announce {Throughput:F1} tokens/s per block ({StepMs:F3} ms per decode step): {Method}")]
+    public static partial void ThroughputMeasured(ILogger logger, string blocks, double throughput, double stepMs, string method);
+
+    [LoggerMessage(3170, LogLevel.Warning, "The machine looked busy while measuring throughput ({Rounds} rounds, spread {SpreadPercent:F0}%, load {Load:F1} on {Cores} cores): the figure may be low")]
+    public static partial void ThroughputMachineBusy(ILogger logger, int rounds, double spreadPercent, double load, int cores);
+
+    [LoggerMessage(3171, LogLevel.Warning, "Ignoring the throughput cache {Path} ({Reason}); it will be rewritten")]
+    public static partial void ThroughputCacheIgnored(ILogger logger, string path, string reason);
+
+    [LoggerMessage(3172, LogLevel.Information, "Using cached throughput {Throughput:F1} tokens/s per block from {Path} (key {Key})")]
+    public static partial void ThroughputCached(ILogger logger, double throughput, string path, string key);
+
+    [LoggerMessage(3173, LogLevel.Warning, "Could not write the throughput cache {Path}: {Reason}")]
+    public static partial void ThroughputCacheWriteFailed(ILogger logger, string path, string reason);
 
     [LoggerMessage(3160, LogLevel.Warning, "Refused {Count} connection(s) over the connection limits in the last {Seconds} s (at most one line per interval); latest from {Remote}: {Reason}")]
     public static partial void ConnectionsRefused(ILogger logger, long count, double seconds, PeerAddress remote, string reason);
