@@ -183,6 +183,40 @@ public sealed class DhtCommandTests
     }
 
     [Fact]
+    public async Task Serve_throughput_given_announces_it_without_measuring_eval_measures_into_the_cache_and_a_rerun_uses_the_cache()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        Assert.SkipWhen(OperatingSystem.IsWindows(), "SIGTERM is a POSIX signal.");
+        var directory = Directory.CreateTempSubdirectory("petals-throughput-cli-").FullName;
+        var cachePath = Path.Combine(directory, "throughput.json");
+        try
+        {
+            // Given: announced as is, nothing measured, nothing cached.
+            var (given, givenStats, givenErrors) = await ServeOnceAsync("--throughput", "123", "--throughput-cache", cachePath);
+            Assert.All(given, s => Assert.Equal(123.0, s.Throughput));
+            Assert.Equal(123.0, givenStats.GetProperty("throughput").GetDouble());
+            Assert.Contains("throughput 123.0 tokens/s per block (given)", givenErrors, StringComparison.Ordinal);
+            Assert.False(File.Exists(cachePath));
+
+            // eval: measured (the method is printed) and written to the cache.
+            var (measured, _, measuredErrors) = await ServeOnceAsync("--throughput", "eval", "--throughput-cache", cachePath);
+            Assert.Contains("tokens/s per block (measured: median of ", measuredErrors, StringComparison.Ordinal);
+            Assert.True(File.Exists(cachePath));
+            var announced = measured[0].Throughput;
+            Assert.True(announced > 0);
+
+            // Default: the cached figure, not a new measurement.
+            var (cached, _, cachedErrors) = await ServeOnceAsync("--throughput-cache", cachePath);
+            Assert.Contains("tokens/s per block (cached)", cachedErrors, StringComparison.Ordinal);
+            Assert.All(cached, s => Assert.Equal(announced, s.Throughput, 6));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Real_processes_a_bootstrap_node_three_servers_and_a_client_knowing_only_the_bootstrap_generate_as_locally_and_avoid_a_stopped_server()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
@@ -281,12 +315,31 @@ public sealed class DhtCommandTests
     [InlineData("--initial-peers quic://1.2.3.4:5", "is not a DHT address")]
     [InlineData("--new-swarm --announce-interval 0", "--announce-interval must be a positive")]
     [InlineData("--new-swarm --announce-host a/b", "--announce-host")]
+    [InlineData("--new-swarm --throughput fast", "--throughput must be a positive number of tokens/s per block or 'eval', not 'fast'.")]
+    [InlineData("--new-swarm --throughput -5", "--throughput must be a positive number")]
     public async Task Bad_discovery_options_are_clear_errors(string options, string fragment)
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
         var (code, _, error) = await CliRunner.RunAsync(["serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", .. options.Split(' ')]);
         Assert.Equal(1, code);
         Assert.Contains(fragment, error, StringComparison.Ordinal);
+    }
+
+    /// <summary>Runs <c>petals serve --new-swarm</c> on blocks 1:4 with <paramref name="args"/>, reads its announcement, stops it.</summary>
+    private static async Task<(IReadOnlyList<ServerInfo> Servers, JsonElement Stats, string Errors)> ServeOnceAsync(params string[] args)
+    {
+        await using var serve = PetalsProcess.Start(["serve", "--model", TestData.Stories260KGguf, "--blocks", "1:4", "--threads", "1", "--new-swarm", .. args]);
+        var dht = PeerAddress.Parse((await serve.WaitForLineAsync("dht "))["dht ".Length..]);
+        await serve.WaitForLineAsync("listening ");
+        using var key = PeerIdentity.Generate();
+        await using var node = new DhtNode(key);
+        await node.StartAsync(new TcpTransport().WithMultiplexing(), PeerAddress.Parse("tcp://127.0.0.1:0"), Ct).WaitAsync(Bound, Ct);
+        Assert.Equal(1, await node.BootstrapAsync([dht], Ct).WaitAsync(Bound, Ct));
+        var blocks = await new DhtPeerDiscovery(node).GetServersAsync(ModelId, new BlockRange(1, 4), Ct).WaitAsync(Bound, Ct);
+        var servers = blocks.Select(b => Assert.Single(b.Servers)).ToArray();
+        var (code, stats) = await serve.StopAsync();
+        Assert.True(code == 0, serve.Errors);
+        return (servers, stats.Clone(), serve.Errors);
     }
 
     /// <summary>Runs <c>petals dht ARGS</c>, reads its address, stops it with SIGTERM and checks the stats line.</summary>
