@@ -132,7 +132,7 @@ public sealed class ThroughputMeter
         double? network = _options.NetworkBandwidthMbps is { } mbps ? NetworkTokensPerSecond(mbps, hiddenSize) : null;
         var announced = network is { } n ? Math.Min(decode, n) : decode;
         var method = string.Create(CultureInfo.InvariantCulture,
-            $"median of {rounds.Count} rounds x {steps} decode steps, spread {spread * 100:F0}% (tolerance {_options.SpreadTolerance * 100:F0}%), load {(loadBefore is null && loadAfter is null ? "?" : load.ToString("F1", CultureInfo.InvariantCulture))}/{cores} cores{(busy ? ", busy" : "")}; forward {forward:F0} tokens/s per block at 1x{_options.ForwardTokens}; network {(network is { } nn ? nn.ToString("F0", CultureInfo.InvariantCulture) + $" tokens/s at {_options.NetworkBandwidthMbps} Mbit/s" : "not estimated")}");
+            $"decode {decode:F0} tokens/s per block, median of {rounds.Count} rounds x {steps} decode steps, spread {spread * 100:F0}% (tolerance {_options.SpreadTolerance * 100:F0}%), load {(loadBefore is null && loadAfter is null ? "?" : load.ToString("F1", CultureInfo.InvariantCulture))}/{cores} cores{(busy ? ", busy" : "")}; forward {forward:F0} tokens/s per block at 1x{_options.ForwardTokens}; network {(network is { } nn ? nn.ToString("F0", CultureInfo.InvariantCulture) + $" tokens/s at {_options.NetworkBandwidthMbps} Mbit/s" : "not estimated")}");
         var measurement = new ThroughputMeasurement(executor.Blocks, announced, TimeSpan.FromSeconds(stepSeconds), steps)
         {
             DecodeTokensPerSecondPerBlock = decode,
