@@ -194,6 +194,7 @@ public sealed class DhtCommandTests
             // Given: announced as is, nothing measured, nothing cached.
             var (given, givenStats, givenErrors) = await ServeOnceAsync("--throughput", "123", "--throughput-cache", cachePath);
             Assert.All(given, s => Assert.Equal(123.0, s.Throughput));
+            Assert.All(given, s => Assert.Equal("given", s.ThroughputMethod));
             Assert.Equal(123.0, givenStats.GetProperty("throughput").GetDouble());
             Assert.Contains("throughput 123.0 tokens/s per block (given)", givenErrors, StringComparison.Ordinal);
             Assert.False(File.Exists(cachePath));
@@ -203,12 +204,14 @@ public sealed class DhtCommandTests
             Assert.Contains("tokens/s per block (measured: decode ", measuredErrors, StringComparison.Ordinal);
             Assert.True(File.Exists(cachePath));
             var announced = measured[0].Throughput;
+            Assert.All(measured, s => Assert.StartsWith("measured: median of ", s.ThroughputMethod, StringComparison.Ordinal));
             Assert.True(announced > 0);
 
             // Default: the cached figure, not a new measurement.
             var (cached, _, cachedErrors) = await ServeOnceAsync("--throughput-cache", cachePath);
             Assert.Contains("tokens/s per block (cached)", cachedErrors, StringComparison.Ordinal);
             Assert.All(cached, s => Assert.Equal(announced, s.Throughput, 6));
+            Assert.All(cached, s => Assert.StartsWith("cached: median of ", s.ThroughputMethod, StringComparison.Ordinal));
         }
         finally
         {

@@ -44,6 +44,13 @@ public sealed record ServerInfo
     public string? PublicName { get; init; }
 
     /// <summary>
+    /// How <see cref="Throughput"/> was obtained, in a short line (at most 128 UTF-8 bytes), e.g.
+    /// <c>measured: 5 rounds, spread 3%, busy</c>, <c>cached: …</c> or <c>given</c>; null when not said (servers before
+    /// this field). An optional trailing field of the record: older readers ignore it.
+    /// </summary>
+    public string? ThroughputMethod { get; init; }
+
+    /// <summary>
     /// Measured round-trip times from this server to servers of the block right after its span, by their peer id
     /// (what a router adds as the cost of the hop from this server to that one).
     /// </summary>

@@ -13,6 +13,7 @@ namespace Petals.Discovery;
 /// server info := u8 version (1) | u8 state | i32 span start | i32 span end | f64 throughput | i64 cache tokens left
 ///              | u8 dtype | u16 address length | address (UTF-8) | u8 version length | version | u8 has name
 ///              | [u8 name length | name] | u8 rtt count | (u8 peer id length | peer id | f64 rtt ms)*
+///              | [u8 has throughput method | [u8 length | throughput method]]   (optional trailing field; unreadable: ignored)
 /// model entry := u8 version (1) | u16 model id length | model id (UTF-8) | i32 block count (1..MaxBlockCount)
 /// </code>
 /// The peer id and the expiration are not encoded: they are the record's sub-key and expiration, which the signature
@@ -78,6 +79,7 @@ public static class ServerInfoCodec
         var address = Utf8(info.Address.ToString(), MaxAddressBytes, "address");
         var version = Utf8(info.Version ?? string.Empty, MaxTextBytes, "version");
         var name = info.PublicName is null ? null : Utf8(info.PublicName, MaxTextBytes, "public name");
+        var method = info.ThroughputMethod is null ? null : Utf8(info.ThroughputMethod, MaxTextBytes, "throughput method");
         var rtts = info.NextServerRtts ?? new Dictionary<string, TimeSpan>();
         if (rtts.Count > MaxRtts)
         {
@@ -102,7 +104,7 @@ public static class ServerInfoCodec
         }
 
         var length = 1 + 1 + 4 + 4 + 8 + 8 + 1 + 2 + address.Length + 1 + version.Length + 1 + (name is null ? 0 : 1 + name.Length) + 1
-            + rttEntries.Sum(e => 1 + e.Id.Length + 8);
+            + rttEntries.Sum(e => 1 + e.Id.Length + 8) + (method is null ? 0 : 1 + 1 + method.Length);
         var bytes = new byte[length];
         var span = bytes.AsSpan();
         var at = 0;
@@ -134,6 +136,13 @@ public static class ServerInfoCodec
             at = WriteSmall(span, at, id);
             BinaryPrimitives.WriteDoubleLittleEndian(span[at..], ms);
             at += 8;
+        }
+
+        if (method is not null)
+        {
+            // Appended after every version-1 field: version-1 readers stop before it and ignore it.
+            span[at++] = 1;
+            WriteSmall(span, at, method);
         }
 
         return bytes;
@@ -248,6 +257,22 @@ public static class ServerInfoCodec
             at += 8;
         }
 
+        // Optional trailing field: absent in records of servers that predate it. Trailing bytes that do not read as it
+        // are ignored like any later field, so the record still decodes (a later version may append something else).
+        string? method = null;
+        if (at < source.Length && source[at] == 1)
+        {
+            var fieldAt = at + 1;
+            try
+            {
+                method = ReadSmallText(source, ref fieldAt, MaxTextBytes, "throughput method");
+            }
+            catch (DhtFormatException)
+            {
+                method = null;
+            }
+        }
+
         return new ServerInfo
         {
             PeerId = peerId,
@@ -259,6 +284,7 @@ public static class ServerInfoCodec
             DType = dtype,
             Version = version,
             PublicName = name,
+            ThroughputMethod = method,
             NextServerRtts = rtts,
             ExpiresAt = expiresAt,
         };

@@ -169,6 +169,7 @@ internal sealed class PetalsServerService(
             {
                 throughput = ObtainThroughput(settings.Throughput, executor, modelId, factory.Name, weights.SpanDType(span).ToString(), loggerFactory);
                 announcer.Throughput = throughput.TokensPerSecondPerBlock;
+                announcer.ThroughputMethod = throughput.AnnouncedMethod;
             }
 
             server = new BlockServer(executor, serverOptions, loggerFactory.CreateLogger<BlockServer>());

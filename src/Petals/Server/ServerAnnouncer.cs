@@ -49,6 +49,8 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     private ServerState _state = ServerState.Offline;
     private bool _announcedAny;
     private bool _disposed;
+    private const int MaxThroughputMethodBytes = 128; // the discovery codec's limit on announced text
+    private string? _throughputMethod;
     private double _throughput;
     private IReadOnlyDictionary<string, TimeSpan> _rtts = new Dictionary<string, TimeSpan>();
     private DateTimeOffset _lastExpiresAt = DateTimeOffset.MinValue;
@@ -128,6 +130,22 @@ public sealed class ServerAnnouncer : IAsyncDisposable
             {
                 return _state;
             }
+        }
+    }
+
+    /// <summary>How <see cref="Throughput"/> was obtained (<see cref="ServerInfo.ThroughputMethod"/>), or null; at most 128 UTF-8 bytes.</summary>
+    /// <exception cref="ArgumentException">When set to more than 128 UTF-8 bytes.</exception>
+    public string? ThroughputMethod
+    {
+        get => Volatile.Read(ref _throughputMethod);
+        set
+        {
+            if (value is not null && System.Text.Encoding.UTF8.GetByteCount(value) > MaxThroughputMethodBytes)
+            {
+                throw new ArgumentException($"The throughput method is {System.Text.Encoding.UTF8.GetByteCount(value)} UTF-8 bytes; at most {MaxThroughputMethodBytes}.", nameof(value));
+            }
+
+            Volatile.Write(ref _throughputMethod, value);
         }
     }
 
@@ -476,6 +494,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
                 DType = _options.DType,
                 Version = _options.Version,
                 PublicName = _options.PublicName,
+                ThroughputMethod = ThroughputMethod,
                 NextServerRtts = state == ServerState.Online ? NextServerRtts : new Dictionary<string, TimeSpan>(),
             };
 

@@ -80,6 +80,26 @@ public sealed class ServerInfoCodecTests
     }
 
     [Fact]
+    public void The_throughput_method_is_an_optional_trailing_field_that_round_trips_and_is_null_in_older_records()
+    {
+        var withMethod = Sample() with { ThroughputMethod = "measured: median of 5x8 steps, spread 3%, busy" };
+        var bytes = ServerInfoCodec.Encode(withMethod);
+        var older = ServerInfoCodec.Encode(Sample());
+
+        // The version-1 fields are byte for byte those of a record without it; the field only follows them.
+        Assert.Equal(older, bytes.AsSpan(0, older.Length).ToArray());
+        Assert.Equal(withMethod with { ExpiresAt = Expires, PeerId = "p" }, ServerInfoCodec.Decode(bytes, "p", Expires) with { NextServerRtts = withMethod.NextServerRtts });
+        Assert.Equal("measured: median of 5x8 steps, spread 3%, busy", ServerInfoCodec.Decode(bytes, "p", Expires).ThroughputMethod);
+        Assert.Null(ServerInfoCodec.Decode(older, "p", Expires).ThroughputMethod);
+
+        // Still later fields after it are ignored; a truncated or unreadable trailer reads as no method, never an error.
+        Assert.Equal(withMethod.ThroughputMethod, ServerInfoCodec.Decode([.. bytes, 7, 7], "p", Expires).ThroughputMethod);
+        Assert.Null(ServerInfoCodec.Decode(bytes.AsSpan(0, bytes.Length - 3), "p", Expires).ThroughputMethod);
+        Assert.Null(ServerInfoCodec.Decode([.. older, 1, 200], "p", Expires).ThroughputMethod);
+        Assert.Throws<ArgumentException>(() => ServerInfoCodec.Encode(Sample() with { ThroughputMethod = new string('m', 129) }));
+    }
+
+    [Fact]
     public void Every_truncation_fails_with_a_format_error_naming_a_field()
     {
         var bytes = ServerInfoCodec.Encode(Sample());
@@ -162,6 +182,7 @@ public sealed class ServerInfoCodecTests
             Address = PeerAddress.Parse("tcp://" + new string('h', ServerInfoCodec.MaxAddressBytes - 11) + ":1"),
             Version = new string('v', ServerInfoCodec.MaxTextBytes),
             PublicName = new string('n', ServerInfoCodec.MaxTextBytes),
+            ThroughputMethod = new string('m', ServerInfoCodec.MaxTextBytes),
             NextServerRtts = rtts.Take(ServerInfoCodec.MaxRtts).ToDictionary(),
         };
         Assert.InRange(ServerInfoCodec.Encode(info).Length, 1, RecordLimits.Default.MaxValueBytes);
