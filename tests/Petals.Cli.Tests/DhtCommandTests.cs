@@ -320,6 +320,7 @@ public sealed class DhtCommandTests
     [InlineData("--new-swarm --announce-host a/b", "--announce-host")]
     [InlineData("--new-swarm --throughput fast", "--throughput must be a positive number of tokens/s per block or 'eval', not 'fast'.")]
     [InlineData("--new-swarm --throughput -5", "--throughput must be a positive number")]
+    [InlineData("--throughput 123", "--throughput needs discovery")]
     public async Task Bad_discovery_options_are_clear_errors(string options, string fragment)
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);

@@ -148,6 +148,7 @@ internal static class ServeCommand
                 {
                     ("--identity", parse.GetValue(identity) is not null && plain), ("--public-name", announceOptions.PublicName is not null), // over TLS --identity keeps the server's key
                     ("--announce-host", announceOptions.AnnounceHost is not null), ("--dht-port", parse.GetValue(dhtPort) != 0),
+                    ("--throughput", parse.GetValue(throughputOption) is not null), ("--throughput-cache", parse.GetValue(throughputCache) is not null),
                 })
                 {
                     if (given)
