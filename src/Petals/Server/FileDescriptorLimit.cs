@@ -1,14 +1,12 @@
-using System.Runtime.InteropServices;
+using Petals.Transport;
 
 namespace Petals.Server;
 
 /// <summary>The process's open-file limit (RLIMIT_NOFILE), from which the default connection limit is derived.</summary>
-internal static partial class FileDescriptorLimit
+internal static class FileDescriptorLimit
 {
-    private const int RlimitNofile = 7;
-
     /// <summary>The soft limit on open file descriptors, or null where it cannot be read (not Linux, or getrlimit failed).</summary>
-    public static long? Soft { get; } = ReadSoftLimit();
+    public static long? Soft => OpenFileLimit.Soft;
 
     /// <summary>
     /// The default <see cref="BlockServerOptions.MaxConnections"/>: half the soft file-descriptor limit (the rest is left
@@ -16,31 +14,4 @@ internal static partial class FileDescriptorLimit
     /// unknown.
     /// </summary>
     public static int DefaultMaxConnections { get; } = Soft is { } soft ? (int)Math.Clamp(soft / 2, 16, 4096) : 1024;
-
-    private static long? ReadSoftLimit()
-    {
-        if (!OperatingSystem.IsLinux())
-        {
-            return null;
-        }
-
-        try
-        {
-            return GetRLimit(RlimitNofile, out var limit) == 0 ? (long)Math.Min(limit.Current, long.MaxValue) : null;
-        }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
-        {
-            return null;
-        }
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct RLimit
-    {
-        public ulong Current;
-        public ulong Maximum;
-    }
-
-    [LibraryImport("libc", EntryPoint = "getrlimit", SetLastError = true)]
-    private static partial int GetRLimit(int resource, out RLimit limit);
 }
