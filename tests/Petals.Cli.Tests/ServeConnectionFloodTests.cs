@@ -38,24 +38,7 @@ public sealed class ServeConnectionFloodTests
         await using var serve = ServeProcess.Start("--max-connections", "4000", "--max-connections-per-address", "4000", "--handshake-timeout", "3");
         var address = await serve.ListeningAsync();
         var flood = Flood(address, IPAddress.Loopback, 1000);
-        var most = 0;
-        try
-        {
-            var until = DateTime.UtcNow + TimeSpan.FromSeconds(6);
-            while (DateTime.UtcNow < until)
-            {
-                serve.AssertRunning("under the flood");
-                most = Math.Max(most, serve.OpenDescriptors());
-                await Task.Delay(20, Ct);
-            }
-        }
-        finally
-        {
-            foreach (var socket in flood)
-            {
-                socket.Dispose();
-            }
-        }
+        var most = await HoldFloodAsync(serve, flood);
 
         Assert.InRange(most, 768, 1000);
         await AssertServesAsync(serve, address);
@@ -77,24 +60,7 @@ public sealed class ServeConnectionFloodTests
         Assert.Equal("tls", address.Scheme);
         // 600: the listener's 128 handshake slots plus the kernel's backlog of 512; more would only make the flood's own connects wait.
         var flood = Flood(address, IPAddress.Loopback, 600);
-        var most = 0;
-        try
-        {
-            var until = DateTime.UtcNow + TimeSpan.FromSeconds(6);
-            while (DateTime.UtcNow < until)
-            {
-                serve.AssertRunning("under the flood");
-                most = Math.Max(most, serve.OpenDescriptors());
-                await Task.Delay(20, Ct);
-            }
-        }
-        finally
-        {
-            foreach (var socket in flood)
-            {
-                socket.Dispose();
-            }
-        }
+        var most = await HoldFloodAsync(serve, flood);
 
         Assert.InRange(most, 100, 1000);
 
@@ -281,6 +247,31 @@ public sealed class ServeConnectionFloodTests
         System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(4), (ushort)body.Length);
         body.CopyTo(bytes, 6);
         return bytes;
+    }
+
+    /// <summary>Holds the flood for 6 s while the server must keep running; closes it; returns the most descriptors the server had open.</summary>
+    private static async Task<int> HoldFloodAsync(ServeProcess serve, List<Socket> flood)
+    {
+        var most = 0;
+        try
+        {
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(6);
+            while (DateTime.UtcNow < until)
+            {
+                serve.AssertRunning("under the flood");
+                most = Math.Max(most, serve.OpenDescriptors());
+                await Task.Delay(20, Ct);
+            }
+        }
+        finally
+        {
+            foreach (var socket in flood)
+            {
+                socket.Dispose();
+            }
+        }
+
+        return most;
     }
 
     private static List<Socket> Flood(PeerAddress server, IPAddress from, int count)
