@@ -97,6 +97,20 @@ public static class PetalsBuilderExtensions
     }
 
     /// <summary>
+    /// Makes a server that places itself (no fixed blocks) choose and move its span with <paramref name="factory"/>'s
+    /// balancer instead of the default greedy one.
+    /// </summary>
+    /// <param name="builder">The server builder.</param>
+    /// <param name="factory">Creates the balancer on first use.</param>
+    /// <returns>The builder.</returns>
+    public static IPetalsServerBuilder UseBlockBalancer(this IPetalsServerBuilder builder, Func<IServiceProvider, Petals.Balancing.IBlockBalancer> factory)
+    {
+        ArgumentNullException.ThrowIfNull(factory);
+        Services(builder).AddKeyedSingleton(builder.Role, (sp, _) => factory(sp));
+        return builder;
+    }
+
+    /// <summary>
     /// Makes the client judge servers with <paramref name="factory"/>'s peer-health policy instead of the default one
     /// (bans with backoff, smoothed round trips; used when the client finds servers through its discovery).
     /// </summary>

@@ -21,7 +21,23 @@ internal static class ServeCommand
     {
         var model = ModelOptions.Model();
         var threads = ModelOptions.Threads();
-        var blocks = new Option<string>("--blocks") { Description = "The span of blocks to serve, START:END (END exclusive).", Required = true };
+        var blocks = new Option<string?>("--blocks") { Description = "The span of blocks to serve by hand, START:END (END exclusive); the server never moves. Without it the swarm places the server (needs --initial-peers or --new-swarm)." };
+        var numBlocks = new Option<int?>("--num-blocks") { Description = "Without --blocks: how many blocks to serve, placed where the swarm is weakest (default: as many as --memory-budget holds)." };
+        var memoryBudget = new Option<string?>("--memory-budget")
+        {
+            Description = "Without --blocks and --num-blocks: the memory for weights, attention cache and working buffers, in bytes or with a unit (8GiB, 512MiB); default half of the memory available at start.",
+        };
+        var balanceDefaults = new BlockBalancingOptions();
+        var balancePeriod = new Option<double>("--balance-period")
+        {
+            Description = "Seconds between checks whether moving to other blocks would raise the swarm's throughput (servers placed by the swarm); 0 never moves.",
+            DefaultValueFactory = _ => balanceDefaults.BalancePeriod.TotalSeconds,
+        };
+        var balanceQuality = new Option<double>("--balance-quality")
+        {
+            Description = "Move only when the swarm's throughput is below this share of what it would be after the move (in (0, 1]; above 1 moves at every check).",
+            DefaultValueFactory = _ => balanceDefaults.BalanceQuality,
+        };
         var host = new Option<string>("--host") { Description = "The address to listen on.", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "The TCP port; 0 picks a free one.", DefaultValueFactory = _ => 0 };
         var defaults = new BlockServerOptions();
@@ -71,6 +87,7 @@ internal static class ServeCommand
             "Serve a span of a model's blocks to the swarm over TLS (plain TCP with --insecure) until Ctrl-C / SIGTERM; with --initial-peers or --new-swarm, announce it in the swarm's DHT.")
         {
             model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, maxCacheShare, modelId, threads, stopWhenInputCloses,
+            numBlocks, memoryBudget, balancePeriod, balanceQuality,
             initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval, insecure, noMultiplex,
             maxConnections, maxPerAddress, handshakeTimeout, connectionIdleTimeout, minReceiveRate, maxReassemblyBytes, throughputOption, throughputCache,
         };
@@ -86,15 +103,17 @@ internal static class ServeCommand
                 throw new FileNotFoundException($"Model '{path}' does not exist.", path);
             }
 
-            BlockRange span;
+            BlockRange? span = null;
             try
             {
-                span = BlockRange.Parse(parse.GetValue(blocks)!);
+                span = parse.GetValue(blocks) is { } blocksText ? BlockRange.Parse(blocksText) : null;
             }
             catch (FormatException e)
             {
                 throw new ArgumentException($"--blocks: {e.Message}", e);
             }
+
+            var placement = ParsePlacement(span, parse.GetValue(numBlocks), parse.GetValue(memoryBudget), parse.GetValue(balancePeriod), parse.GetValue(balanceQuality));
 
             var portValue = parse.GetValue(port);
             if (portValue is < 0 or > 65535)
@@ -144,6 +163,11 @@ internal static class ServeCommand
             };
             if (!discover)
             {
+                if (span is null)
+                {
+                    throw new ArgumentException("Give --blocks START:END to serve a span by hand, or --initial-peers ADDR[,ADDR] (or --new-swarm) to let the swarm place the server.");
+                }
+
                 foreach (var (name, given) in new (string, bool)[]
                 {
                     ("--identity", parse.GetValue(identity) is not null && plain), ("--public-name", announceOptions.PublicName is not null), // over TLS --identity keeps the server's key
@@ -160,9 +184,14 @@ internal static class ServeCommand
 
             // The header only (the file is mapped): the model's blocks and the statistics' weight sizes. The server reads the span.
             using var weights = ModelLoader.Open(path);
-            if (span.End > weights.Config.NumLayers)
+            if (span is { } handPlaced && handPlaced.End > weights.Config.NumLayers)
             {
-                throw new ArgumentException($"--blocks {span} goes past the model's {weights.Config.NumLayers} blocks.");
+                throw new ArgumentException($"--blocks {handPlaced} goes past the model's {weights.Config.NumLayers} blocks.");
+            }
+
+            if (placement.NumBlocks is { } count && count > weights.Config.NumLayers)
+            {
+                throw new ArgumentException($"--num-blocks {count} is more than the model's {weights.Config.NumLayers} blocks.");
             }
 
             try
@@ -185,6 +214,9 @@ internal static class ServeCommand
             {
                 o.ModelPath = path;
                 o.Blocks = span;
+                o.NumBlocks = placement.NumBlocks;
+                o.MemoryBudget = placement.MemoryBudget;
+                o.Balancing = placement.Balancing;
                 o.ListenAddress = PeerAddress.FromHostPort(TransportSecurity.Scheme(plain), parse.GetValue(host)!, portValue).ToString();
                 o.ModelId = parse.GetValue(modelId);
                 o.Server = options;
@@ -229,6 +261,15 @@ internal static class ServeCommand
             }
 
             var server = provider.GetRequiredService<IPetalsServer>();
+            server.Moved += (_, moved) =>
+            {
+                lock (context)
+                {
+                    context.Output.WriteLine($"moved blocks {moved.From} -> {moved.To} listening {moved.Address}");
+                    context.Output.Flush();
+                    context.Info($"moved: {moved.Decision.Reason}");
+                }
+            };
             var hosted = provider.GetServices<IHostedService>().ToArray();
             foreach (var service in hosted)
             {
@@ -241,13 +282,19 @@ internal static class ServeCommand
                 context.Info(string.Create(CultureInfo.InvariantCulture, $"throughput {measured.TokensPerSecondPerBlock:F1} tokens/s per block ({how})"));
             }
 
+            if (server.Placement is { ChosenBySwarm: true } placed)
+            {
+                context.Info($"placement: {placed.NumBlocks} blocks: {placed.SizeReason}");
+                context.Info($"placement: blocks {placed.Span}: {placed.SpanReason}");
+            }
+
             // SIGTERM / Ctrl-C cancel ct (PetalsCommand.RunAsync), so `stop` ends the wait below and the server stops cleanly.
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             var readyMs = started.Elapsed.TotalMilliseconds;
-            await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {span}").ConfigureAwait(false);
+            await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {server.Blocks}").ConfigureAwait(false);
             await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
             context.Info(string.Create(CultureInfo.InvariantCulture,
-                $"ready in {readyMs:F0} ms: model {server.ModelId}, blocks {span}, cache {options.CacheTokens} tokens"));
+                $"ready in {readyMs:F0} ms: model {server.ModelId}, blocks {server.Blocks}, cache {options.CacheTokens} tokens"));
 
             if (parse.GetValue(stopWhenInputCloses))
             {
@@ -273,7 +320,7 @@ internal static class ServeCommand
             using var buffer = new MemoryStream();
             using (var writer = new System.Text.Json.Utf8JsonWriter(buffer, CliContext.JsonOptions))
             {
-                WriteStatistics(writer, stats, readyMs, weights.SpanBytes(span), weights.TotalBytes(), server.GetAnnouncerStatistics(), server.Throughput?.TokensPerSecondPerBlock ?? 0);
+                WriteStatistics(writer, stats, readyMs, weights.SpanBytes(server.Placement.Span), weights.TotalBytes(), server.GetAnnouncerStatistics(), server.Throughput?.TokensPerSecondPerBlock ?? 0);
             }
 
             await context.Output.WriteLineAsync("stats " + System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length)).ConfigureAwait(false);
@@ -325,6 +372,50 @@ internal static class ServeCommand
     /// <summary>The option of a <see cref="ServerAnnouncerOptions"/> property, e.g. <c>PublicName</c> → <c>public-name</c>.</summary>
     private static string Kebab(string? property) =>
         string.Concat((property ?? "announce").Select((c, i) => char.IsUpper(c) ? (i > 0 ? "-" : string.Empty) + char.ToLowerInvariant(c) : c.ToString()));
+
+    /// <summary>The placement flags: <c>--blocks</c> excludes the others; budgets and periods checked here, with the flag named.</summary>
+    internal static (int? NumBlocks, long? MemoryBudget, BlockBalancingOptions Balancing) ParsePlacement(BlockRange? blocks, int? numBlocks, string? memoryBudget, double period, double quality)
+    {
+        if (blocks is not null && (numBlocks is not null || memoryBudget is not null))
+        {
+            throw new ArgumentException($"--blocks places the server by hand; --{(numBlocks is not null ? "num-blocks" : "memory-budget")} sizes a span the swarm places: give one or the other.");
+        }
+
+        if (numBlocks is < 1)
+        {
+            throw new ArgumentException($"--num-blocks must be at least 1, not {numBlocks}.");
+        }
+
+        long? budget = null;
+        if (memoryBudget is not null)
+        {
+            if (numBlocks is not null)
+            {
+                throw new ArgumentException("--num-blocks fixes the number of blocks; --memory-budget would choose it: give one or the other.");
+            }
+
+            try
+            {
+                budget = BlockMemoryEstimate.ParseBytes(memoryBudget);
+            }
+            catch (FormatException e)
+            {
+                throw new ArgumentException($"--memory-budget: {e.Message}", e);
+            }
+        }
+
+        if (!double.IsFinite(quality) || quality <= 0 || quality > 10)
+        {
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"--balance-quality must be in (0, 10] (0.75 by default), not {quality}."));
+        }
+
+        var balancing = new BlockBalancingOptions
+        {
+            BalancePeriod = period == 0 ? Timeout.InfiniteTimeSpan : Seconds(period, "--balance-period"),
+            BalanceQuality = quality,
+        };
+        return (numBlocks, budget, balancing);
+    }
 
     /// <summary>The <c>--throughput</c> and <c>--throughput-cache</c> values as meter options.</summary>
     /// <exception cref="ArgumentException">The value is neither a positive number nor <c>eval</c>; the message names the flag.</exception>

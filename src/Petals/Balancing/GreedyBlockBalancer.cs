@@ -125,11 +125,11 @@ public sealed class GreedyBlockBalancer : IBlockBalancer
                 Add(throughputs, starts[i], lengths[i], speeds[i] * Epsilon);
                 if (start != starts[i])
                 {
-                    Add(throughputs, starts[i], lengths[i], -speeds[i]);
                     starts[i] = start;
-                    Add(throughputs, start, lengths[i], speeds[i]);
                     moved = true;
                 }
+
+                Add(throughputs, starts[i], lengths[i], speeds[i]);
             }
 
             if (!moved)

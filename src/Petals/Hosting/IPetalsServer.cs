@@ -48,4 +48,14 @@ public interface IPetalsServer
     /// <returns>The statistics.</returns>
     /// <exception cref="InvalidOperationException">The server was never started.</exception>
     ServerAnnouncerStatistics? GetAnnouncerStatistics();
+
+    /// <summary>
+    /// How the span was chosen (by hand, or by the swarm with the reasons) and the moves since; changes as the server
+    /// moves.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The server was never started.</exception>
+    ServerPlacement Placement { get; }
+
+    /// <summary>Raised after the server moved to another span (it was placed by the swarm and rebalancing found a better span).</summary>
+    event EventHandler<ServerMovedEventArgs>? Moved;
 }

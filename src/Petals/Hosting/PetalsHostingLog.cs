@@ -8,13 +8,13 @@ namespace Petals.Hosting;
 internal static partial class PetalsHostingLog
 {
     [LoggerMessage(EventId = 3200, Level = LogLevel.Information, Message = "Petals server starting: model {ModelPath}, blocks {Blocks}, executor {Executor}, transport {Transport}")]
-    public static partial void ServerStarting(ILogger logger, string modelPath, BlockRange blocks, string executor, string transport);
+    public static partial void ServerStarting(ILogger logger, string modelPath, string blocks, string executor, string transport);
 
     [LoggerMessage(EventId = 3201, Level = LogLevel.Information, Message = "Petals server listening on {Address}: model {ModelId}, blocks {Blocks}, cache {CacheTokens} tokens, ready in {ElapsedMs} ms")]
     public static partial void ServerStarted(ILogger logger, PeerAddress address, string modelId, BlockRange blocks, long cacheTokens, long elapsedMs);
 
     [LoggerMessage(EventId = 3202, Level = LogLevel.Error, Message = "Petals server failed to start: model {ModelPath}, blocks {Blocks}")]
-    public static partial void ServerStartFailed(ILogger logger, Exception exception, string modelPath, BlockRange blocks);
+    public static partial void ServerStartFailed(ILogger logger, Exception exception, string modelPath, string blocks);
 
     [LoggerMessage(EventId = 3203, Level = LogLevel.Information, Message = "Petals server on {Address} stopping")]
     public static partial void ServerStopping(ILogger logger, PeerAddress address);
@@ -39,4 +39,19 @@ internal static partial class PetalsHostingLog
 
     [LoggerMessage(EventId = 3212, Level = LogLevel.Warning, Message = "Petals client failed to connect to {Peers}")]
     public static partial void ClientConnectFailed(ILogger logger, Exception exception, string peers);
+
+    [LoggerMessage(EventId = 3220, Level = LogLevel.Information, Message = "Petals server placed on blocks {Blocks}: {SizeReason}; {SpanReason}")]
+    public static partial void Placed(ILogger logger, BlockRange blocks, string sizeReason, string spanReason);
+
+    [LoggerMessage(EventId = 3221, Level = LogLevel.Debug, Message = "Balance check on blocks {Blocks}: move {Move} (best span {Target}): {Reason}")]
+    public static partial void BalanceChecked(ILogger logger, BlockRange blocks, bool move, BlockRange target, string reason);
+
+    [LoggerMessage(EventId = 3222, Level = LogLevel.Debug, Message = "Balance check on blocks {Blocks} skipped: {Reason}")]
+    public static partial void BalanceSkipped(ILogger logger, BlockRange blocks, string reason);
+
+    [LoggerMessage(EventId = 3223, Level = LogLevel.Warning, Message = "Balance check failed; trying again next period")]
+    public static partial void BalanceFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 3224, Level = LogLevel.Information, Message = "Petals server moved from blocks {From} to {To}, now listening on {Address}: {Reason}")]
+    public static partial void Moved(ILogger logger, BlockRange from, BlockRange to, PeerAddress address, string reason);
 }

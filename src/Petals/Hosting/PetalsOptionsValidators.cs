@@ -19,15 +19,36 @@ internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : 
         "AddPetalsServer has no transport: call UseTcpTransport() (Petals.Transport.Tcp), UseQuicTransport() (Petals.Transport.Quic), "
         + "UseMemoryTransport(…) (Petals.Testing) or UseTransport(…) on the server builder.";
 
+    internal const string MissingDiscoveryForPlacement =
+        "PetalsServerOptions.Blocks is null, so the server places itself in the swarm, which needs a discovery: call UseDhtDiscovery(…) "
+        + "(Petals.Discovery) or UseDiscovery(…) on the server builder, or set Blocks to place it by hand.";
+
     public ValidateOptionsResult Validate(string? name, PetalsServerOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         var failures = new List<string>();
         PetalsValidation.CheckModelPath(options.ModelPath, nameof(PetalsServerOptions), failures);
-        if (options.Blocks.Count <= 0)
+        if (options.Blocks is { Count: <= 0 } blocks)
         {
-            failures.Add($"PetalsServerOptions.Blocks must name at least one block (e.g. new BlockRange(0, 4)), not {options.Blocks}.");
+            failures.Add($"PetalsServerOptions.Blocks must name at least one block (e.g. new BlockRange(0, 4)), or be null to let the swarm place the server, not {blocks}.");
         }
+
+        if (options.Blocks is not null && (options.NumBlocks is not null || options.MemoryBudget is not null))
+        {
+            failures.Add("PetalsServerOptions.Blocks places the server by hand: leave NumBlocks and MemoryBudget null (they size a span the swarm places).");
+        }
+
+        if (options.NumBlocks is <= 0)
+        {
+            failures.Add($"PetalsServerOptions.NumBlocks must be at least 1, not {options.NumBlocks}.");
+        }
+
+        if (options.MemoryBudget is <= 0)
+        {
+            failures.Add($"PetalsServerOptions.MemoryBudget must be a positive number of bytes, not {options.MemoryBudget}.");
+        }
+
+        PetalsValidation.Check(options.Balancing, "PetalsServerOptions.Balancing", static b => b.Validate(), failures);
 
         if (!PeerAddress.TryParse(options.ListenAddress, out _))
         {
@@ -44,7 +65,7 @@ internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : 
         else
         {
             var knobs = options.Server.Clone();
-            knobs.Blocks = options.Blocks.Count > 0 ? options.Blocks : new(0, 1);
+            knobs.Blocks = options.Blocks is { Count: > 0 } span ? span : new(0, 1);
             knobs.ModelId = "model";
             knobs.Limits = PetalsValidation.CheckLimits(options.Server.Limits, "PetalsServerOptions.Server", failures);
             PetalsValidation.Check(knobs.Validate, "PetalsServerOptions.Server", failures);
@@ -67,6 +88,11 @@ internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : 
             if (!registered.IsKeyedService(typeof(ITransport), PetalsServiceKeys.Provider(PetalsServiceKeys.Server)))
             {
                 failures.Add(MissingTransport);
+            }
+
+            if (options.Blocks is null && !registered.IsKeyedService(typeof(Discovery.IPeerDiscovery), PetalsServiceKeys.Provider(PetalsServiceKeys.Server)))
+            {
+                failures.Add(MissingDiscoveryForPlacement);
             }
         }
 

@@ -13,8 +13,30 @@ public sealed class PetalsServerOptions
     /// <summary>The model: a .gguf file or a Hugging Face directory. Required; only the tensors of <see cref="Blocks"/> are read.</summary>
     public string ModelPath { get; set; } = string.Empty;
 
-    /// <summary>The span of blocks to serve (end exclusive). Required, at least one block, within the model's blocks.</summary>
-    public BlockRange Blocks { get; set; }
+    /// <summary>
+    /// The span of blocks to serve (end exclusive), placed by hand: at least one block, within the model's blocks; the
+    /// server never moves. Null (the default) lets the server place itself with a discovery: it takes
+    /// <see cref="NumBlocks"/> blocks (or as many as <see cref="MemoryBudget"/> holds) where the swarm is weakest, chosen by
+    /// the <c>IBlockBalancer</c> (the greedy one unless <c>UseBlockBalancer</c> gave another), and moves when the swarm
+    /// becomes unbalanced (<see cref="Balancing"/>).
+    /// </summary>
+    public BlockRange? Blocks { get; set; }
+
+    /// <summary>
+    /// Without <see cref="Blocks"/>: how many blocks to serve, 1 to the model's block count. Null (the default) takes as
+    /// many as fit <see cref="MemoryBudget"/> (see <see cref="BlockMemoryEstimate"/>).
+    /// </summary>
+    public int? NumBlocks { get; set; }
+
+    /// <summary>
+    /// Without <see cref="Blocks"/> and <see cref="NumBlocks"/>: the memory the server may use, in bytes, for weights,
+    /// attention cache and working buffers. Null (the default) is <see cref="BlockMemoryEstimate.DefaultBudgetShare"/> (half)
+    /// of the memory available when the server starts.
+    /// </summary>
+    public long? MemoryBudget { get; set; }
+
+    /// <summary>Without <see cref="Blocks"/>: when and how the server checks whether to move (see <see cref="BlockBalancingOptions"/>).</summary>
+    public BlockBalancingOptions Balancing { get; set; } = new();
 
     /// <summary>
     /// Where to listen, e.g. <c>tcp://127.0.0.1:0</c> (port 0 picks a free port; read the bound address from

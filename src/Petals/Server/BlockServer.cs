@@ -21,6 +21,7 @@ namespace Petals.Server;
 /// </remarks>
 public sealed class BlockServer : IAsyncDisposable
 {
+    private string? _drainReason;
     private readonly ILogger _logger;
     private readonly ConnectionPreamble _preamble;
     private readonly ConcurrentDictionary<ServerConnection, byte> _connections = new();
@@ -133,6 +134,21 @@ public sealed class BlockServer : IAsyncDisposable
     internal TimeProvider Time => Options.TimeProvider;
 
     internal bool IsStopping => _acceptCts.IsCancellationRequested;
+
+    /// <summary>Why new sessions and forward calls are refused (<see cref="StopAcceptingSessions"/> or stopping), or null while they are accepted.</summary>
+    internal string? RefusalReason => IsStopping ? "the server is shutting down" : Volatile.Read(ref _drainReason);
+
+    /// <summary>
+    /// Refuses new sessions and forward calls from now on, with the retryable <c>shutting_down</c> error and
+    /// <paramref name="reason"/>, while the sessions already open go on (a server that moves to other blocks drains its old
+    /// span this way before it stops it). Idempotent; the first reason stays.
+    /// </summary>
+    /// <param name="reason">Why, sent to clients, e.g. <c>this server moved to blocks 2:4</c>.</param>
+    public void StopAcceptingSessions(string reason)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(reason);
+        Interlocked.CompareExchange(ref _drainReason, reason, null);
+    }
 
     /// <summary>Starts accepting connections on <paramref name="listener"/>, which the server then owns (and disposes when it stops).</summary>
     /// <param name="listener">A bound listener (TCP, QUIC, memory).</param>

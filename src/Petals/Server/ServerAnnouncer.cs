@@ -45,6 +45,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     private ITimer? _timer;
     private CancellationTokenSource? _periodic;
     private BlockServer? _server;
+    private BlockRange _span;
     private PeerAddress _address;
     private ServerState _state = ServerState.Offline;
     private bool _announcedAny;
@@ -103,7 +104,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         _logger = logger ?? (ILogger)NullLogger.Instance;
         ModelId = modelId;
         BlockCount = blockCount;
-        Span = span;
+        _span = span;
     }
 
     /// <summary>The model id announced.</summary>
@@ -112,8 +113,17 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     /// <summary>The model's number of blocks.</summary>
     public int BlockCount { get; }
 
-    /// <summary>The blocks announced.</summary>
-    public BlockRange Span { get; }
+    /// <summary>The blocks announced (changed by <see cref="RelocateAsync"/> and <see cref="AnnounceMovedAsync"/>).</summary>
+    public BlockRange Span
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _span;
+            }
+        }
+    }
 
     /// <summary>The settings.</summary>
     public ServerAnnouncerOptions Options => _options;
@@ -207,21 +217,12 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     public Task<bool> AnnounceOnlineAsync(BlockServer server, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(server);
-        if (server.Blocks != Span || !string.Equals(server.Options.ModelId, ModelId, StringComparison.Ordinal))
+        if (server.Blocks != Span)
         {
-            throw new ArgumentException($"The server serves blocks {server.Blocks} of '{server.Options.ModelId}', not the announced blocks {Span} of '{ModelId}'.", nameof(server));
+            throw new ArgumentException($"The server serves blocks {server.Blocks}, not the announced blocks {Span} of '{ModelId}'.", nameof(server));
         }
 
-        if (!string.Equals(server.Options.PeerId, PeerId, StringComparison.Ordinal))
-        {
-            throw new ArgumentException($"The server's wire peer id '{server.Options.PeerId}' is not the announced peer id '{PeerId}': clients could not match the announcement with the handshake.", nameof(server));
-        }
-
-        if (server.LocalAddress.IsEmpty)
-        {
-            throw new ArgumentException("The server is not started: it has no listening address to announce.", nameof(server));
-        }
-
+        CheckServer(server);
         var announced = ToAnnounced(server.LocalAddress);
         return ChangeStateAsync(ServerState.Online, () => (_server, _address) = (server, announced), cancellationToken);
     }
@@ -277,6 +278,43 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         {
             _announcing.Release();
         }
+    }
+
+    /// <summary>
+    /// While <see cref="ServerState.Joining"/>: announces <paramref name="span"/> instead of the span announced so far (a
+    /// joining server that found another one loading the same blocks), and <see cref="ServerState.Offline"/> for the blocks it
+    /// leaves.
+    /// </summary>
+    /// <param name="span">The new span, within the model.</param>
+    /// <param name="cancellationToken">Cancels the announcement.</param>
+    /// <returns>Whether at least one block's announcement of the new span was accepted.</returns>
+    /// <exception cref="ArgumentException">The span is empty or goes past the model.</exception>
+    /// <exception cref="InvalidOperationException">The announcer is not announcing <see cref="ServerState.Joining"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The announcer is disposed.</exception>
+    public Task<bool> RelocateAsync(BlockRange span, CancellationToken cancellationToken = default)
+    {
+        CheckSpan(span);
+        return MoveCoreAsync(span, ServerState.Joining, null, cancellationToken);
+    }
+
+    /// <summary>
+    /// Announces a server that moved: <paramref name="server"/>'s span <see cref="ServerState.Online"/> at its address, then
+    /// <see cref="ServerState.Offline"/> for the blocks of the previous span it no longer serves (in that order, so that
+    /// clients find the new span before the old one disappears). Republications then announce the new server.
+    /// </summary>
+    /// <param name="server">The started block server of the new span, under the announced peer id and model.</param>
+    /// <param name="cancellationToken">Cancels the announcement.</param>
+    /// <returns>Whether at least one block's announcement of the new span was accepted.</returns>
+    /// <exception cref="ArgumentException">The server is not started, serves another model or uses another peer id.</exception>
+    /// <exception cref="InvalidOperationException">The announcer already announced <see cref="ServerState.Offline"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The announcer is disposed.</exception>
+    public Task<bool> AnnounceMovedAsync(BlockServer server, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(server);
+        CheckServer(server);
+        CheckSpan(server.Blocks);
+        var announced = ToAnnounced(server.LocalAddress);
+        return MoveCoreAsync(server.Blocks, ServerState.Online, () => (_server, _address) = (server, announced), cancellationToken);
     }
 
     /// <summary>A snapshot of the announcer's counters.</summary>
@@ -337,7 +375,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (!allowOffline && _announcedAny && _state == ServerState.Offline)
             {
-                throw new InvalidOperationException($"The server announced blocks {Span} of '{ModelId}' offline; a stopped announcer does not come back (create a new one).");
+                throw new InvalidOperationException($"The server announced blocks {_span} of '{ModelId}' offline; a stopped announcer does not come back (create a new one).");
             }
 
             // The new state must go out now: a periodic republication in progress (perhaps waiting on a slow ping) yields.
@@ -445,21 +483,29 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     }
 
     /// <summary>Announces the current state once; the caller holds <see cref="_announcing"/>. Throws only cancellation of <paramref name="cancellationToken"/>.</summary>
-    private async Task<bool> AnnounceCoreAsync(CancellationToken cancellationToken)
+    /// <param name="cancellationToken">Cancels the announcement.</param>
+    /// <param name="left">Blocks the server left: announced <see cref="ServerState.Offline"/> (and only them) instead of the current state.</param>
+    private async Task<bool> AnnounceCoreAsync(CancellationToken cancellationToken, BlockRange? left = null)
     {
         ServerState state;
         BlockServer? server;
         PeerAddress address;
+        BlockRange span;
         lock (_gate)
         {
-            (state, server, address) = (_state, _server, _address);
+            (state, server, address, span) = (_state, _server, _address, _span);
+        }
+
+        if (left is { } leftBlocks)
+        {
+            (state, span) = (ServerState.Offline, leftBlocks);
         }
 
         try
         {
-            if (state == ServerState.Online && Span.End < BlockCount && _options.MaxNextServers > 0)
+            if (state == ServerState.Online && span.End < BlockCount && _options.MaxNextServers > 0)
             {
-                var rtts = await MeasureNextServerRttsAsync(cancellationToken).ConfigureAwait(false);
+                var rtts = await MeasureNextServerRttsAsync(span, cancellationToken).ConfigureAwait(false);
                 lock (_gate)
                 {
                     _rtts = rtts;
@@ -488,7 +534,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
                 PeerId = PeerId,
                 Address = address,
                 State = state,
-                Span = Span,
+                Span = span,
                 Throughput = Throughput,
                 CacheTokensLeft = state == ServerState.Offline ? 0 : server?.CacheTokensLeft ?? 0,
                 DType = _options.DType,
@@ -509,13 +555,13 @@ public sealed class ServerAnnouncer : IAsyncDisposable
             if (accepted <= 0)
             {
                 Interlocked.Increment(ref _failures);
-                ServerLog.AnnouncementRejected(_logger, ModelId, Span.ToString(), state);
+                ServerLog.AnnouncementRejected(_logger, ModelId, span.ToString(), state);
                 return false;
             }
 
-            if (accepted < Span.Count)
+            if (accepted < span.Count)
             {
-                ServerLog.AnnouncementPartial(_logger, ModelId, Span.ToString(), state, accepted, Span.Count);
+                ServerLog.AnnouncementPartial(_logger, ModelId, span.ToString(), state, accepted, span.Count);
             }
 
             Interlocked.Increment(ref _announcements);
@@ -524,7 +570,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
                 _lastAnnouncedAt = now;
             }
 
-            ServerLog.Announced(_logger, ModelId, Span.ToString(), state, info.CacheTokensLeft, info.NextServerRtts.Count, expiresAt);
+            ServerLog.Announced(_logger, ModelId, span.ToString(), state, info.CacheTokensLeft, info.NextServerRtts.Count, expiresAt);
             return true;
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -536,15 +582,15 @@ public sealed class ServerAnnouncer : IAsyncDisposable
 #pragma warning restore CA1031
         {
             Interlocked.Increment(ref _failures);
-            ServerLog.AnnouncementFailed(_logger, e, ModelId, Span.ToString(), state);
+            ServerLog.AnnouncementFailed(_logger, e, ModelId, span.ToString(), state);
             return false;
         }
     }
 
     /// <summary>Pings up to <see cref="ServerAnnouncerOptions.MaxNextServers"/> online servers of block <c>Span.End</c> over the wire protocol.</summary>
-    private async Task<IReadOnlyDictionary<string, TimeSpan>> MeasureNextServerRttsAsync(CancellationToken cancellationToken)
+    private async Task<IReadOnlyDictionary<string, TimeSpan>> MeasureNextServerRttsAsync(BlockRange span, CancellationToken cancellationToken)
     {
-        var next = new BlockRange(Span.End, Span.End + 1);
+        var next = new BlockRange(span.End, span.End + 1);
         var found = await _discovery.GetServersAsync(ModelId, next, cancellationToken).ConfigureAwait(false);
         var previous = NextServerRtts;
         var candidates = found
@@ -591,6 +637,88 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         {
             ServerLog.PingFailed(_logger, server.PeerId, server.Address, e.Message);
             return null;
+        }
+    }
+
+    private void CheckServer(BlockServer server)
+    {
+        if (!string.Equals(server.Options.ModelId, ModelId, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"The server serves '{server.Options.ModelId}', not the announced model '{ModelId}'.", nameof(server));
+        }
+
+        if (!string.Equals(server.Options.PeerId, PeerId, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"The server's wire peer id '{server.Options.PeerId}' is not the announced peer id '{PeerId}': clients could not match the announcement with the handshake.", nameof(server));
+        }
+
+        if (server.LocalAddress.IsEmpty)
+        {
+            throw new ArgumentException("The server is not started: it has no listening address to announce.", nameof(server));
+        }
+    }
+
+    private void CheckSpan(BlockRange span)
+    {
+        if (span.Count <= 0 || span.Start < 0 || span.End > BlockCount)
+        {
+            throw new ArgumentException($"The span {span} is empty or goes past the model's {BlockCount} blocks.", nameof(span));
+        }
+    }
+
+    private async Task<bool> MoveCoreAsync(BlockRange span, ServerState state, Action? update, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_announcedAny && _state == ServerState.Offline)
+            {
+                throw new InvalidOperationException($"The server announced blocks {_span} of '{ModelId}' offline; a stopped announcer does not come back (create a new one).");
+            }
+
+            if (state == ServerState.Joining && _state != ServerState.Joining)
+            {
+                throw new InvalidOperationException($"Relocating is for a joining server; this one announces {_state}: announce a move of a running server with AnnounceMovedAsync.");
+            }
+
+            _periodic?.Cancel();
+        }
+
+        await _announcing.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            BlockRange old;
+            lock (_gate)
+            {
+                old = _span;
+                _span = span;
+                _state = state;
+                update?.Invoke();
+                _rtts = new Dictionary<string, TimeSpan>(); // the next block changed with the span
+                _announcedAny = true;
+                if (_timer is null)
+                {
+                    _timer = _time.CreateTimer(static s => ((ServerAnnouncer)s!).OnTimer(), this, _options.AnnounceInterval, _options.AnnounceInterval);
+                }
+            }
+
+            ServerLog.SpanMoved(_logger, ModelId, old.ToString(), span.ToString(), state);
+            var accepted = await AnnounceCoreAsync(cancellationToken).ConfigureAwait(false);
+
+            // The blocks left behind: before them, after them.
+            foreach (var (start, end) in new[] { (old.Start, Math.Min(old.End, span.Start)), (Math.Max(old.Start, span.End), old.End) })
+            {
+                if (end > start)
+                {
+                    await AnnounceCoreAsync(cancellationToken, new BlockRange(start, end)).ConfigureAwait(false);
+                }
+            }
+
+            return accepted;
+        }
+        finally
+        {
+            _announcing.Release();
         }
     }
 

@@ -203,9 +203,9 @@ internal sealed class ServerConnection : IProtocolMessageHandler
 
     private ValueTask OnForwardAsync(uint streamId, ForwardRequest request, CancellationToken ct)
     {
-        if (_server.IsStopping)
+        if (_server.RefusalReason is { } refused)
         {
-            return SendErrorAsync(streamId, ShuttingDown(), ct);
+            return SendErrorAsync(streamId, new ProtocolException(BlockServerErrors.ShuttingDown, refused), ct);
         }
 
         if (!_server.Serves(request.Blocks))
@@ -302,9 +302,9 @@ internal sealed class ServerConnection : IProtocolMessageHandler
 
     private ValueTask OnOpenAsync(uint streamId, InferenceOpen open, CancellationToken ct)
     {
-        if (_server.IsStopping)
+        if (_server.RefusalReason is { } refused)
         {
-            return SendErrorAsync(streamId, ShuttingDown(), ct);
+            return SendErrorAsync(streamId, new ProtocolException(BlockServerErrors.ShuttingDown, refused), ct);
         }
 
         if (!_server.Serves(open.Blocks))

@@ -72,4 +72,7 @@ internal static partial class ServerLog
 
     [LoggerMessage(3161, LogLevel.Debug, "Closing the connection from {Remote}: {Reason}")]
     public static partial void ConnectionDropped(ILogger logger, PeerAddress remote, string reason);
+
+    [LoggerMessage(3180, LogLevel.Information, "Announcing {ModelId} blocks {Blocks} instead of {Previous} ({State})")]
+    public static partial void SpanMoved(ILogger logger, string modelId, string previous, string blocks, ServerState state);
 }
