@@ -126,6 +126,27 @@ public sealed class ServeCommandTests
         Assert.Contains(fragment, error, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("", "error: Give --blocks START:END to serve a span by hand, or --initial-peers ADDR[,ADDR] (or --new-swarm) to let the swarm place the server.")]
+    [InlineData("--new-swarm --num-blocks 6", "error: --num-blocks 6 is more than the model's 5 blocks.")]
+    [InlineData("--new-swarm --num-blocks 0", "error: --num-blocks must be at least 1, not 0.")]
+    [InlineData("--new-swarm --blocks 0:2 --num-blocks 2", "error: --blocks places the server by hand; --num-blocks sizes a span the swarm places: give one or the other.")]
+    [InlineData("--new-swarm --num-blocks 2 --memory-budget 1GiB", "error: --num-blocks fixes the number of blocks; --memory-budget would choose it: give one or the other.")]
+    [InlineData("--new-swarm --memory-budget lots", "error: --memory-budget: 'lots' is not a positive byte count (e.g. 8GiB, 512MiB, 4000000000).")]
+    [InlineData("--new-swarm --memory-budget 1KiB", "error: memory budget 1.0 KiB (memory-budget) holds no block of this model: one needs ")]
+    [InlineData("--new-swarm --num-blocks 2 --balance-quality 0", "error: --balance-quality must be in (0, 10] (0.75 by default), not 0.")]
+    [InlineData("--new-swarm --num-blocks 2 --balance-period -1", "error: --balance-period must be a positive number of seconds, not -1.")]
+    public async Task Placement_flags_that_cannot_be_served_are_one_line_errors(string flags, string expected)
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        string[] args = ["serve", "--model", TestData.Stories260KGguf, .. flags.Split(' ', StringSplitOptions.RemoveEmptyEntries)];
+        var (code, output, error) = await CliRunner.RunAsync(args);
+        Assert.Equal(1, code);
+        var line = Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("error: ", StringComparison.Ordinal));
+        Assert.StartsWith(expected, line, StringComparison.Ordinal);
+        Assert.DoesNotContain("listening", output, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task ABadServerSettingIsRefusedByTheHostBeforeTheDhtNodeStarts()
     {
