@@ -72,7 +72,7 @@ public sealed record BlockMemoryEstimate(long WeightBytesPerBlock, long CacheByt
     {
         var (available, source) = AvailableMemory();
         var budget = (long)(available * DefaultBudgetShare);
-        return (budget, string.Create(CultureInfo.InvariantCulture, $"{DefaultBudgetShare:P0} of {FormatBytes(available)} available ({source})"));
+        return (budget, string.Create(CultureInfo.InvariantCulture, $"{DefaultBudgetShare * 100:0}% of {FormatBytes(available)} available ({source})"));
     }
 
     /// <summary>Formats a byte count for people, e.g. <c>1.5 GiB</c>.</summary>

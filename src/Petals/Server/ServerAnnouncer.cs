@@ -298,9 +298,10 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Announces a server that moved: <paramref name="server"/>'s span <see cref="ServerState.Online"/> at its address, then
-    /// <see cref="ServerState.Offline"/> for the blocks of the previous span it no longer serves (in that order, so that
-    /// clients find the new span before the old one disappears). Republications then announce the new server.
+    /// Announces a server that moved: <see cref="ServerState.Offline"/> for the blocks of the previous span it no longer
+    /// serves, then <paramref name="server"/>'s span <see cref="ServerState.Online"/> at its address (last, so that readers,
+    /// which take a server's latest records as its announcement, see the new span). The old span's server may go on
+    /// serving its running sessions meanwhile. Republications then announce the new server.
     /// </summary>
     /// <param name="server">The started block server of the new span, under the announced peer id and model.</param>
     /// <param name="cancellationToken">Cancels the announcement.</param>
@@ -703,9 +704,9 @@ public sealed class ServerAnnouncer : IAsyncDisposable
             }
 
             ServerLog.SpanMoved(_logger, ModelId, old.ToString(), span.ToString(), state);
-            var accepted = await AnnounceCoreAsync(cancellationToken).ConfigureAwait(false);
 
-            // The blocks left behind: before them, after them.
+            // The blocks left behind (before the new span, after it) first: readers take a server's latest-expiring
+            // records as its announcement, so the new span must be announced last.
             foreach (var (start, end) in new[] { (old.Start, Math.Min(old.End, span.Start)), (Math.Max(old.Start, span.End), old.End) })
             {
                 if (end > start)
@@ -714,7 +715,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
                 }
             }
 
-            return accepted;
+            return await AnnounceCoreAsync(cancellationToken).ConfigureAwait(false);
         }
         finally
         {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -189,8 +190,74 @@ public sealed class PlacementHostingTests
                 }
             }
 
+            // Clients take the latest records of a server as its announcement: they see the mover online on 2:4.
+            var view = SwarmView.Collect(announced, 5, DateTimeOffset.UtcNow);
+            Assert.Contains(view.Online, s => s.PeerId == "peer-p" && s.Span == new BlockRange(2, 4) && s.Address == service.LocalAddress);
+            Assert.Empty(view.Ignored);
+
             // A new generation routes over the new layout.
             Assert.Equal(expected, await GenerateThroughSwarmAsync(transport, network, "client-3", 40));
+        }
+        finally
+        {
+            await StopAllAsync(hosts);
+        }
+    }
+
+    [Fact]
+    public async Task When_the_only_server_of_a_block_leaves_a_periodic_rebalance_of_another_server_fills_the_gap_within_a_period()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var transport = new MemoryTransport();
+        var network = new MemoryDiscoveryNetwork();
+        var period = TimeSpan.FromMilliseconds(500);
+        var hosts = new List<IHost>();
+        try
+        {
+            foreach (var name in new[] { "a", "b", "c", "d" })
+            {
+                var host = Placed(transport, network, name, o =>
+                {
+                    o.NumBlocks = 2;
+                    o.Balancing.BalancePeriod = period;
+                    o.Balancing.Random = new Random(name[0]);
+                });
+                hosts.Add(host);
+                await host.StartAsync(Ct).WaitAsync(Bound, Ct);
+            }
+
+            var servers = hosts.Select(h => h.Services.GetRequiredService<IPetalsServer>()).ToArray();
+            Assert.Equal([new BlockRange(0, 2), new BlockRange(2, 4), new BlockRange(3, 5), new BlockRange(0, 2)], servers.Select(s => s.Blocks));
+
+            // Balanced already: several periods pass without a move.
+            await Task.Delay(period * 3, Ct);
+            Assert.All(servers, s => Assert.Equal(0, s.Placement.Moves));
+            Assert.All(servers, s => Assert.NotNull(s.Placement.LastDecision));
+
+            // b alone held block 2; it stops (announcing offline). One of the two servers of 0:2 moves over within a period.
+            var moves = new System.Collections.Concurrent.ConcurrentQueue<ServerMovedEventArgs>();
+            foreach (var server in servers)
+            {
+                server.Moved += (_, e) => moves.Enqueue(e);
+            }
+
+            var stopped = Stopwatch.StartNew();
+            await hosts[1].StopAsync(Ct).WaitAsync(Bound, Ct);
+            var reader = network.CreatePeer("reader");
+            while (!(await reader.GetServersAsync(ModelId, new BlockRange(2, 3), Ct))[0].Servers.Any(s => s.State == ServerState.Online))
+            {
+                Assert.True(stopped.Elapsed < Bound, "block 2 stayed uncovered");
+                await Task.Delay(20, Ct);
+            }
+
+            var filledAfter = stopped.Elapsed;
+            Assert.True(filledAfter < period + TimeSpan.FromSeconds(2), $"block 2 was filled after {filledAfter.TotalMilliseconds:F0} ms, more than one period of {period.TotalMilliseconds} ms (plus slack)");
+            var mover = Assert.Single(new[] { servers[0], servers[3] }, s => s.Placement.Moves == 1);
+            Assert.True(mover.Blocks.Contains(2), $"the mover serves {mover.Blocks}");
+            var move = Assert.Single(moves);
+            Assert.Equal((new BlockRange(0, 2), mover.Blocks), (move.From, move.To));
+            Assert.Equal("swarm throughput 0 -> 100 tokens/s (quality 0 < 0.75)", move.Decision.Reason);
+            Assert.Equal(await GenerateLocallyAsync(), await GenerateThroughSwarmAsync(transport, network, "client-4"));
         }
         finally
         {

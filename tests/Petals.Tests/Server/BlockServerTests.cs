@@ -524,6 +524,31 @@ public sealed class BlockServerTests
         await session.CloseAsync();
     }
 
+    [Fact]
+    public async Task A_server_that_stops_accepting_sessions_refuses_new_sessions_and_forwards_with_shutting_down_while_open_sessions_go_on()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        await using var client = await h.ConnectAsync();
+        var session = await Session.OpenAsync(client, h, maxLength: 16);
+        using var cache = h.Reference.CreateCache(1, 16);
+        var prefill = h.Input(1, 3, seed: 4);
+        Assert.Equal(Local(h, cache, prefill, 1, 3), (await session.StepAsync(1, 0, prefill, 1, 3)).Hidden);
+
+        h.Server.StopAcceptingSessions("this server moved to blocks 2:4: retry on another server");
+        h.Server.StopAcceptingSessions("a second reason is ignored");
+        var refused = await Session.OpenAsync(client, h, maxLength: 16);
+        AssertError(await client.NextAsync(refused.StreamId), "shutting_down", "this server moved to blocks 2:4: retry on another server");
+        AssertError(await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(1, 1, 0), 1, 1))), "shutting_down", "moved to blocks 2:4");
+
+        // The open session is served to its end.
+        var token = h.Input(1, 1, seed: 5);
+        Assert.Equal(Local(h, cache, token, 1, 1), (await session.StepAsync(2, 3, token, 1, 1)).Hidden);
+        Assert.Equal(1, h.Server.ActiveSessions);
+        await session.CloseAsync();
+        await ServerHarness.WaitUntil(() => h.Server.ActiveSessions == 0, "the drained session closes");
+        Assert.Equal(1, h.Server.GetStatistics().SessionsOpened);
+    }
+
     internal static void AssertError(Received received, string code, string fragment)
     {
         var error = Assert.IsType<ErrorMessage>(received.Message);

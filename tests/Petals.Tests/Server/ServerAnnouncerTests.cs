@@ -248,6 +248,75 @@ public sealed class ServerAnnouncerTests
         Assert.Equal(property, Assert.ThrowsAny<ArgumentException>(() => new ThroughputMeter(options)).ParamName);
     }
 
+    [Fact]
+    public async Task A_joining_server_relocates_and_an_online_one_moves_the_new_span_is_announced_and_the_left_blocks_go_offline()
+    {
+        await using var swarm = await AnnounceSwarm.CreateAsync(6);
+        await using var first = await swarm.StartServerAsync(new BlockRange(1, 3), peer: 1, listen: true);
+        await using var announcer = new ServerAnnouncer(
+            first.Discovery, swarm.Transport, ServerHarness.ModelId, 4, new BlockRange(0, 2), new ServerAnnouncerOptions { TimeProvider = swarm.Time, AnnounceInterval = Interval, MaxNextServers = 0 });
+        var reader = swarm.Discovery(5);
+
+        // Joining on 0:2 first (as chosen), then on 1:3 (another server took 0:2 at the same time).
+        Assert.True(await announcer.AnnounceJoiningAsync(PeerAddress.Parse("mem://loading"), Ct).WaitAsync(Bound, Ct));
+        Assert.True(await announcer.RelocateAsync(new BlockRange(1, 3), Ct).WaitAsync(Bound, Ct));
+        Assert.Equal(new BlockRange(1, 3), announcer.Span);
+        var left = await ReadAsync(reader, first.PeerId, 0);
+        Assert.Equal((ServerState.Offline, new BlockRange(0, 1)), (left.State, left.Span));
+        foreach (var block in new[] { 1, 2 })
+        {
+            var joining = await ReadAsync(reader, first.PeerId, block);
+            Assert.Equal((ServerState.Joining, new BlockRange(1, 3), PeerAddress.Parse("mem://loading")), (joining.State, joining.Span, joining.Address));
+        }
+
+        // Online on 1:3, then moved to 2:4 on a new listener: 2:4 online there, block 1 offline, block 0 untouched.
+        Assert.True(await announcer.AnnounceOnlineAsync(first.Server, Ct).WaitAsync(Bound, Ct));
+        await Assert.ThrowsAsync<InvalidOperationException>(() => announcer.RelocateAsync(new BlockRange(0, 2), Ct));
+        await using var second = await swarm.StartServerAsync(new BlockRange(2, 4), peer: 1);
+        await second.Server.StartAsync(await swarm.Transport.ListenAsync(PeerAddress.Parse("mem://moved-to-2-4"), Ct), Ct);
+        Assert.True(await announcer.AnnounceMovedAsync(second.Server, Ct).WaitAsync(Bound, Ct));
+        Assert.Equal(new BlockRange(2, 4), announcer.Span);
+        Assert.Equal(ServerState.Offline, (await ReadAsync(reader, first.PeerId, 1)).State);
+        foreach (var block in new[] { 2, 3 })
+        {
+            var online = await ReadAsync(reader, first.PeerId, block);
+            Assert.Equal((ServerState.Online, new BlockRange(2, 4), second.Server.LocalAddress), (online.State, online.Span, online.Address));
+        }
+
+        // Republications announce the moved server; offline still covers only what it serves now.
+        swarm.Time.Advance(Interval);
+        await WaitForAsync(() => announcer.GetStatistics().Announcements >= 7);
+        Assert.Equal(second.Server.LocalAddress, (await ReadAsync(reader, first.PeerId, 3)).Address);
+        Assert.True(await announcer.AnnounceOfflineAsync(Ct).WaitAsync(Bound, Ct));
+        Assert.Equal(ServerState.Offline, (await ReadAsync(reader, first.PeerId, 2)).State);
+    }
+
+    [Fact]
+    public async Task Relocating_or_moving_to_a_span_past_the_model_or_to_a_server_of_another_model_is_refused()
+    {
+        await using var swarm = await AnnounceSwarm.CreateAsync(2);
+        await using var server = await swarm.StartServerAsync(new BlockRange(0, 2), peer: 1, listen: true);
+        await using var announcer = swarm.Announcer(server, new ServerAnnouncerOptions { AnnounceInterval = Interval });
+        Assert.True(await announcer.AnnounceJoiningAsync(server.Server.LocalAddress, Ct).WaitAsync(Bound, Ct));
+        var past = await Assert.ThrowsAsync<ArgumentException>(() => announcer.RelocateAsync(new BlockRange(3, 5), Ct));
+        Assert.Equal("The span 3:5 is empty or goes past the model's 4 blocks. (Parameter 'span')", past.Message);
+        using var executor = RandomModelFixture.Factory.Create(new RandomModelFixture(TensorDType.F32, tied: false).Weights, new BlockRange(0, 2));
+        await using var stranger = new BlockServer(executor, new BlockServerOptions { Blocks = new BlockRange(0, 2), ModelId = "other-model", PeerId = server.PeerId });
+        await stranger.StartAsync(await swarm.Transport.ListenAsync(PeerAddress.Parse("mem://stranger-model"), Ct), Ct);
+        var other = await Assert.ThrowsAsync<ArgumentException>(() => announcer.AnnounceMovedAsync(stranger, Ct));
+        Assert.StartsWith("The server serves 'other-model', not the announced model", other.Message, StringComparison.Ordinal);
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Bound;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the condition did not hold in time");
+            await Task.Delay(10, Ct);
+        }
+    }
+
     private static async Task<ServerInfo> ReadAsync(IPeerDiscovery reader, string peerId, int block)
     {
         var blocks = await reader.GetServersAsync(Model, new BlockRange(block, block + 1), Ct).WaitAsync(Bound, Ct);
