@@ -1,3 +1,4 @@
+using Petals.Cli.Commands;
 using System.Text.Json;
 using System.Threading.Channels;
 using Petals.Models;
@@ -145,6 +146,23 @@ public sealed class ServeCommandTests
         var line = Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("error: ", StringComparison.Ordinal));
         Assert.StartsWith(expected, line, StringComparison.Ordinal);
         Assert.DoesNotContain("listening", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task The_network_bandwidth_caps_the_estimate_keys_the_cache_and_needs_discovery()
+    {
+        var given = ServeCommand.ParseThroughput(null, null, 2, 250);
+        Assert.Equal(250, given.NetworkBandwidthMbps);
+        Assert.Equal("threads=2;net=250", given.ExecutorSettings);
+        var computeOnly = ServeCommand.ParseThroughput(null, null, null, 0);
+        Assert.Null(computeOnly.NetworkBandwidthMbps);
+        Assert.Equal("threads=default;net=0", computeOnly.ExecutorSettings);
+        Assert.Equal("--network-bandwidth must be a non-negative number of Mbit/s (0: compute only), not -1.", Assert.Throws<ArgumentException>(() => ServeCommand.ParseThroughput(null, null, 1, -1)).Message);
+
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var (code, _, error) = await CliRunner.RunAsync("serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--network-bandwidth", "10");
+        Assert.Equal(1, code);
+        Assert.Contains("error: --network-bandwidth needs discovery: add --initial-peers ADDR[,ADDR] or --new-swarm.", error, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -72,6 +72,11 @@ internal static class ServeCommand
         {
             Description = "With discovery: the throughput to announce, tokens/s per block (N: announce N, measure nothing; eval: measure now and update the cache; default: the cached figure for this model, span size, executor, dtype and machine, else measure).",
         };
+        var bandwidth = new Option<double>("--network-bandwidth")
+        {
+            Description = "With discovery: this machine's network bandwidth in Mbit/s; the announced throughput is the lesser of compute and what this bandwidth carries (hidden states in and out, fp32). 0 announces compute only.",
+            DefaultValueFactory = _ => new ThroughputMeterOptions().NetworkBandwidthMbps ?? 0,
+        };
         var throughputCache = new Option<string?>("--throughput-cache") { Description = "The throughput cache file (default $XDG_CACHE_HOME/petals/throughput.json, else ~/.cache/petals/throughput.json)." };
         var announceDefaults = new ServerAnnouncerOptions();
         var publicName = new Option<string?>("--public-name") { Description = "A name shown for this server in swarm monitors (petals status)." };
@@ -89,7 +94,7 @@ internal static class ServeCommand
             model, blocks, host, port, cacheTokens, maxBatchTokens, maxLength, idleTimeout, cacheWait, maxCacheShare, modelId, threads, stopWhenInputCloses,
             numBlocks, memoryBudget, balancePeriod, balanceQuality,
             initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval, insecure, noMultiplex,
-            maxConnections, maxPerAddress, handshakeTimeout, connectionIdleTimeout, minReceiveRate, maxReassemblyBytes, throughputOption, throughputCache,
+            maxConnections, maxPerAddress, handshakeTimeout, connectionIdleTimeout, minReceiveRate, maxReassemblyBytes, throughputOption, throughputCache, bandwidth,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -152,7 +157,7 @@ internal static class ServeCommand
                 throw new ArgumentException("Give --initial-peers to join a swarm or --new-swarm to start one, not both.");
             }
 
-            var throughputSettings = ParseThroughput(parse.GetValue(throughputOption), parse.GetValue(throughputCache), t);
+            var throughputSettings = ParseThroughput(parse.GetValue(throughputOption), parse.GetValue(throughputCache), t, parse.GetValue(bandwidth));
             var dhtPeers = peersText is null ? [] : ClientDiscovery.ParseInitialPeers(peersText, plain);
             var discover = startSwarm || peersText is not null;
             var announceOptions = new ServerAnnouncerOptions
@@ -173,6 +178,7 @@ internal static class ServeCommand
                     ("--identity", parse.GetValue(identity) is not null && plain), ("--public-name", announceOptions.PublicName is not null), // over TLS --identity keeps the server's key
                     ("--announce-host", announceOptions.AnnounceHost is not null), ("--dht-port", parse.GetValue(dhtPort) != 0),
                     ("--throughput", parse.GetValue(throughputOption) is not null), ("--throughput-cache", parse.GetValue(throughputCache) is not null),
+                    ("--network-bandwidth", parse.GetResult(bandwidth) is { Implicit: false }),
                 })
                 {
                     if (given)
@@ -419,12 +425,20 @@ internal static class ServeCommand
 
     /// <summary>The <c>--throughput</c> and <c>--throughput-cache</c> values as meter options.</summary>
     /// <exception cref="ArgumentException">The value is neither a positive number nor <c>eval</c>; the message names the flag.</exception>
-    internal static ThroughputMeterOptions ParseThroughput(string? value, string? cachePath, int? threads)
+    internal static ThroughputMeterOptions ParseThroughput(string? value, string? cachePath, int? threads, double bandwidthMbps = 100)
     {
+        if (!double.IsFinite(bandwidthMbps) || bandwidthMbps < 0)
+        {
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"--network-bandwidth must be a non-negative number of Mbit/s (0: compute only), not {bandwidthMbps}."));
+        }
+
         var options = new ThroughputMeterOptions
         {
             CachePath = cachePath,
-            ExecutorSettings = "threads=" + (threads?.ToString(CultureInfo.InvariantCulture) ?? "default"),
+            NetworkBandwidthMbps = bandwidthMbps > 0 ? bandwidthMbps : null,
+
+            // Part of the cache key: a figure measured under another bandwidth is not reused.
+            ExecutorSettings = string.Create(CultureInfo.InvariantCulture, $"threads={threads?.ToString(CultureInfo.InvariantCulture) ?? "default"};net={bandwidthMbps:0.###}"),
         };
         if (value is null)
         {
