@@ -27,6 +27,9 @@ internal sealed class PetalsServerService(
     TimeProvider? timeProvider,
     ILoggerFactory loggerFactory) : IHostedService, IPetalsServer, IAsyncDisposable, IDisposable
 {
+    /// <summary>How many times a joining server rereads the swarm for servers that chose the same blocks at the same time.</summary>
+    private const int MaxJoinRechecks = 3;
+
     /// <summary>The balancer when the container registered none (<c>UseBlockBalancer</c>).</summary>
     private static readonly GreedyBlockBalancer DefaultBalancer = new();
 
@@ -203,11 +206,18 @@ internal sealed class PetalsServerService(
                 announcer = CreateAnnouncer(settings, discovery, transport, modelId, weights, span, throughput);
                 await announcer.AnnounceJoiningAsync(listener.LocalAddress, cancellationToken).ConfigureAwait(false);
 
-                await Task.Delay(settings.Balancing.JoinRecheckDelay, time, cancellationToken).ConfigureAwait(false);
-                var (again, raw) = await SwarmPlacement.ReadSwarmAsync(discovery, modelId, weights.Config.NumLayers, cancellationToken).ConfigureAwait(false);
-                if (SwarmPlacement.Replay(balancer, again, raw, discovery.LocalPeerId, span) is { } other)
+                // Servers that chose at the same time: the one of each overlapping pair with the greater id yields, until
+                // nobody overlaps a server still loading (at most a few rounds; rebalancing catches what is left).
+                for (var round = 0; round < MaxJoinRechecks; round++)
                 {
-                    spanWhy = $"{other} instead of {span}: servers that joined at the same time placed again in peer-id order ({spanWhy})";
+                    await Task.Delay(settings.Balancing.JoinRecheckDelay, time, cancellationToken).ConfigureAwait(false);
+                    var (again, raw) = await SwarmPlacement.ReadSwarmAsync(discovery, modelId, weights.Config.NumLayers, cancellationToken).ConfigureAwait(false);
+                    if (SwarmPlacement.YieldTo(balancer, again, raw, discovery.LocalPeerId, span) is not { } other)
+                    {
+                        break;
+                    }
+
+                    spanWhy = $"{other} instead of {span}: a server with a smaller peer id joined {span} at the same time ({spanWhy})";
                     span = other;
                     await announcer.RelocateAsync(span, cancellationToken).ConfigureAwait(false);
                 }

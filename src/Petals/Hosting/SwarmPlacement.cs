@@ -73,39 +73,23 @@ internal static class SwarmPlacement
     }
 
     /// <summary>
-    /// Where a joining server should be once the servers joining at about the same time are counted: when another server
-    /// is loading some of the same blocks, every server still announcing <see cref="ServerState.Joining"/> is placed again, one after the other in peer-id order, each by the
-    /// balancer over the online servers and those placed before it. Every joining server computes the same order from
-    /// the same view, so servers that chose the same window together spread out instead of all moving (or all staying).
+    /// Whether a joining server should leave its span because another server announced joining on overlapping blocks at
+    /// about the same time: of each such pair only the one with the greater peer id yields (so one of them stays put), and
+    /// it takes the best span for the swarm as it now stands, the other joining servers where they are.
     /// </summary>
     /// <returns>The span to take instead, or null to stay.</returns>
-    public static BlockRange? Replay(IBlockBalancer balancer, SwarmLoad swarm, IReadOnlyList<BlockServers> raw, string self, BlockRange span)
+    public static BlockRange? YieldTo(IBlockBalancer balancer, SwarmLoad swarm, IReadOnlyList<BlockServers> raw, string self, BlockRange span)
     {
-        var joiningOthers = raw.SelectMany(b => b.Servers)
-            .Where(s => s.State == ServerState.Joining && !string.Equals(s.PeerId, self, StringComparison.Ordinal))
-            .ToArray();
-        if (!joiningOthers.Any(s => s.Span.Start < span.End && span.Start < s.Span.End))
+        var rival = raw.SelectMany(b => b.Servers).Any(s =>
+            s.State == ServerState.Joining
+            && string.CompareOrdinal(s.PeerId, self) < 0
+            && s.Span.Start < span.End && span.Start < s.Span.End);
+        if (!rival)
         {
-            return null; // nobody else is loading these blocks: the choice stands
+            return null;
         }
 
-        var joining = joiningOthers.Select(s => s.PeerId).Append(self).ToHashSet(StringComparer.Ordinal);
-
-        var placed = swarm.Servers.Where(s => !joining.Contains(s.PeerId)).ToList();
-        var rivals = swarm.Servers.Where(s => joining.Contains(s.PeerId) && !string.Equals(s.PeerId, self, StringComparison.Ordinal))
-            .Append(new ServerLoad(self, span, swarm.Servers.FirstOrDefault(s => string.Equals(s.PeerId, self, StringComparison.Ordinal)).Throughput))
-            .OrderBy(s => s.PeerId, StringComparer.Ordinal);
-        foreach (var server in rivals)
-        {
-            var chosen = balancer.ChooseSpan(new SwarmLoad(swarm.BlockCount, placed), server.Span.Count);
-            if (string.Equals(server.PeerId, self, StringComparison.Ordinal))
-            {
-                return chosen == span ? null : chosen;
-            }
-
-            placed.Add(server with { Span = chosen });
-        }
-
-        return null;
+        var best = balancer.ChooseSpan(swarm.Without(self), span.Count);
+        return best == span ? null : best;
     }
 }

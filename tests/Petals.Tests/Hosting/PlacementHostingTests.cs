@@ -89,20 +89,23 @@ public sealed class PlacementHostingTests
     }
 
     [Fact]
-    public void Servers_that_chose_the_same_window_together_are_placed_again_in_peer_id_order_and_agree()
+    public void Of_servers_joining_overlapping_blocks_together_the_greater_peer_id_yields_to_the_best_span_left()
     {
-        // All three read an empty swarm and announced joining on 0:2; each computes the same replay from the same view.
         var balancer = new GreedyBlockBalancer(new Random(1));
-        var joining = new[] { "c", "a", "b" }.Select(p => Info(p, new BlockRange(0, 2), ServerState.Joining)).ToArray();
-        var online = Info("online", new BlockRange(4, 5), ServerState.Online);
-        var raw = Enumerable.Range(0, 5).Select(b => new BlockServers(b, b < 2 ? joining : b == 4 ? [online] : Array.Empty<ServerInfo>())).ToArray();
+        var online = Info("online", new BlockRange(0, 2), ServerState.Online);
+        var a = Info("a", new BlockRange(3, 5), ServerState.Joining);
+        var b = Info("b", new BlockRange(2, 4), ServerState.Joining);
+        var raw = Enumerable.Range(0, 5).Select(k => new BlockServers(k, new[] { online, a, b }.Where(s => s.Span.Contains(k)).ToArray())).ToArray();
         var swarm = SwarmLoad.FromAnnouncements(5, raw);
-        Assert.Null(SwarmPlacement.Replay(balancer, swarm, raw, "a", new BlockRange(0, 2)));
-        Assert.Equal(new BlockRange(2, 4), SwarmPlacement.Replay(balancer, swarm, raw, "b", new BlockRange(0, 2)));
-        Assert.Null(SwarmPlacement.Replay(balancer, swarm, raw, "c", new BlockRange(0, 2))); // after a and b, 0:2 is again as good as any
 
-        // A joining server alone on its blocks keeps them, whatever else joins elsewhere.
-        Assert.Null(SwarmPlacement.Replay(balancer, swarm, raw, "d", new BlockRange(2, 4)));
+        // a has the smaller id: it stays; b yields and, with a on 3:5 and 0:2 online, takes the gap at block 2.
+        Assert.Null(SwarmPlacement.YieldTo(balancer, swarm, raw, "a", a.Span));
+        Assert.Equal(new BlockRange(1, 3), SwarmPlacement.YieldTo(balancer, swarm, raw, "b", b.Span));
+
+        // No overlap with a joining server, or only with online ones: the choice stands.
+        Assert.Null(SwarmPlacement.YieldTo(balancer, swarm, raw, "c", new BlockRange(0, 2)));
+        var settled = raw.Select(k => k with { Servers = k.Servers.Select(s => s with { State = ServerState.Online }).ToArray() }).ToArray();
+        Assert.Null(SwarmPlacement.YieldTo(balancer, SwarmLoad.FromAnnouncements(5, settled), settled, "b", b.Span));
     }
 
     [Fact]
