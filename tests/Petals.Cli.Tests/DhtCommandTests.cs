@@ -212,6 +212,14 @@ public sealed class DhtCommandTests
             Assert.Contains("tokens/s per block (cached)", cachedErrors, StringComparison.Ordinal);
             Assert.All(cached, s => Assert.Equal(announced, s.Throughput, 6));
             Assert.All(cached, s => Assert.StartsWith("cached: median of ", s.ThroughputMethod, StringComparison.Ordinal));
+
+            // A corrupt cache: the operator sees a log line, the server measures again and rewrites the file.
+            await File.WriteAllTextAsync(cachePath, "{ not json", TestContext.Current.CancellationToken);
+            var (_, _, corruptErrors) = await ServeOnceAsync("--throughput-cache", cachePath);
+            Assert.Contains($"log warning: Ignoring the throughput cache {cachePath} (", corruptErrors, StringComparison.Ordinal);
+            Assert.Contains("tokens/s per block (measured: decode ", corruptErrors, StringComparison.Ordinal);
+            using var rewritten = JsonDocument.Parse(await File.ReadAllTextAsync(cachePath, TestContext.Current.CancellationToken));
+            Assert.Equal(JsonValueKind.Object, rewritten.RootElement.ValueKind);
         }
         finally
         {

@@ -216,6 +216,7 @@ internal static class ServeCommand
 
             // The server is the hosted service AddPetalsServer registers: the one start and stop order of every server.
             var services = new ServiceCollection();
+            services.AddSingleton<Microsoft.Extensions.Logging.ILoggerFactory>(new CliLoggerFactory(context));
             var builder = services.AddPetalsServer(o =>
             {
                 o.ModelPath = path;
