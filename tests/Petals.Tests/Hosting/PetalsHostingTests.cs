@@ -169,6 +169,7 @@ public sealed class PetalsHostingTests
         using var host = BuildHost(s => s.AddPetalsServer(o =>
         {
             o.ModelPath = "/nonexistent/model.gguf";
+            o.Blocks = default(BlockRange); // an empty span (null would mean: placed by the swarm)
             o.ListenAddress = "127.0.0.1:5000";
             o.ModelId = string.Empty;
             o.Server.CacheTokens = 0;
@@ -178,7 +179,7 @@ public sealed class PetalsHostingTests
         Assert.Equal(
             [
                 "PetalsServerOptions.ModelPath '/nonexistent/model.gguf' does not exist.",
-                "PetalsServerOptions.Blocks must name at least one block (e.g. new BlockRange(0, 4)), not 0:0.",
+                "PetalsServerOptions.Blocks must name at least one block (e.g. new BlockRange(0, 4)), or be null to let the swarm place the server, not 0:0.",
                 "PetalsServerOptions.ListenAddress '127.0.0.1:5000' is not a peer address scheme://location (e.g. tcp://127.0.0.1:0 or mem://server-1).",
                 "PetalsServerOptions.ModelId must not be empty (leave it null to compute it from the model).",
                 "PetalsServerOptions.Server.Limits.MaxFrameSize: MaxFrameSize ('16') must be greater than or equal to '1024'.",

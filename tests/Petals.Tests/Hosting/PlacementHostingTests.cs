@@ -319,6 +319,31 @@ public sealed class PlacementHostingTests
     }
 
     [Fact]
+    public async Task A_balancer_given_with_UseBlockBalancer_places_the_server()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var network = new MemoryDiscoveryNetwork();
+        var lastBlocks = new LastBlocksBalancer();
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Services.AddPetalsServer(o =>
+        {
+            o.ModelPath = TestData.Stories260KGguf;
+            o.ListenAddress = "mem://placement-custom";
+            o.NumBlocks = 2;
+            o.Throughput.Given = 100;
+            o.Balancing.MaxJoinDelay = TimeSpan.Zero;
+            o.Balancing.JoinRecheckDelay = TimeSpan.Zero;
+            o.Balancing.BalancePeriod = Timeout.InfiniteTimeSpan;
+        }).UseCpuExecutor(c => c.ThreadCount = 1).UseMemoryTransport(new MemoryTransport()).UseDiscovery(_ => network.CreatePeer("peer-custom"))
+            .UseBlockBalancer(_ => lastBlocks);
+        using var host = builder.Build();
+        await host.StartAsync(Ct).WaitAsync(Bound, Ct);
+        Assert.Equal(new BlockRange(3, 5), host.Services.GetRequiredService<IPetalsServer>().Blocks);
+        Assert.Equal(1, lastBlocks.Choices);
+        await host.StopAsync(Ct).WaitAsync(Bound, Ct);
+    }
+
+    [Fact]
     public void Placement_settings_are_checked_before_anything_starts()
     {
         var services = new ServiceCollection();
@@ -340,6 +365,24 @@ public sealed class PlacementHostingTests
         using var alone = noDiscovery.BuildServiceProvider();
         var missing = Assert.Throws<OptionsValidationException>(() => alone.GetRequiredService<IOptions<PetalsServerOptions>>().Value).Failures;
         Assert.Contains(PetalsServerOptionsValidator.MissingDiscoveryForPlacement, missing);
+    }
+
+    /// <summary>A balancer of another policy: always the last blocks of the model; never moves.</summary>
+    private sealed class LastBlocksBalancer : IBlockBalancer
+    {
+        public int Choices { get; private set; }
+
+        public BlockRange ChooseSpan(SwarmLoad swarm, int numBlocks)
+        {
+            Choices++;
+            return new BlockRange(swarm.BlockCount - numBlocks, swarm.BlockCount);
+        }
+
+        public BalanceDecision Evaluate(SwarmLoad swarm, string localPeerId, double balanceQuality)
+        {
+            var span = swarm.Servers.Single(s => s.PeerId == localPeerId).Span;
+            return new BalanceDecision(false, span, span, swarm.Throughput, swarm.Throughput, "never moves");
+        }
     }
 
     private static ServerInfo Info(string peer, BlockRange span, ServerState state) => new()
