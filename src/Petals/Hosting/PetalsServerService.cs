@@ -192,43 +192,9 @@ internal sealed class PetalsServerService(
 
             if (settings.Blocks is null)
             {
-                // Placed by the swarm: size from the budget, throughput (cached, given or measured on any window of that
-                // size: blocks share one shape), then the balancer's window, announced joining and checked again.
-                var (count, sizeWhy) = SwarmPlacement.PlanBlockCount(settings, weights, serverOptions);
-                await SwarmPlacement.CheckModelShapeAsync(discovery!, modelId, weights.Config.NumLayers, settings.ModelPath, cancellationToken).ConfigureAwait(false);
-                var sizeOnly = new BlockRange(0, count);
-                throughput = ObtainThroughput(settings.Throughput, sizeOnly, () => executor ??= factory.Create(weights, sizeOnly), modelId, factory.Name, weights.SpanDType(sizeOnly).ToString(), loggerFactory);
-                var random = settings.Balancing.Random ?? Random.Shared;
-                await Task.Delay(settings.Balancing.MaxJoinDelay * NextDouble(random), time, cancellationToken).ConfigureAwait(false);
-                var balancer = Balancer;
-                var (swarm, _) = await SwarmPlacement.ReadSwarmAsync(discovery!, modelId, weights.Config.NumLayers, cancellationToken).ConfigureAwait(false);
-                (span, var spanWhy) = SwarmPlacement.Choose(balancer, swarm.Without(discovery!.LocalPeerId), count);
-                announcer = CreateAnnouncer(settings, discovery, transport, modelId, weights, span, throughput);
-                await announcer.AnnounceJoiningAsync(listener.LocalAddress, cancellationToken).ConfigureAwait(false);
-
-                // Servers that chose at the same time: the one of each overlapping pair with the greater id yields, until
-                // nobody overlaps a server still loading (at most a few rounds; rebalancing catches what is left).
-                for (var round = 0; round < MaxJoinRechecks; round++)
-                {
-                    await Task.Delay(settings.Balancing.JoinRecheckDelay, time, cancellationToken).ConfigureAwait(false);
-                    var (again, raw) = await SwarmPlacement.ReadSwarmAsync(discovery, modelId, weights.Config.NumLayers, cancellationToken).ConfigureAwait(false);
-                    if (SwarmPlacement.YieldTo(balancer, again, raw, discovery.LocalPeerId, span) is not { } other)
-                    {
-                        break;
-                    }
-
-                    spanWhy = $"{other} instead of {span}: a server with a smaller peer id joined {span} at the same time ({spanWhy})";
-                    span = other;
-                    await announcer.RelocateAsync(span, cancellationToken).ConfigureAwait(false);
-                }
-
-                placement = new ServerPlacement { ChosenBySwarm = true, NumBlocks = count, SizeReason = sizeWhy, SpanReason = spanWhy, Span = span };
-                PetalsHostingLog.Placed(_logger, span, sizeWhy, spanWhy);
-                if (executor is not null && executor.Blocks != span)
-                {
-                    executor.Dispose();
-                    executor = null;
-                }
+                Joined joined;
+                (joined, executor) = await JoinSwarmAsync(settings, factory, transport, discovery!, weights, modelId, serverOptions, listener.LocalAddress, time, cancellationToken).ConfigureAwait(false);
+                (span, placement, throughput, announcer) = (joined.Placement.Span, joined.Placement, joined.Throughput, joined.Announcer);
             }
             else
             {
@@ -301,6 +267,70 @@ internal sealed class PetalsServerService(
 
             executor?.Dispose();
             weights?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A server placed by the swarm joins: its size from the budget, its throughput (given, cached, or measured on any
+    /// window of that size: blocks share one shape), after a random delay the balancer's window, announced joining, and
+    /// rechecked for servers that chose overlapping blocks at the same time. Cleans up what it created when it fails.
+    /// </summary>
+    /// <returns>The placement and announcer, and the executor measured on when it already serves the chosen span.</returns>
+    private async Task<(Joined Joined, IBlockExecutor? Executor)> JoinSwarmAsync(
+        PetalsServerOptions settings, IBlockExecutorFactory factory, ITransport transport, IPeerDiscovery discovery, IModelWeights weights, string modelId,
+        BlockServerOptions serverOptions, PeerAddress address, TimeProvider time, CancellationToken cancellationToken)
+    {
+        IBlockExecutor? executor = null;
+        ServerAnnouncer? announcer = null;
+        try
+        {
+            var (count, sizeWhy) = SwarmPlacement.PlanBlockCount(settings, weights, serverOptions);
+            await SwarmPlacement.CheckModelShapeAsync(discovery, modelId, weights.Config.NumLayers, settings.ModelPath, cancellationToken).ConfigureAwait(false);
+            var sizeOnly = new BlockRange(0, count);
+            var throughput = ObtainThroughput(settings.Throughput, sizeOnly, () => executor ??= factory.Create(weights, sizeOnly), modelId, factory.Name, weights.SpanDType(sizeOnly).ToString(), loggerFactory);
+            await Task.Delay(settings.Balancing.MaxJoinDelay * NextDouble(settings.Balancing.Random ?? Random.Shared), time, cancellationToken).ConfigureAwait(false);
+            var balancer = Balancer;
+            var (swarm, _) = await SwarmPlacement.ReadSwarmAsync(discovery, modelId, weights.Config.NumLayers, cancellationToken).ConfigureAwait(false);
+            var (span, spanWhy) = SwarmPlacement.Choose(balancer, swarm.Without(discovery.LocalPeerId), count);
+            announcer = CreateAnnouncer(settings, discovery, transport, modelId, weights, span, throughput);
+            await announcer.AnnounceJoiningAsync(address, cancellationToken).ConfigureAwait(false);
+
+            // Servers that chose at the same time: the one of each overlapping pair with the greater id yields, until
+            // nobody overlaps a server still loading (at most a few rounds; rebalancing catches what is left).
+            for (var round = 0; round < MaxJoinRechecks; round++)
+            {
+                await Task.Delay(settings.Balancing.JoinRecheckDelay, time, cancellationToken).ConfigureAwait(false);
+                var (again, raw) = await SwarmPlacement.ReadSwarmAsync(discovery, modelId, weights.Config.NumLayers, cancellationToken).ConfigureAwait(false);
+                if (SwarmPlacement.YieldTo(balancer, again, raw, discovery.LocalPeerId, span) is not { } other)
+                {
+                    break;
+                }
+
+                spanWhy = $"{other} instead of {span}: a server with a smaller peer id joined {span} at the same time ({spanWhy})";
+                span = other;
+                await announcer.RelocateAsync(span, cancellationToken).ConfigureAwait(false);
+            }
+
+            PetalsHostingLog.Placed(_logger, span, sizeWhy, spanWhy);
+            if (executor is not null && executor.Blocks != span)
+            {
+                executor.Dispose();
+                executor = null;
+            }
+
+            var placement = new ServerPlacement { ChosenBySwarm = true, NumBlocks = count, SizeReason = sizeWhy, SpanReason = spanWhy, Span = span };
+            return (new Joined(placement, throughput, announcer), executor);
+        }
+        catch
+        {
+            if (announcer is not null)
+            {
+                await announcer.AnnounceOfflineAsync(CancellationToken.None).ConfigureAwait(false);
+                await announcer.DisposeAsync().ConfigureAwait(false);
+            }
+
+            executor?.Dispose();
             throw;
         }
     }
@@ -585,6 +615,9 @@ internal sealed class PetalsServerService(
         cache?.Store(key, measured);
         return measured;
     }
+
+    /// <summary>What joining the swarm gave: the placement, the throughput announced and the announcer (announcing joining).</summary>
+    private sealed record Joined(ServerPlacement Placement, ThroughputMeasurement Throughput, ServerAnnouncer Announcer);
 
     /// <summary>What the balancing loop needs besides the running server.</summary>
     private sealed record BalanceContext(PetalsServerOptions Settings, IBlockExecutorFactory Factory, ITransport Transport, IPeerDiscovery Discovery, IBlockBalancer Balancer, TimeProvider Time);
