@@ -84,6 +84,11 @@ public sealed partial class BalanceSimTests
             Assert.True(result.Found <= brute + 1e-9 && result.Found >= brute - rounding, where);
             Assert.True(result.UpperBound >= brute - 1e-9 && result.UpperBound <= brute + rounding, where);
             Assert.True(result.Found >= OptimumSolver.Value(blocks, lengths, throughputs, hint) - rounding, where);
+
+            // Stopped almost at once, the solver proves less but never claims a bound below the optimum.
+            var hurried = OptimumSolver.Solve(blocks, lengths, throughputs, hint, deterministicSeconds: 1e-6, seed: trial);
+            Assert.True(hurried.UpperBound >= brute - 1e-9 && hurried.Found <= brute + 1e-9, $"hurried: {hurried}; {where}");
+            Assert.True(!hurried.Proven || hurried.Found >= brute - rounding, $"hurried: {hurried}; {where}");
         }
     }
 

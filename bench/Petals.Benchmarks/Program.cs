@@ -37,6 +37,7 @@ internal static class Program
               p99 latency, median/p99/max hops, mean messages per lookup, success rate, peak RSS.
               bench/dht-sim.sh runs 100, 1,000 and 10,000 nodes.
           balance-sim [--swarms 100 --seed 1 --min-servers 10 --max-servers 50 --min-blocks 32 --max-blocks 80 --hours 4
+                       --max-throughput 20 --min-span-share 0.125 --max-span-share 0.5
                        --states 4 --lifetime-minutes 120 --downtime-minutes 15 --period 120 --quality 0.75 --solve-seconds 2
                        --output text|json --plot FILE.png --plot-swarm 0 --plot-points 48]
               Random swarms of heterogeneous servers (throughput log-uniform 1-20, memory 1/8-1/2 of the model) with

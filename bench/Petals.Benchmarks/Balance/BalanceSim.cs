@@ -95,8 +95,8 @@ internal sealed record SwarmResult(int Index, int Slots, int Blocks, StateResult
 /// </summary>
 /// <remarks>
 /// <para>Scenario per swarm (all from one seed): B blocks uniform in [MinBlocks, MaxBlocks]; N server slots uniform in
-/// [MinServers, MaxServers]. A server's throughput is log-uniform in [1, 20] (relative units); its memory is
-/// log-uniform between 1/8 and 1/2 of the model's bytes (for Llama-2-70B in bf16: 17.5 to 70 GB, a 24 GB card to an
+/// [MinServers, MaxServers]. A server's throughput is log-uniform in [1, 20] (relative units; --max-throughput); its
+/// memory is log-uniform between 1/8 and 1/2 of the model's bytes (--min-span-share, --max-span-share) (for Llama-2-70B in bf16: 17.5 to 70 GB, a 24 GB card to an
 /// 80 GB one less its cache), so its span is floor(memory / block bytes) = floor(f * B) blocks, at least 1.
 /// Every slot's first server joins at a uniform time in the first minute (starting together, one after another in
 /// the view, each counting the joining ones); it crashes after an exponential lifetime (mean LifetimeMinutes), and
@@ -220,8 +220,8 @@ internal static class BalanceSim
             while (t < end)
             {
                 var life = Exponential(random, options.LifetimeMinutes * 60);
-                var throughput = Math.Exp(random.NextDouble() * Math.Log(20));
-                var fraction = Math.Exp(Math.Log(1.0 / 8) + (random.NextDouble() * Math.Log(4)));
+                var throughput = Math.Exp(random.NextDouble() * Math.Log(options.MaxThroughput));
+                var fraction = Math.Exp(Math.Log(options.MinSpanShare) + (random.NextDouble() * Math.Log(options.MaxSpanShare / options.MinSpanShare)));
                 var length = Math.Clamp((int)Math.Floor(fraction * blocks), 1, blocks);
                 servers.Add(new SimServer(servers.Count, t, t + life, throughput, length));
                 t += life + Exponential(random, options.DowntimeMinutes * 60);

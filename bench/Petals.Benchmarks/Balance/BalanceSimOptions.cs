@@ -20,6 +20,14 @@ internal sealed record BalanceSimOptions
 
     public int MaxBlocks { get; init; } = 80;
 
+    /// <summary>Server throughputs are log-uniform in [1, MaxThroughput] (20: the 1x-20x spread).</summary>
+    public double MaxThroughput { get; init; } = 20;
+
+    /// <summary>A server's memory holds a log-uniform share of the model in [MinSpanShare, MaxSpanShare]: its span is floor(share x blocks), at least 1.</summary>
+    public double MinSpanShare { get; init; } = 0.125;
+
+    public double MaxSpanShare { get; init; } = 0.5;
+
     /// <summary>Simulated hours of churn per swarm.</summary>
     public double Hours { get; init; } = 4;
 
@@ -72,6 +80,9 @@ internal sealed record BalanceSimOptions
                 "--min-blocks" => o with { MinBlocks = Int(name, value, 1) },
                 "--max-blocks" => o with { MaxBlocks = Int(name, value, 1) },
                 "--hours" => o with { Hours = Double(name, value) },
+                "--max-throughput" => o with { MaxThroughput = Double(name, value) },
+                "--min-span-share" => o with { MinSpanShare = Double(name, value) },
+                "--max-span-share" => o with { MaxSpanShare = Double(name, value) },
                 "--states" => o with { States = Int(name, value, 1) },
                 "--lifetime-minutes" => o with { LifetimeMinutes = Double(name, value) },
                 "--downtime-minutes" => o with { DowntimeMinutes = Double(name, value) },
@@ -102,6 +113,16 @@ internal sealed record BalanceSimOptions
         if (o.MinBlocks > o.MaxBlocks)
         {
             throw new ArgumentException($"--min-blocks {o.MinBlocks} is above --max-blocks {o.MaxBlocks}.");
+        }
+
+        if (o.MaxThroughput < 1)
+        {
+            throw new ArgumentException($"--max-throughput {o.MaxThroughput} is below 1 (throughputs are log-uniform in [1, max]).");
+        }
+
+        if (o.MinSpanShare > o.MaxSpanShare || o.MaxSpanShare > 1)
+        {
+            throw new ArgumentException($"--min-span-share {o.MinSpanShare} and --max-span-share {o.MaxSpanShare} must satisfy 0 < min <= max <= 1.");
         }
 
         if (o.Plot is not null && o.PlotSwarm >= o.Swarms)

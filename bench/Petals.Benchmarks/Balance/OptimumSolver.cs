@@ -174,7 +174,14 @@ internal static class OptimumSolver
             bestInt = LocalSearch.MinCoverage(blockCount, lengths, weights, best);
         }
 
-        var bound = status == CpSolverStatus.Optimal ? bestInt : Math.Min(intUpper, (long)Math.Floor(solver.BestObjectiveBound));
+        // The solver's bound counts only when it says it searched (optimal or feasible); stopped before that (unknown),
+        // its figure is no bound at all and the volume bound stands.
+        var bound = status switch
+        {
+            CpSolverStatus.Optimal => bestInt,
+            CpSolverStatus.Feasible => Math.Min(intUpper, (long)Math.Floor(solver.BestObjectiveBound)),
+            _ => intUpper,
+        };
         bound = Math.Max(bound, bestInt);
         return new OptimumResult(best, Value(blockCount, lengths, throughputs, best), bound / Scale, bestInt >= bound, volume, clock.Elapsed.TotalSeconds, SolverRan: true);
     }
