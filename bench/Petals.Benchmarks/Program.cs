@@ -36,6 +36,16 @@ internal static class Program
               then measures lookups (get of stored keys, find-node of random ids) from random nodes: median and
               p99 latency, median/p99/max hops, mean messages per lookup, success rate, peak RSS.
               bench/dht-sim.sh runs 100, 1,000 and 10,000 nodes.
+          balance-sim [--swarms 100 --seed 1 --min-servers 10 --max-servers 50 --min-blocks 32 --max-blocks 80 --hours 4
+                       --max-throughput 20 --min-span-share 0.125 --max-span-share 0.5
+                       --states 4 --lifetime-minutes 120 --downtime-minutes 15 --period 120 --quality 0.75 --solve-seconds 2
+                       --output text|json --plot FILE.png --plot-swarm 0 --plot-points 48]
+              Random swarms of heterogeneous servers (throughput log-uniform 1-20, memory 1/8-1/2 of the model) with
+              Poisson joins and crashes, each server running the real GreedyBlockBalancer (join-time ChooseSpan, Evaluate
+              every uniform 0..2x period) over the swarm's current view; at --states times per swarm the swarm throughput
+              is compared with the optimum of the same servers (CP-SAT, exact up to its time limit: the ratio is against
+              its proven upper bound). The same churn is replayed without rebalancing. JSON: a line per swarm and a summary.
+              bench/balance-sim.sh runs the default scenario with the plot.
           chaos       --model M [--spans 0:3,0:2,2:5,1:4,3:5 --new-tokens 200 --kill-every 10 --max-kills 0 --seed 1
                        --threads 1 --announce-interval 1 --startup-timeout 120 --prompt TEXT --results DIR --json --cold
                        --verify-rate P]
@@ -126,6 +136,9 @@ internal static class Program
                         Console.WriteLine(options.Json ? result.ToJson() : result.ToText());
                         return result.All.SuccessRate >= 0.99 ? 0 : 4;
                     }
+
+                case "balance-sim":
+                    return Balance.BalanceSim.Run(Balance.BalanceSimOptions.Parse(args.AsSpan(1)), Console.Out, Console.Error);
 
                 case "mux":
                     return Mux.MuxBench.RunAsync(Mux.MuxBenchOptions.Parse(args.AsSpan(1)), CancellationToken.None).GetAwaiter().GetResult();

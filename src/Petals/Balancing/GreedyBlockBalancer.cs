@@ -123,6 +123,9 @@ public sealed class GreedyBlockBalancer : IBlockBalancer
                 Add(throughputs, starts[i], lengths[i], -speeds[i] * (1 + Epsilon));
                 var start = BestStart(throughputs, lengths[i]);
                 Add(throughputs, starts[i], lengths[i], speeds[i] * Epsilon);
+
+                // The server is out of the throughputs now (removed with 1 + eps, eps given back): put it back where it
+                // goes, whether it moved or not.
                 if (start != starts[i])
                 {
                     starts[i] = start;
