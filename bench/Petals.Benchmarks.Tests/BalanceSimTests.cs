@@ -107,6 +107,31 @@ public sealed partial class BalanceSimTests
     }
 
     [Fact]
+    public void The_spacing_bound_never_falls_below_the_optimum_and_catches_what_the_volume_bound_misses()
+    {
+        // 20 equal servers of 10 blocks over 64: 200 / 64 = 3.1 per block by volume, but 7 blocks 10 apart get one
+        // server each at most: 20 / 7, so at most 2 whole servers per block.
+        Assert.Equal(2, OptimumSolver.SpacingBound(64, Enumerable.Repeat(10, 20).ToArray(), Enumerable.Repeat(1L, 20).ToArray()));
+        var equal = OptimumSolver.Solve(64, Enumerable.Repeat(10, 20).ToArray(), Enumerable.Repeat(1.0, 20).ToArray(), hint: null, deterministicSeconds: 5, seed: 1);
+        Assert.True(equal.Proven, equal.ToString());
+        Assert.Equal(2, equal.Found, 9);
+        Assert.True(equal.VolumeBound > 3, equal.ToString());
+
+        var random = new Random(13);
+        for (var trial = 0; trial < 200; trial++)
+        {
+            var blocks = random.Next(1, 10);
+            var n = random.Next(1, 5);
+            var lengths = Enumerable.Range(0, n).Select(_ => random.Next(1, blocks + 1)).ToArray();
+            var weights = Enumerable.Range(0, n).Select(_ => (long)random.Next(1, 9)).ToArray();
+            var brute = BruteForce(blocks, lengths, weights.Select(w => (double)w).ToArray());
+            var bound = OptimumSolver.SpacingBound(blocks, lengths, weights);
+            Assert.True(bound >= brute, $"trial {trial}: {blocks} blocks, lengths [{string.Join(",", lengths)}], weights [{string.Join(",", weights)}]: spacing bound {bound} < optimum {brute}");
+            Assert.True(bound <= weights.Select((w, i) => w * lengths[i]).Sum() / blocks, $"trial {trial}: above the volume bound");
+        }
+    }
+
+    [Fact]
     public void The_solver_refuses_instances_that_are_not_placements()
     {
         Assert.Equal("lengths", Assert.Throws<ArgumentOutOfRangeException>(() => OptimumSolver.Solve(4, [5], [1], null, 1, 1)).ParamName);

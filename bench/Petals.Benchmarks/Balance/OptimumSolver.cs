@@ -6,7 +6,7 @@ namespace Petals.Benchmarks.Balance;
 /// <summary>The best placement found for a set of servers, with a proven upper bound on the optimum.</summary>
 /// <param name="Starts">The start block of each server in the best placement found.</param>
 /// <param name="Found">The swarm throughput of <paramref name="Starts"/> with the real (unrounded) throughputs: a lower bound on the optimum.</param>
-/// <param name="UpperBound">A proven upper bound on the optimum (real throughputs): never below it.</param>
+/// <param name="UpperBound">A proven upper bound on the optimum (real throughputs): never below it (the least of the solver's bound, the volume bound and the spacing bound, <see cref="OptimumSolver.SpacingBound"/>).</param>
 /// <param name="Proven">Whether the solver proved its placement optimal (then the optimum lies in [Found, UpperBound], a gap of at most the rounding bound).</param>
 /// <param name="VolumeBound">sum(t_i * L_i) / B: the bound if every block got an equal share of the swarm's capacity.</param>
 /// <param name="Seconds">Wall time the solve took.</param>
@@ -24,7 +24,7 @@ internal sealed record OptimumResult(int[] Starts, double Found, double UpperBou
 /// <c>w_i = ceil(t_i * Scale)</c>: rounding up makes every placement's integer value at least its real value times
 /// Scale, so the solver's bound divided by Scale is an upper bound on the real optimum; and a placement optimal for the
 /// integer weights is within <c>n / Scale</c> (n servers, each rounded up by less than 1) of the real optimum.</para>
-/// <para>Help for the solver: the greedy placement as a hint; T bounded above by the volume bound; servers of equal
+/// <para>Help for the solver: the greedy placement as a hint; T bounded above by the volume and spacing bounds; servers of equal
 /// length and weight are interchangeable, so their starts are ordered (symmetry breaking); a local search
 /// (<see cref="LocalSearch"/>) improves the hint first, and when it reaches the volume bound the optimum is proven
 /// without the solver. The run is deterministic: one worker and a limit in the solver's deterministic time.</para>
@@ -83,7 +83,7 @@ internal static class OptimumSolver
         }
 
         volume /= blockCount;
-        var intUpper = volumeInt / blockCount;
+        var intUpper = Math.Min(volumeInt / blockCount, SpacingBound(blockCount, lengths, weights));
         if (n == 0)
         {
             return new OptimumResult([], 0, 0, true, 0, clock.Elapsed.TotalSeconds);
@@ -184,6 +184,54 @@ internal static class OptimumSolver
         };
         bound = Math.Max(bound, bestInt);
         return new OptimumResult(best, Value(blockCount, lengths, throughputs, best), bound / Scale, bestInt >= bound, volume, clock.Elapsed.TotalSeconds, SolverRan: true);
+    }
+
+    /// <summary>
+    /// An upper bound on the integer optimum that uses that each server sits in one place: for test blocks
+    /// <c>o, o + d, o + 2d, …</c> (k of them), a server of length L covers at most <c>c(L)</c> of them wherever it starts,
+    /// so the k test blocks hold at most <c>sum of w_i c(L_i)</c> in all and the weakest at most that over k. The least
+    /// over every spacing d and offset o. With d = 1 it is the volume bound; larger spacings catch what fractional
+    /// placements (the LP relaxation, hence the volume bound) cannot: e.g. 20 equal servers of 10 blocks over 64 blocks
+    /// give at most 20/7 per block (7 test blocks 10 apart, one each), not 200/64.
+    /// </summary>
+    internal static long SpacingBound(int blockCount, int[] lengths, long[] weights)
+    {
+        var weightByLength = new Dictionary<int, long>();
+        for (var i = 0; i < lengths.Length; i++)
+        {
+            weightByLength[lengths[i]] = weightByLength.GetValueOrDefault(lengths[i]) + weights[i];
+        }
+
+        var best = long.MaxValue;
+        var below = new int[blockCount + 1];
+        for (var d = 1; d <= blockCount; d++)
+        {
+            for (var o = 0; o < d; o++)
+            {
+                // below[p]: test blocks before block p.
+                for (var p = 0; p < blockCount; p++)
+                {
+                    below[p + 1] = below[p] + (p >= o && (p - o) % d == 0 ? 1 : 0);
+                }
+
+                var k = below[blockCount];
+                long held = 0;
+                foreach (var (length, weight) in weightByLength)
+                {
+                    var most = 0;
+                    for (var s = 0; s + length <= blockCount; s++)
+                    {
+                        most = Math.Max(most, below[s + length] - below[s]);
+                    }
+
+                    held = checked(held + (weight * most));
+                }
+
+                best = Math.Min(best, held / k);
+            }
+        }
+
+        return best;
     }
 
     /// <summary>The swarm throughput of a placement: the least summed throughput over blocks.</summary>
