@@ -286,7 +286,7 @@ internal sealed class PetalsServerService(
         try
         {
             var (count, sizeWhy) = SwarmPlacement.PlanBlockCount(settings, weights, serverOptions);
-            await SwarmPlacement.CheckModelShapeAsync(discovery, modelId, weights.Config.NumLayers, settings.ModelPath, cancellationToken).ConfigureAwait(false);
+            await SwarmPlacement.CheckModelShapeAsync(discovery, transport, modelId, weights.Config, settings.ModelPath, cancellationToken).ConfigureAwait(false);
             var sizeOnly = new BlockRange(0, count);
             var throughput = ObtainThroughput(settings.Throughput, sizeOnly, () => executor ??= factory.Create(weights, sizeOnly), modelId, factory.Name, weights.SpanDType(sizeOnly).ToString(), loggerFactory);
             await Task.Delay(settings.Balancing.MaxJoinDelay * NextDouble(settings.Balancing.Random ?? Random.Shared), time, cancellationToken).ConfigureAwait(false);

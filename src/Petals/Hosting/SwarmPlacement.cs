@@ -1,8 +1,11 @@
 using System.Globalization;
 using Petals.Balancing;
+using Petals.Client;
 using Petals.Discovery;
 using Petals.Models;
+using Petals.Protocol;
 using Petals.Server;
+using Petals.Transport;
 
 namespace Petals.Hosting;
 
@@ -40,17 +43,53 @@ internal static class SwarmPlacement
             $"memory budget {BlockMemoryEstimate.FormatBytes(budget)} ({budgetWhy}) holds {blocks} of {total} blocks: {costs}"));
     }
 
-    /// <summary>Refuses to join a swarm whose servers announce <paramref name="modelId"/> with another number of blocks.</summary>
+    /// <summary>The most online servers of the model asked for their shape before joining.</summary>
+    private const int ShapeProbes = 2;
+
+    /// <summary>
+    /// Refuses to join a swarm that runs <paramref name="modelId"/> in another shape: its model index announces another
+    /// number of blocks, or an online server of it (up to two are asked, over the wire protocol) runs another hidden size.
+    /// Servers that do not answer are skipped: the check must not keep a server out of a swarm whose other servers died.
+    /// </summary>
     /// <exception cref="InvalidOperationException">The shapes differ; the message names both.</exception>
-    public static async Task CheckModelShapeAsync(IPeerDiscovery discovery, string modelId, int blockCount, string source, CancellationToken cancellationToken)
+    public static async Task CheckModelShapeAsync(
+        IPeerDiscovery discovery, ITransport transport, string modelId, ModelConfig config, string source, CancellationToken cancellationToken)
     {
         var models = await discovery.GetModelsAsync(cancellationToken).ConfigureAwait(false);
         foreach (var model in models)
         {
-            if (string.Equals(model.ModelId, modelId, StringComparison.Ordinal) && model.BlockCount != blockCount)
+            if (string.Equals(model.ModelId, modelId, StringComparison.Ordinal) && model.BlockCount != config.NumLayers)
             {
                 throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
-                    $"the swarm's {model.ServerCount} server(s) of model '{modelId}' announce {model.BlockCount} blocks, but {source} has {blockCount}: not joined (another model under the same id? check --model-id)."));
+                    $"the swarm's {model.ServerCount} server(s) of model '{modelId}' announce {model.BlockCount} blocks, but {source} has {config.NumLayers}: not joined (another model under the same id? check --model-id)."));
+            }
+        }
+
+        var servers = (await discovery.GetServersAsync(modelId, new BlockRange(0, config.NumLayers), cancellationToken).ConfigureAwait(false))
+            .SelectMany(b => b.Servers)
+            .Where(s => s.State == ServerState.Online && !string.Equals(s.PeerId, discovery.LocalPeerId, StringComparison.Ordinal))
+            .DistinctBy(s => s.PeerId, StringComparer.Ordinal)
+            .Take(ShapeProbes)
+            .ToArray();
+        var probe = new RemoteSequenceOptions { ConnectTimeout = TimeSpan.FromSeconds(5) };
+        foreach (var server in servers)
+        {
+            InfoResponse info;
+            try
+            {
+                await using var connection = await RemoteSpanConnection.ConnectAsync(
+                    transport, server.Address, new ConnectionPreamble(discovery.LocalPeerId, modelId), probe, cancellationToken).ConfigureAwait(false);
+                info = connection.Info;
+            }
+            catch (Exception e) when (!cancellationToken.IsCancellationRequested && e is TransportException or ProtocolException or IOException or TimeoutException or ObjectDisposedException)
+            {
+                continue; // gone or unreachable: another server, or none, decides
+            }
+
+            if (info.HiddenSize != config.HiddenSize)
+            {
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                    $"server {server.PeerId} of model '{modelId}' at {server.Address} runs hidden size {info.HiddenSize}, but {source} has {config.HiddenSize}: not joined (another model under the same id? check --model-id)."));
             }
         }
     }

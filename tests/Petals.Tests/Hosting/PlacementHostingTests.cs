@@ -290,6 +290,42 @@ public sealed class PlacementHostingTests
         Assert.DoesNotContain((await other.GetServersAsync(ModelId, new BlockRange(0, 5), Ct)).SelectMany(b => b.Servers), s => s.PeerId == "peer-x");
     }
 
+    [Fact]
+    public async Task A_swarm_whose_server_runs_the_same_model_id_with_another_hidden_size_is_not_joined()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var directory = Directory.CreateTempSubdirectory("petals-other-shape-").FullName;
+        try
+        {
+            // Five blocks like stories260K, but hidden size 32 instead of 64, announced under stories260K's model id.
+            Petals.Formats.HuggingFace.RandomLlamaCheckpoint.Write(directory, new ModelConfig
+            {
+                HiddenSize = 32, IntermediateSize = 64, NumLayers = 5, NumHeads = 4, NumKeyValueHeads = 4, HeadDim = 8, VocabSize = 512,
+            }, seed: 3);
+            var transport = new MemoryTransport();
+            var network = new MemoryDiscoveryNetwork();
+            using var other = Build(transport, network, "other-hidden", o =>
+            {
+                o.ModelPath = directory;
+                o.ModelId = ModelId;
+                o.Blocks = new BlockRange(0, 5);
+                o.Throughput.Given = 100;
+            });
+            await other.StartAsync(Ct).WaitAsync(Bound, Ct);
+            using var host = Placed(transport, network, "w", o => o.NumBlocks = 2);
+            var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync(Ct).WaitAsync(Bound, Ct));
+            Assert.Equal(
+                $"server peer-other-hidden of model '{ModelId}' at mem://placement-other-hidden runs hidden size 32, but {TestData.Stories260KGguf} has 64: not joined (another model under the same id? check --model-id).",
+                refused.Message);
+            Assert.False(host.Services.GetRequiredService<IPetalsServer>().IsRunning);
+            await other.StopAsync(Ct).WaitAsync(Bound, Ct);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData(6, null, "--num-blocks 6 is more than the model's 5 blocks")]
     [InlineData(null, 4096L, "memory budget 4.0 KiB (memory-budget) holds no block of this model: one needs ")]
