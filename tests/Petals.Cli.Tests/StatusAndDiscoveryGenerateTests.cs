@@ -82,6 +82,8 @@ public sealed class StatusAndDiscoveryGenerateTests
             Assert.Equal("online", first.GetProperty("state").GetString());
             Assert.Equal("0:2", first.GetProperty("span").GetString());
             Assert.Equal(250.0, first.GetProperty("throughput").GetDouble());
+            Assert.Equal("given", first.GetProperty("throughput_method").GetString());
+            Assert.Equal(JsonValueKind.Null, Assert.Single(blocks[3].GetProperty("servers").EnumerateArray()).GetProperty("throughput_method").ValueKind);
             Assert.Equal(4096, first.GetProperty("cache_tokens_left").GetInt64());
             Assert.Equal("cli-test", first.GetProperty("version").GetString());
             Assert.InRange(first.GetProperty("expires_in_seconds").GetDouble(), 1, 300);
@@ -270,6 +272,7 @@ public sealed class StatusAndDiscoveryGenerateTests
                 State = state,
                 Span = _spans[server],
                 Throughput = 250,
+                ThroughputMethod = server == 0 ? "given" : null,
                 CacheTokensLeft = 4096,
                 Version = "cli-test",
                 PublicName = $"server-{server}",

@@ -212,6 +212,15 @@ internal static class StatusCommand
                     w.WriteString("state", StateName(server.State));
                     w.WriteString("span", server.Span.ToString());
                     w.WriteNumber("throughput", server.Throughput);
+                    if (server.ThroughputMethod is null)
+                    {
+                        w.WriteNull("throughput_method");
+                    }
+                    else
+                    {
+                        w.WriteString("throughput_method", server.ThroughputMethod);
+                    }
+
                     w.WriteNumber("cache_tokens_left", server.CacheTokensLeft);
                     w.WriteString("dtype", server.DType.ToString());
                     w.WriteString("version", server.Version);
