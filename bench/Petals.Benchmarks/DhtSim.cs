@@ -68,11 +68,11 @@ internal sealed record DhtSimOptions
             var value = args[++i];
             o = name switch
             {
-                "--nodes" => o with { Nodes = Int(name, value, 2) },
-                "--latency-ms" => o with { LatencyMs = Double(name, value) },
-                "--lookups" => o with { Lookups = Int(name, value, 1) },
-                "--records" => o with { Records = Int(name, value, 1) },
-                "--seed" => o with { Seed = Int(name, value, 0) },
+                "--nodes" => o with { Nodes = OptionValues.Int(name, value, 2) },
+                "--latency-ms" => o with { LatencyMs = OptionValues.NonNegative(name, value, "milliseconds") },
+                "--lookups" => o with { Lookups = OptionValues.Int(name, value, 1) },
+                "--records" => o with { Records = OptionValues.Int(name, value, 1) },
+                "--seed" => o with { Seed = OptionValues.Int(name, value, 0) },
                 "--join" => o with
                 {
                     Join = value switch
@@ -82,8 +82,8 @@ internal sealed record DhtSimOptions
                         _ => throw new ArgumentException($"--join must be 'full' or 'self', not '{value}'."),
                     },
                 },
-                "--join-parallelism" => o with { JoinParallelism = Int(name, value, 1) },
-                "--concurrency" => o with { Concurrency = Int(name, value, 1) },
+                "--join-parallelism" => o with { JoinParallelism = OptionValues.Int(name, value, 1) },
+                "--concurrency" => o with { Concurrency = OptionValues.Int(name, value, 1) },
                 "--output" => value is "json" or "text" ? o with { Json = value == "json" } : throw new ArgumentException($"--output must be 'text' or 'json', not '{value}'."),
                 _ => throw new ArgumentException($"Unknown dht-sim option '{name}'."),
             };
@@ -91,16 +91,6 @@ internal sealed record DhtSimOptions
 
         return o;
     }
-
-    private static int Int(string name, string text, int min) =>
-        int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) && value >= min
-            ? value
-            : throw new ArgumentException($"{name} must be an integer of at least {min}, not '{text}'.");
-
-    private static double Double(string name, string text) =>
-        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && value >= 0 && double.IsFinite(value)
-            ? value
-            : throw new ArgumentException($"{name} must be a number of milliseconds, at least 0, not '{text}'.");
 }
 
 /// <summary>Median, p99 and max of a sample.</summary>

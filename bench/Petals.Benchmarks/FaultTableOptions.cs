@@ -76,21 +76,21 @@ internal sealed record FaultTableOptions
             var value = args[++i];
             o = name switch
             {
-                "--blocks" => o with { Blocks = Int(name, value, 1) },
-                "--hidden" => o with { Hidden = Int(name, value, 64) },
-                "--stages" => o with { Stages = Int(name, value, 1) },
-                "--replicas" => o with { Replicas = Int(name, value, 1) },
-                "--rtt-ms" => o with { RttMs = Double(name, value) },
-                "--bandwidth-mbps" => o with { BandwidthMbps = Double(name, value) },
-                "--lengths" => o with { Lengths = [.. Split(value).Select(v => Int(name, v, 2))] },
+                "--blocks" => o with { Blocks = OptionValues.Int(name, value, 1) },
+                "--hidden" => o with { Hidden = OptionValues.Int(name, value, 64) },
+                "--stages" => o with { Stages = OptionValues.Int(name, value, 1) },
+                "--replicas" => o with { Replicas = OptionValues.Int(name, value, 1) },
+                "--rtt-ms" => o with { RttMs = OptionValues.NonNegative(name, value) },
+                "--bandwidth-mbps" => o with { BandwidthMbps = OptionValues.NonNegative(name, value) },
+                "--lengths" => o with { Lengths = [.. Split(value).Select(v => OptionValues.Int(name, v, 2))] },
                 "--rates" => o with { Rates = [.. Split(value).Select(v => Rate(name, v))] },
                 "--strategies" => o with { Strategies = [.. Split(value).Select(v => Strategy(name, v)).Distinct()] },
-                "--seed" => o with { Seed = Int(name, value, 0) },
-                "--repetitions" => o with { Repetitions = Int(name, value, 1) },
-                "--long-repetitions" => o with { LongRepetitions = Int(name, value, 1) },
-                "--cap-s" => o with { CapSeconds = Double(name, value) is > 0 and var cap ? cap : throw new ArgumentException($"{name} must be positive, not '{value}'.") },
-                "--no-caching-cap-s" => o with { NoCachingCapSeconds = Double(name, value) is > 0 and var ncap ? ncap : throw new ArgumentException($"{name} must be positive, not '{value}'.") },
-                "--threads" => o with { Threads = Int(name, value, 1) },
+                "--seed" => o with { Seed = OptionValues.Int(name, value, 0) },
+                "--repetitions" => o with { Repetitions = OptionValues.Int(name, value, 1) },
+                "--long-repetitions" => o with { LongRepetitions = OptionValues.Int(name, value, 1) },
+                "--cap-s" => o with { CapSeconds = OptionValues.NonNegative(name, value) is > 0 and var cap ? cap : throw new ArgumentException($"{name} must be positive, not '{value}'.") },
+                "--no-caching-cap-s" => o with { NoCachingCapSeconds = OptionValues.NonNegative(name, value) is > 0 and var ncap ? ncap : throw new ArgumentException($"{name} must be positive, not '{value}'.") },
+                "--threads" => o with { Threads = OptionValues.Int(name, value, 1) },
                 "--output" => value is "json" or "text" ? o with { Json = value == "json" } : throw new ArgumentException($"--output must be 'text' or 'json', not '{value}'."),
                 "--jsonl" => o with { JsonLines = value },
                 _ => throw new ArgumentException($"Unknown fault-table option '{name}'."),
@@ -133,16 +133,6 @@ internal sealed record FaultTableOptions
         "alg1" => FaultStrategy.Algorithm1,
         _ => throw new ArgumentException($"{name} takes restarts, no-caching and alg1, not '{value}'."),
     };
-
-    private static int Int(string name, string text, int min) =>
-        int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) && value >= min
-            ? value
-            : throw new ArgumentException($"{name} must be an integer of at least {min}, not '{text}'.");
-
-    private static double Double(string name, string text) =>
-        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && value >= 0 && double.IsFinite(value)
-            ? value
-            : throw new ArgumentException($"{name} must be a number of at least 0, not '{text}'.");
 
     private static double Rate(string name, string text) =>
         double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && value is >= 0 and < 1

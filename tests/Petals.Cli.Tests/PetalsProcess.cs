@@ -49,6 +49,47 @@ internal sealed class PetalsProcess : IAsyncDisposable
         return new PetalsProcess(Process.Start(info)!);
     }
 
+    /// <summary>Starts petals under <c>ulimit -n <paramref name="openFiles"/></c> (through bash, whose <c>exec</c> keeps the pid).</summary>
+    public static PetalsProcess StartWithOpenFileLimit(int openFiles, params string[] args)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll");
+        var quoted = string.Join(' ', args.Select(a => "'" + a + "'"));
+        var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add(string.Create(CultureInfo.InvariantCulture, $"ulimit -n {openFiles} && exec dotnet '{dll}' {quoted}"));
+        return new PetalsProcess(Process.Start(info)!);
+    }
+
+    /// <summary>Fails the test, with the process's stderr, when it has exited.</summary>
+    public void AssertRunning(string when)
+    {
+        if (_process.HasExited)
+        {
+            Assert.Fail($"petals exited ({_process.ExitCode}) {when}: {_errors.Result}");
+        }
+    }
+
+    /// <summary>The resident memory of the process in MiB (Linux /proc), -1 when not found.</summary>
+    public long RssMb()
+    {
+        foreach (var line in File.ReadAllLines($"/proc/{_process.Id.ToString(CultureInfo.InvariantCulture)}/status"))
+        {
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+            {
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
+            }
+        }
+
+        return -1;
+    }
+
+    /// <summary>The descriptors the process holds open (Linux /proc); 0 once it has exited.</summary>
+    public int OpenDescriptors() => _process.HasExited ? 0 : Directory.GetFiles($"/proc/{_process.Id.ToString(CultureInfo.InvariantCulture)}/fd").Length;
+
+    /// <summary>The address of the <c>listening ADDRESS blocks …</c> line a server prints when it is ready.</summary>
+    public async Task<Petals.Transport.PeerAddress> ListeningAsync() =>
+        Petals.Transport.PeerAddress.Parse((await WaitForLineAsync("listening ")).Split(' ')[1]);
+
     /// <summary>The process id.</summary>
     public int Id => _process.Id;
 

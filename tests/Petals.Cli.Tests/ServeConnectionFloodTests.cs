@@ -250,7 +250,7 @@ public sealed class ServeConnectionFloodTests
     }
 
     /// <summary>Holds the flood for 6 s while the server must keep running; closes it; returns the most descriptors the server had open.</summary>
-    private static async Task<int> HoldFloodAsync(ServeProcess serve, List<Socket> flood)
+    private static async Task<int> HoldFloodAsync(PetalsProcess serve, List<Socket> flood)
     {
         var most = 0;
         try
@@ -303,7 +303,7 @@ public sealed class ServeConnectionFloodTests
     }
 
     /// <summary>A normal client: handshake and an info call (retried while the listener drains its backlog).</summary>
-    private static async Task AssertServesAsync(ServeProcess serve, PeerAddress address)
+    private static async Task AssertServesAsync(PetalsProcess serve, PeerAddress address)
     {
         var deadline = DateTime.UtcNow + Bound;
         while (true)
@@ -342,119 +342,13 @@ public sealed class ServeConnectionFloodTests
             messages.Writer.TryWrite(ErrorMessage.From(error, ProtocolLimits.Default));
     }
 
-    /// <summary><c>petals serve</c> started by bash under <c>ulimit -n 1024</c>; always killed on dispose.</summary>
-    private sealed class ServeProcess : IAsyncDisposable
+    /// <summary><c>petals serve</c> of every block under <c>ulimit -n 1024</c>, on plain TCP without multiplexing (raw-protocol flooders).</summary>
+    private static class ServeProcess
     {
-        private readonly Process _process;
-        private readonly List<string> _lines = [];
-        private readonly Task _reading;
-        private readonly Task<string> _errors;
-
-        private ServeProcess(Process process)
-        {
-            _process = process;
-            _reading = Task.Run(async () =>
-            {
-                while (await process.StandardOutput.ReadLineAsync() is { } line)
-                {
-                    lock (_lines)
-                    {
-                        _lines.Add(line);
-                    }
-                }
-            });
-            _errors = process.StandardError.ReadToEndAsync();
-        }
-
-        public bool HasExited => _process.HasExited;
-
-        public void AssertRunning(string when)
-        {
-            if (_process.HasExited)
-            {
-                Assert.Fail($"petals serve exited ({_process.ExitCode}) {when}: {_errors.Result}");
-            }
-        }
-
-        public string Errors => _errors.IsCompleted ? _errors.Result : "(stderr still open)";
-
-        public static ServeProcess Start(params string[] extra) => StartWith(["--insecure", "--no-multiplex", .. extra]);
+        public static PetalsProcess Start(params string[] extra) => StartDefault(["--insecure", "--no-multiplex", .. extra]);
 
         /// <summary>With the CLI's default transport: TLS, streams multiplexed.</summary>
-        public static ServeProcess StartDefault(params string[] extra) => StartWith(extra);
-
-        private static ServeProcess StartWith(string[] extra)
-        {
-            var dll = Path.Combine(AppContext.BaseDirectory, "Petals.Cli.dll");
-            var args = string.Join(' ', new[] { "serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1" }.Concat(extra).Select(a => "'" + a + "'"));
-            var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            info.ArgumentList.Add("-c");
-            info.ArgumentList.Add($"ulimit -n 1024 && exec dotnet '{dll}' {args}");
-            return new ServeProcess(Process.Start(info)!);
-        }
-
-        public long RssMb()
-        {
-            foreach (var line in File.ReadAllLines($"/proc/{_process.Id.ToString(CultureInfo.InvariantCulture)}/status"))
-            {
-                if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                {
-                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
-                }
-            }
-
-            return -1;
-        }
-
-        public int OpenDescriptors() => _process.HasExited ? 0 : Directory.GetFiles($"/proc/{_process.Id.ToString(CultureInfo.InvariantCulture)}/fd").Length;
-
-        public async Task<PeerAddress> ListeningAsync()
-        {
-            var deadline = DateTime.UtcNow + Bound;
-            while (true)
-            {
-                lock (_lines)
-                {
-                    if (_lines.FirstOrDefault(l => l.StartsWith("listening ", StringComparison.Ordinal)) is { } line)
-                    {
-                        return PeerAddress.Parse(line.Split(' ')[1]);
-                    }
-                }
-
-                Assert.False(_process.HasExited && _reading.IsCompleted, $"petals serve exited ({(_process.HasExited ? _process.ExitCode : 0)}): {Errors}");
-                Assert.True(DateTime.UtcNow < deadline, "petals serve printed no 'listening' line.");
-                await Task.Delay(10, Ct);
-            }
-        }
-
-        public async Task<(int ExitCode, JsonElement Stats)> StopAsync()
-        {
-            using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(CultureInfo.InvariantCulture)])!)
-            {
-                await kill.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
-            }
-
-            await _process.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
-            await _reading.WaitAsync(Bound, Ct);
-            string stats;
-            lock (_lines)
-            {
-                stats = _lines.Single(l => l.StartsWith("stats ", StringComparison.Ordinal));
-            }
-
-            using var json = JsonDocument.Parse(stats["stats ".Length..]);
-            return (_process.ExitCode, json.RootElement.Clone());
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            if (!_process.HasExited)
-            {
-                _process.Kill(entireProcessTree: true);
-                await _process.WaitForExitAsync(CancellationToken.None).WaitAsync(Bound);
-            }
-
-            _process.Dispose();
-        }
+        public static PetalsProcess StartDefault(params string[] extra) =>
+            PetalsProcess.StartWithOpenFileLimit(1024, ["serve", "--model", TestData.Stories260KGguf, "--blocks", "0:5", "--threads", "1", .. extra]);
     }
 }

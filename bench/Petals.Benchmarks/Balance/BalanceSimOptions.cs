@@ -73,22 +73,22 @@ internal sealed record BalanceSimOptions
             var value = args[++i];
             o = name switch
             {
-                "--swarms" => o with { Swarms = Int(name, value, 1) },
-                "--seed" => o with { Seed = Int(name, value, 0) },
-                "--min-servers" => o with { MinServers = Int(name, value, 1) },
-                "--max-servers" => o with { MaxServers = Int(name, value, 1) },
-                "--min-blocks" => o with { MinBlocks = Int(name, value, 1) },
-                "--max-blocks" => o with { MaxBlocks = Int(name, value, 1) },
-                "--hours" => o with { Hours = Double(name, value) },
-                "--max-throughput" => o with { MaxThroughput = Double(name, value) },
-                "--min-span-share" => o with { MinSpanShare = Double(name, value) },
-                "--max-span-share" => o with { MaxSpanShare = Double(name, value) },
-                "--states" => o with { States = Int(name, value, 1) },
-                "--lifetime-minutes" => o with { LifetimeMinutes = Double(name, value) },
-                "--downtime-minutes" => o with { DowntimeMinutes = Double(name, value) },
-                "--period" => o with { PeriodSeconds = Double(name, value) },
-                "--quality" => o with { Quality = Double(name, value) },
-                "--solve-seconds" => o with { SolveSeconds = Double(name, value) },
+                "--swarms" => o with { Swarms = OptionValues.Int(name, value, 1) },
+                "--seed" => o with { Seed = OptionValues.Int(name, value, 0) },
+                "--min-servers" => o with { MinServers = OptionValues.Int(name, value, 1) },
+                "--max-servers" => o with { MaxServers = OptionValues.Int(name, value, 1) },
+                "--min-blocks" => o with { MinBlocks = OptionValues.Int(name, value, 1) },
+                "--max-blocks" => o with { MaxBlocks = OptionValues.Int(name, value, 1) },
+                "--hours" => o with { Hours = OptionValues.Positive(name, value) },
+                "--max-throughput" => o with { MaxThroughput = OptionValues.Positive(name, value) },
+                "--min-span-share" => o with { MinSpanShare = OptionValues.Positive(name, value) },
+                "--max-span-share" => o with { MaxSpanShare = OptionValues.Positive(name, value) },
+                "--states" => o with { States = OptionValues.Int(name, value, 1) },
+                "--lifetime-minutes" => o with { LifetimeMinutes = OptionValues.Positive(name, value) },
+                "--downtime-minutes" => o with { DowntimeMinutes = OptionValues.Positive(name, value) },
+                "--period" => o with { PeriodSeconds = OptionValues.Positive(name, value) },
+                "--quality" => o with { Quality = OptionValues.Positive(name, value) },
+                "--solve-seconds" => o with { SolveSeconds = OptionValues.Positive(name, value) },
                 "--output" => o with
                 {
                     Json = value switch
@@ -99,8 +99,8 @@ internal sealed record BalanceSimOptions
                     },
                 },
                 "--plot" => o with { Plot = value },
-                "--plot-swarm" => o with { PlotSwarm = Int(name, value, 0) },
-                "--plot-points" => o with { PlotPoints = Int(name, value, 2) },
+                "--plot-swarm" => o with { PlotSwarm = OptionValues.Int(name, value, 0) },
+                "--plot-points" => o with { PlotPoints = OptionValues.Int(name, value, 2) },
                 _ => throw new ArgumentException($"Unknown option {name} for balance-sim."),
             };
         }
@@ -132,14 +132,4 @@ internal sealed record BalanceSimOptions
 
         return o;
     }
-
-    private static int Int(string name, string value, int min) =>
-        int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= min
-            ? n
-            : throw new ArgumentException($"{name} must be an integer of at least {min}, not '{value}'.");
-
-    private static double Double(string name, string value) =>
-        double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && double.IsFinite(d) && d > 0
-            ? d
-            : throw new ArgumentException($"{name} must be a positive number, not '{value}'.");
 }

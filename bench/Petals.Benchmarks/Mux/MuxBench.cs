@@ -51,13 +51,13 @@ internal sealed record MuxBenchOptions
             var value = args[++i];
             o = name switch
             {
-                "--nodes" => o with { Nodes = Int(name, value, 2) },
+                "--nodes" => o with { Nodes = OptionValues.Int(name, value, 2) },
                 "--latency-ms" => o with { LatencyMs = double.Parse(value, CultureInfo.InvariantCulture) },
-                "--lookups" => o with { Lookups = Int(name, value, 1) },
-                "--concurrency" => o with { Concurrency = Int(name, value, 1) },
-                "--sessions" => o with { Sessions = Int(name, value, 1) },
-                "--steps" => o with { Steps = Int(name, value, 1) },
-                "--seed" => o with { Seed = Int(name, value, 0) },
+                "--lookups" => o with { Lookups = OptionValues.Int(name, value, 1) },
+                "--concurrency" => o with { Concurrency = OptionValues.Int(name, value, 1) },
+                "--sessions" => o with { Sessions = OptionValues.Int(name, value, 1) },
+                "--steps" => o with { Steps = OptionValues.Int(name, value, 1) },
+                "--seed" => o with { Seed = OptionValues.Int(name, value, 0) },
                 "--stacks" => o with { Stacks = value },
                 "--output" => value is "json" or "text" ? o with { Json = value == "json" } : throw new ArgumentException($"--output must be 'text' or 'json', not '{value}'."),
                 _ => throw new ArgumentException($"Unknown mux option '{name}'."),
@@ -66,11 +66,6 @@ internal sealed record MuxBenchOptions
 
         return o;
     }
-
-    private static int Int(string name, string text, int min) =>
-        int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) && value >= min
-            ? value
-            : throw new ArgumentException($"{name} must be an integer of at least {min}, not '{text}'.");
 }
 
 /// <summary>What one transport stack measured.</summary>
