@@ -183,8 +183,9 @@ internal sealed partial class PetalsServerService
     }
 
     /// <summary>
-    /// Loads the new span and serves it on a new listener, announces it (then the old blocks offline), stops the old span
-    /// taking sessions, lets its sessions finish for up to <see cref="BlockBalancingOptions.MoveDrainTimeout"/>, then stops it.
+    /// Loads the new span and serves it on a new listener, announces the move (the left blocks offline, then the new span
+    /// online), stops the old span taking sessions, lets its sessions finish for up to
+    /// <see cref="BlockBalancingOptions.MoveDrainTimeout"/>, then stops it.
     /// </summary>
     private async Task MoveAsync(Running running, BalanceContext context, BalanceDecision decision, CancellationToken cancellationToken)
     {
@@ -209,7 +210,7 @@ internal sealed partial class PetalsServerService
                 throw;
             }
 
-            // From here on the move completes whatever happens: the new span is announced before the old one goes.
+            // From here on the move completes whatever happens: the new span is served and announced before the old one drains.
             await running.Announcer!.AnnounceMovedAsync(server, CancellationToken.None).ConfigureAwait(false);
         }
         catch

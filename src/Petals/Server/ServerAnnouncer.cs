@@ -294,7 +294,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
     public Task<bool> RelocateAsync(BlockRange span, CancellationToken cancellationToken = default)
     {
         CheckSpan(span);
-        return MoveCoreAsync(span, ServerState.Joining, null, cancellationToken);
+        return ChangeStateAsync(ServerState.Joining, null, cancellationToken, span: span);
     }
 
     /// <summary>
@@ -315,7 +315,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         CheckServer(server);
         CheckSpan(server.Blocks);
         var announced = ToAnnounced(server.LocalAddress);
-        return MoveCoreAsync(server.Blocks, ServerState.Online, () => (_server, _address) = (server, announced), cancellationToken);
+        return ChangeStateAsync(ServerState.Online, () => (_server, _address) = (server, announced), cancellationToken, span: server.Blocks);
     }
 
     /// <summary>A snapshot of the announcer's counters.</summary>
@@ -369,7 +369,12 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         _stop.Dispose();
     }
 
-    private async Task<bool> ChangeStateAsync(ServerState state, Action? update, CancellationToken cancellationToken, bool allowOffline = false)
+    /// <summary>
+    /// Announces <paramref name="state"/> now (a periodic republication in progress yields). With <paramref name="span"/>,
+    /// the server moves there: the blocks it leaves are announced <see cref="ServerState.Offline"/> first, then the new span,
+    /// so that the new span's records are the server's latest (readers take those as its announcement).
+    /// </summary>
+    private async Task<bool> ChangeStateAsync(ServerState state, Action? update, CancellationToken cancellationToken, bool allowOffline = false, BlockRange? span = null)
     {
         lock (_gate)
         {
@@ -377,6 +382,11 @@ public sealed class ServerAnnouncer : IAsyncDisposable
             if (!allowOffline && _announcedAny && _state == ServerState.Offline)
             {
                 throw new InvalidOperationException($"The server announced blocks {_span} of '{ModelId}' offline; a stopped announcer does not come back (create a new one).");
+            }
+
+            if (span is not null && state == ServerState.Joining && _state != ServerState.Joining)
+            {
+                throw new InvalidOperationException($"Relocating is for a joining server; this one announces {_state}: announce a move of a running server with AnnounceMovedAsync.");
             }
 
             // The new state must go out now: a periodic republication in progress (perhaps waiting on a slow ping) yields.
@@ -387,11 +397,18 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         try
         {
             ServerState previous;
+            BlockRange old;
             lock (_gate)
             {
-                previous = _state;
+                (previous, old) = (_state, _span);
                 _state = state;
                 update?.Invoke();
+                if (span is { } moved)
+                {
+                    _span = moved;
+                    _rtts = new Dictionary<string, TimeSpan>(); // the next block changed with the span
+                }
+
                 _announcedAny = true;
                 if (_timer is null && state != ServerState.Offline)
                 {
@@ -399,7 +416,21 @@ public sealed class ServerAnnouncer : IAsyncDisposable
                 }
             }
 
-            ServerLog.StateChanged(_logger, ModelId, Span.ToString(), previous, state);
+            if (span is not { } to)
+            {
+                ServerLog.StateChanged(_logger, ModelId, old.ToString(), previous, state);
+                return await AnnounceCoreAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            ServerLog.SpanMoved(_logger, ModelId, old.ToString(), to.ToString(), state);
+            foreach (var (start, end) in new[] { (old.Start, Math.Min(old.End, to.Start)), (Math.Max(old.Start, to.End), old.End) })
+            {
+                if (end > start)
+                {
+                    await AnnounceCoreAsync(cancellationToken, new BlockRange(start, end)).ConfigureAwait(false);
+                }
+            }
+
             return await AnnounceCoreAsync(cancellationToken).ConfigureAwait(false);
         }
         finally
@@ -664,62 +695,6 @@ public sealed class ServerAnnouncer : IAsyncDisposable
         if (span.Count <= 0 || span.Start < 0 || span.End > BlockCount)
         {
             throw new ArgumentException($"The span {span} is empty or goes past the model's {BlockCount} blocks.", nameof(span));
-        }
-    }
-
-    private async Task<bool> MoveCoreAsync(BlockRange span, ServerState state, Action? update, CancellationToken cancellationToken)
-    {
-        lock (_gate)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_announcedAny && _state == ServerState.Offline)
-            {
-                throw new InvalidOperationException($"The server announced blocks {_span} of '{ModelId}' offline; a stopped announcer does not come back (create a new one).");
-            }
-
-            if (state == ServerState.Joining && _state != ServerState.Joining)
-            {
-                throw new InvalidOperationException($"Relocating is for a joining server; this one announces {_state}: announce a move of a running server with AnnounceMovedAsync.");
-            }
-
-            _periodic?.Cancel();
-        }
-
-        await _announcing.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            BlockRange old;
-            lock (_gate)
-            {
-                old = _span;
-                _span = span;
-                _state = state;
-                update?.Invoke();
-                _rtts = new Dictionary<string, TimeSpan>(); // the next block changed with the span
-                _announcedAny = true;
-                if (_timer is null)
-                {
-                    _timer = _time.CreateTimer(static s => ((ServerAnnouncer)s!).OnTimer(), this, _options.AnnounceInterval, _options.AnnounceInterval);
-                }
-            }
-
-            ServerLog.SpanMoved(_logger, ModelId, old.ToString(), span.ToString(), state);
-
-            // The blocks left behind (before the new span, after it) first: readers take a server's latest-expiring
-            // records as its announcement, so the new span must be announced last.
-            foreach (var (start, end) in new[] { (old.Start, Math.Min(old.End, span.Start)), (Math.Max(old.Start, span.End), old.End) })
-            {
-                if (end > start)
-                {
-                    await AnnounceCoreAsync(cancellationToken, new BlockRange(start, end)).ConfigureAwait(false);
-                }
-            }
-
-            return await AnnounceCoreAsync(cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            _announcing.Release();
         }
     }
 
