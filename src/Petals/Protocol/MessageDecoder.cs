@@ -105,7 +105,7 @@ internal static class MessageDecoder
         var blocks = reader.Blocks("blocks");
         var hidden = reader.Count("hiddenSize");
         var dtype = reader.U8("computeDType");
-        if (dtype > (byte)TensorDType.I64)
+        if (!Enum.IsDefined((TensorDType)dtype))
         {
             throw reader.Error(ProtocolErrorCode.BadDType, "computeDType", string.Create(CultureInfo.InvariantCulture, $"is {dtype}, not a known dtype."));
         }
