@@ -1,3 +1,5 @@
+using Petals.Tensors;
+
 namespace Petals.Backends.Cpu;
 
 /// <summary>Options of the managed CPU executor (<see cref="CpuBlockExecutorFactory"/>).</summary>
@@ -24,6 +26,12 @@ public sealed class CpuExecutorOptions
     public int NativeBlasMinTokens { get; set; } = 16;
 
     /// <summary>
+    /// How fp32/fp16/bf16 block weights are quantized when they are loaded (<c>petals serve --quant</c>); weights that the file
+    /// stores quantized (GGUF Q8_0, Q4_K, …) are kept in their own format whatever this says. Default: <see cref="WeightQuantization.None"/>.
+    /// </summary>
+    public WeightQuantization Quantization { get; set; } = WeightQuantization.None;
+
+    /// <summary>
     /// Products with fewer multiply-adds than this (about 40 µs of one core's work) run on the calling thread alone:
     /// handing them to workers costs tens of microseconds on a busy machine and saves less. Internal: tests set 0 to
     /// force every product through the worker pool.
@@ -42,6 +50,11 @@ public sealed class CpuExecutorOptions
         if (NativeBlasMinTokens < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(NativeBlasMinTokens), NativeBlasMinTokens, "CpuExecutorOptions.NativeBlasMinTokens must be at least 1.");
+        }
+
+        if (!WeightQuantization.TryParse(Quantization.Value, out _))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Quantization), Quantization, $"CpuExecutorOptions.Quantization '{Quantization}' is not one of {string.Join(", ", WeightQuantization.Known)}.");
         }
 
         if (!Enum.IsDefined(NativeBlas))
