@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Petals.Backends.Cpu.Linear;
+using Petals.Execution;
 using Petals.Models;
 using Petals.Tensors;
 
@@ -67,8 +68,8 @@ internal sealed class BlockWeights : IDisposable
             for (var i = 0; i < specs.Length; i++)
             {
                 var name = LlamaTensorNames.Block(block, specs[i].Suffix);
-                var tensor = Fetch(weights, name, [specs[i].Out, specs[i].In]);
-                linears[i] = new DenseLinearLayer(name, tensor.Descriptor.DType, tensor.Data, specs[i].Out, specs[i].In);
+                var tensor = Fetch(weights, name, [specs[i].Out, specs[i].In], linear: true);
+                linears[i] = LinearLayers.Create(name, tensor.Descriptor.DType, tensor.Data, specs[i].Out, specs[i].In);
             }
         }
         catch
@@ -84,7 +85,7 @@ internal sealed class BlockWeights : IDisposable
         return new BlockWeights(block, inputNorm, postNorm, linears);
     }
 
-    private static WeightTensor Fetch(IModelWeights weights, string name, long[] shape)
+    private static WeightTensor Fetch(IModelWeights weights, string name, long[] shape, bool linear = false)
     {
         if (!weights.Tensors.TryGetValue(name, out var descriptor))
         {
@@ -102,9 +103,17 @@ internal sealed class BlockWeights : IDisposable
         }
 
         descriptor = tensor.Descriptor;
-        if (descriptor.DType is not (TensorDType.F32 or TensorDType.BF16 or TensorDType.F16))
+        if (linear ? !LinearLayers.Supports(descriptor.DType) : descriptor.DType is not (TensorDType.F32 or TensorDType.BF16 or TensorDType.F16))
         {
-            throw new InvalidDataException($"{weights.Source}: tensor '{name}' has dtype {descriptor.DType}; the CPU executor supports F32, BF16 and F16.");
+            throw new InvalidDataException(linear
+                ? $"{weights.Source}: tensor '{name}' has dtype {descriptor.DType}; the CPU executor serves linear weights in F32, BF16, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and NF4."
+                : $"{weights.Source}: tensor '{name}' has dtype {descriptor.DType}; the CPU executor supports F32, BF16 and F16.");
+        }
+
+        if (descriptor.Shape.Count == 2 && descriptor.Shape[1] % descriptor.DType.BlockElements() != 0)
+        {
+            throw new InvalidDataException(
+                $"{weights.Source}: tensor '{name}' has rows of {descriptor.Shape[1]} elements, not a multiple of the {descriptor.DType} block size {descriptor.DType.BlockElements()}.");
         }
 
         if (!descriptor.Shape.SequenceEqual(shape))
@@ -137,6 +146,37 @@ internal sealed class BlockWeights : IDisposable
         }
 
         return result;
+    }
+
+    /// <summary>The linear layers in a fixed order.</summary>
+    public IEnumerable<LinearLayer> Linears => [Q, K, V, O, Gate, Up, Down];
+
+    /// <summary>What <paramref name="blocks"/> hold: bytes per storage type and the quantization name a server announces.</summary>
+    public static ExecutorWeightsInfo Describe(IEnumerable<BlockWeights> blocks)
+    {
+        var bytes = new SortedDictionary<TensorDType, long>();
+        foreach (var block in blocks)
+        {
+            foreach (var layer in block.Linears)
+            {
+                bytes[layer.DType] = bytes.GetValueOrDefault(layer.DType) + layer.StoredBytes;
+            }
+        }
+
+        var packed = new List<string>();
+        foreach (var dtype in bytes.Keys)
+        {
+            if (dtype == TensorDType.I8)
+            {
+                packed.Add(WeightQuantization.PerChannelInt8.Value);
+            }
+            else if (dtype.IsBlockQuantized())
+            {
+                packed.Add(dtype.ToString().ToLowerInvariant());
+            }
+        }
+
+        return new ExecutorWeightsInfo(packed.Count == 0 ? WeightQuantization.None.Value : string.Join('+', packed), bytes);
     }
 
     public void Dispose()

@@ -334,6 +334,11 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             return _options.Clone();
         }
 
+        if (serviceType == typeof(ExecutorWeightsInfo))
+        {
+            return BlockWeights.Describe(_blocks);
+        }
+
         return serviceType.IsInstanceOfType(this) ? this : null;
     }
 

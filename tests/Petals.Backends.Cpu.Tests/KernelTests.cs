@@ -178,13 +178,13 @@ public sealed unsafe class KernelTests
             switch (fmt)
             {
                 case Fmt.F32 when packed:
-                    PackedGemm.Compute<F32Format>(pxp, m, k, pw, py, ldy, rowStart, rowEnd, accumulate, ps);
+                    PackedGemm.Compute<DenseRows<F32Format>>(pxp, m, k, pw, py, ldy, rowStart, rowEnd, accumulate, ps);
                     break;
                 case Fmt.Bf16 when packed:
-                    PackedGemm.Compute<Bf16Format>(pxp, m, k, pw, py, ldy, rowStart, rowEnd, accumulate, ps);
+                    PackedGemm.Compute<DenseRows<Bf16Format>>(pxp, m, k, pw, py, ldy, rowStart, rowEnd, accumulate, ps);
                     break;
                 case Fmt.F16 when packed:
-                    PackedGemm.Compute<F16Format>(pxp, m, k, pw, py, ldy, rowStart, rowEnd, accumulate, ps);
+                    PackedGemm.Compute<DenseRows<F16Format>>(pxp, m, k, pw, py, ldy, rowStart, rowEnd, accumulate, ps);
                     break;
             }
 

@@ -6,7 +6,7 @@ namespace Petals.Backends.Cpu.Kernels;
 /// <summary>
 /// The compute-bound product of prefill, <c>y = x W^T</c> for many tokens: the inputs are packed once per product
 /// into panels of <see cref="TokenTile"/> tokens laid out <c>[k][token]</c> (shared by all threads), and each thread
-/// widens <see cref="RowTile"/> weight rows × <see cref="KBlock"/> columns to fp32 at a time (so bf16/f16 conversion
+/// widens (<see cref="IWeightRows.Widen"/>: dense or block-quantized) <see cref="RowTile"/> weight rows × <see cref="KBlock"/> columns to fp32 at a time (so bf16/f16 conversion
 /// is paid once per weight element, not once per token) and runs a 6 × 32 outer-product micro-kernel: per k, two
 /// input vectors and six broadcast weights feed twelve FMA accumulators.
 /// </summary>
@@ -84,13 +84,14 @@ internal static unsafe class PackedGemm
     /// <param name="accumulate">Add to <paramref name="y"/>.</param>
     /// <param name="scratch">This thread's <see cref="ScratchFloats"/> floats.</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Compute<TF>(float* xp, int m, int k, byte* w, float* y, int ldy, int rowStart, int rowEnd, bool accumulate, float* scratch)
-        where TF : struct, IWeightFormat
+    public static void Compute<TRows>(float* xp, int m, int k, byte* w, float* y, int ldy, int rowStart, int rowEnd, bool accumulate, float* scratch)
+        where TRows : struct, IWeightRows
     {
         var panels = Panels(m);
         var wbuf = scratch;
         var tile = scratch + (RowTile * KBlock);
-        var rowBytes = (nint)k * TF.ElementSize;
+        var rowBytes = TRows.RowBytes(k);
+        var path = Quant.KernelPaths.Best;
         for (var k0 = 0; k0 < k; k0 += KBlock)
         {
             var kl = Math.Min(KBlock, k - k0);
@@ -104,7 +105,7 @@ internal static unsafe class PackedGemm
                     var rows = Math.Min(RowTile, rowEnd - r);
                     for (var j = 0; j < rows; j++)
                     {
-                        Widen<TF>(w + ((r + j) * rowBytes) + ((nint)k0 * TF.ElementSize), wbuf + (j * KBlock), kl);
+                        TRows.Widen(w + ((r + j) * rowBytes), k0, kl, wbuf + (j * KBlock), path);
                     }
 
                     for (var p = p0; p < p1; p++)
@@ -146,33 +147,6 @@ internal static unsafe class PackedGemm
                     }
                 }
             }
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Widen<TF>(byte* src, float* dst, int count)
-        where TF : struct, IWeightFormat
-    {
-        var es = TF.ElementSize;
-        var i = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            for (; i + 16 <= count; i += 16)
-            {
-                TF.Load16(src + (i * es)).Store(dst + i);
-            }
-        }
-        else if (Vector256.IsHardwareAccelerated)
-        {
-            for (; i + 8 <= count; i += 8)
-            {
-                TF.Load8(src + (i * es)).Store(dst + i);
-            }
-        }
-
-        for (; i < count; i++)
-        {
-            dst[i] = TF.Load1(src + (i * es));
         }
     }
 

@@ -23,7 +23,10 @@ internal sealed unsafe class DenseLinearLayer : LinearLayer
         _dtype = dtype;
         _pin = data.Pin();
         _data = (byte*)_pin.Pointer;
+        StoredBytes = data.Length;
     }
+
+    public override long StoredBytes { get; }
 
     public override TensorDType DType => _dtype;
 
@@ -55,13 +58,32 @@ internal sealed unsafe class DenseLinearLayer : LinearLayer
         switch (_dtype)
         {
             case TensorDType.F32:
-                PackedGemm.Compute<F32Format>(xp, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate, scratch);
+                PackedGemm.Compute<DenseRows<F32Format>>(xp, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate, scratch);
                 break;
             case TensorDType.BF16:
-                PackedGemm.Compute<Bf16Format>(xp, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate, scratch);
+                PackedGemm.Compute<DenseRows<Bf16Format>>(xp, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate, scratch);
                 break;
             default:
-                PackedGemm.Compute<F16Format>(xp, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate, scratch);
+                PackedGemm.Compute<DenseRows<F16Format>>(xp, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate, scratch);
+                break;
+        }
+    }
+
+    public override void DequantizeRow(int row, float* destination)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(row);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(row, OutFeatures);
+        var path = Kernels.Quant.KernelPaths.Best;
+        switch (_dtype)
+        {
+            case TensorDType.F32:
+                DenseRows<F32Format>.Widen(_data + (row * DenseRows<F32Format>.RowBytes(InFeatures)), 0, InFeatures, destination, path);
+                break;
+            case TensorDType.BF16:
+                DenseRows<Bf16Format>.Widen(_data + (row * DenseRows<Bf16Format>.RowBytes(InFeatures)), 0, InFeatures, destination, path);
+                break;
+            default:
+                DenseRows<F16Format>.Widen(_data + (row * DenseRows<F16Format>.RowBytes(InFeatures)), 0, InFeatures, destination, path);
                 break;
         }
     }

@@ -7,9 +7,9 @@ namespace Petals.Backends.Cpu.Linear;
 /// A linear layer without bias, <c>y = x W^T</c> with <c>W</c> of shape <c>[OutFeatures, InFeatures]</c>.
 /// </summary>
 /// <remarks>
-/// The executor only talks to this abstraction, so other weight storages (int8 / nf4 blocks with scales) are new
-/// subclasses with their own row kernels, and a backward pass (<c>x_grad = y_grad W</c>) is a new pair of methods
-/// partitioned over input columns the same way <see cref="ForwardRows"/> is partitioned over output rows.
+/// The executor only talks to this abstraction: dense weights (<see cref="DenseLinearLayer"/>) and packed ones
+/// (<see cref="QuantizedLinearLayer{TRows}"/>: GGUF block types, NF4, per-channel int8) differ only in their row kernels, and
+/// <see cref="DequantizeRow"/> gives a backward pass (<c>x_grad = y_grad W</c>) the rows of any storage.
 /// Thread-safe: the weights are read-only, so disjoint row ranges may run concurrently.
 /// </remarks>
 internal abstract unsafe class LinearLayer : IDisposable
@@ -49,6 +49,15 @@ internal abstract unsafe class LinearLayer : IDisposable
     /// <param name="accumulate">Add to <paramref name="y"/>.</param>
     /// <param name="scratch">The calling thread's <see cref="Kernels.PackedGemm.ScratchFloats"/> floats.</param>
     public abstract void ForwardRowsPacked(float* xp, int m, float* y, int ldy, int rowStart, int rowEnd, bool accumulate, float* scratch);
+
+    /// <summary>Bytes the weights occupy in memory (scales included).</summary>
+    public abstract long StoredBytes { get; }
+
+    /// <summary>
+    /// Widens weight row <paramref name="row"/> to <see cref="InFeatures"/> fp32 values at <paramref name="destination"/>: what a
+    /// backward pass (<c>dX = dY W</c>) or a check needs from any storage, one row at a time.
+    /// </summary>
+    public abstract void DequantizeRow(int row, float* destination);
 
     /// <summary>Computes the whole product with a native BLAS when this storage allows it; returns <see langword="false"/> otherwise.</summary>
     public virtual bool TryForwardNative(NativeBlas blas, float* x, int m, float* y, int ldy, bool accumulate) => false;
