@@ -32,9 +32,12 @@ internal static unsafe class LinearKernels
         where TF : struct, IWeightFormat
     {
         var rowBytes = (nint)k * TF.ElementSize;
-        for (var k0 = 0; k0 < k; k0 += KBlock)
+        // Decode (a few tokens) streams each row whole: splitting it into K blocks re-reads the inputs for nothing and
+        // breaks the sequential stream the hardware prefetcher follows (measured: 12 % of an f32 decode step).
+        var kBlock = m < 4 ? k : KBlock;
+        for (var k0 = 0; k0 < k; k0 += kBlock)
         {
-            var kl = Math.Min(KBlock, k - k0);
+            var kl = Math.Min(kBlock, k - k0);
             var acc = accumulate || k0 > 0;
             var r = rowStart;
             for (; r + 4 <= rowEnd; r += 4)

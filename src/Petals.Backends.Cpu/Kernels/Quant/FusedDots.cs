@@ -12,33 +12,43 @@ namespace Petals.Backends.Cpu.Kernels.Quant;
 /// </summary>
 internal static unsafe class FusedDots
 {
-    private static readonly Vector256<short> Ones = Vector256.Create((short)1);
 
     /// <summary>Whether the fused kernels can run here.</summary>
     public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
 
-    /// <summary>An fp16 value without a library call: exact for every finite value (non-finite scales are rejected at load).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float Half(byte* p)
+    /// <summary>
+    /// Every fp16 value as fp32 (256 KiB, native memory): one load per block scale instead of a dozen conversion
+    /// instructions. Each kernel reads the pointer into a local once: the kernels are compiled fully optimized on first
+    /// call (<see cref="MethodImplOptions.AggressiveOptimization"/>), before static fields could be folded into constants.
+    /// </summary>
+    private static readonly float* HalfTable = CreateHalfTable();
+
+
+    private static float* CreateHalfTable()
     {
-        uint h = Unsafe.ReadUnaligned<ushort>(p);
-        var magnitude = BitConverter.UInt32BitsToSingle((h & 0x7fff) << 13) * 5.192296858534828e33f;
-        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(magnitude) | ((h & 0x8000) << 16));
+        var table = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(65536 * sizeof(float), 64);
+        for (var i = 0; i < 65536; i++)
+        {
+            table[i] = (float)BitConverter.UInt16BitsToHalf((ushort)i);
+        }
+
+        return table;
     }
 
     /// <summary>Signed codes times signed inputs, 32 of each, as 8 int32 partial sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> SignedDot(Vector256<sbyte> w, Vector256<sbyte> x) =>
-        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(x, w)), Ones));
+        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(x, w)), Vector256.Create((short)1)));
 
     /// <summary>Unsigned codes (below 128) times signed inputs, 32 of each, as 8 partial sums (lanes 0-3: elements 0-15).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> UnsignedDot(Vector256<byte> w, Vector256<sbyte> x) =>
-        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(w, x), Ones));
+        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(w, x), Vector256.Create((short)1)));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q8_0(byte* row, int k, in Q8Activations x)
     {
+        var halves = HalfTable;
         Vector256<float> acc0 = default, acc1 = default;
         var blocks = k / 32;
         var b = 0;
@@ -46,14 +56,14 @@ internal static unsafe class FusedDots
         {
             var p0 = row + (b * 34);
             var p1 = p0 + 34;
-            acc0 = Fma.MultiplyAdd(SignedDot(Vector256.Load((sbyte*)(p0 + 2)), Vector256.Load(x.Q + (b * 32))), Vector256.Create(Half(p0) * x.Scale[b]), acc0);
-            acc1 = Fma.MultiplyAdd(SignedDot(Vector256.Load((sbyte*)(p1 + 2)), Vector256.Load(x.Q + (b * 32) + 32)), Vector256.Create(Half(p1) * x.Scale[b + 1]), acc1);
+            acc0 = Fma.MultiplyAdd(SignedDot(Vector256.Load((sbyte*)(p0 + 2)), Vector256.Load(x.Q + (b * 32))), Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p0)] * x.Scale[b]), acc0);
+            acc1 = Fma.MultiplyAdd(SignedDot(Vector256.Load((sbyte*)(p1 + 2)), Vector256.Load(x.Q + (b * 32) + 32)), Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p1)] * x.Scale[b + 1]), acc1);
         }
 
         for (; b < blocks; b++)
         {
             var p0 = row + (b * 34);
-            acc0 = Fma.MultiplyAdd(SignedDot(Vector256.Load((sbyte*)(p0 + 2)), Vector256.Load(x.Q + (b * 32))), Vector256.Create(Half(p0) * x.Scale[b]), acc0);
+            acc0 = Fma.MultiplyAdd(SignedDot(Vector256.Load((sbyte*)(p0 + 2)), Vector256.Load(x.Q + (b * 32))), Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p0)] * x.Scale[b]), acc0);
         }
 
         return Vector256.Sum(acc0 + acc1);
@@ -84,6 +94,7 @@ internal static unsafe class FusedDots
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q4_0(byte* row, int k, in Q8Activations x)
     {
+        var halves = HalfTable;
         Vector256<float> acc0 = default, acc1 = default;
         var offset = 0f;
         var low = Vector128.Create((byte)15);
@@ -93,12 +104,12 @@ internal static unsafe class FusedDots
         {
             var p0 = row + (b * 18);
             var p1 = p0 + 18;
-            var d0 = Half(p0);
-            var d1 = Half(p1);
+            var d0 = halves[Unsafe.ReadUnaligned<ushort>(p0)];
+            var d1 = halves[Unsafe.ReadUnaligned<ushort>(p1)];
             var v0 = Vector128.Load(p0 + 2);
             var v1 = Vector128.Load(p1 + 2);
-            acc0 = Fma.MultiplyAdd(UnsignedDot(Vector256.Create(v0 & low, Vector128.ShiftRightLogical(v0, 4)), Vector256.Load(x.Q + (b * 32))), Vector256.Create(d0 * x.Scale[b]), acc0);
-            acc1 = Fma.MultiplyAdd(UnsignedDot(Vector256.Create(v1 & low, Vector128.ShiftRightLogical(v1, 4)), Vector256.Load(x.Q + (b * 32) + 32)), Vector256.Create(d1 * x.Scale[b + 1]), acc1);
+            acc0 = Fma.MultiplyAdd(UnsignedDot(Vector256.Create(v0 & low, (Vector128.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & low)), Vector256.Load(x.Q + (b * 32))), Vector256.Create(d0 * x.Scale[b]), acc0);
+            acc1 = Fma.MultiplyAdd(UnsignedDot(Vector256.Create(v1 & low, (Vector128.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & low)), Vector256.Load(x.Q + (b * 32) + 32)), Vector256.Create(d1 * x.Scale[b + 1]), acc1);
             offset = MathF.FusedMultiplyAdd(d0, x.ScaledSum[b], offset);
             offset = MathF.FusedMultiplyAdd(d1, x.ScaledSum[b + 1], offset);
         }
@@ -106,93 +117,102 @@ internal static unsafe class FusedDots
         for (; b < blocks; b++)
         {
             var p0 = row + (b * 18);
-            var d0 = Half(p0);
+            var d0 = halves[Unsafe.ReadUnaligned<ushort>(p0)];
             var v0 = Vector128.Load(p0 + 2);
-            acc0 = Fma.MultiplyAdd(UnsignedDot(Vector256.Create(v0 & low, Vector128.ShiftRightLogical(v0, 4)), Vector256.Load(x.Q + (b * 32))), Vector256.Create(d0 * x.Scale[b]), acc0);
+            acc0 = Fma.MultiplyAdd(UnsignedDot(Vector256.Create(v0 & low, (Vector128.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & low)), Vector256.Load(x.Q + (b * 32))), Vector256.Create(d0 * x.Scale[b]), acc0);
             offset = MathF.FusedMultiplyAdd(d0, x.ScaledSum[b], offset);
         }
 
         return Vector256.Sum(acc0 + acc1) - (8 * offset);
     }
 
+    /// <summary>
+    /// Q4_K: the eight 6-bit scales and minimums of a super-block are unpacked together (four 32-bit words), widened to
+    /// fp32 vectors and multiplied by the eight input scales once; each 32-weight product then takes its scale by a lane
+    /// permute, and the minimums of the super-block are one vector FMA with the inputs' scaled sums.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q4_K(byte* row, int k, in Q8Activations x)
     {
-        Vector256<float> acc0 = default, acc1 = default;
-        var mins = 0f;
+        var halves = HalfTable;
+        Vector256<float> acc0 = default, acc1 = default, mins = default;
         var low = Vector256.Create((byte)15);
         var supers = k / 256;
         for (var s = 0; s < supers; s++)
         {
             var p = row + (s * 144);
-            var d = Half(p);
-            var dmin = Half(p + 2);
-            var sc = p + 4;
+            var d = halves[Unsafe.ReadUnaligned<ushort>(p)];
+            var dmin = halves[Unsafe.ReadUnaligned<ushort>(p + 2)];
+            var u0 = Unsafe.ReadUnaligned<uint>(p + 4);
+            var u1 = Unsafe.ReadUnaligned<uint>(p + 8);
+            var u2 = Unsafe.ReadUnaligned<uint>(p + 12);
+            // Bytes 0-7: the scales of sub-blocks 0-7; bytes 8-15: their minimums.
+            var packed = Vector128.Create(
+                u0 & 0x3f3f3f3fu,
+                (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4),
+                u1 & 0x3f3f3f3fu,
+                ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)).AsByte();
+            var scales = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(packed)) * Vector256.Create(d) * Vector256.Load(x.Scale + (8 * s));
+            var minimums = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(packed, 8)));
+            mins = Fma.MultiplyAdd(minimums * Vector256.Create(dmin), Vector256.Load(x.ScaledSum + (8 * s)), mins);
             var qs = p + 16;
-            var blockMins = 0f;
+            var xq = x.Q + (s * 256);
             for (var j = 0; j < 4; j++)
             {
-                var b = (s * 8) + (2 * j);
-                KScales.Get(sc, 2 * j, out var s1, out var m1);
-                KScales.Get(sc, (2 * j) + 1, out var s2, out var m2);
                 var v = Vector256.Load(qs + (32 * j));
-                acc0 = Fma.MultiplyAdd(UnsignedDot(v & low, Vector256.Load(x.Q + (b * 32))), Vector256.Create(d * s1 * x.Scale[b]), acc0);
-                acc1 = Fma.MultiplyAdd(UnsignedDot(Vector256.ShiftRightLogical(v, 4), Vector256.Load(x.Q + (b * 32) + 32)), Vector256.Create(d * s2 * x.Scale[b + 1]), acc1);
-                blockMins += (m1 * x.ScaledSum[b]) + (m2 * x.ScaledSum[b + 1]);
+                acc0 = Fma.MultiplyAdd(UnsignedDot(v & low, Vector256.Load(xq + (64 * j))), Avx2.PermuteVar8x32(scales, Vector256.Create(2 * j)), acc0);
+                acc1 = Fma.MultiplyAdd(UnsignedDot(Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low, Vector256.Load(xq + (64 * j) + 32)), Avx2.PermuteVar8x32(scales, Vector256.Create((2 * j) + 1)), acc1);
             }
-
-            mins = MathF.FusedMultiplyAdd(dmin, blockMins, mins);
         }
 
-        return Vector256.Sum(acc0 + acc1) - mins;
+        return Vector256.Sum(acc0 + acc1) - Vector256.Sum(mins);
     }
 
+    /// <summary>
+    /// Q6_K: codes 0-63 (value + 32) assembled in natural order 32 at a time; the 16 scales of a super-block are widened
+    /// once, permuted into the [sub-block A ×4, sub-block B ×4] lanes of each product, and the offset of all 16 sub-blocks
+    /// is two vector FMAs with the inputs' per-16 sums.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q6_K(byte* row, int k, in Q8Activations x)
     {
-        Vector256<float> acc0 = default, acc1 = default;
-        var offset = 0f;
-        var low = Vector256.Create((byte)15);
-        var two = Vector256.Create((byte)3);
+        var halves = HalfTable;
+        Vector256<float> acc0 = default, acc1 = default, offset = default;
+        var m4 = Vector256.Create((byte)15);
+        var m2 = Vector256.Create((byte)3);
+        var pairs0 = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
+        var pairs1 = Vector256.Create(2, 2, 2, 2, 3, 3, 3, 3);
+        var pairs2 = Vector256.Create(4, 4, 4, 4, 5, 5, 5, 5);
+        var pairs3 = Vector256.Create(6, 6, 6, 6, 7, 7, 7, 7);
         var supers = k / 256;
         for (var s = 0; s < supers; s++)
         {
             var p = row + (s * 210);
-            var d = Half(p + 208);
-            var sc = (sbyte*)(p + 192);
+            var d = Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p + 208)]);
+            var sc = Vector128.Load((sbyte*)(p + 192));
+            var f0 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(sc)) * d;
+            var f1 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(sc, 8))) * d;
+            offset = Fma.MultiplyAdd(f0, Vector256.Load(x.ScaledSum16 + (16 * s)), offset);
+            offset = Fma.MultiplyAdd(f1, Vector256.Load(x.ScaledSum16 + (16 * s) + 8), offset);
             for (var n = 0; n < 2; n++)
             {
-                var qh = Vector256.Load(p + 128 + (32 * n));
+                var f = n == 0 ? f0 : f1;
+                var qh = Vector256.Load(p + 128 + (32 * n)).AsUInt16();
                 var l0 = Vector256.Load(p + (64 * n));
                 var l1 = Vector256.Load(p + (64 * n) + 32);
-                for (var q = 0; q < 4; q++)
-                {
-                    var b = (s * 8) + (4 * n) + q;
-                    var lowBits = q switch
-                    {
-                        0 => l0 & low,
-                        1 => l1 & low,
-                        2 => Vector256.ShiftRightLogical(l0, 4),
-                        _ => Vector256.ShiftRightLogical(l1, 4),
-                    };
-                    var codes = lowBits | Vector256.ShiftLeft(Vector256.ShiftRightLogical(qh, 2 * q) & two, 4);
-                    float sa = sc[(8 * n) + (2 * q)], sb = sc[(8 * n) + (2 * q) + 1];
-                    var dx = d * x.Scale[b];
-                    var scales = Vector256.Create(Vector128.Create(sa * dx), Vector128.Create(sb * dx));
-                    if ((q & 1) == 0)
-                    {
-                        acc0 = Fma.MultiplyAdd(UnsignedDot(codes, Vector256.Load(x.Q + (b * 32))), scales, acc0);
-                    }
-                    else
-                    {
-                        acc1 = Fma.MultiplyAdd(UnsignedDot(codes, Vector256.Load(x.Q + (b * 32))), scales, acc1);
-                    }
-
-                    offset = MathF.FusedMultiplyAdd(dx, (sa * x.Sum16[2 * b]) + (sb * x.Sum16[(2 * b) + 1]), offset);
-                }
+                var b = (s * 8) + (4 * n);
+                var xq = x.Q + (b * 32);
+                var c0 = (l0 & m4) | Vector256.ShiftLeft(qh & m2.AsUInt16(), 4).AsByte();
+                var c1 = (l1 & m4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(qh, 2) & m2.AsUInt16(), 4).AsByte();
+                var c2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & m4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(qh, 4) & m2.AsUInt16(), 4).AsByte();
+                var c3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & m4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(qh, 6) & m2.AsUInt16(), 4).AsByte();
+                acc0 = Fma.MultiplyAdd(UnsignedDot(c0, Vector256.Load(xq)), Avx2.PermuteVar8x32(f, pairs0) * x.Scale[b], acc0);
+                acc1 = Fma.MultiplyAdd(UnsignedDot(c1, Vector256.Load(xq + 32)), Avx2.PermuteVar8x32(f, pairs1) * x.Scale[b + 1], acc1);
+                acc0 = Fma.MultiplyAdd(UnsignedDot(c2, Vector256.Load(xq + 64)), Avx2.PermuteVar8x32(f, pairs2) * x.Scale[b + 2], acc0);
+                acc1 = Fma.MultiplyAdd(UnsignedDot(c3, Vector256.Load(xq + 96)), Avx2.PermuteVar8x32(f, pairs3) * x.Scale[b + 3], acc1);
             }
         }
 
-        return Vector256.Sum(acc0 + acc1) - (32 * offset);
+        return Vector256.Sum(acc0 + acc1) - (32 * Vector256.Sum(offset));
     }
 }

@@ -12,7 +12,7 @@ namespace Petals.Backends.Cpu.Kernels.Quant;
 internal readonly unsafe struct Q8Activations
 {
     /// <summary>Bytes of scratch that <see cref="Quantize"/> needs for <paramref name="k"/> inputs.</summary>
-    public static int ScratchBytes(int k) => k + ((k / 32) * 2 * sizeof(float)) + ((k / 16) * sizeof(int));
+    public static int ScratchBytes(int k) => k + ((k / 32) * 2 * sizeof(float)) + ((k / 16) * sizeof(float));
 
     /// <summary>The quantized values, <c>k</c> bytes.</summary>
     public readonly sbyte* Q;
@@ -23,15 +23,15 @@ internal readonly unsafe struct Q8Activations
     /// <summary><c>dx * sum(q)</c> per block of 32: what an offset (a minimum, or the bias of unsigned codes) multiplies.</summary>
     public readonly float* ScaledSum;
 
-    /// <summary>The integer sum of each 16 quantized values.</summary>
-    public readonly int* Sum16;
+    /// <summary><c>dx * sum(q)</c> per 16 values (for the formats whose sub-blocks are 16 long).</summary>
+    public readonly float* ScaledSum16;
 
-    private Q8Activations(sbyte* q, float* scale, float* scaledSum, int* sum16)
+    private Q8Activations(sbyte* q, float* scale, float* scaledSum, float* scaledSum16)
     {
         Q = q;
         Scale = scale;
         ScaledSum = scaledSum;
-        Sum16 = sum16;
+        ScaledSum16 = scaledSum16;
     }
 
     /// <summary>Quantizes <paramref name="k"/> (a multiple of 32) inputs into <paramref name="scratch"/> of <see cref="ScratchBytes"/> bytes.</summary>
@@ -42,7 +42,7 @@ internal readonly unsafe struct Q8Activations
         var view = At(scratch, k);
         var scale = view.Scale;
         var scaledSum = view.ScaledSum;
-        var sum16 = view.Sum16;
+        var sum16 = view.ScaledSum16;
         var q = view.Q;
         for (var b = 0; b < blocks; b++)
         {
@@ -69,8 +69,8 @@ internal readonly unsafe struct Q8Activations
                 var s1 = Vector256.Sum(i2 + i3);
                 scale[b] = d;
                 scaledSum[b] = d * (s0 + s1);
-                sum16[2 * b] = s0;
-                sum16[(2 * b) + 1] = s1;
+                sum16[2 * b] = d * s0;
+                sum16[(2 * b) + 1] = d * s1;
             }
             else
             {
@@ -98,8 +98,8 @@ internal readonly unsafe struct Q8Activations
 
                 scale[b] = d;
                 scaledSum[b] = d * (s0 + s1);
-                sum16[2 * b] = s0;
-                sum16[(2 * b) + 1] = s1;
+                sum16[2 * b] = d * s0;
+                sum16[(2 * b) + 1] = d * s1;
             }
         }
 
@@ -112,7 +112,7 @@ internal readonly unsafe struct Q8Activations
         var blocks = k / 32;
         var scale = (float*)scratch;
         var scaledSum = scale + blocks;
-        var sum16 = (int*)(scaledSum + blocks);
+        var sum16 = scaledSum + blocks;
         return new Q8Activations((sbyte*)(sum16 + (2 * blocks)), scale, scaledSum, sum16);
     }
 }
