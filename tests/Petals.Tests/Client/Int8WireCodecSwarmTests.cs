@@ -38,10 +38,10 @@ public sealed class Int8WireCodecSwarmTests
         Assert.Equal(await rig.LocalAsync(), fp32.Tokens);
         var agreeFp16 = fp16.Tokens.Zip(fp32.Tokens).Count(p => p.First == p.Second);
         var agreeInt8 = int8.Tokens.Zip(fp32.Tokens).Count(p => p.First == p.Second);
-        // Measured 64/64 for both on this model; the floor leaves room for a tie flipped by a different CPU's rounding.
+        // Measured 64/64 for both (bench/RESULTS.md, issue 14); the floor leaves room for a near-tie flipped by another CPU's rounding.
         var agreement = string.Create(CultureInfo.InvariantCulture, $"of {NewTokens} greedy tokens, fp16 agrees with fp32 on {agreeFp16}, int8 on {agreeInt8}");
-        Assert.True(agreeFp16 >= 48, agreement);
-        Assert.True(agreeInt8 >= 48, agreement);
+        Assert.True(agreeFp16 >= 56, agreement);
+        Assert.True(agreeInt8 >= 56, agreement);
 
         // Each decode step sends one InferenceStep per hop: 36 bytes of framing and the [1, 1, 64] payload (§7).
         Assert.Equal(36 + (64 * 4), fp32.SentPerStep);
@@ -65,7 +65,31 @@ public sealed class Int8WireCodecSwarmTests
         Assert.Equal(2, fp16.Spans.Count);
     }
 
-    private sealed record Run(List<int> Tokens, double SentPerStep, double ReceivedPerStep);
+    [Fact]
+    public async Task Checking_every_int8_step_against_trusted_local_blocks_convicts_no_honest_server()
+    {
+        await using var rig = await Rig.StartAsync(TestData.Stories260KGguf, [new(0, 2), new(2, 4), new(4, 5)]);
+        using var trusted = RandomModelFixture.Factory.Create(rig.Weights, new BlockRange(0, 5));
+        var verification = new VerificationOptions { Rate = 1, LocalExecutor = trusted, Random = new Random(1) };
+        var run = await rig.GenerateAsync(WireCodec.Int8Blockwise, verification);
+        var stats = run.Verification!;
+        Assert.Equal(NewTokens, run.Tokens.Count);
+        Assert.True(stats.Checks >= 3 * NewTokens, $"{stats}");
+        Assert.True(stats.Mismatches == 0, $"honest int8 servers were convicted: {stats}");
+
+        // The int8 rounding is visible to the checks, within the 5 % cap (fp32 would pass near 1e-6).
+        Assert.InRange(stats.LargestPassedError, 1e-4, 0.05);
+    }
+
+    [Fact]
+    public void The_client_options_accept_int8_and_name_the_codecs_they_know()
+    {
+        new RemoteSequenceOptions { Codec = WireCodec.Int8Blockwise }.Validate();
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => new RemoteSequenceOptions { Codec = (WireCodec)4 }.Validate());
+        Assert.Contains("Int8Blockwise", ex.Message, StringComparison.Ordinal);
+    }
+
+    private sealed record Run(List<int> Tokens, double SentPerStep, double ReceivedPerStep, VerificationStatistics? Verification = null);
 
     private sealed class Rig : IAsyncDisposable
     {
@@ -118,12 +142,12 @@ public sealed class Int8WireCodecSwarmTests
             }
         }
 
-        public Task<RemoteTransformerBlocks> ConnectAsync(WireCodec codec) =>
-            RemoteTransformerBlocks.ConnectAsync(Transport, Addresses, Weights.Config, ModelId, new RemoteSequenceOptions { Codec = codec }, Ct).WaitAsync(Bound, Ct);
+        public Task<RemoteTransformerBlocks> ConnectAsync(WireCodec codec, VerificationOptions? verification = null) =>
+            RemoteTransformerBlocks.ConnectAsync(Transport, Addresses, Weights.Config, ModelId, new RemoteSequenceOptions { Codec = codec, Verification = verification ?? new() }, Ct).WaitAsync(Bound, Ct);
 
-        public async Task<Run> GenerateAsync(WireCodec codec)
+        public async Task<Run> GenerateAsync(WireCodec codec, VerificationOptions? verification = null)
         {
-            await using var remote = await ConnectAsync(codec);
+            await using var remote = await ConnectAsync(codec, verification);
             using var lm = new CausalLanguageModel(Head, remote, tokenizer: null);
             var tokens = new List<int>();
             long sent0 = 0, received0 = 0, sent = 0, received = 0;
@@ -145,7 +169,7 @@ public sealed class Int8WireCodecSwarmTests
             }
 
             var steps = (tokens.Count - 1) * remote.Spans.Count;
-            return new Run(tokens, sent / (double)steps, received / (double)steps);
+            return new Run(tokens, sent / (double)steps, received / (double)steps, remote.Verification);
         }
 
         public async Task<List<int>> LocalAsync()
