@@ -168,6 +168,35 @@ internal static class WireCodecBench
                 }
             }
 
+            // The codec's own cost per hop and direction: encode then decode one token's hidden state (best of 5 rounds).
+            var row = new float[config.HiddenSize];
+            for (var i = 0; i < row.Length; i++)
+            {
+                row[i] = (float)Math.Sin(i * 0.37) * (i % 97 == 0 ? 40 : 1);
+            }
+
+            var back = new float[row.Length];
+            var wire = new byte[HiddenStateCodec.PayloadBytes(WireCodec.Fp32, row.Length)];
+            foreach (var codec in codecs)
+            {
+                var best = double.MaxValue;
+                for (var round = 0; round < 5; round++)
+                {
+                    var timer = System.Diagnostics.Stopwatch.StartNew();
+                    for (var i = 0; i < 2000; i++)
+                    {
+                        HiddenStateCodec.Encode(row, codec, wire);
+                        HiddenStateCodec.Decode(wire, codec, back);
+                    }
+
+                    best = Math.Min(best, timer.Elapsed.TotalMilliseconds * 1e6 / 2000);
+                }
+
+                Console.WriteLine(json
+                    ? JsonSerializer.Serialize(new { codec = HiddenStateCodec.Name(codec), hidden = config.HiddenSize, encode_decode_ns = best })
+                    : string.Create(CultureInfo.InvariantCulture, $"{HiddenStateCodec.Name(codec)}: encode + decode of one [1, 1, {config.HiddenSize}] hidden state {best:F0} ns (best of 5 x 2000)"));
+            }
+
             return 0;
         }
         finally
