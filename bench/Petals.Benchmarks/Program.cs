@@ -28,6 +28,11 @@ internal static class Program
               Greedy generation with all blocks in this process and through the servers, alternating; prints
               decode steps/s of each, their ratio, whether the tokens are identical, and bytes per step message.
               bench/swarm.sh starts the servers and runs both.
+          wire-codec  (--model M | --random-hidden 4096) [--servers 3 --prompt-tokens 8 | --prompt-ids 1,403,... --new-tokens 64 --codecs fp32,fp16,bf16,int8
+                       --threads 1 --output text|json]
+              Greedy generation through N block servers in this process (memory transport) once per wire codec: bytes per
+              decode step per hop (client connections, both directions, framing included) and tokens agreeing with fp32
+              position by position. --random-hidden 4096 writes a random 4096-wide model (N blocks) to a temp dir first.
           dht-sim     --nodes N [--latency-ms 25 --lookups 500 --records 100 --seed 1 --join full|self
                        --join-parallelism 8 --join-with-latency --concurrency 4 --output text|json]
               N DHT nodes in this process on the in-memory transport with the given one-way latency, joined
@@ -129,6 +134,17 @@ internal static class Program
                         IntArg(args, "--rounds", 2),
                         Arg(args, "--output") == "json",
                         IntArg(args, "--local-spans", 1)).GetAwaiter().GetResult();
+                case "wire-codec":
+                    return WireCodecBench.RunAsync(
+                        Arg(args, "--model"),
+                        IntArg(args, "--random-hidden", 4096),
+                        IntArg(args, "--servers", 3),
+                        IntArg(args, "--prompt-tokens", 8),
+                        Arg(args, "--prompt-ids"),
+                        IntArg(args, "--new-tokens", 64),
+                        Arg(args, "--codecs") ?? "fp32,fp16,bf16,int8",
+                        IntArg(args, "--threads", 1),
+                        Arg(args, "--output") == "json").GetAwaiter().GetResult();
                 case "dht-sim":
                     {
                         var options = DhtSimOptions.Parse(args.AsSpan(1));

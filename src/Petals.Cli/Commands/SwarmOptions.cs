@@ -15,8 +15,8 @@ internal static class SwarmOptions
 
     public static Option<string> WireCodec()
     {
-        var option = new Option<string>("--wire-codec") { Description = "How hidden states travel: fp32 (exact), fp16 or bf16 (half the bytes).", DefaultValueFactory = _ => "fp32" };
-        option.AcceptOnlyFromAmong("fp32", "fp16", "bf16");
+        var option = new Option<string>("--wire-codec") { Description = "How hidden states travel: fp32 (exact), fp16 or bf16 (half the bytes), int8 (8-bit blockwise absmax, 1.0625 bytes per value, lossy; servers must speak protocol 1.2).", DefaultValueFactory = _ => "fp32" };
+        option.AcceptOnlyFromAmong("fp32", "fp16", "bf16", "int8");
         return option;
     }
 
@@ -41,12 +41,11 @@ internal static class SwarmOptions
         })];
     }
 
-    public static WireCodec ParseCodec(string? text) => text switch
-    {
-        "fp16" => Protocol.WireCodec.Fp16,
-        "bf16" => Protocol.WireCodec.Bf16,
-        _ => Protocol.WireCodec.Fp32,
-    };
+    /// <summary>The codec named by <c>--wire-codec</c> (the option accepts only known names; none means fp32).</summary>
+    public static WireCodec ParseCodec(string? text) =>
+        text is null ? Protocol.WireCodec.Fp32
+        : HiddenStateCodec.TryParse(text, out var codec) ? codec
+        : throw new ArgumentException($"--wire-codec: '{text}' is not fp32, fp16, bf16 or int8.");
 
     /// <summary>The client of <paramref name="modelPath"/> over the servers of <paramref name="peers"/> (comma-separated addresses), spot-checking outputs at <paramref name="verifyRate"/>.</summary>
     /// <exception cref="FileNotFoundException">When the model does not exist.</exception>

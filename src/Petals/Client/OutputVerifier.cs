@@ -194,6 +194,9 @@ internal sealed class OutputVerifier(RemoteTransformerBlocks owner, ChainRepair 
         {
             WireCodec.Fp16 => 1.0 / 2048,
             WireCodec.Bf16 => 1.0 / 256,
+
+            // Per element at most absmax/254 per block of 64, so per row at most sqrt(64)/254 of the row's norm.
+            WireCodec.Int8Blockwise => 8.0 / 254,
             _ => 0.0,
         };
         return Math.Min(_options.MaxTolerance, bound + opinion.Bound + (2 * roundoff * (opinion.Hops + 1)));

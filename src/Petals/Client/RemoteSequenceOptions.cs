@@ -8,7 +8,12 @@ public sealed class RemoteSequenceOptions
     /// <summary>The peer id this client announces. Default: <c>client-</c> and a random suffix.</summary>
     public string PeerId { get; set; } = "client-" + Guid.NewGuid().ToString("N")[..12];
 
-    /// <summary>The wire form of the hidden states in both directions. Default fp32 (exact); fp16 and bf16 halve the bytes.</summary>
+    /// <summary>
+    /// The wire form of the hidden states in both directions. Default fp32 (exact); fp16 and bf16 halve the bytes;
+    /// <see cref="WireCodec.Int8Blockwise"/> takes 1.0625 bytes per element (lossy, within absmax/254 per block of 64).
+    /// Every server of the chain must advertise the codec (protocol 1.2 for int8): a server that does not is refused
+    /// with a message naming it and the codec (no silent fallback to another codec).
+    /// </summary>
     public WireCodec Codec { get; set; } = WireCodec.Fp32;
 
     /// <summary>How long connecting to one server and its info call may take. Default 10 s.</summary>
@@ -63,7 +68,7 @@ public sealed class RemoteSequenceOptions
         ArgumentException.ThrowIfNullOrEmpty(PeerId, nameof(PeerId));
         if (!HiddenStateCodec.IsDefined((byte)Codec))
         {
-            throw new ArgumentOutOfRangeException(nameof(Codec), Codec, "Codec must be Fp32, Fp16 or Bf16.");
+            throw new ArgumentOutOfRangeException(nameof(Codec), Codec, "Codec must be Fp32, Fp16, Bf16 or Int8Blockwise.");
         }
 
         if (ConnectTimeout <= TimeSpan.Zero)

@@ -36,7 +36,10 @@ internal static class ServerChecks
 
         if ((info.Codecs & (WireCodecs)(1 << (int)codec)) == 0)
         {
-            problems.Add($"{server.Name} does not accept hidden states as {codec} (it accepts {info.Codecs})");
+            // No fallback to another codec: the client asked for this one (its size and error bound), so it is told which server cannot.
+            problems.Add(codec == WireCodec.Int8Blockwise
+                ? $"{server.Name} does not accept hidden states as {codec} (it accepts {info.Codecs}; int8 needs a server of protocol 1.2 or later that enables it, peer protocol {server.Connection.Remote.VersionMajor}.{server.Connection.Remote.VersionMinor})"
+                : $"{server.Name} does not accept hidden states as {codec} (it accepts {info.Codecs})");
         }
     }
 

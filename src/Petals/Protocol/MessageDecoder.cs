@@ -113,7 +113,7 @@ internal static class MessageDecoder
         var codecs = reader.U8("codecs");
         if ((codecs & ~(byte)WireCodecs.All) != 0)
         {
-            throw reader.Error(ProtocolErrorCode.BadDType, "codecs", string.Create(CultureInfo.InvariantCulture, $"is 0x{codecs:X2}; only bits 0-2 name codecs."));
+            throw reader.Error(ProtocolErrorCode.BadDType, "codecs", string.Create(CultureInfo.InvariantCulture, $"is 0x{codecs:X2}; only bits 0-3 name codecs."));
         }
 
         var info = new InfoResponse(

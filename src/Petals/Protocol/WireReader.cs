@@ -109,7 +109,7 @@ internal ref struct WireReader
         var code = U8(field);
         if (!HiddenStateCodec.IsDefined(code))
         {
-            throw Error(ProtocolErrorCode.BadDType, field, string.Create(CultureInfo.InvariantCulture, $"is codec {code}; known codecs are 0 (fp32), 1 (fp16) and 2 (bf16)."));
+            throw Error(ProtocolErrorCode.BadDType, field, string.Create(CultureInfo.InvariantCulture, $"is codec {code}; known codecs are 0 (fp32), 1 (fp16), 2 (bf16) and 3 (int8 blockwise)."));
         }
 
         return (WireCodec)code;
@@ -149,7 +149,6 @@ internal ref struct WireReader
 
         Span<int> dims = stackalloc int[TensorShape.MaxRank];
         long count = 1;
-        var elementSize = HiddenStateCodec.ElementSize(codec);
         for (var i = 0; i < rank; i++)
         {
             var dim = U32(field);
@@ -158,9 +157,10 @@ internal ref struct WireReader
                 throw Error(ProtocolErrorCode.BadShape, field, string.Create(CultureInfo.InvariantCulture, $"has dimension {i} equal to 0."));
             }
 
-            // Both factors are below 2^32 and the running product is kept below the limit, so this cannot overflow 64 bits.
+            // Both factors are below 2^32 and the running product is kept below the limit (every codec takes at least a
+            // byte per element), so this cannot overflow 64 bits.
             count *= dim;
-            if (count * elementSize > _limits.MaxMessageSize)
+            if (count > _limits.MaxMessageSize || HiddenStateCodec.PayloadBytes(codec, count) > _limits.MaxMessageSize)
             {
                 throw Error(ProtocolErrorCode.ShapeOverflow, field, string.Create(CultureInfo.InvariantCulture, $"has dimensions that describe more than {_limits.MaxMessageSize} bytes (the message limit) after dimension {i}."));
             }
@@ -168,8 +168,13 @@ internal ref struct WireReader
             dims[i] = (int)dim;
         }
 
-        var bytes = (int)(count * elementSize);
+        var bytes = (int)HiddenStateCodec.PayloadBytes(codec, count);
         Need(bytes, field);
+        if (codec == WireCodec.Int8Blockwise && Int8BlockwiseCodec.IndexOfBadScale(_span.Slice(_offset, bytes), (int)count, out var scale) is var block and >= 0)
+        {
+            throw Error(ProtocolErrorCode.MalformedFrame, field, string.Create(CultureInfo.InvariantCulture, $"has int8 block {block} (elements {(long)block * Int8BlockwiseCodec.BlockSize} on) with scale {scale}; a block scale is finite, at least 0 and at most {Int8BlockwiseCodec.MaxScale}."));
+        }
+
         var tensor = WireTensor.FromEncoded(new TensorShape(dims[..rank]), codec, _payload.Slice(_offset, bytes));
         _offset += bytes;
         return tensor;

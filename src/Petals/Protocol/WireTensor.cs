@@ -39,7 +39,7 @@ public readonly struct WireTensor : IEquatable<WireTensor>
     public bool IsEncoded { get; }
 
     /// <summary>The size of the element payload on the wire.</summary>
-    public int PayloadBytes => Shape.ElementCount * HiddenStateCodec.ElementSize(Codec);
+    public int PayloadBytes => (int)HiddenStateCodec.PayloadBytes(Codec, Shape.ElementCount);
 
     /// <summary>The size of the whole tensor on the wire: codec, rank, dimensions and payload.</summary>
     public int EncodedSize => 2 + (4 * Shape.Rank) + PayloadBytes;
@@ -57,7 +57,7 @@ public readonly struct WireTensor : IEquatable<WireTensor>
             throw new ArgumentException("The shape is empty.", nameof(shape));
         }
 
-        if ((long)shape.ElementCount * HiddenStateCodec.ElementSize(codec) > MaxPayloadBytes)
+        if (HiddenStateCodec.PayloadBytes(codec, shape.ElementCount) > MaxPayloadBytes)
         {
             throw new ArgumentException($"Shape {shape} in {codec} takes more than {MaxPayloadBytes} bytes, more than any message can hold.", nameof(shape));
         }
@@ -73,7 +73,7 @@ public readonly struct WireTensor : IEquatable<WireTensor>
     /// <summary>Wraps wire bytes (as received).</summary>
     /// <param name="shape">The shape.</param>
     /// <param name="codec">The wire form.</param>
-    /// <param name="encoded">Exactly <c>shape.ElementCount * ElementSize(codec)</c> little-endian bytes.</param>
+    /// <param name="encoded">Exactly <c>HiddenStateCodec.PayloadBytes(codec, shape.ElementCount)</c> little-endian bytes.</param>
     /// <returns>The tensor.</returns>
     /// <exception cref="ArgumentException">When the byte count does not match the shape and codec.</exception>
     public static WireTensor FromEncoded(TensorShape shape, WireCodec codec, ReadOnlyMemory<byte> encoded)
@@ -83,7 +83,7 @@ public readonly struct WireTensor : IEquatable<WireTensor>
             throw new ArgumentException("The shape is empty.", nameof(shape));
         }
 
-        var bytes = (long)shape.ElementCount * HiddenStateCodec.ElementSize(codec);
+        var bytes = HiddenStateCodec.PayloadBytes(codec, shape.ElementCount);
         if (encoded.Length != bytes)
         {
             throw new ArgumentException($"Shape {shape} in {codec} takes {bytes} bytes but {encoded.Length} were given.", nameof(encoded));

@@ -272,7 +272,10 @@ public sealed class BlockServer : IAsyncDisposable
         ProtocolErrorCode.Busy,
         string.Create(CultureInfo.InvariantCulture, $"the server already holds {QueuedInputBytes} bytes of inputs waiting for computation (limit {Options.MaxQueuedInputBytes}); this request needs {bytes} more: retry when results arrive"));
 
-    /// <summary>The server's info for a connection that negotiated protocol minor version <paramref name="versionMinor"/> (1.1 adds the stated error bound).</summary>
+    /// <summary>
+    /// The server's info for a connection that negotiated protocol minor version <paramref name="versionMinor"/> (1.1 adds
+    /// the stated error bound; the int8 codec is advertised from 1.2 on, since a 1.0/1.1 peer refuses an unknown codec bit).
+    /// </summary>
     internal InfoResponse CreateInfo(ushort versionMinor = ConnectionPreamble.CurrentVersionMinor) => new(
         ConnectionPreamble.CurrentVersionMajor,
         ConnectionPreamble.CurrentVersionMinor,
@@ -280,7 +283,7 @@ public sealed class BlockServer : IAsyncDisposable
         Blocks,
         Config.HiddenSize,
         TensorDType.F32,
-        Options.Codecs,
+        versionMinor >= 2 ? Options.Codecs : Options.Codecs & WireCodecs.Protocol10,
         (ulong)Budget.Free,
         Options.Limits.MaxFrameSize,
         Options.Limits.MaxMessageSize,

@@ -98,7 +98,7 @@ public sealed class BlockServerOptions
     /// <summary>The limits enforced on what clients send. Default <see cref="ProtocolLimits.Default"/>.</summary>
     public ProtocolLimits Limits { get; set; } = ProtocolLimits.Default;
 
-    /// <summary>The codecs clients may use for requests and replies. Default <see cref="WireCodecs.All"/>.</summary>
+    /// <summary>The codecs clients may use for requests and replies. Default <see cref="WireCodecs.All"/> (int8 blockwise included; advertised to peers of protocol 1.2 on).</summary>
     public WireCodecs Codecs { get; set; } = WireCodecs.All;
 
     /// <summary>The clock for timeouts (tests pass a manual one). Default <see cref="TimeProvider.System"/>.</summary>

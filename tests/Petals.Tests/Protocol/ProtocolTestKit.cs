@@ -79,7 +79,7 @@ internal static class ProtocolTestKit
                 : (float)((random.NextDouble() - 0.5) * 8);
         }
 
-        return WireTensor.FromValues(shape, values, codec ?? (WireCodec)random.Next(3));
+        return WireTensor.FromValues(shape, values, codec ?? (WireCodec)random.Next(4));
     }
 
     public static string RandomString(Random random, int maxChars)
@@ -120,7 +120,7 @@ internal static class ProtocolTestKit
                     RandomBlocks(random),
                     random.Next(),
                     (TensorDType)random.Next(7),
-                    (WireCodecs)random.Next(8),
+                    (WireCodecs)random.Next(16),
                     (ulong)random.NextInt64(),
                     random.Next(),
                     random.Next(),
@@ -137,13 +137,13 @@ internal static class ProtocolTestKit
             case 4:
                 return new ForwardRequest(
                     RandomBlocks(random),
-                    (WireCodec)random.Next(3),
+                    (WireCodec)random.Next(4),
                     RandomTensor(random, 3, maxElements),
                     random.Next(2) == 0 ? null : RandomTensor(random, 4, maxElements));
             case 5:
                 return new ForwardResponse(RandomTensor(random, 3, maxElements));
             case 6:
-                return new InferenceOpen(Guid.NewGuid(), RandomBlocks(random), random.Next(1, int.MaxValue), (WireCodec)random.Next(3));
+                return new InferenceOpen(Guid.NewGuid(), RandomBlocks(random), random.Next(1, int.MaxValue), (WireCodec)random.Next(4));
             case 7:
             {
                 ReadOnlyMemory<int>? hypo = null;
