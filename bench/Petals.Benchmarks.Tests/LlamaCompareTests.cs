@@ -86,6 +86,36 @@ public sealed class LlamaCompareTests : IDisposable
         Assert.Equal(6, jsonl.Length);
     }
 
+    [Fact]
+    public void DecodeProfilePrintsEverySectionWithRatesFromTheSameBytes()
+    {
+        var path = Path.Combine(_dir, "p.gguf");
+        CompareModels.WriteF32(path, CompareShape.Tiny, 2, 0.02f, 3);
+        var output = new StringWriter();
+        Assert.Equal(0, DecodeProfile.Run(["--file", path, "--steps", "3", "--position", "8", "--long-position", "40"], output));
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        foreach (var what in new[]
+        {
+            "ours, full step, mmapped file", "reference: plain read of all block weights, mmapped file", "reference: 7 GEMVs, full rows, 4 hand-offs/block, mmapped file",
+            "reference: 7 GEMVs, K split by 2048 (as ours), mmapped file", "ours, full step, managed-array copy (4 KiB pages)", "ours, full step, anonymous 2 MiB THP copy",
+            "reference: 7 GEMVs, full rows, 1 hand-off/step, THP copy", "ours, full step, mmapped file, 1 thread", "ours, full step, mmapped file, position 40",
+            "llama.cpp, full step",
+        })
+        {
+            var line = Assert.Single(lines, l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^\s+" + System.Text.RegularExpressions.Regex.Escape(what) + @"[^,]*\s+\d+\.\d\d ms "));
+            Assert.Matches(@"\d+\.\d\d tok/s +\d+\.\d GB/s", line);
+        }
+    }
+
+    [Fact]
+    public void DecodeProfileRefusesAMissingFileAndUnknownSections()
+    {
+        Assert.Contains("does not exist", Assert.Throws<ArgumentException>(() => DecodeProfile.Run(["--file", Path.Combine(_dir, "none.gguf")], TextWriter.Null)).Message, StringComparison.Ordinal);
+        var path = Path.Combine(_dir, "p.gguf");
+        CompareModels.WriteF32(path, CompareShape.Tiny, 1, 0.02f, 3);
+        Assert.Contains("unknown section 'gpu'", Assert.Throws<ArgumentException>(() => DecodeProfile.Run(["--file", path, "--sections", "gpu"], TextWriter.Null)).Message, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(new[] { "--positions", "16,1024", "--ctx", "1000" }, "--ctx 1000 cannot hold position 1024")]
     [InlineData(new[] { "--formats", "q5_0" }, "unknown format 'q5_0'")]

@@ -51,6 +51,23 @@ internal static unsafe class DecodeProfile
         string Line(string what, double ms, double? first = null) => string.Create(inv,
             $"  {what,-58} {ms,8:F2} ms  {1000 / ms,7:F2} tok/s  {blockBytes / (ms / 1000) / 1e9,6:F1} GB/s{(first is { } f ? $"  (first step {f:F1} ms)" : string.Empty)}");
 
+        if (loopSeconds > 0 && sections is ["llama"])
+        {
+            // For `perf record`: llama.cpp's steady decode steps for the given time.
+            LlamaNative.Initialize();
+            using var side = new LlamaSide(file, Math.Max(256, position + 16), threads, 1);
+            side.PrepareShort(position);
+            var times = new List<double>();
+            var until = Stopwatch.GetTimestamp() + (long)(loopSeconds * Stopwatch.Frequency);
+            while (Stopwatch.GetTimestamp() < until)
+            {
+                times.Add(side.DecodeStep(position, longCache: false));
+            }
+
+            output.WriteLine(Line($"llama.cpp, loop of {times.Count} steps", Median(times.ToArray())));
+            return 0;
+        }
+
         if (loopSeconds > 0)
         {
             // For `perf record`: steady decode steps on the mapped file for the given time, nothing else.
