@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using Petals.Backends.Cpu;
 using Petals.Execution;
-using Petals.Formats;
 using Petals.Formats.Gguf;
 using Petals.Models;
 
@@ -165,8 +164,10 @@ internal sealed class OursSide : ICompareSide
             failure = null;
             return new OursSide(weights, executor, context, maxTokens, seed);
         }
-        catch (Exception e) when (e is ModelFormatException or NotSupportedException or ArgumentException or InvalidOperationException or InvalidDataException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
+            // Whatever the loader or the executor refuses (ModelFormatException for an unsupported tensor type, …) is a
+            // result of the comparison, not a reason to stop it.
             weights?.Dispose();
             failure = e.Message.ReplaceLineEndings(" ");
             return null;
