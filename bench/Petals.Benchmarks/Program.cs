@@ -101,6 +101,23 @@ internal static class Program
               echoes its input on every step or a fraction f of them) and honest 0:2, 2:5, 0:3, 3:5. Per check rate p:
               P(liar caught within n steps) over seeded trials vs 1-(1-p*f)^n, and the cost on honest servers (ms per
               token against p=0, extra block passes per token, mismatches: must be 0). bench/verify.sh runs it.
+          model-files [--dir /work/bench-models --shapes llama2-7b,llama3-8b --formats f32,f16,q8_0,q4_0,q4_k_m --blocks 4
+                       --std 0.02 --seed 1 --threads 2 --force]
+              Writes random Llama GGUF files of real shapes (llama2-7b: 4096/11008, 32 heads, 32 KV heads; llama3-8b:
+              4096/14336, 32 heads, 8 KV heads, rope theta 500000) with a 259-token vocabulary: F32 here, the other
+              formats by llama.cpp's llama_model_quantize (LLamaSharp.Backend.Cpu natives). Existing files are kept.
+          llama-compare [model-files' --dir --shapes --formats --blocks; --threads 2 --rounds 3 --steps 8 --warmup 2
+                       --positions 16,1024 --prefill 128 --ctx 1280 --impl both|llama|ours --results bench/results
+                       --llama-native DIR --no-plot]
+              llama.cpp (its C API) and our CpuBlockExecutor on the same files in alternating rounds: decode tokens/s at
+              each position (cache reset to it before each timed step) and a prefill from position 0; GB/s of the blocks'
+              weights per step and ours / llama.cpp. Markdown, JSON lines and a PNG into --results. bench/llama-compare.sh.
+          decode-profile [--file /work/bench-models/llama2-7b-4blk.f32.gguf --threads 2 --steps 20 --position 16
+                       --long-position 1024 --sections mmap,reference,managed,hugepage,threads1,long,llama --loop-seconds 0]
+              Where one decode step of ours goes (issue 14's f32 gap), public APIs only: the full step on the mapped
+              file, on pre-faulted anonymous copies (4 KiB pages; 2 MiB THP), with 1 thread, at a long position; against
+              bench-local references over the same bytes (plain read; the 7 GEMVs alone, K split or not, 4 hand-offs per
+              block or 1 per step) and llama.cpp. --loop-seconds S: only steady steps for S seconds (for perf record).
           micro ...   BenchmarkDotNet micro-benchmarks (arguments go to BenchmarkSwitcher, e.g. --filter *DecodeStep*).
         """;
 
@@ -184,6 +201,18 @@ internal static class Program
 
                 case "verify":
                     return VerifyBench.RunAsync(args[1..]).GetAwaiter().GetResult();
+
+                case "model-files":
+                    {
+                        var o = LlamaCpp.LlamaCompareOptions.Parse(args.AsSpan(1));
+                        return LlamaCpp.CompareModels.Run(o.Directory, o.Shapes, o.Formats, o.Blocks, o.Std, o.Seed, o.Threads, o.Force, Console.Error);
+                    }
+
+                case "llama-compare":
+                    return LlamaCpp.LlamaCompare.Run(LlamaCpp.LlamaCompareOptions.Parse(args.AsSpan(1)), Console.Out, Console.Error);
+
+                case "decode-profile":
+                    return LlamaCpp.DecodeProfile.Run(args[1..], Console.Out);
 
                 case "micro":
                     BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
