@@ -43,9 +43,9 @@ internal sealed class BlockWeights : IDisposable
 
     public LinearLayer Down { get; }
 
-    /// <summary>Loads and validates block <paramref name="block"/>'s tensors.</summary>
-    /// <exception cref="InvalidDataException">When a tensor is missing, has the wrong shape or size, or an unsupported dtype; the message names it.</exception>
-    public static BlockWeights Load(IModelWeights weights, int block)
+    /// <summary>Loads and validates block <paramref name="block"/>'s tensors, quantizing dense linear weights as <paramref name="quantization"/> asks.</summary>
+    /// <exception cref="InvalidDataException">When a tensor is missing, has the wrong shape or size, or an unsupported dtype, or is stored quantized in another type than the one asked for; the message names it.</exception>
+    public static BlockWeights Load(IModelWeights weights, int block, WeightQuantization quantization = default, int threads = 1)
     {
         var c = weights.Config;
         var qDim = c.NumHeads * c.HeadDim;
@@ -69,7 +69,16 @@ internal sealed class BlockWeights : IDisposable
             {
                 var name = LlamaTensorNames.Block(block, specs[i].Suffix);
                 var tensor = Fetch(weights, name, [specs[i].Out, specs[i].In], linear: true);
-                linears[i] = LinearLayers.Create(name, tensor.Descriptor.DType, tensor.Data, specs[i].Out, specs[i].In);
+                var stored = tensor.Descriptor.DType;
+                var target = LoadQuantizer.Choose(weights.Source, name, stored, specs[i].In, quantization);
+                var layer = LinearLayers.Create(name, stored, tensor.Data, specs[i].Out, specs[i].In);
+                if (target != stored)
+                {
+                    using var dense = layer;
+                    layer = LoadQuantizer.Quantize(name, dense, target, threads);
+                }
+
+                linears[i] = layer;
             }
         }
         catch
