@@ -28,6 +28,9 @@ internal static class Program
               Greedy generation with all blocks in this process and through the servers, alternating; prints
               decode steps/s of each, their ratio, whether the tokens are identical, and bytes per step message.
               bench/swarm.sh starts the servers and runs both.
+          quant-fixtures --out DIR [--lib path/to/libggml-base.so]
+              Writes ggml's reference quantize/dequantize outputs (LLamaSharp.Backend.Cpu's natives) for the
+              BlockQuantization tests; bench/quant-fixtures.sh regenerates tests/Petals.Abstractions.Tests/TestData/quant.
           dht-sim     --nodes N [--latency-ms 25 --lookups 500 --records 100 --seed 1 --join full|self
                        --join-parallelism 8 --join-with-latency --concurrency 4 --output text|json]
               N DHT nodes in this process on the in-memory transport with the given one-way latency, joined
@@ -144,6 +147,9 @@ internal static class Program
                     return Mux.MuxBench.RunAsync(Mux.MuxBenchOptions.Parse(args.AsSpan(1)), CancellationToken.None).GetAwaiter().GetResult();
                 case "chaos":
                     return RunChaos(Chaos.ChaosOptions.Parse(args.AsSpan(1)));
+
+                case "quant-fixtures":
+                    return QuantFixtures.Run(Arg(args, "--out") ?? throw new ArgumentException("--out is required."), Arg(args, "--lib"));
 
                 case "finite-check":
                     return FiniteCheckBench.Run(IntArg(args, "--iterations", 2000));
