@@ -31,6 +31,8 @@ internal static class Program
           quant-fixtures --out DIR [--lib path/to/libggml-base.so]
               Writes ggml's reference quantize/dequantize outputs (LLamaSharp.Backend.Cpu's natives) for the
               BlockQuantization tests; bench/quant-fixtures.sh regenerates tests/Petals.Abstractions.Tests/TestData/quant.
+          quant-speed [--rows 256 --columns 4096]
+              Single-thread throughput of BlockQuantization.Quantize / Dequantize per type.
           dht-sim     --nodes N [--latency-ms 25 --lookups 500 --records 100 --seed 1 --join full|self
                        --join-parallelism 8 --join-with-latency --concurrency 4 --output text|json]
               N DHT nodes in this process on the in-memory transport with the given one-way latency, joined
@@ -150,6 +152,9 @@ internal static class Program
 
                 case "quant-fixtures":
                     return QuantFixtures.Run(Arg(args, "--out") ?? throw new ArgumentException("--out is required."), Arg(args, "--lib"));
+
+                case "quant-speed":
+                    return QuantSpeed.Run(IntArg(args, "--rows", 256), IntArg(args, "--columns", 4096));
 
                 case "finite-check":
                     return FiniteCheckBench.Run(IntArg(args, "--iterations", 2000));

@@ -143,3 +143,44 @@ internal static class QuantFixtures
         s.Write(b);
     }
 }
+
+/// <summary><c>quant-speed [--rows 256 --columns 4096]</c>: single-thread throughput of the reference codecs (Quantize and Dequantize) per type.</summary>
+internal static class QuantSpeed
+{
+    public static int Run(int rows, int columns)
+    {
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"quant-speed: {rows} x {columns} Gaussian values, 1 thread, best of 3; load {File.ReadAllText("/proc/loadavg").Trim()}"));
+        var random = new Random(5);
+        var x = new float[rows * columns];
+        for (var i = 0; i < x.Length; i++)
+        {
+            x[i] = (float)(Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
+        }
+
+        var y = new float[x.Length];
+        foreach (var dtype in new[] { TensorDType.Q8_0, TensorDType.Q4_0, TensorDType.Q4_1, TensorDType.Q5_0, TensorDType.Q5_1, TensorDType.Q2_K, TensorDType.Q3_K, TensorDType.Q4_K, TensorDType.Q5_K, TensorDType.Q6_K, TensorDType.NF4 })
+        {
+            var bytes = new byte[dtype.ByteSize(x.Length)];
+            double quantize = double.MaxValue, dequantize = double.MaxValue;
+            for (var round = 0; round < 3; round++)
+            {
+                var sw = System.Diagnostics.Stopwatch.StartNew();
+                for (var r = 0; r < rows; r++)
+                {
+                    BlockQuantization.Quantize(dtype, x.AsSpan(r * columns, columns), bytes.AsSpan((int)dtype.ByteSize((long)r * columns), (int)dtype.ByteSize(columns)));
+                }
+
+                quantize = Math.Min(quantize, sw.Elapsed.TotalSeconds);
+                sw.Restart();
+                BlockQuantization.Dequantize(dtype, bytes, y);
+                dequantize = Math.Min(dequantize, sw.Elapsed.TotalSeconds);
+            }
+
+            // A Llama-2-7B block holds 202M weights.
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{dtype,-5} quantize {x.Length / quantize / 1e6,7:F1} M values/s ({202e6 * quantize / x.Length,5:F1} s per 7B block), dequantize {x.Length / dequantize / 1e6,7:F1} M values/s"));
+        }
+
+        return 0;
+    }
+}

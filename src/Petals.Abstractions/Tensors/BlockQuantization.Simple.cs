@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Buffers.Binary;
 
 namespace Petals.Tensors;
@@ -83,19 +84,40 @@ public static partial class BlockQuantization
 
     private static void QuantizeQ8_0(ReadOnlySpan<float> x, Span<byte> y)
     {
-        var amax = 0f;
-        foreach (var v in x)
+        var amax = Vector256<float>.Zero;
+        for (var i = 0; i < 32; i += 8)
         {
-            amax = MathF.Max(amax, MathF.Abs(v));
+            amax = Vector256.Max(amax, Vector256.Abs(Vector256.Create(x.Slice(i, 8))));
         }
 
-        var d = amax / 127f;
-        var id = d != 0 ? 1f / d : 0f;
+        var d = HorizontalMax(amax) / 127f;
+        var id = Vector256.Create(d != 0 ? 1f / d : 0f);
         WriteHalf(y, 0, d);
-        for (var j = 0; j < 32; j++)
+        var half = Vector256.Create(0.5f);
+        for (var i = 0; i < 32; i += 8)
         {
-            y[2 + j] = (byte)(sbyte)RoundAway(x[j] * id);
+            // roundf (ties away from zero), exactly: truncate, then step away from zero when the dropped part is >= 0.5
+            // (x - trunc(x) is exact in binary floating point).
+            var v = Vector256.Create(x.Slice(i, 8)) * id;
+            var t = Vector256.Truncate(v);
+            var up = Vector256.GreaterThanOrEqual(Vector256.Abs(v - t), half);
+            var q = Vector256.ConvertToInt32(t + (up & Vector256.CopySign(Vector256<float>.One, v)));
+            for (var k = 0; k < 8; k++)
+            {
+                y[2 + i + k] = (byte)(sbyte)q.GetElement(k);
+            }
         }
+    }
+
+    private static float HorizontalMax(Vector256<float> v)
+    {
+        var m = 0f;
+        for (var k = 0; k < 8; k++)
+        {
+            m = MathF.Max(m, v.GetElement(k));
+        }
+
+        return m;
     }
 
     /// <summary>The value of largest magnitude, with its sign (the first one on ties).</summary>
