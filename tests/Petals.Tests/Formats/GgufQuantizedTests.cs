@@ -45,6 +45,12 @@ public sealed class GgufQuantizedTests(ITestOutputHelper output) : IDisposable
         Assert.True(w.File.TryGetTensor("blk.0.ffn_up.weight", out var upInfo));
         Assert.Equal(w.File.GetTensorData(upInfo).ToArray(), up.Data.ToArray());
 
+        // GetFloatTensor: block types dequantized to a new F32 tensor, float types passed through as served.
+        var upFloats = w.GetFloatTensor(LlamaTensorNames.Block(0, LlamaTensorNames.UpProj));
+        Assert.Equal(up.Descriptor with { DType = TensorDType.F32 }, upFloats.Descriptor);
+        Assert.Equal(w.File.ReadSingles(upInfo), MemoryMarshal.Cast<byte, float>(upFloats.Data.Span).ToArray());
+        Assert.Same(w.GetTensor(LlamaTensorNames.FinalNorm), w.GetFloatTensor(LlamaTensorNames.FinalNorm));
+
         foreach (var (suffix, stored, heads) in new[] { (LlamaTensorNames.QProj, "attn_q", c.NumHeads), (LlamaTensorNames.KProj, "attn_k", c.NumKeyValueHeads) })
         {
             Assert.True(w.File.TryGetTensor($"blk.0.{stored}.weight", out var info));
@@ -106,6 +112,19 @@ public sealed class GgufQuantizedTests(ITestOutputHelper output) : IDisposable
         Assert.Equal("blk.0.attn_k.weight", ex.Field);
         Assert.Contains("IQ2_XXS is not supported", ex.Message, StringComparison.Ordinal);
         Assert.Contains("Q4_K", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ABlockQuantizedNormIsAnErrorNamingTheTensor()
+    {
+        var f32 = Write(GgufModels.Create(GgufModels.SmallConfig(), 3, GgufTensorType.F32, seed: 9), "f32.gguf");
+        using var file = GgufFile.Open(f32);
+        var path = Write(GgufTestWriter.CopyOf(file, (t, values) => t.Name == "blk.1.ffn_norm.weight"
+            ? (GgufTensorType.Q8_0, TestEncodings.Q8_0(values))
+            : (t.Type, TestEncodings.F32(values))), "q8-norm.gguf");
+        var ex = Assert.Throws<ModelFormatException>(() => GgufModelWeights.Open(path));
+        Assert.Equal("blk.1.ffn_norm.weight", ex.Field);
+        Assert.Contains("dtype Q8_0 is block-quantized, but only matrices may be", ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]
