@@ -33,6 +33,11 @@ internal static class Program
               Greedy generation through N block servers in this process (memory transport) once per wire codec: bytes per
               decode step per hop (client connections, both directions, framing included) and tokens agreeing with fp32
               position by position. --random-hidden 4096 writes a random 4096-wide model (N blocks) to a temp dir first.
+          quant-fixtures --out DIR [--lib path/to/libggml-base.so]
+              Writes ggml's reference quantize/dequantize outputs (LLamaSharp.Backend.Cpu's natives) for the
+              BlockQuantization tests; bench/quant-fixtures.sh regenerates tests/Petals.Abstractions.Tests/TestData/quant.
+          quant-speed [--rows 256 --columns 4096]
+              Single-thread throughput of BlockQuantization.Quantize / Dequantize per type.
           dht-sim     --nodes N [--latency-ms 25 --lookups 500 --records 100 --seed 1 --join full|self
                        --join-parallelism 8 --join-with-latency --concurrency 4 --output text|json]
               N DHT nodes in this process on the in-memory transport with the given one-way latency, joined
@@ -177,6 +182,12 @@ internal static class Program
                     return Mux.MuxBench.RunAsync(Mux.MuxBenchOptions.Parse(args.AsSpan(1)), CancellationToken.None).GetAwaiter().GetResult();
                 case "chaos":
                     return RunChaos(Chaos.ChaosOptions.Parse(args.AsSpan(1)));
+
+                case "quant-fixtures":
+                    return QuantFixtures.Run(Arg(args, "--out") ?? throw new ArgumentException("--out is required."), Arg(args, "--lib"));
+
+                case "quant-speed":
+                    return QuantSpeed.Run(IntArg(args, "--rows", 256), IntArg(args, "--columns", 4096));
 
                 case "finite-check":
                     return FiniteCheckBench.Run(IntArg(args, "--iterations", 2000));

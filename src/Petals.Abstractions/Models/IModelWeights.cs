@@ -24,7 +24,11 @@ public interface IModelWeights : IDisposable
 
     /// <summary>Returns the tensor named <paramref name="name"/>, reading or mapping its data.</summary>
     /// <param name="name">A canonical tensor name.</param>
-    /// <returns>The tensor, in the dtype it has in the source (block formats such as Q8_0 may be dequantized to F32).</returns>
+    /// <returns>
+    /// The tensor in the dtype it has in the source: block-quantized formats (Q8_0, Q4_K, …) are served as they are
+    /// stored, never dequantized, so that executors can keep them quantized in memory. Callers that need floats
+    /// dequantize with <see cref="BlockQuantization.Dequantize"/> (the core library's <c>GetFloatTensor</c> extension does).
+    /// </returns>
     /// <exception cref="KeyNotFoundException">When the model has no such tensor; the message names the tensor and the source.</exception>
     WeightTensor GetTensor(string name);
 }

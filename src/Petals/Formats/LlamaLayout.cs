@@ -37,7 +37,7 @@ internal static class LlamaLayout
     }
 
     /// <summary>
-    /// Checks that every tensor the configuration needs is present with the right shape and a floating-point dtype.
+    /// Checks that every tensor the configuration needs is present with the right shape and a weight dtype (float, or block-quantized for matrices).
     /// Stops at the first problem, so an absurd layer count cannot make it loop long.
     /// </summary>
     public static void Check(ModelConfig config, IReadOnlyDictionary<string, TensorDescriptor> tensors, string path, Func<string, string>? storedName = null, Func<string, string?>? pathOf = null)
@@ -60,9 +60,12 @@ internal static class LlamaLayout
                 throw new ModelFormatException(where, storedName?.Invoke(e.Name) ?? e.Name, $"shape [{string.Join(", ", d.Shape)}] disagrees with the configuration, which needs [{string.Join(", ", e.Shape)}].");
             }
 
-            if (d.DType is not (TensorDType.F32 or TensorDType.F16 or TensorDType.BF16))
+            // Matrices may be block-quantized (served as stored); norms are vectors of floats, as every GGUF writer keeps them.
+            if (d.DType is not (TensorDType.F32 or TensorDType.F16 or TensorDType.BF16) && !(d.DType.IsBlockQuantized() && d.Shape.Count == 2))
             {
-                throw new ModelFormatException(where, storedName?.Invoke(e.Name) ?? e.Name, $"dtype {d.DType} is not a floating-point weight type (F32, F16, BF16).");
+                throw new ModelFormatException(where, storedName?.Invoke(e.Name) ?? e.Name, d.DType.IsBlockQuantized()
+                    ? $"dtype {d.DType} is block-quantized, but only matrices may be (vectors such as norms must be F32, F16 or BF16)."
+                    : $"dtype {d.DType} is not a weight type (F32, F16, BF16, or a block-quantized type for matrices).");
             }
         }
     }

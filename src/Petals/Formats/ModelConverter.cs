@@ -11,7 +11,7 @@ public static class ModelConverter
     /// <summary>
     /// Converts a Llama GGUF file into a Hugging Face checkpoint directory: <c>config.json</c> and
     /// <c>model.safetensors</c> under canonical names, Q/K rows in the Hugging Face layout, F32 and F16 (and BF16)
-    /// kept, Q8_0 dequantized to F32. Tensors are read and written one at a time.
+    /// kept, block-quantized types (Q8_0, Q4_0, …, the k-quants) dequantized to F32. Tensors are read and written one at a time.
     /// </summary>
     /// <param name="ggufPath">The GGUF file.</param>
     /// <param name="outputDirectory">The output directory (created if needed).</param>
@@ -41,12 +41,18 @@ public static class ModelConverter
         {
             if (weights.Tensors.TryGetValue(expected.Name, out var d))
             {
-                ordered.Add(d);
+                ordered.Add(d.DType.IsBlockQuantized() ? d with { DType = TensorDType.F32 } : d);
             }
         }
 
-        HuggingFaceModelWriter.Write(outputDirectory, config, ordered, d => weights.Read(d.Name).Data, options.MaxShardBytes, options.Progress, cancellationToken);
+        HuggingFaceModelWriter.Write(outputDirectory, config, ordered, d => ReadFloats(weights, d.Name), options.MaxShardBytes, options.Progress, cancellationToken);
         options.WriteAdditionalFiles?.Invoke(weights.File, outputDirectory);
         return config;
+    }
+
+    /// <summary>A tensor in a float dtype (block types dequantized to F32 as <see cref="ModelWeightsExtensions.GetFloatTensor"/> does), read without caching.</summary>
+    private static ReadOnlyMemory<byte> ReadFloats(GgufModelWeights weights, string name)
+    {
+        return ModelWeightsExtensions.ToFloatTensor(weights.Read(name), weights.Source).Data;
     }
 }

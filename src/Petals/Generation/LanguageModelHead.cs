@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Petals.Formats;
 using Petals.Models;
 using Petals.Numerics;
 using Petals.Tensors;
@@ -113,6 +114,7 @@ public sealed class LanguageModelHead
             throw new InvalidDataException($"{weights.Source}: tensor '{name}' is missing.");
         }
 
-        return weights.GetTensor(name);
+        // Block-quantized files (a Q4_K_M GGUF stores token_embd as Q4_K or Q6_K) are dequantized here, once.
+        return weights.GetFloatTensor(name);
     }
 }

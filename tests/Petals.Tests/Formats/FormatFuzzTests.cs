@@ -130,6 +130,8 @@ public sealed class FormatFuzzTests : IDisposable
             var t = weights.GetTensor(name);
             Assert.Equal(t.Descriptor.ByteSize, t.Data.Length);
             _ = t.Data.Span[^1 ..];
+            var floats = weights.GetFloatTensor(name);
+            Assert.Equal(t.Descriptor.ElementCount * floats.Descriptor.DType.BlockBytes(), floats.Data.Length);
         }
     }
 
@@ -172,6 +174,31 @@ public sealed class FormatFuzzTests : IDisposable
             ReadEverything(ok);
         }
 
+        GgufMutationProperty(valid, validPath);
+    }
+
+    /// <summary>
+    /// A Q4_K_M-like file (Q4_K and Q6_K, plus Q5_0 and Q8_0 tensors): mutated, it opens and every tensor reads and
+    /// dequantizes, or it fails with <see cref="ModelFormatException"/> (truncated blocks, bad types, NaN/Inf scales …).
+    /// </summary>
+    [Fact]
+    public void MutatedQuantizedGgufFilesOnlyRaiseModelFormatException()
+    {
+        var writer = GgufModels.Create(GgufQuantizedTests.KConfig, 3, GgufTensorType.Q4_K, seed: 2, typeOf: n =>
+            n.Contains("attn_k", StringComparison.Ordinal) ? GgufTensorType.Q5_0 : n.Contains("ffn_up", StringComparison.Ordinal) ? GgufTensorType.Q8_0 : GgufQuantizedTests.Q4KM(n));
+        var valid = writer.ToBytes();
+        var validPath = Path.Combine(_dir.Path, "valid-q.gguf");
+        File.WriteAllBytes(validPath, valid);
+        using (var ok = GgufModelWeights.Open(validPath))
+        {
+            ReadEverything(ok);
+        }
+
+        GgufMutationProperty(valid, validPath);
+    }
+
+    private void GgufMutationProperty(byte[] valid, string validPath)
+    {
         var (header, fields) = GgufLayout(valid, validPath);
         Prop.ForAll(Plans(), plan => OnlyFormatErrors(Mutate(valid, plan, header, fields), "m.gguf", path =>
         {
@@ -195,7 +222,7 @@ public sealed class FormatFuzzTests : IDisposable
 
                 foreach (var t in file.Tensors)
                 {
-                    if (t.Type is GgufTensorType.F32 or GgufTensorType.F16 or GgufTensorType.BF16 or GgufTensorType.Q8_0)
+                    if (GgufTensorTypeInfo.ServedAs(t.Type) is not null)
                     {
                         Assert.Equal(t.ElementCount, file.ReadSingles(t).Length);
                     }

@@ -181,11 +181,11 @@ public sealed class GgufFileTests
     public void UnsupportedTensorTypeIsReportedWithTensorAndType()
     {
         using var dir = TestData.CreateTempDirectory();
-        var path = new GgufTestWriter(3).AddTensor("blk.0.attn_q.weight", GgufTensorType.Q4_K, [256], new byte[144]).Write(Path.Combine(dir.Path, "k.gguf"));
+        var path = new GgufTestWriter(3).AddTensor("blk.0.attn_q.weight", GgufTensorType.IQ4_XS, [256], new byte[136]).Write(Path.Combine(dir.Path, "k.gguf"));
         using var f = GgufFile.Open(path);
-        Assert.Equal(144, f.Tensors[0].ByteSize);
+        Assert.Equal(136, f.Tensors[0].ByteSize);
         var ex = AssertFormat(() => f.ReadSingles(f.Tensors[0]), path, "blk.0.attn_q.weight");
-        Assert.Contains("Q4_K", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("IQ4_XS is not supported", ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.InteropServices;
 using Petals.Formats;
 using Petals.Formats.Gguf;
@@ -20,6 +21,10 @@ public sealed class GgufModelWeightsTests : IDisposable
     [InlineData(2, GgufTensorType.F16)]
     [InlineData(3, GgufTensorType.Q8_0)]
     [InlineData(3, GgufTensorType.BF16)]
+    [InlineData(3, GgufTensorType.Q4_0)]
+    [InlineData(2, GgufTensorType.Q4_1)]
+    [InlineData(3, GgufTensorType.Q5_0)]
+    [InlineData(3, GgufTensorType.Q5_1)]
     public void ConfigAndCanonicalTensorsAreServed(int version, GgufTensorType type)
     {
         var expected = GgufModels.SmallConfig();
@@ -27,12 +32,7 @@ public sealed class GgufModelWeightsTests : IDisposable
         using var w = GgufModelWeights.Open(path);
         AssertConfigEqual(expected, w.Config);
         Assert.Equal(path, w.Source);
-        var served = type == GgufTensorType.Q8_0 ? TensorDType.F32 : type switch
-        {
-            GgufTensorType.F16 => TensorDType.F16,
-            GgufTensorType.BF16 => TensorDType.BF16,
-            _ => TensorDType.F32,
-        };
+        var served = GgufTensorTypeInfo.ServedAs(type);
         Assert.Equal(2 + 2 * 9 + 1, w.Tensors.Count);
         Assert.Equal(served, w.Tensors[LlamaTensorNames.Block(1, LlamaTensorNames.UpProj)].DType);
         Assert.Equal(TensorDType.F32, w.Tensors[LlamaTensorNames.FinalNorm].DType);
@@ -40,12 +40,11 @@ public sealed class GgufModelWeightsTests : IDisposable
         Assert.Equal([32L, 64L], w.Tensors[LlamaTensorNames.Block(0, LlamaTensorNames.KProj)].Shape);
         Assert.Equal([40L, 64L], w.Tensors[LlamaTensorNames.LmHead].Shape);
 
-        // Non-permuted tensors equal the stored data (dequantized for Q8_0).
+        // Non-permuted tensors are the stored bytes (block types too: served natively, not dequantized).
         var up = w.GetTensor(LlamaTensorNames.Block(1, LlamaTensorNames.UpProj));
         Assert.True(w.File.TryGetTensor("blk.1.ffn_up.weight", out var raw));
-        var rawBytes = w.File.GetTensorData(raw).ToArray();
-        var expectedBytes = type == GgufTensorType.Q8_0 ? TestEncodings.F32(TestEncodings.DequantizeQ8_0(rawBytes)) : rawBytes;
-        Assert.Equal(expectedBytes, up.Data.ToArray());
+        Assert.Equal(w.File.GetTensorData(raw).ToArray(), up.Data.ToArray());
+        Assert.True(MemoryMarshal.TryGetMemoryManager<byte, MemoryManager<byte>>(up.Data, out _), "a view of the mapping, not a copy");
         Assert.Equal(up.Descriptor.ByteSize, up.Data.Length);
 
         // Cached: the same tensor object comes back.
@@ -341,13 +340,13 @@ public sealed class GgufModelWeightsTests : IDisposable
         var all = GgufModels.Create(c, 3, GgufTensorType.Q8_0, seed: 2).ToBytes();
         var name = all.AsSpan().IndexOf("blk.0.attn_q.weight"u8) + "blk.0.attn_q.weight".Length;
 
-        // Type field after n_dims (4) and two dims (16): Q8_0 -> Q4_0 (same block size 32, smaller blocks: still in range).
+        // Type field after n_dims (4) and two dims (16): Q8_0 -> IQ4_NL (same block size 32, smaller blocks: still in range).
         Assert.Equal((uint)GgufTensorType.Q8_0, BitConverter.ToUInt32(all, name + 20));
-        BitConverter.TryWriteBytes(all.AsSpan(name + 20), (uint)GgufTensorType.Q4_0);
-        path = Path.Combine(_dir.Path, "q4.gguf");
+        BitConverter.TryWriteBytes(all.AsSpan(name + 20), (uint)GgufTensorType.IQ4_NL);
+        path = Path.Combine(_dir.Path, "iq4.gguf");
         File.WriteAllBytes(path, all);
         var ex = GgufFileTests.AssertFormat(() => GgufModelWeights.Open(path), path, "blk.0.attn_q.weight");
-        Assert.Contains("Q4_0", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("IQ4_NL is not supported", ex.Message, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -23,8 +23,11 @@ internal static class GgufModels
         EosTokenIds = [2],
     };
 
-    /// <summary>A writer holding the metadata and random tensors of a Llama model; matrices in <paramref name="matrixType"/>, norms F32.</summary>
-    public static GgufTestWriter Create(ModelConfig c, int version, GgufTensorType matrixType, int seed, bool writeKvHeads = true)
+    /// <summary>
+    /// A writer holding the metadata and random tensors of a Llama model; matrices in <paramref name="matrixType"/> (or the
+    /// type <paramref name="typeOf"/> gives for the stored name, e.g. a Q4_K_M-like mix), norms F32.
+    /// </summary>
+    public static GgufTestWriter Create(ModelConfig c, int version, GgufTensorType matrixType, int seed, bool writeKvHeads = true, Func<string, GgufTensorType>? typeOf = null)
     {
         var rng = new Random(seed);
         var w = new GgufTestWriter(version);
@@ -90,15 +93,8 @@ internal static class GgufModels
         void Matrix(string name, long rows, long cols)
         {
             var values = TestEncodings.Random(rng, rows * cols);
-            var data = matrixType switch
-            {
-                GgufTensorType.F32 => TestEncodings.F32(values),
-                GgufTensorType.F16 => TestEncodings.F16(values),
-                GgufTensorType.BF16 => TestEncodings.BF16(values),
-                GgufTensorType.Q8_0 => TestEncodings.Q8_0(values),
-                _ => throw new ArgumentOutOfRangeException(nameof(matrixType)),
-            };
-            w.AddTensor(name, matrixType, [rows, cols], data);
+            var type = typeOf?.Invoke(name) ?? matrixType;
+            w.AddTensor(name, type, [rows, cols], TestEncodings.Encode(type, values));
         }
     }
 }

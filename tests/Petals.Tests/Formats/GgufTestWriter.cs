@@ -35,6 +35,32 @@ internal sealed class GgufTestWriter(int version, int alignment = 32)
         return this;
     }
 
+    /// <summary>
+    /// A writer with the metadata of <paramref name="file"/> (alignment included) and its tensors, each re-encoded by
+    /// <paramref name="encode"/> from the file's float values (e.g. to quantize a real model).
+    /// </summary>
+    public static GgufTestWriter CopyOf(GgufFile file, Func<GgufTensorInfo, float[], (GgufTensorType Type, byte[] Data)> encode)
+    {
+        var w = new GgufTestWriter(file.Version, file.Alignment);
+        foreach (var (key, value) in file.Metadata)
+        {
+            if (key == GgufFile.AlignmentKey)
+            {
+                continue;
+            }
+
+            w.Add(key, value.Type, value.Type == GgufValueType.Array ? new GgufArray(value.ElementType!.Value, (IList)value.Value) : value.Value);
+        }
+
+        foreach (var t in file.Tensors)
+        {
+            var (type, data) = encode(t, file.ReadSingles(t));
+            w.AddTensor(t.Name, type, [.. t.Shape], data);
+        }
+
+        return w;
+    }
+
     public byte[] ToBytes()
     {
         var ms = new MemoryStream();
@@ -152,9 +178,36 @@ internal sealed class GgufTestWriter(int version, int alignment = 32)
     }
 }
 
-/// <summary>Element encodings used by the tests (independent of the library's own conversions).</summary>
+/// <summary>Element encodings used by the tests (independent of the library's own conversions, except the block formats).</summary>
 internal static class TestEncodings
 {
+    /// <summary>
+    /// Encodes <paramref name="values"/> as <paramref name="type"/>: the float types and Q8_0 with the test's own encoders,
+    /// the other block types with <see cref="Petals.Tensors.BlockQuantization.Quantize"/> (tested against ggml in Petals.Abstractions.Tests).
+    /// </summary>
+    public static byte[] Encode(GgufTensorType type, float[] values)
+    {
+        switch (type)
+        {
+            case GgufTensorType.F32: return F32(values);
+            case GgufTensorType.F16: return F16(values);
+            case GgufTensorType.BF16: return BF16(values);
+            case GgufTensorType.Q8_0: return Q8_0(values);
+        }
+
+        var dtype = GgufTensorTypeInfo.ServedAs(type);
+        if (dtype is null)
+        {
+            // A type the readers do not serve (IQ2_XXS, …): bytes of the right size, content irrelevant.
+            Assert.True(GgufTensorTypeInfo.TryGetBlock(type, out var be, out var bb));
+            return new byte[values.Length / be * bb];
+        }
+
+        var bytes = new byte[Petals.Tensors.TensorDTypeExtensions.ByteSize(dtype.Value, values.Length)];
+        Petals.Tensors.BlockQuantization.Quantize(dtype.Value, values, bytes);
+        return bytes;
+    }
+
     public static byte[] F32(float[] values)
     {
         var bytes = new byte[values.Length * 4];

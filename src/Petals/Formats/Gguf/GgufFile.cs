@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Numerics;
 using System.Runtime.InteropServices;
+using Petals.Tensors;
 
 namespace Petals.Formats.Gguf;
 
@@ -110,7 +111,10 @@ public sealed class GgufFile : IDisposable
         return _file.Memory(tensor.DataOffset, (int)tensor.ByteSize);
     }
 
-    /// <summary>Reads a tensor of type F32, F16, BF16 or Q8_0 as <see cref="float"/> values (Q8_0 dequantized).</summary>
+    /// <summary>
+    /// Reads a tensor of type F32, F16, BF16 or one of the supported block-quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+    /// Q2_K … Q6_K) as <see cref="float"/> values (block types dequantized with <see cref="BlockQuantization.Dequantize"/>).
+    /// </summary>
     /// <param name="tensor">A tensor of this file.</param>
     /// <returns>A new array of <see cref="GgufTensorInfo.ElementCount"/> values.</returns>
     /// <exception cref="ModelFormatException">When the type is not one of those, naming the tensor and its type.</exception>
@@ -131,11 +135,9 @@ public sealed class GgufFile : IDisposable
             case GgufTensorType.BF16:
                 TensorConversions.BFloat16ToSingle(data, result);
                 break;
-            case GgufTensorType.Q8_0:
-                TensorConversions.DequantizeQ8_0(data, result);
-                break;
             default:
-                throw UnsupportedType(tensor);
+                BlockQuantization.Dequantize(GgufTensorTypeInfo.ServedAs(tensor.Type) ?? throw UnsupportedType(tensor), data, result);
+                break;
         }
 
         return result;
@@ -281,7 +283,7 @@ public sealed class GgufFile : IDisposable
     public void Dispose() => _file.Dispose();
 
     internal ModelFormatException UnsupportedType(GgufTensorInfo tensor) =>
-        new(Path, tensor.Name, $"tensor type {tensor.Type} is not supported (supported: F32, F16, BF16, Q8_0).");
+        new(Path, tensor.Name, $"tensor type {tensor.Type} is not supported (supported: {GgufTensorTypeInfo.SupportedList}).");
 
     private int[] Narrow<T>(string key, T[] values)
         where T : IBinaryInteger<T>

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using Petals.Models;
 using Petals.Tensors;
 
@@ -12,8 +11,12 @@ namespace Petals.Formats.Gguf;
 /// GGUF stores them in Meta's interleaved rotary order, and this class un-permutes them when they are requested.
 /// </summary>
 /// <remarks>
-/// F32, F16 and BF16 tensors are views of the memory mapping; Q8_0 tensors are dequantized to F32 and Q/K projections
-/// are re-ordered into copies, made once per tensor on first request and cached. Thread-safe.
+/// Tensors are served in their stored type: F32, F16, BF16 and the block-quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+/// Q2_K … Q6_K, as the <see cref="TensorDType"/> of the same name and block layout) are views of the memory mapping,
+/// never dequantized; consumers that need floats use <see cref="ModelWeightsExtensions.GetFloatTensor"/>. Q/K
+/// projections are re-ordered row by row (a row of a block type is whole blocks) into copies, made once per tensor on
+/// first request and cached. The scales of a block-quantized tensor are checked for NaN/Inf when it is first requested.
+/// Thread-safe.
 /// </remarks>
 public sealed class GgufModelWeights : IModelWeights
 {
@@ -359,16 +362,12 @@ public sealed class GgufModelWeights : IModelWeights
         var permuteHeads = name.EndsWith(LlamaTensorNames.QProj, StringComparison.Ordinal) ? Config.NumHeads
             : name.EndsWith(LlamaTensorNames.KProj, StringComparison.Ordinal) ? Config.NumKeyValueHeads
             : 0;
-        ReadOnlyMemory<byte> data;
-        if (info.Type == GgufTensorType.Q8_0)
+        var data = File.GetTensorData(info);
+        if (descriptor.DType.IsBlockQuantized() && BlockQuantization.TryFindNonFiniteScale(descriptor.DType, data.Span, out var block, out var field))
         {
-            var bytes = new byte[descriptor.ByteSize];
-            TensorConversions.DequantizeQ8_0(File.GetTensorData(info).Span, MemoryMarshal.Cast<byte, float>(bytes.AsSpan()));
-            data = bytes;
-        }
-        else
-        {
-            data = File.GetTensorData(info);
+            var blocksPerRow = descriptor.Shape[^1] / descriptor.DType.BlockElements();
+            throw new ModelFormatException(File.Path, info.Name, string.Create(CultureInfo.InvariantCulture,
+                $"{descriptor.DType} block {block} (row {block / blocksPerRow}) has a non-finite scale '{field}' (NaN or infinite)."));
         }
 
         if (permuteHeads > 0)

@@ -2,7 +2,9 @@ namespace Petals.Formats.Gguf;
 
 /// <summary>
 /// The ggml element types a GGUF tensor may have. <see cref="GgufFile"/> recognizes all of them (to check
-/// tensor sizes), but reads the data only of <see cref="F32"/>, <see cref="F16"/>, <see cref="BF16"/> and <see cref="Q8_0"/>.
+/// tensor sizes), but serves and reads the data only of <see cref="F32"/>, <see cref="F16"/>, <see cref="BF16"/>,
+/// <see cref="Q8_0"/>, <see cref="Q4_0"/>, <see cref="Q4_1"/>, <see cref="Q5_0"/>, <see cref="Q5_1"/> and the k-quants
+/// <see cref="Q2_K"/> … <see cref="Q6_K"/> (as the <c>TensorDType</c> of the same name).
 /// </summary>
 public enum GgufTensorType
 {

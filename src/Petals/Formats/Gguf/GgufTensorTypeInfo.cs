@@ -47,13 +47,47 @@ internal static class GgufTensorTypeInfo
         return blockElements != 0;
     }
 
-    /// <summary>The <see cref="TensorDType"/> a ggml type is served as by the weight readers, or null when unsupported.</summary>
+    /// <summary>The ggml types the weight readers serve, as listed in messages.</summary>
+    public const string SupportedList = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+
+    /// <summary>
+    /// The <see cref="TensorDType"/> a ggml type is served as by the weight readers (block-quantized types natively, with
+    /// the same block layout), or null when unsupported.
+    /// </summary>
     public static TensorDType? ServedAs(GgufTensorType type) => type switch
     {
         GgufTensorType.F32 => TensorDType.F32,
         GgufTensorType.F16 => TensorDType.F16,
         GgufTensorType.BF16 => TensorDType.BF16,
-        GgufTensorType.Q8_0 => TensorDType.F32,
+        GgufTensorType.Q8_0 => TensorDType.Q8_0,
+        GgufTensorType.Q4_0 => TensorDType.Q4_0,
+        GgufTensorType.Q4_1 => TensorDType.Q4_1,
+        GgufTensorType.Q5_0 => TensorDType.Q5_0,
+        GgufTensorType.Q5_1 => TensorDType.Q5_1,
+        GgufTensorType.Q2_K => TensorDType.Q2_K,
+        GgufTensorType.Q3_K => TensorDType.Q3_K,
+        GgufTensorType.Q4_K => TensorDType.Q4_K,
+        GgufTensorType.Q5_K => TensorDType.Q5_K,
+        GgufTensorType.Q6_K => TensorDType.Q6_K,
+        _ => null,
+    };
+
+    /// <summary>The ggml type of a <see cref="TensorDType"/> that GGUF files can store, or null (NF4, I8, …).</summary>
+    public static GgufTensorType? FromDType(TensorDType dtype) => dtype switch
+    {
+        TensorDType.F32 => GgufTensorType.F32,
+        TensorDType.F16 => GgufTensorType.F16,
+        TensorDType.BF16 => GgufTensorType.BF16,
+        TensorDType.Q8_0 => GgufTensorType.Q8_0,
+        TensorDType.Q4_0 => GgufTensorType.Q4_0,
+        TensorDType.Q4_1 => GgufTensorType.Q4_1,
+        TensorDType.Q5_0 => GgufTensorType.Q5_0,
+        TensorDType.Q5_1 => GgufTensorType.Q5_1,
+        TensorDType.Q2_K => GgufTensorType.Q2_K,
+        TensorDType.Q3_K => GgufTensorType.Q3_K,
+        TensorDType.Q4_K => GgufTensorType.Q4_K,
+        TensorDType.Q5_K => GgufTensorType.Q5_K,
+        TensorDType.Q6_K => GgufTensorType.Q6_K,
         _ => null,
     };
 }
