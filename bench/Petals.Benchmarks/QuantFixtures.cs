@@ -81,7 +81,7 @@ internal static class QuantFixtures
 
     private static string FindLibrary()
     {
-        var local = Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native", "avx512", "libggml-base.so");
+        var local = Path.Combine(AppContext.BaseDirectory, "llama-native", "libggml-base.so");
         if (File.Exists(local))
         {
             return local;
