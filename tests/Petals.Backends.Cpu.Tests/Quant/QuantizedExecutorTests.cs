@@ -13,7 +13,8 @@ public sealed class QuantizedExecutorTests
     [Theory]
     [InlineData("int8", "int8", 0.01)]
     [InlineData("q8_0", "q8_0", 0.01)]
-    [InlineData("nf4", "nf4", 0.12)]
+    // RandomLlama draws uniform weights; NF4 places its levels for normally distributed ones, so it loses more here than q4_k.
+    [InlineData("nf4", "nf4", 0.2)]
     [InlineData("q4_k", "q4_k", 0.12)]
     public void QuantizedAtLoadStaysCloseToFp32(string quant, string announced, double maxRelativeError)
     {
