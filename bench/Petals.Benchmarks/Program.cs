@@ -36,6 +36,12 @@ internal static class Program
           quant-fixtures --out DIR [--lib path/to/libggml-base.so]
               Writes ggml's reference quantize/dequantize outputs (LLamaSharp.Backend.Cpu's natives) for the
               BlockQuantization tests; bench/quant-fixtures.sh regenerates tests/Petals.Abstractions.Tests/TestData/quant.
+          quant-accuracy [--dir /work/bench-models --shape llama2-7b --blocks 1 --threads 2]
+              Relative error of block outputs (32-token prefill + 8 decode steps) of the F16/Q8_0/Q4_0/Q4_K_M files and of the
+              F32 file quantized at load (int8, nf4, q8_0, q4_k), against the F32 file; bytes of weights per block.
+          quant-memory --file F [--quant none|int8|nf4|q8_0|q4_k --blocks 4 --threads 2]
+              Resident memory (anonymous + file-backed) an executor over the file's first blocks adds, per block, beside
+              the bytes of weights it holds; one case per process (bench/quant-memory.sh runs them all).
           quant-speed [--rows 256 --columns 4096]
               Single-thread throughput of BlockQuantization.Quantize / Dequantize per type.
           dht-sim     --nodes N [--latency-ms 25 --lookups 500 --records 100 --seed 1 --join full|self
@@ -186,6 +192,10 @@ internal static class Program
                 case "quant-fixtures":
                     return QuantFixtures.Run(Arg(args, "--out") ?? throw new ArgumentException("--out is required."), Arg(args, "--lib"));
 
+                case "quant-accuracy":
+                    return QuantReport.Accuracy(args[1..]);
+                case "quant-memory":
+                    return QuantReport.Memory(args[1..]);
                 case "quant-speed":
                     return QuantSpeed.Run(IntArg(args, "--rows", 256), IntArg(args, "--columns", 4096));
 
