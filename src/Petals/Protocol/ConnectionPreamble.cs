@@ -19,8 +19,11 @@ public sealed record ConnectionPreamble(
     /// <summary>The protocol major version implemented here.</summary>
     public const ushort CurrentVersionMajor = 1;
 
-    /// <summary>The protocol minor version implemented here: 1 (1.1 adds the stated error bound to InfoResponse).</summary>
-    public const ushort CurrentVersionMinor = 1;
+    /// <summary>
+    /// The protocol minor version implemented here: 2 (1.1 adds the stated error bound to InfoResponse, 1.2 the weight
+    /// quantization after it).
+    /// </summary>
+    public const ushort CurrentVersionMinor = 2;
 
     /// <summary>The preamble magic, ASCII <c>PTLS</c>.</summary>
     internal static ReadOnlySpan<byte> Magic => "PTLS"u8;

@@ -71,6 +71,7 @@ public sealed class BlockServer : IAsyncDisposable
 
         Executor = executor;
         Options = options;
+        Quantization = QuantizationOf(executor);
         _logger = logger ?? (ILogger)NullLogger.Instance;
         Budget = new CacheBudget(options.CacheTokens, options.TimeProvider, options.CacheTokensPerPeer);
         Scheduler = new ComputeScheduler();
@@ -90,6 +91,22 @@ public sealed class BlockServer : IAsyncDisposable
 
     /// <summary>The blocks served.</summary>
     public BlockRange Blocks => Options.Blocks;
+
+    /// <summary>
+    /// How the executor holds the span's weights, as announced and sent in the info: its
+    /// <see cref="ExecutorWeightsInfo.Quantization"/>, or <c>"none"</c> when it reports none.
+    /// </summary>
+    public string Quantization { get; }
+
+    /// <summary>The quantization <paramref name="executor"/> reports (<c>"none"</c> when it reports none).</summary>
+    /// <exception cref="ArgumentException">When the reported quantization could not be announced (empty, too long, other characters than a-z, 0-9, '_' and '+').</exception>
+    internal static string QuantizationOf(IBlockExecutor executor)
+    {
+        var quantization = (executor.GetService(typeof(ExecutorWeightsInfo)) as ExecutorWeightsInfo)?.Quantization ?? "none";
+        return Discovery.AnnouncementLimits.IsValidQuantization(quantization, out var fault)
+            ? quantization
+            : throw new ArgumentException($"The executor reports a weight quantization that cannot be announced: {fault}", nameof(executor));
+    }
 
     /// <summary>Whether a forward call or session may name <paramref name="blocks"/>: a non-empty range within <see cref="Blocks"/>.</summary>
     internal bool Serves(BlockRange blocks) => blocks.Count > 0 && blocks.Start >= Blocks.Start && blocks.End <= Blocks.End;
@@ -272,7 +289,7 @@ public sealed class BlockServer : IAsyncDisposable
         ProtocolErrorCode.Busy,
         string.Create(CultureInfo.InvariantCulture, $"the server already holds {QueuedInputBytes} bytes of inputs waiting for computation (limit {Options.MaxQueuedInputBytes}); this request needs {bytes} more: retry when results arrive"));
 
-    /// <summary>The server's info for a connection that negotiated protocol minor version <paramref name="versionMinor"/> (1.1 adds the stated error bound).</summary>
+    /// <summary>The server's info for a connection that negotiated protocol minor version <paramref name="versionMinor"/> (1.1 adds the stated error bound, 1.2 the quantization).</summary>
     internal InfoResponse CreateInfo(ushort versionMinor = ConnectionPreamble.CurrentVersionMinor) => new(
         ConnectionPreamble.CurrentVersionMajor,
         ConnectionPreamble.CurrentVersionMinor,
@@ -288,6 +305,7 @@ public sealed class BlockServer : IAsyncDisposable
         Options.MaxSessionLength)
     {
         StatedError = versionMinor >= 1 ? (float)Execution.NumericErrorBound.Of(Executor).RelativeError : null,
+        Quantization = versionMinor >= 2 ? Quantization : null,
     };
 
     internal bool Accepts(WireCodec codec) => (byte)codec < 8 && ((int)Options.Codecs & (1 << (int)codec)) != 0;
