@@ -100,7 +100,7 @@ internal static class FixedPeers
             throw new RemoteChainException(new StringBuilder("The servers cannot run the model's ")
                 .Append(config.NumLayers.ToString(CultureInfo.InvariantCulture)).Append(" blocks: ")
                 .AppendJoin("; ", problems).Append(". Servers: ")
-                .AppendJoin(", ", servers.Select(s => s.Info.Quantization is { } q ? $"{s.Connection.RemoteAddress} = {s.Info.Blocks} ({q})" : $"{s.Connection.RemoteAddress} = {s.Info.Blocks}"))
+                .AppendJoin(", ", servers.Select(s => requiredQuantization is not null ? $"{s.Connection.RemoteAddress} = {s.Info.Blocks} ({s.Info.Quantization ?? "quantization not stated"})" : $"{s.Connection.RemoteAddress} = {s.Info.Blocks}"))
                 .Append('.').ToString());
         }
 
