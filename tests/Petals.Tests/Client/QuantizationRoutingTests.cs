@@ -163,6 +163,49 @@ public sealed class QuantizationRoutingTests
         Assert.Contains($"{servers.Addresses[0]} = 0:4 (nf4)", error.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Recovery_replaces_a_failed_server_only_with_one_of_the_required_quantization()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 4);
+        await using var swarm = await DiscoverySwarm.StartAsync(4, TimeProvider.System, Ct);
+        await using var servers = new AnnouncedServers(swarm, fixture);
+        await servers.StartAsync(peer: 1, new BlockRange(0, 4), "none", throughput: 10);
+        await servers.StartAsync(peer: 2, new BlockRange(0, 4), "nf4", throughput: 1e6);
+        await servers.StartAsync(peer: 3, new BlockRange(0, 4), "none", throughput: 10);
+        await using var sequence = new SwarmSequenceManager(swarm.Client, ModelId, 4);
+        await sequence.StartAsync(Ct).WaitAsync(Bound, Ct);
+        var options = new RemoteSequenceOptions { RequiredQuantization = "none", MaxRecoveryAttempts = 3, RecoveryBackoff = TimeSpan.FromMilliseconds(1) };
+        await using var remote = await RemoteTransformerBlocks.ConnectAsync(swarm.Transport, sequence, fixture.Config, options, Ct).WaitAsync(Bound, Ct);
+        var first = Assert.Single(remote.Spans).PeerId == swarm.Peers[1].LocalPeerId ? 0 : 2;
+
+        using var local = fixture.CreateBlocks();
+        await using var session = await remote.OpenSessionAsync(1, 16, Ct);
+        await using var localSession = await local.OpenSessionAsync(1, 16, Ct);
+        async Task StepAsync(int tokens, int seed)
+        {
+            var input = Enumerable.Range(0, tokens * fixture.Config.HiddenSize).Select(i => (float)Math.Sin(i + seed)).ToArray();
+            var theirs = input.ToArray();
+            await session.ForwardAsync(theirs, tokens, Ct).AsTask().WaitAsync(Bound, Ct);
+            await localSession.ForwardAsync(input, tokens, Ct);
+            for (var i = 0; i < input.Length; i++)
+            {
+                Assert.True(Math.Abs(input[i] - theirs[i]) <= 1e-5f, $"step {seed} value {i}: {input[i]} vs {theirs[i]}");
+            }
+        }
+
+        await StepAsync(2, 0);
+        var nf4Connections = servers.Running[1].GetStatistics().ConnectionsAccepted; // the client's pings
+        await servers.StopAsync(first);
+        await StepAsync(1, 1); // replayed onto the other "none" server, never the (faster) nf4 one
+        Assert.Equal(1, remote.Recoveries);
+        Assert.Equal(nf4Connections, servers.Running[1].GetStatistics().ConnectionsAccepted); // not even tried: routed around
+        Assert.Equal(swarm.Peers[first == 0 ? 3 : 1].LocalPeerId, Assert.Single(remote.Spans).PeerId);
+
+        await servers.StopAsync(first == 0 ? 2 : 0);
+        await Assert.ThrowsAsync<RemoteChainException>(() => StepAsync(1, 2));
+        Assert.Equal(0, servers.Running[1].GetStatistics().InferenceSteps + servers.Running[1].GetStatistics().ForwardCalls);
+    }
+
     /// <summary>Runs three positions through <paramref name="remote"/> and through the local blocks; they agree within fp32 rounding.</summary>
     private static async Task AssertComputesAsLocallyAsync(RandomModelFixture fixture, RemoteTransformerBlocks remote)
     {
@@ -230,6 +273,13 @@ public sealed class QuantizationRoutingTests
             var announcer = new ServerAnnouncer(swarm.Peers[peer], swarm.Transport, ModelId, fixture.Config.NumLayers, span) { Throughput = throughput };
             _announcers.Add(announcer);
             Assert.True(await announcer.AnnounceOnlineAsync(server, Ct).WaitAsync(Bound, Ct));
+        }
+
+        /// <summary>Stops server <paramref name="index"/> without announcing it offline (a server that died).</summary>
+        public async Task StopAsync(int index)
+        {
+            await Running[index].DisposeAsync();
+            await _listeners[index].DisposeAsync();
         }
 
         public async ValueTask DisposeAsync()
