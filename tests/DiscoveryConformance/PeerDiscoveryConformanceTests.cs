@@ -126,6 +126,7 @@ public abstract class PeerDiscoveryConformanceTests
             DType = TensorDType.BF16,
             Version = "9.8.7-conformance",
             PublicName = withOptionalFields ? "lab-ŝerver 🦙" : null,
+            Quantization = withOptionalFields ? "q4_k+q6_k" : null,
             NextServerRtts = withOptionalFields
                 ? new Dictionary<string, TimeSpan> { [swarm.Peers[1].LocalPeerId] = TimeSpan.FromMilliseconds(12.5), ["another-peer"] = TimeSpan.FromMilliseconds(3) }
                 : new Dictionary<string, TimeSpan>(),

@@ -6,6 +6,7 @@ using Petals.Formats;
 using Petals.Models;
 using Petals.Server;
 using Petals.Testing;
+using Petals.Testing.Execution;
 using Petals.Transport;
 using Petals.Transport.Multiplexing;
 using Petals.Transport.Tcp;
@@ -205,6 +206,56 @@ public sealed class StatusAndDiscoveryGenerateTests
         Assert.Contains(fragment, error, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Generate_and_status_with_require_quant_use_only_servers_announcing_it_and_name_what_is_offered_otherwise()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+
+        // One server of every block runs "nf4" (and its outputs differ); two others split the blocks unquantized.
+        await using var swarm = await TcpSwarm.StartAsync([new(0, 5), new(0, 2), new(2, 5)], quantizations: ["nf4", "none", "none"]);
+        string[] common = ["--model", TestData.Stories260KGguf, "--prompt", "Once upon a time", "--max-new-tokens", "12", "--output", "json"];
+        var local = await CliRunner.RunAsync(["generate", .. common]);
+        Assert.True(local.ExitCode == 0, local.Error);
+
+        var remote = await CliRunner.RunAsync(["generate", .. common, "--initial-peers", swarm.Bootstrap.ToString(), "--insecure", "--require-quant", "NONE"]).WaitAsync(Bound, Ct);
+        Assert.True(remote.ExitCode == 0, remote.Error);
+        using (var expected = JsonDocument.Parse(local.Output))
+        using (var actual = JsonDocument.Parse(remote.Output))
+        {
+            Assert.Equal(expected.RootElement.GetProperty("generated_ids").ToString(), actual.RootElement.GetProperty("generated_ids").ToString());
+        }
+
+        Assert.Contains($"blocks 0:2 on {swarm.PeerIds[1]} at {swarm.Addresses[1]} (blocks 0:2), weights none", remote.Error, StringComparison.Ordinal);
+        Assert.Contains($"blocks 2:5 on {swarm.PeerIds[2]} at {swarm.Addresses[2]} (blocks 2:5), weights none", remote.Error, StringComparison.Ordinal);
+        Assert.Equal(0, swarm.Servers[0].GetStatistics().InferenceSteps);
+
+        // Without the requirement the one-hop nf4 server is the chain; with q4_k there is none, and the error says what there is.
+        var status = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString(), "--insecure", "--output", "json").WaitAsync(Bound, Ct);
+        Assert.True(status.ExitCode == 0, status.Error);
+        using (var json = JsonDocument.Parse(status.Output))
+        {
+            var model = Assert.Single(json.RootElement.GetProperty("models").EnumerateArray());
+            Assert.Equal([swarm.PeerIds[0]], model.GetProperty("chain").GetProperty("servers").EnumerateArray().Select(s => s.GetProperty("peer_id").GetString()));
+            var block0 = model.GetProperty("blocks").EnumerateArray().First().GetProperty("servers").EnumerateArray()
+                .ToDictionary(s => s.GetProperty("peer_id").GetString()!, s => s.GetProperty("quantization").GetString());
+            Assert.Equal("nf4", block0[swarm.PeerIds[0]]);
+            Assert.Equal("none", block0[swarm.PeerIds[1]]);
+        }
+
+        var text = await CliRunner.RunAsync("status", "--initial-peers", swarm.Bootstrap.ToString(), "--insecure", "--require-quant", "none").WaitAsync(Bound, Ct);
+        Assert.True(text.ExitCode == 0, text.Error);
+        Assert.Contains($"full chain of online servers: 0:2 by {swarm.PeerIds[1][..8]}…, 2:5 by {swarm.PeerIds[2][..8]}…", text.Output, StringComparison.Ordinal);
+        Assert.Contains(" quant ", text.Output, StringComparison.Ordinal);
+
+        var none = await CliRunner.RunAsync(["generate", .. common, "--initial-peers", swarm.Bootstrap.ToString(), "--insecure", "--require-quant", "q4_k"]).WaitAsync(Bound, Ct);
+        Assert.Equal(3, none.ExitCode);
+        var line = Assert.Single(none.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("error: ", StringComparison.Ordinal));
+        Assert.Equal(
+            $"error: no online server covers blocks 0:5 of model {swarm.ModelId} (routing blocks 0:5; online spans: none; required weight quantization 'q4_k': "
+            + $"the swarm offers 'nf4' (0:5 by {swarm.PeerIds[0][..8]}…), 'none' (0:2 by {swarm.PeerIds[1][..8]}…, 2:5 by {swarm.PeerIds[2][..8]}…))",
+            line);
+    }
+
     /// <summary>A bootstrap DHT node and block servers of the tiny model on plain TCP (so the commands run with --insecure), each server announced through its own DHT node.</summary>
     private sealed class TcpSwarm : IAsyncDisposable
     {
@@ -226,7 +277,13 @@ public sealed class StatusAndDiscoveryGenerateTests
 
         public List<string> PeerIds { get; } = [];
 
-        public static async Task<TcpSwarm> StartAsync(BlockRange[] spans, string? modelId = null)
+        /// <param name="spans">The servers' spans.</param>
+        /// <param name="modelId">The model id announced (default: computed).</param>
+        /// <param name="quantizations">
+        /// Per server, the quantization its executor reports and announces (default "none"); servers of one other than
+        /// "none" add noise to their outputs, as a lossy quantization changes them.
+        /// </param>
+        public static async Task<TcpSwarm> StartAsync(BlockRange[] spans, string? modelId = null, string[]? quantizations = null)
         {
             var swarm = new TcpSwarm();
             try
@@ -242,6 +299,11 @@ public sealed class StatusAndDiscoveryGenerateTests
                     var node = await swarm.StartNodeAsync(transport, swarm.Bootstrap);
                     swarm._announcers.Add(new DhtPeerDiscovery(node));
                     var executor = factory.Create(swarm._weights, spans[i]);
+                    if (quantizations?[i] is { } quantization and not "none")
+                    {
+                        executor = new ReportedWeightsExecutor(new LyingBlockExecutor(executor, seed: i) { Kind = LieKind.Noise, LieOnForwards = true }, quantization);
+                    }
+
                     swarm._executors.Add(executor);
                     var server = new BlockServer(executor, new BlockServerOptions { Blocks = spans[i], ModelId = swarm.ModelId, PeerId = node.Id.ToString() });
                     var listener = await transport.ListenAsync(PeerAddress.Parse("tcp://127.0.0.1:0"), Ct);
@@ -276,6 +338,7 @@ public sealed class StatusAndDiscoveryGenerateTests
                 CacheTokensLeft = 4096,
                 Version = "cli-test",
                 PublicName = $"server-{server}",
+                Quantization = Servers[server].Quantization,
             };
             var stored = await _announcers[server].AnnounceAsync(ModelId, _weights!.Config.NumLayers, info, TimeSpan.FromMinutes(5), Ct).WaitAsync(Bound, Ct);
             Assert.Equal(info.Span.Count, stored);
@@ -325,5 +388,14 @@ public sealed class StatusAndDiscoveryGenerateTests
 
             return node;
         }
+    }
+
+    /// <summary>Reports <paramref name="quantization"/> as the executor's weight storage, as a quantizing executor does.</summary>
+    private sealed class ReportedWeightsExecutor(IBlockExecutor inner, string quantization) : DelegatingBlockExecutor(inner)
+    {
+        public override object? GetService(Type serviceType, object? serviceKey = null) =>
+            serviceKey is null && serviceType == typeof(ExecutorWeightsInfo)
+                ? new ExecutorWeightsInfo(quantization, new Dictionary<Petals.Tensors.TensorDType, long>())
+                : base.GetService(serviceType, serviceKey);
     }
 }

@@ -19,6 +19,48 @@ public static class AnnouncementLimits
     /// <summary>The largest model, in blocks, an announcement or the model index may name (real models have a few hundred).</summary>
     public const int MaxBlockCount = 1024;
 
+    /// <summary>
+    /// The longest announced weight quantization (<see cref="ServerInfo.Quantization"/>), in bytes: room for every block
+    /// type of a mixed file joined by <c>'+'</c> (<c>"q4_k+q6_k"</c>).
+    /// </summary>
+    public const int MaxQuantizationBytes = 64;
+
+    /// <summary>
+    /// Whether <paramref name="quantization"/> may be announced as <see cref="ServerInfo.Quantization"/> (or required by a
+    /// client): 1 to <see cref="MaxQuantizationBytes"/> characters, each a lower-case ASCII letter, a digit, <c>'_'</c> or
+    /// <c>'+'</c>, e.g. <c>"none"</c>, <c>"nf4"</c>, <c>"q4_k+q6_k"</c>.
+    /// </summary>
+    /// <param name="quantization">The text.</param>
+    /// <param name="fault">Why it may not, naming the first bad character; null when it may.</param>
+    /// <returns>Whether it may.</returns>
+    public static bool IsValidQuantization(string? quantization, out string? fault)
+    {
+        if (string.IsNullOrEmpty(quantization))
+        {
+            fault = "the quantization is empty.";
+            return false;
+        }
+
+        if (quantization.Length > MaxQuantizationBytes)
+        {
+            fault = string.Create(CultureInfo.InvariantCulture, $"the quantization is {quantization.Length} characters; at most {MaxQuantizationBytes}.");
+            return false;
+        }
+
+        for (var i = 0; i < quantization.Length; i++)
+        {
+            var c = quantization[i];
+            if (!(char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c is '_' or '+'))
+            {
+                fault = string.Create(CultureInfo.InvariantCulture, $"the quantization '{quantization}' holds '{c}' (U+{(int)c:X4}) at {i}; only a-z, 0-9, '_' and '+' are allowed.");
+                return false;
+            }
+        }
+
+        fault = null;
+        return true;
+    }
+
     /// <summary>Throws what <see cref="IPeerDiscovery.GetServersAsync"/> documents for a bad model id.</summary>
     /// <param name="modelId">The model id.</param>
     /// <exception cref="ArgumentNullException"><paramref name="modelId"/> is null.</exception>
@@ -93,6 +135,11 @@ public static class AnnouncementLimits
         if (info.CacheTokensLeft < 0)
         {
             return $"cache tokens left {info.CacheTokensLeft} is negative.";
+        }
+
+        if (info.Quantization is not null && !IsValidQuantization(info.Quantization, out var quantizationFault))
+        {
+            return quantizationFault;
         }
 
         foreach (var (peer, rtt) in info.NextServerRtts ?? new Dictionary<string, TimeSpan>())

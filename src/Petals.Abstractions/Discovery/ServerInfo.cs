@@ -51,6 +51,17 @@ public sealed record ServerInfo
     public string? ThroughputMethod { get; init; }
 
     /// <summary>
+    /// How the server holds its blocks' weights, which changes its outputs (a client may require one,
+    /// <c>RemoteSequenceOptions.RequiredQuantization</c>): <c>"none"</c> for fp32/fp16/bf16 weights, a quantize-at-load name
+    /// (<c>"int8"</c>, <c>"nf4"</c>, <c>"q8_0"</c>, <c>"q4_k"</c>) or a file's block types joined by <c>'+'</c>
+    /// (<c>"q4_k+q6_k"</c>), as its executor reports it (<c>Petals.Execution.ExecutorWeightsInfo</c>); null when not said
+    /// (servers before this field, or a server still loading). At most <see cref="AnnouncementLimits.MaxQuantizationBytes"/>
+    /// characters of a-z, 0-9, '_' and '+' (<see cref="AnnouncementLimits.IsValidQuantization"/>). An optional trailing
+    /// field of the record: older readers ignore it.
+    /// </summary>
+    public string? Quantization { get; init; }
+
+    /// <summary>
     /// Measured round-trip times from this server to servers of the block right after its span, by their peer id
     /// (what a router adds as the cost of the hop from this server to that one).
     /// </summary>

@@ -37,4 +37,11 @@ public sealed record RouteRequest
     /// Peers that failed recently: used only for blocks that no other usable server covers.
     /// </summary>
     public IReadOnlySet<string> BannedPeers { get; init; } = new HashSet<string>();
+
+    /// <summary>
+    /// When set, the only weight quantization the route may use: a router must leave out every server whose
+    /// <see cref="ServerInfo.Quantization"/> is not exactly this (ordinal; a server that states none does not match), since
+    /// quantized blocks give other outputs. Null (the default): any.
+    /// </summary>
+    public string? RequiredQuantization { get; init; }
 }

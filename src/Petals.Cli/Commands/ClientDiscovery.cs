@@ -120,8 +120,9 @@ internal sealed class ClientDiscovery : IAsyncDisposable
     /// <param name="allowedPeers">The only peers to route through (empty: any).</param>
     /// <param name="blockedPeers">Peers never to route through.</param>
     /// <param name="verifyRate">The probability that a span's answer to a step is spot-checked (0: never).</param>
+    /// <param name="requiredQuantization">The only weight quantization to route through (null: any).</param>
     /// <exception cref="FileNotFoundException">When the model does not exist.</exception>
-    public ClientHost CreateClient(string modelPath, string? modelId, string? codec, IReadOnlyCollection<string> allowedPeers, IReadOnlyCollection<string> blockedPeers, double verifyRate = 0)
+    public ClientHost CreateClient(string modelPath, string? modelId, string? codec, IReadOnlyCollection<string> allowedPeers, IReadOnlyCollection<string> blockedPeers, double verifyRate = 0, string? requiredQuantization = null)
     {
         if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
         {
@@ -137,6 +138,7 @@ internal sealed class ClientDiscovery : IAsyncDisposable
                 o.Swarm.Router.AllowedPeers.UnionWith(allowedPeers);
                 o.Swarm.Router.BlockedPeers.UnionWith(blockedPeers);
                 o.Sequence.Verification.Rate = verifyRate;
+                o.Sequence.RequiredQuantization = requiredQuantization;
             },
             Discovery,
             _multiplex);

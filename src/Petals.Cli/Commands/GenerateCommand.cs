@@ -35,6 +35,8 @@ internal static class GenerateCommand
         var blockPeers = new Option<string?>("--block-peers") { Description = "With --initial-peers: never route through these servers (peer ids, comma-separated)." };
         var insecure = TransportSecurity.Insecure();
         var noMultiplex = TransportSecurity.NoMultiplex();
+        var quant = QuantizationOptions.Quant("the blocks run in this process (without --peers and --initial-peers)");
+        var requireQuant = QuantizationOptions.RequireQuant();
 
         var verifyRate = new Option<double>("--verify-rate")
         {
@@ -45,6 +47,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate text from a prompt, with the blocks in this process, on servers given by --peers, or on servers found in the swarm through --initial-peers.")
         {
             model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec, initialPeers, modelId, allowPeers, blockPeers, verifyRate, insecure, noMultiplex,
+            quant, requireQuant,
         };
         command.Validators.Add(result =>
         {
@@ -56,6 +59,17 @@ internal static class GenerateCommand
             if (result.GetValue(verifyRate) is var rate && !(rate >= 0 && rate <= 1))
             {
                 result.AddError(string.Create(CultureInfo.InvariantCulture, $"--verify-rate must be between 0 and 1, not {rate}."));
+            }
+
+            var remote = result.GetResult(peers) is not null || result.GetResult(initialPeers) is not null;
+            if (result.GetResult(quant) is not null && remote)
+            {
+                result.AddError("--quant quantizes the blocks run in this process; with --peers or --initial-peers the servers' own --quant decides: pin it with --require-quant.");
+            }
+
+            if (result.GetResult(requireQuant) is not null && !remote)
+            {
+                result.AddError("--require-quant needs --peers or --initial-peers (it filters servers); blocks run here use --quant.");
             }
 
             if (result.GetResult(modelId) is not null && result.GetResult(initialPeers) is null)
@@ -78,6 +92,8 @@ internal static class GenerateCommand
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
+            var quantization = QuantizationOptions.ParseQuant(parse.GetValue(quant));
+            var required = QuantizationOptions.ParseRequired(parse.GetValue(requireQuant));
             var options = new GenerationOptions
             {
                 MaxNewTokens = parse.GetValue(maxNewTokens),
@@ -118,11 +134,11 @@ internal static class GenerateCommand
             }
 
             await using var client = swarm is not null
-                ? swarm.CreateClient(modelPath, parse.GetValue(modelId), parse.GetValue(wireCodec), ClientDiscovery.ParsePeerIds(parse.GetValue(allowPeers)), ClientDiscovery.ParsePeerIds(parse.GetValue(blockPeers)), parse.GetValue(verifyRate))
-                : peerList is null ? null : SwarmOptions.CreateClient(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), plain, parse.GetValue(verifyRate), !parse.GetValue(noMultiplex));
+                ? swarm.CreateClient(modelPath, parse.GetValue(modelId), parse.GetValue(wireCodec), ClientDiscovery.ParsePeerIds(parse.GetValue(allowPeers)), ClientDiscovery.ParsePeerIds(parse.GetValue(blockPeers)), parse.GetValue(verifyRate), required)
+                : peerList is null ? null : SwarmOptions.CreateClient(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), plain, parse.GetValue(verifyRate), !parse.GetValue(noMultiplex), required);
             using var lm = client is not null
                 ? await client.ConnectAsync(ct).ConfigureAwait(false)
-                : ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads));
+                : ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads), quantization);
             context.Info($"loaded {lm.Config.NumLayers} blocks, hidden {lm.Config.HiddenSize}, vocab {lm.Config.VocabSize}", load);
             if (lm.Blocks is RemoteTransformerBlocks remote)
             {
@@ -134,7 +150,7 @@ internal static class GenerateCommand
                         context.Info(met);
                     }
 
-                    context.Info($"blocks {span.Blocks} on {span}");
+                    context.Info(span.Info.Quantization is { } q ? $"blocks {span.Blocks} on {span}, weights {q}" : $"blocks {span.Blocks} on {span}");
                 }
 
                 // Chains of fixed --peers recover too: a server that comes back at its address, or another given server of the same blocks, takes over.

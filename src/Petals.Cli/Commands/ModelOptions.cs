@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Petals.Generation;
+using Petals.Tensors;
 
 namespace Petals.Cli.Commands;
 
@@ -21,8 +22,8 @@ internal static class ModelOptions
 
     public static bool IsJson(string? output) => string.Equals(output, "json", StringComparison.Ordinal);
 
-    /// <summary>Loads a model with all blocks on the managed CPU executor.</summary>
-    public static CausalLanguageModel LoadLocal(string path, int? threads)
+    /// <summary>Loads a model with all blocks on the managed CPU executor, quantizing its weights at load as <paramref name="quantization"/> says (none by default).</summary>
+    public static CausalLanguageModel LoadLocal(string path, int? threads, WeightQuantization quantization = default)
     {
         if (!File.Exists(path) && !Directory.Exists(path))
         {
@@ -34,6 +35,6 @@ internal static class ModelOptions
             throw new ArgumentOutOfRangeException(nameof(threads), threads, "--threads must be at least 1.");
         }
 
-        return CausalLanguageModel.LoadLocal(path, ExecutorFactories.Cpu(threads));
+        return CausalLanguageModel.LoadLocal(path, ExecutorFactories.Cpu(threads, quantization));
     }
 }

@@ -1,6 +1,9 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using Petals.Execution;
+using Petals.Generation;
+using Petals.Inference;
 
 namespace Petals.Cli.Commands;
 
@@ -13,18 +16,24 @@ internal static class PerplexityCommand
         var threads = ModelOptions.Threads();
         var textFile = new Option<string>("--text-file") { Description = "A UTF-8 text file to score.", Required = true };
         var output = ModelOptions.Output();
-        var command = new Command("perplexity", "Mean negative log-likelihood (nats per token) of a text: BOS + text, every token after BOS predicted.")
+        var quant = QuantizationOptions.Quant("the blocks");
+        var command = new Command("perplexity", "Mean negative log-likelihood (nats per token) of a text: BOS + text, every token after BOS predicted (teacher-forced), with the blocks in this process, quantized with --quant.")
         {
-            model, textFile, output, threads,
+            model, textFile, output, threads, quant,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
+            var quantization = QuantizationOptions.ParseQuant(parse.GetValue(quant));
             var path = parse.GetValue(textFile)!;
             var text = await File.ReadAllTextAsync(path, ct).ConfigureAwait(false);
             var load = Stopwatch.StartNew();
-            using var lm = ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads));
-            context.Info($"loaded {lm.Config.NumLayers} blocks", load);
+            using var lm = ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads), quantization);
+            var weights = WeightsOf(lm);
+            var served = weights?.Quantization ?? "none";
+            context.Info(weights is null
+                ? $"loaded {lm.Config.NumLayers} blocks (--quant {quantization}; the executor reports no weight storage)"
+                : string.Create(CultureInfo.InvariantCulture, $"loaded {lm.Config.NumLayers} blocks, weights {served}: {weights.WeightBytes} bytes of linear-layer weights (--quant {quantization})"), load);
             var tokenizer = lm.Tokenizer!;
             var body = tokenizer.Encode(text, addSpecialTokens: false);
             int[] ids;
@@ -54,17 +63,55 @@ internal static class PerplexityCommand
                     w.WriteStartObject();
                     w.WriteNumber("nll", result.MeanNll);
                     w.WriteNumber("tokens", result.PredictedTokens);
+                    w.WriteNumber("perplexity", result.Perplexity);
+                    w.WriteString("quant", quantization.Value);
+                    w.WriteString("weights", served);
+                    if (weights is null)
+                    {
+                        w.WriteNull("weight_bytes");
+                    }
+                    else
+                    {
+                        w.WriteNumber("weight_bytes", weights.WeightBytes);
+                    }
+
                     w.WriteEndObject();
                 });
             }
             else
             {
                 await context.Output.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
-                    $"nll {result.MeanNll:F4} nats/token over {result.PredictedTokens} predicted tokens (perplexity {result.Perplexity:F3})")).ConfigureAwait(false);
+                    $"nll {result.MeanNll:F4} nats/token over {result.PredictedTokens} predicted tokens (perplexity {result.Perplexity:F3}; quant {quantization}, weights {served})")).ConfigureAwait(false);
             }
 
             return 0;
         }, cancellationToken));
         return command;
+    }
+
+    /// <summary>
+    /// What the executors of <paramref name="lm"/>'s local blocks report about their weight storage (quantizations joined
+    /// by '+' when they differ, bytes summed), or null when none reports.
+    /// </summary>
+    private static ExecutorWeightsInfo? WeightsOf(CausalLanguageModel lm)
+    {
+        if (lm.Blocks is not LocalTransformerBlocks local)
+        {
+            return null;
+        }
+
+        var infos = local.Executors.Select(e => e.GetService(typeof(ExecutorWeightsInfo)) as ExecutorWeightsInfo).OfType<ExecutorWeightsInfo>().ToArray();
+        if (infos.Length == 0)
+        {
+            return null;
+        }
+
+        var bytes = new Dictionary<Petals.Tensors.TensorDType, long>();
+        foreach (var (dtype, count) in infos.SelectMany(i => i.BytesByDType))
+        {
+            bytes[dtype] = bytes.GetValueOrDefault(dtype) + count;
+        }
+
+        return new ExecutorWeightsInfo(string.Join("+", infos.Select(i => i.Quantization).Distinct(StringComparer.Ordinal)), bytes);
     }
 }

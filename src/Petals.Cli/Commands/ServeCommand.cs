@@ -77,6 +77,7 @@ internal static class ServeCommand
             Description = "With discovery: this machine's network bandwidth in Mbit/s; the announced throughput is the lesser of compute and what this bandwidth carries (hidden states in and out, fp32). 0 announces compute only.",
             DefaultValueFactory = _ => new ThroughputMeterOptions().NetworkBandwidthMbps ?? 0,
         };
+        var quant = QuantizationOptions.Quant("the served blocks");
         var throughputCache = new Option<string?>("--throughput-cache") { Description = "The throughput cache file (default $XDG_CACHE_HOME/petals/throughput.json, else ~/.cache/petals/throughput.json)." };
         var announceDefaults = new ServerAnnouncerOptions();
         var publicName = new Option<string?>("--public-name") { Description = "A name shown for this server in swarm monitors (petals status)." };
@@ -95,11 +96,13 @@ internal static class ServeCommand
             numBlocks, memoryBudget, balancePeriod, balanceQuality,
             initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval, insecure, noMultiplex,
             maxConnections, maxPerAddress, handshakeTimeout, connectionIdleTimeout, minReceiveRate, maxReassemblyBytes, throughputOption, throughputCache, bandwidth,
+            quant,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
             var started = Stopwatch.StartNew();
+            var quantization = QuantizationOptions.ParseQuant(parse.GetValue(quant));
             var plain = parse.GetValue(insecure);
             TransportSecurity.Warn(context, plain);
             var path = parse.GetValue(model)!;
@@ -158,6 +161,7 @@ internal static class ServeCommand
             }
 
             var throughputSettings = ParseThroughput(parse.GetValue(throughputOption), parse.GetValue(throughputCache), t, parse.GetValue(bandwidth));
+            throughputSettings.Quantization = quantization.Value; // a figure measured with other weights is not reused
             var dhtPeers = peersText is null ? [] : ClientDiscovery.ParseInitialPeers(peersText, plain);
             var discover = startSwarm || peersText is not null;
             var announceOptions = new ServerAnnouncerOptions
@@ -229,7 +233,11 @@ internal static class ServeCommand
                 o.Server = options;
                 o.Announcer = announceOptions;
                 o.Throughput = throughputSettings;
-            }).UseCpuExecutor(o => o.ThreadCount = t ?? o.ThreadCount).UseTcpTransport(o =>
+            }).UseCpuExecutor(o =>
+            {
+                o.ThreadCount = t ?? o.ThreadCount;
+                o.Quantization = quantization;
+            }).UseTcpTransport(o =>
             {
                 o.Identity = tls;
                 o.AllowUnpinnedTls = true; // an announced tls:// address without an id is still measured; the handshake binds its id to the key met
@@ -298,6 +306,8 @@ internal static class ServeCommand
             // SIGTERM / Ctrl-C cancel ct (PetalsCommand.RunAsync), so `stop` ends the wait below and the server stops cleanly.
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             var readyMs = started.Elapsed.TotalMilliseconds;
+            var servedQuantization = server.Quantization; // what is announced: the executor's report, "none" when it reports nothing
+            context.Info($"weights: quantization {servedQuantization} (--quant {quantization})");
             await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {server.Blocks}").ConfigureAwait(false);
             await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
             context.Info(string.Create(CultureInfo.InvariantCulture,
@@ -327,7 +337,7 @@ internal static class ServeCommand
             using var buffer = new MemoryStream();
             using (var writer = new System.Text.Json.Utf8JsonWriter(buffer, CliContext.JsonOptions))
             {
-                WriteStatistics(writer, stats, readyMs, weights.SpanBytes(server.Placement.Span), weights.TotalBytes(), server.GetAnnouncerStatistics(), server.Throughput?.TokensPerSecondPerBlock ?? 0);
+                WriteStatistics(writer, stats, readyMs, weights.SpanBytes(server.Placement.Span), weights.TotalBytes(), server.GetAnnouncerStatistics(), server.Throughput?.TokensPerSecondPerBlock ?? 0, servedQuantization);
             }
 
             await context.Output.WriteLineAsync("stats " + System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length)).ConfigureAwait(false);
@@ -462,7 +472,7 @@ internal static class ServeCommand
         return options;
     }
 
-    private static void WriteStatistics(System.Text.Json.Utf8JsonWriter w, BlockServerStatistics stats, double readyMs, long spanBytes, long modelBytes, ServerAnnouncerStatistics? announced, double throughput)
+    private static void WriteStatistics(System.Text.Json.Utf8JsonWriter w, BlockServerStatistics stats, double readyMs, long spanBytes, long modelBytes, ServerAnnouncerStatistics? announced, double throughput, string quantization)
     {
         using var self = Process.GetCurrentProcess();
         w.WriteStartObject();
@@ -493,6 +503,7 @@ internal static class ServeCommand
         w.WriteNumber("announcements", announced?.Announcements ?? 0);
         w.WriteNumber("announce_failures", announced?.Failures ?? 0);
         w.WriteNumber("throughput", Math.Round(throughput, 1));
+        w.WriteString("quantization", quantization);
         w.WriteEndObject();
     }
 }

@@ -18,13 +18,16 @@ internal static class StatusCommand
         var output = ModelOptions.Output();
         var insecure = TransportSecurity.Insecure();
         var noMultiplex = TransportSecurity.NoMultiplex();
-        var command = new Command("status", "Show the models in the swarm, each block's servers (state, span, throughput, free cache) and whether a full chain of online servers exists.")
+        var requireQuant = QuantizationOptions.RequireQuant();
+        requireQuant.Description = "Report the full chain of servers announcing exactly this weight quantization (none, int8, nf4, q8_0, q4_k, q4_k+q6_k, …) instead of any.";
+        var command = new Command("status", "Show the models in the swarm, each block's servers (state, span, throughput, free cache, weight quantization) and whether a full chain of online servers exists.")
         {
-            initialPeers, modelId, output, insecure, noMultiplex,
+            initialPeers, modelId, output, insecure, noMultiplex, requireQuant,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
+            var required = QuantizationOptions.ParseRequired(parse.GetValue(requireQuant));
             TransportSecurity.Warn(context, parse.GetValue(insecure));
             await using var swarm = await ClientDiscovery.JoinAsync(parse.GetValue(initialPeers)!, parse.GetValue(insecure), !parse.GetValue(noMultiplex), ct).ConfigureAwait(false);
             foreach (var met in swarm.Met)
@@ -32,7 +35,7 @@ internal static class StatusCommand
                 context.Info(met);
             }
 
-            var reports = await ReadAsync(swarm.Discovery, parse.GetValue(modelId), ct).ConfigureAwait(false);
+            var reports = await ReadAsync(swarm.Discovery, parse.GetValue(modelId), ct, required).ConfigureAwait(false);
             var now = DateTimeOffset.UtcNow;
             if (ModelOptions.IsJson(parse.GetValue(output)))
             {
@@ -49,8 +52,9 @@ internal static class StatusCommand
     }
 
     /// <summary>Reads the model index and every block of each model (or of <paramref name="only"/>).</summary>
+    /// <remarks>With <paramref name="requiredQuantization"/>, the chain reported uses only servers announcing it.</remarks>
     /// <exception cref="RemoteChainException">When <paramref name="only"/> is not in the model index.</exception>
-    internal static async Task<List<ModelReport>> ReadAsync(IPeerDiscovery discovery, string? only, CancellationToken ct)
+    internal static async Task<List<ModelReport>> ReadAsync(IPeerDiscovery discovery, string? only, CancellationToken ct, string? requiredQuantization = null)
     {
         var models = await discovery.GetModelsAsync(ct).ConfigureAwait(false);
         if (only is not null)
@@ -76,7 +80,7 @@ internal static class StatusCommand
             try
             {
                 // The route a client of one sequence would take now (no round trips measured: announced figures only).
-                chain = sequence.RouteInference(1, 0);
+                chain = sequence.RouteInference(1, 0, requiredQuantization: requiredQuantization);
             }
             catch (RemoteChainException e)
             {
@@ -106,13 +110,13 @@ internal static class StatusCommand
                 : "NO full chain: " + report.Problem);
             text.Append('\n');
 
-            string[] header = ["block", "peer", "name", "address", "state", "span", "throughput", "cache", "version", "expires"];
+            string[] header = ["block", "peer", "name", "address", "state", "span", "throughput", "cache", "quant", "version", "expires"];
             var rows = new List<string[]> { header };
             foreach (var block in report.Blocks)
             {
                 if (block.Servers.Count == 0)
                 {
-                    rows.Add([Invariant(block.Block), "-", "-", "-", "none", "-", "-", "-", "-", "-"]);
+                    rows.Add([Invariant(block.Block), "-", "-", "-", "none", "-", "-", "-", "-", "-", "-"]);
                     continue;
                 }
 
@@ -128,6 +132,7 @@ internal static class StatusCommand
                         server.Span.ToString(),
                         string.Create(CultureInfo.InvariantCulture, $"{server.Throughput:0.#} tok/s"),
                         Invariant(server.CacheTokensLeft),
+                        server.Quantization ?? "-",
                         server.Version.Length == 0 ? "-" : server.Version,
                         string.Create(CultureInfo.InvariantCulture, $"{ExpiresIn(server, now):0} s"),
                     ]);
@@ -223,6 +228,15 @@ internal static class StatusCommand
 
                     w.WriteNumber("cache_tokens_left", server.CacheTokensLeft);
                     w.WriteString("dtype", server.DType.ToString());
+                    if (server.Quantization is null)
+                    {
+                        w.WriteNull("quantization");
+                    }
+                    else
+                    {
+                        w.WriteString("quantization", server.Quantization);
+                    }
+
                     w.WriteString("version", server.Version);
                     w.WriteNumber("expires_in_seconds", Math.Round(ExpiresIn(server, now), 1));
                     w.WriteEndObject();

@@ -32,10 +32,14 @@ internal static class SwarmCommand
         var output = ModelOptions.Output();
         var insecure = TransportSecurity.Insecure();
         var noMultiplex = TransportSecurity.NoMultiplex();
+        var quant = QuantizationOptions.Quant("the servers");
+        quant.Description += " One value for every server, or one per server, comma-separated (none,nf4,int8).";
+        var requireQuant = QuantizationOptions.RequireQuant();
 
         var command = new Command("swarm", "Start a bootstrap DHT node (`petals dht`) and N `petals serve --initial-peers` processes on 127.0.0.1 splitting the model evenly, find them through the DHT, generate through them, print the text and each server's statistics, stop them.")
         {
             model, servers, prompt, maxNewTokens, temperature, seed, threads, cacheTokens, startupTimeout, wireCodec, output, insecure, noMultiplex,
+            quant, requireQuant,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -62,6 +66,8 @@ internal static class SwarmCommand
             }
 
             var spans = Split(config.NumLayers, parse.GetValue(servers));
+            var quantizations = QuantizationOptions.ParsePerServer(parse.GetValue(quant), spans.Length);
+            var required = QuantizationOptions.ParseRequired(parse.GetValue(requireQuant));
             // Every process speaks TLS with its own fresh key (addresses carry the ids), or all plain TCP with --insecure.
             var multiplex = !parse.GetValue(noMultiplex);
             string[] security = [.. plain ? ["--insecure"] : Array.Empty<string>(), .. multiplex ? Array.Empty<string>() : ["--no-multiplex"]];
@@ -96,7 +102,7 @@ internal static class SwarmCommand
                     processes.Add(ServerProcess.Start(
                         string.Create(CultureInfo.InvariantCulture, $"server {i + 1}"),
                         ["--model", Path.GetFullPath(path), "--blocks", $"{spans[i].Start}:{spans[i].End}", "--host", "127.0.0.1", "--port", "0",
-                            "--initial-peers", bootstrapAddress.ToString(), .. serverArguments]));
+                            "--initial-peers", bootstrapAddress.ToString(), "--quant", quantizations[i].Value, .. serverArguments]));
                 }
 
                 var usable = await WaitUntilUsableAsync(discovery.Discovery, modelId, config.NumLayers, processes, launched, timeout, ct).ConfigureAwait(false);
@@ -104,18 +110,23 @@ internal static class SwarmCommand
                 for (var i = 0; i < processes.Count; i++)
                 {
                     context.Info(string.Create(CultureInfo.InvariantCulture,
-                        $"{processes[i].Name}: blocks {spans[i]} at {addresses[i]} (pid {processes[i].ProcessId}, listening in {processes[i].StartupTime!.Value.TotalMilliseconds:F0} ms, usable by the client in {usable[i].TotalMilliseconds:F0} ms)"));
+                        $"{processes[i].Name}: blocks {spans[i]} at {addresses[i]}, --quant {quantizations[i]} (pid {processes[i].ProcessId}, listening in {processes[i].StartupTime!.Value.TotalMilliseconds:F0} ms, usable by the client in {usable[i].TotalMilliseconds:F0} ms)"));
                 }
 
                 context.Info($"{processes.Count} servers found through the DHT", start);
                 GenerationRun run;
                 long bytesSent;
                 long bytesReceived;
-                await using (var client = discovery.CreateClient(path, modelId: null, parse.GetValue(wireCodec), allowedPeers: [], blockedPeers: []))
+                await using (var client = discovery.CreateClient(path, modelId: null, parse.GetValue(wireCodec), allowedPeers: [], blockedPeers: [], requiredQuantization: required))
                 using (var lm = await client.ConnectAsync(ct).ConfigureAwait(false))
                 {
                     run = await GenerateCommand.RunAsync(context, lm, parse.GetValue(prompt)!, options, json, ct).ConfigureAwait(false);
                     var remote = (RemoteTransformerBlocks)lm.Blocks;
+                    foreach (var span in remote.Spans)
+                    {
+                        context.Info($"blocks {span.Blocks} on {span}, weights {span.Info.Quantization ?? "(not stated)"}");
+                    }
+
                     bytesSent = remote.BytesSent;
                     bytesReceived = remote.BytesReceived;
                 }

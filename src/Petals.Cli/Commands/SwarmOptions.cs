@@ -47,10 +47,13 @@ internal static class SwarmOptions
         : HiddenStateCodec.TryParse(text, out var codec) ? codec
         : throw new ArgumentException($"--wire-codec: '{text}' is not fp32, fp16, bf16 or int8.");
 
-    /// <summary>The client of <paramref name="modelPath"/> over the servers of <paramref name="peers"/> (comma-separated addresses), spot-checking outputs at <paramref name="verifyRate"/>.</summary>
+    /// <summary>
+    /// The client of <paramref name="modelPath"/> over the servers of <paramref name="peers"/> (comma-separated addresses),
+    /// spot-checking outputs at <paramref name="verifyRate"/>, using only servers of <paramref name="requiredQuantization"/> when set.
+    /// </summary>
     /// <exception cref="FileNotFoundException">When the model does not exist.</exception>
     /// <exception cref="ArgumentException">When an address is malformed.</exception>
-    public static ClientHost CreateClient(string modelPath, string peers, string? codec, bool insecure = false, double verifyRate = 0, bool multiplex = true)
+    public static ClientHost CreateClient(string modelPath, string peers, string? codec, bool insecure = false, double verifyRate = 0, bool multiplex = true, string? requiredQuantization = null)
     {
         if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
         {
@@ -69,6 +72,7 @@ internal static class SwarmOptions
 
                 o.Sequence.Codec = ParseCodec(codec);
                 o.Sequence.Verification.Rate = verifyRate;
+                o.Sequence.RequiredQuantization = requiredQuantization;
             },
             discovery: null,
             multiplex);

@@ -14,8 +14,13 @@ namespace Petals.Discovery;
 ///              | u8 dtype | u16 address length | address (UTF-8) | u8 version length | version | u8 has name
 ///              | [u8 name length | name] | u8 rtt count | (u8 peer id length | peer id | f64 rtt ms)*
 ///              | [u8 has throughput method | [u8 length | throughput method]]   (optional trailing field; unreadable: ignored)
+///              | [u8 has quantization (1) | u8 length | quantization (ASCII a-z 0-9 _ +)]   (optional trailing field, after
+///                the throughput method's presence byte, which is then written even when it is 0)
 /// model entry := u8 version (1) | u16 model id length | model id (UTF-8) | i32 block count (1..MaxBlockCount)
 /// </code>
+/// Compatibility: both trailing fields are optional, so records of servers that predate them decode (as null), and readers
+/// that predate them stop after the fields they know and ignore the rest, so new records decode there too (without the
+/// quantization). A quantization that is present must be valid (<see cref="AnnouncementLimits.IsValidQuantization"/>).
 /// The peer id and the expiration are not encoded: they are the record's sub-key and expiration, which the signature
 /// covers. Decoding checks every length against the input and the limits below and throws
 /// <see cref="DhtFormatException"/> naming the field; bytes after the known fields are ignored, so later versions can
@@ -37,6 +42,9 @@ public static class ServerInfoCodec
 
     /// <summary>The longest peer id in the round-trip table, in UTF-8 bytes.</summary>
     public const int MaxPeerIdBytes = 64;
+
+    /// <summary>The longest announced quantization, in bytes (<see cref="AnnouncementLimits.MaxQuantizationBytes"/>).</summary>
+    public const int MaxQuantizationBytes = AnnouncementLimits.MaxQuantizationBytes;
 
     /// <summary>The longest model id, in UTF-8 bytes (<see cref="AnnouncementLimits.MaxModelIdBytes"/>).</summary>
     public const int MaxModelIdBytes = AnnouncementLimits.MaxModelIdBytes;
@@ -80,6 +88,12 @@ public static class ServerInfoCodec
         var version = Utf8(info.Version ?? string.Empty, MaxTextBytes, "version");
         var name = info.PublicName is null ? null : Utf8(info.PublicName, MaxTextBytes, "public name");
         var method = info.ThroughputMethod is null ? null : Utf8(info.ThroughputMethod, MaxTextBytes, "throughput method");
+        if (info.Quantization is not null && !AnnouncementLimits.IsValidQuantization(info.Quantization, out var quantizationFault))
+        {
+            throw new ArgumentException($"The announcement is invalid: {quantizationFault}", nameof(info));
+        }
+
+        var quantization = info.Quantization is null ? null : Encoding.ASCII.GetBytes(info.Quantization);
         var rtts = info.NextServerRtts ?? new Dictionary<string, TimeSpan>();
         if (rtts.Count > MaxRtts)
         {
@@ -104,7 +118,8 @@ public static class ServerInfoCodec
         }
 
         var length = 1 + 1 + 4 + 4 + 8 + 8 + 1 + 2 + address.Length + 1 + version.Length + 1 + (name is null ? 0 : 1 + name.Length) + 1
-            + rttEntries.Sum(e => 1 + e.Id.Length + 8) + (method is null ? 0 : 1 + 1 + method.Length);
+            + rttEntries.Sum(e => 1 + e.Id.Length + 8) + (method is null ? (quantization is null ? 0 : 1) : 1 + 1 + method.Length)
+            + (quantization is null ? 0 : 1 + 1 + quantization.Length);
         var bytes = new byte[length];
         var span = bytes.AsSpan();
         var at = 0;
@@ -142,7 +157,17 @@ public static class ServerInfoCodec
         {
             // Appended after every version-1 field: version-1 readers stop before it and ignore it.
             span[at++] = 1;
-            WriteSmall(span, at, method);
+            at = WriteSmall(span, at, method);
+        }
+        else if (quantization is not null)
+        {
+            span[at++] = 0; // the method's presence byte, so that the quantization's position is fixed
+        }
+
+        if (quantization is not null)
+        {
+            span[at++] = 1;
+            WriteSmall(span, at, quantization);
         }
 
         return bytes;
@@ -260,16 +285,34 @@ public static class ServerInfoCodec
         // Optional trailing field: absent in records of servers that predate it. Trailing bytes that do not read as it
         // are ignored like any later field, so the record still decodes (a later version may append something else).
         string? method = null;
-        if (at < source.Length && source[at] == 1)
+        string? quantization = null;
+        if (at < source.Length && source[at] <= 1)
         {
             var fieldAt = at + 1;
-            try
+            var readable = true;
+            if (source[at] == 1)
             {
-                method = ReadSmallText(source, ref fieldAt, MaxTextBytes, "throughput method");
+                try
+                {
+                    method = ReadSmallText(source, ref fieldAt, MaxTextBytes, "throughput method");
+                }
+                catch (DhtFormatException)
+                {
+                    method = null;
+                    readable = false;
+                }
             }
-            catch (DhtFormatException)
+
+            // The quantization follows the method's field. Present (1) means it must be valid: a client that requires a
+            // quantization routes by it, so a malformed one is refused rather than read as "not stated".
+            if (readable && fieldAt < source.Length && source[fieldAt] == 1)
             {
-                method = null;
+                fieldAt++;
+                quantization = ReadSmallText(source, ref fieldAt, MaxQuantizationBytes, "quantization");
+                if (!AnnouncementLimits.IsValidQuantization(quantization, out var fault))
+                {
+                    throw new DhtFormatException("quantization", fieldAt - Encoding.UTF8.GetByteCount(quantization), fault!);
+                }
             }
         }
 
@@ -285,6 +328,7 @@ public static class ServerInfoCodec
             Version = version,
             PublicName = name,
             ThroughputMethod = method,
+            Quantization = quantization,
             NextServerRtts = rtts,
             ExpiresAt = expiresAt,
         };

@@ -199,7 +199,9 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
     }
 
     private IReadOnlyList<RouteSegment> Route(BlockRange blocks, int batchSize, int maxLength, bool forward, IReadOnlySet<string>? exclude) =>
-        forward ? Sequence.RouteForward(exclude, blocks) : Sequence.RouteInference(batchSize, maxLength, exclude, blocks);
+        forward
+            ? Sequence.RouteForward(exclude, blocks, options.RequiredQuantization)
+            : Sequence.RouteInference(batchSize, maxLength, exclude, blocks, options.RequiredQuantization);
 
     private void Record(string peerId, Transport.PeerAddress address, BlockRange blocks, PeerFailureKind kind, Exception error, RecoveryAttempts attempts, string what)
     {

@@ -143,7 +143,7 @@ internal sealed class ConnectionPool : IAsyncDisposable
         }
 
         var span = await ConnectAsync(server.Address, cancellationToken).ConfigureAwait(false);
-        if (ServerChecks.AnnouncementProblems(span, server, blocks, _config, _modelId, _options.Codec, _checkPeerIds) is { } problems)
+        if (ServerChecks.AnnouncementProblems(span, server, blocks, _config, _modelId, _options.Codec, _checkPeerIds, _options.RequiredQuantization) is { } problems)
         {
             await span.DisposeAsync().ConfigureAwait(false);
             lock (_lock)

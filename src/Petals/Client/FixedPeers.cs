@@ -20,7 +20,12 @@ internal static class FixedPeers
     /// <exception cref="TransportException">A server cannot be reached (the first such failure; every connection made is closed).</exception>
     /// <exception cref="ProtocolException">A handshake fails.</exception>
     /// <exception cref="TimeoutException">A server does not answer within the connect timeout.</exception>
-    public static async Task<IReadOnlyList<ServerInfo>> ConnectAsync(ConnectionPool pool, IReadOnlyList<PeerAddress> peers, ModelConfig config, string modelId, WireCodec codec, CancellationToken cancellationToken)
+    /// <remarks>
+    /// With <paramref name="requiredQuantization"/>, servers that run another quantization (or state none) are left out of
+    /// the announcements; the others must still cover every block, else the error names the requirement and what each
+    /// server runs.
+    /// </remarks>
+    public static async Task<IReadOnlyList<ServerInfo>> ConnectAsync(ConnectionPool pool, IReadOnlyList<PeerAddress> peers, ModelConfig config, string modelId, WireCodec codec, CancellationToken cancellationToken, string? requiredQuantization = null)
     {
         var connecting = peers.Select(p => pool.ConnectAsync(p, cancellationToken)).ToArray();
         try
@@ -61,9 +66,16 @@ internal static class FixedPeers
 
         var problems = new List<string>();
         var covered = new bool[config.NumLayers];
+        var leftOut = new List<string>();
         foreach (var server in servers)
         {
             ServerChecks.AddProblems(server, server.Info.Blocks, config, modelId, codec, problems);
+            if (ServerChecks.QuantizationProblem(server, requiredQuantization) is { } mismatch)
+            {
+                leftOut.Add(mismatch);
+                continue;
+            }
+
             var span = server.Info.Blocks;
             if (span.End > config.NumLayers)
             {
@@ -78,7 +90,9 @@ internal static class FixedPeers
 
         foreach (var gap in Routing.MinLatencyRouter.Gaps(covered, 0))
         {
-            problems.Add($"no server covers blocks {gap}");
+            problems.Add(requiredQuantization is null
+                ? $"no server covers blocks {gap}"
+                : $"no server with the required weight quantization '{requiredQuantization}' covers blocks {gap} (left out: {(leftOut.Count == 0 ? "none" : string.Join("; ", leftOut))})");
         }
 
         if (problems.Count > 0)
@@ -86,17 +100,18 @@ internal static class FixedPeers
             throw new RemoteChainException(new StringBuilder("The servers cannot run the model's ")
                 .Append(config.NumLayers.ToString(CultureInfo.InvariantCulture)).Append(" blocks: ")
                 .AppendJoin("; ", problems).Append(". Servers: ")
-                .AppendJoin(", ", servers.Select(s => $"{s.Connection.RemoteAddress} = {s.Info.Blocks}"))
+                .AppendJoin(", ", servers.Select(s => requiredQuantization is not null ? $"{s.Connection.RemoteAddress} = {s.Info.Blocks} ({s.Info.Quantization ?? "quantization not stated"})" : $"{s.Connection.RemoteAddress} = {s.Info.Blocks}"))
                 .Append('.').ToString());
         }
 
-        return [.. servers.Select(s => new ServerInfo
+        return [.. servers.Where(s => ServerChecks.QuantizationProblem(s, requiredQuantization) is null).Select(s => new ServerInfo
         {
             PeerId = ids[s],
             Address = addresses[s],
             State = ServerState.Online,
             Span = s.Info.Blocks,
             CacheTokensLeft = (long)Math.Min(s.Info.CacheTokensLeft, long.MaxValue),
+            Quantization = s.Info.Quantization,
         })];
     }
 }

@@ -247,7 +247,7 @@ internal sealed class OutputVerifier(RemoteTransformerBlocks owner, ChainRepair 
         IReadOnlyList<RouteSegment> route;
         try
         {
-            route = owner.Sequence.RouteForward(exclude, blocks);
+            route = owner.Sequence.RouteForward(exclude, blocks, owner.Options.RequiredQuantization);
         }
         catch (RemoteChainException)
         {

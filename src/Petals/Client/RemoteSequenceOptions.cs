@@ -52,6 +52,17 @@ public sealed class RemoteSequenceOptions
     /// </summary>
     public VerificationOptions Verification { get; set; } = new();
 
+    /// <summary>
+    /// When set, the only weight quantization the client runs its blocks on (<c>petals generate --require-quant</c>):
+    /// routes use only servers announcing exactly this <see cref="Discovery.ServerInfo.Quantization"/> (<c>"none"</c>,
+    /// <c>"int8"</c>, <c>"nf4"</c>, <c>"q8_0"</c>, <c>"q4_k"</c>, <c>"q4_k+q6_k"</c>, …; ordinal), every server's info is
+    /// checked against it on connecting, and when none is left for some blocks the error names the requirement and what
+    /// the swarm offers. Servers that state no quantization (protocol before 1.2) never match. Quantized blocks give other
+    /// outputs, so a client comparing or reproducing results pins it. Applies over a discovery and over fixed addresses
+    /// (servers given by address with another quantization are left out). Default null: any.
+    /// </summary>
+    public string? RequiredQuantization { get; set; }
+
     /// <summary>A copy whose changes do not affect this instance (<see cref="Verification"/> is copied too).</summary>
     /// <returns>The copy.</returns>
     public RemoteSequenceOptions Clone()
@@ -99,6 +110,11 @@ public sealed class RemoteSequenceOptions
         Server.BlockServerOptions.CheckTimerRange(ConnectTimeout, nameof(ConnectTimeout));
         Server.BlockServerOptions.CheckTimerRange(LivenessTimeout, nameof(LivenessTimeout));
         Server.BlockServerOptions.CheckTimerRange(RequestTimeout, nameof(RequestTimeout));
+        if (RequiredQuantization is not null && !Discovery.AnnouncementLimits.IsValidQuantization(RequiredQuantization, out var fault))
+        {
+            throw new ArgumentException($"RequiredQuantization is invalid: {fault}", nameof(RequiredQuantization));
+        }
+
         ArgumentNullException.ThrowIfNull(Limits, nameof(Limits));
         Limits.Validate();
         ArgumentNullException.ThrowIfNull(Verification, nameof(Verification));

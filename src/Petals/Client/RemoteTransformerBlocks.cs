@@ -187,7 +187,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         SwarmSequenceManager? sequence = null;
         try
         {
-            var servers = await FixedPeers.ConnectAsync(pool, peers, config, modelId, options.Codec, cancellationToken).ConfigureAwait(false);
+            var servers = await FixedPeers.ConnectAsync(pool, peers, config, modelId, options.Codec, cancellationToken, options.RequiredQuantization).ConfigureAwait(false);
             sequence = new SwarmSequenceManager(new StaticPeerDiscovery(modelId, config.NumLayers, servers, options.PeerId), modelId, config.NumLayers);
             await sequence.StartAsync(cancellationToken).ConfigureAwait(false);
         }
@@ -391,13 +391,13 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
                 IReadOnlyList<Petals.Routing.RouteSegment> route;
                 try
                 {
-                    route = sequence.RouteInference(1, 0, attempts.Peers);
+                    route = sequence.RouteInference(1, 0, attempts.Peers, requiredQuantization: options.RequiredQuantization);
                 }
                 catch (RemoteChainException) when (attempt == 1)
                 {
                     // The view may predate servers that announced since (or list expired ones): read the swarm again, once.
                     await sequence.RefreshAsync(cancellationToken).ConfigureAwait(false);
-                    route = sequence.RouteInference(1, 0, attempts.Peers);
+                    route = sequence.RouteInference(1, 0, attempts.Peers, requiredQuantization: options.RequiredQuantization);
                 }
                 catch (RemoteChainException e) when (attempts.Count > 0)
                 {
@@ -452,7 +452,7 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
         IReadOnlyList<Petals.Routing.RouteSegment> route;
         try
         {
-            route = _sequence.RouteInference(batchSize, maxLength);
+            route = _sequence.RouteInference(batchSize, maxLength, requiredQuantization: _options.RequiredQuantization);
         }
         catch (RemoteChainException)
         {

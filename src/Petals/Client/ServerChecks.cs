@@ -43,13 +43,31 @@ internal static class ServerChecks
         }
     }
 
+    /// <summary>What makes <paramref name="server"/> unusable for a client requiring <paramref name="required"/> (null: any); null when nothing.</summary>
+    public static string? QuantizationProblem(RemoteSpanConnection server, string? required)
+    {
+        if (required is null || string.Equals(server.Info.Quantization, required, StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        return server.Info.Quantization is { } stated
+            ? $"{server.Name} runs weights quantized as '{stated}', not the required '{required}'"
+            : $"{server.Name} does not state its weight quantization (protocol {server.Info.VersionMajor}.{server.Info.VersionMinor}; 1.2 states it), so it cannot meet the required '{required}'";
+    }
+
     /// <summary>
     /// What makes a server found through discovery unusable as announced: another handshake peer id (when
     /// <paramref name="checkPeerId"/>) or span than its announcement, or any of <see cref="AddProblems"/>; null when nothing.
     /// </summary>
-    public static string? AnnouncementProblems(RemoteSpanConnection server, ServerInfo announced, BlockRange blocks, ModelConfig config, string modelId, WireCodec codec, bool checkPeerId)
+    public static string? AnnouncementProblems(RemoteSpanConnection server, ServerInfo announced, BlockRange blocks, ModelConfig config, string modelId, WireCodec codec, bool checkPeerId, string? requiredQuantization = null)
     {
         var problems = new List<string>();
+        if (QuantizationProblem(server, requiredQuantization) is { } quantization)
+        {
+            problems.Add(quantization);
+        }
+
         if (checkPeerId && !string.Equals(server.Connection.Remote.PeerId, announced.PeerId, StringComparison.Ordinal))
         {
             problems.Add($"the server at {announced.Address} is announced as peer {announced.PeerId} but its handshake says '{server.Connection.Remote.PeerId}'");

@@ -198,14 +198,18 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// <param name="maxLength">The session's maximum length in tokens; 0 when the cache need is not known yet.</param>
     /// <param name="exclude">Peer ids not to use at all (e.g. servers that failed during this connection), or null.</param>
     /// <param name="blocks">The blocks to route (to replace a failed span), or null for every block of the model.</param>
+    /// <param name="requiredQuantization">
+    /// When set, only servers announcing exactly this weight quantization are used (<see cref="RouteRequest.RequiredQuantization"/>,
+    /// <see cref="RemoteSequenceOptions.RequiredQuantization"/>); null: any.
+    /// </param>
     /// <returns>The segments in block order; they tile <paramref name="blocks"/> (or <c>0..BlockCount</c>).</returns>
     /// <exception cref="ArgumentOutOfRangeException">When the batch size is below 1, the maximum length negative, or the blocks not a non-empty range of the model.</exception>
-    /// <exception cref="RemoteChainException">When some block has no usable server; the message names the blocks.</exception>
-    public IReadOnlyList<RouteSegment> RouteInference(int batchSize, int maxLength, IReadOnlySet<string>? exclude = null, BlockRange? blocks = null)
+    /// <exception cref="RemoteChainException">When some block has no usable server; the message names the blocks (and the required quantization and what the swarm offers, when one is required).</exception>
+    public IReadOnlyList<RouteSegment> RouteInference(int batchSize, int maxLength, IReadOnlySet<string>? exclude = null, BlockRange? blocks = null, string? requiredQuantization = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfNegative(maxLength);
-        var request = Request(blocks, exclude, (long)batchSize * maxLength);
+        var request = Request(blocks, exclude, (long)batchSize * maxLength) with { RequiredQuantization = requiredQuantization };
         return Route(request, exclude, static (router, r) => router.RouteInference(r));
     }
 
@@ -217,11 +221,12 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// </summary>
     /// <param name="exclude">Peer ids not to use at all, or null.</param>
     /// <param name="blocks">The blocks to route, or null for every block of the model.</param>
+    /// <param name="requiredQuantization">When set, only servers announcing exactly this weight quantization are used; null: any.</param>
     /// <returns>The segments in block order; they tile <paramref name="blocks"/> (or <c>0..BlockCount</c>).</returns>
     /// <exception cref="ArgumentOutOfRangeException">When the blocks are not a non-empty range of the model.</exception>
-    /// <exception cref="RemoteChainException">When some block has no usable server; the message names the blocks.</exception>
-    public IReadOnlyList<RouteSegment> RouteForward(IReadOnlySet<string>? exclude = null, BlockRange? blocks = null) =>
-        Route(Request(blocks, exclude, 0), exclude, static (router, r) => router.RouteForward(r));
+    /// <exception cref="RemoteChainException">When some block has no usable server; the message names the blocks (and the required quantization and what the swarm offers, when one is required).</exception>
+    public IReadOnlyList<RouteSegment> RouteForward(IReadOnlySet<string>? exclude = null, BlockRange? blocks = null, string? requiredQuantization = null) =>
+        Route(Request(blocks, exclude, 0) with { RequiredQuantization = requiredQuantization }, exclude, static (router, r) => router.RouteForward(r));
 
     /// <summary>Routes <paramref name="request"/>; a failure names the online servers that <paramref name="exclude"/> left out.</summary>
     private IReadOnlyList<RouteSegment> Route(RouteRequest request, IReadOnlySet<string>? exclude, Func<IRouter, RouteRequest, IReadOnlyList<RouteSegment>> route)

@@ -35,6 +35,14 @@ public interface IPetalsServer
     /// <exception cref="InvalidOperationException">The server is not running.</exception>
     string PeerId { get; }
 
+    /// <summary>
+    /// How the executor holds the span's weights, as announced (<see cref="Discovery.ServerInfo.Quantization"/>): <c>"none"</c>,
+    /// <c>"int8"</c>, <c>"nf4"</c>, <c>"q4_k+q6_k"</c>, … (<see cref="Execution.ExecutorWeightsInfo"/>; <c>"none"</c> when the
+    /// executor reports nothing).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The server is not running.</exception>
+    string Quantization { get; }
+
     /// <summary>The throughput measured at start and announced, or null without a discovery (nothing is announced); after the server stopped, the last one.</summary>
     /// <exception cref="InvalidOperationException">The server was never started.</exception>
     ThroughputMeasurement? Throughput { get; }

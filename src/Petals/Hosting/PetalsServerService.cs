@@ -60,6 +60,8 @@ internal sealed partial class PetalsServerService(
 
     public string PeerId => Current.Server.Options.PeerId;
 
+    public string Quantization => Current.Server.Quantization;
+
     public ThroughputMeasurement? Throughput
     {
         get
@@ -356,7 +358,7 @@ internal sealed partial class PetalsServerService(
         var logger = loggerFactory.CreateLogger<ThroughputMeter>();
         var path = options.CachePath ?? ThroughputCache.DefaultPath();
         var cache = path.Length == 0 ? null : new ThroughputCache(path, logger);
-        var key = ThroughputCache.Key(modelId, span.Count, executorName + (options.ExecutorSettings is { } extra ? ";" + extra : ""), dtype, ThroughputCache.HardwareFingerprint());
+        var key = ThroughputCache.Key(modelId, span.Count, executorName + (options.ExecutorSettings is { } extra ? ";" + extra : ""), dtype, ThroughputCache.HardwareFingerprint(), options.Quantization);
         if (cache is not null && !options.ForceMeasure && cache.TryGet(key, span) is { } cached)
         {
             return cached;

@@ -58,6 +58,9 @@ public sealed class LocalTransformerBlocks : ITransformerBlocks, IDisposable
     /// <inheritdoc />
     public ModelConfig Config { get; }
 
+    /// <summary>The executors, in block order (e.g. to ask each for its <see cref="ExecutorWeightsInfo"/>).</summary>
+    public IReadOnlyList<IBlockExecutor> Executors => _executors;
+
     /// <inheritdoc />
     public ValueTask<ITransformerSession> OpenSessionAsync(int batchSize, int maxLength, CancellationToken cancellationToken = default)
     {

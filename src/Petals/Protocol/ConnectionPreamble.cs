@@ -19,7 +19,10 @@ public sealed record ConnectionPreamble(
     /// <summary>The protocol major version implemented here.</summary>
     public const ushort CurrentVersionMajor = 1;
 
-    /// <summary>The protocol minor version implemented here: 2 (1.1 adds the stated error bound to InfoResponse, 1.2 the int8 blockwise wire codec).</summary>
+    /// <summary>
+    /// The protocol minor version implemented here: 2 (1.1 adds the stated error bound to InfoResponse; 1.2 the int8
+    /// blockwise wire codec and the weight quantization after the error bound).
+    /// </summary>
     public const ushort CurrentVersionMinor = 2;
 
     /// <summary>The preamble magic, ASCII <c>PTLS</c>.</summary>

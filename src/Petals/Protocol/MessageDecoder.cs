@@ -140,7 +140,19 @@ internal static class MessageDecoder
             throw reader.Error(ProtocolErrorCode.MalformedFrame, "statedError", string.Create(CultureInfo.InvariantCulture, $"is {stated}; a relative error bound is in [0, 1]."));
         }
 
-        return info with { StatedError = stated };
+        if (reader.Remaining == 0)
+        {
+            return info with { StatedError = stated };
+        }
+
+        // Protocol 1.2: the weight quantization, which clients that require one route by.
+        var quantization = reader.String("quantization");
+        if (!Discovery.AnnouncementLimits.IsValidQuantization(quantization, out var fault))
+        {
+            throw reader.Error(ProtocolErrorCode.MalformedFrame, "quantization", "is invalid: " + fault);
+        }
+
+        return info with { StatedError = stated, Quantization = quantization };
     }
 
     private static InferenceStep DecodeStep(ref WireReader reader, FrameFlags flags, ProtocolLimits limits)

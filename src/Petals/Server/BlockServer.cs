@@ -71,6 +71,7 @@ public sealed class BlockServer : IAsyncDisposable
 
         Executor = executor;
         Options = options;
+        Quantization = QuantizationOf(executor);
         _logger = logger ?? (ILogger)NullLogger.Instance;
         Budget = new CacheBudget(options.CacheTokens, options.TimeProvider, options.CacheTokensPerPeer);
         Scheduler = new ComputeScheduler();
@@ -90,6 +91,22 @@ public sealed class BlockServer : IAsyncDisposable
 
     /// <summary>The blocks served.</summary>
     public BlockRange Blocks => Options.Blocks;
+
+    /// <summary>
+    /// How the executor holds the span's weights, as announced and sent in the info: its
+    /// <see cref="ExecutorWeightsInfo.Quantization"/>, or <c>"none"</c> when it reports none.
+    /// </summary>
+    public string Quantization { get; }
+
+    /// <summary>The quantization <paramref name="executor"/> reports (<c>"none"</c> when it reports none).</summary>
+    /// <exception cref="ArgumentException">When the reported quantization could not be announced (empty, too long, other characters than a-z, 0-9, '_' and '+').</exception>
+    internal static string QuantizationOf(IBlockExecutor executor)
+    {
+        var quantization = (executor.GetService(typeof(ExecutorWeightsInfo)) as ExecutorWeightsInfo)?.Quantization ?? "none";
+        return Discovery.AnnouncementLimits.IsValidQuantization(quantization, out var fault)
+            ? quantization
+            : throw new ArgumentException($"The executor reports a weight quantization that cannot be announced: {fault}", nameof(executor));
+    }
 
     /// <summary>Whether a forward call or session may name <paramref name="blocks"/>: a non-empty range within <see cref="Blocks"/>.</summary>
     internal bool Serves(BlockRange blocks) => blocks.Count > 0 && blocks.Start >= Blocks.Start && blocks.End <= Blocks.End;
@@ -274,7 +291,8 @@ public sealed class BlockServer : IAsyncDisposable
 
     /// <summary>
     /// The server's info for a connection that negotiated protocol minor version <paramref name="versionMinor"/> (1.1 adds
-    /// the stated error bound; the int8 codec is advertised from 1.2 on, since a 1.0/1.1 peer refuses an unknown codec bit).
+    /// the stated error bound; 1.2 the quantization, and the int8 codec is advertised from 1.2 on, since a 1.0/1.1 peer
+    /// refuses an unknown codec bit).
     /// </summary>
     internal InfoResponse CreateInfo(ushort versionMinor = ConnectionPreamble.CurrentVersionMinor) => new(
         ConnectionPreamble.CurrentVersionMajor,
@@ -291,6 +309,7 @@ public sealed class BlockServer : IAsyncDisposable
         Options.MaxSessionLength)
     {
         StatedError = versionMinor >= 1 ? (float)Execution.NumericErrorBound.Of(Executor).RelativeError : null,
+        Quantization = versionMinor >= 2 ? Quantization : null,
     };
 
     internal bool Accepts(WireCodec codec) => (byte)codec < 8 && ((int)Options.Codecs & (1 << (int)codec)) != 0;

@@ -573,6 +573,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
                 Version = _options.Version,
                 PublicName = _options.PublicName,
                 ThroughputMethod = ThroughputMethod,
+                Quantization = server?.Quantization,
                 NextServerRtts = state == ServerState.Online ? NextServerRtts : new Dictionary<string, TimeSpan>(),
             };
 

@@ -8,8 +8,8 @@ using Petals.Models;
 namespace Petals.Server;
 
 /// <summary>
-/// The on-disk throughput cache: one JSON file of measurements keyed by model, span size, executor, dtype and a hardware
-/// fingerprint, so a rerun of the same server does not measure again. Writes are atomic (temporary file, then rename)
+/// The on-disk throughput cache: one JSON file of measurements keyed by model, span size, executor, dtype, weight
+/// quantization and a hardware fingerprint, so a rerun of the same server does not measure again. Writes are atomic (temporary file, then rename)
 /// under a lock file, so servers started together do not lose each other's entries. A file that does not parse or has
 /// another <see cref="Version"/> is ignored with a warning and rewritten by the next store.
 /// </summary>
@@ -44,8 +44,14 @@ internal sealed class ThroughputCache
     }
 
     /// <summary>The cache key of a server's measurement.</summary>
-    public static string Key(string modelId, int spanBlocks, string executor, string dtype, string hardware) =>
-        string.Create(CultureInfo.InvariantCulture, $"{modelId}|blocks={spanBlocks}|executor={executor}|dtype={dtype}|hw={hardware}");
+    /// <remarks>
+    /// The weight quantization is part of the key (quantized blocks run at another speed); <c>"none"</c> keeps the key of
+    /// the files written before it was (<c>|quant=</c> is then left out), so their figures stay valid for unquantized servers.
+    /// </remarks>
+    public static string Key(string modelId, int spanBlocks, string executor, string dtype, string hardware, string quantization = "none") =>
+        string.Equals(quantization, "none", StringComparison.Ordinal)
+            ? string.Create(CultureInfo.InvariantCulture, $"{modelId}|blocks={spanBlocks}|executor={executor}|dtype={dtype}|hw={hardware}")
+            : string.Create(CultureInfo.InvariantCulture, $"{modelId}|blocks={spanBlocks}|executor={executor}|dtype={dtype}|quant={quantization}|hw={hardware}");
 
     /// <summary>This machine's fingerprint: CPU model (/proc/cpuinfo), logical cores, total memory, architecture.</summary>
     public static string HardwareFingerprint()

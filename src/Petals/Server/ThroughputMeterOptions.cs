@@ -48,6 +48,14 @@ public sealed class ThroughputMeterOptions
     /// <summary>Executor settings that change its speed (e.g. <c>threads=2</c>), made part of the cache key. Default null.</summary>
     public string? ExecutorSettings { get; set; }
 
+    /// <summary>
+    /// The weight quantization the executor is configured with (<c>petals serve --quant</c>: <c>"none"</c>, <c>"int8"</c>,
+    /// <c>"nf4"</c>, <c>"q8_0"</c>, <c>"q4_k"</c>), made part of the cache key since quantized blocks run at another speed.
+    /// Set it with the executor's own setting (e.g. <c>CpuExecutorOptions.Quantization</c>): the cache is read before the
+    /// executor loads. Default <c>"none"</c>.
+    /// </summary>
+    public string Quantization { get; set; } = "none";
+
     /// <summary>Checks the options.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A count is out of range; the parameter name is the option's.</exception>
     public void Validate()
@@ -58,6 +66,11 @@ public sealed class ThroughputMeterOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxRounds, Rounds, nameof(MaxRounds));
         ArgumentOutOfRangeException.ThrowIfNegative(SpreadTolerance, nameof(SpreadTolerance));
         ArgumentOutOfRangeException.ThrowIfNegative(ForwardTokens, nameof(ForwardTokens));
+        if (!Discovery.AnnouncementLimits.IsValidQuantization(Quantization, out var fault))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Quantization), Quantization, $"Quantization is invalid: {fault}");
+        }
+
         if (NetworkBandwidthMbps is { } bw && !(bw > 0))
         {
             throw new ArgumentOutOfRangeException(nameof(NetworkBandwidthMbps), bw, "The bandwidth must be positive.");

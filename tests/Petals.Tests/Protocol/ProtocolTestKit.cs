@@ -127,9 +127,11 @@ internal static class ProtocolTestKit
                     random.Next(),
                     random.Next())
                 {
-                    // Protocol 1.1's optional stated error bound, present or not.
+                    // Protocol 1.1's optional stated error bound, present or not, and 1.2's quantization after it.
                     StatedError = random.Next(2) == 0 ? null : (float)random.NextDouble(),
-                };
+                } is var info && info.StatedError is not null && random.Next(2) == 0
+                    ? info with { Quantization = new[] { "none", "int8", "nf4", "q8_0", "q4_k+q6_k" }[random.Next(5)] }
+                    : info;
             case 2:
                 return new PingMessage((ulong)random.NextInt64() ^ ((ulong)random.Next(2) << 63));
             case 3:

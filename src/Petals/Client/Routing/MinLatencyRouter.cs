@@ -16,8 +16,8 @@ namespace Petals.Client.Routing;
 /// blocks there as it can.
 /// </summary>
 /// <remarks>
-/// A server is usable when it is online, allowed by <see cref="RouterOptions.AllowedPeers"/> and not in
-/// <see cref="RouterOptions.BlockedPeers"/>. A banned server (<see cref="RouteRequest.BannedPeers"/>) is used only for
+/// A server is usable when it is online, announces the <see cref="RouteRequest.RequiredQuantization"/> (when one is
+/// required), is allowed by <see cref="RouterOptions.AllowedPeers"/> and not in <see cref="RouterOptions.BlockedPeers"/>. A banned server (<see cref="RouteRequest.BannedPeers"/>) is used only for
 /// blocks that no unbanned usable server covers. Ties between routes of equal cost go to fewer segments; remaining ties
 /// are broken by the ordinal order of peer ids (the queue orders equal nodes by server), so the route depends on the
 /// request's content only, never on the order its servers are listed in. Thread-safe.
@@ -218,6 +218,7 @@ public sealed class MinLatencyRouter : IRouter
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var candidates = new List<ServerInfo>();
         var left = new List<string>();
+        var otherQuantization = new List<ServerInfo>();
         foreach (var info in request.Servers)
         {
             if (info is null)
@@ -235,7 +236,11 @@ public sealed class MinLatencyRouter : IRouter
                 continue;
             }
 
-            if (_blocked.Contains(info.PeerId))
+            if (request.RequiredQuantization is { } required && !string.Equals(info.Quantization, required, StringComparison.Ordinal))
+            {
+                otherQuantization.Add(info);
+            }
+            else if (_blocked.Contains(info.PeerId))
             {
                 left.Add($"{PeerIds.Short(info.PeerId)} (blocked)");
             }
@@ -273,7 +278,7 @@ public sealed class MinLatencyRouter : IRouter
         var gaps = Gaps(anyCover, range.Start);
         if (gaps.Count > 0)
         {
-            throw new RemoteChainException(DescribeGaps(request, gaps, servers, left));
+            throw new RemoteChainException(DescribeGaps(request, gaps, servers, left, otherQuantization));
         }
 
         return new Graph(servers, banned, unbannedCover, range.Start);
@@ -303,7 +308,7 @@ public sealed class MinLatencyRouter : IRouter
         return gaps;
     }
 
-    private static string DescribeGaps(RouteRequest request, List<BlockRange> gaps, ServerInfo[] usable, List<string> left)
+    private static string DescribeGaps(RouteRequest request, List<BlockRange> gaps, ServerInfo[] usable, List<string> left, List<ServerInfo> otherQuantization)
     {
         var message = new StringBuilder("no online server covers blocks ").AppendJoin(", ", gaps);
         if (!string.IsNullOrEmpty(request.ModelId))
@@ -327,6 +332,18 @@ public sealed class MinLatencyRouter : IRouter
         {
             left.Sort(StringComparer.Ordinal);
             message.Append("; left out by the peer lists: ").AppendJoin(", ", left);
+        }
+
+        if (request.RequiredQuantization is { } required)
+        {
+            // What the swarm offers for these blocks, by quantization: the requirement and the alternatives side by side.
+            message.Append("; required weight quantization '").Append(required).Append("': the swarm offers ");
+            var offers = usable.Concat(otherQuantization)
+                .GroupBy(s => s.Quantization ?? "(not stated)", StringComparer.Ordinal)
+                .OrderBy(g => g.Key, StringComparer.Ordinal)
+                .Select(g => $"'{g.Key}' ({string.Join(", ", g.OrderBy(s => s.Span.Start).ThenBy(s => s.PeerId, StringComparer.Ordinal).Select(s => string.Create(CultureInfo.InvariantCulture, $"{s.Span} by {PeerIds.Short(s.PeerId)}")))})")
+                .ToArray();
+            message.Append(offers.Length == 0 ? "nothing online" : string.Join(", ", offers));
         }
 
         return message.Append(')').ToString();

@@ -41,6 +41,15 @@ public sealed record InfoResponse(
     /// </summary>
     public float? StatedError { get; init; }
 
+    /// <summary>
+    /// How the server holds its weights (<see cref="Discovery.ServerInfo.Quantization"/>: <c>"none"</c>, <c>"int8"</c>,
+    /// <c>"nf4"</c>, <c>"q4_k+q6_k"</c>, …), which a client that requires one checks; null when not stated. Sent (as a
+    /// string after <see cref="StatedError"/>, which must then be present) only on connections that negotiated protocol
+    /// 1.2 or later, and read when present; 1 to <see cref="Discovery.AnnouncementLimits.MaxQuantizationBytes"/> characters
+    /// of a-z, 0-9, '_' and '+'.
+    /// </summary>
+    public string? Quantization { get; init; }
+
     internal override int GetPayloadSize(ProtocolLimits limits)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(MaxFrameSize);
@@ -53,7 +62,21 @@ public sealed record InfoResponse(
             throw new InvalidOperationException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"StatedError is {error}; a stated error bound must be in [0, 1]."));
         }
 
-        return 2 + 2 + WireWriter.StringSize(ModelId, "modelId", limits.MaxStringBytes) + 8 + 4 + 1 + 1 + 8 + 16 + (StatedError.HasValue ? 4 : 0);
+        if (Quantization is not null)
+        {
+            if (StatedError is null)
+            {
+                throw new InvalidOperationException("Quantization is sent after StatedError (protocol 1.2); set StatedError too.");
+            }
+
+            if (!Discovery.AnnouncementLimits.IsValidQuantization(Quantization, out var fault))
+            {
+                throw new InvalidOperationException("Quantization: " + fault);
+            }
+        }
+
+        return 2 + 2 + WireWriter.StringSize(ModelId, "modelId", limits.MaxStringBytes) + 8 + 4 + 1 + 1 + 8 + 16 + (StatedError.HasValue ? 4 : 0)
+            + (Quantization is null ? 0 : WireWriter.StringSize(Quantization, "quantization", limits.MaxStringBytes));
     }
 
     internal override void WritePayload(ref WireWriter writer)
@@ -73,6 +96,11 @@ public sealed record InfoResponse(
         if (StatedError is { } error)
         {
             writer.U32(BitConverter.SingleToUInt32Bits(error));
+        }
+
+        if (Quantization is not null)
+        {
+            writer.String(Quantization);
         }
     }
 }
