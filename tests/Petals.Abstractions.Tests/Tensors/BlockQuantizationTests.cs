@@ -97,6 +97,21 @@ public sealed class BlockQuantizationTests(ITestOutputHelper output)
         Assert.Equal(0xFF, bytes[2 + 15]);
     }
 
+    [Fact]
+    public void Q8_0RoundsTiesAwayFromZeroLikeCsRoundf()
+    {
+        // amax 127 gives d = 1 exactly, so x * (1 / d) = x and every .5 is a tie.
+        var x = new float[32];
+        float[] ties = [0.5f, -0.5f, 1.5f, -2.5f, 2.5f, 126.5f, -0.49999997f, 0.49999997f];
+        ties.CopyTo(x, 0);
+        x[31] = 127f;
+        var bytes = new byte[34];
+        BlockQuantization.Quantize(TensorDType.Q8_0, x, bytes);
+        Assert.Equal(0x3C00, BinaryPrimitives.ReadUInt16LittleEndian(bytes)); // fp16 1.0
+        Assert.Equal(new sbyte[] { 1, -1, 2, -3, 3, 127, 0, 0 }, bytes.AsSpan(2, 8).ToArray().Select(b => (sbyte)b));
+        Assert.Equal(127, (sbyte)bytes[33]);
+    }
+
     [Theory]
     [MemberData(nameof(QuantizedTypes))]
     public void ZerosStayZerosAndAConstantBlockStaysClose(TensorDType dtype)
