@@ -215,35 +215,29 @@ public static partial class BlockQuantization
         // Normalize by the stored (fp16-rounded) scale so that codes are chosen for the values that will be decoded.
         var d = RoundHalf(amax);
         WriteHalf(y, 0, amax);
-        var id = d != 0 ? 1f / d : 0f;
+        var id = Vector256.Create(d != 0 ? 1f / d : 0f);
+        Span<byte> codes = stackalloc byte[64];
+        var levels = Nf4Levels;
+        for (var i = 0; i < 64; i += 8)
+        {
+            // The code is the number of midpoints between neighbouring levels that the value lies above.
+            var v = Vector256.Create(x.Slice(i, 8)) * id;
+            var code = Vector256<int>.Zero;
+            for (var k = 0; k < 15; k++)
+            {
+                code -= Vector256.GreaterThan(v, Vector256.Create((levels[k] + levels[k + 1]) * 0.5f)).AsInt32();
+            }
+
+            for (var k = 0; k < 8; k++)
+            {
+                codes[i + k] = (byte)code.GetElement(k);
+            }
+        }
+
         for (var j = 0; j < 32; j++)
         {
-            y[2 + j] = (byte)(Nf4Code(x[j] * id) | (Nf4Code(x[j + 32] * id) << 4));
+            y[2 + j] = (byte)(codes[j] | (codes[j + 32] << 4));
         }
-    }
-
-    /// <summary>The code of the NF4 level nearest to <paramref name="v"/> (a value in about [-1, 1]).</summary>
-    private static int Nf4Code(float v)
-    {
-        var levels = Nf4Levels;
-
-        // Binary search on the midpoints between neighbouring levels.
-        var lo = 0;
-        var hi = 15;
-        while (lo < hi)
-        {
-            var mid = (lo + hi) >> 1;
-            if (v > (levels[mid] + levels[mid + 1]) * 0.5f)
-            {
-                lo = mid + 1;
-            }
-            else
-            {
-                hi = mid;
-            }
-        }
-
-        return lo;
     }
 
     private static (float Min, float Max) MinMax(ReadOnlySpan<float> x)

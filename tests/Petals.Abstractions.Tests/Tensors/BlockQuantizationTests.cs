@@ -68,9 +68,16 @@ public sealed class BlockQuantizationTests(ITestOutputHelper output)
         for (var b = 0; b < x.Length / 64; b++)
         {
             var absmax = x.AsSpan(b * 64, 64).ToArray().Max(Math.Abs);
+            var d = (float)(Half)absmax;
             for (var i = b * 64; i < (b + 1) * 64; i++)
             {
                 Assert.True(Math.Abs(x[i] - y[i]) <= (absmax * gap / 2 * 1.001) + 1e-6, $"element {i}: {x[i]} -> {y[i]}");
+
+                // The nearest level: no other level of the block decodes closer to the value.
+                foreach (var level in levels)
+                {
+                    Assert.True(Math.Abs(x[i] - y[i]) <= Math.Abs(x[i] - (level * d)) + 1e-6, $"element {i}: {x[i]} -> {y[i]}, but level {level} gives {level * d}");
+                }
             }
 
             // The largest magnitude is exact up to the fp16 rounding of the scale.
