@@ -102,10 +102,10 @@ public static partial class BlockQuantization
             var t = Vector256.Truncate(v);
             var up = Vector256.GreaterThanOrEqual(Vector256.Abs(v - t), half);
             var sign = (v & Vector256.Create(-0f)) | Vector256<float>.One;
-            var q = Vector256.ConvertToInt32(t + (up & sign));
+            var q = t + (up & sign);
             for (var k = 0; k < 8; k++)
             {
-                y[2 + i + k] = (byte)(sbyte)q.GetElement(k);
+                y[2 + i + k] = (byte)(sbyte)(int)q.GetElement(k);
             }
         }
     }
