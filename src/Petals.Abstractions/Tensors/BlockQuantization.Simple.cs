@@ -101,10 +101,11 @@ public static partial class BlockQuantization
             var v = Vector256.Create(x.Slice(i, 8)) * id;
             var t = Vector256.Truncate(v);
             var up = Vector256.GreaterThanOrEqual(Vector256.Abs(v - t), half);
-            var q = Vector256.ConvertToInt32(t + (up & Vector256.CopySign(Vector256<float>.One, v)));
+            var sign = (v & Vector256.Create(-0f)) | Vector256<float>.One;
+            var q = t + (up & sign);
             for (var k = 0; k < 8; k++)
             {
-                y[2 + i + k] = (byte)(sbyte)q.GetElement(k);
+                y[2 + i + k] = (byte)(sbyte)(int)q.GetElement(k);
             }
         }
     }
@@ -143,11 +144,11 @@ public static partial class BlockQuantization
         var d = SignedAbsMax(x) / -8f;
         var id = d != 0 ? 1f / d : 0f;
         WriteHalf(y, 0, d);
+        Span<int> q = stackalloc int[32];
+        Codes(x, Vector256.Create(id), Vector256<float>.Zero, Vector256.Create(8.5f), 15, q);
         for (var j = 0; j < 16; j++)
         {
-            var q0 = Math.Min(15, (int)(sbyte)(int)((x[j] * id) + 8.5f));
-            var q1 = Math.Min(15, (int)(sbyte)(int)((x[j + 16] * id) + 8.5f));
-            y[2 + j] = (byte)(q0 | (q1 << 4));
+            y[2 + j] = (byte)(q[j] | (q[j + 16] << 4));
         }
     }
 
@@ -158,11 +159,11 @@ public static partial class BlockQuantization
         var id = d != 0 ? 1f / d : 0f;
         WriteHalf(y, 0, d);
         WriteHalf(y, 2, min);
+        Span<int> q = stackalloc int[32];
+        Codes(x, Vector256.Create(id), Vector256.Create(min), Vector256.Create(0.5f), 15, q);
         for (var j = 0; j < 16; j++)
         {
-            var q0 = Math.Min(15, (int)(((x[j] - min) * id) + 0.5f));
-            var q1 = Math.Min(15, (int)(((x[j + 16] - min) * id) + 0.5f));
-            y[4 + j] = (byte)(q0 | (q1 << 4));
+            y[4 + j] = (byte)(q[j] | (q[j + 16] << 4));
         }
     }
 
@@ -172,10 +173,12 @@ public static partial class BlockQuantization
         var id = d != 0 ? 1f / d : 0f;
         WriteHalf(y, 0, d);
         uint qh = 0;
+        Span<int> q = stackalloc int[32];
+        Codes(x, Vector256.Create(id), Vector256<float>.Zero, Vector256.Create(16.5f), 31, q);
         for (var j = 0; j < 16; j++)
         {
-            var q0 = Math.Min(31, (int)(sbyte)(int)((x[j] * id) + 16.5f));
-            var q1 = Math.Min(31, (int)(sbyte)(int)((x[j + 16] * id) + 16.5f));
+            var q0 = q[j];
+            var q1 = q[j + 16];
             y[6 + j] = (byte)((q0 & 0x0F) | ((q1 & 0x0F) << 4));
             qh |= (uint)((q0 >> 4) & 1) << j;
             qh |= (uint)((q1 >> 4) & 1) << (j + 16);
@@ -192,10 +195,12 @@ public static partial class BlockQuantization
         WriteHalf(y, 0, d);
         WriteHalf(y, 2, min);
         uint qh = 0;
+        Span<int> q = stackalloc int[32];
+        Codes(x, Vector256.Create(id), Vector256.Create(min), Vector256.Create(0.5f), 31, q);
         for (var j = 0; j < 16; j++)
         {
-            var q0 = Math.Min(31, (int)(((x[j] - min) * id) + 0.5f));
-            var q1 = Math.Min(31, (int)(((x[j + 16] - min) * id) + 0.5f));
+            var q0 = q[j];
+            var q1 = q[j + 16];
             y[8 + j] = (byte)((q0 & 0x0F) | ((q1 & 0x0F) << 4));
             qh |= (uint)((q0 >> 4) & 1) << j;
             qh |= (uint)((q1 >> 4) & 1) << (j + 16);
@@ -215,35 +220,43 @@ public static partial class BlockQuantization
         // Normalize by the stored (fp16-rounded) scale so that codes are chosen for the values that will be decoded.
         var d = RoundHalf(amax);
         WriteHalf(y, 0, amax);
-        var id = d != 0 ? 1f / d : 0f;
+        var id = Vector256.Create(d != 0 ? 1f / d : 0f);
+        Span<byte> codes = stackalloc byte[64];
+        var levels = Nf4Levels;
+        for (var i = 0; i < 64; i += 8)
+        {
+            // The code is the number of midpoints between neighbouring levels that the value lies above.
+            var v = Vector256.Create(x.Slice(i, 8)) * id;
+            var code = Vector256<int>.Zero;
+            for (var k = 0; k < 15; k++)
+            {
+                code -= Vector256.GreaterThan(v, Vector256.Create((levels[k] + levels[k + 1]) * 0.5f)).AsInt32();
+            }
+
+            for (var k = 0; k < 8; k++)
+            {
+                codes[i + k] = (byte)code.GetElement(k);
+            }
+        }
+
         for (var j = 0; j < 32; j++)
         {
-            y[2 + j] = (byte)(Nf4Code(x[j] * id) | (Nf4Code(x[j + 32] * id) << 4));
+            y[2 + j] = (byte)(codes[j] | (codes[j + 32] << 4));
         }
     }
 
-    /// <summary>The code of the NF4 level nearest to <paramref name="v"/> (a value in about [-1, 1]).</summary>
-    private static int Nf4Code(float v)
+    /// <summary>
+    /// ggml's reference code of each value: <c>min(top, (int)((x - offset) * id + bias))</c>, in the same float operations
+    /// (multiply, then add; truncation toward zero of a non-negative value), 8 values at a time.
+    /// </summary>
+    private static void Codes(ReadOnlySpan<float> x, Vector256<float> id, Vector256<float> offset, Vector256<float> bias, int top, Span<int> q)
     {
-        var levels = Nf4Levels;
-
-        // Binary search on the midpoints between neighbouring levels.
-        var lo = 0;
-        var hi = 15;
-        while (lo < hi)
+        var max = Vector256.Create(top);
+        for (var i = 0; i < x.Length; i += 8)
         {
-            var mid = (lo + hi) >> 1;
-            if (v > (levels[mid] + levels[mid + 1]) * 0.5f)
-            {
-                lo = mid + 1;
-            }
-            else
-            {
-                hi = mid;
-            }
+            var v = ((Vector256.Create(x.Slice(i, 8)) - offset) * id) + bias;
+            Vector256.Min(max, Vector256.ConvertToInt32(Vector256.Truncate(v))).CopyTo(q.Slice(i, 8));
         }
-
-        return lo;
     }
 
     private static (float Min, float Max) MinMax(ReadOnlySpan<float> x)

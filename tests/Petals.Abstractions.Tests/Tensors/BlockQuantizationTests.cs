@@ -68,9 +68,16 @@ public sealed class BlockQuantizationTests(ITestOutputHelper output)
         for (var b = 0; b < x.Length / 64; b++)
         {
             var absmax = x.AsSpan(b * 64, 64).ToArray().Max(Math.Abs);
+            var d = (float)(Half)absmax;
             for (var i = b * 64; i < (b + 1) * 64; i++)
             {
                 Assert.True(Math.Abs(x[i] - y[i]) <= (absmax * gap / 2 * 1.001) + 1e-6, $"element {i}: {x[i]} -> {y[i]}");
+
+                // The nearest level: no other level of the block decodes closer to the value.
+                foreach (var level in levels)
+                {
+                    Assert.True(Math.Abs(x[i] - y[i]) <= Math.Abs(x[i] - (level * d)) + 1e-6, $"element {i}: {x[i]} -> {y[i]}, but level {level} gives {level * d}");
+                }
             }
 
             // The largest magnitude is exact up to the fp16 rounding of the scale.
@@ -95,6 +102,21 @@ public sealed class BlockQuantizationTests(ITestOutputHelper output)
         Assert.Equal(0x00, bytes[2]); // elements 0 and 32: code 0
         Assert.Equal(0x11, bytes[3]); // elements 1 and 33: code 1 in the low and the high nibble
         Assert.Equal(0xFF, bytes[2 + 15]);
+    }
+
+    [Fact]
+    public void Q8_0RoundsTiesAwayFromZeroLikeCsRoundf()
+    {
+        // amax 127 gives d = 1 exactly, so x * (1 / d) = x and every .5 is a tie.
+        var x = new float[32];
+        float[] ties = [0.5f, -0.5f, 1.5f, -2.5f, 2.5f, 126.5f, -0.49999997f, 0.49999997f];
+        ties.CopyTo(x, 0);
+        x[31] = 127f;
+        var bytes = new byte[34];
+        BlockQuantization.Quantize(TensorDType.Q8_0, x, bytes);
+        Assert.Equal(0x3C00, BinaryPrimitives.ReadUInt16LittleEndian(bytes)); // fp16 1.0
+        Assert.Equal(new sbyte[] { 1, -1, 2, -3, 3, 127, 0, 0 }, bytes.AsSpan(2, 8).ToArray().Select(b => (sbyte)b));
+        Assert.Equal(127, (sbyte)bytes[33]);
     }
 
     [Theory]
