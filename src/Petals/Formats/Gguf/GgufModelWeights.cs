@@ -14,8 +14,9 @@ namespace Petals.Formats.Gguf;
 /// Tensors are served in their stored type: F32, F16, BF16 and the block-quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
 /// Q2_K … Q6_K, as the <see cref="TensorDType"/> of the same name and block layout) are views of the memory mapping,
 /// never dequantized; consumers that need floats use <see cref="ModelWeightsExtensions.GetFloatTensor"/>. Q/K
-/// projections are re-ordered row by row (a row of a block type is whole blocks) into copies, made once per tensor on
-/// first request and cached. The scales of a block-quantized tensor are checked for NaN/Inf when it is first requested.
+/// projections are re-ordered row by row (a row of a block type is whole blocks) into a new copy on every request (not
+/// cached: the copy lives as long as its user holds it); other tensors are cached views. The scales of a block-quantized
+/// tensor are checked for NaN/Inf when it is requested.
 /// Thread-safe.
 /// </remarks>
 public sealed class GgufModelWeights : IModelWeights
@@ -309,8 +310,18 @@ public sealed class GgufModelWeights : IModelWeights
             throw new KeyNotFoundException($"{Source}: the model has no tensor '{name}'.");
         }
 
+        // Q/K projections are re-ordered copies: not cached, so that a copy lives only as long as its user holds it (an
+        // executor that quantizes at load drops it once packed, instead of the weights keeping a float copy of Q and K).
+        if (IsPermuted(name))
+        {
+            return Read(name);
+        }
+
         return _cache.GetOrAdd(name, n => new Lazy<WeightTensor>(() => Read(n), LazyThreadSafetyMode.ExecutionAndPublication)).Value;
     }
+
+    private static bool IsPermuted(string name) =>
+        name.EndsWith(LlamaTensorNames.QProj, StringComparison.Ordinal) || name.EndsWith(LlamaTensorNames.KProj, StringComparison.Ordinal);
 
     /// <inheritdoc />
     public void Dispose()
