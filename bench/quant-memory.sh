@@ -6,8 +6,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${PETALS_BENCH_MODELS:-/work/bench-models}
 lock=${PETALS_BUILD_LOCK:-/work/build.lock}
 exe="$root/bench/Petals.Benchmarks/bin/Release/net10.0/Petals.Benchmarks"
-echo "| file | --quant | weights held | weight bytes per block | RssAnon per block | RssFile per block | resident / weight bytes |"
-echo "|---|---|---|---:|---:|---:|---:|"
+echo "| file | --quant | weights held | weight bytes per block | RssAnon per block | RssFile per block | RssAnon / weight bytes | (RssAnon + RssFile) / weight bytes |"
+echo "|---|---|---|---:|---:|---:|---:|---:|"
 for f in f32 f16 q8_0 q4_0 q4_k_m; do
   flock "$lock" "$exe" quant-memory --file "$dir/llama2-7b-4blk.$f.gguf"
 done

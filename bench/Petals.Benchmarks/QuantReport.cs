@@ -96,11 +96,13 @@ internal static class QuantReport
             executor.Forward(new float[h], 1, 1, cache);
         }
 
-        GC.Collect();
+        // Let the GC give back what quantizing at load freed (the fp32 Q/K copies), so RssAnon is what stays.
+        System.Runtime.GCSettings.LargeObjectHeapCompactionMode = System.Runtime.GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         var (anon1, file1) = Rss();
         var info = (ExecutorWeightsInfo)executor.GetService(typeof(ExecutorWeightsInfo))!;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"| {Path.GetFileName(file)} | {quant} | {info.Quantization} | {info.WeightBytes / blocks / 1e6:F1} MB | {(anon1 - anon0) / blocks / 1e6:F1} MB | {(file1 - file0) / blocks / 1e6:F1} MB | {(anon1 - anon0 + file1 - file0) / (double)info.WeightBytes:F3} |"));
+            $"| {Path.GetFileName(file)} | {quant} | {info.Quantization} | {info.WeightBytes / blocks / 1e6:F1} MB | {(anon1 - anon0) / blocks / 1e6:F1} MB | {(file1 - file0) / blocks / 1e6:F1} MB | {(anon1 - anon0) / (double)info.WeightBytes:F3} | {(anon1 - anon0 + file1 - file0) / (double)info.WeightBytes:F3} |"));
         return 0;
     }
 
