@@ -71,6 +71,22 @@ public sealed class QuantizedExecutorTests
     }
 
     [Fact]
+    public void AnExecutorRefusesToRequantizeAStoredBlockType()
+    {
+        using var dense = new RandomLlama(Shape);
+        using var packed = new PackedModel(dense, TensorDType.Q4_K);
+        var factory = new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 1, Quantization = WeightQuantization.Nf4 });
+        var ex = Assert.Throws<InvalidDataException>(() => factory.Create(packed, new BlockRange(0, 1)));
+        Assert.Contains("memory://packed", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("model.layers.0.self_attn.q_proj.weight", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("stored as Q4_K", ex.Message, StringComparison.Ordinal);
+
+        // The same quantization as stored is no re-quantization.
+        using var same = new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 1, Quantization = WeightQuantization.Q4_K }).Create(packed, new BlockRange(0, 1));
+        Assert.Equal("q4_k", ((ExecutorWeightsInfo)same.GetService(typeof(ExecutorWeightsInfo))!).Quantization);
+    }
+
+    [Fact]
     public void OptionsRejectAnUnknownQuantization()
     {
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() => new CpuBlockExecutorFactory(new CpuExecutorOptions { Quantization = new WeightQuantization("fp8") }));
