@@ -12,8 +12,8 @@ internal sealed unsafe class DenseLinearLayer : LinearLayer
     private MemoryHandle _pin;
     private readonly byte* _data;
 
-    public DenseLinearLayer(string name, TensorDType dtype, ReadOnlyMemory<byte> data, int outFeatures, int inFeatures)
-        : base(name, outFeatures, inFeatures)
+    public DenseLinearLayer(string name, TensorDType dtype, ReadOnlyMemory<byte> data, int outFeatures, int inFeatures, IDisposable? owner = null)
+        : base(name, outFeatures, inFeatures, owner)
     {
         if (dtype is not (TensorDType.F32 or TensorDType.BF16 or TensorDType.F16))
         {

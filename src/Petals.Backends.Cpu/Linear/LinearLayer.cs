@@ -14,12 +14,15 @@ namespace Petals.Backends.Cpu.Linear;
 /// </remarks>
 internal abstract unsafe class LinearLayer : IDisposable
 {
-    protected LinearLayer(string name, int outFeatures, int inFeatures)
+    protected LinearLayer(string name, int outFeatures, int inFeatures, IDisposable? owner = null)
     {
         Name = name;
         OutFeatures = outFeatures;
         InFeatures = inFeatures;
+        _owner = owner;
     }
+
+    private readonly IDisposable? _owner;
 
     /// <summary>The tensor name, for messages.</summary>
     public string Name { get; }
@@ -69,8 +72,12 @@ internal abstract unsafe class LinearLayer : IDisposable
         GC.SuppressFinalize(this);
     }
 
-    /// <summary>Releases resources.</summary>
+    /// <summary>Releases resources: the owner of the weight memory, when the layer was given one.</summary>
     protected virtual void Dispose(bool disposing)
     {
+        if (disposing)
+        {
+            _owner?.Dispose();
+        }
     }
 }

@@ -18,8 +18,8 @@ internal sealed unsafe class QuantizedLinearLayer<TRows> : LinearLayer
     private readonly byte* _data;
 
     /// <summary>Wraps <paramref name="data"/> (a view of a mapped file or an owned array), pinning it for the layer's lifetime.</summary>
-    public QuantizedLinearLayer(string name, TensorDType dtype, ReadOnlyMemory<byte> data, int outFeatures, int inFeatures)
-        : base(name, outFeatures, inFeatures)
+    public QuantizedLinearLayer(string name, TensorDType dtype, ReadOnlyMemory<byte> data, int outFeatures, int inFeatures, IDisposable? owner = null)
+        : base(name, outFeatures, inFeatures, owner)
     {
         var expected = TRows.RowBytes(inFeatures) * outFeatures;
         if (data.Length != expected)
