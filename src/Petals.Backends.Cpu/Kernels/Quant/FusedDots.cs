@@ -127,6 +127,39 @@ internal static unsafe class FusedDots
         return Vector256.Sum(acc0 + acc1) - (8 * (offset + offset1));
     }
 
+    /// <summary>Q4_1: <c>w = d q + m</c>, so a block's product is <c>d dx dot(q, xq) + m dx sum(xq)</c>; the minimum term has two scalar chains.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Q4_1(byte* row, int k, in Q8Activations x)
+    {
+        var halves = HalfTable;
+        Vector256<float> acc0 = default, acc1 = default;
+        float min0 = 0f, min1 = 0f;
+        var low = Vector256.Create((byte)15);
+        var blocks = k / 32;
+        var b = 0;
+        for (; b + 2 <= blocks; b += 2)
+        {
+            var p0 = row + (b * 20);
+            var p1 = p0 + 20;
+            var v0 = Vector128.Load(p0 + 4);
+            var v1 = Vector128.Load(p1 + 4);
+            acc0 = Fma.MultiplyAdd(UnsignedDot(Vector256.Create(v0, Vector128.ShiftRightLogical(v0.AsUInt16(), 4).AsByte()) & low, Vector256.Load(x.Q + (b * 32))), Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p0)] * x.Scale[b]), acc0);
+            acc1 = Fma.MultiplyAdd(UnsignedDot(Vector256.Create(v1, Vector128.ShiftRightLogical(v1.AsUInt16(), 4).AsByte()) & low, Vector256.Load(x.Q + (b * 32) + 32)), Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p1)] * x.Scale[b + 1]), acc1);
+            min0 = MathF.FusedMultiplyAdd(halves[Unsafe.ReadUnaligned<ushort>(p0 + 2)], x.ScaledSum[b], min0);
+            min1 = MathF.FusedMultiplyAdd(halves[Unsafe.ReadUnaligned<ushort>(p1 + 2)], x.ScaledSum[b + 1], min1);
+        }
+
+        for (; b < blocks; b++)
+        {
+            var p0 = row + (b * 20);
+            var v0 = Vector128.Load(p0 + 4);
+            acc0 = Fma.MultiplyAdd(UnsignedDot(Vector256.Create(v0, Vector128.ShiftRightLogical(v0.AsUInt16(), 4).AsByte()) & low, Vector256.Load(x.Q + (b * 32))), Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p0)] * x.Scale[b]), acc0);
+            min0 = MathF.FusedMultiplyAdd(halves[Unsafe.ReadUnaligned<ushort>(p0 + 2)], x.ScaledSum[b], min0);
+        }
+
+        return Vector256.Sum(acc0 + acc1) + (min0 + min1);
+    }
+
     /// <summary>
     /// Q4_K: the eight 6-bit scales and minimums of a super-block are unpacked together (four 32-bit words), widened to
     /// fp32 vectors and multiplied by the eight input scales once; each 32-weight product then takes its scale by a lane

@@ -77,6 +77,11 @@ internal readonly unsafe struct Q4_0Format : IQuantFormat
 /// <summary>Q4_1: fp16 scale and minimum, 16 bytes of 4-bit codes.</summary>
 internal readonly unsafe struct Q4_1Format : IQuantFormat
 {
+    public static bool HasFusedDot => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FusedDot(byte* row, int k, in Q8Activations x) => FusedDots.Q4_1(row, k, x);
+
     public static TensorDType DType => TensorDType.Q4_1;
 
     public static int BlockElements => 32;
