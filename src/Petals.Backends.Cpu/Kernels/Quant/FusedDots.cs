@@ -160,6 +160,56 @@ internal static unsafe class FusedDots
         return Vector256.Sum(acc0 + acc1) + (min0 + min1);
     }
 
+    /// <summary>The 32 five-bit codes of a Q5_0/Q5_1 block in element order: nibbles, and bit <c>j</c> of <paramref name="qh"/> as 16 in byte <c>j</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Q5Codes(byte* qs, uint qh)
+    {
+        var v = Vector128.Load(qs);
+        var nibbles = Vector256.Create(v, Vector128.ShiftRightLogical(v.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)15);
+        var spread = Avx2.Shuffle(Vector256.Create(qh).AsByte(), Vector256.Create(0x0000000000000000UL, 0x0101010101010101UL, 0x0202020202020202UL, 0x0303030303030303UL).AsByte());
+        var bit = Vector256.Create(0x8040201008040201UL).AsByte();
+        return nibbles | (Vector256.Equals(spread & bit, bit) & Vector256.Create((byte)16));
+    }
+
+    /// <summary>Q5_0 (<paramref name="minimumAt"/> &lt; 0: <c>w = d (q - 16)</c>) and Q5_1 (<c>w = d q + m</c>, m at byte <paramref name="minimumAt"/>): <c>d dx dot(q, xq)</c> plus the offset times <c>dx sum(xq)</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Q5(byte* row, int k, in Q8Activations x, int blockBytes, int minimumAt)
+    {
+        var halves = HalfTable;
+        Vector256<float> acc0 = default, acc1 = default;
+        float off0 = 0f, off1 = 0f;
+        var hiAt = minimumAt < 0 ? 2 : 4;
+        var blocks = k / 32;
+        var b = 0;
+        for (; b + 2 <= blocks; b += 2)
+        {
+            var p0 = row + (b * blockBytes);
+            var p1 = p0 + blockBytes;
+            var d0 = halves[Unsafe.ReadUnaligned<ushort>(p0)];
+            var d1 = halves[Unsafe.ReadUnaligned<ushort>(p1)];
+            acc0 = Fma.MultiplyAdd(UnsignedDot(Q5Codes(p0 + hiAt + 4, Unsafe.ReadUnaligned<uint>(p0 + hiAt)), Vector256.Load(x.Q + (b * 32))), Vector256.Create(d0 * x.Scale[b]), acc0);
+            acc1 = Fma.MultiplyAdd(UnsignedDot(Q5Codes(p1 + hiAt + 4, Unsafe.ReadUnaligned<uint>(p1 + hiAt)), Vector256.Load(x.Q + (b * 32) + 32)), Vector256.Create(d1 * x.Scale[b + 1]), acc1);
+            off0 = MathF.FusedMultiplyAdd(minimumAt < 0 ? -16 * d0 : halves[Unsafe.ReadUnaligned<ushort>(p0 + minimumAt)], x.ScaledSum[b], off0);
+            off1 = MathF.FusedMultiplyAdd(minimumAt < 0 ? -16 * d1 : halves[Unsafe.ReadUnaligned<ushort>(p1 + minimumAt)], x.ScaledSum[b + 1], off1);
+        }
+
+        for (; b < blocks; b++)
+        {
+            var p0 = row + (b * blockBytes);
+            var d0 = halves[Unsafe.ReadUnaligned<ushort>(p0)];
+            acc0 = Fma.MultiplyAdd(UnsignedDot(Q5Codes(p0 + hiAt + 4, Unsafe.ReadUnaligned<uint>(p0 + hiAt)), Vector256.Load(x.Q + (b * 32))), Vector256.Create(d0 * x.Scale[b]), acc0);
+            off0 = MathF.FusedMultiplyAdd(minimumAt < 0 ? -16 * d0 : halves[Unsafe.ReadUnaligned<ushort>(p0 + minimumAt)], x.ScaledSum[b], off0);
+        }
+
+        return Vector256.Sum(acc0 + acc1) + (off0 + off1);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Q5_0(byte* row, int k, in Q8Activations x) => Q5(row, k, x, 22, -1);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Q5_1(byte* row, int k, in Q8Activations x) => Q5(row, k, x, 24, 2);
+
     /// <summary>
     /// Q4_K: the eight 6-bit scales and minimums of a super-block are unpacked together (four 32-bit words), widened to
     /// fp32 vectors and multiplied by the eight input scales once; each 32-weight product then takes its scale by a lane
