@@ -256,6 +256,47 @@ internal static unsafe class FusedDots
         return Vector256.Sum((acc0 + acc1) + (acc2 + acc3)) - Vector256.Sum(mins);
     }
 
+    /// <summary>Q5_K: the <see cref="Q4_K"/> kernel with a fifth bit per code (bit <c>2j</c> / <c>2j+1</c> of byte <c>l</c> of the 32 high-bit bytes, as 16).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Q5_K(byte* row, int k, in Q8Activations x)
+    {
+        var halves = HalfTable;
+        Vector256<float> acc0 = default, acc1 = default, mins = default;
+        var low = Vector256.Create((byte)15);
+        var one = Vector256.Create((byte)1).AsUInt16();
+        var supers = k / 256;
+        for (var s = 0; s < supers; s++)
+        {
+            var p = row + (s * 176);
+            var d = halves[Unsafe.ReadUnaligned<ushort>(p)];
+            var dmin = halves[Unsafe.ReadUnaligned<ushort>(p + 2)];
+            var u0 = Unsafe.ReadUnaligned<uint>(p + 4);
+            var u1 = Unsafe.ReadUnaligned<uint>(p + 8);
+            var u2 = Unsafe.ReadUnaligned<uint>(p + 12);
+            var packed = Vector128.Create(
+                u0 & 0x3f3f3f3fu,
+                (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4),
+                u1 & 0x3f3f3f3fu,
+                ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)).AsByte();
+            var scales = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(packed)) * Vector256.Create(d) * Vector256.Load(x.Scale + (8 * s));
+            var minimums = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(packed, 8)));
+            mins = Fma.MultiplyAdd(minimums * Vector256.Create(dmin), Vector256.Load(x.ScaledSum + (8 * s)), mins);
+            var qh = Vector256.Load(p + 16).AsUInt16();
+            var qs = p + 48;
+            var xq = x.Q + (s * 256);
+            for (var j = 0; j < 4; j++)
+            {
+                var v = Vector256.Load(qs + (32 * j));
+                var h1 = Vector256.ShiftLeft(Vector256.ShiftRightLogical(qh, 2 * j) & one, 4).AsByte();
+                var h2 = Vector256.ShiftLeft(Vector256.ShiftRightLogical(qh, (2 * j) + 1) & one, 4).AsByte();
+                acc0 = Fma.MultiplyAdd(UnsignedDot((v & low) | h1, Vector256.Load(xq + (64 * j))), Avx2.PermuteVar8x32(scales, Vector256.Create(2 * j)), acc0);
+                acc1 = Fma.MultiplyAdd(UnsignedDot((Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low) | h2, Vector256.Load(xq + (64 * j) + 32)), Avx2.PermuteVar8x32(scales, Vector256.Create((2 * j) + 1)), acc1);
+            }
+        }
+
+        return Vector256.Sum(acc0 + acc1) - Vector256.Sum(mins);
+    }
+
     /// <summary>
     /// Q6_K: codes 0-63 (value + 32) assembled in natural order 32 at a time; the 16 scales of a super-block are widened
     /// once, permuted into the [sub-block A ×4, sub-block B ×4] lanes of each product, and the offset of all 16 sub-blocks

@@ -181,6 +181,11 @@ internal readonly unsafe struct Q4_KFormat : IQuantFormat
 /// <summary>Q5_K: like Q4_K with 32 bytes of fifth bits (bit <c>2j</c>/<c>2j+1</c> of byte <c>l</c> for the sub-block pair <c>j</c>).</summary>
 internal readonly unsafe struct Q5_KFormat : IQuantFormat
 {
+    public static bool HasFusedDot => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FusedDot(byte* row, int k, in Q8Activations x) => FusedDots.Q5_K(row, k, x);
+
     public static TensorDType DType => TensorDType.Q5_K;
 
     public static int BlockElements => 256;
