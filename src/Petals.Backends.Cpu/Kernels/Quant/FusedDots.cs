@@ -298,6 +298,50 @@ internal static unsafe class FusedDots
     }
 
     /// <summary>
+    /// Q2_K: 2-bit codes, 16 sub-blocks of 16 with 4-bit scales and minimums. The sub-block scales times <c>d</c> times
+    /// the input scale (spread to the 16-long sub-blocks) are two vectors per super-block, each 32-code product takes its
+    /// two by a permute, and the minimums are two vector FMAs with the inputs' per-16 sums.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Q2_K(byte* row, int k, in Q8Activations x)
+    {
+        var halves = HalfTable;
+        Vector256<float> acc0 = default, acc1 = default, mins = default;
+        var m2 = Vector256.Create((byte)3);
+        var m4 = Vector128.Create((byte)15);
+        var spreadLow = Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3);
+        var spreadHigh = Vector256.Create(4, 4, 5, 5, 6, 6, 7, 7);
+        var supers = k / 256;
+        for (var s = 0; s < supers; s++)
+        {
+            var p = row + (s * 84);
+            var d = Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p + 80)]);
+            var dmin = Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p + 82)]);
+            var sc = Vector128.Load(p);
+            var scl = sc & m4;
+            var mn = Vector128.ShiftRightLogical(sc.AsUInt16(), 4).AsByte() & m4;
+            var xScale = Vector256.Load(x.Scale + (8 * s));
+            var f0 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(scl)) * d * Avx2.PermuteVar8x32(xScale, spreadLow);
+            var f1 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(scl, 8))) * d * Avx2.PermuteVar8x32(xScale, spreadHigh);
+            mins = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(mn)) * dmin, Vector256.Load(x.ScaledSum16 + (16 * s)), mins);
+            mins = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(mn, 8))) * dmin, Vector256.Load(x.ScaledSum16 + (16 * s) + 8), mins);
+            var xq = x.Q + (s * 256);
+            for (var n = 0; n < 2; n++)
+            {
+                var f = n == 0 ? f0 : f1;
+                var q = Vector256.Load(p + 16 + (32 * n)).AsUInt16();
+                var xn = xq + (128 * n);
+                acc0 = Fma.MultiplyAdd(UnsignedDot(q.AsByte() & m2, Vector256.Load(xn)), Avx2.PermuteVar8x32(f, Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1)), acc0);
+                acc1 = Fma.MultiplyAdd(UnsignedDot(Vector256.ShiftRightLogical(q, 2).AsByte() & m2, Vector256.Load(xn + 32)), Avx2.PermuteVar8x32(f, Vector256.Create(2, 2, 2, 2, 3, 3, 3, 3)), acc1);
+                acc0 = Fma.MultiplyAdd(UnsignedDot(Vector256.ShiftRightLogical(q, 4).AsByte() & m2, Vector256.Load(xn + 64)), Avx2.PermuteVar8x32(f, Vector256.Create(4, 4, 4, 4, 5, 5, 5, 5)), acc0);
+                acc1 = Fma.MultiplyAdd(UnsignedDot(Vector256.ShiftRightLogical(q, 6).AsByte() & m2, Vector256.Load(xn + 96)), Avx2.PermuteVar8x32(f, Vector256.Create(6, 6, 6, 6, 7, 7, 7, 7)), acc1);
+            }
+        }
+
+        return Vector256.Sum(acc0 + acc1) - Vector256.Sum(mins);
+    }
+
+    /// <summary>
     /// Q6_K: codes 0-63 (value + 32) assembled in natural order 32 at a time; the 16 scales of a super-block are widened
     /// once, permuted into the [sub-block A ×4, sub-block B ×4] lanes of each product, and the offset of all 16 sub-blocks
     /// is two vector FMAs with the inputs' per-16 sums.

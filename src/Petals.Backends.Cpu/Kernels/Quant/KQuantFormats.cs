@@ -7,6 +7,11 @@ namespace Petals.Backends.Cpu.Kernels.Quant;
 /// <summary>Q2_K: 16 scale/min bytes (4 bits each), 64 bytes of 2-bit codes, fp16 d and dmin; sub-blocks of 16.</summary>
 internal readonly unsafe struct Q2_KFormat : IQuantFormat
 {
+    public static bool HasFusedDot => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FusedDot(byte* row, int k, in Q8Activations x) => FusedDots.Q2_K(row, k, x);
+
     public static TensorDType DType => TensorDType.Q2_K;
 
     public static int BlockElements => 256;
