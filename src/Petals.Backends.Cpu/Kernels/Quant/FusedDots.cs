@@ -342,6 +342,60 @@ internal static unsafe class FusedDots
     }
 
     /// <summary>
+    /// Q3_K: unsigned codes <c>low 2 bits + 4 * high bit</c> (0-7, value code - 4), 16 sub-blocks of 16 with signed 6-bit
+    /// scales (unpacked by the decoder's <see cref="Q3_KFormat.UnpackScales"/>); the -4 offset is one vector FMA per half
+    /// super-block with the inputs' per-16 sums, as in <see cref="Q2_K"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Q3_K(byte* row, int k, in Q8Activations x)
+    {
+        var halves = HalfTable;
+        Vector256<float> acc0 = default, acc1 = default, offset = default;
+        var m2 = Vector256.Create((byte)3);
+        var four = Vector256.Create((byte)4);
+        var spreadLow = Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3);
+        var spreadHigh = Vector256.Create(4, 4, 5, 5, 6, 6, 7, 7);
+        var raw = stackalloc sbyte[16];
+        var supers = k / 256;
+        for (var s = 0; s < supers; s++)
+        {
+            var p = row + (s * 110);
+            var d = Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p + 108)]);
+            Q3_KFormat.UnpackScales(p + 96, raw);
+            var sc = Vector128.Load(raw) - Vector128.Create((sbyte)32);
+            var e0 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(sc)) * d;
+            var e1 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(sc, 8))) * d;
+            offset = Fma.MultiplyAdd(e0, Vector256.Load(x.ScaledSum16 + (16 * s)), offset);
+            offset = Fma.MultiplyAdd(e1, Vector256.Load(x.ScaledSum16 + (16 * s) + 8), offset);
+            var xScale = Vector256.Load(x.Scale + (8 * s));
+            var f0 = e0 * Avx2.PermuteVar8x32(xScale, spreadLow);
+            var f1 = e1 * Avx2.PermuteVar8x32(xScale, spreadHigh);
+            var hm = Vector256.Load(p);
+            var xq = x.Q + (s * 256);
+            for (var n = 0; n < 2; n++)
+            {
+                var f = n == 0 ? f0 : f1;
+                var q = Vector256.Load(p + 32 + (32 * n)).AsUInt16();
+                var xn = xq + (128 * n);
+                var b0 = Vector256.Create((byte)(1 << (4 * n)));
+                var b1 = Vector256.Create((byte)(2 << (4 * n)));
+                var b2 = Vector256.Create((byte)(4 << (4 * n)));
+                var b3 = Vector256.Create((byte)(8 << (4 * n)));
+                var c0 = (q.AsByte() & m2) | (Vector256.Equals(hm & b0, b0) & four);
+                var c1 = (Vector256.ShiftRightLogical(q, 2).AsByte() & m2) | (Vector256.Equals(hm & b1, b1) & four);
+                var c2 = (Vector256.ShiftRightLogical(q, 4).AsByte() & m2) | (Vector256.Equals(hm & b2, b2) & four);
+                var c3 = (Vector256.ShiftRightLogical(q, 6).AsByte() & m2) | (Vector256.Equals(hm & b3, b3) & four);
+                acc0 = Fma.MultiplyAdd(UnsignedDot(c0, Vector256.Load(xn)), Avx2.PermuteVar8x32(f, Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1)), acc0);
+                acc1 = Fma.MultiplyAdd(UnsignedDot(c1, Vector256.Load(xn + 32)), Avx2.PermuteVar8x32(f, Vector256.Create(2, 2, 2, 2, 3, 3, 3, 3)), acc1);
+                acc0 = Fma.MultiplyAdd(UnsignedDot(c2, Vector256.Load(xn + 64)), Avx2.PermuteVar8x32(f, Vector256.Create(4, 4, 4, 4, 5, 5, 5, 5)), acc0);
+                acc1 = Fma.MultiplyAdd(UnsignedDot(c3, Vector256.Load(xn + 96)), Avx2.PermuteVar8x32(f, Vector256.Create(6, 6, 6, 6, 7, 7, 7, 7)), acc1);
+            }
+        }
+
+        return Vector256.Sum(acc0 + acc1) - (4 * Vector256.Sum(offset));
+    }
+
+    /// <summary>
     /// Q6_K: codes 0-63 (value + 32) assembled in natural order 32 at a time; the 16 scales of a super-block are widened
     /// once, permuted into the [sub-block A ×4, sub-block B ×4] lanes of each product, and the offset of all 16 sub-blocks
     /// is two vector FMAs with the inputs' per-16 sums.

@@ -57,6 +57,11 @@ internal readonly unsafe struct Q2_KFormat : IQuantFormat
 /// <summary>Q3_K: 32 bytes of high bits, 64 bytes of 2-bit codes, 12 bytes of 6-bit scales, fp16 d; sub-blocks of 16; codes -4..3.</summary>
 internal readonly unsafe struct Q3_KFormat : IQuantFormat
 {
+    public static bool HasFusedDot => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FusedDot(byte* row, int k, in Q8Activations x) => FusedDots.Q3_K(row, k, x);
+
     public static TensorDType DType => TensorDType.Q3_K;
 
     public static int BlockElements => 256;
