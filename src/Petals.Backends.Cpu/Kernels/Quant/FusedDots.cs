@@ -343,7 +343,7 @@ internal static unsafe class FusedDots
 
     /// <summary>
     /// Q3_K: unsigned codes <c>low 2 bits + 4 * high bit</c> (0-7, value code - 4), 16 sub-blocks of 16 with signed 6-bit
-    /// scales (unpacked by the decoder's <see cref="Q3_KFormat.UnpackScales"/>); the -4 offset is one vector FMA per half
+    /// scales (unpacked with vector masks); the -4 offset is one vector FMA per half
     /// super-block with the inputs' per-16 sums, as in <see cref="Q2_K"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -355,14 +355,17 @@ internal static unsafe class FusedDots
         var four = Vector256.Create((byte)4);
         var spreadLow = Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3);
         var spreadHigh = Vector256.Create(4, 4, 5, 5, 6, 6, 7, 7);
-        var raw = stackalloc sbyte[16];
         var supers = k / 256;
         for (var s = 0; s < supers; s++)
         {
             var p = row + (s * 110);
             var d = Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p + 108)]);
-            Q3_KFormat.UnpackScales(p + 96, raw);
-            var sc = Vector128.Load(raw) - Vector128.Create((sbyte)32);
+            // The 16 6-bit scales: low nibbles from bytes 0-7 (scales 0-7 low, 8-15 high), 2-bit highs from bytes 8-11.
+            var a = Unsafe.ReadUnaligned<ulong>(p + 96);
+            var hb = Unsafe.ReadUnaligned<uint>(p + 104);
+            var lowBits = Vector128.Create(a, a >> 4).AsByte() & Vector128.Create((byte)15);
+            var highBits = Vector128.Create(hb, hb >> 2, hb >> 4, hb >> 6) & Vector128.Create(0x03030303u);
+            var sc = (lowBits | Vector128.ShiftLeft(highBits, 4).AsByte()).AsSByte() - Vector128.Create((sbyte)32);
             var e0 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(sc)) * d;
             var e1 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(sc, 8))) * d;
             offset = Fma.MultiplyAdd(e0, Vector256.Load(x.ScaledSum16 + (16 * s)), offset);
