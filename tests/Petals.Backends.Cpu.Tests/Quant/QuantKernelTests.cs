@@ -255,7 +255,7 @@ public sealed unsafe class QuantKernelTests
     }
 
     /// <summary>The formats whose vector paths multiply with int8-quantized inputs (<c>Q8Activations</c>).</summary>
-    private static readonly TensorDType[] Fused = [TensorDType.Q8_0, TensorDType.Q4_0, TensorDType.Q4_K, TensorDType.Q6_K];
+    private static readonly TensorDType[] Fused = [TensorDType.Q2_K, TensorDType.Q3_K, TensorDType.Q8_0, TensorDType.Q4_0, TensorDType.Q4_1, TensorDType.Q5_0, TensorDType.Q5_1, TensorDType.Q4_K, TensorDType.Q5_K, TensorDType.Q6_K];
 
     /// <summary>
     /// The fused kernels quantize each block of 32 inputs to int8 (scale max|x|/127, round half to even, in fp32 as they

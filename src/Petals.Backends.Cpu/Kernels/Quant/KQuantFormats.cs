@@ -7,6 +7,11 @@ namespace Petals.Backends.Cpu.Kernels.Quant;
 /// <summary>Q2_K: 16 scale/min bytes (4 bits each), 64 bytes of 2-bit codes, fp16 d and dmin; sub-blocks of 16.</summary>
 internal readonly unsafe struct Q2_KFormat : IQuantFormat
 {
+    public static bool HasFusedDot => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FusedDot(byte* row, int k, in Q8Activations x) => FusedDots.Q2_K(row, k, x);
+
     public static TensorDType DType => TensorDType.Q2_K;
 
     public static int BlockElements => 256;
@@ -52,6 +57,11 @@ internal readonly unsafe struct Q2_KFormat : IQuantFormat
 /// <summary>Q3_K: 32 bytes of high bits, 64 bytes of 2-bit codes, 12 bytes of 6-bit scales, fp16 d; sub-blocks of 16; codes -4..3.</summary>
 internal readonly unsafe struct Q3_KFormat : IQuantFormat
 {
+    public static bool HasFusedDot => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FusedDot(byte* row, int k, in Q8Activations x) => FusedDots.Q3_K(row, k, x);
+
     public static TensorDType DType => TensorDType.Q3_K;
 
     public static int BlockElements => 256;
@@ -181,6 +191,11 @@ internal readonly unsafe struct Q4_KFormat : IQuantFormat
 /// <summary>Q5_K: like Q4_K with 32 bytes of fifth bits (bit <c>2j</c>/<c>2j+1</c> of byte <c>l</c> for the sub-block pair <c>j</c>).</summary>
 internal readonly unsafe struct Q5_KFormat : IQuantFormat
 {
+    public static bool HasFusedDot => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FusedDot(byte* row, int k, in Q8Activations x) => FusedDots.Q5_K(row, k, x);
+
     public static TensorDType DType => TensorDType.Q5_K;
 
     public static int BlockElements => 256;

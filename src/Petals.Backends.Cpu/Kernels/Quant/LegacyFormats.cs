@@ -77,6 +77,11 @@ internal readonly unsafe struct Q4_0Format : IQuantFormat
 /// <summary>Q4_1: fp16 scale and minimum, 16 bytes of 4-bit codes.</summary>
 internal readonly unsafe struct Q4_1Format : IQuantFormat
 {
+    public static bool HasFusedDot => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FusedDot(byte* row, int k, in Q8Activations x) => FusedDots.Q4_1(row, k, x);
+
     public static TensorDType DType => TensorDType.Q4_1;
 
     public static int BlockElements => 32;
@@ -109,6 +114,11 @@ internal readonly unsafe struct Q4_1Format : IQuantFormat
 /// <summary>Q5_0: fp16 scale, 32 high bits, 16 bytes of low nibbles; codes offset by 16.</summary>
 internal readonly unsafe struct Q5_0Format : IQuantFormat
 {
+    public static bool HasFusedDot => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FusedDot(byte* row, int k, in Q8Activations x) => FusedDots.Q5_0(row, k, x);
+
     public static TensorDType DType => TensorDType.Q5_0;
 
     public static int BlockElements => 32;
@@ -126,6 +136,11 @@ internal readonly unsafe struct Q5_0Format : IQuantFormat
 /// <summary>Q5_1: fp16 scale and minimum, 32 high bits, 16 bytes of low nibbles.</summary>
 internal readonly unsafe struct Q5_1Format : IQuantFormat
 {
+    public static bool HasFusedDot => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FusedDot(byte* row, int k, in Q8Activations x) => FusedDots.Q5_1(row, k, x);
+
     public static TensorDType DType => TensorDType.Q5_1;
 
     public static int BlockElements => 32;
