@@ -45,8 +45,9 @@ internal sealed class BlockWeights : IDisposable
 
     /// <summary>Loads and validates block <paramref name="block"/>'s tensors, quantizing dense linear weights as <paramref name="quantization"/> asks.</summary>
     /// <exception cref="InvalidDataException">When a tensor is missing, has the wrong shape or size, or an unsupported dtype, or is stored quantized in another type than the one asked for; the message names it.</exception>
-    public static BlockWeights Load(IModelWeights weights, int block, WeightQuantization quantization = default, int threads = 1)
+    public static BlockWeights Load(IModelWeights weights, int block, WeightQuantization quantization = default, int threads = 1, bool hugePages = false)
     {
+        hugePages &= OperatingSystem.IsLinux();
         var c = weights.Config;
         var qDim = c.NumHeads * c.HeadDim;
         var kvDim = c.NumKeyValueHeads * c.HeadDim;
@@ -71,11 +72,28 @@ internal sealed class BlockWeights : IDisposable
                 var tensor = Fetch(weights, name, [specs[i].Out, specs[i].In], linear: true);
                 var stored = tensor.Descriptor.DType;
                 var target = LoadQuantizer.Choose(weights.Source, name, stored, specs[i].In, quantization);
-                var layer = LinearLayers.Create(name, stored, tensor.Data, specs[i].Out, specs[i].In);
+                LinearLayer layer;
                 if (target != stored)
                 {
-                    using var dense = layer;
-                    layer = LoadQuantizer.Quantize(name, dense, target, threads);
+                    using var dense = LinearLayers.Create(name, stored, tensor.Data, specs[i].Out, specs[i].In);
+                    layer = LoadQuantizer.Quantize(name, dense, target, threads, hugePages);
+                }
+                else if (hugePages)
+                {
+                    var copy = Native.HugePages.Copy(tensor.Data.Span);
+                    try
+                    {
+                        layer = LinearLayers.Create(name, stored, copy.Memory, specs[i].Out, specs[i].In, copy);
+                    }
+                    catch
+                    {
+                        copy.Dispose();
+                        throw;
+                    }
+                }
+                else
+                {
+                    layer = LinearLayers.Create(name, stored, tensor.Data, specs[i].Out, specs[i].In);
                 }
 
                 linears[i] = layer;

@@ -58,7 +58,7 @@ public sealed class CpuBlockExecutorFactory : IBlockExecutorFactory
         {
             for (var i = 0; i < loaded.Length; i++)
             {
-                loaded[i] = BlockWeights.Load(weights, blocks.Start + i, _options.Quantization, _options.ThreadCount);
+                loaded[i] = BlockWeights.Load(weights, blocks.Start + i, _options.Quantization, _options.ThreadCount, _options.HugePageWeights);
             }
 
             return new CpuBlockExecutor(config, blocks, loaded, _options.Clone(), _blas, weights.Source);

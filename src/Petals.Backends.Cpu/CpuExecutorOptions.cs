@@ -32,6 +32,16 @@ public sealed class CpuExecutorOptions
     public WeightQuantization Quantization { get; set; } = WeightQuantization.None;
 
     /// <summary>
+    /// Whether block weights are copied at load into memory backed by 2 MiB transparent huge pages (Linux; on other systems
+    /// the mapped or given memory is used as is). Decode reads every weight once per token: with 4 KiB pages each 4 KiB
+    /// costs a TLB miss, and the copy measured 10-22 % faster decode (Q8_0, Q6_K, Q4_K, f32) on the development machine.
+    /// The cost is the copy at load (about 0.3 s per GB) and weights that are no longer shared with the page cache
+    /// (resident as anonymous memory; the file's pages stay reclaimable cache). Weights quantized at load are written
+    /// straight into such memory. Default: <see langword="true"/>.
+    /// </summary>
+    public bool HugePageWeights { get; set; } = true;
+
+    /// <summary>
     /// Products with fewer multiply-adds than this (about 40 µs of one core's work) run on the calling thread alone:
     /// handing them to workers costs tens of microseconds on a busy machine and saves less. Internal: tests set 0 to
     /// force every product through the worker pool.

@@ -72,13 +72,32 @@ internal static unsafe class LoadQuantizer
         return inFeatures % TensorDType.Q8_0.BlockElements() == 0 ? TensorDType.Q8_0 : stored;
     }
 
-    /// <summary>Creates the layer of a dense tensor quantized to <paramref name="target"/> (rows in parallel on <paramref name="threads"/> threads).</summary>
-    public static LinearLayer Quantize(string name, LinearLayer dense, TensorDType target, int threads)
+    /// <summary>
+    /// Creates the layer of a dense tensor quantized to <paramref name="target"/> (rows in parallel on <paramref name="threads"/>
+    /// threads), into huge-page memory (<see cref="Native.HugePages"/>) when <paramref name="hugePages"/> is set.
+    /// </summary>
+    public static LinearLayer Quantize(string name, LinearLayer dense, TensorDType target, int threads, bool hugePages = false)
     {
         var rows = dense.OutFeatures;
         var k = dense.InFeatures;
         var rowBytes = target == TensorDType.I8 ? Int8Rows.RowBytes(k) : (nint)target.ByteSize(k);
-        var packed = GC.AllocateUninitializedArray<byte>(checked((int)(rowBytes * rows)), pinned: true);
+        var length = checked((int)(rowBytes * rows));
+        var owner = hugePages ? Native.HugePages.Allocate(length) : null;
+        try
+        {
+            var memory = owner?.Memory ?? GC.AllocateUninitializedArray<byte>(length, pinned: true);
+            Fill(dense, target, threads, rows, k, rowBytes, memory);
+            return target == TensorDType.I8 ? LinearLayers.CreateInt8(name, memory, rows, k, owner) : LinearLayers.Create(name, target, memory, rows, k, owner);
+        }
+        catch
+        {
+            owner?.Dispose();
+            throw;
+        }
+    }
+
+    private static void Fill(LinearLayer dense, TensorDType target, int threads, int rows, int k, nint rowBytes, Memory<byte> packed)
+    {
         Parallel.For(
             0,
             threads,
@@ -93,7 +112,7 @@ internal static unsafe class LoadQuantizer
                     for (var r = start; r < end; r++)
                     {
                         dense.DequantizeRow(r, pr);
-                        var dst = packed.AsSpan((int)(r * rowBytes), (int)rowBytes);
+                        var dst = packed.Span.Slice((int)(r * rowBytes), (int)rowBytes);
                         if (target == TensorDType.I8)
                         {
                             BlockQuantization.QuantizeRowsInt8(row, 1, k, MemoryMarshal.Cast<byte, sbyte>(dst[sizeof(float)..]), scale);
@@ -106,6 +125,5 @@ internal static unsafe class LoadQuantizer
                     }
                 }
             });
-        return target == TensorDType.I8 ? LinearLayers.CreateInt8(name, packed, rows, k) : LinearLayers.Create(name, target, packed, rows, k);
     }
 }

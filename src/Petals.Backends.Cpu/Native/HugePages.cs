@@ -24,7 +24,18 @@ internal static partial class HugePages
     /// </summary>
     public static unsafe IMemoryOwner<byte> Copy(ReadOnlySpan<byte> source)
     {
-        var length = source.Length;
+        var owner = Allocate(source.Length);
+        source.CopyTo(owner.Memory.Span);
+        return owner;
+    }
+
+    /// <summary>
+    /// A new uninitialized native allocation of <paramref name="length"/> bytes (huge pages where the system allows them),
+    /// for weights that are produced in place (quantized at load). Disposing the owner frees it.
+    /// </summary>
+    public static unsafe IMemoryOwner<byte> Allocate(int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
         byte* pointer;
         bool advised;
         if (OperatingSystem.IsLinux() && length > 0)
@@ -40,7 +51,6 @@ internal static partial class HugePages
             advised = false;
         }
 
-        source.CopyTo(new Span<byte>(pointer, length));
         return new NativeBuffer(pointer, length, advised);
     }
 

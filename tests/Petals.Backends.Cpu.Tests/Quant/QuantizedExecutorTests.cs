@@ -86,6 +86,18 @@ public sealed class QuantizedExecutorTests
         Assert.Equal("q4_k", ((ExecutorWeightsInfo)same.GetService(typeof(ExecutorWeightsInfo))!).Quantization);
     }
 
+    [Theory]
+    [InlineData("none")]
+    [InlineData("q4_k")]
+    [InlineData("int8")]
+    public void HugePageCopiesGiveBitIdenticalOutputs(string quant)
+    {
+        using var model = new RandomLlama(Shape);
+        var (copied, _) = Run(model, WeightQuantization.Parse(quant), hugePages: true);
+        var (inPlace, _) = Run(model, WeightQuantization.Parse(quant), hugePages: false);
+        Assert.Equal(inPlace, copied);
+    }
+
     [Fact]
     public void OptionsRejectAnUnknownQuantization()
     {
@@ -119,9 +131,9 @@ public sealed class QuantizedExecutorTests
     }
 
     /// <summary>Prefill of 32 tokens (packed GEMM) then 6 decode steps (GEMV) over a 2-block span; all outputs concatenated.</summary>
-    private static (float[] Outputs, ExecutorWeightsInfo Info) Run(IModelWeights model, WeightQuantization quantization)
+    private static (float[] Outputs, ExecutorWeightsInfo Info) Run(IModelWeights model, WeightQuantization quantization, bool hugePages = true)
     {
-        var factory = new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 2, Quantization = quantization });
+        var factory = new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 2, Quantization = quantization, HugePageWeights = hugePages });
         using var executor = factory.Create(model, new BlockRange(0, model.Config.NumLayers));
         var info = (ExecutorWeightsInfo)executor.GetService(typeof(ExecutorWeightsInfo))!;
         var h = model.Config.HiddenSize;
