@@ -81,6 +81,53 @@ public sealed unsafe class KernelTests
     }
 
     [Fact]
+    public void F16FiniteWideningIsExactForEveryFiniteBitPatternAndTheScanFindsEveryOtherOne()
+    {
+        var finite = new List<ushort>();
+        for (var i = 0; i < 65536; i++)
+        {
+            var h = (ushort)i;
+            var one = new[] { h, h, h, h, h, h, h, h, h, h, h, h, h, h, h, h, h };
+            var isFinite = (h & 0x7c00) != 0x7c00;
+            Assert.Equal(isFinite, F16FiniteFormat.AllFinite(System.Runtime.InteropServices.MemoryMarshal.AsBytes(one.AsSpan(0, 1))));
+            if (isFinite)
+            {
+                finite.Add(h);
+            }
+        }
+
+        // A non-finite value anywhere (vector body or scalar tail) is found; an all-finite buffer passes.
+        var buffer = finite.ToArray();
+        Assert.True(F16FiniteFormat.AllFinite(System.Runtime.InteropServices.MemoryMarshal.AsBytes(buffer.AsSpan())));
+        foreach (var at in new[] { 0, 17, buffer.Length - 1 })
+        {
+            var copy = (ushort[])buffer.Clone();
+            copy[at] = 0xfc00;
+            Assert.False(F16FiniteFormat.AllFinite(System.Runtime.InteropServices.MemoryMarshal.AsBytes(copy.AsSpan())));
+        }
+
+        var padded = new ushort[(buffer.Length + 15) / 16 * 16];
+        buffer.CopyTo(padded, 0);
+        fixed (ushort* p = padded)
+        {
+            for (var i = 0; i < buffer.Length; i += 16)
+            {
+                var v16 = F16FiniteFormat.Load16((byte*)(p + i));
+                var v8 = F16FiniteFormat.Load8((byte*)(p + i));
+                for (var j = 0; j < 16 && i + j < buffer.Length; j++)
+                {
+                    var expected = (float)BitConverter.UInt16BitsToHalf(padded[i + j]);
+                    Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(v16[j]), $"0x{padded[i + j]:x4}: {v16[j]}, expected {expected}");
+                    if (j < 8)
+                    {
+                        Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(v8[j]), $"0x{padded[i + j]:x4} (8 lanes): {v8[j]}, expected {expected}");
+                    }
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void F16WideningIsExactForEveryBitPattern()
     {
         var bits = new ushort[65536];

@@ -84,3 +84,60 @@ internal readonly unsafe struct F16Format : IWeightFormat
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Load1(byte* p) => (float)Unsafe.ReadUnaligned<Half>(p);
 }
+
+/// <summary>
+/// IEEE binary16 weights known to be finite (checked when the layer is created): sign-extended to 32 bits, shifted into
+/// binary32 position with the sign's copies in the exponent's top bits masked off, and rebased by 2^112 (which also
+/// normalizes subnormals). Four operations per vector instead of <see cref="F16Format"/>'s eleven; exact for every finite
+/// value, wrong for infinities and NaNs (which would read as finite values of 2^16 or more).
+/// </summary>
+internal readonly unsafe struct F16FiniteFormat : IWeightFormat
+{
+    public static int ElementSize => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(byte* p)
+    {
+        var h = Vector512.WidenLower(Vector256.Load((short*)p).ToVector512Unsafe());
+        return (Vector512.ShiftLeft(h, 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector512.Create(5.192296858534828e33f);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load8(byte* p)
+    {
+        var h = Vector256.WidenLower(Vector128.Load((short*)p).ToVector256Unsafe());
+        return (Vector256.ShiftLeft(h, 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(5.192296858534828e33f);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load1(byte* p) => (float)Unsafe.ReadUnaligned<Half>(p);
+
+    /// <summary>Whether every value of the binary16 data is finite (no exponent field of all ones).</summary>
+    public static bool AllFinite(ReadOnlySpan<byte> data)
+    {
+        var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(data);
+        var i = 0;
+        var any = Vector256<ushort>.Zero;
+        var exponent = Vector256.Create((ushort)0x7c00);
+        for (; i + 16 <= values.Length; i += 16)
+        {
+            var v = Vector256.Create(values.Slice(i, 16));
+            any |= Vector256.Equals(v & exponent, exponent);
+        }
+
+        if (any != Vector256<ushort>.Zero)
+        {
+            return false;
+        }
+
+        for (; i < values.Length; i++)
+        {
+            if ((values[i] & 0x7c00) == 0x7c00)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+}
