@@ -14,6 +14,9 @@ internal unsafe interface IWeightRows
     /// <summary>Bytes of one row of <paramref name="k"/> elements.</summary>
     static abstract nint RowBytes(int k);
 
+    /// <summary>Columns a widened segment must start on: the block size of a block format, else 1.</summary>
+    static abstract int Alignment { get; }
+
     /// <summary>Widens elements <c>[k0, k0 + count)</c> of the row at <paramref name="row"/> to fp32 (block formats: <paramref name="k0"/> a multiple of the block size, and <paramref name="count"/> too unless it reaches the row's end).</summary>
     static abstract void Widen(byte* row, int k0, int count, float* dst, KernelPath path);
 
@@ -29,6 +32,8 @@ internal readonly unsafe struct DenseRows<TF> : IWeightRows
     where TF : struct, IWeightFormat
 {
     public static nint RowBytes(int k) => (nint)k * TF.ElementSize;
+
+    public static int Alignment => 1;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Widen(byte* row, int k0, int count, float* dst, KernelPath path)
@@ -64,6 +69,8 @@ internal readonly unsafe struct QuantRows<TQ> : IWeightRows
 {
     public static nint RowBytes(int k) => QuantKernels.RowBytes<TQ>(k);
 
+    public static int Alignment => TQ.BlockElements;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Widen(byte* row, int k0, int count, float* dst, KernelPath path) => QuantKernels.Dequantize<TQ>(row, k0, count, dst, path);
 
@@ -79,6 +86,8 @@ internal readonly unsafe struct QuantRows<TQ> : IWeightRows
 internal readonly unsafe struct Int8Rows : IWeightRows
 {
     public static nint RowBytes(int k) => (nint)k + sizeof(float);
+
+    public static int Alignment => 1;
 
     public static bool HasFusedDot => true;
 

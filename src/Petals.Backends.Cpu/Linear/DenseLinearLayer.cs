@@ -89,6 +89,25 @@ internal sealed unsafe class DenseLinearLayer : LinearLayer
         }
     }
 
+    public override int ColumnAlignment => 1;
+
+    public override void InputGradientColumns(float* dy, int m, float* dx, int colStart, int colEnd, bool accumulate)
+    {
+        var path = Kernels.Quant.KernelPaths.Best;
+        switch (_dtype)
+        {
+            case TensorDType.F32:
+                Kernels.Quant.QuantKernels.InputGradient<DenseRows<F32Format>>(_data, OutFeatures, InFeatures, dy, m, dx, colStart, colEnd, accumulate, path);
+                break;
+            case TensorDType.BF16:
+                Kernels.Quant.QuantKernels.InputGradient<DenseRows<Bf16Format>>(_data, OutFeatures, InFeatures, dy, m, dx, colStart, colEnd, accumulate, path);
+                break;
+            default:
+                Kernels.Quant.QuantKernels.InputGradient<DenseRows<F16Format>>(_data, OutFeatures, InFeatures, dy, m, dx, colStart, colEnd, accumulate, path);
+                break;
+        }
+    }
+
     public override void DequantizeRow(int row, float* destination)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(row);

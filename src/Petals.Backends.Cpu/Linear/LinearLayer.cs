@@ -62,6 +62,16 @@ internal abstract unsafe class LinearLayer : IDisposable
     /// </summary>
     public abstract void DequantizeRow(int row, float* destination);
 
+    /// <summary>Input columns a <see cref="InputGradientColumns"/> slice must start on (the block size of block formats, else 1).</summary>
+    public abstract int ColumnAlignment { get; }
+
+    /// <summary>
+    /// The frozen-weight backward pass for input columns <c>[colStart, colEnd)</c>: <c>dx[m, InFeatures] (+)= dy[m, OutFeatures] W</c>,
+    /// reading the weights in their stored form (dequantized a chunk at a time, fused); threads split the columns on
+    /// <see cref="ColumnAlignment"/> boundaries.
+    /// </summary>
+    public abstract void InputGradientColumns(float* dy, int m, float* dx, int colStart, int colEnd, bool accumulate);
+
     /// <summary>Computes the whole product with a native BLAS when this storage allows it; returns <see langword="false"/> otherwise.</summary>
     public virtual bool TryForwardNative(NativeBlas blas, float* x, int m, float* y, int ldy, bool accumulate) => false;
 

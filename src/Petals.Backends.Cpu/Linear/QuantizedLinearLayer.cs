@@ -43,6 +43,11 @@ internal sealed unsafe class QuantizedLinearLayer<TRows> : LinearLayer
     public override void ForwardRowsPacked(float* xp, int m, float* y, int ldy, int rowStart, int rowEnd, bool accumulate, float* scratch) =>
         PackedGemm.Compute<TRows>(xp, m, InFeatures, _data, y, ldy, rowStart, rowEnd, accumulate, scratch);
 
+    public override int ColumnAlignment => TRows.Alignment;
+
+    public override void InputGradientColumns(float* dy, int m, float* dx, int colStart, int colEnd, bool accumulate) =>
+        QuantKernels.InputGradient<TRows>(_data, OutFeatures, InFeatures, dy, m, dx, colStart, colEnd, accumulate, KernelPaths.Best);
+
     public override void DequantizeRow(int row, float* destination)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(row);

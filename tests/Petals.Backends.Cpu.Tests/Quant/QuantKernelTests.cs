@@ -132,6 +132,105 @@ public sealed unsafe class QuantKernelTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(FormatsAndPaths))]
+    public void InputGradientMatchesFloat64Reference(TensorDType dtype, Lanes lanes)
+    {
+        var path = (KernelPath)lanes;
+        Assert.SkipUnless(KernelPaths.IsSupported(path), $"{path} is not supported on this machine.");
+        var be = dtype.BlockElements();
+        var k = be == 256 ? 1536 : 1088;
+        const int rows = 9;
+        const int m = 3;
+        var random = new Random(41 + (int)dtype);
+        var bytes = ReferenceBlocks.RandomBlocks(dtype, rows * (k / be), random);
+        var w = ReferenceBlocks.Decode(dtype, bytes);
+        var dy = RandomFloats(random, m * rows);
+        var initial = RandomFloats(random, m * k);
+        using var layer = LinearLayers.Create("w", dtype, bytes, rows, k);
+        Assert.Equal(be, layer.ColumnAlignment);
+        // Two column slices on block boundaries, as two threads would take them: the first overwrites, the second accumulates.
+        var split = k / be / 2 * be;
+        var dx = (float[])initial.Clone();
+        fixed (byte* pw = bytes)
+        fixed (float* pdy = dy, pdx = dx)
+        {
+            InputGradient(dtype, pw, rows, k, pdy, m, pdx, 0, split, false, path);
+            InputGradient(dtype, pw, rows, k, pdy, m, pdx, split, k, true, path);
+        }
+
+        // The layer's entry point (the best path here) gives the same columns.
+        var viaLayer = (float[])initial.Clone();
+        fixed (float* pdy = dy, pdx = viaLayer)
+        {
+            layer.InputGradientColumns(pdy, m, pdx, 0, split, false);
+            layer.InputGradientColumns(pdy, m, pdx, split, k, true);
+        }
+
+        if (path == KernelPaths.Best)
+        {
+            Assert.Equal(dx, viaLayer);
+        }
+
+        for (var t = 0; t < m; t++)
+        {
+            for (var c = 0; c < k; c++)
+            {
+                double sum = c >= split ? initial[(t * k) + c] : 0, magnitude = Math.Abs(sum);
+                for (var r = 0; r < rows; r++)
+                {
+                    var p = dy[(t * rows) + r] * w[(r * k) + c];
+                    sum += p;
+                    magnitude += Math.Abs(p);
+                }
+
+                var actual = dx[(t * k) + c];
+                Assert.True(Math.Abs(actual - sum) <= (1e-6 * magnitude) + 1e-30, $"{dtype} {path}: dx[{t},{c}] = {actual}, reference {sum}.");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(TensorDType.F32)]
+    [InlineData(TensorDType.BF16)]
+    [InlineData(TensorDType.F16)]
+    public void DenseInputGradientMatchesFloat64Reference(TensorDType dtype)
+    {
+        const int rows = 7;
+        const int k = 1043; // more than one chunk, odd tail
+        const int m = 2;
+        var random = new Random(9);
+        var values = RandomFloats(random, rows * k);
+        var bytes = new byte[dtype.ByteSize(values.Length)];
+        BlockQuantization.Quantize(dtype, values, bytes);
+        var w = new float[values.Length];
+        BlockQuantization.Dequantize(dtype, bytes, w);
+        var dy = RandomFloats(random, m * rows);
+        var dx = new float[m * k];
+        using var layer = LinearLayers.Create("w", dtype, bytes, rows, k);
+        Assert.Equal(1, layer.ColumnAlignment);
+        fixed (float* pdy = dy, pdx = dx)
+        {
+            layer.InputGradientColumns(pdy, m, pdx, 0, 500, false);
+            layer.InputGradientColumns(pdy, m, pdx, 500, k, false);
+        }
+
+        for (var t = 0; t < m; t++)
+        {
+            for (var c = 0; c < k; c++)
+            {
+                double sum = 0, magnitude = 0;
+                for (var r = 0; r < rows; r++)
+                {
+                    sum += (double)dy[(t * rows) + r] * w[(r * k) + c];
+                    magnitude += Math.Abs((double)dy[(t * rows) + r] * w[(r * k) + c]);
+                }
+
+                Assert.True(Math.Abs(dx[(t * k) + c] - sum) <= (1e-6 * magnitude) + 1e-30, $"{dtype}: dx[{t},{c}] = {dx[(t * k) + c]}, reference {sum}.");
+            }
+        }
+    }
+
     [Fact]
     public void DequantizeRowOfEveryLayerEqualsTheReference()
     {
@@ -165,42 +264,58 @@ public sealed unsafe class QuantKernelTests
         Assert.Contains("Q4_K", ex.Message, StringComparison.Ordinal);
     }
 
-    private static void Widen(TensorDType dtype, byte* src, int count, float* dst, KernelPath path)
+    /// <summary>Calls <paramref name="call"/>'s generic method with the format struct of <paramref name="dtype"/>.</summary>
+    private static void Dispatch<TCall>(TensorDType dtype, TCall call)
+        where TCall : IFormatCall
     {
         switch (dtype)
         {
-            case TensorDType.Q8_0: QuantKernels.Dequantize<Q8_0Format>(src, 0, count, dst, path); break;
-            case TensorDType.Q4_0: QuantKernels.Dequantize<Q4_0Format>(src, 0, count, dst, path); break;
-            case TensorDType.Q4_1: QuantKernels.Dequantize<Q4_1Format>(src, 0, count, dst, path); break;
-            case TensorDType.Q5_0: QuantKernels.Dequantize<Q5_0Format>(src, 0, count, dst, path); break;
-            case TensorDType.Q5_1: QuantKernels.Dequantize<Q5_1Format>(src, 0, count, dst, path); break;
-            case TensorDType.Q2_K: QuantKernels.Dequantize<Q2_KFormat>(src, 0, count, dst, path); break;
-            case TensorDType.Q3_K: QuantKernels.Dequantize<Q3_KFormat>(src, 0, count, dst, path); break;
-            case TensorDType.Q4_K: QuantKernels.Dequantize<Q4_KFormat>(src, 0, count, dst, path); break;
-            case TensorDType.Q5_K: QuantKernels.Dequantize<Q5_KFormat>(src, 0, count, dst, path); break;
-            case TensorDType.Q6_K: QuantKernels.Dequantize<Q6_KFormat>(src, 0, count, dst, path); break;
-            case TensorDType.NF4: QuantKernels.Dequantize<Nf4Format>(src, 0, count, dst, path); break;
+            case TensorDType.Q8_0: call.Run<Q8_0Format>(); break;
+            case TensorDType.Q4_0: call.Run<Q4_0Format>(); break;
+            case TensorDType.Q4_1: call.Run<Q4_1Format>(); break;
+            case TensorDType.Q5_0: call.Run<Q5_0Format>(); break;
+            case TensorDType.Q5_1: call.Run<Q5_1Format>(); break;
+            case TensorDType.Q2_K: call.Run<Q2_KFormat>(); break;
+            case TensorDType.Q3_K: call.Run<Q3_KFormat>(); break;
+            case TensorDType.Q4_K: call.Run<Q4_KFormat>(); break;
+            case TensorDType.Q5_K: call.Run<Q5_KFormat>(); break;
+            case TensorDType.Q6_K: call.Run<Q6_KFormat>(); break;
+            case TensorDType.NF4: call.Run<Nf4Format>(); break;
             default: throw new ArgumentException(dtype.ToString());
         }
     }
 
-    private static void Gemv(TensorDType dtype, byte* w, int k, float* x, int m, float* y, int ldy, int r0, int r1, bool acc, KernelPath path)
+    private static void Widen(TensorDType dtype, byte* src, int count, float* dst, KernelPath path) =>
+        Dispatch(dtype, new WidenCall(src, count, dst, path));
+
+    private static void Gemv(TensorDType dtype, byte* w, int k, float* x, int m, float* y, int ldy, int r0, int r1, bool acc, KernelPath path) =>
+        Dispatch(dtype, new GemvCall(w, k, x, m, y, ldy, r0, r1, acc, path));
+
+    private static void InputGradient(TensorDType dtype, byte* w, int rows, int k, float* dy, int m, float* dx, int c0, int c1, bool acc, KernelPath path) =>
+        Dispatch(dtype, new InputGradientCall(w, rows, k, dy, m, dx, c0, c1, acc, path));
+
+    private interface IFormatCall
     {
-        switch (dtype)
-        {
-            case TensorDType.Q8_0: QuantKernels.Gemv<QuantRows<Q8_0Format>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            case TensorDType.Q4_0: QuantKernels.Gemv<QuantRows<Q4_0Format>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            case TensorDType.Q4_1: QuantKernels.Gemv<QuantRows<Q4_1Format>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            case TensorDType.Q5_0: QuantKernels.Gemv<QuantRows<Q5_0Format>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            case TensorDType.Q5_1: QuantKernels.Gemv<QuantRows<Q5_1Format>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            case TensorDType.Q2_K: QuantKernels.Gemv<QuantRows<Q2_KFormat>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            case TensorDType.Q3_K: QuantKernels.Gemv<QuantRows<Q3_KFormat>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            case TensorDType.Q4_K: QuantKernels.Gemv<QuantRows<Q4_KFormat>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            case TensorDType.Q5_K: QuantKernels.Gemv<QuantRows<Q5_KFormat>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            case TensorDType.Q6_K: QuantKernels.Gemv<QuantRows<Q6_KFormat>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            case TensorDType.NF4: QuantKernels.Gemv<QuantRows<Nf4Format>>(w, k, x, m, y, ldy, r0, r1, acc, path); break;
-            default: throw new ArgumentException(dtype.ToString());
-        }
+        void Run<TQ>()
+            where TQ : struct, IQuantFormat;
+    }
+
+    private readonly struct WidenCall(byte* src, int count, float* dst, KernelPath path) : IFormatCall
+    {
+        public void Run<TQ>()
+            where TQ : struct, IQuantFormat => QuantKernels.Dequantize<TQ>(src, 0, count, dst, path);
+    }
+
+    private readonly struct GemvCall(byte* w, int k, float* x, int m, float* y, int ldy, int r0, int r1, bool acc, KernelPath path) : IFormatCall
+    {
+        public void Run<TQ>()
+            where TQ : struct, IQuantFormat => QuantKernels.Gemv<QuantRows<TQ>>(w, k, x, m, y, ldy, r0, r1, acc, path);
+    }
+
+    private readonly struct InputGradientCall(byte* w, int rows, int k, float* dy, int m, float* dx, int c0, int c1, bool acc, KernelPath path) : IFormatCall
+    {
+        public void Run<TQ>()
+            where TQ : struct, IQuantFormat => QuantKernels.InputGradient<QuantRows<TQ>>(w, rows, k, dy, m, dx, c0, c1, acc, path);
     }
 
     private static void CheckProduct(TensorDType dtype, int m, int k, int rows, int rowStart, int rowEnd, bool accumulate, KernelPath path, bool packed, int seed)

@@ -64,6 +64,69 @@ internal static unsafe class QuantKernels
         }
     }
 
+    /// <summary>
+    /// The input gradient of a linear layer for columns <c>[colStart, colEnd)</c>: <c>dx[t, c] (+)= sum_r dy[t, r] W[r, c]</c>
+    /// (<c>dX = dY W</c>, the frozen-weight backward pass). Each weight row is widened a chunk at a time, exactly as the
+    /// forward kernels read it, and added into every token's gradient, so the weights are read once per call in their stored
+    /// form. Threads split the columns (each owns its slice of <paramref name="dx"/>); for block formats
+    /// <paramref name="colStart"/> and <paramref name="colEnd"/> are multiples of the block size (or the row's end).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void InputGradient<TRows>(byte* w, int outFeatures, int k, float* dy, int m, float* dx, int colStart, int colEnd, bool accumulate, KernelPath path)
+        where TRows : struct, IWeightRows
+    {
+        var rowBytes = TRows.RowBytes(k);
+        var buf = stackalloc float[Chunk];
+        if (!accumulate)
+        {
+            for (var t = 0; t < m; t++)
+            {
+                new Span<float>(dx + ((nint)t * k) + colStart, colEnd - colStart).Clear();
+            }
+        }
+
+        for (var c0 = colStart; c0 < colEnd; c0 += Chunk)
+        {
+            var n = Math.Min(Chunk, colEnd - c0);
+            for (var r = 0; r < outFeatures; r++)
+            {
+                TRows.Widen(w + (r * rowBytes), c0, n, buf, path);
+                for (var t = 0; t < m; t++)
+                {
+                    Axpy(dy[((nint)t * outFeatures) + r], buf, dx + ((nint)t * k) + c0, n, path);
+                }
+            }
+        }
+    }
+
+    /// <summary><c>y[i] += a * x[i]</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Axpy(float a, float* x, float* y, int n, KernelPath path)
+    {
+        var i = 0;
+        if (path == KernelPath.Vector512)
+        {
+            var va = Vector512.Create(a);
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector512.FusedMultiplyAdd(va, Vector512.Load(x + i), Vector512.Load(y + i)).Store(y + i);
+            }
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            var va = Vector256.Create(a);
+            for (; i + 8 <= n; i += 8)
+            {
+                Vector256.FusedMultiplyAdd(va, Vector256.Load(x + i), Vector256.Load(y + i)).Store(y + i);
+            }
+        }
+
+        for (; i < n; i++)
+        {
+            y[i] = MathF.FusedMultiplyAdd(a, x[i], y[i]);
+        }
+    }
+
     /// <summary>Up to this many bytes of quantized inputs live on the stack; more (many tokens) come from the shared array pool.</summary>
     private const int StackActivationBytes = 64 * 1024;
 
