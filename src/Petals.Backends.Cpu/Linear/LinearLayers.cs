@@ -8,9 +8,7 @@ namespace Petals.Backends.Cpu.Linear;
 internal static class LinearLayers
 {
     /// <summary>Whether weights of <paramref name="dtype"/> can be served without conversion.</summary>
-    public static bool Supports(TensorDType dtype) => dtype is TensorDType.F32 or TensorDType.BF16 or TensorDType.F16
-        or TensorDType.Q8_0 or TensorDType.Q4_0 or TensorDType.Q4_1 or TensorDType.Q5_0 or TensorDType.Q5_1
-        or TensorDType.Q2_K or TensorDType.Q3_K or TensorDType.Q4_K or TensorDType.Q5_K or TensorDType.Q6_K or TensorDType.NF4;
+    public static bool Supports(TensorDType dtype) => dtype is TensorDType.F32 or TensorDType.BF16 or TensorDType.F16 || dtype.IsBlockQuantized();
 
     /// <summary>A layer over <paramref name="data"/> (<paramref name="outFeatures"/> rows of <paramref name="inFeatures"/> elements of <paramref name="dtype"/>); <paramref name="owner"/>, when given, is disposed with the layer.</summary>
     /// <exception cref="ArgumentException">When the type is not servable or the size does not match.</exception>

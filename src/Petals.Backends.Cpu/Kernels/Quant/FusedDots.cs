@@ -228,18 +228,7 @@ internal static unsafe class FusedDots
             var p = row + (s * 144);
             var d = halves[Unsafe.ReadUnaligned<ushort>(p)];
             var dmin = halves[Unsafe.ReadUnaligned<ushort>(p + 2)];
-            var u0 = Unsafe.ReadUnaligned<uint>(p + 4);
-            var u1 = Unsafe.ReadUnaligned<uint>(p + 8);
-            var u2 = Unsafe.ReadUnaligned<uint>(p + 12);
-            // Bytes 0-7: the scales of sub-blocks 0-7; bytes 8-15: their minimums.
-            var packed = Vector128.Create(
-                u0 & 0x3f3f3f3fu,
-                (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4),
-                u1 & 0x3f3f3f3fu,
-                ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)).AsByte();
-            var scales = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(packed)) * Vector256.Create(d) * Vector256.Load(x.Scale + (8 * s));
-            var minimums = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(packed, 8)));
-            mins = Fma.MultiplyAdd(minimums * Vector256.Create(dmin), Vector256.Load(x.ScaledSum + (8 * s)), mins);
+            var scales = ScalesAndMinimums(p + 4, d, dmin, x, s, ref mins);
             var qs = p + 16;
             var xq = x.Q + (s * 256);
             for (var j = 0; j < 4; j += 2)
@@ -270,17 +259,7 @@ internal static unsafe class FusedDots
             var p = row + (s * 176);
             var d = halves[Unsafe.ReadUnaligned<ushort>(p)];
             var dmin = halves[Unsafe.ReadUnaligned<ushort>(p + 2)];
-            var u0 = Unsafe.ReadUnaligned<uint>(p + 4);
-            var u1 = Unsafe.ReadUnaligned<uint>(p + 8);
-            var u2 = Unsafe.ReadUnaligned<uint>(p + 12);
-            var packed = Vector128.Create(
-                u0 & 0x3f3f3f3fu,
-                (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4),
-                u1 & 0x3f3f3f3fu,
-                ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)).AsByte();
-            var scales = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(packed)) * Vector256.Create(d) * Vector256.Load(x.Scale + (8 * s));
-            var minimums = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(packed, 8)));
-            mins = Fma.MultiplyAdd(minimums * Vector256.Create(dmin), Vector256.Load(x.ScaledSum + (8 * s)), mins);
+            var scales = ScalesAndMinimums(p + 4, d, dmin, x, s, ref mins);
             var qh = Vector256.Load(p + 16).AsUInt16();
             var qs = p + 48;
             var xq = x.Q + (s * 256);
@@ -321,10 +300,11 @@ internal static unsafe class FusedDots
             var scl = sc & m4;
             var mn = Vector128.ShiftRightLogical(sc.AsUInt16(), 4).AsByte() & m4;
             var xScale = Vector256.Load(x.Scale + (8 * s));
-            var f0 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(scl)) * d * Avx2.PermuteVar8x32(xScale, spreadLow);
-            var f1 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(scl, 8))) * d * Avx2.PermuteVar8x32(xScale, spreadHigh);
-            mins = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(mn)) * dmin, Vector256.Load(x.ScaledSum16 + (16 * s)), mins);
-            mins = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(mn, 8))) * dmin, Vector256.Load(x.ScaledSum16 + (16 * s) + 8), mins);
+            var (e0, e1) = Widen16(scl.AsSByte(), d);
+            var f0 = e0 * Avx2.PermuteVar8x32(xScale, spreadLow);
+            var f1 = e1 * Avx2.PermuteVar8x32(xScale, spreadHigh);
+            var (m0, m1) = Widen16(mn.AsSByte(), dmin);
+            mins = PerSixteen(m0, m1, x, s, mins);
             var xq = x.Q + (s * 256);
             for (var n = 0; n < 2; n++)
             {
@@ -366,10 +346,8 @@ internal static unsafe class FusedDots
             var lowBits = Vector128.Create(a, a >> 4).AsByte() & Vector128.Create((byte)15);
             var highBits = Vector128.Create(hb, hb >> 2, hb >> 4, hb >> 6) & Vector128.Create(0x03030303u);
             var sc = (lowBits | Vector128.ShiftLeft(highBits, 4).AsByte()).AsSByte() - Vector128.Create((sbyte)32);
-            var e0 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(sc)) * d;
-            var e1 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(sc, 8))) * d;
-            offset = Fma.MultiplyAdd(e0, Vector256.Load(x.ScaledSum16 + (16 * s)), offset);
-            offset = Fma.MultiplyAdd(e1, Vector256.Load(x.ScaledSum16 + (16 * s) + 8), offset);
+            var (e0, e1) = Widen16(sc, d);
+            offset = PerSixteen(e0, e1, x, s, offset);
             var xScale = Vector256.Load(x.Scale + (8 * s));
             var f0 = e0 * Avx2.PermuteVar8x32(xScale, spreadLow);
             var f1 = e1 * Avx2.PermuteVar8x32(xScale, spreadHigh);
@@ -420,10 +398,8 @@ internal static unsafe class FusedDots
             var p = row + (s * 210);
             var d = Vector256.Create(halves[Unsafe.ReadUnaligned<ushort>(p + 208)]);
             var sc = Vector128.Load((sbyte*)(p + 192));
-            var f0 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(sc)) * d;
-            var f1 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(sc, 8))) * d;
-            offset = Fma.MultiplyAdd(f0, Vector256.Load(x.ScaledSum16 + (16 * s)), offset);
-            offset = Fma.MultiplyAdd(f1, Vector256.Load(x.ScaledSum16 + (16 * s) + 8), offset);
+            var (f0, f1) = Widen16(sc, d);
+            offset = PerSixteen(f0, f1, x, s, offset);
             for (var n = 0; n < 2; n++)
             {
                 var f = n == 0 ? f0 : f1;
@@ -445,4 +421,40 @@ internal static unsafe class FusedDots
 
         return Vector256.Sum(acc0 + acc1) - (32 * Vector256.Sum(offset));
     }
+
+    /// <summary>
+    /// The eight 6-bit scales and minimums of a Q4_K/Q5_K super-block (12 bytes at <paramref name="packedScales"/>),
+    /// unpacked together as four 32-bit words: returns the scales times <paramref name="d"/> times the eight input scales,
+    /// and adds the minimums' term (times <paramref name="dmin"/> and the inputs' scaled sums) to <paramref name="mins"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> ScalesAndMinimums(byte* packedScales, float d, float dmin, in Q8Activations x, int s, ref Vector256<float> mins)
+    {
+        var u0 = Unsafe.ReadUnaligned<uint>(packedScales);
+        var u1 = Unsafe.ReadUnaligned<uint>(packedScales + 4);
+        var u2 = Unsafe.ReadUnaligned<uint>(packedScales + 8);
+        // Bytes 0-7: the scales of sub-blocks 0-7; bytes 8-15: their minimums.
+        var packed = Vector128.Create(
+            u0 & 0x3f3f3f3fu,
+            (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4),
+            u1 & 0x3f3f3f3fu,
+            ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)).AsByte();
+        var minimums = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(packed, 8)));
+        mins = Fma.MultiplyAdd(minimums * Vector256.Create(dmin), Vector256.Load(x.ScaledSum + (8 * s)), mins);
+        return Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(packed)) * Vector256.Create(d) * Vector256.Load(x.Scale + (8 * s));
+    }
+
+    /// <summary>Sixteen signed bytes (the per-16 scales of a super-block) as two fp32 vectors times <paramref name="scale"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<float> Low, Vector256<float> High) Widen16(Vector128<sbyte> values, Vector256<float> scale) =>
+        (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(values)) * scale,
+         Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(values, 8))) * scale);
+
+    /// <summary>
+    /// Adds <c>sum_j f_j * x.ScaledSum16[16 s + j]</c> over the 16 sub-blocks of super-block <paramref name="s"/>: the
+    /// offset or minimum term of the formats with 16-long sub-blocks.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> PerSixteen(Vector256<float> low, Vector256<float> high, in Q8Activations x, int s, Vector256<float> acc) =>
+        Fma.MultiplyAdd(high, Vector256.Load(x.ScaledSum16 + (16 * s) + 8), Fma.MultiplyAdd(low, Vector256.Load(x.ScaledSum16 + (16 * s)), acc));
 }
