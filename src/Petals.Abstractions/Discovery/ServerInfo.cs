@@ -62,6 +62,12 @@ public sealed record ServerInfo
     public string? Quantization { get; init; }
 
     /// <summary>
+    /// The names of the LoRA adapters this server holds for its span (<c>petals serve --adapters NAME=DIR</c>); a client
+    /// that names an adapter is routed only to servers listing it. Empty when none (and from servers before this field).
+    /// </summary>
+    public IReadOnlyList<string> Adapters { get; init; } = [];
+
+    /// <summary>
     /// Measured round-trip times from this server to servers of the block right after its span, by their peer id
     /// (what a router adds as the cost of the hop from this server to that one).
     /// </summary>

@@ -49,6 +49,14 @@ public abstract class DelegatingBlockExecutor : IBlockExecutor
         InnerExecutor.Forward(hidden, batchSize, tokenCount, cache, blocks);
 
     /// <inheritdoc />
+    public virtual void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks, BlockAdaptation? adaptation) =>
+        InnerExecutor.Forward(hidden, batchSize, tokenCount, cache, blocks, adaptation);
+
+    /// <inheritdoc />
+    public virtual void Backward(ReadOnlySpan<float> inputs, Span<float> gradients, int batchSize, int tokenCount, BlockRange blocks, BlockAdaptation? adaptation = null, BlockGradients? adaptationGradients = null) =>
+        InnerExecutor.Backward(inputs, gradients, batchSize, tokenCount, blocks, adaptation, adaptationGradients);
+
+    /// <inheritdoc />
     public virtual object? GetService(Type serviceType, object? serviceKey = null)
     {
         ArgumentNullException.ThrowIfNull(serviceType);

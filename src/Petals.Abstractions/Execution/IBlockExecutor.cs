@@ -84,6 +84,49 @@ public interface IBlockExecutor : IDisposable
         Forward(hidden, batchSize, tokenCount, cache);
     }
 
+    /// <summary>
+    /// Runs blocks <paramref name="blocks"/> over <paramref name="hidden"/> in place as
+    /// <see cref="Forward(Span{float}, int, int, IKvCache?, BlockRange)"/> does, with <paramref name="adaptation"/>'s deep
+    /// prompts added at each block's input and its sent adapters applied to the linear layers. The default implementation
+    /// accepts only an empty adaptation.
+    /// </summary>
+    /// <param name="hidden">Hidden states <c>[batchSize, tokenCount, HiddenSize]</c>, overwritten with the outputs.</param>
+    /// <param name="batchSize">Number of sequences; must equal the cache's batch size when a cache is given.</param>
+    /// <param name="tokenCount">Number of new positions per sequence.</param>
+    /// <param name="cache">A cache for the same <paramref name="blocks"/>, or <see langword="null"/> for a stateless pass.</param>
+    /// <param name="blocks">A non-empty range within <see cref="Blocks"/>.</param>
+    /// <param name="adaptation">Prompts and adapters for exactly <paramref name="blocks"/> (no adapter name), or <see langword="null"/>.</param>
+    /// <exception cref="ArgumentException">The shape is wrong, or the adaptation does not fit (<see cref="BlockAdaptation.Validate"/>) or names an adapter.</exception>
+    /// <exception cref="NotSupportedException">The executor cannot apply a non-empty adaptation (the default implementation).</exception>
+    void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks, BlockAdaptation? adaptation)
+    {
+        if (adaptation is not null && !adaptation.IsEmpty)
+        {
+            throw new NotSupportedException($"This executor ({GetType().Name}) cannot run deep prompts or LoRA adapters.");
+        }
+
+        Forward(hidden, batchSize, tokenCount, cache, blocks);
+    }
+
+    /// <summary>
+    /// The backward pass of a stateless forward over <paramref name="blocks"/>: given the pass's inputs and the gradient of
+    /// the loss with respect to its outputs, writes the gradient with respect to its inputs into
+    /// <paramref name="gradients"/> (in place) and, when asked, the gradients of the adaptation's prompts and sent
+    /// adapters. Weights are frozen (no weight gradients). The forward is recomputed inside: nothing is kept between calls.
+    /// Positions are <c>0..tokenCount-1</c>, causal, as in a stateless <see cref="Forward(Span{float}, int, int, IKvCache?, BlockRange, BlockAdaptation?)"/>.
+    /// </summary>
+    /// <param name="inputs">The pass's inputs <c>[batchSize, tokenCount, HiddenSize]</c> (the hidden states before the first block).</param>
+    /// <param name="gradients">On entry dLoss/dOutputs, on return dLoss/dInputs; <c>[batchSize, tokenCount, HiddenSize]</c>.</param>
+    /// <param name="batchSize">Number of sequences, at least 1.</param>
+    /// <param name="tokenCount">Positions per sequence, at least 1.</param>
+    /// <param name="blocks">A non-empty range within <see cref="Blocks"/>.</param>
+    /// <param name="adaptation">The adaptation of the forward pass, or <see langword="null"/>.</param>
+    /// <param name="adaptationGradients">Where to write the gradients of the adaptation's prompts and adapters, or <see langword="null"/>.</param>
+    /// <exception cref="ArgumentException">A shape is wrong, a gradient is not finite, or the adaptation or its gradients do not fit.</exception>
+    /// <exception cref="NotSupportedException">The executor has no backward pass (the default implementation).</exception>
+    void Backward(ReadOnlySpan<float> inputs, Span<float> gradients, int batchSize, int tokenCount, BlockRange blocks, BlockAdaptation? adaptation = null, BlockGradients? adaptationGradients = null) =>
+        throw new NotSupportedException($"This executor ({GetType().Name}) has no backward pass.");
+
     /// <summary>Returns an object of the requested type that this executor provides (e.g. its options), or <see langword="null"/>.</summary>
     /// <param name="serviceType">The type of object requested.</param>
     /// <param name="serviceKey">An optional key.</param>

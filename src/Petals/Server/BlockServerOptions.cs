@@ -27,6 +27,12 @@ public sealed class BlockServerOptions
     public int MaxBatchTokens { get; set; } = 4096;
 
     /// <summary>
+    /// Named LoRA adapters the server applies for sessions and calls that name them, each covering at least the server's
+    /// span (<c>petals serve --adapters NAME=DIR</c>); announced as <see cref="Discovery.ServerInfo.Adapters"/>. Empty by default.
+    /// </summary>
+    public IReadOnlyDictionary<string, Execution.LoraWeights> Adapters { get; set; } = new Dictionary<string, Execution.LoraWeights>(StringComparer.Ordinal);
+
+    /// <summary>
     /// The most bytes of received hidden states the server holds at once for steps and forward requests that wait for or
     /// are in computation, over all connections (a client pipelining many steps or forwards without reading would
     /// otherwise make it allocate without bound). A request beyond it is answered <c>busy</c>; one request is always
