@@ -100,6 +100,17 @@ public static partial class PeftAdapter
             throw new ModelFormatException(Path.Combine(directory, ConfigFileName), "target_modules", string.Create(CultureInfo.InvariantCulture, $"matches no module of the model's {config.NumLayers} blocks."));
         }
 
+        long floats = 0;
+        foreach (var t in targets)
+        {
+            floats += (long)peft.Rank * (LoraTargets.InFeatures(config, t) + LoraTargets.OutFeatures(config, t));
+        }
+
+        if (floats * blocks.Count > Array.MaxLength)
+        {
+            throw new ModelFormatException(Path.Combine(directory, ConfigFileName), "r", string.Create(CultureInfo.InvariantCulture, $"rank {peft.Rank} over {targets.Count} modules and {blocks.Count} blocks needs {floats * blocks.Count} floats, more than one buffer holds."));
+        }
+
         using var file = SafetensorsFile.Open(weightsPath);
         var keys = IndexKeys(file, peft, config, weightsPath);
         var result = new LoraWeights(config, blocks, peft.Rank, peft.Scale, targets);

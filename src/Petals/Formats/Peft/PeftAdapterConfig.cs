@@ -20,6 +20,9 @@ namespace Petals.Formats.Peft;
 /// </remarks>
 public sealed record PeftAdapterConfig
 {
+    /// <summary>The largest rank read (65536): a low-rank adapter's rank is far below any model's width.</summary>
+    public const int MaxRank = 1 << 16;
+
     /// <summary>The LoRA rank <c>r</c>.</summary>
     public required int Rank { get; init; }
 
@@ -140,6 +143,11 @@ public sealed record PeftAdapterConfig
         if (!root.TryGetProperty("r", out var rElement) || rElement.ValueKind != JsonValueKind.Number || !rElement.TryGetInt32(out var rank) || rank < 1)
         {
             throw new ModelFormatException(path, "r", $"must be a positive integer rank; found {Raw(root, "r")}.");
+        }
+
+        if (rank > MaxRank)
+        {
+            throw new ModelFormatException(path, "r", string.Create(CultureInfo.InvariantCulture, $"rank {rank} is over the largest supported, {MaxRank} (a low-rank adapter's rank is far below the model's width)."));
         }
 
         if (!root.TryGetProperty("lora_alpha", out var alphaElement) || alphaElement.ValueKind != JsonValueKind.Number || !double.IsFinite(alphaElement.GetDouble()))

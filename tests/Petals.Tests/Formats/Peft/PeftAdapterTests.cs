@@ -1,4 +1,6 @@
 using System.Runtime.InteropServices;
+using FsCheck.Fluent;
+using Gen = FsCheck.Fluent.Gen;
 using System.Text.Json.Nodes;
 using Petals.Execution;
 using Petals.Formats;
@@ -322,6 +324,51 @@ public sealed class PeftAdapterTests : IDisposable
     public void A_span_outside_the_model_is_refused()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => PeftAdapter.Load(FixtureQvDown, Stories, new BlockRange(3, 6)));
+    }
+
+    [Fact]
+    public void A_rank_too_large_for_any_adapter_is_refused_before_allocating()
+    {
+        var dir = CopyFixture(config => config["r"] = 2_000_000_000);
+        var e = Assert.Throws<ModelFormatException>(() => PeftAdapter.Load(dir, Stories));
+        Assert.Equal("r", e.Field);
+        Assert.Contains("largest supported", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Mutated_adapter_files_only_ever_fail_with_format_errors()
+    {
+        var config = File.ReadAllBytes(Path.Combine(FixtureQvDown, PeftAdapter.ConfigFileName));
+        var weights = File.ReadAllBytes(Path.Combine(FixtureQvDown, PeftAdapter.WeightsFileName));
+        var headerEnd = 8 + (int)BitConverter.ToUInt64(weights, 0);
+        var edit = Gen.Zip(Gen.Choose(0, 1 << 20), Gen.Choose(0, 255));
+        var plan = Gen.Zip(Gen.Zip(Gen.Elements(true, false), Gen.ListOf(edit)), Gen.Choose(0, 8));
+        var property = FsCheck.Fluent.Prop.ForAll(plan.ToArbitrary(), p =>
+        {
+            var ((inConfig, edits), cut) = p;
+            var target = (byte[])(inConfig ? config : weights).Clone();
+            var span = inConfig ? target.Length : headerEnd + 64; // the header and the start of the data
+            foreach (var (at, value) in edits)
+            {
+                target[at % span] = (byte)value;
+            }
+
+            var length = cut == 0 ? target.Length / 2 : target.Length; // sometimes truncated
+            var dir = Path.Combine(_dir.Path, Guid.NewGuid().ToString("N"));
+            Directory.CreateDirectory(dir);
+            File.WriteAllBytes(Path.Combine(dir, PeftAdapter.ConfigFileName), inConfig ? target[..length] : config);
+            File.WriteAllBytes(Path.Combine(dir, PeftAdapter.WeightsFileName), inConfig ? weights : target[..length]);
+            try
+            {
+                _ = PeftAdapter.Load(dir, Stories, new BlockRange(1, 3));
+                return true;
+            }
+            catch (ModelFormatException e)
+            {
+                return e.FilePath.StartsWith(dir, StringComparison.Ordinal);
+            }
+        });
+        FsCheck.Check.QuickThrowOnFailure(property);
     }
 
     private static WeightTensor ToF16(WeightTensor t)
