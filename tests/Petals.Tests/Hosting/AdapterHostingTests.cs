@@ -53,6 +53,54 @@ public sealed class AdapterHostingTests : IDisposable
     }
 
     [Fact]
+    public async Task A_server_placed_by_the_swarm_loads_the_adapters_of_the_span_it_picked_and_reloads_them_when_it_moves()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var transport = new MemoryTransport();
+        var network = new MemoryDiscoveryNetwork();
+        var whole = PeftAdapter.Load(PeftAdapterTests.FixtureQvDown, PeftAdapterTests.Stories);
+        var hosts = new List<IHost>();
+        try
+        {
+            // Hand-placed: 2:4 slow, 4:5 fast; the placed server takes the gap 0:2.
+            hosts.Add(Build(transport, network, "m1", new BlockRange(2, 4), [], throughput: 100));
+            hosts.Add(Build(transport, network, "m3", new BlockRange(4, 5), [], throughput: 1000));
+            foreach (var h in hosts)
+            {
+                await h.StartAsync(Ct).WaitAsync(Bound, Ct);
+            }
+
+            var mover = Build(transport, network, "mover", null, new() { ["style"] = PeftAdapterTests.FixtureQvDown }, throughput: 100);
+            hosts.Add(mover);
+            await mover.StartAsync(Ct).WaitAsync(Bound, Ct);
+            var service = (PetalsServerService)mover.Services.GetRequiredService<IPetalsServer>();
+            Assert.Equal(new BlockRange(0, 2), service.Blocks);
+            Assert.Equal(whole.Slice(new BlockRange(0, 2)).Values.ToArray(), service.Adapters["style"].Values.ToArray());
+
+            // A fast server of 0:2 joins: the mover moves to the weakest span, 2:4, with the adapter's blocks 2:4.
+            var m2 = Build(transport, network, "m2", new BlockRange(0, 2), [], throughput: 1000);
+            hosts.Add(m2);
+            await m2.StartAsync(Ct).WaitAsync(Bound, Ct);
+            var decision = await service.BalanceOnceAsync(Ct).WaitAsync(Bound, Ct);
+            Assert.True(decision!.Move, decision.Reason);
+            Assert.Equal(new BlockRange(2, 4), service.Blocks);
+            Assert.Equal(new BlockRange(2, 4), service.Adapters["style"].Blocks);
+            Assert.Equal(whole.Slice(new BlockRange(2, 4)).Values.ToArray(), service.Adapters["style"].Values.ToArray());
+
+            var announced = await network.CreatePeer("reader").GetServersAsync(service.ModelId, new BlockRange(2, 4), Ct).WaitAsync(Bound, Ct);
+            Assert.All(announced, b => Assert.Equal(["style"], b.Servers.Single(s => s.PeerId == "peer-mover").Adapters));
+        }
+        finally
+        {
+            foreach (var h in hosts)
+            {
+                await h.StopAsync(CancellationToken.None).WaitAsync(Bound, Ct);
+                h.Dispose();
+            }
+        }
+    }
+
+    [Fact]
     public async Task An_adapter_that_does_not_load_fails_the_start_naming_the_adapter_and_the_file()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
@@ -78,7 +126,7 @@ public sealed class AdapterHostingTests : IDisposable
         Assert.Contains(error.Failures, f => f.Contains("AdapterDirectories['gone']", StringComparison.Ordinal) && f.Contains("does not exist", StringComparison.Ordinal));
     }
 
-    private static IHost Build(MemoryTransport transport, MemoryDiscoveryNetwork network, string name, BlockRange blocks, Dictionary<string, string> adapters)
+    private static IHost Build(MemoryTransport transport, MemoryDiscoveryNetwork network, string name, BlockRange? blocks, Dictionary<string, string> adapters, double throughput = 10)
     {
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
         builder.Services.AddPetalsServer(o =>
@@ -86,8 +134,18 @@ public sealed class AdapterHostingTests : IDisposable
             o.ModelPath = TestData.Stories260KGguf;
             o.ListenAddress = "mem://" + name;
             o.Blocks = blocks;
+            if (blocks is null)
+            {
+                o.NumBlocks = 2;
+                o.Balancing.MaxJoinDelay = TimeSpan.Zero;
+                o.Balancing.JoinRecheckDelay = TimeSpan.Zero;
+                o.Balancing.BalancePeriod = Timeout.InfiniteTimeSpan; // checked by hand (BalanceOnceAsync)
+                o.Balancing.MoveDrainTimeout = TimeSpan.Zero;
+            }
+
             o.Server.CacheTokens = 4096;
-            o.Throughput.Given = 10;
+            o.Throughput.Given = throughput;
+            o.Announcer.AnnounceInterval = TimeSpan.FromSeconds(30);
             o.Announcer.MaxNextServers = 0;
             foreach (var (adapter, directory) in adapters)
             {
