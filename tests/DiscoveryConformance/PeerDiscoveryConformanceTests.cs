@@ -127,6 +127,7 @@ public abstract class PeerDiscoveryConformanceTests
             Version = "9.8.7-conformance",
             PublicName = withOptionalFields ? "lab-ŝerver 🦙" : null,
             Quantization = withOptionalFields ? "q4_k+q6_k" : null,
+            Adapters = withOptionalFields ? ["chat-v2", "style"] : [],
             NextServerRtts = withOptionalFields
                 ? new Dictionary<string, TimeSpan> { [swarm.Peers[1].LocalPeerId] = TimeSpan.FromMilliseconds(12.5), ["another-peer"] = TimeSpan.FromMilliseconds(3) }
                 : new Dictionary<string, TimeSpan>(),
@@ -138,10 +139,11 @@ public abstract class PeerDiscoveryConformanceTests
         var blocks = await Bounded(reader.GetServersAsync(Model, new BlockRange(1, 3), Ct));
         foreach (var block in blocks)
         {
-            // Record equality covers every field but the two that compare otherwise (a field added to ServerInfo later
-            // is covered too): the round-trip table by content, the expiration against the clock.
+            // Record equality covers every field but the three that compare otherwise (a field added to ServerInfo later
+            // is covered too): the round-trip table and the adapters by content, the expiration against the clock.
             var got = Assert.Single(block.Servers);
-            Assert.Equal(sent with { NextServerRtts = got.NextServerRtts, ExpiresAt = got.ExpiresAt }, got);
+            Assert.Equal(sent with { NextServerRtts = got.NextServerRtts, Adapters = got.Adapters, ExpiresAt = got.ExpiresAt }, got);
+            Assert.Equal(sent.Adapters, got.Adapters);
             Assert.Equal(sent.NextServerRtts.OrderBy(p => p.Key, StringComparer.Ordinal), got.NextServerRtts.OrderBy(p => p.Key, StringComparer.Ordinal));
             AssertExpiration(expiresAt, got.ExpiresAt);
         }

@@ -25,6 +25,87 @@ public static class AnnouncementLimits
     /// </summary>
     public const int MaxQuantizationBytes = 64;
 
+    /// <summary>The most LoRA adapter names one announcement carries (<see cref="ServerInfo.Adapters"/>).</summary>
+    public const int MaxAdapters = 32;
+
+    /// <summary>The longest LoRA adapter name (<see cref="ServerInfo.Adapters"/>), in characters (ASCII, so also bytes).</summary>
+    public const int MaxAdapterNameBytes = 64;
+
+    /// <summary>
+    /// Whether <paramref name="name"/> may name a server-held LoRA adapter (<see cref="ServerInfo.Adapters"/>, a session's
+    /// adapter): 1 to <see cref="MaxAdapterNameBytes"/> characters, each an ASCII letter, a digit, <c>'_'</c>, <c>'-'</c> or
+    /// <c>'.'</c>, not starting with <c>'.'</c> or <c>'-'</c>, e.g. <c>"style"</c>, <c>"chat-v2"</c>, <c>"rhymes_r8"</c>.
+    /// </summary>
+    /// <param name="name">The name.</param>
+    /// <param name="fault">Why it may not, naming the first bad character; null when it may.</param>
+    /// <returns>Whether it may.</returns>
+    public static bool IsValidAdapterName(string? name, out string? fault)
+    {
+        if (string.IsNullOrEmpty(name))
+        {
+            fault = "the adapter name is empty.";
+            return false;
+        }
+
+        if (name.Length > MaxAdapterNameBytes)
+        {
+            fault = string.Create(CultureInfo.InvariantCulture, $"the adapter name is {name.Length} characters; at most {MaxAdapterNameBytes}.");
+            return false;
+        }
+
+        for (var i = 0; i < name.Length; i++)
+        {
+            var c = name[i];
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.') || (i == 0 && c is '.' or '-'))
+            {
+                fault = string.Create(CultureInfo.InvariantCulture, $"the adapter name '{name}' holds '{c}' (U+{(int)c:X4}) at {i}; only ASCII letters, digits, '_', '-' and '.' are allowed, and not '.' or '-' first.");
+                return false;
+            }
+        }
+
+        fault = null;
+        return true;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="adapters"/> may be announced as <see cref="ServerInfo.Adapters"/>: at most
+    /// <see cref="MaxAdapters"/> distinct names, each valid (<see cref="IsValidAdapterName"/>).
+    /// </summary>
+    /// <param name="adapters">The names.</param>
+    /// <param name="fault">Why they may not; null when they may.</param>
+    /// <returns>Whether they may.</returns>
+    public static bool IsValidAdapterList(IReadOnlyList<string>? adapters, out string? fault)
+    {
+        fault = null;
+        if (adapters is null)
+        {
+            return true;
+        }
+
+        if (adapters.Count > MaxAdapters)
+        {
+            fault = string.Create(CultureInfo.InvariantCulture, $"{adapters.Count} adapters; an announcement carries at most {MaxAdapters}.");
+            return false;
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var name in adapters)
+        {
+            if (!IsValidAdapterName(name, out fault))
+            {
+                return false;
+            }
+
+            if (!seen.Add(name))
+            {
+                fault = $"the adapter '{name}' is listed twice.";
+                return false;
+            }
+        }
+
+        return true;
+    }
+
     /// <summary>
     /// Whether <paramref name="quantization"/> may be announced as <see cref="ServerInfo.Quantization"/> (or required by a
     /// client): 1 to <see cref="MaxQuantizationBytes"/> characters, each a lower-case ASCII letter, a digit, <c>'_'</c> or
@@ -140,6 +221,11 @@ public static class AnnouncementLimits
         if (info.Quantization is not null && !IsValidQuantization(info.Quantization, out var quantizationFault))
         {
             return quantizationFault;
+        }
+
+        if (!IsValidAdapterList(info.Adapters, out var adapterFault))
+        {
+            return adapterFault;
         }
 
         foreach (var (peer, rtt) in info.NextServerRtts ?? new Dictionary<string, TimeSpan>())

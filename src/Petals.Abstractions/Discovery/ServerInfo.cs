@@ -64,6 +64,8 @@ public sealed record ServerInfo
     /// <summary>
     /// The names of the LoRA adapters this server holds for its span (<c>petals serve --adapters NAME=DIR</c>); a client
     /// that names an adapter is routed only to servers listing it. Empty when none (and from servers before this field).
+    /// At most <see cref="AnnouncementLimits.MaxAdapters"/> distinct names, each valid
+    /// (<see cref="AnnouncementLimits.IsValidAdapterName"/>). An optional trailing field of the record: older readers ignore it.
     /// </summary>
     public IReadOnlyList<string> Adapters { get; init; } = [];
 

@@ -37,6 +37,8 @@ internal static class GenerateCommand
         var noMultiplex = TransportSecurity.NoMultiplex();
         var quant = QuantizationOptions.Quant("the blocks run in this process (without --peers and --initial-peers)");
         var requireQuant = QuantizationOptions.RequireQuant();
+        var adapters = AdapterOptions.Adapters("the blocks run in this process (without --peers and --initial-peers)");
+        var adapter = AdapterOptions.Adapter();
 
         var verifyRate = new Option<double>("--verify-rate")
         {
@@ -47,7 +49,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate text from a prompt, with the blocks in this process, on servers given by --peers, or on servers found in the swarm through --initial-peers.")
         {
             model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec, initialPeers, modelId, allowPeers, blockPeers, verifyRate, insecure, noMultiplex,
-            quant, requireQuant,
+            quant, requireQuant, adapters, adapter,
         };
         command.Validators.Add(result =>
         {
@@ -65,6 +67,11 @@ internal static class GenerateCommand
             if (result.GetResult(quant) is not null && remote)
             {
                 result.AddError("--quant quantizes the blocks run in this process; with --peers or --initial-peers the servers' own --quant decides: pin it with --require-quant.");
+            }
+
+            if (result.GetResult(adapters) is not null && remote)
+            {
+                result.AddError("--adapters loads adapters into the blocks run in this process; with --peers or --initial-peers the servers hold them (petals serve --adapters): name one with --adapter.");
             }
 
             if (result.GetResult(requireQuant) is not null && !remote)
@@ -94,8 +101,10 @@ internal static class GenerateCommand
         {
             var quantization = QuantizationOptions.ParseQuant(parse.GetValue(quant));
             var required = QuantizationOptions.ParseRequired(parse.GetValue(requireQuant));
+            var adapterDirectories = AdapterOptions.ParseAdapters(parse.GetValue(adapters));
             var options = new GenerationOptions
             {
+                Adapter = AdapterOptions.ParseAdapter(parse.GetValue(adapter)),
                 MaxNewTokens = parse.GetValue(maxNewTokens),
                 Sampling = new SamplingOptions
                 {
@@ -138,7 +147,7 @@ internal static class GenerateCommand
                 : peerList is null ? null : SwarmOptions.CreateClient(parse.GetValue(model)!, peerList, parse.GetValue(wireCodec), plain, parse.GetValue(verifyRate), !parse.GetValue(noMultiplex), required);
             using var lm = client is not null
                 ? await client.ConnectAsync(ct).ConfigureAwait(false)
-                : ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads), quantization);
+                : ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads), quantization, adapterDirectories);
             context.Info($"loaded {lm.Config.NumLayers} blocks, hidden {lm.Config.HiddenSize}, vocab {lm.Config.VocabSize}", load);
             if (lm.Blocks is RemoteTransformerBlocks remote)
             {

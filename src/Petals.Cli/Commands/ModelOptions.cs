@@ -23,7 +23,7 @@ internal static class ModelOptions
     public static bool IsJson(string? output) => string.Equals(output, "json", StringComparison.Ordinal);
 
     /// <summary>Loads a model with all blocks on the managed CPU executor, quantizing its weights at load as <paramref name="quantization"/> says (none by default).</summary>
-    public static CausalLanguageModel LoadLocal(string path, int? threads, WeightQuantization quantization = default)
+    public static CausalLanguageModel LoadLocal(string path, int? threads, WeightQuantization quantization = default, IReadOnlyDictionary<string, string>? adapters = null)
     {
         if (!File.Exists(path) && !Directory.Exists(path))
         {
@@ -35,6 +35,6 @@ internal static class ModelOptions
             throw new ArgumentOutOfRangeException(nameof(threads), threads, "--threads must be at least 1.");
         }
 
-        return CausalLanguageModel.LoadLocal(path, ExecutorFactories.Cpu(threads, quantization));
+        return CausalLanguageModel.LoadLocal(path, ExecutorFactories.Cpu(threads, quantization), adapters ?? new Dictionary<string, string>());
     }
 }

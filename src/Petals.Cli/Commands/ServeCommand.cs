@@ -78,6 +78,7 @@ internal static class ServeCommand
             DefaultValueFactory = _ => new ThroughputMeterOptions().NetworkBandwidthMbps ?? 0,
         };
         var quant = QuantizationOptions.Quant("the served blocks");
+        var adapters = AdapterOptions.Adapters("the server");
         var throughputCache = new Option<string?>("--throughput-cache") { Description = "The throughput cache file (default $XDG_CACHE_HOME/petals/throughput.json, else ~/.cache/petals/throughput.json)." };
         var announceDefaults = new ServerAnnouncerOptions();
         var publicName = new Option<string?>("--public-name") { Description = "A name shown for this server in swarm monitors (petals status)." };
@@ -96,13 +97,14 @@ internal static class ServeCommand
             numBlocks, memoryBudget, balancePeriod, balanceQuality,
             initialPeers, newSwarm, identity, dhtPort, publicName, announceHost, announceInterval, insecure, noMultiplex,
             maxConnections, maxPerAddress, handshakeTimeout, connectionIdleTimeout, minReceiveRate, maxReassemblyBytes, throughputOption, throughputCache, bandwidth,
-            quant,
+            quant, adapters,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
             var started = Stopwatch.StartNew();
             var quantization = QuantizationOptions.ParseQuant(parse.GetValue(quant));
+            var adapterDirectories = AdapterOptions.ParseAdapters(parse.GetValue(adapters));
             var plain = parse.GetValue(insecure);
             TransportSecurity.Warn(context, plain);
             var path = parse.GetValue(model)!;
@@ -233,6 +235,7 @@ internal static class ServeCommand
                 o.Server = options;
                 o.Announcer = announceOptions;
                 o.Throughput = throughputSettings;
+                o.AdapterDirectories = adapterDirectories;
             }).UseCpuExecutor(o =>
             {
                 o.ThreadCount = t ?? o.ThreadCount;
@@ -308,6 +311,11 @@ internal static class ServeCommand
             var readyMs = started.Elapsed.TotalMilliseconds;
             var servedQuantization = server.Quantization; // what is announced: the executor's report, "none" when it reports nothing
             context.Info($"weights: quantization {servedQuantization} (--quant {quantization})");
+            foreach (var (name, lora) in server.Adapters.OrderBy(a => a.Key, StringComparer.Ordinal))
+            {
+                context.Info($"adapter {name}: {lora}");
+            }
+
             await context.Output.WriteLineAsync($"listening {server.LocalAddress} blocks {server.Blocks}").ConfigureAwait(false);
             await context.Output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
             context.Info(string.Create(CultureInfo.InvariantCulture,

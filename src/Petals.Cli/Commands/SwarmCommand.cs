@@ -35,11 +35,13 @@ internal static class SwarmCommand
         var quant = QuantizationOptions.Quant("the servers");
         quant.Description += " One value for every server, or one per server, comma-separated (none,nf4,int8).";
         var requireQuant = QuantizationOptions.RequireQuant();
+        var adapters = AdapterOptions.Adapters("every server");
+        var adapter = AdapterOptions.Adapter();
 
         var command = new Command("swarm", "Start a bootstrap DHT node (`petals dht`) and N `petals serve --initial-peers` processes on 127.0.0.1 splitting the model evenly, find them through the DHT, generate through them, print the text and each server's statistics, stop them.")
         {
             model, servers, prompt, maxNewTokens, temperature, seed, threads, cacheTokens, startupTimeout, wireCodec, output, insecure, noMultiplex,
-            quant, requireQuant,
+            quant, requireQuant, adapters, adapter,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -52,8 +54,10 @@ internal static class SwarmCommand
                 throw new FileNotFoundException($"Model '{path}' does not exist.", path);
             }
 
+            var adapterDirectories = AdapterOptions.ParseAdapters(parse.GetValue(adapters));
             var options = new GenerationOptions
             {
+                Adapter = AdapterOptions.ParseAdapter(parse.GetValue(adapter)),
                 MaxNewTokens = parse.GetValue(maxNewTokens),
                 Sampling = new SamplingOptions { Temperature = parse.GetValue(temperature), Seed = parse.GetValue(seed) },
             };
@@ -80,6 +84,11 @@ internal static class SwarmCommand
             if (parse.GetValue(cacheTokens) is { } c)
             {
                 serverArguments.AddRange(["--cache-tokens", c.ToString(CultureInfo.InvariantCulture)]);
+            }
+
+            if (adapterDirectories.Count > 0)
+            {
+                serverArguments.AddRange(["--adapters", string.Join(",", adapterDirectories.Select(a => $"{a.Key}={Path.GetFullPath(a.Value)}"))]);
             }
 
             var processes = new List<ServerProcess>();

@@ -16,11 +16,14 @@ namespace Petals.Discovery;
 ///              | [u8 has throughput method | [u8 length | throughput method]]   (optional trailing field; unreadable: ignored)
 ///              | [u8 has quantization (1) | u8 length | quantization (ASCII a-z 0-9 _ +)]   (optional trailing field, after
 ///                the throughput method's presence byte, which is then written even when it is 0)
+///              | [u8 has adapters (1) | u8 count (1..32) | (u8 length | adapter name (ASCII letters, digits, _ - .))*]   (optional trailing
+///                field, after the quantization's presence byte, which is then written even when it is 0)
 /// model entry := u8 version (1) | u16 model id length | model id (UTF-8) | i32 block count (1..MaxBlockCount)
 /// </code>
-/// Compatibility: both trailing fields are optional, so records of servers that predate them decode (as null), and readers
+/// Compatibility: the trailing fields are optional, so records of servers that predate them decode (as null), and readers
 /// that predate them stop after the fields they know and ignore the rest, so new records decode there too (without the
-/// quantization). A quantization that is present must be valid (<see cref="AnnouncementLimits.IsValidQuantization"/>).
+/// quantization or adapters). A quantization that is present must be valid (<see cref="AnnouncementLimits.IsValidQuantization"/>),
+/// and so must adapters (<see cref="AnnouncementLimits.IsValidAdapterList"/>): clients route by both.
 /// The peer id and the expiration are not encoded: they are the record's sub-key and expiration, which the signature
 /// covers. Decoding checks every length against the input and the limits below and throws
 /// <see cref="DhtFormatException"/> naming the field; bytes after the known fields are ignored, so later versions can
@@ -45,6 +48,12 @@ public static class ServerInfoCodec
 
     /// <summary>The longest announced quantization, in bytes (<see cref="AnnouncementLimits.MaxQuantizationBytes"/>).</summary>
     public const int MaxQuantizationBytes = AnnouncementLimits.MaxQuantizationBytes;
+
+    /// <summary>The most adapter names one announcement carries (<see cref="AnnouncementLimits.MaxAdapters"/>).</summary>
+    public const int MaxAdapters = AnnouncementLimits.MaxAdapters;
+
+    /// <summary>The longest adapter name, in bytes (<see cref="AnnouncementLimits.MaxAdapterNameBytes"/>).</summary>
+    public const int MaxAdapterNameBytes = AnnouncementLimits.MaxAdapterNameBytes;
 
     /// <summary>The longest model id, in UTF-8 bytes (<see cref="AnnouncementLimits.MaxModelIdBytes"/>).</summary>
     public const int MaxModelIdBytes = AnnouncementLimits.MaxModelIdBytes;
@@ -94,6 +103,12 @@ public static class ServerInfoCodec
         }
 
         var quantization = info.Quantization is null ? null : Encoding.ASCII.GetBytes(info.Quantization);
+        if (!AnnouncementLimits.IsValidAdapterList(info.Adapters, out var adapterFault))
+        {
+            throw new ArgumentException($"The announcement is invalid: {adapterFault}", nameof(info));
+        }
+
+        var adapters = info.Adapters is { Count: > 0 } list ? list.Select(Encoding.ASCII.GetBytes).ToArray() : null;
         var rtts = info.NextServerRtts ?? new Dictionary<string, TimeSpan>();
         if (rtts.Count > MaxRtts)
         {
@@ -118,8 +133,9 @@ public static class ServerInfoCodec
         }
 
         var length = 1 + 1 + 4 + 4 + 8 + 8 + 1 + 2 + address.Length + 1 + version.Length + 1 + (name is null ? 0 : 1 + name.Length) + 1
-            + rttEntries.Sum(e => 1 + e.Id.Length + 8) + (method is null ? (quantization is null ? 0 : 1) : 1 + 1 + method.Length)
-            + (quantization is null ? 0 : 1 + 1 + quantization.Length);
+            + rttEntries.Sum(e => 1 + e.Id.Length + 8) + (method is null ? (quantization is null && adapters is null ? 0 : 1) : 1 + 1 + method.Length)
+            + (quantization is null ? (adapters is null ? 0 : 1) : 1 + 1 + quantization.Length)
+            + (adapters is null ? 0 : 1 + 1 + adapters.Sum(a => 1 + a.Length));
         var bytes = new byte[length];
         var span = bytes.AsSpan();
         var at = 0;
@@ -159,15 +175,29 @@ public static class ServerInfoCodec
             span[at++] = 1;
             at = WriteSmall(span, at, method);
         }
-        else if (quantization is not null)
+        else if (quantization is not null || adapters is not null)
         {
-            span[at++] = 0; // the method's presence byte, so that the quantization's position is fixed
+            span[at++] = 0; // the method's presence byte, so that the later fields' positions are fixed
         }
 
         if (quantization is not null)
         {
             span[at++] = 1;
-            WriteSmall(span, at, quantization);
+            at = WriteSmall(span, at, quantization);
+        }
+        else if (adapters is not null)
+        {
+            span[at++] = 0; // the quantization's presence byte, so that the adapters' position is fixed
+        }
+
+        if (adapters is not null)
+        {
+            span[at++] = 1;
+            span[at++] = (byte)adapters.Length;
+            foreach (var a in adapters)
+            {
+                at = WriteSmall(span, at, a);
+            }
         }
 
         return bytes;
@@ -286,6 +316,7 @@ public static class ServerInfoCodec
         // are ignored like any later field, so the record still decodes (a later version may append something else).
         string? method = null;
         string? quantization = null;
+        IReadOnlyList<string> adapters = [];
         if (at < source.Length && source[at] <= 1)
         {
             var fieldAt = at + 1;
@@ -314,6 +345,23 @@ public static class ServerInfoCodec
                     throw new DhtFormatException("quantization", fieldAt - Encoding.UTF8.GetByteCount(quantization), fault!);
                 }
             }
+            else if (readable && fieldAt < source.Length && source[fieldAt] == 0)
+            {
+                fieldAt++;
+            }
+            else
+            {
+                readable = false;
+            }
+
+            // The adapters follow the quantization's field. Present (1) means they must be valid: a client that names an
+            // adapter is routed by them. Any other byte is a later version's field, ignored.
+            if (readable && fieldAt < source.Length && source[fieldAt] == 1)
+            {
+                fieldAt++;
+                Require(source, fieldAt, 1, "adapter count");
+                adapters = ReadAdapters(source, ref fieldAt);
+            }
         }
 
         return new ServerInfo
@@ -329,6 +377,7 @@ public static class ServerInfoCodec
             PublicName = name,
             ThroughputMethod = method,
             Quantization = quantization,
+            Adapters = adapters,
             NextServerRtts = rtts,
             ExpiresAt = expiresAt,
         };
@@ -378,6 +427,35 @@ public static class ServerInfoCodec
         }
 
         return (modelId, blockCount);
+    }
+
+    private static string[] ReadAdapters(ReadOnlySpan<byte> source, ref int at)
+    {
+        var countAt = at;
+        var count = source[at++];
+        if (count is 0 or > MaxAdapters)
+        {
+            throw new DhtFormatException("adapter count", countAt, string.Create(CultureInfo.InvariantCulture, $"{count} adapters; a present adapter list holds 1 to {MaxAdapters}."));
+        }
+
+        var names = new string[count];
+        for (var i = 0; i < count; i++)
+        {
+            var field = string.Create(CultureInfo.InvariantCulture, $"adapter {i}");
+            var nameAt = at;
+            names[i] = ReadSmallText(source, ref at, MaxAdapterNameBytes, field);
+            if (!AnnouncementLimits.IsValidAdapterName(names[i], out var fault))
+            {
+                throw new DhtFormatException(field, nameAt, fault!);
+            }
+        }
+
+        if (!AnnouncementLimits.IsValidAdapterList(names, out var listFault))
+        {
+            throw new DhtFormatException("adapters", countAt, listFault!);
+        }
+
+        return names;
     }
 
     private static byte[] Utf8(string text, int maxBytes, string field)

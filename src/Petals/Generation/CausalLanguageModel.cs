@@ -61,18 +61,46 @@ public sealed class CausalLanguageModel : IDisposable
     /// <param name="executorFactory">Creates the block executor (e.g. the managed CPU one).</param>
     /// <returns>The model, owning its weights and executor.</returns>
     /// <exception cref="ModelFormatException">When a file is malformed; the message names the file and field.</exception>
-    public static CausalLanguageModel LoadLocal(string modelPath, IBlockExecutorFactory executorFactory)
+    public static CausalLanguageModel LoadLocal(string modelPath, IBlockExecutorFactory executorFactory) =>
+        LoadLocal(modelPath, executorFactory, new Dictionary<string, string>());
+
+    /// <summary>
+    /// Loads a model as <see cref="LoadLocal(string, IBlockExecutorFactory)"/> does, with named LoRA adapters read from
+    /// PEFT directories (<see cref="Formats.Peft.PeftAdapter"/>) for every block, which generations name with
+    /// <see cref="GenerationOptions.Adapter"/>.
+    /// </summary>
+    /// <param name="modelPath">A .gguf file, or a directory with config.json, safetensors and tokenizer.json.</param>
+    /// <param name="executorFactory">Creates the block executor (e.g. the managed CPU one).</param>
+    /// <param name="adapterDirectories">Adapter name → PEFT adapter directory; empty for none.</param>
+    /// <returns>The model, owning its weights and executor.</returns>
+    /// <exception cref="ModelFormatException">When a model file is malformed; the message names the file and field.</exception>
+    /// <exception cref="InvalidOperationException">When an adapter does not load; the message names the adapter and the file.</exception>
+    public static CausalLanguageModel LoadLocal(string modelPath, IBlockExecutorFactory executorFactory, IReadOnlyDictionary<string, string> adapterDirectories)
     {
         ArgumentNullException.ThrowIfNull(executorFactory);
+        ArgumentNullException.ThrowIfNull(adapterDirectories);
         var weights = ModelLoader.Open(modelPath);
         try
         {
             var tokenizer = TokenizerLoader.Load(modelPath);
             var head = LanguageModelHead.Load(weights);
+            var adapters = new Dictionary<string, LoraWeights>(StringComparer.Ordinal);
+            foreach (var (name, directory) in adapterDirectories)
+            {
+                try
+                {
+                    adapters.Add(name, Formats.Peft.PeftAdapter.Load(directory, weights.Config));
+                }
+                catch (ModelFormatException e)
+                {
+                    throw new InvalidOperationException($"The LoRA adapter '{name}' ({directory}) does not load: {e.Message}", e);
+                }
+            }
+
             var executor = executorFactory.Create(weights, new BlockRange(0, weights.Config.NumLayers));
             try
             {
-                var stack = new LocalTransformerBlocks([executor]);
+                var stack = new LocalTransformerBlocks([executor], adapters: adapters);
                 return new CausalLanguageModel(head, stack, tokenizer, stack, weights);
             }
             catch
@@ -145,7 +173,9 @@ public sealed class CausalLanguageModel : IDisposable
         var step = new float[h];
         var length = promptIds.Count;
 
-        var session = await Blocks.OpenSessionAsync(1, maxLength, cancellationToken).ConfigureAwait(false);
+        var session = options.Adapter is null
+            ? await Blocks.OpenSessionAsync(1, maxLength, cancellationToken).ConfigureAwait(false)
+            : await Blocks.OpenSessionAsync(1, maxLength, new BlockAdaptation { Adapter = options.Adapter }, cancellationToken).ConfigureAwait(false);
         await using (session.ConfigureAwait(false))
         {
             // Prefill in chunks so that a long prompt needs bounded memory.

@@ -15,10 +15,24 @@ public sealed record GenerationOptions
     /// </summary>
     public IReadOnlyList<int>? StopTokenIds { get; init; }
 
+    /// <summary>
+    /// The LoRA adapter to generate with, by name: one the blocks hold (a swarm's servers loaded with
+    /// <c>petals serve --adapters NAME=DIR</c>, or the named adapters of a <c>LocalTransformerBlocks</c>). The session is
+    /// opened with <c>new BlockAdaptation { Adapter = name }</c>. <see langword="null"/> (the default) uses the plain weights.
+    /// Must be a valid name (<see cref="Discovery.AnnouncementLimits.IsValidAdapterName"/>).
+    /// </summary>
+    public string? Adapter { get; init; }
+
     /// <summary>Checks the values.</summary>
     /// <exception cref="ArgumentOutOfRangeException">When a value is out of range.</exception>
+    /// <exception cref="ArgumentException">When <see cref="Adapter"/> is not a valid adapter name.</exception>
     public void Validate()
     {
+        if (Adapter is not null && !Discovery.AnnouncementLimits.IsValidAdapterName(Adapter, out var fault))
+        {
+            throw new ArgumentException($"GenerationOptions.Adapter: {fault}", nameof(Adapter));
+        }
+
         if (MaxNewTokens < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, "MaxNewTokens must be at least 1.");

@@ -43,6 +43,14 @@ public interface IPetalsServer
     /// <exception cref="InvalidOperationException">The server is not running.</exception>
     string Quantization { get; }
 
+    /// <summary>
+    /// The LoRA adapters the server holds for its span, by name (announced as <see cref="Discovery.ServerInfo.Adapters"/>):
+    /// those of <see cref="PetalsServerOptions.AdapterDirectories"/> loaded for the span, and those given in
+    /// <see cref="Server.BlockServerOptions.Adapters"/>. Empty when none (the default for implementations that hold none).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The server is not running.</exception>
+    IReadOnlyDictionary<string, Execution.LoraWeights> Adapters => new Dictionary<string, Execution.LoraWeights>();
+
     /// <summary>The throughput measured at start and announced, or null without a discovery (nothing is announced); after the server stopped, the last one.</summary>
     /// <exception cref="InvalidOperationException">The server was never started.</exception>
     ThroughputMeasurement? Throughput { get; }

@@ -54,4 +54,7 @@ internal static partial class PetalsHostingLog
 
     [LoggerMessage(EventId = 3224, Level = LogLevel.Information, Message = "Petals server moved from blocks {From} to {To}, now listening on {Address}: {Reason}")]
     public static partial void Moved(ILogger logger, BlockRange from, BlockRange to, PeerAddress address, string reason);
+
+    [LoggerMessage(EventId = 3230, Level = LogLevel.Information, Message = "Petals server loaded LoRA adapter {Adapter} for blocks {Blocks}: {Adapters}")]
+    public static partial void AdapterLoaded(ILogger logger, string adapter, BlockRange blocks, Execution.LoraWeights adapters);
 }

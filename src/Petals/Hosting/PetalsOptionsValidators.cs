@@ -71,6 +71,7 @@ internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : 
             PetalsValidation.Check(knobs.Validate, "PetalsServerOptions.Server", failures);
         }
 
+        ValidateAdapters(options, failures);
         PetalsValidation.Check(options.Announcer, "PetalsServerOptions.Announcer", static a => a.Validate(), failures);
         PetalsValidation.Check(options.Throughput, "PetalsServerOptions.Throughput", static t => t.Validate(), failures);
         if (options.OfflineAnnounceTimeout <= TimeSpan.Zero || options.OfflineAnnounceTimeout > BlockServerOptions.MaxTimeout)
@@ -98,6 +99,50 @@ internal sealed class PetalsServerOptionsValidator(IServiceProvider services) : 
 
         PetalsValidation.RunStartupChecks(services, PetalsServiceKeys.Server, failures);
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+
+    private static void ValidateAdapters(PetalsServerOptions options, List<string> failures)
+    {
+        if (options.AdapterDirectories is null)
+        {
+            failures.Add("PetalsServerOptions.AdapterDirectories must not be null (leave it empty for no adapters).");
+            return;
+        }
+
+        var given = options.Server?.Adapters?.Count ?? 0;
+        if (options.AdapterDirectories.Count + given > Discovery.AnnouncementLimits.MaxAdapters)
+        {
+            failures.Add(string.Create(CultureInfo.InvariantCulture, $"PetalsServerOptions.AdapterDirectories: {options.AdapterDirectories.Count + given} adapters in all; a server announces at most {Discovery.AnnouncementLimits.MaxAdapters}."));
+        }
+
+        foreach (var adapter in options.Server?.Adapters?.Keys ?? [])
+        {
+            if (!Discovery.AnnouncementLimits.IsValidAdapterName(adapter, out var fault))
+            {
+                failures.Add($"PetalsServerOptions.Server.Adapters: {fault}");
+            }
+        }
+
+        foreach (var (adapter, directory) in options.AdapterDirectories)
+        {
+            if (!Discovery.AnnouncementLimits.IsValidAdapterName(adapter, out var fault))
+            {
+                failures.Add($"PetalsServerOptions.AdapterDirectories: {fault}");
+            }
+            else if (options.Server?.Adapters?.ContainsKey(adapter) == true)
+            {
+                failures.Add($"PetalsServerOptions.AdapterDirectories: the adapter '{adapter}' is also given in PetalsServerOptions.Server.Adapters.");
+            }
+
+            if (string.IsNullOrEmpty(directory))
+            {
+                failures.Add($"PetalsServerOptions.AdapterDirectories['{adapter}'] must name a PEFT adapter directory.");
+            }
+            else if (!Directory.Exists(directory))
+            {
+                failures.Add($"PetalsServerOptions.AdapterDirectories['{adapter}']: the directory '{directory}' does not exist.");
+            }
+        }
     }
 }
 

@@ -59,6 +59,17 @@ public sealed class PetalsServerOptions
     public BlockServerOptions Server { get; set; } = new();
 
     /// <summary>
+    /// LoRA adapters the server holds, by name: each a PEFT directory (<c>adapter_config.json</c> +
+    /// <c>adapter_model.safetensors</c>, read by <see cref="Formats.Peft.PeftAdapter"/>). The host loads each adapter's
+    /// factors for the span the server serves (after placement picks it, and again when the server moves) into
+    /// <see cref="BlockServerOptions.Adapters"/>, which announces the names (<c>petals serve --adapters NAME=DIR,…</c>).
+    /// Names follow <see cref="Discovery.AnnouncementLimits.IsValidAdapterName"/>, at most
+    /// <see cref="Discovery.AnnouncementLimits.MaxAdapters"/> in all (with those given in <see cref="BlockServerOptions.Adapters"/>).
+    /// Empty by default. A directory that does not load fails the start with an error naming the adapter and the file.
+    /// </summary>
+    public IDictionary<string, string> AdapterDirectories { get; set; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>
     /// With a discovery (<c>UseDhtDiscovery</c>, <c>UseDiscovery</c>): how the span is announced (public name, announced
     /// host, interval, time to live, round trips to the next servers; see <see cref="ServerAnnouncerOptions"/>). Its
     /// <see cref="ServerAnnouncerOptions.DType"/> is set by the host from the span's weights.

@@ -193,6 +193,7 @@ internal sealed partial class PetalsServerService
         var from = running.Server.Blocks;
         var options = running.Server.Options.Clone();
         options.Blocks = target;
+        options.Adapters = LoadAdapters(context.Settings, running.Weights.Config, target, _logger);
         var executor = context.Factory.Create(running.Weights, target);
         BlockServer? server = null;
         try

@@ -62,6 +62,8 @@ internal sealed partial class PetalsServerService(
 
     public string Quantization => Current.Server.Quantization;
 
+    public IReadOnlyDictionary<string, LoraWeights> Adapters => Current.Server.Options.Adapters;
+
     public ThroughputMeasurement? Throughput
     {
         get
@@ -201,6 +203,7 @@ internal sealed partial class PetalsServerService(
             }
 
             serverOptions.Blocks = span;
+            serverOptions.Adapters = LoadAdapters(settings, weights.Config, span, _logger);
             executor ??= factory.Create(weights, span);
             if (announcer is not null && throughput is null)
             {

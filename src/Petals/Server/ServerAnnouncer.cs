@@ -574,6 +574,7 @@ public sealed class ServerAnnouncer : IAsyncDisposable
                 PublicName = _options.PublicName,
                 ThroughputMethod = ThroughputMethod,
                 Quantization = server?.Quantization,
+                Adapters = server is null ? [] : [.. server.Options.Adapters.Keys.Order(StringComparer.Ordinal)],
                 NextServerRtts = state == ServerState.Online ? NextServerRtts : new Dictionary<string, TimeSpan>(),
             };
 
