@@ -85,6 +85,14 @@ internal sealed class FrozenHead
             throw new ArgumentException($"{rows} rows of {h} values were expected; got {hidden.Length} hidden and {gradient.Length} gradient values.");
         }
 
+        for (var row = 0; row < rows; row++)
+        {
+            if (targets[row] >= VocabSize)
+            {
+                throw new ArgumentOutOfRangeException(nameof(targets), targets[row], $"Target {targets[row]} of row {row} is outside the vocabulary [0, {VocabSize}).");
+            }
+        }
+
         var losses = new double[rows];
         var hiddenArray = hidden.ToArray();
         var targetArray = targets.ToArray();
@@ -96,11 +104,6 @@ internal sealed class FrozenHead
             if (target < 0)
             {
                 return scratch;
-            }
-
-            if (target >= VocabSize)
-            {
-                throw new ArgumentOutOfRangeException(nameof(targets), target, $"Target {target} of row {row} is outside the vocabulary [0, {VocabSize}).");
             }
 
             var x = hiddenArray.AsSpan(row * h, h);

@@ -4,7 +4,7 @@ namespace Petals.Tests.Training;
 
 public sealed class DataLoaderTests
 {
-    private static readonly TextExample[] Examples = [.. Enumerable.Range(0, 7).Select(i => new TextExample([1, 10 + i, 20 + i][..(2 + (i % 2))], null, i + 1))];
+    private static readonly TextExample[] Examples = [.. Enumerable.Range(0, 7).Select(i => new TextExample(new[] { 1, 10 + i, 20 + i }[..(2 + (i % 2))], null, i + 1))];
 
     [Fact]
     public void EachEpochVisitsEveryExampleOnceInASeededOrder()

@@ -1,3 +1,4 @@
+using Petals.Testing;
 using Petals.Tokenization;
 using Petals.Training;
 
