@@ -67,32 +67,32 @@ internal static class FinetuneCommand
             Positive(result, steps, 1);
             Positive(result, batchSize, 1);
             Positive(result, seqLen, 2);
-            if (result.GetResult(classes) is not null && result.GetValue(classes) is var c && c is < 0 or 1)
+            if (Given(result, classes, out var c) && c is < 0 or 1)
             {
                 result.AddError(string.Create(CultureInfo.InvariantCulture, $"--classes must be 0 (causal LM) or at least 2, not {c}."));
             }
 
-            if (result.GetResult(lr) is not null && result.GetValue(lr) is var rate && !(rate > 0 && double.IsFinite(rate)))
+            if (Given(result, lr, out var rate) && !(rate > 0 && double.IsFinite(rate)))
             {
                 result.AddError(string.Create(CultureInfo.InvariantCulture, $"--lr must be positive, not {rate}."));
             }
 
-            if (result.GetResult(loraAlpha) is not null && result.GetValue(loraAlpha) is var alpha && !(alpha > 0 && float.IsFinite(alpha)))
+            if (Given(result, loraAlpha, out var alpha) && !(alpha > 0 && float.IsFinite(alpha)))
             {
                 result.AddError(string.Create(CultureInfo.InvariantCulture, $"--lora-alpha must be positive, not {alpha}."));
             }
 
-            if (result.GetResult(weightDecay) is not null && result.GetValue(weightDecay) is var wd && !(wd >= 0 && double.IsFinite(wd)))
+            if (Given(result, weightDecay, out var wd) && !(wd >= 0 && double.IsFinite(wd)))
             {
                 result.AddError(string.Create(CultureInfo.InvariantCulture, $"--weight-decay must be 0 or more, not {wd}."));
             }
 
-            if (result.GetResult(clip) is not null && result.GetValue(clip) is var norm && !(norm >= 0 && double.IsFinite(norm)))
+            if (Given(result, clip, out var norm) && !(norm >= 0 && double.IsFinite(norm)))
             {
                 result.AddError(string.Create(CultureInfo.InvariantCulture, $"--max-grad-norm must be 0 or more, not {norm}."));
             }
 
-            if (result.GetResult(loraTargets) is not null && TryParseTargets(result.GetValue(loraTargets), out _) is { } error)
+            if (Given(result, loraTargets, out var targetList) && TryParseTargets(targetList, out _) is { } error)
             {
                 result.AddError(error);
             }
@@ -333,9 +333,29 @@ internal static class FinetuneCommand
 
     private static void Positive(System.CommandLine.Parsing.CommandResult result, Option<int> option, int least)
     {
-        if (result.GetResult(option) is not null && result.GetValue(option) is var value && value < least)
+        if (Given(result, option, out var value) && value < least)
         {
             result.AddError(string.Create(CultureInfo.InvariantCulture, $"{option.Name} must be at least {least}, not {value}."));
+        }
+    }
+
+    /// <summary>The value of an option given once on the command line (a repeated or malformed one is reported by the parser itself).</summary>
+    private static bool Given<T>(System.CommandLine.Parsing.CommandResult result, Option<T> option, out T value)
+    {
+        value = default!;
+        if (result.GetResult(option) is not { } given || given.Tokens.Count != 1)
+        {
+            return false;
+        }
+
+        try
+        {
+            value = result.GetValue(option)!;
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
         }
     }
 
