@@ -80,6 +80,24 @@ public sealed unsafe class InputGradientGemmTests
             layer.InputGradientColumns(pdy, m, pst, split, k, true);
         }
 
+        // Every tile width (Vector512 runs in software where the hardware lacks it), through the dense F32 entry point.
+        var widths = new Dictionary<int, float[]>();
+        if (dtype == TensorDType.F32)
+        {
+            foreach (var width in new[] { 48, 24, 0 })
+            {
+                var result = (float[])initial.Clone();
+                fixed (float* pp = packed, ps = scratch, pr = result)
+                fixed (byte* pw = bytes)
+                {
+                    InputGradientGemm.Compute<DenseRows<F32Format>>(pp, m, rows, k, pw, pr, 0, split, false, ps, width);
+                    InputGradientGemm.Compute<DenseRows<F32Format>>(pp, m, rows, k, pw, pr, split, k, true, ps, width);
+                }
+
+                widths[width] = result;
+            }
+        }
+
         for (var t = 0; t < m; t++)
         {
             for (var c = 0; c < k; c++)
@@ -95,6 +113,10 @@ public sealed unsafe class InputGradientGemmTests
                 var bound = (2e-6 * magnitude) + 1e-30;
                 Assert.True(Math.Abs(ours[(t * k) + c] - sum) <= bound, $"{dtype}: dx[{t},{c}] = {ours[(t * k) + c]}, reference {sum}.");
                 Assert.True(Math.Abs(streaming[(t * k) + c] - sum) <= bound, $"{dtype} streaming: dx[{t},{c}] = {streaming[(t * k) + c]}, reference {sum}.");
+                foreach (var (width, result) in widths)
+                {
+                    Assert.True(Math.Abs(result[(t * k) + c] - sum) <= bound, $"{dtype} tile width {width}: dx[{t},{c}] = {result[(t * k) + c]}, reference {sum}.");
+                }
             }
         }
     }
