@@ -140,4 +140,19 @@ public sealed class FinetuneCommandTests
         Assert.Equal(1, other.ExitCode);
         Assert.Contains("other options", other.Error, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task WithoutJsonAProgressBarWithLossAndTokensPerSecondGoesToStderr()
+    {
+        GenerateCommandTests.SkipWithoutShared();
+        using var dir = TestData.CreateTempDirectory();
+        var (code, output, error) = await CliRunner.RunAsync(
+            "finetune", "--model", TestData.Stories260KGguf, "--data", StyleTrain, "--mode", "ptune", "--prompt-tokens", "2",
+            "--steps", "3", "--batch-size", "2", "--seq-len", "24", "--out", Path.Combine(dir.Path, "o"));
+
+        Assert.True(code == 0, error);
+        Assert.Equal(string.Empty, output);
+        Assert.Matches(@"\rstep 3/3 \[#{30}\] loss \d+\.\d{4} \d+ tokens/s", error);
+        Assert.Contains("trained 3 steps", error, StringComparison.Ordinal);
+    }
 }
