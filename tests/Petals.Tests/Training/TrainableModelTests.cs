@@ -20,7 +20,7 @@ public sealed class TrainableModelTests
         "Pim was very happy. And Pim sang: \"Tip tap toe, home we go!\"",
     ];
 
-    public static TheoryData<string> Modes => new() { "ptune", "deep_ptune", "lora", "classify" };
+    public static TheoryData<string> Modes => new() { "ptune", "deep_ptune", "lora", "classify", "classify_last" };
 
     [Theory]
     [MemberData(nameof(Modes))]
@@ -39,7 +39,7 @@ public sealed class TrainableModelTests
             }
         }
 
-        var batch = Batch(lm.Tokenizer!, mode == "classify");
+        var batch = Batch(lm.Tokenizer!, mode.StartsWith("classify", StringComparison.Ordinal));
         await model.ComputeGradientsAsync(batch, TestContext.Current.CancellationToken);
         foreach (var parameter in model.Parameters)
         {
@@ -225,7 +225,8 @@ public sealed class TrainableModelTests
         "ptune" => new FineTuneOptions { Mode = FineTuneMode.PromptTuning, PromptTokens = 2 },
         "deep_ptune" => new FineTuneOptions { Mode = FineTuneMode.DeepPromptTuning, PromptTokens = 2 },
         "lora" => new FineTuneOptions { Mode = FineTuneMode.Lora, LoraRank = 2 },
-        _ => new FineTuneOptions { Mode = FineTuneMode.DeepPromptTuning, PromptTokens = 2, ClassCount = 3, Pooling = ClassificationPooling.Mean },
+        "classify" => new FineTuneOptions { Mode = FineTuneMode.DeepPromptTuning, PromptTokens = 2, ClassCount = 3, Pooling = ClassificationPooling.Mean },
+        _ => new FineTuneOptions { Mode = FineTuneMode.Lora, LoraRank = 2, ClassCount = 3, Pooling = ClassificationPooling.LastToken },
     };
 
     private static TrainingBatch Batch(ITokenizer tokenizer, bool labelled)
