@@ -8,6 +8,7 @@
 #   --no-build    reuse the last build in artifacts/bench
 #   --crosscheck  first run bench/crosscheck.sh (numerics of both sides on the same weights)
 #   other options go to bench/compare_block.py (--shapes, --dtypes, --cases, --rounds, --iterations, ...)
+#   e.g. the backward pass of one 7B block: --shapes llama2-7b --dtypes f32 --cases backward:128
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"

@@ -19,7 +19,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (mode, dtype) -> minimum speed ratio (torch time / our time), from the issue.
-TARGETS = {("decode", "f32"): 2.0, ("decode", "bf16"): 3.0, ("prefill", "f32"): 0.8}
+TARGETS = {("decode", "f32"): 2.0, ("decode", "bf16"): 3.0, ("prefill", "f32"): 0.8, ("backward", "f32"): 1.0}
 
 
 def run_json(cmd, env, timeout):
@@ -47,12 +47,13 @@ def main():
     p.add_argument("--python", default="/usr/bin/python3")
     p.add_argument("--shapes", default="llama2-7b,llama3-8b")
     p.add_argument("--dtypes", default="f32,bf16")
-    p.add_argument("--cases", default="decode:128,decode:1024,prefill:128")
+    p.add_argument("--cases", default="decode:128,decode:1024,prefill:128",
+                   help="decode:POSITION, prefill:TOKENS and backward:TOKENS cases, comma-separated")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iterations", type=int, default=7)
-    p.add_argument("--prefill-iterations", type=int, default=3, help="iterations for prefill cases (each takes ~1 s)")
+    p.add_argument("--prefill-iterations", type=int, default=3, help="iterations for prefill and backward cases (each takes ~1 s)")
     p.add_argument("--markdown", help="write the table (markdown) to this file")
     p.add_argument("--jsonl", help="append every raw JSON result to this file")
     p.add_argument("--timeout", type=int, default=600, help="seconds per process")
@@ -68,6 +69,7 @@ def main():
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     decode_cases = [c for c in cases if c.startswith("decode")]
     prefill_cases = [c for c in cases if c.startswith("prefill")]
+    backward_cases = [c for c in cases if c.startswith("backward")]
     results = {}  # (impl, shape, dtype, mode, position, tokens) -> best row
     raw = []
     t_start = datetime.datetime.now(datetime.timezone.utc)
@@ -77,7 +79,7 @@ def main():
         for shape in a.shapes.split(","):
             for dtype in a.dtypes.split(","):
                 # Decode and prefill cases run as separate processes: prefill needs fewer iterations.
-                for group, iters in ((decode_cases, a.iterations), (prefill_cases, a.prefill_iterations)):
+                for group, iters in ((decode_cases, a.iterations), (prefill_cases, a.prefill_iterations), (backward_cases, a.prefill_iterations)):
                     if not group:
                         continue
                     common = ["block", "--shape", shape, "--dtype", dtype, "--cases", ",".join(group),
@@ -111,7 +113,7 @@ def main():
         for dtype in a.dtypes.split(","):
             for case in cases:
                 mode, _, n = case.partition(":")
-                position, tokens = (int(n), 1) if mode == "decode" else (0, int(n))
+                position, tokens = (int(n), 1) if mode == "decode" else (0, int(n))  # prefill and backward from position 0
                 o = results.get(("ours", shape, dtype, mode, position, tokens))
                 t = results.get(("torch", shape, dtype, mode, position, tokens))
                 if o is None or t is None:
@@ -145,7 +147,9 @@ def main():
         f"Rounds: {a.rounds} (order alternated); decode {a.warmup} warmup + {a.iterations} timed steps, "
         f"prefill 1 warmup + {a.prefill_iterations}; each cell is the lowest median over the rounds.",
         "Speed ratio = torch time / our time. Decode: GB/s = (weight bytes + KV bytes read) / time; "
-        "prefill: GFLOP/s = (2 * params * tokens + causal attention flops) / time.",
+        "prefill: GFLOP/s = (2 * params * tokens + causal attention flops) / time; backward (ours: Backward with the "
+        "forward recomputed inside; torch: autograd forward + backward, input requires grad, weights frozen): "
+        "GFLOP/s = (4 * params * tokens + 3 * attention flops) / time.",
     ]
     for n in notes:
         print(n)

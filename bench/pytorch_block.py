@@ -6,7 +6,8 @@ RMSNorm -> q/k/v projections -> rotary (rotate-half) -> grouped-query attention 
 preallocated KV cache -> o projection -> residual -> RMSNorm -> SwiGLU MLP -> residual.
 
 Sub-commands:
-  block        time one configuration and print the same JSON as the C# harness
+  block        time one configuration and print the same JSON as the C# harness (backward:TOKENS cases time
+               autograd: a stateless forward with the input requiring grad, then backward; weights frozen)
   xc-write     write a random block (same seed) + inputs to a safetensors file, and the
                PyTorch outputs of a prefill followed by decode steps
   xc-compare   compare the outputs of the C# harness with the PyTorch outputs
@@ -170,6 +171,38 @@ class Block:
         return x
 
 
+    def forward_stateless(self, x):
+        """x: [1, T, hidden]: positions 0..T-1 attending causally to each other only, no cache (a training forward)."""
+        w = self.w
+        _, T, H = x.shape
+        residual = x
+        h = self.rms_norm(x, w["input_layernorm.weight"])
+        q = torch.nn.functional.linear(h, w["self_attn.q_proj.weight"])
+        k = torch.nn.functional.linear(h, w["self_attn.k_proj.weight"])
+        v = torch.nn.functional.linear(h, w["self_attn.v_proj.weight"])
+        q = q.view(1, T, self.heads, self.hd).transpose(1, 2)
+        k = k.view(1, T, self.kvh, self.hd).transpose(1, 2)
+        v = v.view(1, T, self.kvh, self.hd).transpose(1, 2)
+        cos = self.cos[:T]
+        sin = self.sin[:T]
+        q = q * cos + self.rotate_half(q) * sin
+        k = k * cos + self.rotate_half(k) * sin
+        qg = q[0].reshape(self.kvh, self.group * T, self.hd)
+        scores = torch.matmul(qg, k[0].transpose(1, 2)) * self.scale
+        qpos = torch.arange(T).repeat(self.group)
+        mask = torch.arange(T)[None, :] > qpos[:, None]
+        scores = scores.masked_fill(mask, float("-inf"))
+        probs = torch.softmax(scores.to(torch.float32), dim=-1).to(self.dtype)
+        attn = torch.matmul(probs, v[0])
+        attn = attn.reshape(self.heads, T, self.hd).transpose(0, 1).reshape(1, T, self.heads * self.hd)
+        x = residual + torch.nn.functional.linear(attn, w["self_attn.o_proj.weight"])
+        residual = x
+        h = self.rms_norm(x, w["post_attention_layernorm.weight"])
+        gate = torch.nn.functional.linear(h, w["mlp.gate_proj.weight"])
+        up = torch.nn.functional.linear(h, w["mlp.up_proj.weight"])
+        return residual + torch.nn.functional.linear(torch.nn.functional.silu(gate) * up, w["mlp.down_proj.weight"])
+
+
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 ELEM_BYTES = {"f32": 4, "bf16": 2}
 
@@ -183,10 +216,10 @@ def parse_cases(a):
         mode, _, n = item.strip().partition(":")
         if mode == "decode" and n.isdigit():
             cases.append(("decode", int(n), 1))
-        elif mode == "prefill" and n.isdigit() and int(n) >= 1:
-            cases.append(("prefill", 0, int(n)))
+        elif mode in ("prefill", "backward") and n.isdigit() and int(n) >= 1:
+            cases.append((mode, 0, int(n)))
         else:
-            raise SystemExit(f"case '{item}' is not decode:POSITION or prefill:TOKENS")
+            raise SystemExit(f"case '{item}' is not decode:POSITION, prefill:TOKENS or backward:TOKENS")
     return cases
 
 
@@ -201,8 +234,11 @@ def cmd_block(a):
     block = Block(s, weights, dtype, max(p + t for _, p, t in cases))
     g = torch.Generator().manual_seed(a.seed + 1)
     fill_to = max([p for m, p, _ in cases if m == "decode"] + [0])
-    order = sorted(range(len(cases)), key=lambda i: (cases[i][0] != "decode", -cases[i][1]))
+    order = sorted(range(len(cases)), key=lambda i: ({"decode": 0, "prefill": 1, "backward": 2}[cases[i][0]], -cases[i][1]))
     results = [None] * len(cases)
+    for ci in [i for i in order if cases[i][0] == "backward"]:
+        results[ci] = time_backward(a, s, dtype, block, cases[ci][2], g)
+    order = [i for i in order if cases[i][0] != "backward"]
     with torch.inference_mode():
         if fill_to > 0:
             block.forward(torch.randn(1, fill_to, s["hidden"], generator=g).to(dtype))
@@ -237,6 +273,33 @@ def cmd_block(a):
                   f"median {r['median_ms']:.2f} ms, min {r['min_ms']:.2f} ms, {r['gbps']:.2f} GB/s, {r['gflops']:.2f} GFLOP/s")
 
 
+def time_backward(a, s, dtype, block, tokens, g):
+    """Autograd on the same block: a stateless forward of [1, tokens, hidden] with the input requiring grad (weights
+    frozen: plain tensors), then backward of a seeded output gradient; forward + backward are timed together."""
+    x0 = torch.randn(1, tokens, s["hidden"], generator=g).to(dtype)
+    g0 = torch.randn(1, tokens, s["hidden"], generator=g).to(dtype)
+    times = []
+    for i in range(a.warmup + a.iterations):
+        x = x0.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        y = block.forward_stateless(x)
+        y.backward(g0)
+        t1 = time.perf_counter()
+        if i >= a.warmup:
+            times.append((t1 - t0) * 1000.0)
+        if not torch.isfinite(x.grad.float()).all():
+            raise RuntimeError("non-finite input gradient")
+    times.sort()
+    n = len(times)
+    median = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
+    r = metrics(s, a.dtype, "backward", 0, tokens, median, ELEM_BYTES[a.dtype])
+    r.update(impl="torch", shape=a.shape, dtype=a.dtype, mode="backward", position=0, tokens=tokens,
+             threads=torch.get_num_threads(), warmup=a.warmup, iterations=a.iterations,
+             median_ms=median, min_ms=times[0], times_ms=times,
+             torch_version=torch.__version__, blas=blas_library())
+    return r
+
+
 def metrics(s, dtype, mode, position, tokens, median_ms, kv_bytes):
     """Bytes read and flops of one step: the same formulas as the C# harness (BlockMetrics.cs)."""
     params = param_count(s)
@@ -245,7 +308,8 @@ def metrics(s, dtype, mode, position, tokens, median_ms, kv_bytes):
     attended = position + tokens if mode == "decode" else tokens * (tokens + 1) // 2  # key rows summed over queries
     kv_read = 2 * kv_dim * (position + tokens) * kv_bytes
     attn_flops = 4 * s["heads"] * s["head_dim"] * attended
-    flops = 2 * params * tokens + attn_flops
+    # Backward (forward recomputed or kept, plus the input-gradient products): the same formula as BlockMetrics.cs.
+    flops = 4 * params * tokens + 3 * attn_flops if mode == "backward" else 2 * params * tokens + attn_flops
     sec = median_ms / 1000.0
     return dict(weight_bytes=weight_bytes, kv_bytes_read=kv_read, flops=flops,
                 gbps=(weight_bytes + kv_read) / sec / 1e9, gflops=flops / sec / 1e9)
@@ -339,7 +403,7 @@ def main():
     b.add_argument("--mode", choices=["decode", "prefill"], default="decode")
     b.add_argument("--position", type=int, default=128)
     b.add_argument("--tokens", type=int, default=128)
-    b.add_argument("--cases", help="comma-separated decode:POSITION / prefill:TOKENS (overrides --mode)")
+    b.add_argument("--cases", help="comma-separated decode:POSITION / prefill:TOKENS / backward:TOKENS (overrides --mode)")
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--iterations", type=int, default=10)

@@ -23,6 +23,16 @@ public sealed class HarnessTests
         Assert.Equal(text, c.ToString());
     }
 
+    [Fact]
+    public void BackwardCasesParse()
+    {
+        var c = BlockCase.Parse("backward:128");
+        Assert.Equal(new BlockCase(false, 0, 128, Backward: true), c);
+        Assert.Equal("backward", c.Mode);
+        Assert.Equal("backward:128", c.ToString());
+        Assert.Throws<ArgumentException>(() => BlockCase.Parse("backward:0"));
+    }
+
     [Theory]
     [InlineData("decode")]
     [InlineData("prefill:0")]

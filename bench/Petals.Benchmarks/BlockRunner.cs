@@ -28,7 +28,7 @@ internal static class BlockRunner
         }
 
         var order = Enumerable.Range(0, cases.Count)
-            .OrderBy(i => cases[i].Decode ? 0 : 1)
+            .OrderBy(i => cases[i].Decode ? 0 : cases[i].Backward ? 2 : 1)
             .ThenByDescending(i => cases[i].Position)
             .ToArray();
         var results = new BlockResult[cases.Count];
@@ -42,6 +42,11 @@ internal static class BlockRunner
 
     private static BlockResult RunCase(IBlockExecutor executor, IKvCache cache, BlockOptions o, BlockCase k)
     {
+        if (k.Backward)
+        {
+            return RunBackward(executor, o, k);
+        }
+
         var c = executor.Config;
         cache.Truncate(k.Position);
         var input = new float[k.Tokens * c.HiddenSize];
@@ -73,10 +78,52 @@ internal static class BlockRunner
             }
         }
 
+        return Summarize(executor, o, k, times, allocated);
+    }
+
+    /// <summary>Times the backward pass of a stateless forward over <c>k.Tokens</c> positions of one sequence (the same input and output gradient each time).</summary>
+    private static BlockResult RunBackward(IBlockExecutor executor, BlockOptions o, BlockCase k)
+    {
+        var c = executor.Config;
+        var input = new float[k.Tokens * c.HiddenSize];
+        InMemoryBlockWeights.FillUniform(input, o.Seed + 2, 0f, 1.7f);
+        var gradOut = new float[input.Length];
+        InMemoryBlockWeights.FillUniform(gradOut, o.Seed + 3, 0f, 1f);
+        var grad = new float[input.Length];
+        var times = new double[o.Iterations];
+        long allocated = 0;
+        for (var i = 0; i < o.Warmup + o.Iterations; i++)
+        {
+            gradOut.CopyTo(grad, 0);
+            var before = GC.GetTotalAllocatedBytes(precise: true);
+            var start = Stopwatch.GetTimestamp();
+            executor.Backward(input, grad, 1, k.Tokens, executor.Blocks);
+            var elapsed = Stopwatch.GetElapsedTime(start);
+            var after = GC.GetTotalAllocatedBytes(precise: true);
+            if (i >= o.Warmup)
+            {
+                times[i - o.Warmup] = elapsed.TotalMilliseconds;
+                allocated += after - before;
+            }
+
+            foreach (var v in grad)
+            {
+                if (!float.IsFinite(v))
+                {
+                    throw new InvalidOperationException($"{k}: step {i} produced a non-finite gradient.");
+                }
+            }
+        }
+
+        return Summarize(executor, o, k, times, allocated);
+    }
+
+    private static BlockResult Summarize(IBlockExecutor executor, BlockOptions o, BlockCase k, double[] times, long allocated)
+    {
         Array.Sort(times);
         var n = times.Length;
         var median = n % 2 == 1 ? times[n / 2] : 0.5 * (times[(n / 2) - 1] + times[n / 2]);
-        var metrics = BlockMetrics.For(c, o.DType == "f32" ? 4 : 2, o.KvBytes, k.Decode, k.Position, k.Tokens);
+        var metrics = BlockMetrics.For(executor.Config, o.DType == "f32" ? 4 : 2, o.KvBytes, k.Decode, k.Position, k.Tokens, k.Backward);
         return new BlockResult(k, median, times[0], times, metrics, allocated / o.Iterations, 0);
     }
 }

@@ -244,7 +244,28 @@ internal sealed unsafe partial class CpuBlockExecutor
     {
         var job = _inputGradientWork;
         job.Set(rows, dx, accumulate, a, dya, b, dyb, c, dyc);
-        RunParallel(job, job.MultiplyAdds);
+        if (rows < PackedMinTokens)
+        {
+            RunParallel(job, job.MultiplyAdds);
+            return;
+        }
+
+        // Many tokens: pack each output gradient once for all threads, then the transposed packed GEMM.
+        fixed (float* packed = _bw.PackedGrad)
+        {
+            var offset = 0L;
+            for (var i = 0; i < job.Count; i++)
+            {
+                var layer = job.Layer(i);
+                job.SetPacked(i, packed + offset);
+                PackedGemm.PackInput(job.Gradient(i), rows, layer.OutFeatures, packed + offset);
+                offset += PackedGemm.PackedSize(rows, layer.OutFeatures);
+            }
+
+            job.GemmScratch = _bw.GemmScratch;
+            RunParallel(job, job.MultiplyAdds);
+            job.GemmScratch = null;
+        }
     }
 
     /// <summary>Checks an adaptation for a pass: resolved weights only (no adapter name), and <see cref="BlockAdaptation.Validate"/>.</summary>
@@ -484,6 +505,8 @@ internal sealed unsafe partial class CpuBlockExecutor
         public float[] NormScratch = [];
         public float[][] AttentionScratch = [];
         public float[][] PartScratch = [];
+        public float[][] GemmScratch = [];
+        public float[] PackedGrad = [];
 
         public void Ensure(ModelConfig c, int rows, int tokens, int blocks, int parts)
         {
@@ -520,6 +543,19 @@ internal sealed unsafe partial class CpuBlockExecutor
                 }
             }
 
+            if (rows >= PackedMinTokens)
+            {
+                Grow(ref PackedGrad, PackedGemm.PackedSize(rows, Math.Max(Math.Max(2 * c.IntermediateSize, qDim + (2 * kvDim)), c.HiddenSize)));
+                if (GemmScratch.Length != parts)
+                {
+                    GemmScratch = new float[parts][];
+                    for (var i = 0; i < parts; i++)
+                    {
+                        GemmScratch[i] = GC.AllocateUninitializedArray<float>(InputGradientGemm.ScratchFloats, pinned: true);
+                    }
+                }
+            }
+
             for (var i = 0; i < parts; i++)
             {
                 Grow(ref AttentionScratch[i], 2L * tokens);
@@ -534,6 +570,7 @@ internal sealed unsafe partial class CpuBlockExecutor
     {
         private readonly LinearLayer?[] _layers = new LinearLayer?[3];
         private readonly nint[] _dy = new nint[3];
+        private readonly nint[] _packed = new nint[3];
         private int _count;
         private int _rows;
         private float* _dx;
@@ -541,6 +578,17 @@ internal sealed unsafe partial class CpuBlockExecutor
         private int _alignment;
 
         public long MultiplyAdds { get; private set; }
+
+        public int Count => _count;
+
+        /// <summary>Per-part scratch of the packed GEMM, or null for the streaming kernel.</summary>
+        public float[][]? GemmScratch { get; set; }
+
+        public LinearLayer Layer(int i) => _layers[i]!;
+
+        public float* Gradient(int i) => (float*)_dy[i];
+
+        public void SetPacked(int i, float* packed) => _packed[i] = (nint)packed;
 
         public void Set(int rows, float* dx, bool accumulate, LinearLayer a, float* dya, LinearLayer? b, float* dyb, LinearLayer? c, float* dyc)
         {
@@ -569,6 +617,23 @@ internal sealed unsafe partial class CpuBlockExecutor
         public void Execute(int part, int parts)
         {
             var inF = _layers[0]!.InFeatures;
+            if (GemmScratch is { } scratch)
+            {
+                var (ps, pe) = WorkerPool.Slice(inF, part, parts, InputGradientGemm.ColumnChunk(_alignment));
+                if (ps < pe)
+                {
+                    fixed (float* sp = scratch[part])
+                    {
+                        for (var i = 0; i < _count; i++)
+                        {
+                            _layers[i]!.InputGradientColumnsPacked((float*)_packed[i], _rows, _dx, ps, pe, _accumulate || i > 0, sp);
+                        }
+                    }
+                }
+
+                return;
+            }
+
             var (s, e) = WorkerPool.Slice(inF, part, parts, _alignment);
             if (s >= e)
             {

@@ -14,6 +14,7 @@ internal static class PetalsCommand
         var root = new RootCommand("Petals for .NET: run large language models, locally or across a swarm.");
         root.Subcommands.Add(GenerateCommand.Create(context));
         root.Subcommands.Add(PerplexityCommand.Create(context));
+        root.Subcommands.Add(FinetuneCommand.Create(context));
         root.Subcommands.Add(TokenizeCommand.Create(context));
         root.Subcommands.Add(ConvertCommand.Create(context));
         root.Subcommands.Add(ServeCommand.Create(context));

@@ -113,7 +113,7 @@ internal static unsafe class PackedGemm
                         var panel = xp + ((((long)p * k) + k0) * TokenTile);
                         if (rows == RowTile)
                         {
-                            Micro6x32(panel, wbuf, kl, tile);
+                            Micro6x32(panel, wbuf, KBlock, kl, tile);
                         }
                         else
                         {
@@ -150,15 +150,15 @@ internal static unsafe class PackedGemm
         }
     }
 
-    /// <summary>Six weight rows (fp32, stride <see cref="KBlock"/>) × 32 packed tokens over <paramref name="kl"/> columns, into <c>tile[6][32]</c>.</summary>
+    /// <summary>Six weight rows (fp32, row stride <paramref name="stride"/>) × 32 packed tokens over <paramref name="kl"/> columns, into <c>tile[6][32]</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Micro6x32(float* panel, float* wbuf, int kl, float* tile)
+    internal static void Micro6x32(float* panel, float* wbuf, int stride, int kl, float* tile)
     {
         if (Vector512.IsHardwareAccelerated)
         {
             Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
             Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-            float* w0 = wbuf, w1 = w0 + KBlock, w2 = w1 + KBlock, w3 = w2 + KBlock, w4 = w3 + KBlock, w5 = w4 + KBlock;
+            float* w0 = wbuf, w1 = w0 + stride, w2 = w1 + stride, w3 = w2 + stride, w4 = w3 + stride, w5 = w4 + stride;
             for (var i = 0; i < kl; i++)
             {
                 var x0 = Vector512.Load(panel + (i * TokenTile));
@@ -201,26 +201,26 @@ internal static unsafe class PackedGemm
             // 16 ymm registers: three passes of 2 rows × 32 tokens (8 accumulators, 4 inputs, 1 broadcast).
             for (var j = 0; j < RowTile; j += 2)
             {
-                Micro2x32V256(panel, wbuf + (j * KBlock), kl, tile + (j * TokenTile));
+                Micro2x32V256(panel, wbuf + (j * stride), stride, kl, tile + (j * TokenTile));
             }
         }
         else
         {
             for (var j = 0; j < RowTile; j++)
             {
-                Micro1x32(panel, wbuf + (j * KBlock), kl, tile + (j * TokenTile));
+                Micro1x32(panel, wbuf + (j * stride), kl, tile + (j * TokenTile));
             }
         }
     }
 
-    /// <summary>Two weight rows (stride <see cref="KBlock"/>) × 32 packed tokens with Vector256, into <c>tile[2][32]</c>.</summary>
+    /// <summary>Two weight rows (row stride <paramref name="stride"/>) × 32 packed tokens with Vector256, into <c>tile[2][32]</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Micro2x32V256(float* panel, float* wbuf, int kl, float* tile)
+    private static void Micro2x32V256(float* panel, float* wbuf, int stride, int kl, float* tile)
     {
         Vector256<float> c00 = default, c01 = default, c02 = default, c03 = default;
         Vector256<float> c10 = default, c11 = default, c12 = default, c13 = default;
         var w0 = wbuf;
-        var w1 = wbuf + KBlock;
+        var w1 = wbuf + stride;
         for (var i = 0; i < kl; i++)
         {
             var px = panel + (i * TokenTile);
@@ -252,7 +252,7 @@ internal static unsafe class PackedGemm
 
     /// <summary>One weight row × 32 packed tokens, into <c>tile[32]</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Micro1x32(float* panel, float* wrow, int kl, float* tile)
+    internal static void Micro1x32(float* panel, float* wrow, int kl, float* tile)
     {
         if (Vector256.IsHardwareAccelerated)
         {

@@ -108,6 +108,30 @@ internal sealed unsafe class DenseLinearLayer : LinearLayer
         }
     }
 
+    public override void InputGradientColumnsPacked(float* dyp, int m, float* dx, int colStart, int colEnd, bool accumulate, float* scratch)
+    {
+        switch (_dtype)
+        {
+            case TensorDType.F32:
+                InputGradientGemm.Compute<DenseRows<F32Format>>(dyp, m, OutFeatures, InFeatures, _data, dx, colStart, colEnd, accumulate, scratch);
+                break;
+            case TensorDType.BF16:
+                InputGradientGemm.Compute<DenseRows<Bf16Format>>(dyp, m, OutFeatures, InFeatures, _data, dx, colStart, colEnd, accumulate, scratch);
+                break;
+            default:
+                if (_finiteF16)
+                {
+                    InputGradientGemm.Compute<DenseRows<F16FiniteFormat>>(dyp, m, OutFeatures, InFeatures, _data, dx, colStart, colEnd, accumulate, scratch);
+                }
+                else
+                {
+                    InputGradientGemm.Compute<DenseRows<F16Format>>(dyp, m, OutFeatures, InFeatures, _data, dx, colStart, colEnd, accumulate, scratch);
+                }
+
+                break;
+        }
+    }
+
     public override void DequantizeRow(int row, float* destination)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(row);

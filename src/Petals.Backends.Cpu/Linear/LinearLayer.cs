@@ -72,6 +72,21 @@ internal abstract unsafe class LinearLayer : IDisposable
     /// </summary>
     public abstract void InputGradientColumns(float* dy, int m, float* dx, int colStart, int colEnd, bool accumulate);
 
+    /// <summary>
+    /// The compute-bound form of <see cref="InputGradientColumns"/> for many tokens (<see cref="Kernels.InputGradientGemm"/>):
+    /// <c>dx[m, InFeatures] (+)= dy W</c> for input columns <c>[colStart, colEnd)</c> from output gradients packed by
+    /// <see cref="Kernels.PackedGemm.PackInput"/>; threads split the columns on
+    /// <see cref="Kernels.InputGradientGemm.ColumnChunk"/>(<see cref="ColumnAlignment"/>) boundaries.
+    /// </summary>
+    /// <param name="dyp">The packed output gradients (<c>k = OutFeatures</c>).</param>
+    /// <param name="m">Tokens.</param>
+    /// <param name="dx">Input gradients <c>[m, InFeatures]</c>.</param>
+    /// <param name="colStart">First input column.</param>
+    /// <param name="colEnd">Input column past the last.</param>
+    /// <param name="accumulate">Add to <paramref name="dx"/>.</param>
+    /// <param name="scratch">The calling thread's <see cref="Kernels.InputGradientGemm.ScratchFloats"/> floats.</param>
+    public abstract void InputGradientColumnsPacked(float* dyp, int m, float* dx, int colStart, int colEnd, bool accumulate, float* scratch);
+
     /// <summary>Computes the whole product with a native BLAS when this storage allows it; returns <see langword="false"/> otherwise.</summary>
     public virtual bool TryForwardNative(NativeBlas blas, float* x, int m, float* y, int ldy, bool accumulate) => false;
 

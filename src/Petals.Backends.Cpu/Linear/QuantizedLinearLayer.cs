@@ -48,6 +48,9 @@ internal sealed unsafe class QuantizedLinearLayer<TRows> : LinearLayer
     public override void InputGradientColumns(float* dy, int m, float* dx, int colStart, int colEnd, bool accumulate) =>
         QuantKernels.InputGradient<TRows>(_data, OutFeatures, InFeatures, dy, m, dx, colStart, colEnd, accumulate, KernelPaths.Best);
 
+    public override void InputGradientColumnsPacked(float* dyp, int m, float* dx, int colStart, int colEnd, bool accumulate, float* scratch) =>
+        InputGradientGemm.Compute<TRows>(dyp, m, OutFeatures, InFeatures, _data, dx, colStart, colEnd, accumulate, scratch);
+
     public override void DequantizeRow(int row, float* destination)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(row);

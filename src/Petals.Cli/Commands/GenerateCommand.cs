@@ -39,6 +39,7 @@ internal static class GenerateCommand
         var requireQuant = QuantizationOptions.RequireQuant();
         var adapters = AdapterOptions.Adapters("the blocks run in this process (without --peers and --initial-peers)");
         var adapter = AdapterOptions.Adapter();
+        var tuned = TunedOption();
 
         var verifyRate = new Option<double>("--verify-rate")
         {
@@ -49,7 +50,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate text from a prompt, with the blocks in this process, on servers given by --peers, or on servers found in the swarm through --initial-peers.")
         {
             model, prompt, maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, output, threads, peers, wireCodec, initialPeers, modelId, allowPeers, blockPeers, verifyRate, insecure, noMultiplex,
-            quant, requireQuant, adapters, adapter,
+            quant, requireQuant, adapters, adapter, tuned,
         };
         command.Validators.Add(result =>
         {
@@ -167,7 +168,8 @@ internal static class GenerateCommand
                 remote.VerificationFailed += (_, mismatch) => context.Info("verification failed: " + mismatch);
             }
 
-            await RunAsync(context, lm, parse.GetValue(prompt)!, options, json, ct).ConfigureAwait(false);
+            var tunedModel = parse.GetValue(tuned) is { } tunedDir ? LoadTuned(context, lm, tunedDir) : null;
+            await RunAsync(context, lm, parse.GetValue(prompt)!, options, json, ct, tunedModel).ConfigureAwait(false);
             if (lm.Blocks is RemoteTransformerBlocks checkedRemote && parse.GetValue(verifyRate) > 0)
             {
                 var stats = checkedRemote.Verification;
@@ -180,7 +182,7 @@ internal static class GenerateCommand
     }
 
     /// <summary>Generates from <paramref name="text"/>, streaming the text to the output (or one JSON line), and reports timing.</summary>
-    internal static async Task<GenerationRun> RunAsync(CliContext context, CausalLanguageModel lm, string text, GenerationOptions options, bool json, CancellationToken ct)
+    internal static async Task<GenerationRun> RunAsync(CliContext context, CausalLanguageModel lm, string text, GenerationOptions options, bool json, CancellationToken ct, Petals.Training.TunedLanguageModel? tuned = null)
     {
         var promptIds = lm.EncodePrompt(text);
         var generated = new List<int>(options.MaxNewTokens);
@@ -193,7 +195,8 @@ internal static class GenerateCommand
 
         var timer = Stopwatch.StartNew();
         var firstTokenSeconds = 0.0;
-        await foreach (var token in lm.GenerateAsync(promptIds, options, ct).ConfigureAwait(false))
+        var tokens = tuned is null ? lm.GenerateAsync(promptIds, options, ct) : tuned.GenerateAsync(promptIds, options, ct);
+        await foreach (var token in tokens.ConfigureAwait(false))
         {
             if (generated.Count == 0)
             {
@@ -239,6 +242,20 @@ internal static class GenerateCommand
         }
 
         return new GenerationRun(promptIds, generated, pieces.ToString(), seconds, firstTokenSeconds, decodeRate);
+    }
+
+    /// <summary>The <c>--tuned DIR</c> option of generate and perplexity.</summary>
+    internal static Option<string?> TunedOption() =>
+        new("--tuned") { Description = "Use the parameters trained by `petals finetune` in this directory (prefix prompts, deep prompts or LoRA)." };
+
+    /// <summary>Loads the parameters of <c>--tuned</c> for <paramref name="lm"/> and says what they are.</summary>
+    internal static Petals.Training.TunedLanguageModel LoadTuned(CliContext context, CausalLanguageModel lm, string directory)
+    {
+        var tuned = Petals.Training.TunedLanguageModel.Load(lm, directory);
+        var options = tuned.Model.Options;
+        context.Info(string.Create(CultureInfo.InvariantCulture,
+            $"tuned parameters from {directory}: {options.Mode}, {tuned.Model.Parameters.Sum(p => p.Values.Length)} values, prefix {tuned.Model.PrefixLength} positions"));
+        return tuned;
     }
 
     /// <summary>

@@ -17,9 +17,10 @@ internal static class PerplexityCommand
         var textFile = new Option<string>("--text-file") { Description = "A UTF-8 text file to score.", Required = true };
         var output = ModelOptions.Output();
         var quant = QuantizationOptions.Quant("the blocks");
+        var tuned = GenerateCommand.TunedOption();
         var command = new Command("perplexity", "Mean negative log-likelihood (nats per token) of a text: BOS + text, every token after BOS predicted (teacher-forced), with the blocks in this process, quantized with --quant.")
         {
-            model, textFile, output, threads, quant,
+            model, textFile, output, threads, quant, tuned,
         };
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
@@ -54,7 +55,9 @@ internal static class PerplexityCommand
             }
 
             var timer = Stopwatch.StartNew();
-            var result = await lm.ComputeNegativeLogLikelihoodAsync(ids, ct).ConfigureAwait(false);
+            var result = parse.GetValue(tuned) is { } tunedDir
+                ? await GenerateCommand.LoadTuned(context, lm, tunedDir).ComputeNegativeLogLikelihoodAsync(ids, ct).ConfigureAwait(false)
+                : await lm.ComputeNegativeLogLikelihoodAsync(ids, ct).ConfigureAwait(false);
             context.Info(string.Create(CultureInfo.InvariantCulture, $"scored {ids.Length} tokens"), timer);
             if (ModelOptions.IsJson(parse.GetValue(output)))
             {

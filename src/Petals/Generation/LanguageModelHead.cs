@@ -30,6 +30,15 @@ public sealed class LanguageModelHead
     /// <summary>The model configuration.</summary>
     public ModelConfig Config { get; }
 
+    /// <summary>The LM head matrix <c>[VocabSize, HiddenSize]</c> (the embeddings when tied); fine-tuning reads it to run backward.</summary>
+    internal DenseMatrix HeadMatrix => _head;
+
+    /// <summary>The final RMSNorm's weight.</summary>
+    internal ReadOnlySpan<float> NormWeight => _normWeight;
+
+    /// <summary>The final RMSNorm's epsilon.</summary>
+    internal float NormEpsilon => _eps;
+
     /// <summary>Whether the LM head is the embedding matrix (tied weights).</summary>
     public bool IsTied => ReferenceEquals(_embeddings, _head);
 
