@@ -78,7 +78,9 @@ public sealed class TunedLanguageModel
         var sampler = new Sampler(options.Sampling);
         var logits = new float[config.VocabSize];
         var normed = new float[h];
-        var session = await Model.Blocks.OpenSessionAsync(1, maxLength, Model.CreateAdaptation(1), cancellationToken).ConfigureAwait(false);
+        // A servers' adapter (GenerationOptions.Adapter) combines with trained prompts; with trained LoRA it is refused (BlockAdaptation.Validate).
+        var adaptation = options.Adapter is { } adapter ? (Model.CreateAdaptation(1) ?? Execution.BlockAdaptation.None) with { Adapter = adapter } : Model.CreateAdaptation(1);
+        var session = await Model.Blocks.OpenSessionAsync(1, maxLength, adaptation, cancellationToken).ConfigureAwait(false);
         await using (session.ConfigureAwait(false))
         {
             var first = new float[(prefix + length) * h];
