@@ -30,7 +30,9 @@ internal sealed unsafe partial class CpuBlockExecutor
     /// Memory per call (fp32 values, kept and reused between calls, grown on demand): with <c>R = batch × tokens</c>, block
     /// count <c>n</c>, hidden <c>H</c>, query width <c>Q = heads × headDim</c>, key-value width <c>KV</c>, intermediate <c>I</c>,
     /// LoRA rank <c>r</c> (0 without) and <c>P</c> threads: <c>R·(n·H + 4·H + 4·Q + 4·KV + 4·I + 2·r) + P·(2·tokens + 3·1024)</c>
-    /// for the backward, plus the forward's scratch <c>R·(H + 2·Q + 2·KV + 2·I)</c> (and the packed inputs of the GEMM).
+    /// for the backward, plus the forward's scratch <c>R·(H + 2·Q + 2·KV + 2·I)</c> and, from 24 rows, the packed inputs and
+    /// output gradients of the GEMMs (<c>⌈R/32⌉·32·(max(H, Q, I) + max(2·I, Q + 2·KV, H))</c>) and <c>P·49344</c> floats of
+    /// weight blocks.
     /// </remarks>
     public void Backward(ReadOnlySpan<float> inputs, Span<float> gradients, int batchSize, int tokenCount, BlockRange blocks, BlockAdaptation? adaptation = null, BlockGradients? adaptationGradients = null)
     {

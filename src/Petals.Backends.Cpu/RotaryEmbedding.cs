@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Petals.Models;
 
 namespace Petals.Backends.Cpu;
@@ -73,10 +75,27 @@ internal sealed class RotaryEmbedding
     public static void RotateBack(Span<float> x, int heads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
     {
         var half = headDim / 2;
+        ref var c0 = ref MemoryMarshal.GetReference(cos);
+        ref var s0 = ref MemoryMarshal.GetReference(sin);
         for (var h = 0; h < heads; h++)
         {
             var v = x.Slice(h * headDim, headDim);
-            for (var j = 0; j < half; j++)
+            ref var v0 = ref MemoryMarshal.GetReference(v);
+            var j = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                for (; j + 8 <= half; j += 8)
+                {
+                    var x1 = Vector256.LoadUnsafe(ref v0, (nuint)j);
+                    var x2 = Vector256.LoadUnsafe(ref v0, (nuint)(j + half));
+                    var c = Vector256.LoadUnsafe(ref c0, (nuint)j);
+                    var s = Vector256.LoadUnsafe(ref s0, (nuint)j);
+                    ((x1 * c) + (x2 * s)).StoreUnsafe(ref v0, (nuint)j);
+                    ((x2 * c) - (x1 * s)).StoreUnsafe(ref v0, (nuint)(j + half));
+                }
+            }
+
+            for (; j < half; j++)
             {
                 var x1 = v[j];
                 var x2 = v[j + half];

@@ -6,7 +6,7 @@ namespace Petals.Backends.Cpu.Kernels;
 /// <summary>
 /// The compute-bound backward product of a frozen linear layer for many tokens, <c>dX[m, in] (+)= dY[m, out] W</c>: the
 /// output gradients are packed once per product into 32-token panels (<see cref="PackedGemm.PackInput"/> over the
-/// <c>out</c> dimension), each thread widens a block of weights (up to 256 rows × a chunk of input columns, dense or
+/// <c>out</c> dimension), each thread widens a block of weights (up to 512 rows × a chunk of input columns, dense or
 /// block-quantized) to fp32 in its natural row-major layout, and a 4-token × 24-column (Vector256) or × 48-column
 /// (Vector512) micro-kernel broadcasts four output gradients per weight row against three vectors of that row's
 /// columns into twelve FMA accumulators. A weight element is widened once per panel sweep, not once per token, and no
@@ -36,7 +36,8 @@ internal static unsafe class InputGradientGemm
     }
 
     /// <summary>Weight rows per widened block for a column chunk.</summary>
-    private static int RowBlock(int chunk) => Math.Max(16, Math.Min(256, BlockFloats / chunk));
+    /// <remarks>512 rows of 48 columns (96 KiB) measured a few percent faster than 256 or 128 on two AVX2 cores (fewer partial sums stored into dX).</remarks>
+    private static int RowBlock(int chunk) => Math.Max(16, Math.Min(512, BlockFloats / chunk));
 
     /// <summary>
     /// Computes input columns <c>[colStart, colEnd)</c> of <c>dx[m, inF] (+)= dy W</c> from <paramref name="dyp"/>, the output
