@@ -25,7 +25,7 @@ namespace Petals.Client;
 /// </para>
 /// <para>Thread-safe for opening sessions and stateless forward calls; each session is used by one caller at a time.</para>
 /// </remarks>
-public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposable, IDisposable
+public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposable, IDisposable
 {
     private readonly RemoteSequenceOptions _options;
     private readonly SwarmSequenceManager _sequence;
