@@ -152,9 +152,12 @@ internal sealed class InferenceSession
                     // The executor refused the step (shape, cache overflow): a precise message, not a crash.
                     _endReason = ex.Message;
                     _queue.Writer.TryComplete();
-                    var error = ex is NotSupportedException && Blocks != _server.Blocks
-                        ? _server.SubRangeUnsupported(Blocks, ex)
-                        : new ProtocolException(ProtocolErrorCode.Internal, $"The step failed: {ex.Message}");
+                    var error = ex switch
+                    {
+                        NotSupportedException when Blocks != _server.Blocks => _server.SubRangeUnsupported(Blocks, ex),
+                        NotSupportedException => new ProtocolException(BlockServerErrors.Unsupported, $"this server cannot run the step: {ex.Message}"),
+                        _ => new ProtocolException(ProtocolErrorCode.Internal, $"The step failed: {ex.Message}"),
+                    };
                     await _connection.TrySendErrorAsync(StreamId, error).ConfigureAwait(false);
                     break;
                 }

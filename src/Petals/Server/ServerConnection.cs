@@ -230,7 +230,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         }
 
         var hidden = _server.Config.HiddenSize;
-        var bytes = ((long)batch * tokens * hidden * sizeof(float)) + AdaptationBytes(adaptation);
+        var bytes = ((long)batch * tokens * hidden * sizeof(float)) + AdaptationBytes(adaptation, request.Lora.HasValue);
         if (!_server.TryReserveInput(bytes))
         {
             return SendErrorAsync(streamId, _server.InputBudgetFull(bytes), ct);
@@ -290,7 +290,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         var count = batch * tokens * _server.Config.HiddenSize;
 
         // Charged as the forward charges its input: both tensors and the adaptation wait here until computed.
-        var bytes = (2L * count * sizeof(float)) + AdaptationBytes(adaptation);
+        var bytes = (2L * count * sizeof(float)) + AdaptationBytes(adaptation, request.Lora.HasValue);
         if (!_server.TryReserveInput(bytes))
         {
             return SendErrorAsync(streamId, _server.InputBudgetFull(bytes), ct);
@@ -326,8 +326,8 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         }
     }
 
-    private static long AdaptationBytes(Execution.BlockAdaptation? adaptation) =>
-        adaptation is null ? 0 : ((long)adaptation.Prompts.Length * sizeof(float)) + (adaptation.Adapter is null && adaptation.Lora is { } lora ? (long)lora.Values.Length * sizeof(float) : 0);
+    private static long AdaptationBytes(Execution.BlockAdaptation? adaptation, bool sentLora) =>
+        adaptation is null ? 0 : ((long)adaptation.Prompts.Length * sizeof(float)) + (sentLora && adaptation.Lora is { } lora ? (long)lora.Values.Length * sizeof(float) : 0);
 
     /// <summary>
     /// Builds the adaptation of a call or step over <paramref name="blocks"/> from its wire fields, or returns the error:
@@ -404,9 +404,9 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             promptLength = shape[2];
         }
 
+        // The executor takes only weights: a named adapter is resolved into its weights here (the name is not passed on).
         adaptation = new Execution.BlockAdaptation
         {
-            Adapter = adapter,
             Lora = weights,
             Prompts = promptValues ?? ReadOnlyMemory<float>.Empty,
             PromptLength = promptLength,
