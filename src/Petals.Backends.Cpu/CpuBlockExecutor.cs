@@ -20,7 +20,7 @@ namespace Petals.Backends.Cpu;
 /// Thread-safe: forward passes on different caches may be called concurrently and run one after the other
 /// (each one already uses every core). Scratch buffers are kept between calls and grow only when a call needs more.
 /// </remarks>
-internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
+internal sealed unsafe partial class CpuBlockExecutor : IBlockExecutor
 {
     private readonly BlockWeights[] _blocks;
     private readonly CpuExecutorOptions _options;
@@ -56,6 +56,9 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
 
     public BlockRange Blocks { get; }
 
+    /// <summary>The weights of block <paramref name="layer"/> of the span (index from 0), for tests that read them back.</summary>
+    internal BlockWeights WeightsOf(int layer) => _blocks[layer];
+
     /// <summary>The native BLAS in use, if any.</summary>
     public NativeBlas? NativeBlas => _blas;
 
@@ -72,7 +75,10 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
 
     public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache) => Forward(hidden, batchSize, tokenCount, cache, Blocks);
 
-    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks)
+    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks) =>
+        Forward(hidden, batchSize, tokenCount, cache, blocks, null);
+
+    public void Forward(Span<float> hidden, int batchSize, int tokenCount, IKvCache? cache, BlockRange blocks, BlockAdaptation? adaptation)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
@@ -83,6 +89,16 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         {
             throw new ArgumentException(
                 $"hidden has {hidden.Length} values; [batch {batchSize}, tokens {tokenCount}, hidden {Config.HiddenSize}] needs {rows * Config.HiddenSize}.", nameof(hidden));
+        }
+
+        if (adaptation is not null && adaptation.IsEmpty)
+        {
+            adaptation = null;
+        }
+
+        if (adaptation is not null)
+        {
+            CheckAdaptation(adaptation, blocks, batchSize, cache is null ? tokenCount : null);
         }
 
         CpuKvCache? kv = null;
@@ -124,7 +140,9 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
                 var first = blocks.Start - Blocks.Start;
                 for (var i = 0; i < blocks.Count; i++)
                 {
-                    RunBlock(first + i, i, h, batchSize, tokenCount, start, kv);
+                    var adapt = Adapt.For(adaptation, blocks, i, batchSize, Config.HiddenSize);
+                    adapt.AddPrompts(h, batchSize, tokenCount, start, Config.HiddenSize);
+                    RunBlock(first + i, i, h, batchSize, tokenCount, start, kv, adapt, _ws.Buffers);
                 }
             }
 
@@ -144,25 +162,38 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         }
     }
 
-    /// <summary>Runs block <paramref name="layer"/> of the span (index from 0), whose keys and values are block <paramref name="cacheLayer"/> of the cache.</summary>
-    private void RunBlock(int layer, int cacheLayer, float* hidden, int batch, int tokens, int start, CpuKvCache? kv)
+    /// <summary>
+    /// Runs block <paramref name="layer"/> of the span (index from 0), whose keys and values are block <paramref name="cacheLayer"/>
+    /// of the cache, with the sent adapters of <paramref name="adapt"/> (prompts are added by the caller). With
+    /// <see cref="BlockBuffers.KeepIntermediates"/> (the backward pass's recomputation), every intermediate stays in its own
+    /// buffer and the block stops before the down projection: <paramref name="hidden"/> then holds the attention residual.
+    /// </summary>
+    private void RunBlock(int layer, int cacheLayer, float* hidden, int batch, int tokens, int start, CpuKvCache? kv, in Adapt adapt, BlockBuffers ws)
     {
         var c = Config;
         var w = _blocks[layer];
         var rows = batch * tokens;
         var hs = c.HiddenSize;
-        var ws = _ws;
         var d = c.HeadDim;
+        var lora = adapt.Lora;
+        var block = Blocks.Start + layer;
 
         // Attention: x + o(attn(rope(q(n(x))), rope(k(n(x))), v(n(x)))).
         RmsNorm(hidden, ws.Normed, rows, hs, w.InputNorm, (float)c.RmsNormEps);
         Linear(ws.Normed, rows, w.Q, ws.Q, w.K, ws.K, w.V, ws.V, accumulate: false);
+        if (lora is not null)
+        {
+            LoraForward(lora, block, LoraTarget.Query, ws.Normed, rows, ws.Q);
+            LoraForward(lora, block, LoraTarget.Key, ws.Normed, rows, ws.K);
+            LoraForward(lora, block, LoraTarget.Value, ws.Normed, rows, ws.V);
+        }
+
         var half = d / 2;
         for (var r = 0; r < rows; r++)
         {
             var t = r % tokens;
-            var cos = new ReadOnlySpan<float>(ws.Cos, t * half, half);
-            var sin = new ReadOnlySpan<float>(ws.Sin, t * half, half);
+            var cos = new ReadOnlySpan<float>(_ws.Cos, t * half, half);
+            var sin = new ReadOnlySpan<float>(_ws.Sin, t * half, half);
             RotaryEmbedding.Rotate(new Span<float>(ws.Q, r * _qDim, _qDim), c.NumHeads, d, cos, sin);
             RotaryEmbedding.Rotate(new Span<float>(ws.K, r * _kvDim, _kvDim), c.NumKeyValueHeads, d, cos, sin);
         }
@@ -172,7 +203,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         {
             aw.Q = q;
             aw.Out = o;
-            aw.Scores = ws.Scores;
+            aw.Scores = _ws.Scores;
             aw.Batch = batch;
             aw.Tokens = tokens;
             aw.Start = start;
@@ -222,17 +253,41 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
         }
 
         Linear(ws.Attn, rows, w.O, hidden, hs, accumulate: true);
+        if (lora is not null)
+        {
+            LoraForward(lora, block, LoraTarget.Output, ws.Attn, rows, hidden);
+        }
 
         // MLP: x + down(silu(gate(n(x))) * up(n(x))).
-        RmsNorm(hidden, ws.Normed, rows, hs, w.PostAttentionNorm, (float)c.RmsNormEps);
-        Linear(ws.Normed, rows, w.Gate, ws.Gate, w.Up, ws.Up, null, null, accumulate: false);
+        RmsNorm(hidden, ws.Normed2, rows, hs, w.PostAttentionNorm, (float)c.RmsNormEps);
+        Linear(ws.Normed2, rows, w.Gate, ws.Gate, w.Up, ws.Up, null, null, accumulate: false);
+        if (lora is not null)
+        {
+            LoraForward(lora, block, LoraTarget.Gate, ws.Normed2, rows, ws.Gate);
+            LoraForward(lora, block, LoraTarget.Up, ws.Normed2, rows, ws.Up);
+        }
+
         var n = rows * c.IntermediateSize;
         var gate = ws.Gate.AsSpan(0, n);
         var up = ws.Up.AsSpan(0, n);
+        if (ws.KeepIntermediates)
+        {
+            // m = silu(g) * u into its own buffer: the backward pass needs g and u.
+            var m = ws.Mlp.AsSpan(0, n);
+            TensorPrimitives.Sigmoid(gate, m);
+            TensorPrimitives.Multiply(m, gate, m);
+            TensorPrimitives.Multiply(m, up, m);
+            return;
+        }
+
         TensorPrimitives.Multiply(up, gate, up);
         TensorPrimitives.Sigmoid(gate, gate);
         TensorPrimitives.Multiply(gate, up, gate);
         Linear(ws.Gate, rows, w.Down, hidden, hs, accumulate: true);
+        if (lora is not null)
+        {
+            LoraForward(lora, block, LoraTarget.Down, ws.Gate, rows, hidden);
+        }
     }
 
     private static void RmsNorm(float* x, float[] output, int rows, int width, float[] weight, float eps)
@@ -512,15 +567,16 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
     }
 
     /// <summary>Scratch buffers of a forward pass, pinned and grown on demand.</summary>
-    private sealed class Workspace
+    private sealed class Workspace : BlockBuffers
     {
-        public float[] Normed = [];
-        public float[] Q = [];
-        public float[] K = [];
-        public float[] V = [];
-        public float[] Attn = [];
-        public float[] Gate = [];
-        public float[] Up = [];
+        public Workspace()
+        {
+            Buffers = this;
+        }
+
+        /// <summary>This workspace as the buffers of a block (the forward pass shares one normed buffer and computes m in the gate buffer).</summary>
+        public BlockBuffers Buffers { get; }
+
         public float[] Cos = [];
         public float[] Sin = [];
         public float[][] Scores = [];
@@ -532,6 +588,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             var qDim = c.NumHeads * c.HeadDim;
             var kvDim = c.NumKeyValueHeads * c.HeadDim;
             Grow(ref Normed, (long)rows * c.HiddenSize);
+            Normed2 = Normed;
             Grow(ref Q, (long)rows * qDim);
             Grow(ref K, (long)rows * kvDim);
             Grow(ref V, (long)rows * kvDim);
@@ -570,7 +627,7 @@ internal sealed unsafe class CpuBlockExecutor : IBlockExecutor
             }
         }
 
-        private static void Grow(ref float[] buffer, long size)
+        internal static void Grow(ref float[] buffer, long size)
         {
             if (buffer.Length >= size)
             {

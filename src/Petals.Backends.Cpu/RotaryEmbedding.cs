@@ -66,6 +66,26 @@ internal sealed class RotaryEmbedding
         }
     }
 
+    /// <summary>
+    /// The backward pass of <see cref="Rotate"/> on gradients <paramref name="x"/> (in place): a rotation's transpose is
+    /// the inverse rotation, the same pairs turned by minus the angle.
+    /// </summary>
+    public static void RotateBack(Span<float> x, int heads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
+    {
+        var half = headDim / 2;
+        for (var h = 0; h < heads; h++)
+        {
+            var v = x.Slice(h * headDim, headDim);
+            for (var j = 0; j < half; j++)
+            {
+                var x1 = v[j];
+                var x2 = v[j + half];
+                v[j] = (x1 * cos[j]) + (x2 * sin[j]);
+                v[j + half] = (x2 * cos[j]) - (x1 * sin[j]);
+            }
+        }
+    }
+
     private static void Apply(RopeScaling scaling, double[] invFreq, string source)
     {
         if (!(scaling.Factor > 0) || !double.IsFinite(scaling.Factor))
