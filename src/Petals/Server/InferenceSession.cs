@@ -155,7 +155,7 @@ internal sealed class InferenceSession
                     var error = ex switch
                     {
                         NotSupportedException when Blocks != _server.Blocks => _server.SubRangeUnsupported(Blocks, ex),
-                        NotSupportedException => new ProtocolException(BlockServerErrors.Unsupported, $"this server cannot run the step: {ex.Message}"),
+                        NotSupportedException when work.Adaptation is not null => new ProtocolException(BlockServerErrors.Unsupported, $"this server cannot run the step: {ex.Message}"),
                         _ => new ProtocolException(ProtocolErrorCode.Internal, $"The step failed: {ex.Message}"),
                     };
                     await _connection.TrySendErrorAsync(StreamId, error).ConfigureAwait(false);

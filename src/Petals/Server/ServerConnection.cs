@@ -445,7 +445,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         catch (Exception ex) when (ex is not (OperationCanceledException or ProtocolException or Transport.TransportException or IOException))
 #pragma warning restore CA1031
         {
-            await TrySendErrorAsync(streamId, ComputeError(ex, blocks, "forward pass")).ConfigureAwait(false);
+            await TrySendErrorAsync(streamId, ComputeError(ex, blocks, "forward pass", adaptation is not null)).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // The connection broke while sending: nothing to tell the client.
         catch (Exception ex) when (ex is OperationCanceledException or ProtocolException or Transport.TransportException or IOException)
@@ -499,7 +499,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         catch (Exception ex) when (ex is not (OperationCanceledException or ProtocolException or Transport.TransportException or IOException))
 #pragma warning restore CA1031
         {
-            await TrySendErrorAsync(streamId, ComputeError(ex, blocks, "backward pass")).ConfigureAwait(false);
+            await TrySendErrorAsync(streamId, ComputeError(ex, blocks, "backward pass", fineTuning: true)).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // The connection broke while sending: nothing to tell the client.
         catch (Exception ex) when (ex is OperationCanceledException or ProtocolException or Transport.TransportException or IOException)
@@ -514,11 +514,15 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         }
     }
 
-    private ProtocolException ComputeError(Exception ex, Models.BlockRange blocks, string what) => ex switch
+    /// <summary>
+    /// The answer to a pass that threw: <c>unsupported</c> when the executor cannot run a sub-range or a fine-tuning
+    /// feature the call used (<paramref name="fineTuning"/>: an adaptation or a backward pass), otherwise <c>internal</c>.
+    /// </summary>
+    private ProtocolException ComputeError(Exception ex, Models.BlockRange blocks, string what, bool fineTuning) => ex switch
     {
         ObjectDisposedException => ShuttingDown(),
         NotSupportedException when blocks != _server.Blocks => _server.SubRangeUnsupported(blocks, ex),
-        NotSupportedException => new ProtocolException(BlockServerErrors.Unsupported, $"this server cannot run the {what}: {ex.Message}"),
+        NotSupportedException when fineTuning => new ProtocolException(BlockServerErrors.Unsupported, $"this server cannot run the {what}: {ex.Message}"),
         ArgumentException => new ProtocolException(ProtocolErrorCode.BadShape, $"The {what} was refused: {ex.Message}"),
         _ => new ProtocolException(ProtocolErrorCode.Internal, $"The {what} failed: {ex.Message}"),
     };

@@ -295,6 +295,21 @@ public sealed class RemoteTrainingTests
     }
 
     [Fact]
+    public async Task A_backward_call_to_a_server_whose_executor_has_no_backward_is_answered_unsupported()
+    {
+        await using var swarm = await Swarm.StartAsync(span => new Petals.Testing.Execution.WholeSpanOnlyBlockExecutor(new ToyBlockExecutor(Config, span)), new MemoryTransport(), [All]);
+        await using var client = await TestClient.ConnectAsync(swarm.Transport, swarm.Addresses[0], Swarm.ModelId);
+        var hidden = WireTensor.FromValues(new TensorShape(1, 2, 8), Random(16, 3));
+        var reply = await client.CallAsync(new BackwardRequest(All, WireCodec.Fp32, hidden, hidden));
+        BlockServerTests.AssertError(reply, "unsupported", "this server cannot run the backward pass");
+        BlockServerTests.AssertError(reply, "unsupported", "has no backward pass");
+        var prompts = WireTensor.FromValues(new TensorShape(6, 1, 1, 8), new float[48]);
+        var forward = await client.CallAsync(new ForwardRequest(All, WireCodec.Fp32, hidden, prompts));
+        BlockServerTests.AssertError(forward, "unsupported", "this server cannot run the forward pass");
+        Assert.IsType<ForwardResponse>((await client.CallAsync(new ForwardRequest(All, WireCodec.Fp32, hidden))).Message);
+    }
+
+    [Fact]
     public async Task A_session_step_with_non_finite_prompts_is_refused_and_the_session_goes_on()
     {
         await using var swarm = await StartAsync([new(0, 6)]);
