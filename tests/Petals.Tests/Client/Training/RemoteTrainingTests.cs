@@ -232,6 +232,37 @@ public sealed class RemoteTrainingTests
     }
 
     [Fact]
+    public async Task A_plain_stateless_forward_is_split_by_max_batch_tokens_too()
+    {
+        await using var swarm = await StartAsync(ThreeSpans, (_, o) => o.MaxBatchTokens = 6);
+        await using var remote = await swarm.ConnectAsync();
+        using var local = Local();
+        var expected = Random(4 * 3 * 8, 21);
+        var actual = expected.ToArray();
+        using (await local.ForwardAsync(expected, 4, 3, null, Ct))
+        {
+        }
+
+        await remote.ForwardAsync(actual, 4, 3, Ct).AsTask().WaitAsync(Bound, Ct);
+        AssertClose(expected, actual, 1e-5f, "outputs");
+        Assert.All(swarm.Servers, s => Assert.Equal(2, s.GetStatistics().ForwardCalls));
+    }
+
+    [Fact]
+    public async Task A_peer_of_protocol_1_2_gets_no_adapters_list_and_one_of_1_3_does()
+    {
+        await using var swarm = await StartAsync([All]);
+        foreach (var (minor, expected) in new (ushort, string[]?)[] { (2, null), (3, ["style"]) })
+        {
+            var preamble = new ConnectionPreamble("old-client", Swarm.ModelId, VersionMinor: minor);
+            await using var connection = await ProtocolConnection.ConnectAsync(swarm.Transport, swarm.Addresses[0], preamble, cancellationToken: Ct).WaitAsync(Bound, Ct);
+            var info = swarm.Servers[0].CreateInfo(connection.VersionMinor);
+            Assert.Equal(minor, connection.VersionMinor);
+            Assert.Equal(expected, info.Adapters);
+        }
+    }
+
+    [Fact]
     public async Task A_client_with_fixed_peers_learns_the_adapters_from_their_info()
     {
         await using var swarm = await StartAsync(ThreeSpans);
