@@ -214,7 +214,18 @@ public sealed partial class RemoteTransformerBlocks
     }
 
     /// <summary>How many whole sequences one call to <paramref name="link"/>'s server may carry (its batch × tokens limit).</summary>
-    private static int RowsPerCall(ChainLink link, int batch, int tokens) => Math.Clamp(link.Connection.Info.MaxBatchSize / tokens, 1, batch);
+    /// <exception cref="ArgumentOutOfRangeException">One sequence alone is longer than the server takes: the caller's shape, not the server, is at fault.</exception>
+    private static int RowsPerCall(ChainLink link, int batch, int tokens)
+    {
+        var limit = link.Connection.Info.MaxBatchSize;
+        if (tokens > limit)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, string.Create(CultureInfo.InvariantCulture,
+                $"{link.Connection.Name} takes at most {limit} batch x tokens per call (its MaxBatchTokens), less than one sequence of {tokens} tokens; use shorter sequences."));
+        }
+
+        return Math.Min(limit / tokens, batch);
+    }
 
     private static void CheckFineTuning(ChainLink link, bool needed)
     {

@@ -41,8 +41,8 @@ public sealed class CpuRemoteTrainingTests : IClassFixture<CpuRemoteTrainingTest
 
     private Dictionary<string, LoraWeights> Adapters() => new(StringComparer.Ordinal) { ["style"] = _model.Style };
 
-    private Task<Swarm> StartAsync(BlockRange[] spans) =>
-        Swarm.StartAsync(span => RandomModelFixture.Factory.Create(_model.Fixture.Weights, span), new MemoryTransport(), spans, (_, o) => o.Adapters = Adapters());
+    private Task<Swarm> StartAsync(BlockRange[] spans, Transport.ITransport? transport = null) =>
+        Swarm.StartAsync(span => RandomModelFixture.Factory.Create(_model.Fixture.Weights, span), transport ?? new MemoryTransport(), spans, (_, o) => o.Adapters = Adapters());
 
     private LocalTransformerBlocks Local() => new([RandomModelFixture.Factory.Create(_model.Fixture.Weights, All)], adapters: Adapters());
 
@@ -113,6 +113,21 @@ public sealed class CpuRemoteTrainingTests : IClassFixture<CpuRemoteTrainingTest
         {
             AssertClose(expected.AdaptationGradients!.Lora!.Values.Span, actual.AdaptationGradients!.Lora!.Values.Span, "LoRA gradients");
         }
+    }
+
+    [Fact]
+    public async Task Remote_training_passes_over_tcp_on_loopback_equal_local_cpu_blocks()
+    {
+        await using var swarm = await StartAsync(ThreeSpans, new Transport.Tcp.TcpTransport());
+        await using var remote = await swarm.ConnectAsync();
+        using var local = Local();
+        var adaptation = Adaptation("lora+prompts", batch: 2);
+        var expected = await PassAsync(local, 2, 5, adaptation);
+        var actual = await PassAsync(remote, 2, 5, adaptation);
+        AssertClose(expected.Outputs, actual.Outputs, "outputs");
+        AssertClose(expected.Gradients, actual.Gradients, "input gradients");
+        AssertClose(expected.AdaptationGradients!.Prompts.Span, actual.AdaptationGradients!.Prompts.Span, "prompt gradients");
+        AssertClose(expected.AdaptationGradients.Lora!.Values.Span, actual.AdaptationGradients.Lora!.Values.Span, "LoRA gradients");
     }
 
     [Fact]

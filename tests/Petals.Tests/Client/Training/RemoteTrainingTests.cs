@@ -249,6 +249,18 @@ public sealed class RemoteTrainingTests
     }
 
     [Fact]
+    public async Task A_sequence_longer_than_a_server_takes_per_call_is_refused_on_the_client_without_blaming_the_server()
+    {
+        await using var swarm = await StartAsync(ThreeSpans, (i, o) => o.MaxBatchTokens = i == 1 ? 4 : 64);
+        await using var remote = await swarm.ConnectAsync();
+        var hidden = Random(5 * 8, 1);
+        var error = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () =>
+            await remote.ForwardAsync(hidden, 1, 5, new BlockAdaptation { Lora = Lora(1, All) }, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Contains("takes at most 4 batch x tokens per call (its MaxBatchTokens), less than one sequence of 5 tokens", error.Message, StringComparison.Ordinal);
+        Assert.Empty(remote.Sequence.BannedPeers);
+    }
+
+    [Fact]
     public async Task A_peer_of_protocol_1_2_gets_no_adapters_list_and_one_of_1_3_does()
     {
         await using var swarm = await StartAsync([All]);
