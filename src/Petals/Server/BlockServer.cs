@@ -70,6 +70,16 @@ public sealed class BlockServer : IAsyncDisposable
             throw new ArgumentException($"The options name blocks {options.Blocks} but the executor runs blocks {executor.Blocks}.", nameof(options));
         }
 
+        foreach (var (name, weights) in options.Adapters)
+        {
+            var config = executor.Config;
+            if (weights.Config.HiddenSize != config.HiddenSize || weights.Config.IntermediateSize != config.IntermediateSize
+                || weights.Config.NumHeads != config.NumHeads || weights.Config.NumKeyValueHeads != config.NumKeyValueHeads || weights.Config.HeadDim != config.HeadDim)
+            {
+                throw new ArgumentException($"Adapter '{name}' is shaped for another model than the executor's.", nameof(options));
+            }
+        }
+
         Executor = executor;
         Options = options;
         Quantization = QuantizationOf(executor);

@@ -353,6 +353,21 @@ public sealed class RemoteTrainingTests
     }
 
     [Fact]
+    public async Task Server_adapters_must_cover_its_blocks_fit_its_model_and_have_valid_names()
+    {
+        using var executor = new ToyBlockExecutor(Config, new BlockRange(2, 4));
+        BlockServerOptions Options(string name, LoraWeights weights) => new() { Blocks = new(2, 4), ModelId = "m", Adapters = new Dictionary<string, LoraWeights> { [name] = weights } };
+        var narrow = Assert.Throws<ArgumentException>(() => new BlockServer(executor, Options("a", Lora(1, new BlockRange(2, 3)))));
+        Assert.Contains($"Adapter 'a' covers blocks {new BlockRange(2, 3)}; it must cover the server's blocks {new BlockRange(2, 4)}", narrow.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => new BlockServer(executor, Options("", Lora(1, All))));
+        var other = Config with { HiddenSize = 16, NumHeads = 4 };
+        var alien = new LoraWeights(other, All, 1, 1f, [LoraTarget.Query]);
+        Assert.Contains("shaped for another model", Assert.Throws<ArgumentException>(() => new BlockServer(executor, Options("b", alien))).Message, StringComparison.Ordinal);
+        await using var server = new BlockServer(executor, Options("style", Style));
+        Assert.Equal(["style"], server.CreateInfo().Adapters);
+    }
+
+    [Fact]
     public async Task A_session_step_with_non_finite_prompts_is_refused_and_the_session_goes_on()
     {
         await using var swarm = await StartAsync([new(0, 6)]);
