@@ -214,10 +214,20 @@ public sealed partial class RemoteTransformerBlocks
     }
 
     /// <summary>How many whole sequences one call to <paramref name="link"/>'s server may carry (its batch × tokens limit).</summary>
-    /// <exception cref="ArgumentOutOfRangeException">One sequence alone is longer than the server takes: the caller's shape, not the server, is at fault.</exception>
-    private static int RowsPerCall(ChainLink link, int batch, int tokens)
+    /// <remarks>
+    /// When one sequence alone is longer than the server takes, a training call (<paramref name="refuseTooLong"/>) is
+    /// refused here, since the caller's shape and not the server is at fault; the plain stateless forward sends the call
+    /// whole and lets the server answer <c>request_too_large</c>, as it always did.
+    /// </remarks>
+    /// <exception cref="ArgumentOutOfRangeException">One sequence is too long for the server and <paramref name="refuseTooLong"/> is set.</exception>
+    private static int RowsPerCall(ChainLink link, int batch, int tokens, bool refuseTooLong)
     {
         var limit = link.Connection.Info.MaxBatchSize;
+        if (tokens > limit && !refuseTooLong)
+        {
+            return batch;
+        }
+
         if (tokens > limit)
         {
             throw new ArgumentOutOfRangeException(nameof(tokens), tokens, string.Create(CultureInfo.InvariantCulture,
@@ -259,10 +269,10 @@ public sealed partial class RemoteTransformerBlocks
             ? WireTensor.FromValues(new TensorShape(blocks.Count, rows, adaptation.PromptLength, Config.HiddenSize), PromptRows(adaptation, blocks.Count, batch, row, rows, Config.HiddenSize))
             : null;
 
-    private async Task CallForwardAsync(ChainLink link, Memory<float> hidden, int batch, int tokens, BlockAdaptation? adaptation, CancellationToken cancellationToken)
+    private async Task CallForwardAsync(ChainLink link, Memory<float> hidden, int batch, int tokens, BlockAdaptation? adaptation, CancellationToken cancellationToken, bool training = true)
     {
         CheckFineTuning(link, adaptation is not null);
-        var rows = RowsPerCall(link, batch, tokens);
+        var rows = RowsPerCall(link, batch, tokens, refuseTooLong: training);
         var width = tokens * Config.HiddenSize;
         var lora = adaptation?.Lora is { } weights ? WireLora.From(weights) : (WireLora?)null;
         for (var row = 0; row < batch; row += rows)
@@ -284,7 +294,7 @@ public sealed partial class RemoteTransformerBlocks
         ChainLink link, ReadOnlyMemory<float> input, Memory<float> gradients, int batch, int tokens, BlockAdaptation? adaptation, BlockGradients? adaptationGradients, CancellationToken cancellationToken)
     {
         CheckFineTuning(link, needed: true);
-        var rows = RowsPerCall(link, batch, tokens);
+        var rows = RowsPerCall(link, batch, tokens, refuseTooLong: true);
         var hidden = Config.HiddenSize;
         var width = tokens * hidden;
         var codec = _options.GradientCodec;

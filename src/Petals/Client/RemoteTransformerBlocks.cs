@@ -264,7 +264,7 @@ public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsync
                 try
                 {
                     // In chunks of whole sequences when the batch exceeds what the server takes per call.
-                    await CallForwardAsync(link, hidden, batchSize, tokenCount, adaptation: null, cancellationToken).ConfigureAwait(false);
+                    await CallForwardAsync(link, hidden, batchSize, tokenCount, adaptation: null, cancellationToken, training: false).ConfigureAwait(false);
                     _sequence.Health.ReportSuccess(link.PeerId);
                     i++;
                 }
