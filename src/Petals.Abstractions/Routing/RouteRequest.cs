@@ -44,4 +44,10 @@ public sealed record RouteRequest
     /// quantized blocks give other outputs. Null (the default): any.
     /// </summary>
     public string? RequiredQuantization { get; init; }
+
+    /// <summary>
+    /// When set, the server-held adapter every server of the route must hold: a router leaves out every server whose
+    /// <see cref="ServerInfo.Adapters"/> does not list this name (ordinal), since only those can apply it. Null (the default): any.
+    /// </summary>
+    public string? RequiredAdapter { get; init; }
 }

@@ -51,7 +51,7 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
     /// waits <see cref="RemoteSequenceOptions.RecoveryBackoff"/>, doubling.
     /// </summary>
     /// <exception cref="RemoteChainException">When no route is left or the attempts are spent; lists every failure.</exception>
-    public async Task<IReadOnlyList<ChainLink>> RouteAsync(BlockRange blocks, int batchSize, int maxLength, bool forward, RecoveryAttempts attempts, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<ChainLink>> RouteAsync(BlockRange blocks, int batchSize, int maxLength, bool forward, RecoveryAttempts attempts, CancellationToken cancellationToken, string? adapter = null)
     {
         while (true)
         {
@@ -62,7 +62,7 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
                 await Task.Delay(options.RecoveryBackoff * factor, Sequence.Time, cancellationToken).ConfigureAwait(false);
             }
 
-            var route = await RouteAroundAsync(blocks, batchSize, maxLength, forward, attempts, cancellationToken).ConfigureAwait(false);
+            var route = await RouteAroundAsync(blocks, batchSize, maxLength, forward, attempts, adapter, cancellationToken).ConfigureAwait(false);
             var (links, failures) = await ConnectAsync(route, cancellationToken).ConfigureAwait(false);
             if (links is not null)
             {
@@ -156,12 +156,12 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
     /// (a block's only server may have failed transiently) without waiting for the discovery; later ones read the swarm
     /// again first (a replacement may have been announced since), and failing that the bans alone decide.
     /// </summary>
-    private async Task<IReadOnlyList<RouteSegment>> RouteAroundAsync(BlockRange blocks, int batchSize, int maxLength, bool forward, RecoveryAttempts attempts, CancellationToken cancellationToken)
+    private async Task<IReadOnlyList<RouteSegment>> RouteAroundAsync(BlockRange blocks, int batchSize, int maxLength, bool forward, RecoveryAttempts attempts, string? adapter, CancellationToken cancellationToken)
     {
-        var route = TryRoute(blocks, batchSize, maxLength, forward, attempts.Peers);
+        var route = TryRoute(blocks, batchSize, maxLength, forward, attempts.Peers, adapter);
         if (route is null && attempts.Count <= 1)
         {
-            route = TryRoute(blocks, batchSize, maxLength, forward, null);
+            route = TryRoute(blocks, batchSize, maxLength, forward, null, adapter);
         }
 
         if (route is not null)
@@ -170,7 +170,7 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
         }
 
         await Sequence.RefreshAsync(cancellationToken).ConfigureAwait(false);
-        route = TryRoute(blocks, batchSize, maxLength, forward, attempts.Peers);
+        route = TryRoute(blocks, batchSize, maxLength, forward, attempts.Peers, adapter);
         if (route is not null)
         {
             return route;
@@ -178,7 +178,7 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
 
         try
         {
-            return Route(blocks, batchSize, maxLength, forward, null);
+            return Route(blocks, batchSize, maxLength, forward, null, adapter);
         }
         catch (RemoteChainException e) when (attempts.Count > 0)
         {
@@ -186,11 +186,11 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
         }
     }
 
-    private IReadOnlyList<RouteSegment>? TryRoute(BlockRange blocks, int batchSize, int maxLength, bool forward, IReadOnlySet<string>? exclude)
+    private IReadOnlyList<RouteSegment>? TryRoute(BlockRange blocks, int batchSize, int maxLength, bool forward, IReadOnlySet<string>? exclude, string? adapter)
     {
         try
         {
-            return Route(blocks, batchSize, maxLength, forward, exclude);
+            return Route(blocks, batchSize, maxLength, forward, exclude, adapter);
         }
         catch (RemoteChainException)
         {
@@ -198,10 +198,10 @@ internal sealed class ChainRepair(SwarmSequenceManager sequence, ConnectionPool 
         }
     }
 
-    private IReadOnlyList<RouteSegment> Route(BlockRange blocks, int batchSize, int maxLength, bool forward, IReadOnlySet<string>? exclude) =>
+    private IReadOnlyList<RouteSegment> Route(BlockRange blocks, int batchSize, int maxLength, bool forward, IReadOnlySet<string>? exclude, string? adapter) =>
         forward
-            ? Sequence.RouteForward(exclude, blocks, options.RequiredQuantization)
-            : Sequence.RouteInference(batchSize, maxLength, exclude, blocks, options.RequiredQuantization);
+            ? Sequence.RouteForward(exclude, blocks, options.RequiredQuantization, adapter)
+            : Sequence.RouteInference(batchSize, maxLength, exclude, blocks, options.RequiredQuantization, adapter);
 
     private void Record(string peerId, Transport.PeerAddress address, BlockRange blocks, PeerFailureKind kind, Exception error, RecoveryAttempts attempts, string what)
     {

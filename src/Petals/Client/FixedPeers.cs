@@ -112,6 +112,7 @@ internal static class FixedPeers
             Span = s.Info.Blocks,
             CacheTokensLeft = (long)Math.Min(s.Info.CacheTokensLeft, long.MaxValue),
             Quantization = s.Info.Quantization,
+            Adapters = s.Info.Adapters ?? [],
         })];
     }
 }

@@ -16,6 +16,15 @@ public sealed class RemoteSequenceOptions
     /// </summary>
     public WireCodec Codec { get; set; } = WireCodec.Fp32;
 
+    /// <summary>
+    /// How gradients travel in backward calls (the gradients of the outputs sent, those of the inputs, prompts and LoRA
+    /// weights received). Default <see cref="WireCodec.Fp32"/>: gradients span many orders of magnitude and shrink
+    /// through the blocks, so fp16 underflows the small ones (below about 6e-8) and bf16 or int8 keep only 2-3 digits,
+    /// which makes remote training drift from local training; a training step is compute-bound, so the bytes saved
+    /// would buy little. Prompts and LoRA weights are always sent as fp32 (they are the trained values).
+    /// </summary>
+    public WireCodec GradientCodec { get; set; } = WireCodec.Fp32;
+
     /// <summary>How long connecting to one server and its info call may take. Default 10 s.</summary>
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
@@ -77,6 +86,11 @@ public sealed class RemoteSequenceOptions
     public void Validate()
     {
         ArgumentException.ThrowIfNullOrEmpty(PeerId, nameof(PeerId));
+        if (!HiddenStateCodec.IsDefined((byte)GradientCodec))
+        {
+            throw new ArgumentOutOfRangeException(nameof(GradientCodec), GradientCodec, "GradientCodec must be Fp32, Fp16, Bf16 or Int8Blockwise.");
+        }
+
         if (!HiddenStateCodec.IsDefined((byte)Codec))
         {
             throw new ArgumentOutOfRangeException(nameof(Codec), Codec, "Codec must be Fp32, Fp16, Bf16 or Int8Blockwise.");

@@ -29,6 +29,7 @@ internal sealed class RemoteSession : ITransformerSession
     private readonly List<SpanState> _chain = [];
     private readonly List<PendingRecovery> _pending = [];
     private readonly int _width;
+    private Execution.BlockAdaptation? _adaptation;
     private ulong _lastStepId;
     private bool _broken;
     private bool _disposed;
@@ -56,9 +57,9 @@ internal sealed class RemoteSession : ITransformerSession
 
     /// <summary>Opens a session on the chain <paramref name="links"/>; checks that every server takes its batch and length.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A server takes less than one token per sequence of the batch, or shorter sessions.</exception>
-    public static RemoteSession Open(RemoteTransformerBlocks owner, ChainRepair repair, IReadOnlyList<ChainLink> links, int batchSize, int maxLength)
+    public static RemoteSession Open(RemoteTransformerBlocks owner, ChainRepair repair, IReadOnlyList<ChainLink> links, int batchSize, int maxLength, Execution.BlockAdaptation? adaptation = null)
     {
-        var session = new RemoteSession(owner, repair, batchSize, maxLength);
+        var session = new RemoteSession(owner, repair, batchSize, maxLength) { _adaptation = adaptation is null || adaptation.IsEmpty ? null : adaptation };
         foreach (var link in links)
         {
             session._chain.Add(session.NewState(link, forCaller: true));
@@ -153,7 +154,7 @@ internal sealed class RemoteSession : ITransformerSession
             {
                 var next = i + 1 < _chain.Count ? _chain[i + 1] : null;
                 await RunSpanAsync(state, next, hidden, from, to, cancellationToken).ConfigureAwait(false);
-                if (_owner.Verifier.ShouldCheck())
+                if (_adaptation is null && _owner.Verifier.ShouldCheck())
                 {
                     await VerifyAsync(state, next, hidden, from, to, cancellationToken).ConfigureAwait(false);
                 }
@@ -236,7 +237,20 @@ internal sealed class RemoteSession : ITransformerSession
             state.Stream = connection.Connection.NewStreamId();
             connection.TrackSession(state.Stream);
             state.Opened = true;
-            await connection.SendOneWayAsync(state.Stream, new InferenceOpen(_sessionId, state.Link.Blocks, MaxLength, codec), cancellationToken).ConfigureAwait(false);
+            var open = new InferenceOpen(_sessionId, state.Link.Blocks, MaxLength, codec);
+            if (_adaptation is { } adaptation)
+            {
+                if (connection.Connection.VersionMinor < ConnectionPreamble.FineTuningVersionMinor)
+                {
+                    throw new RemoteChainException(string.Create(CultureInfo.InvariantCulture,
+                        $"{connection.Name} speaks protocol 1.{connection.Connection.VersionMinor}; sessions with deep prompts or adapters need 1.{ConnectionPreamble.FineTuningVersionMinor}."));
+                }
+
+                var span = adaptation.ForBlocks(new BlockRange(0, _owner.Config.NumLayers), state.Link.Blocks);
+                open = open with { Adapter = span.Adapter, Lora = span.Lora is { } lora ? WireLora.From(lora) : null };
+            }
+
+            await connection.SendOneWayAsync(state.Stream, open, cancellationToken).ConfigureAwait(false);
         }
 
         if (BatchSize == 1)
@@ -338,7 +352,15 @@ internal sealed class RemoteSession : ITransformerSession
         var connection = state.Link.Connection;
         var stepId = ++_lastStepId;
         var call = connection.Register(state.Call, state.Stream, output);
-        await connection.SendAsync(call, new InferenceStep(stepId, start, WireTensor.FromValues(new TensorShape(BatchSize, count, _width), input, _owner.Options.Codec)), cancellationToken).ConfigureAwait(false);
+        WireTensor? prompts = null;
+        if (_adaptation is { HasPrompts: true } adaptation && start < adaptation.PromptLength)
+        {
+            // The whole prefix's prompts of the span's blocks: the server adds those of the step's positions below it.
+            var span = adaptation.ForBlocks(new BlockRange(0, _owner.Config.NumLayers), state.Link.Blocks);
+            prompts = WireTensor.FromValues(new TensorShape(state.Link.Blocks.Count, BatchSize, adaptation.PromptLength, _width), span.Prompts);
+        }
+
+        await connection.SendAsync(call, new InferenceStep(stepId, start, WireTensor.FromValues(new TensorShape(BatchSize, count, _width), input, _owner.Options.Codec), prompts), cancellationToken).ConfigureAwait(false);
         var outcome = await connection.WaitAsync(call, cancellationToken).ConfigureAwait(false);
         if (outcome.StepId != stepId || outcome.Position != start + count)
         {
@@ -381,7 +403,7 @@ internal sealed class RemoteSession : ITransformerSession
         var attempt = attempts.Count;
         while (true)
         {
-            var links = await _repair.RouteAsync(failed.Link.Blocks, BatchSize, MaxLength, forward: false, attempts, cancellationToken).ConfigureAwait(false);
+            var links = await _repair.RouteAsync(failed.Link.Blocks, BatchSize, MaxLength, forward: false, attempts, cancellationToken, _adaptation?.Adapter).ConfigureAwait(false);
             var states = new List<SpanState>(links.Count);
             foreach (var link in links)
             {

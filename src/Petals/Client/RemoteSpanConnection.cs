@@ -96,9 +96,17 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
     /// Registers <paramref name="call"/> (fresh, or one whose previous answer was awaited) for an answer on
     /// <paramref name="streamId"/>, decoded into <paramref name="destination"/>; register before sending.
     /// </summary>
-    public PendingCall Register(PendingCall call, uint streamId, Memory<float> destination)
+    public PendingCall Register(PendingCall call, uint streamId, Memory<float> destination) => Register(call, streamId, destination, default, default);
+
+    /// <summary>
+    /// As <see cref="Register(PendingCall, uint, Memory{float})"/> for a backward call: the gradient of the inputs goes to
+    /// <paramref name="destination"/>, those of the prompts and LoRA weights (when not empty) to the other two.
+    /// </summary>
+    public PendingCall Register(PendingCall call, uint streamId, Memory<float> destination, Memory<float> promptGradients, Memory<float> loraGradients)
     {
         call.Arm(streamId, destination, Stopwatch.GetTimestamp() + (long)(_requestTimeout.TotalSeconds * Stopwatch.Frequency));
+        call.PromptGradients = promptGradients;
+        call.LoraGradients = loraGradients;
         lock (_pendingLock)
         {
             // The server ended the session between steps (idle timeout, shutdown): its reason, not a confusing
@@ -145,7 +153,7 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
 
     /// <summary>
     /// Marks <paramref name="streamId"/> as an inference stream: an error the server sends there while no step waits
-    /// (the session ended between steps) is kept and reported by the next <see cref="Register"/> on it.
+    /// (the session ended between steps) is kept and reported by the next <see cref="Register(PendingCall, uint, Memory{float})"/> on it.
     /// </summary>
     public void TrackSession(uint streamId)
     {
@@ -239,6 +247,12 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
                     break;
                 case ForwardResponse response:
                     Decode(call, response.Hidden);
+                    call.Complete(new CallOutcome(0, 0, null));
+                    break;
+                case BackwardResponse backward:
+                    Decode(call, backward.GradInputs);
+                    DecodeExtra(call, backward.GradPrompts, call.PromptGradients, "prompt gradients");
+                    DecodeExtra(call, backward.GradLora, call.LoraGradients, "LoRA gradients");
                     call.Complete(new CallOutcome(0, 0, null));
                     break;
                 case InfoResponse or PongMessage:
@@ -376,6 +390,25 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         hidden.CopyTo(call.Destination.Span);
     }
 
+    private void DecodeExtra(PendingCall call, WireTensor? tensor, Memory<float> destination, string what)
+    {
+        if (destination.IsEmpty)
+        {
+            // Not wanted by the caller (e.g. prompt gradients of a pass that trains only the input).
+            return;
+        }
+
+        if (tensor is not { } t || t.Shape.ElementCount != destination.Length)
+        {
+            throw new ProtocolException(
+                ProtocolErrorCode.BadShape,
+                string.Create(CultureInfo.InvariantCulture, $"{Name} answered stream {call.StreamId} with {(tensor is null ? "no " + what : $"{what} {tensor.Value.Shape}")}; {destination.Length} values were expected."))
+            { StreamId = call.StreamId };
+        }
+
+        t.CopyTo(destination.Span);
+    }
+
     private async Task RunAsync()
     {
         Exception failure;
@@ -436,6 +469,12 @@ internal sealed class RemoteSpanConnection : IProtocolMessageHandler, IAsyncDisp
         public uint StreamId { get; private set; }
 
         public Memory<float> Destination { get; private set; }
+
+        /// <summary>Where a backward answer's prompt gradients go (empty when none is expected).</summary>
+        public Memory<float> PromptGradients { get; set; }
+
+        /// <summary>Where a backward answer's LoRA gradients go (empty when none is expected).</summary>
+        public Memory<float> LoraGradients { get; set; }
 
         public long Deadline { get; private set; }
 

@@ -25,7 +25,7 @@ namespace Petals.Client;
 /// </para>
 /// <para>Thread-safe for opening sessions and stateless forward calls; each session is used by one caller at a time.</para>
 /// </remarks>
-public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposable, IDisposable
+public sealed partial class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposable, IDisposable
 {
     private readonly RemoteSequenceOptions _options;
     private readonly SwarmSequenceManager _sequence;
@@ -230,7 +230,8 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     /// Runs hidden states through every block without a session (no cache). Each call is routed on its own, spreading
     /// calls over the servers by throughput (<see cref="SwarmSequenceManager.RouteForward"/>); a server that fails is
     /// reported and its blocks routed again and retried from their saved input, up to
-    /// <see cref="RemoteSequenceOptions.MaxRecoveryAttempts"/> times.
+    /// <see cref="RemoteSequenceOptions.MaxRecoveryAttempts"/> times. A batch larger than a server takes per call
+    /// (its <c>MaxBatchTokens</c>) is sent to it in chunks of whole sequences.
     /// </summary>
     /// <param name="hidden">Hidden states <c>[batchSize, tokenCount, HiddenSize]</c>, overwritten with the last block's outputs.</param>
     /// <param name="batchSize">Number of sequences, at least 1.</param>
@@ -244,7 +245,6 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         CheckShape(hidden, batchSize, tokenCount);
-        var shape = new TensorShape(batchSize, tokenCount, Config.HiddenSize);
         var attempts = new RecoveryAttempts();
         var links = await _repair.RouteAsync(new BlockRange(0, Config.NumLayers), batchSize, 0, forward: true, attempts, cancellationToken).ConfigureAwait(false);
 
@@ -263,9 +263,8 @@ public sealed class RemoteTransformerBlocks : ITransformerBlocks, IAsyncDisposab
 
                 try
                 {
-                    var call = link.Connection.Register(new RemoteSpanConnection.PendingCall(), link.Connection.Connection.NewStreamId(), hidden);
-                    await link.Connection.SendAsync(call, new ForwardRequest(link.Blocks, _options.Codec, WireTensor.FromValues(shape, hidden, _options.Codec)), cancellationToken).ConfigureAwait(false);
-                    await link.Connection.WaitAsync(call, cancellationToken).ConfigureAwait(false);
+                    // In chunks of whole sequences when the batch exceeds what the server takes per call.
+                    await CallForwardAsync(link, hidden, batchSize, tokenCount, adaptation: null, cancellationToken, training: false).ConfigureAwait(false);
                     _sequence.Health.ReportSuccess(link.PeerId);
                     i++;
                 }

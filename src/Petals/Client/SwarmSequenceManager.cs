@@ -205,11 +205,12 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// <returns>The segments in block order; they tile <paramref name="blocks"/> (or <c>0..BlockCount</c>).</returns>
     /// <exception cref="ArgumentOutOfRangeException">When the batch size is below 1, the maximum length negative, or the blocks not a non-empty range of the model.</exception>
     /// <exception cref="RemoteChainException">When some block has no usable server; the message names the blocks (and the required quantization and what the swarm offers, when one is required).</exception>
-    public IReadOnlyList<RouteSegment> RouteInference(int batchSize, int maxLength, IReadOnlySet<string>? exclude = null, BlockRange? blocks = null, string? requiredQuantization = null)
+    /// <param name="requiredAdapter">When set, only servers that hold this adapter (<see cref="ServerInfo.Adapters"/>) are used; null: any.</param>
+    public IReadOnlyList<RouteSegment> RouteInference(int batchSize, int maxLength, IReadOnlySet<string>? exclude = null, BlockRange? blocks = null, string? requiredQuantization = null, string? requiredAdapter = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfNegative(maxLength);
-        var request = Request(blocks, exclude, (long)batchSize * maxLength) with { RequiredQuantization = requiredQuantization };
+        var request = Request(blocks, exclude, (long)batchSize * maxLength) with { RequiredQuantization = requiredQuantization, RequiredAdapter = requiredAdapter };
         return Route(request, exclude, static (router, r) => router.RouteInference(r));
     }
 
@@ -225,8 +226,9 @@ public sealed class SwarmSequenceManager : IAsyncDisposable, IDisposable
     /// <returns>The segments in block order; they tile <paramref name="blocks"/> (or <c>0..BlockCount</c>).</returns>
     /// <exception cref="ArgumentOutOfRangeException">When the blocks are not a non-empty range of the model.</exception>
     /// <exception cref="RemoteChainException">When some block has no usable server; the message names the blocks (and the required quantization and what the swarm offers, when one is required).</exception>
-    public IReadOnlyList<RouteSegment> RouteForward(IReadOnlySet<string>? exclude = null, BlockRange? blocks = null, string? requiredQuantization = null) =>
-        Route(Request(blocks, exclude, 0) with { RequiredQuantization = requiredQuantization }, exclude, static (router, r) => router.RouteForward(r));
+    /// <param name="requiredAdapter">When set, only servers that hold this adapter (<see cref="ServerInfo.Adapters"/>) are used; null: any.</param>
+    public IReadOnlyList<RouteSegment> RouteForward(IReadOnlySet<string>? exclude = null, BlockRange? blocks = null, string? requiredQuantization = null, string? requiredAdapter = null) =>
+        Route(Request(blocks, exclude, 0) with { RequiredQuantization = requiredQuantization, RequiredAdapter = requiredAdapter }, exclude, static (router, r) => router.RouteForward(r));
 
     /// <summary>Routes <paramref name="request"/>; a failure names the online servers that <paramref name="exclude"/> left out.</summary>
     private IReadOnlyList<RouteSegment> Route(RouteRequest request, IReadOnlySet<string>? exclude, Func<IRouter, RouteRequest, IReadOnlyList<RouteSegment>> route)

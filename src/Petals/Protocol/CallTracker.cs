@@ -60,7 +60,7 @@ public sealed class CallTracker
         {
             switch (message.Type)
             {
-                case FrameType.InfoRequest or FrameType.Ping or FrameType.ForwardRequest or FrameType.InferenceOpen:
+                case FrameType.InfoRequest or FrameType.Ping or FrameType.ForwardRequest or FrameType.BackwardRequest or FrameType.InferenceOpen:
                     if (known)
                     {
                         throw Fail(streamId, message, state == CallState.Inference ? "the stream already carries an inference session" : "the stream already carries an unanswered call");
@@ -99,7 +99,7 @@ public sealed class CallTracker
 
         switch (message.Type)
         {
-            case FrameType.InfoResponse or FrameType.Pong or FrameType.ForwardResponse:
+            case FrameType.InfoResponse or FrameType.Pong or FrameType.ForwardResponse or FrameType.BackwardResponse:
                 if (!known || state != CallState.Unary)
                 {
                     throw Fail(streamId, message, "no unary call is waiting for an answer on the stream");
@@ -147,7 +147,7 @@ public sealed class CallTracker
         {
             switch (message.Type)
             {
-                case FrameType.InfoRequest or FrameType.Ping or FrameType.ForwardRequest or FrameType.InferenceOpen:
+                case FrameType.InfoRequest or FrameType.Ping or FrameType.ForwardRequest or FrameType.BackwardRequest or FrameType.InferenceOpen:
                     if (!_streams.TryAdd(streamId, message.Type == FrameType.InferenceOpen ? CallState.Inference : CallState.Unary))
                     {
                         throw new InvalidOperationException($"Stream {streamId} still carries an open call; use a fresh stream id for a {message.Type}.");
@@ -163,7 +163,7 @@ public sealed class CallTracker
         }
 
         // A callee's answer ends a unary call; an error ends any call, except a refused step on an inference stream.
-        if (message.Type is FrameType.InfoResponse or FrameType.Pong or FrameType.ForwardResponse
+        if (message.Type is FrameType.InfoResponse or FrameType.Pong or FrameType.ForwardResponse or FrameType.BackwardResponse
             || (message.Type == FrameType.Error && !(_streams.TryGetValue(streamId, out var state) && IsStepRefusal(state, message))))
         {
             _streams.Remove(streamId);

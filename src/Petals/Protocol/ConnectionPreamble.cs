@@ -20,10 +20,14 @@ public sealed record ConnectionPreamble(
     public const ushort CurrentVersionMajor = 1;
 
     /// <summary>
-    /// The protocol minor version implemented here: 2 (1.1 adds the stated error bound to InfoResponse; 1.2 the int8
-    /// blockwise wire codec and the weight quantization after the error bound).
+    /// The protocol minor version implemented here: 3 (1.1 adds the stated error bound to InfoResponse; 1.2 the int8
+    /// blockwise wire codec and the weight quantization after the error bound; 1.3 fine-tuning: the backward call, deep
+    /// prompts and sent LoRA weights on forward calls and sessions, server-held adapters by name and their list in InfoResponse).
     /// </summary>
-    public const ushort CurrentVersionMinor = 2;
+    public const ushort CurrentVersionMinor = 3;
+
+    /// <summary>The first minor version with the fine-tuning messages and fields (backward, prompts, LoRA, adapters).</summary>
+    public const ushort FineTuningVersionMinor = 3;
 
     /// <summary>The preamble magic, ASCII <c>PTLS</c>.</summary>
     internal static ReadOnlySpan<byte> Magic => "PTLS"u8;

@@ -16,4 +16,10 @@ public enum FrameFlags : byte
 
     /// <summary>The message carries hypo ids.</summary>
     HasHypoIds = 0x04,
+
+    /// <summary>The message carries sent LoRA weights (a request) or their gradient (a backward response); protocol 1.3.</summary>
+    HasLora = 0x08,
+
+    /// <summary>The message names a server-held adapter; protocol 1.3.</summary>
+    HasAdapter = 0x10,
 }

@@ -67,9 +67,11 @@ internal static class FrameScanner
     private static FrameFlags? AllowedFlags(FrameType type) => type switch
     {
         FrameType.InfoRequest or FrameType.InfoResponse or FrameType.Ping or FrameType.Pong or FrameType.ForwardResponse
-            or FrameType.InferenceOpen or FrameType.InferenceStepResult or FrameType.InferenceClose or FrameType.Error
+            or FrameType.InferenceStepResult or FrameType.InferenceClose or FrameType.Error
             or FrameType.Continuation => FrameFlags.More,
-        FrameType.ForwardRequest => FrameFlags.More | FrameFlags.HasPrompts,
+        FrameType.ForwardRequest or FrameType.BackwardRequest => FrameFlags.More | FrameFlags.HasPrompts | FrameFlags.HasLora | FrameFlags.HasAdapter,
+        FrameType.BackwardResponse => FrameFlags.More | FrameFlags.HasPrompts | FrameFlags.HasLora,
+        FrameType.InferenceOpen => FrameFlags.More | FrameFlags.HasLora | FrameFlags.HasAdapter,
         FrameType.InferenceStep => FrameFlags.More | FrameFlags.HasPrompts | FrameFlags.HasHypoIds,
         _ => null,
     };

@@ -36,6 +36,12 @@ public enum FrameType : byte
     /// <summary>A typed error; ends the call on its stream.</summary>
     Error = 0x0B,
 
+    /// <summary>A stateless backward pass through blocks of the callee's span (protocol 1.3).</summary>
+    BackwardRequest = 0x0C,
+
+    /// <summary>The gradients produced by a backward request (protocol 1.3).</summary>
+    BackwardResponse = 0x0D,
+
     /// <summary>The next bytes of a chunked message.</summary>
     Continuation = 0x0F,
 }

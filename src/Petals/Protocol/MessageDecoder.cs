@@ -44,8 +44,43 @@ internal static class MessageDecoder
                 var blocks = reader.Blocks("blocks");
                 var reply = reader.Codec("replyCodec");
                 var hidden = Hidden(ref reader);
-                WireTensor? prompts = (flags & FrameFlags.HasPrompts) != 0 ? reader.Tensor("prompts") : null;
-                message = new ForwardRequest(blocks, reply, hidden, prompts);
+                var (prompts, lora, adapter) = AdaptationFields.Read(ref reader, flags);
+                message = new ForwardRequest(blocks, reply, hidden, prompts) { Lora = lora, Adapter = adapter };
+                break;
+            }
+
+            case FrameType.BackwardRequest:
+            {
+                var blocks = reader.Blocks("blocks");
+                var reply = reader.Codec("replyCodec");
+                var inputs = Hidden(ref reader, "inputs");
+                var grads = Hidden(ref reader, "gradOutputs");
+                if (grads.Shape != inputs.Shape)
+                {
+                    throw reader.Error(ProtocolErrorCode.BadShape, "gradOutputs", $"has shape {grads.Shape}; the inputs have {inputs.Shape} and the gradient of the outputs has the same shape.");
+                }
+
+                var (prompts, lora, adapter) = AdaptationFields.Read(ref reader, flags);
+                message = new BackwardRequest(blocks, reply, inputs, grads, prompts) { Lora = lora, Adapter = adapter };
+                break;
+            }
+
+            case FrameType.BackwardResponse:
+            {
+                var grads = Hidden(ref reader, "gradInputs");
+                var prompts = (flags & FrameFlags.HasPrompts) != 0 ? reader.Tensor("gradPrompts") : (WireTensor?)null;
+                if (prompts is { Shape.Rank: not 4 } p)
+                {
+                    throw reader.Error(ProtocolErrorCode.BadShape, "gradPrompts", $"has shape {p.Shape}; prompt gradients are [blocks, batch, prefix, hidden].");
+                }
+
+                var lora = (flags & FrameFlags.HasLora) != 0 ? reader.Tensor("gradLora") : (WireTensor?)null;
+                if (lora is { Shape.Rank: not 1 } l)
+                {
+                    throw reader.Error(ProtocolErrorCode.BadShape, "gradLora", $"has shape {l.Shape}; LoRA gradients are a rank-1 tensor.");
+                }
+
+                message = new BackwardResponse(grads, prompts, lora);
                 break;
             }
 
@@ -62,7 +97,9 @@ internal static class MessageDecoder
                     throw reader.Error(ProtocolErrorCode.MalformedFrame, "maxLength", "is 0; a session holds at least one token.");
                 }
 
-                message = new InferenceOpen(session, blocks, maxLength, reader.Codec("replyCodec"));
+                var codec = reader.Codec("replyCodec");
+                var (_, lora, adapter) = AdaptationFields.Read(ref reader, flags);
+                message = new InferenceOpen(session, blocks, maxLength, codec) { Lora = lora, Adapter = adapter };
                 break;
             }
 
@@ -86,12 +123,12 @@ internal static class MessageDecoder
         return message;
     }
 
-    private static WireTensor Hidden(ref WireReader reader)
+    private static WireTensor Hidden(ref WireReader reader, string field = "hidden")
     {
-        var hidden = reader.Tensor("hidden");
+        var hidden = reader.Tensor(field);
         if (hidden.Shape.Rank != 3)
         {
-            throw reader.Error(ProtocolErrorCode.BadShape, "hidden", string.Create(CultureInfo.InvariantCulture, $"has rank {hidden.Shape.Rank}; hidden states are [batch, tokens, hidden]."));
+            throw reader.Error(ProtocolErrorCode.BadShape, field, string.Create(CultureInfo.InvariantCulture, $"has rank {hidden.Shape.Rank}; hidden states are [batch, tokens, hidden]."));
         }
 
         return hidden;
@@ -152,7 +189,29 @@ internal static class MessageDecoder
             throw reader.Error(ProtocolErrorCode.MalformedFrame, "quantization", "is invalid: " + fault);
         }
 
-        return info with { StatedError = stated, Quantization = quantization };
+        if (reader.Remaining == 0)
+        {
+            return info with { StatedError = stated, Quantization = quantization };
+        }
+
+        // Protocol 1.3: the adapters the server holds, which clients that name one route by.
+        var count = reader.U16("adapters");
+        if (count > InfoResponse.MaxAdapters)
+        {
+            throw reader.Error(ProtocolErrorCode.MalformedFrame, "adapters", string.Create(CultureInfo.InvariantCulture, $"counts {count} names; the limit is {InfoResponse.MaxAdapters}."));
+        }
+
+        var adapters = new string[count];
+        for (var i = 0; i < count; i++)
+        {
+            adapters[i] = reader.String("adapters");
+            if (adapters[i].Length == 0)
+            {
+                throw reader.Error(ProtocolErrorCode.MalformedFrame, "adapters", string.Create(CultureInfo.InvariantCulture, $"name {i} is empty."));
+            }
+        }
+
+        return info with { StatedError = stated, Quantization = quantization, Adapters = adapters };
     }
 
     private static InferenceStep DecodeStep(ref WireReader reader, FrameFlags flags, ProtocolLimits limits)
@@ -160,7 +219,18 @@ internal static class MessageDecoder
         var stepId = reader.U64("stepId");
         var start = reader.Count("startPosition");
         var hidden = Hidden(ref reader);
-        WireTensor? prompts = (flags & FrameFlags.HasPrompts) != 0 ? reader.Tensor("prompts") : null;
+        WireTensor? prompts = null;
+        if ((flags & FrameFlags.HasPrompts) != 0)
+        {
+            var p = reader.Tensor("prompts");
+            if (p.Shape.Rank != 4)
+            {
+                throw reader.Error(ProtocolErrorCode.BadShape, "prompts", $"has shape {p.Shape}; deep prompts are [blocks, batch, prefix, hidden].");
+            }
+
+            prompts = p;
+        }
+
         ReadOnlyMemory<int>? hypoIds = null;
         if ((flags & FrameFlags.HasHypoIds) != 0)
         {

@@ -39,6 +39,7 @@ public sealed class BlockServer : IAsyncDisposable
     private long _sessionsOpened;
     private long _steps;
     private long _forwards;
+    private long _backwards;
     private long _tokens;
     private long _closedBytesSent;
     private long _closedBytesReceived;
@@ -67,6 +68,16 @@ public sealed class BlockServer : IAsyncDisposable
         if (options.Blocks != executor.Blocks)
         {
             throw new ArgumentException($"The options name blocks {options.Blocks} but the executor runs blocks {executor.Blocks}.", nameof(options));
+        }
+
+        foreach (var (name, weights) in options.Adapters)
+        {
+            var config = executor.Config;
+            if (weights.Config.HiddenSize != config.HiddenSize || weights.Config.IntermediateSize != config.IntermediateSize
+                || weights.Config.NumHeads != config.NumHeads || weights.Config.NumKeyValueHeads != config.NumKeyValueHeads || weights.Config.HeadDim != config.HeadDim)
+            {
+                throw new ArgumentException($"Adapter '{name}' is shaped for another model than the executor's.", nameof(options));
+            }
         }
 
         Executor = executor;
@@ -253,6 +264,7 @@ public sealed class BlockServer : IAsyncDisposable
             HandshakeTimeouts = Interlocked.Read(ref _handshakeTimeouts),
             IdleConnectionsClosed = Interlocked.Read(ref _idleClosed),
             SlowConnectionsClosed = Interlocked.Read(ref _slowClosed),
+            BackwardCalls = Interlocked.Read(ref _backwards),
             ReassemblyBytes = ReassemblyBudget.Used,
             PeakReassemblyBytes = ReassemblyBudget.Peak,
             ReassemblyRefusals = ReassemblyBudget.Refusals,
@@ -310,6 +322,7 @@ public sealed class BlockServer : IAsyncDisposable
     {
         StatedError = versionMinor >= 1 ? (float)Execution.NumericErrorBound.Of(Executor).RelativeError : null,
         Quantization = versionMinor >= 2 ? Quantization : null,
+        Adapters = versionMinor >= ConnectionPreamble.FineTuningVersionMinor ? [.. Options.Adapters.Keys.Order(StringComparer.Ordinal)] : null,
     };
 
     internal bool Accepts(WireCodec codec) => (byte)codec < 8 && ((int)Options.Codecs & (1 << (int)codec)) != 0;
@@ -331,6 +344,33 @@ public sealed class BlockServer : IAsyncDisposable
     {
         Interlocked.Add(ref _tokens, tokens);
         Interlocked.Increment(ref inference ? ref _steps : ref _forwards);
+    }
+
+    /// <summary>Counts a backward request computed over <paramref name="tokens"/> batch rows × positions.</summary>
+    internal void OnBackwardComputed(int tokens)
+    {
+        Interlocked.Add(ref _tokens, tokens);
+        Interlocked.Increment(ref _backwards);
+    }
+
+    /// <summary>
+    /// The server-held adapter <paramref name="name"/> for <paramref name="blocks"/> (a view of its weights), or a
+    /// <c>unknown_adapter</c> error naming the adapters this server has.
+    /// </summary>
+    internal Execution.LoraWeights ResolveAdapter(string name, BlockRange blocks)
+    {
+        if (!Options.Adapters.TryGetValue(name, out var weights))
+        {
+            var have = Options.Adapters.Count == 0 ? "none" : string.Join(", ", Options.Adapters.Keys.Order(StringComparer.Ordinal).Select(k => $"'{k}'"));
+            throw new ProtocolException(BlockServerErrors.UnknownAdapter, $"adapter '{name}' is not held by this server (it has: {have})");
+        }
+
+        if (blocks.Start < weights.Blocks.Start || blocks.End > weights.Blocks.End)
+        {
+            throw new ProtocolException(BlockServerErrors.UnknownAdapter, $"adapter '{name}' covers blocks {weights.Blocks}, not the requested {blocks}");
+        }
+
+        return weights.Slice(blocks);
     }
 
     /// <summary>The periodic check of every deadline: idle sessions, idle connections, slow messages. Never runs twice at once.</summary>

@@ -19,4 +19,7 @@ public static class BlockServerErrors
 
     /// <summary>The request uses a feature this server does not implement (e.g. deep prompts).</summary>
     public static ProtocolErrorCode Unsupported { get; } = new("unsupported");
+
+    /// <summary>The call names an adapter the server does not hold (for the requested blocks); the message lists those it has.</summary>
+    public static ProtocolErrorCode UnknownAdapter { get; } = new("unknown_adapter");
 }

@@ -114,6 +114,32 @@ public sealed class BlockServerOptions
     /// <returns>The copy.</returns>
     public BlockServerOptions Clone() => (BlockServerOptions)MemberwiseClone();
 
+    /// <summary>
+    /// Checks <see cref="Adapters"/>: at most <see cref="Protocol.InfoResponse.MaxAdapters"/>, names of 1 to
+    /// <c>Limits.MaxStringBytes</c> UTF-8 bytes, weights covering <see cref="Blocks"/>.
+    /// </summary>
+    private void CheckAdapters()
+    {
+        ArgumentNullException.ThrowIfNull(Adapters, nameof(Adapters));
+        if (Adapters.Count > Protocol.InfoResponse.MaxAdapters)
+        {
+            throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Adapters.Count} adapters exceed the limit of {Protocol.InfoResponse.MaxAdapters}."), nameof(Adapters));
+        }
+
+        foreach (var (name, weights) in Adapters)
+        {
+            if (string.IsNullOrEmpty(name) || System.Text.Encoding.UTF8.GetByteCount(name) > Limits.MaxStringBytes)
+            {
+                throw new ArgumentException($"Adapter name '{name}' must be 1 to {Limits.MaxStringBytes} UTF-8 bytes.", nameof(Adapters));
+            }
+
+            if (weights is null || weights.Blocks.Start > Blocks.Start || weights.Blocks.End < Blocks.End)
+            {
+                throw new ArgumentException($"Adapter '{name}' covers blocks {weights?.Blocks.ToString() ?? "none"}; it must cover the server's blocks {Blocks}.", nameof(Adapters));
+            }
+        }
+    }
+
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentException">When a setting is missing or out of range; the message names it.</exception>
     public void Validate()
@@ -129,6 +155,7 @@ public sealed class BlockServerOptions
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxBatchTokens, nameof(MaxBatchTokens));
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxSessionLength, nameof(MaxSessionLength));
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(MaxQueuedInputBytes, nameof(MaxQueuedInputBytes));
+        CheckAdapters();
         if (!(MaxCacheShare > 0 && MaxCacheShare <= 1))
         {
             throw new ArgumentOutOfRangeException(nameof(MaxCacheShare), MaxCacheShare, $"{nameof(MaxCacheShare)} must be in (0, 1].");

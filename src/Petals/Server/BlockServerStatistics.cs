@@ -62,6 +62,9 @@ public sealed record BlockServerStatistics(
     /// <summary>Connections closed for a message arriving below <see cref="BlockServerOptions.MinReceiveRate"/>.</summary>
     public long SlowConnectionsClosed { get; init; }
 
+    /// <summary>Stateless backward requests computed (fine-tuning; protocol 1.3).</summary>
+    public long BackwardCalls { get; init; }
+
     /// <summary>Bytes held now by chunked messages being reassembled, over all connections.</summary>
     public long ReassemblyBytes { get; init; }
 

@@ -8,8 +8,14 @@ internal enum ComputePriority
     /// <summary>An inference step: latency matters, runs before any waiting forward batch.</summary>
     Inference = 0,
 
-    /// <summary>A stateless forward batch: runs when no inference step waits.</summary>
-    Forward = 1,
+    /// <summary>
+    /// A stateless backward pass (fine-tuning): after inference steps, before forward batches, as Petals orders them (a
+    /// backward completes a training step whose forward already ran, so it frees the client's activations sooner).
+    /// </summary>
+    Backward = 1,
+
+    /// <summary>A stateless forward batch: runs when no inference step or backward pass waits.</summary>
+    Forward = 2,
 }
 
 /// <summary>
@@ -20,7 +26,7 @@ internal enum ComputePriority
 /// <remarks>Thread-safe. A long prefill runs as one item: others wait for it, but never more than one item per session in front of them.</remarks>
 internal sealed class ComputeScheduler : IDisposable
 {
-    private readonly Queue<WorkItem>[] _queues = [new(), new()];
+    private readonly Queue<WorkItem>[] _queues = [new(), new(), new()];
     private readonly Lock _lock = new();
     private readonly SemaphoreSlim _signal = new(0);
     private readonly Thread _thread;
@@ -45,7 +51,7 @@ internal sealed class ComputeScheduler : IDisposable
         {
             lock (_lock)
             {
-                return _queues[0].Count + _queues[1].Count;
+                return _queues[0].Count + _queues[1].Count + _queues[2].Count;
             }
         }
     }
@@ -90,9 +96,9 @@ internal sealed class ComputeScheduler : IDisposable
             WorkItem? item;
             lock (_lock)
             {
-                if (!_queues[0].TryDequeue(out item))
+                if (!_queues[0].TryDequeue(out item) && !_queues[1].TryDequeue(out item))
                 {
-                    _queues[1].TryDequeue(out item);
+                    _queues[2].TryDequeue(out item);
                 }
             }
 

@@ -27,8 +27,9 @@ internal sealed class InferenceSession
     private int _busy;
     private long _steps;
 
-    public InferenceSession(BlockServer server, ServerConnection connection, uint streamId, InferenceOpen open)
+    public InferenceSession(BlockServer server, ServerConnection connection, uint streamId, InferenceOpen open, LoraWeights? lora = null)
     {
+        Lora = lora;
         _server = server;
         _connection = connection;
         StreamId = streamId;
@@ -56,6 +57,9 @@ internal sealed class InferenceSession
     public Models.BlockRange Blocks { get; }
 
     public WireCodec ReplyCodec { get; }
+
+    /// <summary>The LoRA weights every step applies (the named adapter's or those sent at open), or null.</summary>
+    public LoraWeights? Lora { get; }
 
     /// <summary>The loop; completes when the session has ended and freed everything.</summary>
     public Task Completion { get; private set; } = Task.CompletedTask;
@@ -148,9 +152,12 @@ internal sealed class InferenceSession
                     // The executor refused the step (shape, cache overflow): a precise message, not a crash.
                     _endReason = ex.Message;
                     _queue.Writer.TryComplete();
-                    var error = ex is NotSupportedException && Blocks != _server.Blocks
-                        ? _server.SubRangeUnsupported(Blocks, ex)
-                        : new ProtocolException(ProtocolErrorCode.Internal, $"The step failed: {ex.Message}");
+                    var error = ex switch
+                    {
+                        NotSupportedException when Blocks != _server.Blocks => _server.SubRangeUnsupported(Blocks, ex),
+                        NotSupportedException when work.Adaptation is not null => new ProtocolException(BlockServerErrors.Unsupported, $"this server cannot run the step: {ex.Message}"),
+                        _ => new ProtocolException(ProtocolErrorCode.Internal, $"The step failed: {ex.Message}"),
+                    };
                     await _connection.TrySendErrorAsync(StreamId, error).ConfigureAwait(false);
                     break;
                 }

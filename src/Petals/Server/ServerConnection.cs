@@ -150,6 +150,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         InfoRequest => ReplyAsync(streamId, _server.CreateInfo(_connection.VersionMinor), ct),
         PingMessage ping => ReplyAsync(streamId, new PongMessage(ping.Nonce), ct),
         ForwardRequest forward => OnForwardAsync(streamId, forward, ct),
+        BackwardRequest backward => OnBackwardAsync(streamId, backward, ct),
         InferenceOpen open => OnOpenAsync(streamId, open, ct),
         InferenceStep step => OnStepAsync(streamId, step, ct),
         InferenceClose => OnClose(streamId),
@@ -213,11 +214,6 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             return SendErrorAsync(streamId, SpanMismatch(request.Blocks), ct);
         }
 
-        if (request.Prompts is { } forwardPrompts)
-        {
-            return SendErrorAsync(streamId, NonFinitePrompts(forwardPrompts, null) ?? NoPrompts(), ct);
-        }
-
         if (!_server.Accepts(request.ReplyCodec))
         {
             return SendErrorAsync(streamId, BadCodec("reply codec", request.ReplyCodec), ct);
@@ -228,8 +224,13 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             return SendErrorAsync(streamId, invalid, ct);
         }
 
+        if (BuildAdaptation(request.Blocks, batch, tokens, request.Prompts, request.Lora, request.Adapter, null, out var adaptation) is { } badAdaptation)
+        {
+            return SendErrorAsync(streamId, badAdaptation, ct);
+        }
+
         var hidden = _server.Config.HiddenSize;
-        var bytes = (long)batch * tokens * hidden * sizeof(float);
+        var bytes = ((long)batch * tokens * hidden * sizeof(float)) + AdaptationBytes(adaptation, request.Lora.HasValue);
         if (!_server.TryReserveInput(bytes))
         {
             return SendErrorAsync(streamId, _server.InputBudgetFull(bytes), ct);
@@ -243,7 +244,78 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             _server.ReleaseInput(bytes);
             return SendErrorAsync(streamId, nonFinite, ct);
         }
-        var work = RunForwardAsync(streamId, buffer, batch, tokens, request.Blocks, request.ReplyCodec);
+
+        Track(RunForwardAsync(streamId, buffer, batch, tokens, request.Blocks, request.ReplyCodec, adaptation, bytes));
+        return ValueTask.CompletedTask;
+    }
+
+    private ValueTask OnBackwardAsync(uint streamId, BackwardRequest request, CancellationToken ct)
+    {
+        if (_server.RefusalReason is { } refused)
+        {
+            return SendErrorAsync(streamId, new ProtocolException(BlockServerErrors.ShuttingDown, refused), ct);
+        }
+
+        if (!_server.Serves(request.Blocks))
+        {
+            return SendErrorAsync(streamId, SpanMismatch(request.Blocks), ct);
+        }
+
+        if (!_server.Accepts(request.ReplyCodec))
+        {
+            return SendErrorAsync(streamId, BadCodec("reply codec", request.ReplyCodec), ct);
+        }
+
+        if (ValidateHidden(request.Inputs, out var batch, out var tokens) is { } invalid)
+        {
+            return SendErrorAsync(streamId, invalid, ct);
+        }
+
+        if (request.GradOutputs.Shape != request.Inputs.Shape)
+        {
+            return SendErrorAsync(streamId, new ProtocolException(ProtocolErrorCode.BadShape,
+                $"the gradient of the outputs {request.GradOutputs.Shape} does not have the shape of the inputs {request.Inputs.Shape}"), ct);
+        }
+
+        if (!_server.Accepts(request.GradOutputs.Codec))
+        {
+            return SendErrorAsync(streamId, BadCodec("gradient codec", request.GradOutputs.Codec), ct);
+        }
+
+        if (BuildAdaptation(request.Blocks, batch, tokens, request.Prompts, request.Lora, request.Adapter, null, out var adaptation) is { } badAdaptation)
+        {
+            return SendErrorAsync(streamId, badAdaptation, ct);
+        }
+
+        var count = batch * tokens * _server.Config.HiddenSize;
+
+        // Charged as the forward charges its input: both tensors and the adaptation wait here until computed.
+        var bytes = (2L * count * sizeof(float)) + AdaptationBytes(adaptation, request.Lora.HasValue);
+        if (!_server.TryReserveInput(bytes))
+        {
+            return SendErrorAsync(streamId, _server.InputBudgetFull(bytes), ct);
+        }
+
+        var inputs = ArrayPool<float>.Shared.Rent(count);
+        var grads = ArrayPool<float>.Shared.Rent(count);
+        request.Inputs.CopyTo(inputs);
+        request.GradOutputs.CopyTo(grads);
+        var nonFinite = NonFinite(inputs.AsSpan(0, count), request.Inputs.Shape, "inputs", null)
+            ?? NonFinite(grads.AsSpan(0, count), request.GradOutputs.Shape, "output gradients", null);
+        if (nonFinite is not null)
+        {
+            ArrayPool<float>.Shared.Return(inputs);
+            ArrayPool<float>.Shared.Return(grads);
+            _server.ReleaseInput(bytes);
+            return SendErrorAsync(streamId, nonFinite, ct);
+        }
+
+        Track(RunBackwardAsync(streamId, inputs, grads, batch, tokens, request.Blocks, request.ReplyCodec, adaptation, sentLora: request.Lora.HasValue, bytes));
+        return ValueTask.CompletedTask;
+    }
+
+    private void Track(Task work)
+    {
         lock (_lock)
         {
             _forwards.RemoveWhere(static t => t.IsCompleted);
@@ -252,23 +324,116 @@ internal sealed class ServerConnection : IProtocolMessageHandler
                 _forwards.Add(work);
             }
         }
-
-        return ValueTask.CompletedTask;
     }
 
-    private async Task RunForwardAsync(uint streamId, float[] buffer, int batch, int tokens, Models.BlockRange blocks, WireCodec codec)
+    private static long AdaptationBytes(Execution.BlockAdaptation? adaptation, bool sentLora) =>
+        adaptation is null ? 0 : ((long)adaptation.Prompts.Length * sizeof(float)) + (sentLora && adaptation.Lora is { } lora ? (long)lora.Values.Length * sizeof(float) : 0);
+
+    /// <summary>
+    /// Builds the adaptation of a call or step over <paramref name="blocks"/> from its wire fields, or returns the error:
+    /// both an adapter name and sent weights, an unknown adapter, prompts or weights of the wrong shape (<c>bad_shape</c>),
+    /// or a NaN or infinity in them (<c>non_finite_input</c>).
+    /// </summary>
+    /// <remarks>
+    /// <c>tokens</c> is the positions of a stateless call (the prompts must fit in them), or null for a session step;
+    /// <c>sessionLora</c> the weights a session applies to every step (its adapter or sent weights), or null.
+    /// </remarks>
+    internal ProtocolException? BuildAdaptation(Models.BlockRange blocks, int batch, int? tokens, WireTensor? prompts, WireLora? lora, string? adapter, ulong? stepId, out Execution.BlockAdaptation? adaptation, Execution.LoraWeights? sessionLora = null)
+    {
+        adaptation = null;
+        if (prompts is null && lora is null && adapter is null && sessionLora is null)
+        {
+            return null;
+        }
+
+        if (adapter is not null && lora is not null)
+        {
+            return new ProtocolException(ProtocolErrorCode.MalformedFrame, $"the request names adapter '{adapter}' and sends LoRA weights; a call uses one or the other");
+        }
+
+        Execution.LoraWeights? weights = sessionLora;
+        try
+        {
+            if (adapter is not null)
+            {
+                weights = _server.ResolveAdapter(adapter, blocks);
+            }
+            else if (lora is { } sent)
+            {
+                weights = sent.ToWeights(_server.Config, blocks);
+                if (NonFinite(weights.Values.Span, new TensorShape(weights.Values.Length), "LoRA weights", stepId) is { } badWeights)
+                {
+                    return badWeights;
+                }
+            }
+        }
+        catch (ProtocolException e)
+        {
+            return e;
+        }
+
+        var promptLength = 0;
+        float[]? promptValues = null;
+        if (prompts is { } p)
+        {
+            var hidden = _server.Config.HiddenSize;
+            var shape = p.Shape;
+            if (shape.Rank != 4 || shape[0] != blocks.Count || shape[1] != batch || shape[3] != hidden)
+            {
+                return new ProtocolException(ProtocolErrorCode.BadShape, string.Create(CultureInfo.InvariantCulture,
+                    $"deep prompts {shape} do not fit [blocks {blocks.Count}, batch {batch}, prefix, hidden {hidden}]"));
+            }
+
+            if (tokens is { } t && shape[2] > t)
+            {
+                return new ProtocolException(ProtocolErrorCode.BadShape, string.Create(CultureInfo.InvariantCulture,
+                    $"deep prompts {shape} cover {shape[2]} positions but the call has only {t} tokens per sequence"));
+            }
+
+            if (!_server.Accepts(p.Codec))
+            {
+                return BadCodec("prompts codec", p.Codec);
+            }
+
+            promptValues = p.ToArray();
+            if (NonFinite(promptValues, shape, "prompts", stepId) is { } badPrompts)
+            {
+                return badPrompts;
+            }
+
+            promptLength = shape[2];
+        }
+
+        // The executor takes only weights: a named adapter is resolved into its weights here (the name is not passed on).
+        adaptation = new Execution.BlockAdaptation
+        {
+            Lora = weights,
+            Prompts = promptValues ?? ReadOnlyMemory<float>.Empty,
+            PromptLength = promptLength,
+        };
+        return null;
+    }
+
+    private async Task RunForwardAsync(uint streamId, float[] buffer, int batch, int tokens, Models.BlockRange blocks, WireCodec codec, Execution.BlockAdaptation? adaptation, long bytes)
     {
         var hidden = _server.Config.HiddenSize;
         var count = batch * tokens * hidden;
         try
         {
-            var state = (Server: _server, Buffer: buffer, Count: count, Batch: batch, Tokens: tokens, Blocks: blocks);
+            var state = (Server: _server, Buffer: buffer, Count: count, Batch: batch, Tokens: tokens, Blocks: blocks, Adaptation: adaptation);
             await _server.Scheduler.RunAsync(
                 ComputePriority.Forward,
                 static s =>
                 {
-                    var (server, buffer, count, batch, tokens, blocks) = ((BlockServer, float[], int, int, int, Models.BlockRange))s!;
-                    server.Executor.Forward(buffer.AsSpan(0, count), batch, tokens, cache: null, blocks);
+                    var (server, buffer, count, batch, tokens, blocks, adaptation) = ((BlockServer, float[], int, int, int, Models.BlockRange, Execution.BlockAdaptation?))s!;
+                    if (adaptation is null)
+                    {
+                        server.Executor.Forward(buffer.AsSpan(0, count), batch, tokens, cache: null, blocks);
+                    }
+                    else
+                    {
+                        server.Executor.Forward(buffer.AsSpan(0, count), batch, tokens, cache: null, blocks, adaptation);
+                    }
                 },
                 state).ConfigureAwait(false);
             _server.OnComputed(batch * tokens, inference: false);
@@ -280,13 +445,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         catch (Exception ex) when (ex is not (OperationCanceledException or ProtocolException or Transport.TransportException or IOException))
 #pragma warning restore CA1031
         {
-            var error = ex switch
-            {
-                ObjectDisposedException => ShuttingDown(),
-                NotSupportedException when blocks != _server.Blocks => _server.SubRangeUnsupported(blocks, ex),
-                _ => new ProtocolException(ProtocolErrorCode.Internal, $"The forward pass failed: {ex.Message}"),
-            };
-            await TrySendErrorAsync(streamId, error).ConfigureAwait(false);
+            await TrySendErrorAsync(streamId, ComputeError(ex, blocks, "forward pass", adaptation is not null)).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // The connection broke while sending: nothing to tell the client.
         catch (Exception ex) when (ex is OperationCanceledException or ProtocolException or Transport.TransportException or IOException)
@@ -296,9 +455,77 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         finally
         {
             ArrayPool<float>.Shared.Return(buffer);
-            _server.ReleaseInput((long)count * sizeof(float));
+            _server.ReleaseInput(bytes);
         }
     }
+
+    private async Task RunBackwardAsync(uint streamId, float[] inputs, float[] grads, int batch, int tokens, Models.BlockRange blocks, WireCodec codec, Execution.BlockAdaptation? adaptation, bool sentLora, long bytes)
+    {
+        var hidden = _server.Config.HiddenSize;
+        var count = batch * tokens * hidden;
+        try
+        {
+            Execution.BlockGradients? adaptationGrads = null;
+            if (adaptation is not null && (adaptation.HasPrompts || sentLora))
+            {
+                adaptationGrads = new Execution.BlockGradients
+                {
+                    Prompts = adaptation.HasPrompts ? new float[adaptation.Prompts.Length] : Memory<float>.Empty,
+                    Lora = sentLora ? adaptation.Lora!.CreateZeros() : null,
+                };
+            }
+
+            var state = (Server: _server, Inputs: inputs, Grads: grads, Count: count, Batch: batch, Tokens: tokens, Blocks: blocks, Adaptation: adaptation, AdaptationGrads: adaptationGrads);
+            await _server.Scheduler.RunAsync(
+                ComputePriority.Backward,
+                static s =>
+                {
+                    var (server, inputs, grads, count, batch, tokens, blocks, adaptation, adaptationGrads) =
+                        ((BlockServer, float[], float[], int, int, int, Models.BlockRange, Execution.BlockAdaptation?, Execution.BlockGradients?))s!;
+                    server.Executor.Backward(inputs.AsSpan(0, count), grads.AsSpan(0, count), batch, tokens, blocks, adaptation, adaptationGrads);
+                },
+                state).ConfigureAwait(false);
+            _server.OnBackwardComputed(batch * tokens);
+            var response = new BackwardResponse(
+                WireTensor.FromValues(new TensorShape(batch, tokens, hidden), grads.AsMemory(0, count), codec),
+                adaptationGrads is { Prompts.IsEmpty: false } withPrompts
+                    ? WireTensor.FromValues(new TensorShape(blocks.Count, batch, adaptation!.PromptLength, hidden), withPrompts.Prompts, codec)
+                    : null,
+                adaptationGrads?.Lora is { } loraGrads ? WireTensor.FromValues(new TensorShape(loraGrads.Values.Length), loraGrads.Values, codec) : null);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await _connection.SendAsync(streamId, response, timeout.Token).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Whatever the executor throws is answered (internal); only a broken send is not.
+        catch (Exception ex) when (ex is not (OperationCanceledException or ProtocolException or Transport.TransportException or IOException))
+#pragma warning restore CA1031
+        {
+            await TrySendErrorAsync(streamId, ComputeError(ex, blocks, "backward pass", fineTuning: true)).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // The connection broke while sending: nothing to tell the client.
+        catch (Exception ex) when (ex is OperationCanceledException or ProtocolException or Transport.TransportException or IOException)
+#pragma warning restore CA1031
+        {
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(inputs);
+            ArrayPool<float>.Shared.Return(grads);
+            _server.ReleaseInput(bytes);
+        }
+    }
+
+    /// <summary>
+    /// The answer to a pass that threw: <c>unsupported</c> when the executor cannot run a sub-range or a fine-tuning
+    /// feature the call used (<paramref name="fineTuning"/>: an adaptation or a backward pass), otherwise <c>internal</c>.
+    /// </summary>
+    private ProtocolException ComputeError(Exception ex, Models.BlockRange blocks, string what, bool fineTuning) => ex switch
+    {
+        ObjectDisposedException => ShuttingDown(),
+        NotSupportedException when blocks != _server.Blocks => _server.SubRangeUnsupported(blocks, ex),
+        NotSupportedException when fineTuning => new ProtocolException(BlockServerErrors.Unsupported, $"this server cannot run the {what}: {ex.Message}"),
+        ArgumentException => new ProtocolException(ProtocolErrorCode.BadShape, $"The {what} was refused: {ex.Message}"),
+        _ => new ProtocolException(ProtocolErrorCode.Internal, $"The {what} failed: {ex.Message}"),
+    };
 
     private ValueTask OnOpenAsync(uint streamId, InferenceOpen open, CancellationToken ct)
     {
@@ -323,7 +550,12 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             return SendErrorAsync(streamId, BadCodec("reply codec", open.ReplyCodec), ct);
         }
 
-        var session = new InferenceSession(_server, this, streamId, open);
+        if (BuildAdaptation(open.Blocks, 1, null, null, open.Lora, open.Adapter, null, out var sessionAdaptation) is { } badAdaptation)
+        {
+            return SendErrorAsync(streamId, badAdaptation, ct);
+        }
+
+        var session = new InferenceSession(_server, this, streamId, open, sessionAdaptation?.Lora);
         lock (_lock)
         {
             if (_closed)
@@ -365,13 +597,13 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             work = StepWork.Failed(step.StepId, new ProtocolException(ProtocolErrorCode.Busy, string.Create(CultureInfo.InvariantCulture,
                 $"more than {InferenceSession.MaxQueuedSteps} steps of this session are queued; wait for results before sending more")));
         }
-        else if (step.Prompts is { } stepPrompts)
-        {
-            work = StepWork.Failed(step.StepId, NonFinitePrompts(stepPrompts, step.StepId) ?? NoPrompts());
-        }
         else if (ValidateHidden(step.Hidden, out var batch, out var tokens) is { } invalid)
         {
             work = StepWork.Failed(step.StepId, invalid);
+        }
+        else if (BuildAdaptation(session.Blocks, batch, null, step.Prompts, null, null, step.StepId, out var stepAdaptation, session.Lora) is { } badAdaptation)
+        {
+            work = StepWork.Failed(step.StepId, badAdaptation);
         }
         else if (!_server.TryReserveInput((long)batch * tokens * _server.Config.HiddenSize * sizeof(float)))
         {
@@ -379,7 +611,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         }
         else
         {
-            work = StepWork.FromMessage(step, batch, tokens, _server.Config.HiddenSize, _server);
+            work = StepWork.FromMessage(step, batch, tokens, _server.Config.HiddenSize, _server, stepAdaptation);
             if (NonFinite(work.Inputs, step.Hidden.Shape, "hidden states", step.StepId) is { } nonFinite)
             {
                 // Refused before anything runs: the session goes on with its cache as it was (a step refusal keeps the call open).
@@ -474,14 +706,8 @@ internal sealed class ServerConnection : IProtocolMessageHandler
             : string.Create(CultureInfo.InvariantCulture, $"the {what} {shape} hold {where}; nothing was computed"));
     }
 
-    /// <summary>As <see cref="NonFinite"/> for deep prompts, checked before they are refused as unsupported (a precise reason first).</summary>
-    private ProtocolException? NonFinitePrompts(WireTensor prompts, ulong? stepId) => NonFinite(prompts.ToArray(), prompts.Shape, "prompts", stepId);
-
     private ProtocolException SpanMismatch(Models.BlockRange requested) => new(ProtocolErrorCode.SpanMismatch,
         $"blocks {requested} requested; this server runs blocks {_server.Blocks} and serves only non-empty ranges within them");
-
-    private static ProtocolException NoPrompts() =>
-        new(BlockServerErrors.Unsupported, "deep prompts are not supported by this server");
 
     private static ProtocolException ShuttingDown() =>
         new(BlockServerErrors.ShuttingDown, "the server is shutting down");

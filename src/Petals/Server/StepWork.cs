@@ -43,6 +43,9 @@ internal sealed class StepWork : IDisposable
 
     public IBlockExecutor? Executor { get; set; }
 
+    /// <summary>The step's deep prompts (positions below their length) and its session's LoRA weights, or null.</summary>
+    public BlockAdaptation? Adaptation { get; private init; }
+
     /// <summary>The blocks the step runs (its session's range).</summary>
     public Models.BlockRange Blocks { get; set; }
 
@@ -55,12 +58,12 @@ internal sealed class StepWork : IDisposable
     /// Copies the step out of the message (which is valid only during the handler call). Its inputs were charged to
     /// <paramref name="budget"/>'s queued-input budget; <see cref="Dispose"/> returns them.
     /// </summary>
-    public static StepWork FromMessage(InferenceStep step, int batch, int tokens, int hidden, BlockServer budget)
+    public static StepWork FromMessage(InferenceStep step, int batch, int tokens, int hidden, BlockServer budget, BlockAdaptation? adaptation = null)
     {
         var buffer = ArrayPool<float>.Shared.Rent(batch * tokens * hidden);
         step.Hidden.CopyTo(buffer);
         var hypo = step.HypoIds is { } ids ? ids.Span.ToArray() : null;
-        return new StepWork(step.StepId, step.StartPosition, batch, tokens, hidden, buffer, hypo, null) { _budget = budget };
+        return new StepWork(step.StepId, step.StartPosition, batch, tokens, hidden, buffer, hypo, null) { _budget = budget, Adaptation = adaptation };
     }
 
     /// <summary>A step refused on receipt.</summary>
@@ -80,7 +83,14 @@ internal sealed class StepWork : IDisposable
             cache.Reorder(hypo);
         }
 
-        Executor!.Forward(_buffer.AsSpan(0, Count), Batch, Tokens, cache, Blocks);
+        if (Adaptation is null)
+        {
+            Executor!.Forward(_buffer.AsSpan(0, Count), Batch, Tokens, cache, Blocks);
+        }
+        else
+        {
+            Executor!.Forward(_buffer.AsSpan(0, Count), Batch, Tokens, cache, Blocks, Adaptation);
+        }
     }
 
     public InferenceStepResult ToResult(WireCodec codec) =>

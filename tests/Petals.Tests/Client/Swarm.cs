@@ -28,15 +28,19 @@ internal sealed class Swarm : IAsyncDisposable
 
     public List<PeerAddress> Addresses { get; } = [];
 
-    public static async Task<Swarm> StartAsync(RandomModelFixture fixture, ITransport transport, BlockRange[] spans, Action<BlockServerOptions>? configure = null)
+    public static Task<Swarm> StartAsync(RandomModelFixture fixture, ITransport transport, BlockRange[] spans, Action<BlockServerOptions>? configure = null) =>
+        StartAsync(span => RandomModelFixture.Factory.Create(fixture.Weights, span), transport, spans, configure is null ? null : (_, o) => configure(o));
+
+    /// <summary>Servers over executors made by <paramref name="create"/> for each span; <paramref name="configure"/> gets each server's index.</summary>
+    public static async Task<Swarm> StartAsync(Func<BlockRange, IBlockExecutor> create, ITransport transport, BlockRange[] spans, Action<int, BlockServerOptions>? configure = null)
     {
         var swarm = new Swarm(transport);
         for (var i = 0; i < spans.Length; i++)
         {
-            var executor = RandomModelFixture.Factory.Create(fixture.Weights, spans[i]);
+            var executor = create(spans[i]);
             swarm._executors.Add(executor);
             var options = new BlockServerOptions { Blocks = spans[i], ModelId = ModelId, PeerId = $"server-{i}" };
-            configure?.Invoke(options);
+            configure?.Invoke(i, options);
             var server = new BlockServer(executor, options);
             var bind = transport is TcpTransport ? PeerAddress.Parse("tcp://127.0.0.1:0") : PeerAddress.Parse($"mem://server-{i}-{Guid.NewGuid():N}");
             var listener = await transport.ListenAsync(bind, Ct);
@@ -60,6 +64,13 @@ internal sealed class Swarm : IAsyncDisposable
         State = Petals.Discovery.ServerState.Online,
         Span = Servers[index].Blocks,
     };
+
+    /// <summary>Shuts server <paramref name="index"/> down: its connections close and its listener stops accepting.</summary>
+    public async Task StopAsync(int index)
+    {
+        await Servers[index].DisposeAsync();
+        await _listeners[index].DisposeAsync();
+    }
 
     public async ValueTask DisposeAsync()
     {

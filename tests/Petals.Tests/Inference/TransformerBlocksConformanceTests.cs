@@ -149,6 +149,64 @@ public abstract class TransformerBlocksConformanceTests
         await Assert.ThrowsAsync<ObjectDisposedException>(() => session.ForwardAsync(new float[fixture.Config.HiddenSize], 1, Ct).AsTask());
     }
 
+    [Fact]
+    public async Task A_training_pass_with_deep_prompts_and_lora_equals_the_reference_forward_and_backward()
+    {
+        using var fixture = Fixture();
+        await using var subject = await CreateAsync(fixture);
+        using var reference = fixture.CreateBlocks();
+        var config = fixture.Config;
+        var random = new Random(34);
+        var shape = new Execution.LoraWeights(config, new Models.BlockRange(0, config.NumLayers), 2, 0.5f, [Execution.LoraTarget.Query, Execution.LoraTarget.Down]);
+        var lora = new Execution.LoraWeights(config, shape.Blocks, 2, 0.5f, shape.Targets, Hidden(random, 1, shape.Values.Length / config.HiddenSize, fixture));
+        var adaptation = new Execution.BlockAdaptation { Lora = lora, PromptLength = 2, Prompts = Hidden(random, config.NumLayers * 2, 2, fixture) };
+        var input = Hidden(random, 2, 4, fixture);
+        var outputGradient = Hidden(random, 2, 4, fixture);
+        async Task<(float[] Out, float[] Grad, Execution.BlockGradients Adaptation)> RunAsync(ITransformerBlocks blocks)
+        {
+            var hidden = input.ToArray();
+            using var activations = await blocks.ForwardAsync(hidden, 2, 4, adaptation, Ct).AsTask().WaitAsync(Bound, Ct);
+            var gradients = outputGradient.ToArray();
+            var adaptationGradients = new Execution.BlockGradients { Prompts = new float[adaptation.Prompts.Length], Lora = lora.CreateZeros() };
+            await blocks.BackwardAsync(activations, gradients, adaptationGradients, Ct).AsTask().WaitAsync(Bound, Ct);
+            return (hidden, gradients, adaptationGradients);
+        }
+
+        var expected = await RunAsync(reference);
+        var actual = await RunAsync(subject.Blocks);
+        AssertClose(expected.Out, actual.Out, Tolerance);
+        AssertClose(expected.Grad, actual.Grad, Tolerance);
+        AssertClose(expected.Adaptation.Prompts.ToArray(), actual.Adaptation.Prompts.ToArray(), Tolerance);
+        AssertClose(expected.Adaptation.Lora!.Values.ToArray(), actual.Adaptation.Lora!.Values.ToArray(), 10 * Tolerance);
+    }
+
+    [Fact]
+    public async Task Bad_training_inputs_are_refused_before_anything_runs()
+    {
+        using var fixture = Fixture();
+        await using var subject = await CreateAsync(fixture);
+        var h = fixture.Config.HiddenSize;
+        var wrongPrompts = new Execution.BlockAdaptation { PromptLength = 2, Prompts = new float[h] };
+        var prompts = await Assert.ThrowsAsync<ArgumentException>(async () => await subject.Blocks.ForwardAsync(new float[2 * h], 1, 2, wrongPrompts, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Contains("Deep prompts hold", prompts.Message, StringComparison.Ordinal);
+        var tooLong = new Execution.BlockAdaptation { PromptLength = 3, Prompts = new float[fixture.Config.NumLayers * 3 * h] };
+        await Assert.ThrowsAsync<ArgumentException>(async () => await subject.Blocks.ForwardAsync(new float[2 * h], 1, 2, tooLong, Ct).AsTask().WaitAsync(Bound, Ct));
+
+        using var activations = await subject.Blocks.ForwardAsync(new float[2 * h], 1, 2, null, Ct).AsTask().WaitAsync(Bound, Ct);
+        var shortGradient = await Assert.ThrowsAsync<ArgumentException>(async () => await subject.Blocks.BackwardAsync(activations, new float[h], null, Ct).AsTask().WaitAsync(Bound, Ct));
+        Assert.Contains(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"hold {h} values"), shortGradient.Message, StringComparison.Ordinal);
+        var nan = new float[2 * h];
+        nan[3] = float.NaN;
+        await Assert.ThrowsAsync<ArgumentException>(async () => await subject.Blocks.BackwardAsync(activations, nan, null, Ct).AsTask().WaitAsync(Bound, Ct));
+
+        // Prompt gradients asked of a pass that had no prompts.
+        var unwanted = new Execution.BlockGradients { Prompts = new float[h] };
+        await Assert.ThrowsAsync<ArgumentException>(async () => await subject.Blocks.BackwardAsync(activations, new float[2 * h], unwanted, Ct).AsTask().WaitAsync(Bound, Ct));
+
+        // The refusals left nothing broken: a good backward pass still runs.
+        await subject.Blocks.BackwardAsync(activations, new float[2 * h], null, Ct).AsTask().WaitAsync(Bound, Ct);
+    }
+
     /// <summary>The model every test runs: 4 blocks, GQA, fp32.</summary>
     private protected static RandomModelFixture Fixture() => new(TensorDType.F32, tied: false, layers: 4);
 

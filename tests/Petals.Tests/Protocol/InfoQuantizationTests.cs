@@ -26,7 +26,7 @@ public sealed class InfoQuantizationTests
         using var executor = new WeightsInfoExecutor(RandomModelFixture.Factory.Create(model.Weights, new BlockRange(0, 2)), "q4_k+q6_k");
         var server = new BlockServer(executor, new BlockServerOptions { Blocks = new(0, 2), ModelId = "m" });
         Assert.Equal("q4_k+q6_k", server.Quantization);
-        Assert.Equal(2, ConnectionPreamble.CurrentVersionMinor);
+        Assert.Equal(3, ConnectionPreamble.CurrentVersionMinor);
         Assert.Equal("q4_k+q6_k", server.CreateInfo().Quantization);
         Assert.Equal("q4_k+q6_k", server.CreateInfo(2).Quantization);
         Assert.Null(server.CreateInfo(1).Quantization); // a 1.1 client would refuse the trailing string

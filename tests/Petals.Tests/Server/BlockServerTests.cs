@@ -72,8 +72,8 @@ public sealed class BlockServerTests
         AssertError(wrongHidden, "bad_shape", $"hidden size {h.Hidden + 1}, the model's is {h.Hidden}");
 
         var prompts = await client.CallAsync(new ForwardRequest(ServerHarness.Span, WireCodec.Fp32, h.Tensor(h.Input(1, 1, 0), 1, 1),
-            WireTensor.FromValues(new TensorShape(2, 1, 1, h.Hidden), new float[2 * h.Hidden])));
-        AssertError(prompts, "unsupported", "deep prompts");
+            WireTensor.FromValues(new TensorShape(2, 1, 2, h.Hidden), new float[4 * h.Hidden])));
+        AssertError(prompts, "bad_shape", $"deep prompts [2, 1, 2, {h.Hidden}] cover 2 positions but the call has only 1 tokens per sequence");
 
         Assert.IsType<InfoResponse>((await client.CallAsync(InfoRequest.Instance)).Message);
     }

@@ -31,6 +31,28 @@ public sealed class ComputeSchedulerTests
     }
 
     [Fact]
+    public async Task BackwardPassesRunAfterInferenceStepsAndBeforeForwardBatches()
+    {
+        using var scheduler = new ComputeScheduler();
+        using var gate = new ManualResetEventSlim();
+        var order = new ConcurrentQueue<string>();
+        var ct = TestContext.Current.CancellationToken;
+        var blocker = scheduler.RunAsync(ComputePriority.Forward, _ => gate.Wait(Bound), null, ct);
+        Task Queue(ComputePriority priority, string name) => scheduler.RunAsync(priority, s => order.Enqueue((string)s!), name, ct);
+        var tasks = new List<Task>
+        {
+            Queue(ComputePriority.Forward, "f1"),
+            Queue(ComputePriority.Backward, "b1"),
+            Queue(ComputePriority.Inference, "s1"),
+            Queue(ComputePriority.Backward, "b2"),
+            Queue(ComputePriority.Forward, "f2"),
+        };
+        gate.Set();
+        await Task.WhenAll(tasks.Append(blocker)).WaitAsync(Bound, ct);
+        Assert.Equal(["s1", "b1", "b2", "f1", "f2"], order);
+    }
+
+    [Fact]
     public async Task AllWorkRunsOnOneDedicatedThreadAndAFailureReachesOnlyItsCaller()
     {
         using var scheduler = new ComputeScheduler();

@@ -93,7 +93,7 @@ public sealed class NonFiniteInputTests
     }
 
     [Fact]
-    public async Task NonFinitePromptsAreNamedBeforeTheyAreRefusedAsUnsupported()
+    public async Task NonFinitePromptsAreRefusedAndTheSessionGoesOnButPromptsOfTheWrongShapeEndIt()
     {
         await using var h = await ServerHarness.StartAsync();
         await using var client = await h.ConnectAsync();
@@ -108,10 +108,10 @@ public sealed class NonFiniteInputTests
         BlockServerTests.AssertError(await client.NextAsync(session.StreamId), "non_finite_input", "step 1: the prompts");
         Assert.Equal(1, (await session.StepAsync(1, 0, h.Input(1, 1, 1), 1, 1)).Position);
 
-        // Finite prompts are still unsupported (and end the session, as before).
-        var finite = WireTensor.FromValues(new TensorShape(2, 1, 1, h.Hidden), new float[2 * h.Hidden]);
-        await client.Connection.SendAsync(session.StreamId, new InferenceStep(2, 1, h.Tensor(h.Input(1, 1, 0), 1, 1), finite), Ct);
-        BlockServerTests.AssertError(await client.NextAsync(session.StreamId), "unsupported", "deep prompts");
+        // Prompts for one block where the session runs two: bad_shape, which ends the session.
+        var wrong = WireTensor.FromValues(new TensorShape(1, 1, 1, h.Hidden), new float[h.Hidden]);
+        await client.Connection.SendAsync(session.StreamId, new InferenceStep(2, 1, h.Tensor(h.Input(1, 1, 0), 1, 1), wrong), Ct);
+        BlockServerTests.AssertError(await client.NextAsync(session.StreamId), "bad_shape", $"deep prompts [1, 1, 1, {h.Hidden}] do not fit [blocks 2, batch 1, prefix, hidden {h.Hidden}]");
         Assert.Equal(2, h.Server.GetStatistics().NonFiniteInputsRefused);
     }
 

@@ -240,6 +240,10 @@ public sealed class MinLatencyRouter : IRouter
             {
                 otherQuantization.Add(info);
             }
+            else if (request.RequiredAdapter is { } adapter && !info.Adapters.Contains(adapter, StringComparer.Ordinal))
+            {
+                left.Add($"{PeerIds.Short(info.PeerId)} (no adapter '{adapter}')");
+            }
             else if (_blocked.Contains(info.PeerId))
             {
                 left.Add($"{PeerIds.Short(info.PeerId)} (blocked)");
@@ -310,7 +314,7 @@ public sealed class MinLatencyRouter : IRouter
 
     private static string DescribeGaps(RouteRequest request, List<BlockRange> gaps, ServerInfo[] usable, List<string> left, List<ServerInfo> otherQuantization)
     {
-        var message = new StringBuilder("no online server covers blocks ").AppendJoin(", ", gaps);
+        var message = new StringBuilder(request.RequiredAdapter is { } adapter ? $"no online server holding adapter '{adapter}' covers blocks " : "no online server covers blocks ").AppendJoin(", ", gaps);
         if (!string.IsNullOrEmpty(request.ModelId))
         {
             message.Append(" of model ").Append(request.ModelId);

@@ -50,6 +50,29 @@ public sealed record InfoResponse(
     /// </summary>
     public string? Quantization { get; init; }
 
+    /// <summary>The most adapter names an info response carries.</summary>
+    public const int MaxAdapters = 256;
+
+    /// <summary>
+    /// The names of the adapters the server holds for its blocks (<c>petals serve --adapters</c>), which clients that name
+    /// an adapter route by; null when not stated. Sent (as a u16 count and that many strings after
+    /// <see cref="Quantization"/>, which must then be present) only on connections that negotiated protocol 1.3 or
+    /// later, and read when present; at most <see cref="MaxAdapters"/> non-empty names.
+    /// </summary>
+    public IReadOnlyList<string>? Adapters { get; init; }
+
+    /// <inheritdoc />
+    public bool Equals(InfoResponse? other) =>
+        other is not null
+        && VersionMajor == other.VersionMajor && VersionMinor == other.VersionMinor && ModelId == other.ModelId && Blocks == other.Blocks
+        && HiddenSize == other.HiddenSize && ComputeDType == other.ComputeDType && Codecs == other.Codecs && CacheTokensLeft == other.CacheTokensLeft
+        && MaxFrameSize == other.MaxFrameSize && MaxMessageSize == other.MaxMessageSize && MaxBatchSize == other.MaxBatchSize
+        && MaxSessionLength == other.MaxSessionLength && Nullable.Equals(StatedError, other.StatedError) && Quantization == other.Quantization
+        && (Adapters is null ? other.Adapters is null : other.Adapters is not null && Adapters.SequenceEqual(other.Adapters, StringComparer.Ordinal));
+
+    /// <inheritdoc />
+    public override int GetHashCode() => HashCode.Combine(ModelId, Blocks, HiddenSize, CacheTokensLeft);
+
     internal override int GetPayloadSize(ProtocolLimits limits)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(MaxFrameSize);
@@ -75,8 +98,33 @@ public sealed record InfoResponse(
             }
         }
 
+        var adapters = 0;
+        if (Adapters is not null)
+        {
+            if (Quantization is null)
+            {
+                throw new InvalidOperationException("Adapters are sent after Quantization (protocol 1.3); set Quantization too.");
+            }
+
+            if (Adapters.Count > MaxAdapters)
+            {
+                throw new InvalidOperationException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Adapters.Count} adapters exceed the limit of {MaxAdapters}."));
+            }
+
+            adapters = 2;
+            foreach (var name in Adapters)
+            {
+                if (string.IsNullOrEmpty(name))
+                {
+                    throw new InvalidOperationException("An adapter name is empty.");
+                }
+
+                adapters += WireWriter.StringSize(name, "adapters", limits.MaxStringBytes);
+            }
+        }
+
         return 2 + 2 + WireWriter.StringSize(ModelId, "modelId", limits.MaxStringBytes) + 8 + 4 + 1 + 1 + 8 + 16 + (StatedError.HasValue ? 4 : 0)
-            + (Quantization is null ? 0 : WireWriter.StringSize(Quantization, "quantization", limits.MaxStringBytes));
+            + (Quantization is null ? 0 : WireWriter.StringSize(Quantization, "quantization", limits.MaxStringBytes)) + adapters;
     }
 
     internal override void WritePayload(ref WireWriter writer)
@@ -101,6 +149,15 @@ public sealed record InfoResponse(
         if (Quantization is not null)
         {
             writer.String(Quantization);
+        }
+
+        if (Adapters is not null)
+        {
+            writer.U16((ushort)Adapters.Count);
+            foreach (var name in Adapters)
+            {
+                writer.String(name);
+            }
         }
     }
 }

@@ -77,6 +77,23 @@ public sealed class MinLatencyRouterTests
     }
 
     [Fact]
+    public void A_required_adapter_leaves_out_servers_that_do_not_hold_it_for_inference_and_forward_routes()
+    {
+        var fast = Peer("fast", 0, 4, throughput: 1000);
+        var slowA = Peer("slow-a", 0, 2) with { Adapters = ["rhymes"] };
+        var slowB = Peer("slow-b", 2, 4) with { Adapters = ["rhymes", "pirate"] };
+        var request = new RouteRequest { Servers = [fast, slowA, slowB], Blocks = new BlockRange(0, 4), RequiredAdapter = "rhymes" };
+        var router = new MinLatencyRouter(Defaults);
+        Assert.Equal(["slow-a", "slow-b"], router.RouteInference(request).Select(s => s.Server.PeerId));
+        Assert.Equal(["slow-a", "slow-b"], router.RouteForward(request).Select(s => s.Server.PeerId));
+        Assert.Equal(["fast"], router.RouteInference(request with { RequiredAdapter = null }).Select(s => s.Server.PeerId));
+
+        var error = Assert.Throws<RemoteChainException>(() => router.RouteInference(request with { RequiredAdapter = "pirate" }));
+        Assert.StartsWith($"no online server holding adapter 'pirate' covers blocks {new BlockRange(0, 2)}", error.Message, StringComparison.Ordinal);
+        Assert.Contains("(no adapter 'pirate')", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_server_is_never_entered_and_left_at_the_same_block_as_a_relay()
     {
         // From a to c the announced hop is unknown (1 s), but a -> b and b -> c are free and entering b costs nothing:

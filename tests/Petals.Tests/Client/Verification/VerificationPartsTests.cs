@@ -80,7 +80,7 @@ public sealed class VerificationPartsTests
         var server = new Petals.Server.BlockServer(executor, new Petals.Server.BlockServerOptions { Blocks = new(0, 2), ModelId = "m" });
         Assert.Equal(0.02f, server.CreateInfo(1).StatedError);
         Assert.Null(server.CreateInfo(0).StatedError);
-        Assert.Equal(2, ConnectionPreamble.CurrentVersionMinor);
+        Assert.Equal(3, ConnectionPreamble.CurrentVersionMinor);
 
         using var plain = RandomModelFixture.Factory.Create(model.Weights, new BlockRange(0, 2));
         Assert.Equal(1e-4f, new Petals.Server.BlockServer(plain, new Petals.Server.BlockServerOptions { Blocks = new(0, 2), ModelId = "m" }).CreateInfo().StatedError);
