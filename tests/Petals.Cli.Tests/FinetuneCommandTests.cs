@@ -5,7 +5,7 @@ namespace Petals.Cli.Tests;
 
 public sealed class FinetuneCommandTests
 {
-    private static string StyleTrain => Path.Combine(TestData.RepositoryRoot, "samples", "finetune", "style-train.jsonl");
+    internal static string StyleTrain => Path.Combine(TestData.RepositoryRoot, "samples", "finetune", "style-train.jsonl");
 
     private static string StyleEval => Path.Combine(TestData.RepositoryRoot, "samples", "finetune", "style-eval.jsonl");
 

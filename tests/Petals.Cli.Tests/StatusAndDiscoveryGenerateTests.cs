@@ -257,7 +257,7 @@ public sealed class StatusAndDiscoveryGenerateTests
     }
 
     /// <summary>A bootstrap DHT node and block servers of the tiny model on plain TCP (so the commands run with --insecure), each server announced through its own DHT node.</summary>
-    private sealed class TcpSwarm : IAsyncDisposable
+    internal sealed class TcpSwarm : IAsyncDisposable
     {
         private readonly List<DhtNode> _nodes = [];
         private readonly List<PeerIdentity> _identities = [];

@@ -38,29 +38,20 @@ internal static class FinetuneCommand
         var outDir = new Option<string>("--out") { Description = "Directory for the trained parameters, optimizer state and finetune.json.", Required = true };
         var resume = new Option<bool>("--resume") { Description = "Continue the training saved in --out (same data and options) up to --steps." };
         var output = ModelOptions.Output();
-        var peers = SwarmOptions.Peers();
-        var wireCodec = SwarmOptions.WireCodec();
-        var initialPeers = ClientDiscovery.InitialPeersOption();
-        var modelId = new Option<string?>("--model-id") { Description = "With --initial-peers: the model id the servers announce (default: computed from the model)." };
-        var insecure = TransportSecurity.Insecure();
-        var noMultiplex = TransportSecurity.NoMultiplex();
+        var source = new BlocksSourceOptions();
 
         var command = new Command("finetune", "Fine-tune prompts, deep prompts or LoRA (and a classification head) on JSON-lines data; the frozen blocks run in this process, on --peers, or in the swarm found through --initial-peers.")
         {
             model, data, evalData, mode, promptTokens, loraRank, loraAlpha, loraTargets, classes, pooling, steps, batchSize, seqLen, lr, weightDecay, clip, seed, outDir, resume, output, threads,
-            peers, wireCodec, initialPeers, modelId, insecure, noMultiplex,
         };
+        foreach (var option in source.All)
+        {
+            command.Options.Add(option);
+        }
+
         command.Validators.Add(result =>
         {
-            if (result.GetResult(peers) is not null && result.GetResult(initialPeers) is not null)
-            {
-                result.AddError("--peers and --initial-peers are exclusive: name the servers, or the swarm's DHT nodes to find them through.");
-            }
-
-            if (result.GetResult(modelId) is not null && result.GetResult(initialPeers) is null)
-            {
-                result.AddError("--model-id needs --initial-peers (it names the model in the swarm's announcements).");
-            }
+            source.Validate(result);
 
             Positive(result, promptTokens, 1);
             Positive(result, loraRank, 1);
@@ -101,8 +92,6 @@ internal static class FinetuneCommand
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
             var json = ModelOptions.IsJson(parse.GetValue(output));
-            var plain = parse.GetValue(insecure);
-            TransportSecurity.Warn(context, plain);
             var modelPath = parse.GetValue(model)!;
             if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
             {
@@ -110,16 +99,9 @@ internal static class FinetuneCommand
             }
 
             var load = Stopwatch.StartNew();
-            var peerList = parse.GetValue(peers);
-            var dhtPeers = parse.GetValue(initialPeers);
-            await using var swarm = dhtPeers is null ? null : await ClientDiscovery.JoinAsync(dhtPeers, plain, !parse.GetValue(noMultiplex), ct).ConfigureAwait(false);
-            await using var client = swarm is not null
-                ? swarm.CreateClient(modelPath, parse.GetValue(modelId), parse.GetValue(wireCodec), [], [])
-                : peerList is null ? null : SwarmOptions.CreateClient(modelPath, peerList, parse.GetValue(wireCodec), plain, 0, !parse.GetValue(noMultiplex));
-            using var lm = client is not null
-                ? await client.ConnectAsync(ct).ConfigureAwait(false)
-                : ModelOptions.LoadLocal(modelPath, parse.GetValue(threads));
-            context.Info($"loaded {lm.Config.NumLayers} blocks ({(client is null ? "local" : "remote")}), hidden {lm.Config.HiddenSize}, vocab {lm.Config.VocabSize}", load);
+            await using var opened = await source.OpenAsync(context, parse, modelPath, () => ModelOptions.LoadLocal(modelPath, parse.GetValue(threads)), ct).ConfigureAwait(false);
+            var lm = opened.Model;
+            context.Info($"loaded {lm.Config.NumLayers} blocks ({(opened.IsRemote ? "remote" : "local")}), hidden {lm.Config.HiddenSize}, vocab {lm.Config.VocabSize}", load);
 
             var tokenizer = lm.Tokenizer ?? throw new InvalidOperationException($"Model '{modelPath}' has no tokenizer.");
             var sequenceLength = parse.GetValue(seqLen);

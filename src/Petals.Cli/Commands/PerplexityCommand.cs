@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Petals.Execution;
 using Petals.Generation;
+using Petals.Client;
 using Petals.Inference;
 
 namespace Petals.Cli.Commands;
@@ -18,10 +19,24 @@ internal static class PerplexityCommand
         var output = ModelOptions.Output();
         var quant = QuantizationOptions.Quant("the blocks");
         var tuned = GenerateCommand.TunedOption();
-        var command = new Command("perplexity", "Mean negative log-likelihood (nats per token) of a text: BOS + text, every token after BOS predicted (teacher-forced), with the blocks in this process, quantized with --quant.")
+        var source = new BlocksSourceOptions();
+        var command = new Command("perplexity", "Mean negative log-likelihood (nats per token) of a text: BOS + text, every token after BOS predicted (teacher-forced), with the blocks in this process (quantized with --quant), on --peers, or in the swarm found through --initial-peers.")
         {
             model, textFile, output, threads, quant, tuned,
         };
+        foreach (var option in source.All)
+        {
+            command.Options.Add(option);
+        }
+
+        command.Validators.Add(result =>
+        {
+            source.Validate(result);
+            if (result.GetResult(quant) is not null && (result.GetResult(source.Peers) is not null || result.GetResult(source.InitialPeers) is not null))
+            {
+                result.AddError("--quant quantizes the blocks run in this process; with --peers or --initial-peers the servers choose theirs (petals serve --quant).");
+            }
+        });
 
         command.SetAction((parse, cancellationToken) => context.RunAsync(async ct =>
         {
@@ -29,10 +44,14 @@ internal static class PerplexityCommand
             var path = parse.GetValue(textFile)!;
             var text = await File.ReadAllTextAsync(path, ct).ConfigureAwait(false);
             var load = Stopwatch.StartNew();
-            using var lm = ModelOptions.LoadLocal(parse.GetValue(model)!, parse.GetValue(threads), quantization);
+            var modelPath = parse.GetValue(model)!;
+            await using var opened = await source.OpenAsync(context, parse, modelPath, () => ModelOptions.LoadLocal(modelPath, parse.GetValue(threads), quantization), ct).ConfigureAwait(false);
+            var lm = opened.Model;
             var weights = WeightsOf(lm);
-            var served = weights?.Quantization ?? "none";
-            context.Info(weights is null
+            var served = opened.IsRemote ? RemoteQuantization(lm) : weights?.Quantization ?? "none";
+            context.Info(opened.IsRemote
+                ? $"loaded {lm.Config.NumLayers} remote blocks, weights {served}"
+                : weights is null
                 ? $"loaded {lm.Config.NumLayers} blocks (--quant {quantization}; the executor reports no weight storage)"
                 : string.Create(CultureInfo.InvariantCulture, $"loaded {lm.Config.NumLayers} blocks, weights {served}: {weights.WeightBytes} bytes of linear-layer weights (--quant {quantization})"), load);
             var tokenizer = lm.Tokenizer!;
@@ -91,6 +110,12 @@ internal static class PerplexityCommand
         }, cancellationToken));
         return command;
     }
+
+    /// <summary>The quantizations the servers of <paramref name="lm"/>'s remote blocks announce, joined by '+' when they differ.</summary>
+    private static string RemoteQuantization(CausalLanguageModel lm) =>
+        lm.Blocks is RemoteTransformerBlocks remote
+            ? string.Join("+", remote.Spans.Select(s => s.Info.Quantization ?? "unknown").Distinct(StringComparer.Ordinal))
+            : "unknown";
 
     /// <summary>
     /// What the executors of <paramref name="lm"/>'s local blocks report about their weight storage (quantizations joined

@@ -202,6 +202,24 @@ public sealed class TrainableModelTests
     }
 
     [Fact]
+    public async Task GenerationPassesTheServersAdapterNameWithTrainedPromptsAndRefusesItWithTrainedLora()
+    {
+        using var lm = Load();
+        var ids = lm.Tokenizer!.Encode(Texts[0], addSpecialTokens: true);
+        var options = new GenerationOptions { MaxNewTokens = 2, Adapter = "style" };
+        var ct = TestContext.Current.CancellationToken;
+
+        // Prompts and a servers' adapter combine: the name reaches the blocks, which hold no adapter of that name.
+        var prompts = new TunedLanguageModel(new TrainableModel(lm.Head, lm.Blocks, Options("deep_ptune")));
+        var missing = await Assert.ThrowsAsync<ArgumentException>(async () => await prompts.GenerateAsync(ids, options, ct).ToListAsync(ct));
+        Assert.Contains("No adapter named 'style'", missing.Message, StringComparison.Ordinal);
+
+        var lora = new TunedLanguageModel(new TrainableModel(lm.Head, lm.Blocks, Options("lora")));
+        var both = await Assert.ThrowsAsync<ArgumentException>(async () => await lora.GenerateAsync(ids, options, ct).ToListAsync(ct));
+        Assert.Contains("either the servers' adapter 'style' or its own LoRA weights", both.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task ABatchWithoutLabelsIsRefusedByAClassifier()
     {
         using var lm = Load();
