@@ -4,13 +4,16 @@
 # processes (blocks 0:2, 2:4, 4:5), then `petals finetune --initial-peers` for deep-ptune, LoRA and a classification
 # head, held-out NLL / accuracy before and after, generation with the trained parameters through the swarm, and the
 # training steps/s of swarm vs local (same options, run one after the other).
-#   bash bench/finetune-swarm.sh [--steps 150] [--out DIR]
+# Speed pairs alternate their order over --rounds (swarm first in odd rounds, local first in even ones); the summary
+# gives the mean steps/s of each side.
+#   bash bench/finetune-swarm.sh [--steps 150] [--rounds 2] [--server-threads N] [--out DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=150; out=/tmp/petals-finetune-swarm
+steps=150; rounds=2; server_threads=""; out=/tmp/petals-finetune-swarm
 while [ $# -gt 0 ]; do
   case "$1" in
-    --steps) steps=$2; shift 2;; --out) out=$2; shift 2;;
+    --steps) steps=$2; shift 2;; --rounds) rounds=$2; shift 2;; --out) out=$2; shift 2;;
+    --server-threads) server_threads=$2; shift 2;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -40,7 +43,7 @@ dht=$(wait_line "$logs/dht.out" "dht " "${pids[0]}" | awk '{print $2}')
 echo "bootstrap: $dht"
 spans=(0:2 2:4 4:5)
 for i in 0 1 2; do
-  petals serve --model "$model" --blocks "${spans[$i]}" --initial-peers "$dht" >"$logs/server$i.out" 2>"$logs/server$i.err" &
+  petals serve --model "$model" --blocks "${spans[$i]}" --initial-peers "$dht" ${server_threads:+--threads "$server_threads"} >"$logs/server$i.out" 2>"$logs/server$i.err" &
   pids+=($!)
   echo "server $i (${spans[$i]}): $(wait_line "$logs/server$i.out" "listening " "${pids[-1]}")"
 done
@@ -53,34 +56,42 @@ run() { # name where mode [extra...]
   [ "$where" = swarm ] && location=(--initial-peers "$dht")
   petals finetune --model "$model" "${location[@]}" --mode "$mode" --out "$out/$name" "$@" 2>"$logs/$name.err" | tail -1 | tee "$out/$name.json"
 }
-echo "== deep-ptune, style task, swarm";  run deep-swarm swarm deep-ptune --data $data/style-train.jsonl --eval-data $data/style-eval.jsonl "${common[@]}"
-echo "== deep-ptune, style task, local";  run deep-local local deep-ptune --data $data/style-train.jsonl --eval-data $data/style-eval.jsonl "${common[@]}"
-echo "== lora, style task, swarm";        run lora-swarm swarm lora --data $data/style-train.jsonl --eval-data $data/style-eval.jsonl "${common[@]}"
-echo "== lora, style task, local";        run lora-local local lora --data $data/style-train.jsonl --eval-data $data/style-eval.jsonl "${common[@]}"
+for r in $(seq 1 "$rounds"); do
+  for mode in deep-ptune lora; do
+    name=${mode%%-*}
+    order=(swarm local); [ $((r % 2)) -eq 0 ] && order=(local swarm)
+    for where in "${order[@]}"; do
+      echo "== $mode, style task, $where (round $r)"
+      run "$name-$where-$r" "$where" "$mode" --data $data/style-train.jsonl --eval-data $data/style-eval.jsonl "${common[@]}"
+    done
+  done
+done
 echo "== classification head (ptune), mood task, swarm"
 run mood-swarm swarm ptune --classes 2 --data $data/mood-train.jsonl --eval-data $data/mood-eval.jsonl --steps 60 --batch-size 8 --seq-len 48 --lr 0.01 --seed 0 --output json
 
 echo "== generation through the swarm (greedy, from BOS)"
-for name in "" deep-swarm lora-swarm; do
+for name in "" deep-swarm-1 lora-swarm-1; do
   echo "-- ${name:-frozen}"
   petals generate --model "$model" --initial-peers "$dht" --prompt "" --max-new-tokens 90 ${name:+--tuned "$out/$name"} 2>/dev/null
 done
 echo "== perplexity of the first held-out story through the swarm"
 python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["text"])' $data/style-eval.jsonl > "$out/eval0.txt"
-for name in "" deep-swarm lora-swarm; do
+for name in "" deep-swarm-1 lora-swarm-1; do
   echo "-- ${name:-frozen}: $(petals perplexity --model "$model" --initial-peers "$dht" --text-file "$out/eval0.txt" ${name:+--tuned "$out/$name"} 2>/dev/null)"
 done
 
-python3 - "$out" <<'PY'
-import json, sys, os
-out = sys.argv[1]
+python3 - "$out" "$rounds" <<'PY'
+import json, sys, os, statistics
+out, rounds = sys.argv[1], int(sys.argv[2])
 def load(n): return json.load(open(os.path.join(out, n + ".json")))
 print("== summary")
 for mode in ("deep", "lora"):
-    s, l = load(mode + "-swarm"), load(mode + "-local")
+    s, l = load(f"{mode}-swarm-1"), load(f"{mode}-local-1")
     drop = 1 - s["eval_loss_after"] / s["eval_loss_frozen"]
-    print(f"{mode}: held-out NLL through the swarm {s['eval_loss_frozen']:.4f} -> {s['eval_loss_after']:.4f} ({drop:.1%} lower); "
-          f"local {l['eval_loss_after']:.4f}; steps/s swarm {s['steps_per_second']:.2f} vs local {l['steps_per_second']:.2f} = {s['steps_per_second'] / l['steps_per_second']:.2f}x")
+    sw = [load(f"{mode}-swarm-{r}")["steps_per_second"] for r in range(1, rounds + 1)]
+    lo = [load(f"{mode}-local-{r}")["steps_per_second"] for r in range(1, rounds + 1)]
+    print(f"{mode}: held-out NLL through the swarm {s['eval_loss_frozen']:.4f} -> {s['eval_loss_after']:.4f} ({drop:.1%} lower); local {l['eval_loss_after']:.4f}; "
+          f"steps/s swarm {statistics.mean(sw):.2f} {sw} vs local {statistics.mean(lo):.2f} {lo} = {statistics.mean(sw) / statistics.mean(lo):.2f}x")
 m = load("mood-swarm")
 print(f"classification through the swarm: held-out accuracy {m['eval_accuracy_before']:.2f} -> {m['eval_accuracy_after']:.2f}")
 PY

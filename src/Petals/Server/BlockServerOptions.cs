@@ -115,24 +115,20 @@ public sealed class BlockServerOptions
     public BlockServerOptions Clone() => (BlockServerOptions)MemberwiseClone();
 
     /// <summary>
-    /// Checks <see cref="Adapters"/>: at most <see cref="Protocol.InfoResponse.MaxAdapters"/>, names of 1 to
-    /// <c>Limits.MaxStringBytes</c> UTF-8 bytes, weights covering <see cref="Blocks"/>.
+    /// Checks <see cref="Adapters"/>: names a server may announce (<see cref="Discovery.AnnouncementLimits.IsValidAdapterList"/>:
+    /// at most <see cref="Discovery.AnnouncementLimits.MaxAdapters"/>, each of ASCII letters, digits, '_', '-', '.'), weights
+    /// covering <see cref="Blocks"/>.
     /// </summary>
     private void CheckAdapters()
     {
         ArgumentNullException.ThrowIfNull(Adapters, nameof(Adapters));
-        if (Adapters.Count > Protocol.InfoResponse.MaxAdapters)
+        if (!Discovery.AnnouncementLimits.IsValidAdapterList([.. Adapters.Keys], out var fault))
         {
-            throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Adapters.Count} adapters exceed the limit of {Protocol.InfoResponse.MaxAdapters}."), nameof(Adapters));
+            throw new ArgumentException($"The server's adapters cannot be announced: {fault}", nameof(Adapters));
         }
 
         foreach (var (name, weights) in Adapters)
         {
-            if (string.IsNullOrEmpty(name) || System.Text.Encoding.UTF8.GetByteCount(name) > Limits.MaxStringBytes)
-            {
-                throw new ArgumentException($"Adapter name '{name}' must be 1 to {Limits.MaxStringBytes} UTF-8 bytes.", nameof(Adapters));
-            }
-
             if (weights is null || weights.Blocks.Start > Blocks.Start || weights.Blocks.End < Blocks.End)
             {
                 throw new ArgumentException($"Adapter '{name}' covers blocks {weights?.Blocks.ToString() ?? "none"}; it must cover the server's blocks {Blocks}.", nameof(Adapters));

@@ -360,6 +360,8 @@ public sealed class RemoteTrainingTests
         var narrow = Assert.Throws<ArgumentException>(() => new BlockServer(executor, Options("a", Lora(1, new BlockRange(2, 3)))));
         Assert.Contains($"Adapter 'a' covers blocks {new BlockRange(2, 3)}; it must cover the server's blocks {new BlockRange(2, 4)}", narrow.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentException>(() => new BlockServer(executor, Options("", Lora(1, All))));
+        var unannounceable = Assert.Throws<ArgumentException>(() => new BlockServer(executor, Options("my style", Lora(1, All))));
+        Assert.Contains("The server's adapters cannot be announced: ", unannounceable.Message, StringComparison.Ordinal);
         var other = Config with { HiddenSize = 16, NumHeads = 4 };
         var alien = new LoraWeights(other, All, 1, 1f, [LoraTarget.Query]);
         Assert.Contains("shaped for another model", Assert.Throws<ArgumentException>(() => new BlockServer(executor, Options("b", alien))).Message, StringComparison.Ordinal);
