@@ -142,6 +142,28 @@ public sealed class FinetuneCommandTests
     }
 
     [Fact]
+    public async Task ATrainedLoraIsAlsoWrittenAsAPeftAdapterThatGeneratesAsTheTunedParameters()
+    {
+        GenerateCommandTests.SkipWithoutShared();
+        using var dir = TestData.CreateTempDirectory();
+        var outDir = Path.Combine(dir.Path, "lora");
+        var train = await CliRunner.RunAsync("finetune", "--model", TestData.Stories260KGguf, "--data", StyleTrain, "--mode", "lora", "--lora-rank", "4", "--lora-targets", "all",
+            "--steps", "6", "--batch-size", "4", "--seq-len", "48", "--lr", "0.05", "--out", outDir, "--output", "json");
+        Assert.True(train.ExitCode == 0, train.Error);
+        var peft = Path.Combine(outDir, "peft");
+        Assert.True(File.Exists(Path.Combine(peft, "adapter_config.json")) && File.Exists(Path.Combine(peft, "adapter_model.safetensors")), train.Error);
+
+        string[] generate = ["generate", "--model", TestData.Stories260KGguf, "--prompt", "Pim", "--max-new-tokens", "16", "--output", "json"];
+        var tuned = await CliRunner.RunAsync([.. generate, "--tuned", outDir]);
+        var served = await CliRunner.RunAsync([.. generate, "--adapters", $"mine={peft}", "--adapter", "mine"]);
+        var frozen = await CliRunner.RunAsync(generate);
+        Assert.True(tuned.ExitCode == 0 && served.ExitCode == 0, tuned.Error + served.Error);
+        string Ids(string json) => JsonDocument.Parse(json).RootElement.GetProperty("generated_ids").ToString();
+        Assert.Equal(Ids(tuned.Output), Ids(served.Output));
+        Assert.NotEqual(Ids(frozen.Output), Ids(tuned.Output));
+    }
+
+    [Fact]
     public async Task WithoutJsonAProgressBarWithLossAndTokensPerSecondGoesToStderr()
     {
         GenerateCommandTests.SkipWithoutShared();

@@ -13,6 +13,9 @@ namespace Petals.Cli.Commands;
 /// </summary>
 internal static class FinetuneCommand
 {
+    /// <summary>The sub-directory of <c>--out</c> that holds a trained LoRA (without a head) as a PEFT adapter.</summary>
+    internal const string PeftDirectory = "peft";
+
     public static Command Create(CliContext context)
     {
         var model = ModelOptions.Model();
@@ -236,6 +239,13 @@ internal static class FinetuneCommand
                 };
                 trainer.Save(dir, extra);
                 context.Info($"wrote {FineTuneCheckpoint.ParametersFile}, {FineTuneCheckpoint.OptimizerFile} and {FineTuneCheckpoint.DescriptionFile} to {dir}");
+                if (trainable.Lora is { } lora && options.ClassCount == 0)
+                {
+                    // The trained LoRA alone is a PEFT adapter: servers can hold it (petals serve --adapters NAME=DIR/peft).
+                    var peft = Path.Combine(dir, PeftDirectory);
+                    Formats.Peft.PeftAdapter.Save(peft, lora, Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)));
+                    context.Info($"wrote the LoRA as a PEFT adapter to {peft} (servers hold it with petals serve --adapters NAME={peft})");
+                }
                 if (json)
                 {
                     context.WriteJsonLine(w =>
