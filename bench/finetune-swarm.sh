@@ -6,14 +6,15 @@
 # training steps/s of swarm vs local (same options, run one after the other).
 # Speed pairs alternate their order over --rounds (swarm first in odd rounds, local first in even ones); the summary
 # gives the mean steps/s of each side.
-#   bash bench/finetune-swarm.sh [--steps 150] [--rounds 2] [--server-threads N] [--out DIR]
+#   bash bench/finetune-swarm.sh [--steps 150] [--rounds 2] [--server-threads N] [--insecure] [--out DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=150; rounds=2; server_threads=""; out=/tmp/petals-finetune-swarm
+steps=150; rounds=2; server_threads=""; insecure=(); out=/tmp/petals-finetune-swarm
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) steps=$2; shift 2;; --rounds) rounds=$2; shift 2;; --out) out=$2; shift 2;;
     --server-threads) server_threads=$2; shift 2;;
+    --insecure) insecure=(--insecure); shift;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -37,13 +38,13 @@ wait_line() { # file prefix pid
   echo "no '$2' line after 120 s" >&2; return 1
 }
 
-petals dht --host 127.0.0.1 --port 0 >"$logs/dht.out" 2>"$logs/dht.err" &
+petals dht --host 127.0.0.1 --port 0 "${insecure[@]}" >"$logs/dht.out" 2>"$logs/dht.err" &
 pids+=($!)
 dht=$(wait_line "$logs/dht.out" "dht " "${pids[0]}" | awk '{print $2}')
 echo "bootstrap: $dht"
 spans=(0:2 2:4 4:5)
 for i in 0 1 2; do
-  petals serve --model "$model" --blocks "${spans[$i]}" --initial-peers "$dht" ${server_threads:+--threads "$server_threads"} >"$logs/server$i.out" 2>"$logs/server$i.err" &
+  petals serve --model "$model" --blocks "${spans[$i]}" --initial-peers "$dht" ${server_threads:+--threads "$server_threads"} "${insecure[@]}" >"$logs/server$i.out" 2>"$logs/server$i.err" &
   pids+=($!)
   echo "server $i (${spans[$i]}): $(wait_line "$logs/server$i.out" "listening " "${pids[-1]}")"
 done
@@ -53,7 +54,7 @@ common=(--steps "$steps" --batch-size 8 --seq-len 96 --lr 0.01 --seed 0 --output
 run() { # name where mode [extra...]
   local name=$1 where=$2 mode=$3; shift 3
   local location=()
-  [ "$where" = swarm ] && location=(--initial-peers "$dht")
+  [ "$where" = swarm ] && location=(--initial-peers "$dht" "${insecure[@]}")
   petals finetune --model "$model" "${location[@]}" --mode "$mode" --out "$out/$name" "$@" 2>"$logs/$name.err" | tail -1 | tee "$out/$name.json"
 }
 for r in $(seq 1 "$rounds"); do
@@ -72,12 +73,12 @@ run mood-swarm swarm ptune --classes 2 --data $data/mood-train.jsonl --eval-data
 echo "== generation through the swarm (greedy, from BOS)"
 for name in "" deep-swarm-1 lora-swarm-1; do
   echo "-- ${name:-frozen}"
-  petals generate --model "$model" --initial-peers "$dht" --prompt "" --max-new-tokens 90 ${name:+--tuned "$out/$name"} 2>/dev/null
+  petals generate --model "$model" --initial-peers "$dht" "${insecure[@]}" --prompt "" --max-new-tokens 90 ${name:+--tuned "$out/$name"} 2>/dev/null
 done
 echo "== perplexity of the first held-out story through the swarm"
 python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["text"])' $data/style-eval.jsonl > "$out/eval0.txt"
 for name in "" deep-swarm-1 lora-swarm-1; do
-  echo "-- ${name:-frozen}: $(petals perplexity --model "$model" --initial-peers "$dht" --text-file "$out/eval0.txt" ${name:+--tuned "$out/$name"} 2>/dev/null)"
+  echo "-- ${name:-frozen}: $(petals perplexity --model "$model" --initial-peers "$dht" "${insecure[@]}" --text-file "$out/eval0.txt" ${name:+--tuned "$out/$name"} 2>/dev/null)"
 done
 
 python3 - "$out" "$rounds" <<'PY'
