@@ -57,6 +57,12 @@ run() { # name where mode [extra...]
   [ "$where" = swarm ] && location=(--initial-peers "$dht" "${insecure[@]}")
   petals finetune --model "$model" "${location[@]}" --mode "$mode" --out "$out/$name" "$@" 2>"$logs/$name.err" | tail -1 | tee "$out/$name.json"
 }
+# Servers of a swarm are long-running: one short run through them first (not counted) so that the measured runs do
+# not pay the servers' start-up (JIT of the backward path, first allocations); the local runs start a fresh process
+# each time and pay their own.
+echo "== warm-up through the swarm (not counted)"
+run warmup swarm deep-ptune --data $data/style-train.jsonl --steps 10 --batch-size 8 --seq-len 96 --seed 1 --output json >/dev/null
+run warmup-lora swarm lora --data $data/style-train.jsonl --steps 10 --batch-size 8 --seq-len 96 --seed 1 --output json >/dev/null
 for r in $(seq 1 "$rounds"); do
   for mode in deep-ptune lora; do
     name=${mode%%-*}

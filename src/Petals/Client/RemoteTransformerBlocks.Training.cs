@@ -56,7 +56,8 @@ public sealed partial class RemoteTransformerBlocks
             var segments = await ForwardRangeAsync(AllBlocks, hidden, batchSize, tokenCount, adaptation, new RecoveryAttempts(), cancellationToken).ConfigureAwait(false);
             foreach (var (link, input) in segments)
             {
-                activations.Add(link.Blocks, input, link.PeerId);
+                activations.Add(link.Blocks, input.AsSpan(0, hidden.Length), link.PeerId);
+                ArrayPool<float>.Shared.Return(input);
             }
         }
         catch
@@ -149,6 +150,7 @@ public sealed partial class RemoteTransformerBlocks
     /// Runs <paramref name="hidden"/> through <paramref name="blocks"/> on a route drawn by throughput, rerouting around
     /// servers that fail, and returns each segment run with a copy of its input.
     /// </summary>
+    /// <remarks>The inputs are rented from <see cref="ArrayPool{T}.Shared"/> (their first <c>hidden.Length</c> values); the caller returns them.</remarks>
     private async Task<List<(ChainLink Link, float[] Input)>> ForwardRangeAsync(
         BlockRange blocks, Memory<float> hidden, int batch, int tokens, BlockAdaptation? adaptation, RecoveryAttempts attempts, CancellationToken cancellationToken)
     {
@@ -157,7 +159,8 @@ public sealed partial class RemoteTransformerBlocks
         for (var i = 0; i < links.Count;)
         {
             var link = links[i];
-            var input = hidden.ToArray();
+            var input = ArrayPool<float>.Shared.Rent(hidden.Length);
+            hidden.Span.CopyTo(input);
             try
             {
                 await CallForwardAsync(link, hidden, batch, tokens, adaptation?.ForBlocks(AllBlocks, link.Blocks), cancellationToken).ConfigureAwait(false);
@@ -168,7 +171,8 @@ public sealed partial class RemoteTransformerBlocks
             catch (Exception e) when (PeerFailureClassifier.Classify(e, cancellationToken) is { } kind)
             {
                 _repair.Failed(link, e, kind, attempts);
-                input.CopyTo(hidden);
+                input.AsSpan(0, hidden.Length).CopyTo(hidden.Span);
+                ArrayPool<float>.Shared.Return(input);
                 var replacements = await _repair.RouteAsync(link.Blocks, batch, 0, forward: true, attempts, cancellationToken, adaptation?.Adapter).ConfigureAwait(false);
                 links = [.. links.Take(i), .. replacements, .. links.Skip(i + 1)];
             }
@@ -188,9 +192,11 @@ public sealed partial class RemoteTransformerBlocks
     {
         var adaptation = activations.Adaptation;
         var (batch, tokens) = (activations.BatchSize, activations.TokenCount);
-        var saved = link is null ? null : gradients.ToArray();
         if (link is { } l)
         {
+            // The output gradients, put back when the server fails (a failed call may have written part of them).
+            var saved = ArrayPool<float>.Shared.Rent(gradients.Length);
+            gradients.Span.CopyTo(saved);
             try
             {
                 await CallBackwardAsync(l, input, gradients, batch, tokens, adaptation?.ForBlocks(AllBlocks, blocks), adaptationGradients?.ForBlocks(AllBlocks, blocks), cancellationToken).ConfigureAwait(false);
@@ -200,16 +206,30 @@ public sealed partial class RemoteTransformerBlocks
             catch (Exception e) when (PeerFailureClassifier.Classify(e, cancellationToken) is { } kind)
             {
                 _repair.Failed(l, e, kind, attempts);
-                saved!.CopyTo(gradients);
+                saved.AsSpan(0, gradients.Length).CopyTo(gradients.Span);
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(saved);
             }
         }
 
         // Recompute the sub-inputs of a replacement route from the segment's input, then run its parts backward.
         var hidden = input.ToArray();
         var parts = await ForwardRangeAsync(blocks, hidden, batch, tokens, adaptation, attempts, cancellationToken).ConfigureAwait(false);
-        for (var p = parts.Count - 1; p >= 0; p--)
+        try
         {
-            await BackwardSegmentAsync(parts[p].Link.Blocks, parts[p].Input, gradients, parts[p].Link, activations, adaptationGradients, attempts, cancellationToken).ConfigureAwait(false);
+            for (var p = parts.Count - 1; p >= 0; p--)
+            {
+                await BackwardSegmentAsync(parts[p].Link.Blocks, parts[p].Input.AsMemory(0, hidden.Length), gradients, parts[p].Link, activations, adaptationGradients, attempts, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            foreach (var (_, partInput) in parts)
+            {
+                ArrayPool<float>.Shared.Return(partInput);
+            }
         }
     }
 
