@@ -137,10 +137,23 @@ public sealed class CausalLanguageModel : IDisposable
     /// <returns>The generated token ids.</returns>
     /// <exception cref="ArgumentException">When the prompt is empty, holds an id outside the vocabulary, or the prompt plus
     /// <see cref="GenerationOptions.MaxNewTokens"/> exceeds the model's context (<see cref="ModelConfig.MaxPositionEmbeddings"/>).</exception>
-    public async IAsyncEnumerable<int> GenerateAsync(
+    public IAsyncEnumerable<int> GenerateAsync(
         IReadOnlyList<int> promptIds,
         GenerationOptions? options = null,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default) =>
+        GenerateAsync(promptIds, options, prefix: default, adaptation: null, cancellationToken);
+
+    /// <summary>
+    /// <see cref="GenerateAsync(IReadOnlyList{int}, GenerationOptions?, CancellationToken)"/> with trained parameters:
+    /// <paramref name="prefix"/> (<c>[P, hidden]</c> embeddings, prompt tuning) runs before the prompt, and the session runs
+    /// with <paramref name="adaptation"/> (deep prompts, LoRA; <see cref="GenerationOptions.Adapter"/> is added to it).
+    /// </summary>
+    internal async IAsyncEnumerable<int> GenerateAsync(
+        IReadOnlyList<int> promptIds,
+        GenerationOptions? options,
+        ReadOnlyMemory<float> prefix,
+        BlockAdaptation? adaptation,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(promptIds);
         options ??= new GenerationOptions();
@@ -152,8 +165,8 @@ public sealed class CausalLanguageModel : IDisposable
 
         var h = Config.HiddenSize;
         var vocab = Config.VocabSize;
-        var maxLength = promptIds.Count + options.MaxNewTokens;
-        var history = new int[maxLength];
+        var prefixRows = prefix.Length / h;
+        var history = new int[promptIds.Count + options.MaxNewTokens];
         for (var i = 0; i < promptIds.Count; i++)
         {
             var id = promptIds[i];
@@ -165,7 +178,16 @@ public sealed class CausalLanguageModel : IDisposable
             history[i] = id;
         }
 
-        EnsureWithinContext(maxLength, $"the prompt ({promptIds.Count} tokens) plus MaxNewTokens ({options.MaxNewTokens})", nameof(options));
+        var maxLength = prefixRows + history.Length;
+        EnsureWithinContext(maxLength, prefixRows == 0
+            ? $"the prompt ({promptIds.Count} tokens) plus MaxNewTokens ({options.MaxNewTokens})"
+            : $"the trained prefix ({prefixRows}), the prompt ({promptIds.Count} tokens) and MaxNewTokens ({options.MaxNewTokens})", nameof(options));
+        if (options.Adapter is { } adapter)
+        {
+            // A servers' adapter combines with trained prompts; with trained LoRA it is refused (BlockAdaptation.Validate).
+            adaptation = (adaptation ?? BlockAdaptation.None) with { Adapter = adapter };
+        }
+
         var stopTokens = options.StopTokenIds ?? Config.EosTokenIds;
         var sampler = new Sampler(options.Sampling);
         var logits = new float[vocab];
@@ -173,20 +195,21 @@ public sealed class CausalLanguageModel : IDisposable
         var step = new float[h];
         var length = promptIds.Count;
 
-        var session = options.Adapter is null
+        var session = adaptation is null
             ? await Blocks.OpenSessionAsync(1, maxLength, cancellationToken).ConfigureAwait(false)
-            : await Blocks.OpenSessionAsync(1, maxLength, new BlockAdaptation { Adapter = options.Adapter }, cancellationToken).ConfigureAwait(false);
+            : await Blocks.OpenSessionAsync(1, maxLength, adaptation, cancellationToken).ConfigureAwait(false);
         await using (session.ConfigureAwait(false))
         {
-            // Prefill in chunks so that a long prompt needs bounded memory.
-            var chunk = new float[Math.Min(length, PrefillChunk) * h];
-            for (var start = 0; start < length; start += PrefillChunk)
+            // Prefill (prefix, then prompt) in chunks so that a long prompt needs bounded memory.
+            var total = prefixRows + length;
+            var chunk = new float[Math.Min(total, PrefillChunk) * h];
+            for (var start = 0; start < total; start += PrefillChunk)
             {
-                var n = Math.Min(PrefillChunk, length - start);
+                var n = Math.Min(PrefillChunk, total - start);
                 var hidden = chunk.AsMemory(0, n * h);
-                Head.Embed(history.AsSpan(start, n), hidden.Span);
+                EmbedPositions(prefix.Span, history, start, hidden.Span);
                 await session.ForwardAsync(hidden, n, cancellationToken).ConfigureAwait(false);
-                if (start + n == length)
+                if (start + n == total)
                 {
                     Head.ComputeLogits(hidden.Span.Slice((n - 1) * h, h), logits, scratch);
                 }
@@ -250,7 +273,15 @@ public sealed class CausalLanguageModel : IDisposable
     /// <returns>The mean NLL in nats per predicted token and the number of predicted tokens.</returns>
     /// <exception cref="ArgumentException">When fewer than two tokens are given, an id is outside the vocabulary, or the
     /// sequence is longer than the model's context (<see cref="ModelConfig.MaxPositionEmbeddings"/>).</exception>
-    public async Task<NegativeLogLikelihood> ComputeNegativeLogLikelihoodAsync(IReadOnlyList<int> tokenIds, CancellationToken cancellationToken = default)
+    public Task<NegativeLogLikelihood> ComputeNegativeLogLikelihoodAsync(IReadOnlyList<int> tokenIds, CancellationToken cancellationToken = default) =>
+        ComputeNegativeLogLikelihoodAsync(tokenIds, prefix: default, adaptation: null, cancellationToken);
+
+    /// <summary>
+    /// <see cref="ComputeNegativeLogLikelihoodAsync(IReadOnlyList{int}, CancellationToken)"/> with trained parameters:
+    /// <paramref name="prefix"/> (<c>[P, hidden]</c>) runs before the tokens (and predicts nothing), the session runs with
+    /// <paramref name="adaptation"/>.
+    /// </summary>
+    internal async Task<NegativeLogLikelihood> ComputeNegativeLogLikelihoodAsync(IReadOnlyList<int> tokenIds, ReadOnlyMemory<float> prefix, BlockAdaptation? adaptation, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(tokenIds);
         if (tokenIds.Count < 2)
@@ -260,6 +291,7 @@ public sealed class CausalLanguageModel : IDisposable
 
         var h = Config.HiddenSize;
         var vocab = Config.VocabSize;
+        var prefixRows = prefix.Length / h;
         var ids = new int[tokenIds.Count];
         for (var i = 0; i < ids.Length; i++)
         {
@@ -270,29 +302,50 @@ public sealed class CausalLanguageModel : IDisposable
             }
         }
 
-        EnsureWithinContext(ids.Length, $"the sequence ({ids.Length} tokens)", nameof(tokenIds));
+        // The last token is only predicted, never run.
+        var positions = prefixRows + ids.Length - 1;
+        EnsureWithinContext(positions + 1, prefixRows == 0 ? $"the sequence ({ids.Length} tokens)" : $"the trained prefix ({prefixRows}) and the sequence ({ids.Length} tokens)", nameof(tokenIds));
         var logits = new float[vocab];
         var scratch = new float[h];
-        var chunk = new float[Math.Min(ids.Length, PrefillChunk) * h];
+        var chunk = new float[Math.Min(positions, PrefillChunk) * h];
         var total = 0.0;
-        var session = await Blocks.OpenSessionAsync(1, ids.Length, cancellationToken).ConfigureAwait(false);
+        var session = adaptation is null
+            ? await Blocks.OpenSessionAsync(1, positions, cancellationToken).ConfigureAwait(false)
+            : await Blocks.OpenSessionAsync(1, positions, adaptation, cancellationToken).ConfigureAwait(false);
         await using (session.ConfigureAwait(false))
         {
-            for (var start = 0; start < ids.Length - 1; start += PrefillChunk)
+            for (var start = 0; start < positions; start += PrefillChunk)
             {
-                var n = Math.Min(PrefillChunk, ids.Length - 1 - start);
+                var n = Math.Min(PrefillChunk, positions - start);
                 var hidden = chunk.AsMemory(0, n * h);
-                Head.Embed(ids.AsSpan(start, n), hidden.Span);
+                EmbedPositions(prefix.Span, ids, start, hidden.Span);
                 await session.ForwardAsync(hidden, n, cancellationToken).ConfigureAwait(false);
-                for (var t = 0; t < n; t++)
+                for (var t = Math.Max(0, prefixRows - start); t < n; t++)
                 {
                     Head.ComputeLogits(hidden.Span.Slice(t * h, h), logits, scratch);
-                    total += NegativeLogSoftmax(logits, ids[start + t + 1]);
+                    total += NegativeLogSoftmax(logits, ids[start + t - prefixRows + 1]);
                 }
             }
         }
 
         return new NegativeLogLikelihood(total / (ids.Length - 1), ids.Length - 1);
+    }
+
+    /// <summary>
+    /// The inputs of positions <c>start..</c> (as many as <paramref name="destination"/> holds rows) of the sequence
+    /// <paramref name="prefix"/> rows followed by the embeddings of <paramref name="ids"/>.
+    /// </summary>
+    private void EmbedPositions(ReadOnlySpan<float> prefix, int[] ids, int start, Span<float> destination)
+    {
+        var h = Config.HiddenSize;
+        var prefixRows = prefix.Length / h;
+        var n = destination.Length / h;
+        var fromPrefix = Math.Clamp(prefixRows - start, 0, n);
+        prefix.Slice(Math.Min(start, prefixRows) * h, fromPrefix * h).CopyTo(destination);
+        if (fromPrefix < n)
+        {
+            Head.Embed(ids.AsSpan(start + fromPrefix - prefixRows, n - fromPrefix), destination[(fromPrefix * h)..]);
+        }
     }
 
     /// <inheritdoc />

@@ -234,6 +234,11 @@ public sealed class LocalTransformerBlocks : ITransformerBlocks, IDisposable
 
     private sealed class Session(LocalTransformerBlocks owner, IKvCache[] caches, int batchSize, int maxLength, BlockAdaptation? adaptation) : ITransformerSession
     {
+        /// <summary>Each executor's part of the adaptation, sliced once for all steps (null without one).</summary>
+        private readonly BlockAdaptation?[]? _parts = adaptation is null
+            ? null
+            : [.. owner._executors.Select(e => adaptation.ForBlocks(new BlockRange(0, owner.Config.NumLayers), e.Blocks))];
+
         private bool _disposed;
 
         public int BatchSize { get; } = batchSize;
@@ -265,13 +270,13 @@ public sealed class LocalTransformerBlocks : ITransformerBlocks, IDisposable
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 var executor = owner._executors[i];
-                if (adaptation is null)
+                if (_parts is null)
                 {
                     executor.Forward(hidden.Span, BatchSize, tokenCount, caches[i]);
                 }
                 else
                 {
-                    executor.Forward(hidden.Span, BatchSize, tokenCount, caches[i], executor.Blocks, adaptation.ForBlocks(new BlockRange(0, owner.Config.NumLayers), executor.Blocks));
+                    executor.Forward(hidden.Span, BatchSize, tokenCount, caches[i], executor.Blocks, _parts[i]);
                 }
             }
 

@@ -219,17 +219,7 @@ internal static class MessageDecoder
         var stepId = reader.U64("stepId");
         var start = reader.Count("startPosition");
         var hidden = Hidden(ref reader);
-        WireTensor? prompts = null;
-        if ((flags & FrameFlags.HasPrompts) != 0)
-        {
-            var p = reader.Tensor("prompts");
-            if (p.Shape.Rank != 4)
-            {
-                throw reader.Error(ProtocolErrorCode.BadShape, "prompts", $"has shape {p.Shape}; deep prompts are [blocks, batch, prefix, hidden].");
-            }
-
-            prompts = p;
-        }
+        var prompts = AdaptationFields.ReadPrompts(ref reader, flags);
 
         ReadOnlyMemory<int>? hypoIds = null;
         if ((flags & FrameFlags.HasHypoIds) != 0)

@@ -202,24 +202,34 @@ internal sealed class ServerConnection : IProtocolMessageHandler
         await _connection.SendAsync(streamId, message, bounded.Token).ConfigureAwait(false);
     }
 
-    private ValueTask OnForwardAsync(uint streamId, ForwardRequest request, CancellationToken ct)
+    /// <summary>
+    /// The checks a stateless forward or backward call passes first, in order: the server takes calls, serves the blocks,
+    /// speaks the reply codec, and the hidden states are <c>[batch, tokens, hidden]</c> within its limits.
+    /// </summary>
+    private ProtocolException? CheckStatelessCall(Models.BlockRange blocks, WireCodec replyCodec, WireTensor hidden, out int batch, out int tokens)
     {
+        batch = tokens = 0;
         if (_server.RefusalReason is { } refused)
         {
-            return SendErrorAsync(streamId, new ProtocolException(BlockServerErrors.ShuttingDown, refused), ct);
+            return new ProtocolException(BlockServerErrors.ShuttingDown, refused);
         }
 
-        if (!_server.Serves(request.Blocks))
+        if (!_server.Serves(blocks))
         {
-            return SendErrorAsync(streamId, SpanMismatch(request.Blocks), ct);
+            return SpanMismatch(blocks);
         }
 
-        if (!_server.Accepts(request.ReplyCodec))
+        if (!_server.Accepts(replyCodec))
         {
-            return SendErrorAsync(streamId, BadCodec("reply codec", request.ReplyCodec), ct);
+            return BadCodec("reply codec", replyCodec);
         }
 
-        if (ValidateHidden(request.Hidden, out var batch, out var tokens) is { } invalid)
+        return ValidateHidden(hidden, out batch, out tokens);
+    }
+
+    private ValueTask OnForwardAsync(uint streamId, ForwardRequest request, CancellationToken ct)
+    {
+        if (CheckStatelessCall(request.Blocks, request.ReplyCodec, request.Hidden, out var batch, out var tokens) is { } invalid)
         {
             return SendErrorAsync(streamId, invalid, ct);
         }
@@ -251,22 +261,7 @@ internal sealed class ServerConnection : IProtocolMessageHandler
 
     private ValueTask OnBackwardAsync(uint streamId, BackwardRequest request, CancellationToken ct)
     {
-        if (_server.RefusalReason is { } refused)
-        {
-            return SendErrorAsync(streamId, new ProtocolException(BlockServerErrors.ShuttingDown, refused), ct);
-        }
-
-        if (!_server.Serves(request.Blocks))
-        {
-            return SendErrorAsync(streamId, SpanMismatch(request.Blocks), ct);
-        }
-
-        if (!_server.Accepts(request.ReplyCodec))
-        {
-            return SendErrorAsync(streamId, BadCodec("reply codec", request.ReplyCodec), ct);
-        }
-
-        if (ValidateHidden(request.Inputs, out var batch, out var tokens) is { } invalid)
+        if (CheckStatelessCall(request.Blocks, request.ReplyCodec, request.Inputs, out var batch, out var tokens) is { } invalid)
         {
             return SendErrorAsync(streamId, invalid, ct);
         }

@@ -56,17 +56,7 @@ internal static class AdaptationFields
 
     public static (WireTensor? Prompts, WireLora? Lora, string? Adapter) Read(ref WireReader reader, FrameFlags flags)
     {
-        WireTensor? prompts = null;
-        if ((flags & FrameFlags.HasPrompts) != 0)
-        {
-            var p = reader.Tensor("prompts");
-            if (p.Shape.Rank != 4)
-            {
-                throw reader.Error(ProtocolErrorCode.BadShape, "prompts", $"has shape {p.Shape}; deep prompts are [blocks, batch, prefix, hidden].");
-            }
-
-            prompts = p;
-        }
+        var prompts = ReadPrompts(ref reader, flags);
 
         WireLora? lora = (flags & FrameFlags.HasLora) != 0 ? WireLora.Read(ref reader) : null;
         string? adapter = null;
@@ -80,5 +70,23 @@ internal static class AdaptationFields
         }
 
         return (prompts, lora, adapter);
+    }
+
+    /// <summary>Reads the deep prompts when <see cref="FrameFlags.HasPrompts"/> is set: a rank-4 tensor <c>[blocks, batch, prefix, hidden]</c>.</summary>
+    /// <exception cref="ProtocolException"><c>bad_shape</c> for another rank.</exception>
+    public static WireTensor? ReadPrompts(ref WireReader reader, FrameFlags flags)
+    {
+        if ((flags & FrameFlags.HasPrompts) == 0)
+        {
+            return null;
+        }
+
+        var prompts = reader.Tensor("prompts");
+        if (prompts.Shape.Rank != 4)
+        {
+            throw reader.Error(ProtocolErrorCode.BadShape, "prompts", $"has shape {prompts.Shape}; deep prompts are [blocks, batch, prefix, hidden].");
+        }
+
+        return prompts;
     }
 }
