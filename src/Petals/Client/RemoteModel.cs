@@ -37,14 +37,16 @@ public static class RemoteModel
         {
             var tokenizer = TokenizerLoader.Load(modelPath);
             var head = LanguageModelHead.Load(weights);
+            modelId ??= ModelIdentity.Compute(modelPath, weights.Config);
+            var template = Chat.ChatTemplate.Load(modelPath);
             var blocks = await RemoteTransformerBlocks.ConnectAsync(
                 transport,
                 peers,
                 weights.Config,
-                modelId ?? ModelIdentity.Compute(modelPath, weights.Config),
+                modelId,
                 options,
                 cancellationToken).ConfigureAwait(false);
-            return new CausalLanguageModel(head, blocks, tokenizer, blocks, weights);
+            return new CausalLanguageModel(head, blocks, tokenizer, blocks, weights) { ChatTemplate = template, ModelId = modelId };
         }
         catch
         {
@@ -95,10 +97,12 @@ public static class RemoteModel
         {
             var tokenizer = TokenizerLoader.Load(modelPath);
             var head = LanguageModelHead.Load(weights);
-            sequence = new SwarmSequenceManager(discovery, modelId ?? ModelIdentity.Compute(modelPath, weights.Config), weights.Config.NumLayers, swarmOptions, timeProvider, logger, router, health);
+            modelId ??= ModelIdentity.Compute(modelPath, weights.Config);
+            var template = Chat.ChatTemplate.Load(modelPath);
+            sequence = new SwarmSequenceManager(discovery, modelId, weights.Config.NumLayers, swarmOptions, timeProvider, logger, router, health);
             await sequence.StartAsync(cancellationToken).ConfigureAwait(false);
             var blocks = await RemoteTransformerBlocks.ConnectAsync(transport, sequence, weights.Config, options, cancellationToken).ConfigureAwait(false);
-            return new CausalLanguageModel(head, blocks, tokenizer, blocks, sequence, weights);
+            return new CausalLanguageModel(head, blocks, tokenizer, blocks, sequence, weights) { ChatTemplate = template, ModelId = modelId };
         }
         catch
         {

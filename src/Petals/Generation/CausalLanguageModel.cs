@@ -54,6 +54,18 @@ public sealed class CausalLanguageModel : IDisposable
     public ITokenizer? Tokenizer { get; }
 
     /// <summary>
+    /// The model's chat template (from <c>tokenizer_config.json</c> or GGUF <c>tokenizer.chat_template</c>), or
+    /// <see langword="null"/> when the model has none (chat clients then use <see cref="Chat.ChatTemplate.Plain"/>).
+    /// </summary>
+    public Chat.ChatTemplate? ChatTemplate { get; init; }
+
+    /// <summary>
+    /// The model's id (<see cref="ModelIdentity.Compute"/> of its file, or the id the swarm's servers announce), or
+    /// <see langword="null"/> when the model was built from parts without one.
+    /// </summary>
+    public string? ModelId { get; init; }
+
+    /// <summary>
     /// Loads a model from a GGUF file or a Hugging Face directory and runs all its blocks in this process
     /// with executors from <paramref name="executorFactory"/>.
     /// </summary>
@@ -101,7 +113,11 @@ public sealed class CausalLanguageModel : IDisposable
             try
             {
                 var stack = new LocalTransformerBlocks([executor], adapters: adapters);
-                return new CausalLanguageModel(head, stack, tokenizer, stack, weights);
+                return new CausalLanguageModel(head, stack, tokenizer, stack, weights)
+                {
+                    ChatTemplate = Chat.ChatTemplate.Load(modelPath),
+                    ModelId = ModelIdentity.Compute(modelPath, weights.Config),
+                };
             }
             catch
             {
@@ -329,6 +345,70 @@ public sealed class CausalLanguageModel : IDisposable
         }
 
         return new NegativeLogLikelihood(total / (ids.Length - 1), ids.Length - 1);
+    }
+
+    /// <summary>
+    /// The embedding of a text: its tokens run through every block, the final norm applied to each position, and the
+    /// positions pooled as <paramref name="pooling"/> says. The LM head is not applied.
+    /// </summary>
+    /// <param name="tokenIds">The tokens (typically <see cref="EncodePrompt"/> of the text), at least one.</param>
+    /// <param name="pooling">How the positions are pooled; the mean by default.</param>
+    /// <param name="cancellationToken">Cancels the computation (and the session it opened).</param>
+    /// <returns>A vector of <see cref="ModelConfig.HiddenSize"/> values.</returns>
+    /// <exception cref="ArgumentException">When no token is given, an id is outside the vocabulary, or the sequence is longer
+    /// than the model's context.</exception>
+    public async Task<float[]> EmbedAsync(IReadOnlyList<int> tokenIds, EmbeddingPooling pooling = EmbeddingPooling.Mean, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(tokenIds);
+        if (tokenIds.Count == 0)
+        {
+            throw new ArgumentException("At least one token is needed to compute an embedding.", nameof(tokenIds));
+        }
+
+        if (pooling is not (EmbeddingPooling.Mean or EmbeddingPooling.LastToken))
+        {
+            throw new ArgumentOutOfRangeException(nameof(pooling), pooling, "Unknown pooling.");
+        }
+
+        var h = Config.HiddenSize;
+        var ids = new int[tokenIds.Count];
+        for (var i = 0; i < ids.Length; i++)
+        {
+            ids[i] = tokenIds[i];
+            if ((uint)ids[i] >= (uint)Config.VocabSize)
+            {
+                throw new ArgumentException($"Token {i} is {ids[i]}, outside the vocabulary [0, {Config.VocabSize}).", nameof(tokenIds));
+            }
+        }
+
+        EnsureWithinContext(ids.Length, $"the text ({ids.Length} tokens)", nameof(tokenIds));
+        var result = new float[h];
+        var normed = new float[h];
+        var chunk = new float[Math.Min(ids.Length, PrefillChunk) * h];
+        var session = await Blocks.OpenSessionAsync(1, ids.Length, cancellationToken).ConfigureAwait(false);
+        await using (session.ConfigureAwait(false))
+        {
+            for (var start = 0; start < ids.Length; start += PrefillChunk)
+            {
+                var n = Math.Min(PrefillChunk, ids.Length - start);
+                var hidden = chunk.AsMemory(0, n * h);
+                Head.Embed(ids.AsSpan(start, n), hidden.Span);
+                await session.ForwardAsync(hidden, n, cancellationToken).ConfigureAwait(false);
+                var first = pooling == EmbeddingPooling.Mean ? 0 : start + n == ids.Length ? n - 1 : n;
+                for (var t = first; t < n; t++)
+                {
+                    Head.Normalize(hidden.Span.Slice(t * h, h), normed);
+                    System.Numerics.Tensors.TensorPrimitives.Add(result, normed, result);
+                }
+            }
+        }
+
+        if (pooling == EmbeddingPooling.Mean)
+        {
+            System.Numerics.Tensors.TensorPrimitives.Multiply(result, 1f / ids.Length, result);
+        }
+
+        return result;
     }
 
     /// <summary>

@@ -106,6 +106,21 @@ public sealed class LanguageModelHead
         _head.MultiplyVector(normed, logits[..Config.VocabSize]);
     }
 
+    /// <summary>Applies the final norm to one position's hidden state (what <see cref="ComputeLogits"/> feeds the LM head).</summary>
+    /// <param name="hidden">The last block's output for one position (<c>HiddenSize</c> values); not modified.</param>
+    /// <param name="destination">Destination of <c>HiddenSize</c> values; may not overlap <paramref name="hidden"/>.</param>
+    /// <exception cref="ArgumentException">When a buffer does not hold <c>HiddenSize</c> values.</exception>
+    public void Normalize(ReadOnlySpan<float> hidden, Span<float> destination)
+    {
+        var h = Config.HiddenSize;
+        if (hidden.Length != h || destination.Length != h)
+        {
+            throw new ArgumentException($"Expected a hidden state and a destination of {h} values; got {hidden.Length} and {destination.Length}.");
+        }
+
+        RmsNorm.Apply(hidden, _normWeight, _eps, destination);
+    }
+
     /// <summary>Reads an embedding row (for diagnostics and tests).</summary>
     /// <param name="tokenId">The token id.</param>
     /// <returns>The embedding as fp32.</returns>

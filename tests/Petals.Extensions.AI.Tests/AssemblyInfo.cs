@@ -1,0 +1,1 @@
+namespace Petals.Extensions.AI.Tests;
