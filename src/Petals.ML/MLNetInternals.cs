@@ -1,5 +1,4 @@
 using System.Reflection;
-using System.Reflection.Emit;
 using System.Runtime.CompilerServices;
 using Microsoft.ML;
 using Microsoft.ML.Data;
@@ -23,7 +22,7 @@ internal static class MLNetInternals
     private const uint Version = 0x00010001;
 
     private static readonly Assembly Core = typeof(ICanSaveModel).Assembly;
-    private static readonly Lazy<AssemblyBuilder> LoaderAssembly = new(CreateLoaderAssembly);
+    private static readonly ConditionalWeakTable<ComponentCatalog, object> Registered = new();
 
     /// <summary>Set by the transforms: reads a saved entry (environment, ModelLoadContext) back into a transformer.</summary>
     internal static Func<IHostEnvironment, BinaryReader, ITransformer>? Load { get; set; }
@@ -78,8 +77,20 @@ internal static class MLNetInternals
         writer.Write(payload);
     }
 
-    /// <summary>Registers the loaders of the Petals transforms with <paramref name="catalog"/> (idempotent).</summary>
-    internal static void RegisterLoaders(ComponentCatalog catalog) => catalog.RegisterAssembly(LoaderAssembly.Value);
+    /// <summary>Registers the loaders of the Petals transforms with <paramref name="catalog"/> (once per catalog).</summary>
+    internal static void RegisterLoaders(ComponentCatalog catalog)
+    {
+        lock (Registered)
+        {
+            if (Registered.TryGetValue(catalog, out _))
+            {
+                return;
+            }
+
+            AddLoaders(catalog);
+            Registered.Add(catalog, catalog);
+        }
+    }
 
     private static void Invoke(object target, string name, object?[] arguments)
     {
@@ -89,38 +100,38 @@ internal static class MLNetInternals
     }
 
     /// <summary>
-    /// ML.NET finds the loader of a saved entry through a <c>LoadableClass</c> attribute on an assembly; that attribute and the
-    /// load context are internal, so the attribute is put on a small dynamic assembly whose loader forwards to <see cref="Load"/>.
+    /// Adds the loaders of the Petals transforms to <paramref name="catalog"/>. ML.NET registers loaders from
+    /// <c>LoadableClass</c> attributes, but that attribute, the load context and the loader signature are internal (and the
+    /// runtime does not instantiate an attribute whose constructor the decorated assembly cannot see), so the class infos
+    /// are built and added the way <c>ComponentCatalog.RegisterAssembly</c> adds them, with <see cref="LoadEntry"/> as the
+    /// create method (ML.NET invokes it with the environment and its <c>ModelLoadContext</c>).
     /// </summary>
-    private static AssemblyBuilder CreateLoaderAssembly()
+    private static void AddLoaders(ComponentCatalog catalog)
     {
-        var contextType = Core.GetType("Microsoft.ML.ModelLoadContext", throwOnError: true)!;
+        const BindingFlags Instance = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
         var signatureType = Core.GetType("Microsoft.ML.SignatureLoadModel", throwOnError: true)!;
         var attributeType = Core.GetType("Microsoft.ML.LoadableClassAttribute", throwOnError: true)!;
-        var assembly = AssemblyBuilder.DefineDynamicAssembly(new AssemblyName("Petals.ML.ModelLoaders"), AssemblyBuilderAccess.Run);
-        var module = assembly.DefineDynamicModule("Petals.ML.ModelLoaders");
-        var builder = module.DefineType("Petals.ML.ModelLoaders.PetalsTransformLoader", TypeAttributes.Public | TypeAttributes.Abstract | TypeAttributes.Sealed | TypeAttributes.Class);
-        var create = builder.DefineMethod("Create", MethodAttributes.Public | MethodAttributes.Static, typeof(ITransformer), [typeof(IHostEnvironment), contextType]);
-        var callbackType = typeof(Func<IHostEnvironment, object, ITransformer>);
-        var callback = builder.DefineField("Callback", callbackType, FieldAttributes.Public | FieldAttributes.Static);
-        var il = create.GetILGenerator();
-        il.Emit(OpCodes.Ldsfld, callback);
-        il.Emit(OpCodes.Ldarg_0);
-        il.Emit(OpCodes.Ldarg_1);
-        il.Emit(OpCodes.Callvirt, callbackType.GetMethod("Invoke")!);
-        il.Emit(OpCodes.Ret);
-        var loader = builder.CreateType();
-        loader.GetField("Callback")!.SetValue(null, new Func<IHostEnvironment, object, ITransformer>(LoadEntry));
-        var constructor = attributeType.GetConstructor([typeof(Type), typeof(Type), typeof(Type), typeof(Type), typeof(string), typeof(string[])])!;
-        foreach (var (name, signature) in new[] { ("Petals embedding", EmbedLoaderSignature), ("Petals generation", GenerateLoaderSignature) })
+        var attributeBase = Core.GetType("Microsoft.ML.LoadableClassAttributeBase", throwOnError: true)!;
+        var infoType = typeof(ComponentCatalog).GetNestedType("LoadableClassInfo", BindingFlags.NonPublic | BindingFlags.Public)
+            ?? throw new InvalidOperationException("ComponentCatalog.LoadableClassInfo is missing.");
+        var infoConstructor = infoType.GetConstructor(Instance, [attributeBase, typeof(MethodInfo), typeof(ConstructorInfo), typeof(MethodInfo), typeof(bool)])
+            ?? throw new InvalidOperationException("ComponentCatalog.LoadableClassInfo has no constructor of the expected shape.");
+        var addClass = typeof(ComponentCatalog).GetMethod("AddClass", Instance, [infoType, typeof(string[]), typeof(bool)])
+            ?? throw new InvalidOperationException("ComponentCatalog.AddClass is missing.");
+        var gate = typeof(ComponentCatalog).GetField("_lock", Instance)?.GetValue(catalog) ?? catalog;
+        var create = typeof(MLNetInternals).GetMethod(nameof(LoadEntry), BindingFlags.Static | BindingFlags.NonPublic)!;
+        lock (gate)
         {
-            assembly.SetCustomAttribute(new CustomAttributeBuilder(constructor, [typeof(ITransformer), loader, null, signatureType, name, new[] { signature }]));
+            foreach (var (name, signature) in new[] { ("Petals embedding", EmbedLoaderSignature), ("Petals generation", GenerateLoaderSignature) })
+            {
+                var attribute = Activator.CreateInstance(attributeType, [typeof(ITransformer), typeof(MLNetInternals), null, signatureType, name, new[] { signature }]);
+                var info = infoConstructor.Invoke([attribute, null, null, create, true]);
+                addClass.Invoke(catalog, [info, new[] { signature }, false]);
+            }
         }
-
-        return assembly;
     }
 
-    /// <summary>Called by the dynamic loader with ML.NET's (internal) <c>ModelLoadContext</c>.</summary>
+    /// <summary>Called by ML.NET's catalog with the environment and its (internal) <c>ModelLoadContext</c>.</summary>
     private static ITransformer LoadEntry(IHostEnvironment env, object ctx)
     {
         ArgumentNullException.ThrowIfNull(env);
