@@ -24,9 +24,6 @@ internal static class MLNetInternals
     private static readonly Assembly Core = typeof(ICanSaveModel).Assembly;
     private static readonly ConditionalWeakTable<ComponentCatalog, object> Registered = new();
 
-    /// <summary>Set by the transforms: reads a saved entry (environment, ModelLoadContext) back into a transformer.</summary>
-    internal static Func<IHostEnvironment, BinaryReader, ITransformer>? Load { get; set; }
-
     [UnsafeAccessor(UnsafeAccessorKind.Constructor)]
     private static extern SchemaShape.Column NewColumn(string name, SchemaShape.Column.VectorKind vecKind, DataViewType itemType, bool isKey, SchemaShape? annotations);
 
@@ -137,7 +134,6 @@ internal static class MLNetInternals
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(ctx);
         var reader = (BinaryReader)ctx.GetType().GetField("Reader", BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)!.GetValue(ctx)!;
-        var load = Load ?? throw new InvalidOperationException("The Petals transforms are not initialised.");
-        return load(env, reader);
+        return PetalsTextCatalogExtensions.LoadTransformer(env, reader);
     }
 }

@@ -18,7 +18,6 @@ public static class PetalsMLContextExtensions
     {
         ArgumentNullException.ThrowIfNull(mlContext);
         ArgumentNullException.ThrowIfNull(connector);
-        PetalsTextCatalogExtensions.EnsureInitialized();
         MLNetInternals.RegisterLoaders(mlContext.ComponentCatalog);
         var registration = new PetalsRegistration(mlContext.ComponentCatalog, connector);
         PetalsRegistration.Add(mlContext.ComponentCatalog, registration);

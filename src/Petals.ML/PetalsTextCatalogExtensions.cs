@@ -6,8 +6,6 @@ namespace Petals.ML;
 /// <summary>The Petals transforms of <c>mlContext.Transforms.Text</c>.</summary>
 public static class PetalsTextCatalogExtensions
 {
-    static PetalsTextCatalogExtensions() => MLNetInternals.Load = LoadTransformer;
-
     /// <summary>
     /// Maps a text column to a <c>Single</c> vector column of the model's hidden size: the final-norm hidden states of each
     /// text's tokens (BOS included when the tokenizer adds it), pooled as <see cref="PetalsEmbeddingOptions.Pooling"/> says.
@@ -64,11 +62,6 @@ public static class PetalsTextCatalogExtensions
         return new PetalsGenerationEstimator(MLNetInternals.GetEnvironment(catalog), outputColumnName, ColumnOrOutput(inputColumnName, outputColumnName), model, options);
     }
 
-    /// <summary>Makes sure the loader callback is set (the static constructor) before a model file is read.</summary>
-    internal static void EnsureInitialized()
-    {
-    }
-
     private static string ColumnOrOutput(string? input, string output)
     {
         if (input is not null)
@@ -79,7 +72,8 @@ public static class PetalsTextCatalogExtensions
         return input ?? output;
     }
 
-    private static ITransformer LoadTransformer(IHostEnvironment env, BinaryReader reader)
+    /// <summary>Reads a saved Petals entry (the JSON after ML.NET's header) back into its transformer.</summary>
+    internal static ITransformer LoadTransformer(IHostEnvironment env, BinaryReader reader)
     {
         var saved = SavedTransform.Deserialize(reader.ReadString());
         if (saved.Kind == SavedTransform.EmbedKind)

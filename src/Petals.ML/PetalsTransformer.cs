@@ -117,15 +117,8 @@ internal abstract class PetalsTransformer<TValue> : ITransformer
                 throw new InvalidOperationException($"The Petals {Operation} of row {firstRow + i} (column '{InputColumn}') failed: {e.Message}", e);
             }
         });
-        try
-        {
-            work.GetAwaiter().GetResult();
-        }
-        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
-        {
-            throw e.InnerExceptions[0];
-        }
-
+        // The first failure surfaces (GetResult unwraps it); the other rows of the batch are cancelled with it.
+        work.GetAwaiter().GetResult();
         return results;
     }
 

@@ -113,6 +113,22 @@ public sealed class PetalsEmbedTests
     }
 
     [Fact]
+    public void An_output_named_as_its_input_hides_the_text_column_and_still_reads_the_text()
+    {
+        PetalsModels.RequireSharedModel();
+        var ml = new MLContext(seed: 1);
+        using var petals = ml.UsePetals(PetalsModels.Connector());
+        var data = Rows(ml, Texts.Take(3));
+        var estimator = ml.Transforms.Text.PetalsEmbed("Text", null, PetalsModels.LocalReference);
+        Assert.Equal(SchemaShape.Column.VectorKind.Vector, Assert.Single(estimator.GetOutputSchema(MLNetInternals.ShapeOf(data.Schema)), c => c.Name == "Text").Kind);
+        var output = estimator.Fit(data).Transform(data);
+        Assert.Equal(new VectorDataViewType(NumberDataViewType.Single, 64), output.Schema["Text"].Type);
+        var byName = Column(output, "Text");
+        var separate = Column(ml.Transforms.Text.PetalsEmbed("Features", "Text", PetalsModels.LocalReference).Fit(data).Transform(data), "Features");
+        Assert.Equal(separate, byName);
+    }
+
+    [Fact]
     public void Empty_and_missing_texts_embed_the_BOS_token_alone()
     {
         PetalsModels.RequireSharedModel();
