@@ -13,6 +13,8 @@ public sealed class SamplesTests
     [InlineData("LocalGeneration", "", "Once upon a time, there was")]
     [InlineData("InProcessSwarm", "", "recoveries: 1")]
     [InlineData("HostedServer", "--once", "served ")]
+    [InlineData("MLPipeline", "", "held-out accuracy: Petals embeddings ")]
+    [InlineData("MLPipeline", "--server", "reloaded model: \"Sue found a little bird in the garden.\" -> ")]
     public async Task The_sample_runs_and_prints_its_result(string sample, string arguments, string expected)
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
