@@ -288,4 +288,62 @@ for (const template of templates) {
   };
   fs.writeFileSync(path.join(outDir, `${template.name}.json`), JSON.stringify(fixture, null, 1) + "\n");
 }
-console.log(`${templates.length} templates, ${total} cases -> ${outDir}`);
+// Single constructs of the language, each rendered by the reference (expected text, or the reference's error).
+const D = { s: "  Hello World  ", n: 7, f: 2.5, xs: [3, 1, 2], words: ["b", "A", "c"], obj: { b: 1, a: "two", c: [1, 2] }, msgs: [{ role: "user", content: "u1" }, { role: "assistant", content: "a1" }, { role: "user", content: "u2", extra: true }], empty: [], t: true, z: 0, nul: null };
+const constructs = [
+  // Text, whitespace control, trim_blocks / lstrip_blocks.
+  "plain text only", "a {{ 'b' }} c", "x  {{- ' y ' -}}  z", "line\n  {% if t %}\n  yes\n  {% endif %}\nend", "{# comment #}after", "a  {#- c -#}  b",
+  "  {%- if t -%}  in  {%- endif -%}  out", "{% if t %}A{% endif %}\n", "{{ 'x' }}\n{{ 'y' }}", "    {{ 'kept indentation' }}", "{% raw_text %}",
+  // Literals and operators.
+  "{{ 1 + 2 * 3 }}", "{{ (1 + 2) * 3 }}", "{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }}", "{{ 7 / 2 }} {{ 6 / 2 }}", "{{ 2 ** 10 }} {{ 2 ** -1 }}", "{{ 1.5 + 1 }} {{ 1.0 }} {{ 0.1 + 0.2 }}",
+  "{{ 'a' ~ 1 ~ true }}", "{{ 'a' + 'b' }}", "{{ 'n=' + n }}", "{{ xs + [4] }}", "{{ -n }} {{ +n }} {{ - - n }}", "{{ n > 3 and n < 10 }}", "{{ n == 7.0 }} {{ '7' == n }} {{ n != 8 }}",
+  "{{ not t }} {{ not z }} {{ t and 'yes' }} {{ z or 'fallback' }} {{ empty or 'e' }}", "{{ 'yes' if t else 'no' }} {{ 'yes' if z else 'no' }}", "{{ 'y' if z }}|",
+  "{{ 'b' in 'abc' }} {{ 'd' not in 'abc' }} {{ 2 in xs }} {{ 'a' in obj }} {{ 'q' in obj }} {{ 1 in undefined_thing }}", "{{ [1, 'two', [3]] }} {{ {'k': 'v', 'n': 1} }}",
+  "{{ undefined_thing }}|{{ nul }}|{{ t }}|{{ z }}", "{{ undefined_thing + 1 }}", "{{ nul + 1 }}", "{{ 'a' < 'b' }}", "{{ xs < 3 }}",
+  // Members, indexes, slices.
+  "{{ msgs[0]['role'] }} {{ msgs[1].content }} {{ msgs[-1].role }} {{ msgs[5] }}|{{ msgs[0].missing }}|{{ undefined_thing.x }}|", "{{ xs[1:] }} {{ xs[:-1] }} {{ xs[::-1] }} {{ xs[::2] }} {{ xs[5:] }}",
+  "{{ s[2:7] }}|{{ s[::-1] }}|{{ s[0] }}|{{ s[-3] }}", "{{ 'héllo👋'[::-1] }}", "{{ undefined_thing[0] }}", "{{ xs.length }} {{ s.length }}",
+  // String methods.
+  "[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}]", "{{ s.upper() }} {{ s.lower() }} {{ 'hello wORLD-x_y'.title() }} {{ 'hello World'.capitalize() }}",
+  "{{ s.strip().startswith('Hello') }} {{ s.endswith(('x', '  ')) }} {{ 'a,b,,c'.split(',') }} {{ '  a b  c '.split() }} {{ 'a-b-c'.split('-', 1) }}",
+  "{{ 'aaa'.replace('a', 'b') }} {{ 'aaa'.replace('a', 'b', 2) }} {{ 'abc'.replace('', '-') }}", "{{ s.nosuchmethod() }}",
+  // Mapping methods.
+  "{{ obj.get('a') }} {{ obj.get('zz', 'dflt') }} {{ obj.get('zz') }}", "{% for k, v in obj.items() %}{{ k }}={{ v }};{% endfor %}", "{{ obj.keys() }} {{ obj.values() }}",
+  "{% for k in obj %}{{ k }}{% endfor %}", "{{ obj | dictsort }}",
+  // Filters.
+  "{{ s | trim }}|{{ s | upper }}|{{ s | lower }}|{{ 'ab cd' | title }}|{{ 'ab cd' | capitalize }}|{{ s | length }}", "{{ xs | length }} {{ xs | first }} {{ xs | last }} {{ xs | join }} {{ xs | join(', ') }} {{ 'abc' | join('-') }}",
+  "{{ xs | sort }} {{ words | sort }} {{ xs | reverse }} {{ [1, 2, 1, 3] | unique }} {{ xs | list }}", "{{ undefined_thing | default('d') }} {{ '' | default('d') }} {{ '' | default('d', true) }} {{ s | default('d') }}",
+  "{{ 'x\"y' | tojson }} {{ obj | tojson }} {{ msgs | tojson }} {{ nul | tojson }} {{ undefined_thing | tojson }} {{ 'é👋' | tojson }}", "{{ obj | tojson(indent=2) }}", "{{ xs | tojson(indent=4) }} {{ empty | tojson(indent=2) }}",
+  "{{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }} {{ 'é' | tojson(ensure_ascii=true) }} {{ obj | tojson(separators=(',', ':')) }}", "{{ n | string }} {{ f | string }} {{ t | string }} {{ xs | string }}",
+  "{{ '42' | int }} {{ '4.5' | float }} {{ 'x' | int }} {{ 'x' | int(7) }} {{ f | int }} {{ t | int }}", "{{ -3 | abs }} {{ s | safe }}", "{{ obj | items }} {{ obj | length }}",
+  "{{ 'a\nb\n\nc' | indent }}|{{ 'a\nb' | indent(2, true) }}", "{{ 'aXbX' | replace('X', '-') }}", "{{ msgs | selectattr('role', 'equalto', 'user') | list | length }} {{ msgs | rejectattr('role', 'eq', 'user') | map(attribute='content') | list }}",
+  "{{ msgs | selectattr('extra') | list | length }} {{ msgs | map(attribute='role') | join(',') }}", "{{ msgs | sort(attribute='role') | map(attribute='content') | join }}", "{{ undefined_thing | upper }}", "{{ s | nosuchfilter }}", "{{ n | trim }}",
+  // Tests.
+  "{{ undefined_thing is defined }} {{ undefined_thing is undefined }} {{ nul is none }} {{ s is string }} {{ obj is mapping }} {{ xs is iterable }} {{ s is iterable }} {{ obj is iterable }}",
+  "{{ xs is sequence }} {{ n is number }} {{ f is number }} {{ n is integer }} {{ n is odd }} {{ n is even }} {{ t is true }} {{ z is false }} {{ t is boolean }} {{ 'abc' is lower }} {{ 'ABC' is upper }}",
+  "{{ s is not string }} {{ raise_exception is callable }} {{ n is nosuchtest }}", "{{ s is odd }}",
+  // Control flow.
+  "{% for x in xs %}{{ loop.index }}/{{ loop.index0 }}/{{ loop.revindex }}/{{ loop.first }}/{{ loop.last }}/{{ loop.length }}:{{ x }} {% endfor %}", "{% for x in xs %}{{ loop.previtem }}-{{ loop.nextitem }};{% endfor %}",
+  "{% for x in empty %}never{% else %}empty!{% endfor %}", "{% for x in xs if x > 1 %}{{ x }}{{ ',' if not loop.last }}{% endfor %}", "{% for x in xs %}{% if x == 1 %}{% continue %}{% endif %}{% if x == 2 %}{% break %}{% endif %}{{ x }}{% endfor %}",
+  "{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }} {% endfor %}", "{% for x in 'abc' %}{{ x }}{% endfor %}", "{% for x in n %}{{ x }}{% endfor %}", "{% if z %}a{% elif n == 7 %}b{% else %}c{% endif %}", "{% if z %}a{% elif t %}{% if n %}nested{% endif %}{% endif %}",
+  // Assignment and scoping.
+  "{% set a = 1 %}{% set b, c = [2, 3] %}{{ a + b + c }}", "{% set x = 'outer' %}{% for i in xs %}{% set x = 'inner' %}{% endfor %}{{ x }}", "{% set ns = namespace(count=0, found=false) %}{% for i in xs %}{% set ns.count = ns.count + i %}{% endfor %}{{ ns.count }} {{ ns.found }} {{ ns }}",
+  "{% set block %}captured {{ n }}{% endset %}[{{ block }}]", "{% set x = 1 %}{% set x.y = 2 %}", "{% set ns = namespace({'a': 1}, b=2) %}{{ ns.a }}{{ ns.b }}",
+  // Macros, call blocks, filter blocks.
+  "{% macro greet(name, greeting='Hello') %}{{ greeting }}, {{ name }}!{% endmacro %}{{ greet('Ann') }} {{ greet('Bob', greeting='Hi') }} {{ greet('Cy', 'Yo') }}", "{% macro m() %}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, k=3) }}",
+  "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", "{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</{{ tag }}>{% endmacro %}{% call wrap('b') %}inside {{ n }}{% endcall %}", "{% filter upper %}shout {{ n }}{% endfilter %}",
+  "{% macro r(k) %}{% if k > 0 %}{{ k }}{{ r(k - 1) }}{% endif %}{% endmacro %}{{ r(5) }}",
+  // Globals.
+  "{{ range(3) }} {{ range(1, 7, 2) }} {{ range(5, 0, -2) }}", "{{ raise_exception('Refused: ' + s.strip()) }}", "{{ True }} {{ False }} {{ None }}|{{ none is none }}", "{{ undefined_function() }}",
+  // Syntax errors (the reference's messages differ from ours; only that both fail is checked).
+  "{% if t %}unclosed", "{{ 'unterminated }}", "{{ 1 + }}", "{% endfor %}", "{% for %}{% endfor %}", "{{ a b }}", "{% unknown %}", "{{ x | }}", "{{ 'a' 'b' }}|{{ \"c\" 'd' }}", "{#", "{{ [1, 2 }}",
+];
+const constructCases = constructs.map((source) => {
+  try {
+    return { template: source, expected: new Template(source).render(D) };
+  } catch (e) {
+    return { template: source, error: String(e.message ?? e), raised: /raise_exception\(/.test(source) };
+  }
+});
+fs.writeFileSync(path.join(outDir, "constructs.jsonc"), JSON.stringify({ generator: "tests/reference/make_chat_template_fixtures.mjs", reference: `@huggingface/jinja@${jinjaVersion}`, data: D, cases: constructCases }, null, 1) + "\n");
+console.log(`${templates.length} templates, ${total} cases, ${constructCases.length} constructs -> ${outDir}`);

@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using Petals.Chat;
 
@@ -11,6 +12,8 @@ namespace Petals.Tests.Chat;
 /// </summary>
 public sealed class ChatTemplateReferenceTests
 {
+    private static readonly JsonSerializerOptions Readable = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     private static string FixtureDirectory => Path.Combine(AppContext.BaseDirectory, "Fixtures", "chat-templates");
 
     public static TheoryData<string> Templates()
@@ -67,7 +70,7 @@ public sealed class ChatTemplateReferenceTests
                     var actual = template.Render(messages, options);
                     if (actual != expected.GetString())
                     {
-                        failures.AppendLine($"{caseName}:\n  expected {JsonSerializer.Serialize(expected.GetString())}\n  actual   {JsonSerializer.Serialize(actual)}");
+                        failures.AppendLine($"{caseName}:\n  expected {JsonSerializer.Serialize(expected.GetString(), Readable)}\n  actual   {JsonSerializer.Serialize(actual, Readable)}");
                     }
                 }
                 catch (ChatTemplateException e)
@@ -82,7 +85,7 @@ public sealed class ChatTemplateReferenceTests
                 try
                 {
                     var actual = template.Render(messages, options);
-                    failures.AppendLine($"{caseName}: expected the error '{error}', got {JsonSerializer.Serialize(actual)}");
+                    failures.AppendLine($"{caseName}: expected the error '{error}', got {JsonSerializer.Serialize(actual, Readable)}");
                 }
                 catch (ChatTemplateException e)
                 {
