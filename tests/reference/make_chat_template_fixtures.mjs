@@ -335,6 +335,12 @@ const constructs = [
   "{% macro r(k) %}{% if k > 0 %}{{ k }}{{ r(k - 1) }}{% endif %}{% endmacro %}{{ r(5) }}",
   // Globals.
   "{{ range(3) }} {{ range(1, 7, 2) }} {{ range(5, 0, -2) }}", "{{ raise_exception('Refused: ' + s.strip()) }}", "{{ True }} {{ False }} {{ None }}|{{ none is none }}", "{{ undefined_function() }}",
+  // Precedence, escapes, generation markers.
+  "{{ xs | length is odd }} {{ not xs | length == 3 }} {{ 'a' + 'b' | upper }} {{ -2 ** 2 }} {{ 2 * 3 ** 2 }}",
+  "{{ 1 + 2 is number }}", "{{ (1 + 2) is number }}",
+  "{{ 'c' if z else 'd' if z else 'e' }} {{ n if n > 5 else 0 }}", "{{ '\\x41\\u00e9\\t|' }} {{ \"it's\" }} {{ 'say \\'hi\\'' }}",
+  "{% for k, v in obj | items %}{{ k }}{% endfor %}", "a\n{% generation %}gen{% endgeneration %}\nb {%- generation -%}  x  {%- endgeneration -%}  c",
+  "{% if t %}\n    indented line\n{% endif %}\n{% for x in xs %}\n  - {{ x }}\n{% endfor %}",
   // Syntax errors (the reference's messages differ from ours; only that both fail is checked).
   "{% if t %}unclosed", "{{ 'unterminated }}", "{{ 1 + }}", "{% endfor %}", "{% for %}{% endfor %}", "{{ a b }}", "{% unknown %}", "{{ x | }}", "{{ 'a' 'b' }}|{{ \"c\" 'd' }}", "{#", "{{ [1, 2 }}",
 ];
