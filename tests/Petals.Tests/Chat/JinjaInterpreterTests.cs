@@ -2,6 +2,7 @@ using System.Text;
 using FsCheck;
 using FsCheck.Fluent;
 using Petals.Chat;
+using Petals.Testing.Time;
 
 namespace Petals.Tests.Chat;
 
@@ -157,12 +158,22 @@ public sealed class JinjaInterpreterTests
     }
 
     [Fact]
-    public void StrftimeNowUsesTheCurrentDate()
+    public void StrftimeNowReadsTheOptionsClock()
     {
-        var before = DateTime.Now;
-        var text = Render("{{ strftime_now('%Y-%m-%d') }}");
-        var after = DateTime.Now;
-        Assert.True(text == before.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture) || text == after.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture), text);
+        var clock = new ManualTimeProvider(new DateTimeOffset(2026, 12, 8, 12, 34, 0, TimeSpan.Zero));
+        var local = clock.GetLocalNow();
+        var text = Render("{{ strftime_now('%Y-%m-%d %H:%M %b %B %% %q') }}", new ChatTemplateOptions { TimeProvider = clock });
+        Assert.Equal(local.ToString("yyyy-MM-dd HH:mm MMM MMMM", System.Globalization.CultureInfo.InvariantCulture) + " % %q", text);
+    }
+
+    [Fact]
+    public void Llama32WritesTodaysDateWithoutADateString()
+    {
+        using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Fixtures", "chat-templates", "llama3_2-instruct.json")));
+        var template = ChatTemplate.Parse(document.RootElement.GetProperty("template").GetString()!);
+        var clock = new ManualTimeProvider(new DateTimeOffset(2026, 3, 5, 12, 0, 0, TimeSpan.Zero));
+        var text = template.Render([new("user", "Hi")], new ChatTemplateOptions { TimeProvider = clock });
+        Assert.Contains("Today Date: " + clock.GetLocalNow().ToString("dd MMM yyyy", System.Globalization.CultureInfo.InvariantCulture) + "\n", text, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -39,7 +39,7 @@ internal sealed class JinjaTemplate
     /// <summary>Renders the conversation.</summary>
     /// <exception cref="ChatTemplateException">When rendering fails or the template raises.</exception>
     /// <exception cref="ArgumentException">When a message or variable is invalid.</exception>
-    public string Render(IReadOnlyList<ChatTemplateMessage> messages, ChatTemplateOptions options, Func<DateTime>? now = null)
+    public string Render(IReadOnlyList<ChatTemplateMessage> messages, ChatTemplateOptions options)
     {
         var list = new List<JinjaValue>(messages.Count);
         for (int i = 0; i < messages.Count; i++)
@@ -74,7 +74,8 @@ internal sealed class JinjaTemplate
             variables.Add(new(name, FromClr(value, $"Variables[\"{name}\"]", 0)));
         }
 
-        var interpreter = new JinjaInterpreter(Source, now ?? (() => DateTime.Now));
+        var clock = options.TimeProvider ?? TimeProvider.System;
+        var interpreter = new JinjaInterpreter(Source, () => clock.GetLocalNow().DateTime);
         try
         {
             return interpreter.Render(_body, variables);
