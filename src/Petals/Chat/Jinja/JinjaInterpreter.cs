@@ -792,6 +792,9 @@ internal sealed class JinjaInterpreter
             throw new JinjaRuntimeException("Slice step cannot be zero");
         }
 
+        // A step longer than the list takes one item at most; clamping keeps the index arithmetic from overflowing.
+        step = Math.Clamp(step, -(length + 1), length + 1);
+
         for (long i = s; direction * i < direction * e; i += step)
         {
             result.Add(items[(int)i]);

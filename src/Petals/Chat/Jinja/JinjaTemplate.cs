@@ -85,6 +85,10 @@ internal sealed class JinjaTemplate
             var (line, column) = e.Offset is int o ? JinjaErrors.Position(Source, o) : ((int?)null, (int?)null);
             throw new ChatTemplateException(e.Message, e) { RaisedByTemplate = true, Line = line, Column = column };
         }
+        catch (ArithmeticException e)
+        {
+            throw new ChatTemplateException("Chat template error: arithmetic overflow (" + e.Message + ")", e);
+        }
         catch (JinjaRuntimeException e)
         {
             if (e.Offset is int offset)
