@@ -130,6 +130,28 @@ public sealed class ChatTemplateLoadTests
     }
 
     [Fact]
+    public void ExportingAGgufTokenizerKeepsItsTemplate()
+    {
+        using var dir = TestData.CreateTempDirectory();
+        string[] tokens = ["a", "b", "ab", "Ġ", "Ġab", "<s>"];
+        var path = new GgufTestWriter(3)
+            .AddString("tokenizer.ggml.model", "gpt2")
+            .Add("tokenizer.ggml.tokens", GgufValueType.Array, new GgufArray(GgufValueType.String, tokens))
+            .Add("tokenizer.ggml.merges", GgufValueType.Array, new GgufArray(GgufValueType.String, new[] { "a b", "Ġ ab" }))
+            .AddString("tokenizer.chat_template", ChatMl)
+            .Write(Path.Combine(dir.Path, "bpe.gguf"));
+        var outDir = Path.Combine(dir.Path, "hf");
+        using (var gguf = GgufFile.Open(path))
+        {
+            Petals.Tokenization.TokenizerLoader.WriteHuggingFaceFiles(gguf, outDir);
+        }
+
+        Assert.Equal(ChatMl, ChatTemplate.Load(outDir)!.Source);
+        Assert.Equal(ChatTemplate.Load(path)!.Render(Conversation), ChatTemplate.Load(outDir)!.Render(Conversation));
+        Assert.Equal([2], Petals.Tokenization.TokenizerLoader.Load(outDir).Encode("ab", addSpecialTokens: false));
+    }
+
+    [Fact]
     public void TheSharedStoriesModelHasNoTemplate()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
