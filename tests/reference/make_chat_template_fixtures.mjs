@@ -357,10 +357,11 @@ const constructs = [
   "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", "{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</{{ tag }}>{% endmacro %}{% call wrap('b') %}inside {{ n }}{% endcall %}", "{% filter upper %}shout {{ n }}{% endfilter %}",
   "{% macro r(k) %}{% if k > 0 %}{{ k }}{{ r(k - 1) }}{% endif %}{% endmacro %}{{ r(5) }}",
   // Globals.
-  "{{ range(3) }} {{ range(1, 7, 2) }} {{ range(5, 0, -2) }}", "{{ raise_exception('Refused: ' + s.strip()) }}", "{{ True }} {{ False }} {{ None }}|{{ none is none }}", "{{ undefined_function() }}",
+  "{{ range(3) }} {{ range(1, 7, 2) }} {{ range(5, 0, -2) }}", "{{ raise_exception('Refused: ' + s.strip()) }}", "{{ raise_exception('a', 1, none, xs) }}", "{{ raise_exception(xs + [none]) }}", "{{ raise_exception(2.0) }}", "{{ True }} {{ False }} {{ None }}|{{ none is none }}", "{{ undefined_function() }}",
   // Precedence, escapes, generation markers.
   "{{ xs | length is odd }} {{ not xs | length == 3 }} {{ 'a' + 'b' | upper }} {{ -2 ** 2 }} {{ 2 * 3 ** 2 }}",
   "{{ 1 + 2 is number }}", "{{ (1 + 2) is number }}",
+  "{{ 'xs: ' ~ [1, 2.0, 'a', [3, 'b'], none] }} {{ [1.5, 2.0, none, true, [1, 2.0]] | join('|') }} {{ 'n' + 2.0 }} {{ obj ~ '' }}",
   "{{ 'c' if z else 'd' if z else 'e' }} {{ n if n > 5 else 0 }}", "{{ '\\x41\\u00e9\\t|' }} {{ \"it's\" }} {{ 'say \\'hi\\'' }}",
   "{% for k, v in obj | items %}{{ k }}{% endfor %}", "a\n{% generation %}gen{% endgeneration %}\nb {%- generation -%}  x  {%- endgeneration -%}  c",
   "{% if t %}\n    indented line\n{% endif %}\n{% for x in xs %}\n  - {{ x }}\n{% endfor %}",

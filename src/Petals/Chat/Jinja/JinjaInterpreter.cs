@@ -64,7 +64,7 @@ internal sealed class JinjaInterpreter
         scope.Set("None", JinjaNull.Instance);
         scope.Set("namespace", new JinjaFunction("namespace", (args, _) => Namespace(args)));
         scope.Set("raise_exception", new JinjaFunction("raise_exception", (args, _) =>
-            throw new TemplateRaisedException(string.Join(",", args.Select(a => a is JinjaUndefined or JinjaNull ? string.Empty : a.ToString())))));
+            throw new TemplateRaisedException(args.Count == 0 || args[0] is JinjaNull or JinjaUndefined ? string.Empty : PlainText(args[0]))));
         scope.Set("range", new JinjaFunction("range", (args, _) => Range(args)));
         scope.Set("strftime_now", new JinjaFunction("strftime_now", (args, _) =>
             new JinjaString(Strftime(_now(), args.Count > 0 && args[0] is JinjaString f ? f.Value : throw new JinjaRuntimeException("strftime_now() needs a format string")))));
@@ -558,11 +558,14 @@ internal sealed class JinjaInterpreter
     /// <summary>How a value joins a string with <c>+</c> or <c>~</c> (JavaScript's String() of the raw value).</summary>
     private static string PlainText(JinjaValue value) => value switch
     {
-        JinjaArray a => string.Join(",", a.Items.Select(PlainText)),
+        JinjaArray a => string.Join(",", a.Items.Select(ElementText)),
         JinjaObject or JinjaNamespace => "[object Map]",
         JinjaFloat f => JinjaFloat.JsNumber(f.Value),
         _ => value.ToString(),
     };
+
+    /// <summary>How an item of a list turns into text when the list does (the reference's none and undefined both write "undefined").</summary>
+    private static string ElementText(JinjaValue value) => value is JinjaNull or JinjaUndefined ? "undefined" : value.ToString();
 
     /// <summary>JavaScript's <c>==</c> on the raw values, as the reference compares.</summary>
     internal static bool LooseEquals(JinjaValue a, JinjaValue b)
