@@ -377,3 +377,52 @@ const constructCases = constructs.map((source) => {
 });
 fs.writeFileSync(path.join(outDir, "constructs.jsonc"), JSON.stringify({ generator: "tests/reference/make_chat_template_fixtures.mjs", reference: `@huggingface/jinja@${jinjaVersion}`, data: D, cases: constructCases }, null, 1) + "\n");
 console.log(`${templates.length} templates, ${total} cases, ${constructCases.length} constructs -> ${outDir}`);
+
+// Random expressions and statements from a small grammar (seeded, so the file is reproducible), rendered by the
+// reference: a differential test of operators, filters, tests, methods and indexing on mixed types.
+function mulberry32(seed) {
+  return () => {
+    seed |= 0; seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const rnd = mulberry32(20261208);
+const pick = (xs) => xs[Math.floor(rnd() * xs.length)];
+const LITERALS = ["0", "1", "2", "-3", "10", "0.5", "2.0", "'a'", "'Hello World'", "'  x  '", "''", "'a,b'", "true", "false", "none", "[1, 2]", "['b', 'a']", "[]", "{'k': 1}", "{}"];
+const VARS = ["s", "n", "f", "xs", "words", "obj", "msgs", "empty", "t", "z", "nul", "undefined_thing", "msgs[0]", "obj.c"];
+const OPS = ["+", "-", "*", "/", "//", "%", "**", "~", "==", "!=", "<", ">", "<=", ">=", "and", "or", "in", "not in"];
+const FILTERS = ["trim", "upper", "lower", "title", "capitalize", "length", "first", "last", "join", "join(',')", "default('d')", "default('d', true)", "tojson", "string", "int", "float", "list", "reverse", "sort", "unique", "items", "abs", "safe", "dictsort", "indent(2)", "replace('a', 'b')", "selectattr('role', 'equalto', 'user')", "map(attribute='role')", "int(5)"];
+const TESTS = ["defined", "undefined", "none", "string", "number", "integer", "mapping", "iterable", "sequence", "odd", "even", "true", "false", "lower", "upper", "boolean", "callable"];
+const METHODS = [".strip()", ".upper()", ".lower()", ".title()", ".split()", ".split(',')", ".startswith('a')", ".endswith('x')", ".replace('a', 'b')", ".get('a')", ".get('zz', 1)", ".items()", ".keys()", ".values()", ".length", ".role", ".content"];
+const INDEXES = ["[0]", "[-1]", "[1:]", "[:1]", "[::-1]", "['a']", "['role']", "[5]", "[1:3]"];
+function expr(depth) {
+  const r = rnd();
+  if (depth <= 0 || r < 0.25) return rnd() < 0.5 ? pick(LITERALS) : pick(VARS);
+  if (r < 0.45) return `${expr(depth - 1)} ${pick(OPS)} ${expr(depth - 1)}`;
+  if (r < 0.6) return `${atom(depth - 1)} | ${pick(FILTERS)}`;
+  if (r < 0.68) return `${atom(depth - 1)} is ${rnd() < 0.3 ? "not " : ""}${pick(TESTS)}`;
+  if (r < 0.78) return `${atom(depth - 1)}${pick(METHODS)}`;
+  if (r < 0.88) return `${atom(depth - 1)}${pick(INDEXES)}`;
+  if (r < 0.94) return `${expr(depth - 1)} if ${expr(depth - 1)} else ${expr(depth - 1)}`;
+  return `${pick(["not ", "-"])}${atom(depth - 1)}`;
+}
+const atom = (depth) => { const e = expr(depth); return /^[\w.'\[\]]+$/.test(e) ? e : `(${e})`; };
+const randomCases = [];
+for (let i = 0; i < 1200; i++) {
+  const e = expr(1 + (i % 3));
+  const shape = rnd();
+  const source = shape < 0.7 ? `{{ ${e} }}`
+    : shape < 0.8 ? `{% if ${e} %}Y{% else %}N{% endif %}`
+    : shape < 0.9 ? `{% for v in ${e} %}[{{ v }}]{% else %}E{% endfor %}`
+    : `{% set v = ${e} %}<{{ v }}>`;
+  try {
+    randomCases.push({ template: source, expected: new Template(source).render(D) });
+  } catch (err) {
+    randomCases.push({ template: source, error: String(err.message ?? err), raised: false });
+  }
+}
+fs.writeFileSync(path.join(outDir, "random-expressions.jsonc"), JSON.stringify({ generator: "tests/reference/make_chat_template_fixtures.mjs", reference: `@huggingface/jinja@${jinjaVersion}`, data: D, cases: randomCases }, null, 0) + "\n");
+console.log(`${randomCases.length} random expressions, ${randomCases.filter((c) => "expected" in c).length} rendered`);
+

@@ -885,7 +885,9 @@ internal sealed class JinjaInterpreter
     {
         IdentifierExpression id => id.Name,
         MemberExpression { Computed: false, Property: IdentifierExpression p } m => Describe(m.Object) + "." + p.Name,
-        _ => "the expression",
+        MemberExpression { Computed: true } m => Describe(m.Object) + "[…]",
+        CallExpression c => Describe(c.Callee) + "(…)",
+        _ => "(…)",
     };
 
     private static JinjaValue Invoke(JinjaNode node, JinjaFunction function, List<JinjaValue> arguments, JinjaScope scope)
