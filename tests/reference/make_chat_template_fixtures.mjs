@@ -426,3 +426,34 @@ for (let i = 0; i < 1200; i++) {
 fs.writeFileSync(path.join(outDir, "random-expressions.jsonc"), JSON.stringify({ generator: "tests/reference/make_chat_template_fixtures.mjs", reference: `@huggingface/jinja@${jinjaVersion}`, data: D, cases: randomCases }, null, 0) + "\n");
 console.log(`${randomCases.length} random expressions, ${randomCases.filter((c) => "expected" in c).length} rendered`);
 
+// Random layouts: text with spaces, tabs and line feeds around tags with random whitespace control, comments, nested
+// if/for/set blocks, indented or not: a differential test of trim_blocks, lstrip_blocks and "-".
+const TEXTS = ["a", " ", "  ", "\n", "\n\n", "\t", "  \n", "\n  ", "x y", " \t\n ", "\r\n"];
+const ws = () => pick(["", "", " ", "  ", "\t", "\n", "\n  ", "  \n"]);
+const dash = () => (rnd() < 0.35 ? "-" : "");
+const tag = (body) => `${ws()}{%${dash()} ${body} ${dash()}%}${ws()}`;
+function layout(depth) {
+  let out = "";
+  const items = 1 + Math.floor(rnd() * 4);
+  for (let i = 0; i < items; i++) {
+    const r = rnd();
+    if (r < 0.35 || depth <= 0) out += pick(TEXTS);
+    else if (r < 0.5) out += `${ws()}{{${dash()} ${pick(["'v'", "n", "s", "loop.index if loop is defined else 0", "' w '"])} ${dash()}}}${ws()}`;
+    else if (r < 0.58) out += `${ws()}{#${dash()} note ${dash()}#}${ws()}`;
+    else if (r < 0.75) out += tag(pick(["if t", "if z", "if n > 3"])) + layout(depth - 1) + (rnd() < 0.4 ? tag("else") + layout(depth - 1) : "") + tag("endif");
+    else if (r < 0.9) out += tag(pick(["for x in xs", "for x in empty", "for k in obj"])) + layout(depth - 1) + tag("endfor");
+    else out += tag(`set v${depth} = ${pick(["1", "'q'", "xs"])}`) + pick(TEXTS);
+  }
+  return out;
+}
+const layoutCases = [];
+for (let i = 0; i < 500; i++) {
+  const source = layout(1 + (i % 3)) + (rnd() < 0.3 ? "\n" : "");
+  try {
+    layoutCases.push({ template: source, expected: new Template(source).render(D) });
+  } catch (err) {
+    layoutCases.push({ template: source, error: String(err.message ?? err), raised: false });
+  }
+}
+fs.writeFileSync(path.join(outDir, "random-layouts.jsonc"), JSON.stringify({ generator: "tests/reference/make_chat_template_fixtures.mjs", reference: `@huggingface/jinja@${jinjaVersion}`, data: D, cases: layoutCases }, null, 0) + "\n");
+console.log(`${layoutCases.length} random layouts, ${layoutCases.filter((c) => "expected" in c).length} rendered`);
