@@ -1958,48 +1958,51 @@ internal sealed class JinjaInterpreter
     {
         var declared = parameters.Select(p => p switch { IdentifierExpression id => id.Name, KeywordArgumentExpression kw => kw.Name, _ => string.Empty }).ToHashSet(StringComparer.Ordinal);
         var found = new HashSet<string>(StringComparer.Ordinal);
-        var stack = new Stack<object>(body);
+        var stack = new Stack<JinjaNode>(body);
         while (stack.Count > 0)
         {
-            var item = stack.Pop();
-            if (item is IdentifierExpression id && id.Name is "caller" or "kwargs" or "varargs" && !declared.Contains(id.Name))
+            foreach (var child in Children(stack.Pop(), found, declared))
             {
-                found.Add(id.Name);
-                continue;
-            }
-
-            if (item is MacroNode)
-            {
-                continue;
-            }
-
-            foreach (var property in item.GetType().GetProperties())
-            {
-                var value = property.GetValue(item);
-                switch (value)
-                {
-                    case JinjaNode child:
-                        stack.Push(child);
-                        break;
-                    case System.Collections.IEnumerable list and not string:
-                        foreach (var element in list)
-                        {
-                            if (element is JinjaNode n)
-                            {
-                                stack.Push(n);
-                            }
-                            else if (element is ValueTuple<JinjaExpression, JinjaExpression> pair)
-                            {
-                                stack.Push(pair.Item1);
-                                stack.Push(pair.Item2);
-                            }
-                        }
-
-                        break;
-                }
+                stack.Push(child);
             }
         }
 
         return found;
+    }
+
+    /// <summary>The child nodes of <paramref name="node"/> (a nested macro is its own scope and is not entered).</summary>
+    private static IEnumerable<JinjaNode?> ChildrenOf(JinjaNode node) => node switch
+    {
+        IfNode n => [n.Test, .. n.Body, .. n.Alternate],
+        ForNode n => [n.LoopVariable, n.Iterable, .. n.Body, .. n.Else],
+        SetNode n => new JinjaNode?[] { n.Assignee, n.Value }.Concat(n.Body),
+        CallBlockNode n => [n.Call, .. n.CallerParameters, .. n.Body],
+        FilterBlockNode n => [n.Filter, .. n.Body],
+        ArrayLiteral n => n.Items,
+        TupleLiteral n => n.Items,
+        ObjectLiteral n => n.Entries.SelectMany(e => new JinjaNode[] { e.Key, e.Value }),
+        MemberExpression n => [n.Object, n.Property],
+        SliceExpression n => new JinjaNode?[] { n.Start, n.Stop, n.Step },
+        CallExpression n => [n.Callee, .. n.Arguments],
+        BinaryExpression n => [n.Left, n.Right],
+        UnaryExpression n => [n.Argument],
+        FilterExpression n => [n.Operand, n.Filter],
+        TestExpression n => [n.Operand, .. n.Arguments ?? []],
+        SelectExpression n => [n.Value, n.Test],
+        TernaryExpression n => [n.Condition, n.WhenTrue, n.WhenFalse],
+        KeywordArgumentExpression n => [n.Value],
+        SpreadExpression n => [n.Argument],
+        KeywordSpreadExpression n => [n.Argument],
+        _ => [],
+    };
+
+    private static IEnumerable<JinjaNode> Children(JinjaNode node, HashSet<string> found, HashSet<string> declared)
+    {
+        if (node is IdentifierExpression { Name: "caller" or "kwargs" or "varargs" } id && !declared.Contains(id.Name))
+        {
+            found.Add(id.Name);
+        }
+
+        return ChildrenOf(node).OfType<JinjaNode>();
     }
 }

@@ -1,7 +1,7 @@
 namespace Petals.Chat.Jinja;
 
 // The syntax tree of the Jinja subset. Offset: the node's start in the original template source (for error positions).
-#pragma warning disable SA1649, SA1402 // Several small internal node types live together on purpose.
+// Several small internal node types live together on purpose.
 
 internal abstract record JinjaNode(int Offset);
 

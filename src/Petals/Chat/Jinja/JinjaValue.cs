@@ -3,7 +3,7 @@ using System.Text;
 
 namespace Petals.Chat.Jinja;
 
-#pragma warning disable SA1649, SA1402 // The runtime value types live together on purpose.
+// The runtime value types live together on purpose.
 
 /// <summary>A runtime value of the interpreter (the value model of @huggingface/jinja).</summary>
 internal abstract class JinjaValue
