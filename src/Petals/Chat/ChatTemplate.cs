@@ -1,4 +1,8 @@
 using System.Text;
+using System.Text.Json;
+using Petals.Chat.Jinja;
+using Petals.Formats;
+using Petals.Formats.Gguf;
 
 namespace Petals.Chat;
 
@@ -10,10 +14,19 @@ namespace Petals.Chat;
 /// <remarks>Immutable and thread-safe once created.</remarks>
 public sealed class ChatTemplate
 {
-    private ChatTemplate(string source, bool isPlain)
+    /// <summary>The GGUF metadata key of a model's chat template.</summary>
+    internal const string GgufChatTemplateKey = "tokenizer.chat_template";
+
+    /// <summary>The file beside a Hugging Face model that newer exports keep the template in.</summary>
+    internal const string ChatTemplateFileName = "chat_template.jinja";
+
+    private readonly JinjaTemplate? _jinja;
+
+    private ChatTemplate(string source, bool isPlain, JinjaTemplate? jinja = null)
     {
         Source = source;
         IsPlain = isPlain;
+        _jinja = jinja;
     }
 
     /// <summary>
@@ -32,14 +45,20 @@ public sealed class ChatTemplate
     /// <summary>Whether this is <see cref="Plain"/>.</summary>
     public bool IsPlain { get; }
 
-    /// <summary>Parses a Jinja chat template.</summary>
+    /// <summary>
+    /// Parses a Jinja chat template. The interpreter covers the Jinja subset real chat templates use, with the semantics of
+    /// <c>@huggingface/jinja</c> (see docs/chat-templates.md): text, <c>{{ }}</c>, <c>{% %}</c>, <c>{# #}</c>, whitespace
+    /// control and Hugging Face's <c>trim_blocks</c>/<c>lstrip_blocks</c>; if/elif/else, for (with <c>loop</c> and else),
+    /// set (with <c>namespace()</c>), macro/call, filter blocks; the usual filters, tests, operators and string/mapping methods;
+    /// <c>raise_exception</c>.
+    /// </summary>
     /// <param name="source">The template text.</param>
     /// <returns>The template, ready to render.</returns>
     /// <exception cref="ChatTemplateException">When the text does not parse; the message names the line and column.</exception>
     public static ChatTemplate Parse(string source)
     {
         ArgumentNullException.ThrowIfNull(source);
-        throw new NotSupportedException("Jinja chat templates land with the template interpreter.");
+        return new ChatTemplate(source, isPlain: false, JinjaTemplate.Parse(source));
     }
 
     /// <summary>
@@ -50,27 +69,121 @@ public sealed class ChatTemplate
     /// <param name="modelPath">A .gguf file or a Hugging Face model directory.</param>
     /// <returns>The template, or <see langword="null"/> when the model has none.</returns>
     /// <exception cref="ChatTemplateException">When the model's template does not parse.</exception>
+    /// <exception cref="ModelFormatException">When tokenizer_config.json is not valid JSON or its <c>chat_template</c> has the wrong shape.</exception>
     public static ChatTemplate? Load(string modelPath)
     {
         ArgumentException.ThrowIfNullOrEmpty(modelPath);
-        return null;
+        var source = ReadSource(modelPath);
+        if (source is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return Parse(source.Value.Text);
+        }
+        catch (ChatTemplateException e)
+        {
+            throw new ChatTemplateException($"The chat template of {source.Value.Origin} does not parse: {e.Message}", e) { Line = e.Line, Column = e.Column };
+        }
+    }
+
+    /// <summary>The template text of a model and where it came from, or null when the model has none.</summary>
+    internal static (string Text, string Origin)? ReadSource(string modelPath)
+    {
+        if (File.Exists(modelPath) && modelPath.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+        {
+            using var gguf = GgufFile.Open(modelPath);
+            var value = gguf.GetValue(GgufChatTemplateKey);
+            if (value is null)
+            {
+                return null;
+            }
+
+            return value.Value is string text
+                ? (text, $"{modelPath} ({GgufChatTemplateKey})")
+                : throw new ModelFormatException(modelPath, GgufChatTemplateKey, $"is a {value.Type}, not a string.");
+        }
+
+        string? directory = Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath));
+        if (directory is null)
+        {
+            return null;
+        }
+
+        var jinjaPath = Path.Combine(directory, ChatTemplateFileName);
+        if (File.Exists(jinjaPath))
+        {
+            return (File.ReadAllText(jinjaPath), jinjaPath);
+        }
+
+        var configPath = Path.Combine(directory, "tokenizer_config.json");
+        if (!File.Exists(configPath))
+        {
+            return null;
+        }
+
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(File.ReadAllText(configPath), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(configPath, null, $"not valid JSON: {e.Message}", e);
+        }
+
+        using (document)
+        {
+            if (document.RootElement.ValueKind != JsonValueKind.Object
+                || !document.RootElement.TryGetProperty("chat_template", out var template)
+                || template.ValueKind == JsonValueKind.Null)
+            {
+                return null;
+            }
+
+            if (template.ValueKind == JsonValueKind.String)
+            {
+                return (template.GetString()!, $"{configPath} (chat_template)");
+            }
+
+            if (template.ValueKind != JsonValueKind.Array)
+            {
+                throw new ModelFormatException(configPath, "chat_template", $"is a {template.ValueKind}, not a string or a list of {{name, template}}.");
+            }
+
+            foreach (var entry in template.EnumerateArray())
+            {
+                if (entry.ValueKind != JsonValueKind.Object
+                    || !entry.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String
+                    || !entry.TryGetProperty("template", out var text) || text.ValueKind != JsonValueKind.String)
+                {
+                    throw new ModelFormatException(configPath, "chat_template", "every entry must be an object with string 'name' and 'template'.");
+                }
+
+                if (name.GetString() == "default")
+                {
+                    return (text.GetString()!, $"{configPath} (chat_template 'default')");
+                }
+            }
+
+            return null;
+        }
     }
 
     /// <summary>Renders a conversation.</summary>
     /// <param name="messages">The conversation so far.</param>
     /// <param name="options">Generation prompt, special-token texts and more variables; the defaults when null.</param>
     /// <returns>The prompt text, to be encoded without the tokenizer adding BOS when the template writes it itself.</returns>
-    /// <exception cref="ChatTemplateException">When rendering fails or the template refuses the conversation.</exception>
+    /// <exception cref="ChatTemplateException">When rendering fails (the message names the line and column), or the template
+    /// refuses the conversation (<see cref="ChatTemplateException.RaisedByTemplate"/>, the message is the template's).</exception>
+    /// <exception cref="ArgumentException">When a message is null or a variable has a type templates cannot use or a reserved name.</exception>
     public string Render(IReadOnlyList<ChatTemplateMessage> messages, ChatTemplateOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(messages);
         options ??= new ChatTemplateOptions();
-        if (!IsPlain)
-        {
-            throw new NotSupportedException("Jinja chat templates land with the template interpreter.");
-        }
-
-        return RenderPlain(messages, options);
+        return _jinja is not null ? _jinja.Render(messages, options) : RenderPlain(messages, options);
     }
 
     private static string RenderPlain(IReadOnlyList<ChatTemplateMessage> messages, ChatTemplateOptions options)

@@ -17,4 +17,10 @@ public sealed record ChatTemplateOptions
     /// or <see langword="null"/>), e.g. <c>date_string</c> for Llama 3.1. Default none.
     /// </summary>
     public IReadOnlyDictionary<string, object?> Variables { get; init; } = new Dictionary<string, object?>();
+
+    /// <summary>
+    /// The clock of the templates' <c>strftime_now(…)</c> (local time, as Hugging Face uses it; e.g. Llama 3.2 writes today's
+    /// date when no <c>date_string</c> is given). Default <see cref="TimeProvider.System"/>.
+    /// </summary>
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 }

@@ -118,7 +118,8 @@ public static class TokenizerLoader
     /// Writes the Hugging Face <c>tokenizer.json</c> and <c>tokenizer_config.json</c> equivalent to the vocabulary
     /// embedded in <paramref name="gguf"/> (the files <see cref="Load"/> then reads from the directory): SentencePiece
     /// vocabularies through <see cref="SentencePieceBpeTokenizer.WriteHuggingFaceFiles"/>, byte-level ones through
-    /// <see cref="ByteLevelBpeTokenizer.WriteHuggingFaceFiles"/>.
+    /// <see cref="ByteLevelBpeTokenizer.WriteHuggingFaceFiles"/>; the GGUF's <c>tokenizer.chat_template</c>, when present,
+    /// becomes <c>chat_template</c> of tokenizer_config.json.
     /// </summary>
     /// <param name="gguf">An open GGUF file with an embedded vocabulary.</param>
     /// <param name="directory">The output directory (created if needed).</param>
@@ -132,10 +133,29 @@ public static class TokenizerLoader
         {
             var (tokens, types, merges) = ByteLevelArrays(gguf, meta);
             ByteLevelBpeTokenizer.WriteHuggingFaceFiles(directory, tokens, types, merges, meta.PreTokenizer, meta.BosTokenId, meta.EosTokenId, meta.AddBosToken ?? false, gguf.Path);
+        }
+        else
+        {
+            ((SentencePieceBpeTokenizer)FromGguf(gguf)).WriteHuggingFaceFiles(directory);
+        }
+
+        CopyChatTemplate(gguf, directory);
+    }
+
+    /// <summary>Carries the GGUF's <c>tokenizer.chat_template</c> into the written tokenizer_config.json as <c>chat_template</c>.</summary>
+    private static void CopyChatTemplate(GgufFile gguf, string directory)
+    {
+        if (gguf.GetValue(Chat.ChatTemplate.GgufChatTemplateKey)?.Value is not string template)
+        {
             return;
         }
 
-        ((SentencePieceBpeTokenizer)FromGguf(gguf)).WriteHuggingFaceFiles(directory);
+        var configPath = Path.Combine(directory, TokenizerConfigFileName);
+        var config = File.Exists(configPath)
+            ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))?.AsObject() ?? []
+            : [];
+        config["chat_template"] = template;
+        File.WriteAllText(configPath, config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
     }
 
     private static (string[] Tokens, int[] Types, string[] Merges) ByteLevelArrays(GgufFile gguf, GgufTokenizerMetadata meta)
