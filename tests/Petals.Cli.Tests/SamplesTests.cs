@@ -13,6 +13,9 @@ public sealed class SamplesTests
     [InlineData("LocalGeneration", "", "Once upon a time, there was")]
     [InlineData("InProcessSwarm", "", "recoveries: 1")]
     [InlineData("HostedServer", "--once", "served ")]
+    [InlineData("ChatOverSwarm", "", "turn 3 usage: ")]
+    [InlineData("ChatClientDI", "", "Activity.DisplayName:")]
+    [InlineData("SemanticKernelChat", "", "kernel reply: ")]
     public async Task The_sample_runs_and_prints_its_result(string sample, string arguments, string expected)
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
