@@ -26,4 +26,7 @@ public sealed class PetalsChatClientOptions
     /// runs on a fresh session. The model's context when null. Default null.
     /// </summary>
     public int? ConversationMaxLength { get; set; }
+
+    /// <summary>The clock that stamps <c>CreatedAt</c> of responses; <see cref="TimeProvider.System"/> when null. Default null.</summary>
+    public TimeProvider? TimeProvider { get; set; }
 }
