@@ -39,9 +39,9 @@ internal static class PetalsAIOptionsValidation
             failures.Add($"PetalsChatClientOptions.MaxCachedConversations must be 0 (no reuse) or more, not {options.MaxCachedConversations}.");
         }
 
-        if (options.ConversationMaxLength is < 1)
+        if (options.ConversationMaxLength is < 2)
         {
-            failures.Add($"PetalsChatClientOptions.ConversationMaxLength must be at least 1 position, or null for the model's context, not {options.ConversationMaxLength}.");
+            failures.Add($"PetalsChatClientOptions.ConversationMaxLength must be at least 2 positions, or null for the model's context, not {options.ConversationMaxLength}.");
         }
 
         if (options.ChatTemplate is { } template && string.IsNullOrWhiteSpace(template))

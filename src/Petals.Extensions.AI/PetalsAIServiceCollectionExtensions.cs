@@ -168,6 +168,8 @@ public static class PetalsAIServiceCollectionExtensions
             builder.Configure(configure);
         }
 
+        // The container's clock stamps the responses unless the options name one.
+        builder.PostConfigure<IServiceProvider>(static (o, sp) => o.TimeProvider ??= sp.GetService<TimeProvider>());
         builder.ValidateOnStart();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PetalsChatClientOptions>, PetalsChatClientOptionsValidator>());
         IChatClient Create(IServiceProvider sp)
