@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using FsCheck;
+using FsCheck.Fluent;
 using Microsoft.Extensions.AI;
 using Petals.Extensions.AI.Tests.Infrastructure;
 using Petals.Generation;
@@ -103,6 +105,50 @@ public sealed class PetalsEmbeddingGeneratorTests
         {
             Assert.Equal(await local.EmbedAsync(local.EncodePrompt(texts[i]), cancellationToken: Ct), embeddings[i].Vector.ToArray());
         }
+    }
+
+    [Fact]
+    public void Any_batch_at_any_concurrency_gives_each_texts_own_embedding_in_order_and_counts_its_tokens()
+    {
+        SharedModel.SkipIfAbsent();
+        using var model = SharedModel.LoadLocal();
+        string[] words = ["Once", "upon", "a", "time", "Lily", "dog", "park", "happy", "!", "the", ""];
+        var texts = Gen.ListOf(Gen.ListOf(Gen.Elements(words)).Select(w => string.Join(' ', w))).Select(l => l.Take(8).ToArray());
+        Prop.ForAll(
+            Gen.Zip(texts, Gen.Choose(1, 6)).ToArbitrary(),
+            async input =>
+            {
+                var (batch, concurrency) = input;
+                using var generator = new PetalsEmbeddingGenerator(model, new PetalsEmbeddingGeneratorOptions { MaxConcurrency = concurrency });
+                var embeddings = await generator.GenerateAsync(batch, cancellationToken: Ct);
+                Assert.Equal(batch.Length, embeddings.Count);
+                long tokens = 0;
+                for (var i = 0; i < batch.Length; i++)
+                {
+                    var ids = model.EncodePrompt(batch[i]);
+                    tokens += ids.Length;
+                    Assert.Equal(await model.EmbedAsync(ids, cancellationToken: Ct), embeddings[i].Vector.ToArray());
+                }
+
+                Assert.Equal(tokens, embeddings.Usage!.InputTokenCount);
+            }).Check(Config.QuickThrowOnFailure.WithMaxTest(30));
+    }
+
+    [Fact]
+    public async Task Cancellation_stops_the_batch_and_closes_every_session_it_opened()
+    {
+        SharedModel.SkipIfAbsent();
+        using var local = SharedModel.LoadLocal();
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        var blocks = new ConcurrencyTrackingBlocks(local.Blocks) { OnForward = count => { if (count == 3) { cts.Cancel(); } } };
+        using var model = new CausalLanguageModel(local.Head, blocks, local.Tokenizer);
+        using var generator = new PetalsEmbeddingGenerator(model, new PetalsEmbeddingGeneratorOptions { MaxConcurrency = 2 });
+        var texts = Enumerable.Range(0, 40).Select(i => $"Story number {i}.").ToArray();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => generator.GenerateAsync(texts, cancellationToken: cts.Token));
+
+        Assert.InRange(blocks.SessionsOpened, 3, 4);
+        Assert.Equal(0, blocks.OpenSessions);
     }
 
     [Fact]

@@ -9,12 +9,19 @@ internal sealed class ConcurrencyTrackingBlocks(ITransformerBlocks inner) : ITra
     private int _open;
     private int _peak;
     private int _opened;
+    private int _forwards;
 
     public ModelConfig Config => inner.Config;
 
     public int PeakSessions => Volatile.Read(ref _peak);
 
     public int SessionsOpened => Volatile.Read(ref _opened);
+
+    /// <summary>Sessions open now.</summary>
+    public int OpenSessions => Volatile.Read(ref _open);
+
+    /// <summary>Called with the running count of forward calls before each one runs (e.g. to cancel at a given point).</summary>
+    public Action<int>? OnForward { get; init; }
 
     public async ValueTask<ITransformerSession> OpenSessionAsync(int batchSize, int maxLength, CancellationToken cancellationToken = default)
     {
@@ -39,6 +46,7 @@ internal sealed class ConcurrencyTrackingBlocks(ITransformerBlocks inner) : ITra
 
         public async ValueTask ForwardAsync(Memory<float> hidden, int tokenCount, CancellationToken cancellationToken = default)
         {
+            owner.OnForward?.Invoke(Interlocked.Increment(ref owner._forwards));
             // Give other texts the chance to open their sessions while this one is open.
             await Task.Yield();
             await inner.ForwardAsync(hidden, tokenCount, cancellationToken);
