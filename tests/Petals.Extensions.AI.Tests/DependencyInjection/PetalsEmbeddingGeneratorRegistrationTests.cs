@@ -93,6 +93,24 @@ public sealed class PetalsEmbeddingGeneratorRegistrationTests
     }
 
     [Fact]
+    public async Task A_keyed_registration_without_a_factory_uses_the_registered_Petals_client()
+    {
+        SharedModel.SkipIfAbsent();
+        await using var swarm = await MemorySwarm.StartAsync(Ct);
+        var services = new ServiceCollection();
+        swarm.AddClient(services);
+        services.AddKeyedPetalsEmbeddingGenerator("swarm", o => o.Normalize = true);
+        await using var provider = services.BuildServiceProvider();
+        var generator = provider.GetRequiredKeyedService<IEmbeddingGenerator<string, Embedding<float>>>("swarm");
+
+        var embeddings = await generator.GenerateAsync(["Once upon a time"], cancellationToken: Ct);
+
+        Assert.Equal(2, swarm.SessionsOpened);
+        Assert.IsType<RemoteTransformerBlocks>(generator.GetService<CausalLanguageModel>()!.Blocks);
+        Assert.Equal(1f, System.Numerics.Tensors.TensorPrimitives.Norm(embeddings[0].Vector.Span), 1e-5f);
+    }
+
+    [Fact]
     public void Without_a_factory_or_a_Petals_client_resolution_says_what_to_register()
     {
         var services = new ServiceCollection();
