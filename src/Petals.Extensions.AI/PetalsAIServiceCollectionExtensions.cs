@@ -15,9 +15,9 @@ namespace Microsoft.Extensions.DependencyInjection;
 /// </summary>
 /// <remarks>
 /// The model is connected on first use (not at registration or resolution) and disposed with the container. It comes from
-/// a factory given here, or else from the registered <see cref="IPetalsClient"/>
-/// (<c>services.AddPetalsClient(o => …).UseTcpTransport()…</c>). Each registration connects its own model: a chat client
-/// and an embedding generator over the same swarm hold two connections. The options are validated when a host starts
+/// a factory given here (each registration with a factory connects its own model), or else from the registered
+/// <see cref="IPetalsClient"/> (<c>services.AddPetalsClient(o => …).UseTcpTransport()…</c>), whose model every registration
+/// without a factory shares: a chat client and an embedding generator over the same client hold one connection. The options are validated when a host starts
 /// (<c>ValidateOnStart</c>) and when the client is resolved (<see cref="OptionsValidationException"/> naming every field at fault).
 /// </remarks>
 public static class PetalsAIServiceCollectionExtensions
@@ -171,6 +171,7 @@ public static class PetalsAIServiceCollectionExtensions
         // The container's clock stamps the responses unless the options name one.
         builder.PostConfigure<IServiceProvider>(static (o, sp) => o.TimeProvider ??= sp.GetService<TimeProvider>());
         builder.ValidateOnStart();
+        services.TryAddSingleton<PetalsClientModels>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PetalsChatClientOptions>, PetalsChatClientOptionsValidator>());
         IChatClient Create(IServiceProvider sp)
         {
@@ -196,6 +197,7 @@ public static class PetalsAIServiceCollectionExtensions
         }
 
         builder.ValidateOnStart();
+        services.TryAddSingleton<PetalsClientModels>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PetalsEmbeddingGeneratorOptions>, PetalsEmbeddingGeneratorOptionsValidator>());
         IEmbeddingGenerator<string, Embedding<float>> Create(IServiceProvider sp)
         {
@@ -227,6 +229,6 @@ public static class PetalsAIServiceCollectionExtensions
             ?? throw new InvalidOperationException(
                 $"{method} has no model: register a Petals client with services.AddPetalsClient(o => …).UseTcpTransport() (or another transport), "
                 + $"or pass a model factory to {method}.");
-        return new PetalsModelSource(client.ConnectAsync);
+        return services.GetRequiredService<PetalsClientModels>().For(client);
     }
 }

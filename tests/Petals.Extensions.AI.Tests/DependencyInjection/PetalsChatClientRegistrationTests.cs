@@ -108,6 +108,36 @@ public sealed class PetalsChatClientRegistrationTests
     }
 
     [Fact]
+    public async Task Registrations_over_the_same_Petals_client_share_one_connected_model_which_the_container_disposes()
+    {
+        SharedModel.SkipIfAbsent();
+        await using var swarm = await MemorySwarm.StartAsync(Ct);
+        var services = new ServiceCollection();
+        swarm.AddClient(services);
+        services.AddPetalsChatClient();
+        services.AddPetalsEmbeddingGenerator();
+        services.AddKeyedPetalsEmbeddingGenerator("last", o => o.Pooling = EmbeddingPooling.LastToken);
+        var provider = services.BuildServiceProvider();
+        var chat = provider.GetRequiredService<IChatClient>();
+        var embeddings = provider.GetRequiredService<IEmbeddingGenerator<string, Embedding<float>>>();
+        var last = provider.GetRequiredKeyedService<IEmbeddingGenerator<string, Embedding<float>>>("last");
+
+        await embeddings.GenerateAsync(["Once upon a time"], cancellationToken: Ct);
+        await chat.GetResponseAsync("Hi", new ChatOptions { MaxOutputTokens = 4 }, Ct);
+        await last.GenerateAsync(["Once upon a time"], cancellationToken: Ct);
+        var model = chat.GetService<CausalLanguageModel>()!;
+        Assert.Same(model, embeddings.GetService<CausalLanguageModel>());
+        Assert.Same(model, last.GetService<CausalLanguageModel>());
+        Assert.IsType<RemoteTransformerBlocks>(model.Blocks);
+
+        // Disposing one client leaves the shared model to the others; the container closes it.
+        embeddings.Dispose();
+        await last.GenerateAsync(["still connected"], cancellationToken: Ct);
+        await provider.DisposeAsync();
+        await Assert.ThrowsAnyAsync<ObjectDisposedException>(async () => await model.EmbedAsync([1, 2], cancellationToken: Ct));
+    }
+
+    [Fact]
     public async Task Keyed_registrations_resolve_two_models()
     {
         SharedModel.SkipIfAbsent();
