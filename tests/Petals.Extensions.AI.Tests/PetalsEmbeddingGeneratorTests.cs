@@ -222,6 +222,34 @@ public sealed class PetalsEmbeddingGeneratorTests
     }
 
     [Fact]
+    public async Task An_empty_batch_gives_no_embedding_and_no_token()
+    {
+        SharedModel.SkipIfAbsent();
+        using var local = SharedModel.LoadLocal();
+        var blocks = new ConcurrencyTrackingBlocks(local.Blocks);
+        using var model = new CausalLanguageModel(local.Head, blocks, local.Tokenizer);
+        using var generator = new PetalsEmbeddingGenerator(model);
+
+        var embeddings = await generator.GenerateAsync([], cancellationToken: Ct);
+
+        Assert.Empty(embeddings);
+        Assert.Equal(0, embeddings.Usage!.InputTokenCount);
+        Assert.Equal(0, blocks.SessionsOpened);
+    }
+
+    [Fact]
+    public async Task A_model_without_a_tokenizer_is_refused()
+    {
+        SharedModel.SkipIfAbsent();
+        using var local = SharedModel.LoadLocal();
+        using var model = new CausalLanguageModel(local.Head, local.Blocks);
+        using var generator = new PetalsEmbeddingGenerator(model);
+
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => generator.GenerateAsync(["text"], cancellationToken: Ct));
+        Assert.Equal("The model has no tokenizer, so it cannot embed text.", e.Message);
+    }
+
+    [Fact]
     public async Task Disposing_the_generator_leaves_a_given_model_open()
     {
         SharedModel.SkipIfAbsent();
