@@ -4,7 +4,7 @@ namespace Petals.Extensions.AI;
 
 /// <summary>
 /// The idle conversations of a chat client, most recently used first, at most <c>capacity</c> of them. A request takes
-/// the one whose processed tokens are the longest prefix of its prompt (it leaves the cache while in use, so a concurrent
+/// the one sharing the longest token prefix with its prompt (it leaves the cache while in use, so a concurrent
 /// request on the same prefix gets a fresh session) and gives it back afterwards. Thread-safe. Conversations the cache
 /// drops are handed to the caller to close, outside the lock.
 /// </summary>
@@ -30,35 +30,33 @@ internal sealed class ConversationCache
     }
 
     /// <summary>
-    /// Takes the idle conversation that can continue <paramref name="prompt"/> with the longest processed prefix, or null.
-    /// A conversation that the prompt extends but that has no room left for it is dropped into <paramref name="dropped"/>
-    /// (every later turn of that conversation would be longer still).
+    /// Takes the idle conversation sharing the longest token prefix with <paramref name="prompt"/>, or null. A conversation
+    /// is only taken for at least half of what it processed (so that a prompt sharing, say, only a system prompt does not
+    /// roll back and spoil a long conversation kept for its own next turn) and when the prompt plus
+    /// <paramref name="maxNewTokens"/> fits it. One that the prompt extends entirely but that has no room left for it is
+    /// dropped into <paramref name="dropped"/> (every later turn of that conversation would be longer still), as are unusable ones.
     /// </summary>
     public LanguageModelConversation? TryTake(IReadOnlyList<int> prompt, int maxNewTokens, List<LanguageModelConversation> dropped)
     {
         lock (_lock)
         {
             LinkedListNode<LanguageModelConversation>? best = null;
+            var bestShared = 0;
             for (var node = _idle.First; node is not null;)
             {
                 var next = node.Next;
                 var conversation = node.Value;
-                if (!conversation.IsUsable)
+                var shared = conversation.IsUsable ? conversation.CommonPrefixLength(prompt) : 0;
+                var fits = (long)prompt.Count + maxNewTokens <= conversation.MaxLength;
+                if (!conversation.IsUsable || (!fits && shared == conversation.ProcessedCount && shared > 0))
                 {
                     _idle.Remove(node);
                     dropped.Add(conversation);
                 }
-                else if (conversation.IsPrefixOf(prompt))
+                else if (fits && shared > bestShared && 2L * shared >= conversation.ProcessedCount)
                 {
-                    if (!conversation.CanContinue(prompt, maxNewTokens))
-                    {
-                        _idle.Remove(node);
-                        dropped.Add(conversation);
-                    }
-                    else if (best is null || conversation.ProcessedCount > best.Value.ProcessedCount)
-                    {
-                        best = node;
-                    }
+                    best = node;
+                    bestShared = shared;
                 }
 
                 node = next;

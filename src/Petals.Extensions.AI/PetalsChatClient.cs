@@ -1,5 +1,7 @@
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Petals.Chat;
 using Petals.Generation;
 
@@ -16,8 +18,8 @@ namespace Petals.Extensions.AI;
 /// <para>
 /// Server-side cache reuse: the session of a finished turn stays open (up to
 /// <see cref="PetalsChatClientOptions.MaxCachedConversations"/>, least recently used closed first); a request whose prompt
-/// tokens extend the tokens such a session processed continues on it and prefills only the new tokens. The text is the
-/// same as on a fresh session.
+/// tokens share a prefix with the tokens such a session processed (at least half of them) continues on it, rolled back to
+/// that prefix, and prefills only the rest. The text is the same as on a fresh session.
 /// </para>
 /// <para>Thread-safe: concurrent requests run on separate sessions.</para>
 /// </remarks>
@@ -31,7 +33,11 @@ public sealed class PetalsChatClient : IChatClient
     private readonly ChatTemplate? _template;
     private readonly ConversationCache? _conversations;
     private readonly TimeProvider _time;
+    private readonly ILogger _logger;
     private int _disposed;
+
+    /// <summary>A conversation length opening failed at (servers refusing it); later turns run on sessions of their own.</summary>
+    private int _refusedLength = int.MaxValue;
 
     /// <summary>A chat client over <paramref name="model"/>, which the caller keeps owning (disposing the client leaves it open).</summary>
     /// <param name="model">The model; it needs a tokenizer.</param>
@@ -44,7 +50,10 @@ public sealed class PetalsChatClient : IChatClient
     }
 
     /// <summary>A chat client over the model <paramref name="source"/> gives (connected on first use, owned when it connects it).</summary>
-    internal PetalsChatClient(PetalsModelSource source, PetalsChatClientOptions? options)
+    /// <param name="source">Where the model comes from.</param>
+    /// <param name="options">Options; the defaults when null.</param>
+    /// <param name="logger">Where reuse decisions and fallbacks are logged (event ids 6100-6149); none when null.</param>
+    internal PetalsChatClient(PetalsModelSource source, PetalsChatClientOptions? options, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(source);
         _options = options ?? new PetalsChatClientOptions();
@@ -66,8 +75,13 @@ public sealed class PetalsChatClient : IChatClient
         _template = _options.ChatTemplate is { } source2 ? ChatTemplate.Parse(source2) : null;
         _conversations = _options.MaxCachedConversations > 0 ? new ConversationCache(_options.MaxCachedConversations) : null;
         _time = _options.TimeProvider ?? TimeProvider.System;
+        _logger = logger ?? NullLogger.Instance;
         _source = source;
     }
+
+    /// <summary>The positions a conversation session is opened for: the option, at most the model's context; 2048 by default.</summary>
+    internal int ConversationLength(CausalLanguageModel model) =>
+        Math.Min(_options.ConversationMaxLength ?? PetalsChatClientOptions.DefaultConversationMaxLength, model.Config.MaxPositionEmbeddings);
 
     /// <summary>The number of conversations whose session is kept open for reuse now.</summary>
     internal int CachedConversationCount => _conversations?.Count ?? 0;
@@ -301,16 +315,36 @@ public sealed class PetalsChatClient : IChatClient
         await CloseAsync(dropped).ConfigureAwait(false);
         if (kept is not null)
         {
-            return (kept, kept.ProcessedCount);
+            var shared = kept.CommonPrefixLength(promptIds);
+            ChatClientLog.Reused(_logger, shared, promptIds.Length, promptIds.Length - shared);
+            return (kept, shared);
         }
 
-        var length = Math.Min(_options.ConversationMaxLength ?? model.Config.MaxPositionEmbeddings, model.Config.MaxPositionEmbeddings);
+        var length = ConversationLength(model);
         if ((long)promptIds.Length + maxNewTokens > length)
+        {
+            ChatClientLog.TooLong(_logger, promptIds.Length, maxNewTokens, length);
+            return (null, 0);
+        }
+
+        if (length >= Volatile.Read(ref _refusedLength))
         {
             return (null, 0);
         }
 
-        return (await model.OpenConversationAsync(length, cancellationToken).ConfigureAwait(false), 0);
+        ChatClientLog.Opened(_logger, promptIds.Length, length);
+        try
+        {
+            return (await model.OpenConversationAsync(length, cancellationToken).ConfigureAwait(false), 0);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Servers may hold shorter sessions than the conversation asks for (their MaxSessionLength) or lack the cache for
+            // it: the turn still runs on a session of its own size, which fails in turn if the servers are the problem.
+            ChatClientLog.OpenFailed(_logger, length, e);
+            Volatile.Write(ref _refusedLength, length);
+            return (null, 0);
+        }
     }
 
     /// <summary>Keeps a conversation for the next turn, or closes it when the request was cancelled or broke its session.</summary>
@@ -329,8 +363,13 @@ public sealed class PetalsChatClient : IChatClient
         await CloseAsync(dropped).ConfigureAwait(false);
     }
 
-    private static async ValueTask CloseAsync(List<LanguageModelConversation> conversations)
+    private async ValueTask CloseAsync(List<LanguageModelConversation> conversations)
     {
+        if (conversations.Count > 0)
+        {
+            ChatClientLog.Closed(_logger, conversations.Count, _options.MaxCachedConversations);
+        }
+
         foreach (var conversation in conversations)
         {
             await conversation.DisposeAsync().ConfigureAwait(false);

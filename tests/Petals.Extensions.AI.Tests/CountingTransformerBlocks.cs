@@ -54,6 +54,8 @@ internal sealed class CountingTransformerBlocks(ITransformerBlocks inner) : ITra
             Interlocked.Add(ref owner._positions, tokenCount);
         }
 
+        public void Truncate(int length) => inner.Truncate(length);
+
         public async ValueTask DisposeAsync()
         {
             if (Interlocked.Exchange(ref _disposed, 1) == 0)

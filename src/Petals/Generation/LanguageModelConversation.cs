@@ -6,7 +6,8 @@ namespace Petals.Generation;
 /// <summary>
 /// A session of a <see cref="CausalLanguageModel"/> kept open across generations (the server-side KV cache of Petals'
 /// <c>inference_session</c>), with the tokens it has processed. A generation whose prompt extends those tokens prefills only
-/// the new ones; its result equals a generation on a fresh session. Opened with
+/// the new ones (a prompt sharing only a prefix with them rolls the session back to it); its result equals a generation on a
+/// fresh session. Opened with
 /// <see cref="CausalLanguageModel.OpenConversationAsync"/>.
 /// </summary>
 /// <remarks>
@@ -31,7 +32,22 @@ public sealed class LanguageModelConversation : IAsyncDisposable
         _model = model;
         _session = session;
         _tokens = new int[maxLength];
+        try
+        {
+            // A no-op at position 0: does the session roll back at all?
+            session.Truncate(0);
+            CanRollBack = true;
+        }
+        catch (NotSupportedException)
+        {
+        }
     }
+
+    /// <summary>
+    /// Whether the session rolls back (<see cref="ITransformerSession.Truncate"/>), so that a prompt sharing only a prefix
+    /// with the processed tokens keeps that prefix; without it only prompts extending all of them keep anything.
+    /// </summary>
+    public bool CanRollBack { get; }
 
     /// <summary>The most positions the conversation holds (all prompts and generated tokens of its turns).</summary>
     public int MaxLength => _tokens.Length;
@@ -52,8 +68,8 @@ public sealed class LanguageModelConversation : IAsyncDisposable
     public bool IsBusy => Volatile.Read(ref _busy) != 0;
 
     /// <summary>
-    /// Whether <see cref="GenerateAsync"/> can continue with <paramref name="promptIds"/>: the conversation is usable, its
-    /// processed tokens are a proper prefix of the prompt (at least one new token), and the prompt plus
+    /// Whether <see cref="GenerateAsync"/> can continue with <paramref name="promptIds"/>: the conversation is usable, shares
+    /// at least one token with the prompt (<see cref="CommonPrefixLength"/>), and the prompt plus
     /// <paramref name="maxNewTokens"/> fits in <see cref="MaxLength"/>.
     /// </summary>
     /// <param name="promptIds">The full prompt (history included).</param>
@@ -62,41 +78,51 @@ public sealed class LanguageModelConversation : IAsyncDisposable
     public bool CanContinue(IReadOnlyList<int> promptIds, int maxNewTokens)
     {
         ArgumentNullException.ThrowIfNull(promptIds);
-        return IsUsable && IsPrefixOf(promptIds) && (long)promptIds.Count + maxNewTokens <= MaxLength;
+        return IsUsable && CommonPrefixLength(promptIds) > 0 && (long)promptIds.Count + maxNewTokens <= MaxLength;
     }
 
     /// <summary>Whether the processed tokens are a proper prefix of <paramref name="promptIds"/> (which holds at least one more token).</summary>
     /// <param name="promptIds">The full prompt.</param>
-    /// <returns>True when the prompt extends what the session processed.</returns>
+    /// <returns>True when the prompt extends all that the session processed.</returns>
     public bool IsPrefixOf(IReadOnlyList<int> promptIds)
     {
         ArgumentNullException.ThrowIfNull(promptIds);
-        if (promptIds.Count <= _processed)
-        {
-            return false;
-        }
-
-        for (var i = 0; i < _processed; i++)
-        {
-            if (_tokens[i] != promptIds[i])
-            {
-                return false;
-            }
-        }
-
-        return true;
+        return promptIds.Count > _processed && CommonPrefixLength(promptIds) == _processed;
     }
 
     /// <summary>
-    /// Generates after <paramref name="promptIds"/> (the whole conversation so far), prefilling only the tokens after
-    /// <see cref="ProcessedTokens"/>; yields the same tokens as <see cref="CausalLanguageModel.GenerateAsync(IReadOnlyList{int}, GenerationOptions?, CancellationToken)"/>
+    /// The processed tokens a generation from <paramref name="promptIds"/> keeps: the longest common prefix of the two,
+    /// less than the prompt's length (its last token must run to give the next token's logits). The rest of the session
+    /// is rolled back. A reply the tokenizer would encode differently when it comes back in the history (a model may
+    /// generate a non-canonical tokenization) still keeps everything up to where the two differ.
+    /// </summary>
+    /// <param name="promptIds">The full prompt.</param>
+    /// <returns>The positions kept, from 0 to <c>min(ProcessedCount, promptIds.Count - 1)</c>; without
+    /// <see cref="CanRollBack"/>, either all processed tokens or 0.</returns>
+    public int CommonPrefixLength(IReadOnlyList<int> promptIds)
+    {
+        ArgumentNullException.ThrowIfNull(promptIds);
+        var limit = Math.Min(_processed, promptIds.Count - 1);
+        var n = 0;
+        while (n < limit && _tokens[n] == promptIds[n])
+        {
+            n++;
+        }
+
+        return n == _processed || CanRollBack ? n : 0;
+    }
+
+    /// <summary>
+    /// Generates after <paramref name="promptIds"/> (the whole conversation so far), keeping the processed tokens it shares
+    /// with them (<see cref="CommonPrefixLength"/>; the session is rolled back past them) and prefilling only the rest;
+    /// yields the same tokens as <see cref="CausalLanguageModel.GenerateAsync(IReadOnlyList{int}, GenerationOptions?, CancellationToken)"/>
     /// on a fresh session would.
     /// </summary>
-    /// <param name="promptIds">The full prompt; <see cref="ProcessedTokens"/> must be a proper prefix of it.</param>
+    /// <param name="promptIds">The full prompt; any prompt works, one sharing a longer prefix with <see cref="ProcessedTokens"/> prefills less.</param>
     /// <param name="options">Generation options (no <see cref="GenerationOptions.Adapter"/>: the session runs the plain weights).</param>
     /// <param name="cancellationToken">Stops the generation; a step it interrupts leaves the conversation unusable.</param>
     /// <returns>The generated token ids (a stop token included).</returns>
-    /// <exception cref="ArgumentException">When the prompt does not extend the processed tokens, does not fit with
+    /// <exception cref="ArgumentException">When the prompt does not fit with
     /// <see cref="GenerationOptions.MaxNewTokens"/> in <see cref="MaxLength"/>, holds an id outside the vocabulary, or the
     /// options name an adapter.</exception>
     /// <exception cref="InvalidOperationException">When another generation runs on the conversation or it is not usable.</exception>
@@ -124,11 +150,6 @@ public sealed class LanguageModelConversation : IAsyncDisposable
                 throw new InvalidOperationException("An earlier step of this conversation failed or was cancelled; its session is unusable.");
             }
 
-            if (!IsPrefixOf(promptIds))
-            {
-                throw new ArgumentException(
-                    $"The prompt ({promptIds.Count} tokens) does not extend the {_processed} tokens this conversation processed.", nameof(promptIds));
-            }
 
             if ((long)promptIds.Count + options.MaxNewTokens > MaxLength)
             {
@@ -136,12 +157,20 @@ public sealed class LanguageModelConversation : IAsyncDisposable
                     $"The prompt ({promptIds.Count} tokens) plus MaxNewTokens ({options.MaxNewTokens}) needs more than the conversation's {MaxLength} positions.", nameof(options));
             }
 
-            for (var i = _processed; i < promptIds.Count; i++)
+            // Keep the common prefix, roll the rest back, and run from there.
+            var kept = CommonPrefixLength(promptIds);
+            if (kept < _processed)
+            {
+                _session.Truncate(kept);
+                _processed = kept;
+            }
+
+            for (var i = kept; i < promptIds.Count; i++)
             {
                 _tokens[i] = promptIds[i];
             }
 
-            LastPrefillCount = promptIds.Count - _processed;
+            LastPrefillCount = promptIds.Count - kept;
             try
             {
                 await foreach (var token in _model.RunGenerationAsync(_session, default, _tokens, _processed, promptIds.Count, options, _state, cancellationToken).ConfigureAwait(false))

@@ -72,26 +72,50 @@ public sealed class LanguageModelConversationTests
     }
 
     [Fact]
-    public async Task PromptsThatDoNotExtendOrDoNotFitAreRejectedBeforeAnyWork()
+    public async Task APromptSharingOnlyAPrefixRollsTheSessionBackToIt()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false);
+        using var model = fixture.CreateModel(new(0, 1), new(1, 4));
+        await using var conversation = await model.OpenConversationAsync(64, Ct);
+        Assert.True(conversation.CanRollBack);
+        var options = new GenerationOptions { MaxNewTokens = 6, StopTokenIds = [] };
+        var first = await conversation.GenerateAsync([1, 2, 3, 4, 5], options, Ct).ToArrayAsync(Ct);
+
+        // The history edited at its fourth token: three are kept, the rest rolled back and run again.
+        int[] edited = [1, 2, 3, 9, 5, first[0], 7];
+        Assert.Equal(3, conversation.CommonPrefixLength(edited));
+        Assert.False(conversation.IsPrefixOf(edited));
+        var reused = await conversation.GenerateAsync(edited, options, Ct).ToArrayAsync(Ct);
+        Assert.Equal(await model.GenerateAsync(edited, options, Ct).ToArrayAsync(Ct), reused);
+        Assert.Equal(edited.Length - 3, conversation.LastPrefillCount);
+        Assert.Equal([.. edited, .. reused[..^1]], conversation.ProcessedTokens.ToArray());
+
+        // The very same prompt again: its last token runs again for the logits.
+        var again = await conversation.GenerateAsync(edited, options, Ct).ToArrayAsync(Ct);
+        Assert.Equal(reused, again);
+        Assert.Equal(1, conversation.LastPrefillCount);
+
+        // Nothing in common: everything runs again on the same session.
+        int[] other = [8, 8, 8];
+        Assert.Equal(0, conversation.CommonPrefixLength(other));
+        Assert.Equal(await model.GenerateAsync(other, options, Ct).ToArrayAsync(Ct), await conversation.GenerateAsync(other, options, Ct).ToArrayAsync(Ct));
+        Assert.Equal(3, conversation.LastPrefillCount);
+    }
+
+    [Fact]
+    public async Task PromptsThatDoNotFitAreRejectedBeforeAnyWork()
     {
         using var fixture = new RandomModelFixture(TensorDType.F32, tied: false);
         using var model = fixture.CreateModel();
         await using var conversation = await model.OpenConversationAsync(20, Ct);
         var first = await conversation.GenerateAsync([1, 2, 3], new GenerationOptions { MaxNewTokens = 3, StopTokenIds = [] }, Ct).ToArrayAsync(Ct);
         var processed = conversation.ProcessedTokens.ToArray();
-
-        var edited = new[] { 1, 9, 3, first[0], first[1], first[2], 4 };
-        Assert.False(conversation.CanContinue(edited, 3));
-        var error = await Assert.ThrowsAsync<ArgumentException>(async () => await conversation.GenerateAsync(edited, null, Ct).ToArrayAsync(Ct));
-        Assert.Contains("does not extend the 5 tokens", error.Message, StringComparison.Ordinal);
-
-        // The same tokens again give no new token to run from.
-        Assert.False(conversation.IsPrefixOf(processed));
-        await Assert.ThrowsAsync<ArgumentException>(async () => await conversation.GenerateAsync(processed, null, Ct).ToArrayAsync(Ct));
+        Assert.Equal(5, processed.Length);
 
         var longer = processed.Append(7).ToArray();
+        Assert.True(conversation.IsPrefixOf(longer));
         Assert.False(conversation.CanContinue(longer, 15));
-        error = await Assert.ThrowsAsync<ArgumentException>(async () => await conversation.GenerateAsync(longer, new GenerationOptions { MaxNewTokens = 15 }, Ct).ToArrayAsync(Ct));
+        var error = await Assert.ThrowsAsync<ArgumentException>(async () => await conversation.GenerateAsync(longer, new GenerationOptions { MaxNewTokens = 15 }, Ct).ToArrayAsync(Ct));
         Assert.Contains("conversation's 20 positions", error.Message, StringComparison.Ordinal);
         error = await Assert.ThrowsAsync<ArgumentException>(async () => await conversation.GenerateAsync(longer, new GenerationOptions { Adapter = "chat" }, Ct).ToArrayAsync(Ct));
         Assert.Contains("Adapter", error.Message, StringComparison.Ordinal);
