@@ -1,6 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Petals.Extensions.AI;
 using Petals.Generation;
@@ -176,7 +177,10 @@ public static class PetalsAIServiceCollectionExtensions
         IChatClient Create(IServiceProvider sp)
         {
             var options = sp.GetRequiredService<IOptionsMonitor<PetalsChatClientOptions>>().Get(name);
-            return new PetalsChatClient(Source(sp, serviceKey, modelFactory, "AddPetalsChatClient"), options);
+            return new PetalsChatClient(
+                Source(sp, serviceKey, modelFactory, "AddPetalsChatClient"),
+                options,
+                sp.GetService<ILoggerFactory>()?.CreateLogger<PetalsChatClient>());
         }
 
         return serviceKey is null ? services.AddChatClient(Create) : services.AddKeyedChatClient(serviceKey, Create);

@@ -62,6 +62,9 @@ public sealed class ChatMiddlewareTests
             && r.Message.Contains("Once upon a time", StringComparison.Ordinal));
         var completed = Assert.Single(records, r => r.Message.StartsWith("GetResponseAsync completed", StringComparison.Ordinal));
         Assert.Contains(System.Text.Json.JsonSerializer.Serialize(response.Text)[1..^1], completed.Message, StringComparison.Ordinal);
+
+        // The client's own logs go through the container's logger factory too (a new conversation session, event 6101).
+        Assert.Contains(capture.Records, r => r.Category == typeof(PetalsChatClient).FullName && r.EventId.Id == 6101);
     }
 
     [Fact]
