@@ -45,6 +45,27 @@ public sealed class ChatMiddlewareTests
     }
 
     [Fact]
+    public async Task A_cached_streaming_response_replays_the_same_updates_without_the_swarm()
+    {
+        SharedModel.SkipIfAbsent();
+        await using var swarm = await MemorySwarm.StartAsync(Ct);
+        var services = new ServiceCollection();
+        services.AddDistributedMemoryCache();
+        swarm.AddClient(services);
+        services.AddPetalsChatClient().UseDistributedCache();
+        await using var provider = services.BuildServiceProvider();
+        var chat = provider.GetRequiredService<IChatClient>();
+
+        var first = await chat.GetStreamingResponseAsync("Tell me a story.", Greedy, Ct).ToChatResponseAsync(Ct);
+        var steps = swarm.InferenceSteps;
+        var second = await chat.GetStreamingResponseAsync("Tell me a story.", Greedy, Ct).ToChatResponseAsync(Ct);
+
+        Assert.Equal(steps, swarm.InferenceSteps);
+        Assert.False(string.IsNullOrEmpty(first.Text));
+        Assert.Equal(first.Text, second.Text);
+    }
+
+    [Fact]
     public async Task Logging_middleware_records_the_call_and_the_response()
     {
         SharedModel.SkipIfAbsent();
