@@ -62,7 +62,9 @@ for (var turn = 0; turn < questions.Length; turn++)
     history.AddMessages(response);
     Console.WriteLine($"user: {questions[turn]}");
     Console.WriteLine($"assistant: {response.Text.Trim()}");
-    Console.WriteLine($"turn {turn + 1} usage: {response.Usage?.InputTokenCount} input tokens, {response.Usage?.OutputTokenCount} output tokens, finish {response.FinishReason}");
+    Console.WriteLine(
+        $"turn {turn + 1} usage: {response.Usage?.InputTokenCount} input tokens ({response.Usage?.CachedInputTokenCount ?? 0} already on the servers), "
+        + $"{response.Usage?.OutputTokenCount} output tokens, finish {response.FinishReason}");
 }
 
 foreach (var provider in servers)
