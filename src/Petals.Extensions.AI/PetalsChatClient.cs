@@ -164,12 +164,14 @@ public sealed class PetalsChatClient : IChatClient
         ChatResponseUpdate Update(IList<AIContent> contents) =>
             new(ChatRole.Assistant, contents) { ResponseId = responseId, MessageId = responseId, ModelId = modelId, CreatedAt = createdAt };
 
+        var decoder = tokenizer.CreateStreamingDecoder(skipSpecialTokens: true);
+        var filter = new StopSequenceFilter(request.StopSequences);
+
+        // From here until the try block nothing throws: the conversation taken is always given back or closed.
         var (conversation, cachedTokens) = await TakeConversationAsync(model, promptIds, maxNewTokens, cancellationToken).ConfigureAwait(false);
         var tokens = conversation is not null
             ? conversation.GenerateAsync(promptIds, request.Generation, cancellationToken)
             : model.GenerateAsync(promptIds, request.Generation, cancellationToken);
-        var decoder = tokenizer.CreateStreamingDecoder(skipSpecialTokens: true);
-        var filter = new StopSequenceFilter(request.StopSequences);
         var generated = 0;
         var lastToken = -1;
         try

@@ -173,7 +173,7 @@ internal sealed class ServerSet : IAsyncDisposable
 
     public List<PeerAddress> Addresses { get; } = [];
 
-    public async Task StartAsync(BlockRange[] spans, IReadOnlyList<DhtPeerDiscovery>? announcers)
+    public async Task StartAsync(BlockRange[] spans, IReadOnlyList<DhtPeerDiscovery>? announcers, int maxSessionLength = 2048)
     {
         var ct = TestContext.Current.CancellationToken;
         _weights = ModelLoader.Open(TestData.Stories260KGguf);
@@ -184,7 +184,7 @@ internal sealed class ServerSet : IAsyncDisposable
             var executor = factory.Create(_weights, spans[i]);
             _executors.Add(executor);
             var peerId = announcers is null ? $"server-{i}" : announcers[i].LocalPeerId;
-            var server = new BlockServer(executor, new BlockServerOptions { Blocks = spans[i], ModelId = modelId, PeerId = peerId });
+            var server = new BlockServer(executor, new BlockServerOptions { Blocks = spans[i], ModelId = modelId, PeerId = peerId, MaxSessionLength = maxSessionLength });
             var listener = await Transport.ListenAsync(PeerAddress.Parse("tcp://127.0.0.1:0"), ct);
             _listeners.Add(listener);
             await server.StartAsync(listener, ct);

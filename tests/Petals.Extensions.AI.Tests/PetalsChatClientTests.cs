@@ -80,4 +80,40 @@ public sealed class PetalsChatClientTests(LocalHost host) : IClassFixture<LocalH
         Assert.Equal(0, blocks.OpenSessions);
         await Assert.ThrowsAsync<ObjectDisposedException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hi.")], null, Ct));
     }
+
+    [Fact]
+    public async Task A_template_writing_bos_itself_is_encoded_without_the_tokenizers_special_tokens()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        const string source = "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
+        Petals.Chat.ChatTemplate template;
+        try
+        {
+            template = Petals.Chat.ChatTemplate.Parse(source);
+        }
+        catch (NotSupportedException e)
+        {
+            Assert.Skip("The Jinja interpreter behind ChatTemplate.Parse is not in this build (another part of issue 16): " + e.Message);
+            return;
+        }
+
+        var tokenizer = host.Model.Tokenizer!;
+        var bos = tokenizer.IdToToken(tokenizer.BosTokenId!.Value)!;
+        var rendered = template.Render([new Petals.Chat.ChatTemplateMessage("user", "Hi.")], new Petals.Chat.ChatTemplateOptions { BosToken = bos });
+        Assert.StartsWith(bos, rendered, StringComparison.Ordinal);
+        var ids = tokenizer.Encode(rendered, addSpecialTokens: false);
+        Assert.Equal(tokenizer.BosTokenId, ids[0]);
+        Assert.NotEqual(tokenizer.BosTokenId, ids[1]);
+
+        using var client = new PetalsChatClient(host.Model, new PetalsChatClientOptions { ChatTemplate = source, MaxCachedConversations = 0 });
+        var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hi.")], new ChatOptions { MaxOutputTokens = 6 }, Ct);
+        Assert.Equal(ids.Length, response.Usage!.InputTokenCount);
+        var direct = new List<int>();
+        await foreach (var token in host.Model.GenerateAsync(ids, new GenerationOptions { MaxNewTokens = 6 }, Ct))
+        {
+            direct.Add(token);
+        }
+
+        Assert.Equal(tokenizer.Decode([.. direct], skipSpecialTokens: true), response.Text);
+    }
 }
