@@ -23,6 +23,10 @@ internal static class Program
               Measures the read bandwidth of this machine (sum of a 1 GiB array), the ceiling for decode.
           swarm-model  --out DIR [--hidden 2048 --layers 12 --seed 1]
               Writes a random fp32 Llama checkpoint (Hugging Face layout, vocab 32000) for the swarm benchmark.
+          chat-reuse  [--model-dir /tmp/petals-chat-model-h1024-l4 --tokenizer ../shared/tokenizers/mistral --hidden 1024 --layers 4
+                       --turns 5 --message-tokens 100 --max-output-tokens 32 --rounds 3 --threads 2]
+              Time to first token of every turn of a chat through PetalsChatClient with server-side cache reuse and without
+              (MaxCachedConversations 0), on a random Llama (written once to --model-dir) served over TCP in this process.
           swarm-client --model DIR --peers host:port,... [--prompt-tokens 16 --new-tokens 32 --threads 2 --rounds 2 --output text|json]
                        [--local-spans 1] (the local reference split into that many executors)
               Greedy generation with all blocks in this process and through the servers, alternating; prints
@@ -152,6 +156,17 @@ internal static class Program
                     return MemoryBandwidth(BlockOptions.Parse(args.AsSpan(1)));
                 case "swarm-model":
                     return SwarmBench.WriteModel(Arg(args, "--out") ?? throw new ArgumentException("--out is required."), IntArg(args, "--hidden", 2048), IntArg(args, "--layers", 12), (ulong)IntArg(args, "--seed", 1));
+                case "chat-reuse":
+                    return ChatReuseBench.RunAsync(
+                        Arg(args, "--model-dir") ?? $"/tmp/petals-chat-model-h{IntArg(args, "--hidden", 1024)}-l{IntArg(args, "--layers", 4)}",
+                        Arg(args, "--tokenizer") ?? Path.Combine("..", "shared", "tokenizers", "mistral"),
+                        IntArg(args, "--hidden", 1024),
+                        IntArg(args, "--layers", 4),
+                        IntArg(args, "--turns", 5),
+                        IntArg(args, "--message-tokens", 100),
+                        IntArg(args, "--max-output-tokens", 32),
+                        IntArg(args, "--rounds", 3),
+                        IntArg(args, "--threads", 2)).GetAwaiter().GetResult();
                 case "swarm-client":
                     return SwarmBench.RunClientAsync(
                         Arg(args, "--model") ?? throw new ArgumentException("--model is required."),

@@ -3,6 +3,9 @@ namespace Petals.Extensions.AI;
 /// <summary>Options of <see cref="PetalsChatClient"/>.</summary>
 public sealed class PetalsChatClientOptions
 {
+    /// <summary>The conversation length used when <see cref="ConversationMaxLength"/> is null: 2048 positions.</summary>
+    public const int DefaultConversationMaxLength = 2048;
+
     /// <summary>The model id reported in <c>ChatClientMetadata</c> and responses; the model's own id when null. Default null.</summary>
     public string? ModelId { get; set; }
 
@@ -22,8 +25,14 @@ public sealed class PetalsChatClientOptions
     public int MaxCachedConversations { get; set; } = 16;
 
     /// <summary>
-    /// The positions a reusable conversation session is opened for (prompt plus every later turn); a turn that would not fit
-    /// runs on a fresh session. The model's context when null. Default null.
+    /// The positions a reusable conversation session is opened for (prompt plus every later turn, at most the model's
+    /// context); a turn that would not fit runs on a session of its own size, not kept. Each kept conversation holds this
+    /// many positions of cache on every server of its chain (and a client-side copy of its inputs for recovery), so a
+    /// smaller value serves more conversations per server. <see cref="DefaultConversationMaxLength"/> (2048, the servers'
+    /// default <c>MaxSessionLength</c>) when null. Default null.
     /// </summary>
     public int? ConversationMaxLength { get; set; }
+
+    /// <summary>The clock that stamps <c>CreatedAt</c> of responses; <see cref="TimeProvider.System"/> when null. Default null.</summary>
+    public TimeProvider? TimeProvider { get; set; }
 }

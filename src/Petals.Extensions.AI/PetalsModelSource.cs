@@ -4,12 +4,14 @@ namespace Petals.Extensions.AI;
 
 /// <summary>
 /// Where a chat client or embedding generator gets its model: one given by the caller (not owned), or one connected on first
-/// use by a factory (owned, disposed with the client). Thread-safe; a failed connection is retried on the next call.
+/// use by a factory (owned, disposed with the client, unless the factory hands out a model owned elsewhere). Thread-safe; a
+/// failed connection is retried on the next call.
 /// </summary>
 internal sealed class PetalsModelSource : IAsyncDisposable
 {
     private readonly Func<CancellationToken, Task<CausalLanguageModel>>? _connect;
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly bool _ownsConnected = true;
     private CausalLanguageModel? _model;
     private bool _disposed;
 
@@ -25,6 +27,13 @@ internal sealed class PetalsModelSource : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(connect);
         _connect = connect;
+    }
+
+    /// <summary>A model got on first use from <paramref name="connect"/>, disposed by this source only when <paramref name="ownsModel"/>.</summary>
+    public PetalsModelSource(Func<CancellationToken, Task<CausalLanguageModel>> connect, bool ownsModel)
+        : this(connect)
+    {
+        _ownsConnected = ownsModel;
     }
 
     /// <summary>The model when it is already there (given, or connected by an earlier call); otherwise null.</summary>
@@ -70,7 +79,7 @@ internal sealed class PetalsModelSource : IAsyncDisposable
             }
 
             _disposed = true;
-            if (_connect is not null)
+            if (_connect is not null && _ownsConnected)
             {
                 _model?.Dispose();
             }

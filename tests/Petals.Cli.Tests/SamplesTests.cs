@@ -15,6 +15,9 @@ public sealed class SamplesTests
     [InlineData("HostedServer", "--once", "served ")]
     [InlineData("MLPipeline", "", "held-out accuracy: Petals embeddings ")]
     [InlineData("MLPipeline", "--server", "reloaded model: \"Sue found a little bird in the garden.\" -> ")]
+    [InlineData("ChatOverSwarm", "", "turn 3 usage: ")]
+    [InlineData("ChatClientDI", "", "Activity.DisplayName:")]
+    [InlineData("SemanticKernelChat", "", "kernel reply: ")]
     public async Task The_sample_runs_and_prints_its_result(string sample, string arguments, string expected)
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);

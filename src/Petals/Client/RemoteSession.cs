@@ -97,6 +97,34 @@ internal sealed class RemoteSession : ITransformerSession
         }
     }
 
+    /// <summary>
+    /// Rolls back to <paramref name="length"/> positions: every span's kept inputs and the positions its server is known to
+    /// hold are cut there, so the next step starts at <paramref name="length"/> (the servers truncate their caches when a
+    /// step starts below their length) and a later recovery replays only what is kept.
+    /// </summary>
+    public void Truncate(int length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_broken)
+        {
+            throw new InvalidOperationException("An earlier step of this session failed and could not be recovered; open a new session.");
+        }
+
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Position);
+        foreach (var state in _chain)
+        {
+            if (state.History.Positions > length)
+            {
+                state.History.Truncate(length);
+            }
+
+            state.CachedPositions = Math.Min(state.CachedPositions, length);
+        }
+
+        Position = length;
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (_disposed)

@@ -139,8 +139,9 @@ internal sealed class SpanHistory : IDisposable
     }
 
     /// <summary>
-    /// Forgets the positions from <paramref name="positions"/> on: only for positions that no server's cache was built
-    /// from yet (a span's answer that a spot check rejected, before the next span ran it).
+    /// Forgets the positions from <paramref name="positions"/> on: positions that no server's cache was built from yet (a
+    /// span's answer that a spot check rejected, before the next span ran it), or the whole session rolled back
+    /// (<see cref="RemoteSession.Truncate"/>, whose servers truncate their caches at the next step).
     /// </summary>
     /// <param name="positions">The positions to keep.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="positions"/> is negative or above <see cref="Positions"/>.</exception>

@@ -171,27 +171,12 @@ public sealed class CausalLanguageModel : IDisposable
         BlockAdaptation? adaptation,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(promptIds);
-        options ??= new GenerationOptions();
-        options.Validate();
-        if (promptIds.Count == 0)
-        {
-            throw new ArgumentException("The prompt must hold at least one token (e.g. BOS).", nameof(promptIds));
-        }
-
-        var h = Config.HiddenSize;
-        var vocab = Config.VocabSize;
-        var prefixRows = prefix.Length / h;
+        options = ValidateGeneration(promptIds, options);
+        var prefixRows = prefix.Length / Config.HiddenSize;
         var history = new int[promptIds.Count + options.MaxNewTokens];
         for (var i = 0; i < promptIds.Count; i++)
         {
-            var id = promptIds[i];
-            if ((uint)id >= (uint)vocab)
-            {
-                throw new ArgumentException($"Prompt token {i} is {id}, outside the vocabulary [0, {vocab}).", nameof(promptIds));
-            }
-
-            history[i] = id;
+            history[i] = promptIds[i];
         }
 
         var maxLength = prefixRows + history.Length;
@@ -204,48 +189,130 @@ public sealed class CausalLanguageModel : IDisposable
             adaptation = (adaptation ?? BlockAdaptation.None) with { Adapter = adapter };
         }
 
-        var stopTokens = options.StopTokenIds ?? Config.EosTokenIds;
-        var sampler = new Sampler(options.Sampling);
-        var logits = new float[vocab];
-        var scratch = new float[h];
-        var step = new float[h];
-        var length = promptIds.Count;
-
         var session = adaptation is null
             ? await Blocks.OpenSessionAsync(1, maxLength, cancellationToken).ConfigureAwait(false)
             : await Blocks.OpenSessionAsync(1, maxLength, adaptation, cancellationToken).ConfigureAwait(false);
         await using (session.ConfigureAwait(false))
         {
-            // Prefill (prefix, then prompt) in chunks so that a long prompt needs bounded memory.
-            var total = prefixRows + length;
-            var chunk = new float[Math.Min(total, PrefillChunk) * h];
-            for (var start = 0; start < total; start += PrefillChunk)
+            await foreach (var token in RunGenerationAsync(session, prefix, history, processed: 0, promptIds.Count, options, state: null, cancellationToken).ConfigureAwait(false))
             {
-                var n = Math.Min(PrefillChunk, total - start);
-                var hidden = chunk.AsMemory(0, n * h);
-                EmbedPositions(prefix.Span, history, start, hidden.Span);
-                await session.ForwardAsync(hidden, n, cancellationToken).ConfigureAwait(false);
-                if (start + n == total)
-                {
-                    Head.ComputeLogits(hidden.Span.Slice((n - 1) * h, h), logits, scratch);
-                }
-            }
-
-            for (var generated = 0; generated < options.MaxNewTokens; generated++)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                var token = sampler.Sample(logits, history.AsSpan(0, length));
-                history[length++] = token;
                 yield return token;
-                if (Contains(stopTokens, token) || generated == options.MaxNewTokens - 1)
-                {
-                    break;
-                }
-
-                Head.Embed(history.AsSpan(length - 1, 1), step);
-                await session.ForwardAsync(step, 1, cancellationToken).ConfigureAwait(false);
-                Head.ComputeLogits(step, logits, scratch);
             }
+        }
+    }
+
+    /// <summary>
+    /// Opens a conversation: a session of up to <paramref name="maxLength"/> positions kept open across generations, so
+    /// that a prompt extending what the session already processed prefills only its new tokens
+    /// (<see cref="LanguageModelConversation.GenerateAsync"/>).
+    /// </summary>
+    /// <param name="maxLength">The most positions the conversation holds (every prompt and generated token of all its turns).</param>
+    /// <param name="cancellationToken">Cancels opening the session.</param>
+    /// <returns>The conversation, which the caller disposes (closing the session).</returns>
+    /// <exception cref="ArgumentOutOfRangeException">When <paramref name="maxLength"/> is below 2 or beyond the model's context.</exception>
+    public async Task<LanguageModelConversation> OpenConversationAsync(int maxLength, CancellationToken cancellationToken = default)
+    {
+        if (maxLength < 2 || maxLength > Config.MaxPositionEmbeddings)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxLength), maxLength,
+                $"A conversation needs between 2 and the model's context of {Config.MaxPositionEmbeddings} (max_position_embeddings) positions.");
+        }
+
+        var session = await Blocks.OpenSessionAsync(1, maxLength, cancellationToken).ConfigureAwait(false);
+        return new LanguageModelConversation(this, session, maxLength);
+    }
+
+    /// <summary>Checks <paramref name="options"/> and the prompt ids, returning the validated options.</summary>
+    internal GenerationOptions ValidateGeneration(IReadOnlyList<int> promptIds, GenerationOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(promptIds);
+        options ??= new GenerationOptions();
+        options.Validate();
+        if (promptIds.Count == 0)
+        {
+            throw new ArgumentException("The prompt must hold at least one token (e.g. BOS).", nameof(promptIds));
+        }
+
+        var vocab = Config.VocabSize;
+        for (var i = 0; i < promptIds.Count; i++)
+        {
+            if ((uint)promptIds[i] >= (uint)vocab)
+            {
+                throw new ArgumentException($"Prompt token {i} is {promptIds[i]}, outside the vocabulary [0, {vocab}).", nameof(promptIds));
+            }
+        }
+
+        return options;
+    }
+
+    /// <summary>
+    /// The generation loop every path shares: prefills the positions <c>processed..</c> of the prefix rows followed by
+    /// <c>history[..promptLength]</c> on <paramref name="session"/> (which already holds the first
+    /// <paramref name="processed"/>), then samples and runs one token at a time, writing each into
+    /// <paramref name="history"/> after the prompt. Stops after <see cref="GenerationOptions.MaxNewTokens"/> or a stop
+    /// token (yielded, never run); the caller stopping the enumeration early leaves the session consistent.
+    /// </summary>
+    /// <param name="session">The session (batch 1), holding the first <paramref name="processed"/> positions.</param>
+    /// <param name="prefix">Trained prefix rows run before the tokens (empty for none).</param>
+    /// <param name="history">The tokens: the prompt in <c>[..promptLength]</c>, room for MaxNewTokens after it.</param>
+    /// <param name="processed">Positions (prefix rows and tokens) the session already holds; fewer than the prompt's.</param>
+    /// <param name="promptLength">The prompt tokens in <paramref name="history"/>.</param>
+    /// <param name="options">Validated generation options.</param>
+    /// <param name="state">When given, <see cref="GenerationState.Forwarding"/> is true while a forward is in flight, so
+    /// that a caller can tell a session a failed or cancelled step left unusable.</param>
+    /// <param name="cancellationToken">Stops the generation.</param>
+    internal async IAsyncEnumerable<int> RunGenerationAsync(
+        ITransformerSession session,
+        ReadOnlyMemory<float> prefix,
+        int[] history,
+        int processed,
+        int promptLength,
+        GenerationOptions options,
+        GenerationState? state,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var h = Config.HiddenSize;
+        var prefixRows = prefix.Length / h;
+        var stopTokens = options.StopTokenIds ?? Config.EosTokenIds;
+        var sampler = new Sampler(options.Sampling);
+        var logits = new float[Config.VocabSize];
+        var scratch = new float[h];
+        var step = new float[h];
+        var length = promptLength;
+
+        // Prefill (prefix, then prompt) in chunks so that a long prompt needs bounded memory.
+        var total = prefixRows + length;
+        var chunk = new float[Math.Min(total - processed, PrefillChunk) * h];
+        for (var start = processed; start < total; start += PrefillChunk)
+        {
+            var n = Math.Min(PrefillChunk, total - start);
+            var hidden = chunk.AsMemory(0, n * h);
+            EmbedPositions(prefix.Span, history, start, hidden.Span);
+            state?.Forwarding = true;
+            await session.ForwardAsync(hidden, n, cancellationToken).ConfigureAwait(false);
+            state?.Forwarding = false;
+            if (start + n == total)
+            {
+                Head.ComputeLogits(hidden.Span.Slice((n - 1) * h, h), logits, scratch);
+            }
+        }
+
+        for (var generated = 0; generated < options.MaxNewTokens; generated++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var token = sampler.Sample(logits, history.AsSpan(0, length), generated);
+            history[length++] = token;
+            yield return token;
+            if (Contains(stopTokens, token) || generated == options.MaxNewTokens - 1)
+            {
+                break;
+            }
+
+            Head.Embed(history.AsSpan(length - 1, 1), step);
+            state?.Forwarding = true;
+            await session.ForwardAsync(step, 1, cancellationToken).ConfigureAwait(false);
+            state?.Forwarding = false;
+            Head.ComputeLogits(step, logits, scratch);
         }
     }
 

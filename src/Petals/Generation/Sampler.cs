@@ -10,6 +10,7 @@ public sealed class Sampler
     private readonly SamplingOptions _options;
     private readonly Random _random;
     private int[] _seen = [];
+    private int[] _counts = [];
     private int _stamp;
     private int[] _indices = [];
     private double[] _probabilities = [];
@@ -27,21 +28,44 @@ public sealed class Sampler
         _random = random ?? (options.Seed is { } seed ? new Random(seed) : new Random());
     }
 
-    /// <summary>Chooses the next token. <paramref name="logits"/> is modified (penalties, temperature).</summary>
+    /// <summary>
+    /// Chooses the next token. <paramref name="logits"/> is modified (penalties, temperature). The frequency and presence
+    /// penalties count every token of <paramref name="previousTokens"/> as generated; use
+    /// <see cref="Sample(Span{float}, ReadOnlySpan{int}, int)"/> to exclude a prompt.
+    /// </summary>
     /// <param name="logits">The logits of every token of the vocabulary.</param>
     /// <param name="previousTokens">The tokens of the sequence so far (prompt and generated), for the repetition penalty.</param>
     /// <returns>The chosen token id.</returns>
     /// <exception cref="ArgumentException">When <paramref name="logits"/> is empty or holds no finite value. NaN logits are never chosen.</exception>
-    public int Sample(Span<float> logits, ReadOnlySpan<int> previousTokens)
+    public int Sample(Span<float> logits, ReadOnlySpan<int> previousTokens) => Sample(logits, previousTokens, previousTokens.Length);
+
+    /// <summary>Chooses the next token. <paramref name="logits"/> is modified (penalties, temperature).</summary>
+    /// <param name="logits">The logits of every token of the vocabulary.</param>
+    /// <param name="previousTokens">The tokens of the sequence so far (prompt and generated), for the repetition penalty.</param>
+    /// <param name="generatedCount">
+    /// How many of the last <paramref name="previousTokens"/> were generated (the rest is the prompt): the frequency and
+    /// presence penalties count only those.
+    /// </param>
+    /// <returns>The chosen token id.</returns>
+    /// <exception cref="ArgumentException">When <paramref name="logits"/> is empty or holds no finite value. NaN logits are never chosen.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">When <paramref name="generatedCount"/> is negative or more than <paramref name="previousTokens"/> holds.</exception>
+    public int Sample(Span<float> logits, ReadOnlySpan<int> previousTokens, int generatedCount)
     {
         if (logits.IsEmpty)
         {
             throw new ArgumentException("There are no logits to sample from.", nameof(logits));
         }
 
+        ArgumentOutOfRangeException.ThrowIfNegative(generatedCount);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(generatedCount, previousTokens.Length);
         if (_options.RepetitionPenalty != 1.0)
         {
             ApplyRepetitionPenalty(logits, previousTokens, (float)_options.RepetitionPenalty);
+        }
+
+        if (_options.FrequencyPenalty != 0 || _options.PresencePenalty != 0)
+        {
+            ApplyFrequencyAndPresencePenalties(logits, previousTokens[^generatedCount..]);
         }
 
         if (_options.Temperature == 0)
@@ -210,6 +234,39 @@ public sealed class Sampler
             _seen[token] = _stamp;
             var value = logits[token];
             logits[token] = value > 0 ? value / penalty : value * penalty;
+        }
+    }
+
+    /// <summary>
+    /// <c>logit -= frequency * count + presence * (count &gt; 0)</c> for every token of <paramref name="generated"/>, as the
+    /// OpenAI API defines them. Counts live in <c>_counts</c>, cleared afterwards for only the tokens touched.
+    /// </summary>
+    private void ApplyFrequencyAndPresencePenalties(Span<float> logits, ReadOnlySpan<int> generated)
+    {
+        if (_counts.Length < logits.Length)
+        {
+            _counts = new int[logits.Length];
+        }
+
+        foreach (var token in generated)
+        {
+            if ((uint)token < (uint)logits.Length)
+            {
+                _counts[token]++;
+            }
+        }
+
+        var frequency = _options.FrequencyPenalty;
+        var presence = _options.PresencePenalty;
+        foreach (var token in generated)
+        {
+            if ((uint)token >= (uint)logits.Length || _counts[token] == 0)
+            {
+                continue;
+            }
+
+            logits[token] = (float)(logits[token] - (frequency * _counts[token]) - presence);
+            _counts[token] = 0;
         }
     }
 

@@ -2,8 +2,8 @@ namespace Petals.Generation;
 
 /// <summary>How the next token is chosen from the logits.</summary>
 /// <remarks>
-/// The order of operations is the Hugging Face one: repetition penalty, temperature, top-k, top-p, then
-/// a draw. Temperature 0 means greedy (argmax after the repetition penalty).
+/// The order of operations is the Hugging Face one: repetition penalty (then the OpenAI-style frequency and presence
+/// penalties), temperature, top-k, top-p, then a draw. Temperature 0 means greedy (argmax after the penalties).
 /// </remarks>
 public sealed record SamplingOptions
 {
@@ -21,6 +21,19 @@ public sealed record SamplingOptions
 
     /// <summary>Divides positive (multiplies negative) logits of tokens already in the sequence; 1 disables. Default 1.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
+
+    /// <summary>
+    /// OpenAI-style frequency penalty: subtracted from a token's logit once per time the token was already generated
+    /// (<c>logit -= FrequencyPenalty * count</c>); counts only generated tokens, not the prompt. 0 disables; negative values
+    /// favour repetition. Default 0.
+    /// </summary>
+    public double FrequencyPenalty { get; init; }
+
+    /// <summary>
+    /// OpenAI-style presence penalty: subtracted once from the logit of every token already generated at least once
+    /// (<c>logit -= PresencePenalty</c>); counts only generated tokens, not the prompt. 0 disables. Default 0.
+    /// </summary>
+    public double PresencePenalty { get; init; }
 
     /// <summary>Seed of the random draw; <see langword="null"/> for a random seed. Default null.</summary>
     public int? Seed { get; init; }
@@ -47,6 +60,16 @@ public sealed record SamplingOptions
         if (!(RepetitionPenalty > 0) || double.IsInfinity(RepetitionPenalty))
         {
             throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "RepetitionPenalty must be a finite number > 0 (1 disables it).");
+        }
+
+        if (!double.IsFinite(FrequencyPenalty))
+        {
+            throw new ArgumentOutOfRangeException(nameof(FrequencyPenalty), FrequencyPenalty, "FrequencyPenalty must be a finite number (0 disables it).");
+        }
+
+        if (!double.IsFinite(PresencePenalty))
+        {
+            throw new ArgumentOutOfRangeException(nameof(PresencePenalty), PresencePenalty, "PresencePenalty must be a finite number (0 disables it).");
         }
     }
 }

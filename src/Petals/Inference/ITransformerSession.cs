@@ -24,4 +24,14 @@ public interface ITransformerSession : IAsyncDisposable
     /// <exception cref="ArgumentException">When the buffer does not hold exactly <c>BatchSize * tokenCount * HiddenSize</c> values.</exception>
     /// <exception cref="InvalidOperationException">When <see cref="Position"/> + <paramref name="tokenCount"/> exceeds <see cref="MaxLength"/>.</exception>
     ValueTask ForwardAsync(Memory<float> hidden, int tokenCount, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Rolls the session back so that it holds only its first <paramref name="length"/> positions: the next
+    /// <see cref="ForwardAsync"/> starts at <paramref name="length"/> and overwrites what followed (Petals' inference
+    /// sessions allow it: a step below the cache length truncates the cache first). Nothing is sent until that step.
+    /// </summary>
+    /// <param name="length">The positions to keep, from 0 to <see cref="Position"/>.</param>
+    /// <exception cref="ArgumentOutOfRangeException">When <paramref name="length"/> is negative or above <see cref="Position"/>.</exception>
+    /// <exception cref="NotSupportedException">When the implementation cannot roll back (the default).</exception>
+    void Truncate(int length) => throw new NotSupportedException($"{GetType().Name} cannot roll a session back.");
 }

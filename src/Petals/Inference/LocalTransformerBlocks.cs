@@ -284,6 +284,19 @@ public sealed class LocalTransformerBlocks : ITransformerBlocks, IDisposable
             return ValueTask.CompletedTask;
         }
 
+        public void Truncate(int length)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            ArgumentOutOfRangeException.ThrowIfNegative(length);
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Position);
+            foreach (var cache in caches)
+            {
+                cache.Truncate(length);
+            }
+
+            Position = length;
+        }
+
         public ValueTask DisposeAsync()
         {
             if (!_disposed)

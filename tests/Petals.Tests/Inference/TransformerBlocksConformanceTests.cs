@@ -72,6 +72,37 @@ public abstract class TransformerBlocksConformanceTests
     }
 
     [Fact]
+    public async Task A_session_rolled_back_equals_a_fresh_one_over_the_kept_positions()
+    {
+        using var fixture = Fixture();
+        await using var subject = await CreateAsync(fixture);
+        using var reference = fixture.CreateBlocks();
+        await using var session = await subject.Blocks.OpenSessionAsync(2, 16, Ct).AsTask().WaitAsync(Bound, Ct);
+        await using var expected = await reference.OpenSessionAsync(2, 16, Ct);
+        var random = new Random(35);
+        var kept = Hidden(random, 2, 4, fixture);
+        await StepBothAsync(session, expected, kept, 4);
+        await session.ForwardAsync(Hidden(random, 2, 1, fixture), 1, Ct).AsTask().WaitAsync(Bound, Ct);
+        await session.ForwardAsync(Hidden(random, 2, 3, fixture), 3, Ct).AsTask().WaitAsync(Bound, Ct);
+
+        Assert.Equal("length", Assert.Throws<ArgumentOutOfRangeException>(() => session.Truncate(-1)).ParamName);
+        Assert.Equal("length", Assert.Throws<ArgumentOutOfRangeException>(() => session.Truncate(9)).ParamName);
+        Assert.Equal(8, session.Position);
+        session.Truncate(4);
+        Assert.Equal(4, session.Position);
+
+        // What follows overwrites the rolled-back positions; the reference never saw them.
+        await StepBothAsync(session, expected, Hidden(random, 2, 2, fixture), 2);
+        await StepBothAsync(session, expected, Hidden(random, 2, 1, fixture), 1);
+        Assert.Equal(7, session.Position);
+
+        // Back to nothing: as a fresh session.
+        session.Truncate(0);
+        await using var fresh = await reference.OpenSessionAsync(2, 16, Ct);
+        await StepBothAsync(session, fresh, Hidden(random, 2, 3, fixture), 3);
+    }
+
+    [Fact]
     public async Task A_prefill_in_one_step_equals_the_same_tokens_one_at_a_time()
     {
         using var fixture = Fixture();
