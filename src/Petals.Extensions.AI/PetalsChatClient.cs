@@ -29,7 +29,10 @@ public sealed class PetalsChatClient : IChatClient
     internal const string ProviderName = "petals";
 
     private readonly PetalsModelSource _source;
-    private readonly PetalsChatClientOptions _options;
+    private readonly string? _modelId;
+    private readonly int _defaultMaxOutputTokens;
+    private readonly int _maxCachedConversations;
+    private readonly int _conversationMaxLength;
     private readonly ChatTemplate? _template;
     private readonly ConversationCache? _conversations;
     private readonly TimeProvider _time;
@@ -41,7 +44,7 @@ public sealed class PetalsChatClient : IChatClient
 
     /// <summary>A chat client over <paramref name="model"/>, which the caller keeps owning (disposing the client leaves it open).</summary>
     /// <param name="model">The model; it needs a tokenizer.</param>
-    /// <param name="options">Options; the defaults when null.</param>
+    /// <param name="options">Options, read once here; the defaults when null.</param>
     /// <exception cref="ArgumentOutOfRangeException">When an option is out of range; the message names it.</exception>
     /// <exception cref="ChatTemplateException">When <see cref="PetalsChatClientOptions.ChatTemplate"/> does not parse.</exception>
     public PetalsChatClient(CausalLanguageModel model, PetalsChatClientOptions? options = null)
@@ -56,32 +59,37 @@ public sealed class PetalsChatClient : IChatClient
     internal PetalsChatClient(PetalsModelSource source, PetalsChatClientOptions? options, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(source);
-        _options = options ?? new PetalsChatClientOptions();
-        if (_options.DefaultMaxOutputTokens < 1)
+        var o = options ?? new PetalsChatClientOptions();
+        if (o.DefaultMaxOutputTokens < 1)
         {
-            throw new ArgumentOutOfRangeException(nameof(options), _options.DefaultMaxOutputTokens, "PetalsChatClientOptions.DefaultMaxOutputTokens must be at least 1.");
+            throw new ArgumentOutOfRangeException(nameof(options), o.DefaultMaxOutputTokens, "PetalsChatClientOptions.DefaultMaxOutputTokens must be at least 1.");
         }
 
-        if (_options.MaxCachedConversations < 0)
+        if (o.MaxCachedConversations < 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(options), _options.MaxCachedConversations, "PetalsChatClientOptions.MaxCachedConversations must be >= 0 (0 disables reuse).");
+            throw new ArgumentOutOfRangeException(nameof(options), o.MaxCachedConversations, "PetalsChatClientOptions.MaxCachedConversations must be >= 0 (0 disables reuse).");
         }
 
-        if (_options.ConversationMaxLength is < 2)
+        if (o.ConversationMaxLength is < 2)
         {
-            throw new ArgumentOutOfRangeException(nameof(options), _options.ConversationMaxLength, "PetalsChatClientOptions.ConversationMaxLength must be at least 2 (or null for the model's context).");
+            throw new ArgumentOutOfRangeException(nameof(options), o.ConversationMaxLength, "PetalsChatClientOptions.ConversationMaxLength must be at least 2 (or null for the model's context).");
         }
 
-        _template = _options.ChatTemplate is { } source2 ? ChatTemplate.Parse(source2) : null;
-        _conversations = _options.MaxCachedConversations > 0 ? new ConversationCache(_options.MaxCachedConversations) : null;
-        _time = _options.TimeProvider ?? TimeProvider.System;
+        // The options are read once: changing them afterwards does not change this client.
+        _template = o.ChatTemplate is { } source2 ? ChatTemplate.Parse(source2) : null;
+        _modelId = o.ModelId;
+        _defaultMaxOutputTokens = o.DefaultMaxOutputTokens;
+        _maxCachedConversations = o.MaxCachedConversations;
+        _conversationMaxLength = o.ConversationMaxLength ?? PetalsChatClientOptions.DefaultConversationMaxLength;
+        _conversations = _maxCachedConversations > 0 ? new ConversationCache(_maxCachedConversations) : null;
+        _time = o.TimeProvider ?? TimeProvider.System;
         _logger = logger ?? NullLogger.Instance;
         _source = source;
     }
 
     /// <summary>The positions a conversation session is opened for: the option, at most the model's context; 2048 by default.</summary>
     internal int ConversationLength(CausalLanguageModel model) =>
-        Math.Min(_options.ConversationMaxLength ?? PetalsChatClientOptions.DefaultConversationMaxLength, model.Config.MaxPositionEmbeddings);
+        Math.Min(_conversationMaxLength, model.Config.MaxPositionEmbeddings);
 
     /// <summary>The number of conversations whose session is kept open for reuse now.</summary>
     internal int CachedConversationCount => _conversations?.Count ?? 0;
@@ -133,8 +141,8 @@ public sealed class PetalsChatClient : IChatClient
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         var model = await _source.GetAsync(cancellationToken).ConfigureAwait(false);
         var tokenizer = model.Tokenizer ?? throw new InvalidOperationException("The model has no tokenizer; a chat client needs one to encode prompts and decode replies.");
-        var modelId = _options.ModelId ?? model.ModelId;
-        var request = ChatOptionsTranslator.Translate(options, modelId, _options.DefaultMaxOutputTokens);
+        var modelId = _modelId ?? model.ModelId;
+        var request = ChatOptionsTranslator.Translate(options, modelId, _defaultMaxOutputTokens);
         var maxNewTokens = request.Generation.MaxNewTokens;
 
         var template = _template ?? model.ChatTemplate ?? ChatTemplate.Plain;
@@ -237,7 +245,7 @@ public sealed class PetalsChatClient : IChatClient
 
         if (serviceType == typeof(ChatClientMetadata))
         {
-            return new ChatClientMetadata(ProviderName, providerUri: null, defaultModelId: _options.ModelId ?? _source.Current?.ModelId);
+            return new ChatClientMetadata(ProviderName, providerUri: null, defaultModelId: _modelId ?? _source.Current?.ModelId);
         }
 
         if (serviceType == typeof(CausalLanguageModel))
@@ -369,7 +377,7 @@ public sealed class PetalsChatClient : IChatClient
     {
         if (conversations.Count > 0)
         {
-            ChatClientLog.Closed(_logger, conversations.Count, _options.MaxCachedConversations);
+            ChatClientLog.Closed(_logger, conversations.Count, _maxCachedConversations);
         }
 
         foreach (var conversation in conversations)

@@ -1,27 +1,20 @@
-using System.Text;
-
 namespace Petals.Extensions.AI;
 
 /// <summary>
 /// Cuts generated text at the first of a set of stop sequences, holding back any tail that could still become one, so
 /// that text a stop sequence later claims is never emitted. Not thread-safe: one per generation.
 /// </summary>
+/// <remarks>
+/// Only the held-back tail is ever searched: a match cannot start in text already emitted, because any suffix that is
+/// the start of a stop sequence is held back. Each piece costs its own length plus the longest stop sequence's.
+/// </remarks>
 internal sealed class StopSequenceFilter
 {
     private readonly IReadOnlyList<string> _stops;
-    private readonly int _longest;
-    private readonly StringBuilder _text = new();
-    private int _emitted;
+    private string _pending = string.Empty;
 
     /// <summary>A filter for <paramref name="stops"/> (non-empty strings; none at all passes everything through).</summary>
-    public StopSequenceFilter(IReadOnlyList<string> stops)
-    {
-        _stops = stops;
-        foreach (var stop in stops)
-        {
-            _longest = Math.Max(_longest, stop.Length);
-        }
-    }
+    public StopSequenceFilter(IReadOnlyList<string> stops) => _stops = stops;
 
     /// <summary>Whether a stop sequence was found; nothing is emitted after it.</summary>
     public bool Stopped { get; private set; }
@@ -36,20 +29,14 @@ internal sealed class StopSequenceFilter
 
         if (_stops.Count == 0)
         {
-            _emitted += piece.Length;
             return piece;
         }
 
-        var before = _text.Length;
-        _text.Append(piece);
-        var text = _text.ToString();
-
-        // A stop sequence not found before must end inside the new piece.
-        var from = Math.Max(0, before - _longest + 1);
+        var text = _pending + piece;
         var first = -1;
         foreach (var stop in _stops)
         {
-            var at = text.IndexOf(stop, from, StringComparison.Ordinal);
+            var at = text.IndexOf(stop, StringComparison.Ordinal);
             if (at >= 0 && (first < 0 || at < first))
             {
                 first = at;
@@ -59,14 +46,15 @@ internal sealed class StopSequenceFilter
         if (first >= 0)
         {
             Stopped = true;
-            return Take(text, first);
+            _pending = string.Empty;
+            return text[..first];
         }
 
         // Hold back the longest tail that is a proper prefix of some stop sequence.
         var hold = 0;
         foreach (var stop in _stops)
         {
-            for (var n = Math.Min(stop.Length - 1, text.Length - _emitted); n > hold; n--)
+            for (var n = Math.Min(stop.Length - 1, text.Length); n > hold; n--)
             {
                 if (text.AsSpan(text.Length - n).SequenceEqual(stop.AsSpan(0, n)))
                 {
@@ -76,21 +64,15 @@ internal sealed class StopSequenceFilter
             }
         }
 
-        return Take(text, text.Length - hold);
+        _pending = text[^hold..];
+        return text[..^hold];
     }
 
     /// <summary>The text held back, once generation ended without a stop sequence.</summary>
-    public string Flush() => Stopped || _stops.Count == 0 ? string.Empty : Take(_text.ToString(), _text.Length);
-
-    private string Take(string text, int end)
+    public string Flush()
     {
-        if (end <= _emitted)
-        {
-            return string.Empty;
-        }
-
-        var result = text[_emitted..end];
-        _emitted = end;
-        return result;
+        var rest = _pending;
+        _pending = string.Empty;
+        return rest;
     }
 }

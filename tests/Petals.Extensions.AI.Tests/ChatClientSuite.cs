@@ -200,6 +200,30 @@ public abstract class ChatClientSuite<THost>(THost host) : IClassFixture<THost>
     }
 
     [Fact]
+    public async Task A_stream_abandoned_early_keeps_its_session_usable_for_the_next_request()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        using var client = new PetalsChatClient(Host.Model);
+        using var fresh = new PetalsChatClient(Host.Model, new PetalsChatClientOptions { MaxCachedConversations = 0 });
+        var options = new ChatOptions { MaxOutputTokens = 30 };
+        var pieces = 0;
+        await foreach (var update in client.GetStreamingResponseAsync(Story(), options, Ct))
+        {
+            if (++pieces == 2)
+            {
+                break;
+            }
+        }
+
+        // The reader stopped after two pieces: the session holds what ran so far and is kept.
+        Assert.Equal(1, client.CachedConversationCount);
+        Assert.Equal(1, Host.Counter.OpenSessions);
+        var again = await client.GetResponseAsync(Story(), options, Ct);
+        Assert.True(again.Usage!.CachedInputTokenCount > 0);
+        Assert.Equal((await fresh.GetResponseAsync(Story(), options, Ct)).Text, again.Text);
+    }
+
+    [Fact]
     public async Task The_least_recently_used_conversation_is_closed_beyond_the_bound()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);

@@ -1,3 +1,5 @@
+using FsCheck;
+using FsCheck.Fluent;
 using Petals.Generation;
 using Petals.Tensors;
 
@@ -45,6 +47,48 @@ public sealed class LanguageModelConversationTests
         }
 
         Assert.True(conversation.ProcessedCount > 40);
+    }
+
+    [Fact]
+    public void AnySequenceOfPromptsOnOneConversationGivesTheTokensOfFreshSessions()
+    {
+        using var fixture = new RandomModelFixture(TensorDType.F32, tied: false, layers: 2);
+        using var model = fixture.CreateModel();
+
+        // Each turn: the whole history plus new tokens, the history cut at a random point plus new tokens, or unrelated.
+        var turn = Gen.Elements(0, 1, 2).SelectMany(kind => Gen.Choose(0, 1000).SelectMany(cut => Gen.Choose(3, 96).ArrayOf().Where(a => a.Length is > 0 and < 6).Select(tail => (kind, cut, tail))));
+        Prop.ForAll(
+            turn.ArrayOf().Where(t => t.Length is > 0 and <= 5).ToArbitrary(),
+            Gen.Choose(1, 6).ToArbitrary(),
+            (turns, maxNew) =>
+            {
+                var options = new GenerationOptions { MaxNewTokens = maxNew, StopTokenIds = [] };
+                var conversation = model.OpenConversationAsync(128, Ct).GetAwaiter().GetResult();
+                try
+                {
+                    var history = new List<int> { 1 };
+                    foreach (var (kind, cut, tail) in turns)
+                    {
+                        history = kind switch
+                        {
+                            0 => history,
+                            1 => history.Take(1 + (cut % history.Count)).ToList(),
+                            _ => [1],
+                        };
+                        history.AddRange(tail);
+                        var expected = model.GenerateAsync(history, options, Ct).ToArrayAsync(Ct).AsTask().GetAwaiter().GetResult();
+                        var shared = conversation.CommonPrefixLength(history);
+                        var actual = conversation.GenerateAsync(history, options, Ct).ToArrayAsync(Ct).AsTask().GetAwaiter().GetResult();
+                        Assert.Equal(expected, actual);
+                        Assert.Equal(history.Count - shared, conversation.LastPrefillCount);
+                        history.AddRange(actual);
+                    }
+                }
+                finally
+                {
+                    conversation.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                }
+            }).QuickCheckThrowOnFailure();
     }
 
     [Fact]
