@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Petals.Chat;
 using Petals.Generation;
+using Petals.Tokenization;
 
 namespace Petals.Extensions.AI;
 
@@ -145,7 +146,14 @@ public sealed class PetalsChatClient : IChatClient
         var request = ChatOptionsTranslator.Translate(options, modelId, _defaultMaxOutputTokens);
         var maxNewTokens = request.Generation.MaxNewTokens;
 
+        if (_template is null && model.ChatTemplate is null && model.ChatTemplateError is { } templateError)
+        {
+            throw new InvalidOperationException(
+                $"The model's own chat template cannot be used ({templateError}); give one with PetalsChatClientOptions.ChatTemplate.");
+        }
+
         var template = _template ?? model.ChatTemplate ?? ChatTemplate.Plain;
+        var generation = WithEndOfTurnTokens(request.Generation, template, tokenizer, model.Config.EosTokenIds);
         var prompt = template.Render(ToTemplateMessages(messages, request.Instructions), new ChatTemplateOptions
         {
             BosToken = tokenizer.BosTokenId is { } bos ? tokenizer.IdToToken(bos) ?? string.Empty : string.Empty,
@@ -178,8 +186,8 @@ public sealed class PetalsChatClient : IChatClient
         // From here until the try block nothing throws: the conversation taken is always given back or closed.
         var (conversation, cachedTokens) = await TakeConversationAsync(model, promptIds, maxNewTokens, cancellationToken).ConfigureAwait(false);
         var tokens = conversation is not null
-            ? conversation.GenerateAsync(promptIds, request.Generation, cancellationToken)
-            : model.GenerateAsync(promptIds, request.Generation, cancellationToken);
+            ? conversation.GenerateAsync(promptIds, generation, cancellationToken)
+            : model.GenerateAsync(promptIds, generation, cancellationToken);
         var generated = 0;
         var lastToken = -1;
         try
@@ -217,7 +225,7 @@ public sealed class PetalsChatClient : IChatClient
             }
         }
 
-        var stoppedByModel = generated < maxNewTokens || model.Config.EosTokenIds.Contains(lastToken);
+        var stoppedByModel = generated < maxNewTokens || generation.StopTokenIds!.Contains(lastToken);
         var usage = new UsageDetails
         {
             InputTokenCount = promptIds.Length,
@@ -268,6 +276,25 @@ public sealed class PetalsChatClient : IChatClient
         _conversations?.Close(dropped);
         CloseAsync(dropped).AsTask().GetAwaiter().GetResult();
         _source.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// The generation options with the stop tokens of a chat reply: the model's end-of-sequence tokens and the end-of-turn
+    /// tokens its template writes (<see cref="ChatTemplate.GetEndOfTurnTokenIds"/>).
+    /// </summary>
+    private static GenerationOptions WithEndOfTurnTokens(GenerationOptions generation, ChatTemplate template, ITokenizer tokenizer, IReadOnlyList<int> eos)
+    {
+        var endOfTurn = template.GetEndOfTurnTokenIds(tokenizer);
+        var stops = new List<int>(eos);
+        foreach (var id in endOfTurn)
+        {
+            if (!stops.Contains(id))
+            {
+                stops.Add(id);
+            }
+        }
+
+        return generation with { StopTokenIds = stops };
     }
 
     private static List<ChatTemplateMessage> ToTemplateMessages(IEnumerable<ChatMessage> messages, string? instructions)

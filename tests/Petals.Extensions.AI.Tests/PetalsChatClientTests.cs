@@ -36,6 +36,25 @@ public sealed class PetalsChatClientTests(LocalHost host) : IClassFixture<LocalH
     }
 
     [Fact]
+    public async Task A_model_whose_own_template_does_not_parse_needs_a_template_in_the_options()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        var broken = new CausalLanguageModel(host.Model.Head, host.Model.Blocks, host.Model.Tokenizer)
+        {
+            ChatTemplateError = "The chat template of m.gguf does not parse: line 1, column 40: expected '}}'.",
+        };
+        using var refusing = new PetalsChatClient(broken);
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => refusing.GetResponseAsync([new ChatMessage(ChatRole.User, "Hi.")], null, Ct));
+        Assert.Contains("The model's own chat template cannot be used (The chat template of m.gguf does not parse", error.Message, StringComparison.Ordinal);
+        Assert.Contains("PetalsChatClientOptions.ChatTemplate", error.Message, StringComparison.Ordinal);
+        Assert.Equal(0, host.Counter.OpenSessions);
+
+        using var given = new PetalsChatClient(broken, new PetalsChatClientOptions { ChatTemplate = "{% for m in messages %}{{ m.content }}\n{% endfor %}", MaxCachedConversations = 0 });
+        var response = await given.GetResponseAsync([new ChatMessage(ChatRole.User, "Once upon a time")], new ChatOptions { MaxOutputTokens = 3 }, Ct);
+        Assert.Equal(3, response.Usage!.OutputTokenCount);
+    }
+
+    [Fact]
     public void Bad_client_options_are_refused_by_name()
     {
         Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);

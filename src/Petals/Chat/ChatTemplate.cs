@@ -89,6 +89,56 @@ public sealed class ChatTemplate
         }
     }
 
+    /// <summary>
+    /// <see cref="Load"/> for the model loaders: a template that does not parse (or a malformed <c>chat_template</c> field) does
+    /// not stop the model from loading for generation; the reason is returned in <paramref name="error"/> instead, and chat
+    /// clients refuse to chat without a template given to them.
+    /// </summary>
+    internal static ChatTemplate? LoadForModel(string modelPath, out string? error)
+    {
+        error = null;
+        try
+        {
+            return Load(modelPath);
+        }
+        catch (Exception e) when (e is ChatTemplateException or ModelFormatException)
+        {
+            error = e.Message;
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// The ids of the end-of-turn special tokens this template writes (<c>&lt;|eot_id|&gt;</c>, <c>&lt;|im_end|&gt;</c>,
+    /// <c>&lt;end_of_turn&gt;</c>, <c>&lt;|end|&gt;</c>, <c>&lt;|eom_id|&gt;</c>, <c>&lt;|endoftext|&gt;</c>) that are special
+    /// tokens of <paramref name="tokenizer"/>: a chat reply ends with one of them, which the model's configured end-of-sequence
+    /// tokens may not include (Llama 3's <c>eos_token</c> is <c>&lt;|end_of_text|&gt;</c>, its turns end with <c>&lt;|eot_id|&gt;</c>).
+    /// Empty for <see cref="Plain"/>.
+    /// </summary>
+    /// <param name="tokenizer">The model's tokenizer.</param>
+    /// <returns>The token ids, in the order above, each once.</returns>
+    public IReadOnlyList<int> GetEndOfTurnTokenIds(Tokenization.ITokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        if (IsPlain)
+        {
+            return [];
+        }
+
+        var ids = new List<int>();
+        foreach (var marker in EndOfTurnMarkers)
+        {
+            if (Source.Contains(marker, StringComparison.Ordinal) && tokenizer.TokenToId(marker) is { } id && tokenizer.IsSpecial(id) && !ids.Contains(id))
+            {
+                ids.Add(id);
+            }
+        }
+
+        return ids;
+    }
+
+    private static readonly string[] EndOfTurnMarkers = ["<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|eom_id|>", "<|endoftext|>"];
+
     /// <summary>The template text of a model and where it came from, or null when the model has none.</summary>
     internal static (string Text, string Origin)? ReadSource(string modelPath)
     {

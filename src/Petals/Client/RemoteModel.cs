@@ -38,7 +38,7 @@ public static class RemoteModel
             var tokenizer = TokenizerLoader.Load(modelPath);
             var head = LanguageModelHead.Load(weights);
             modelId ??= ModelIdentity.Compute(modelPath, weights.Config);
-            var template = Chat.ChatTemplate.Load(modelPath);
+            var template = Chat.ChatTemplate.LoadForModel(modelPath, out var templateError);
             var blocks = await RemoteTransformerBlocks.ConnectAsync(
                 transport,
                 peers,
@@ -46,7 +46,7 @@ public static class RemoteModel
                 modelId,
                 options,
                 cancellationToken).ConfigureAwait(false);
-            return new CausalLanguageModel(head, blocks, tokenizer, blocks, weights) { ChatTemplate = template, ModelId = modelId };
+            return new CausalLanguageModel(head, blocks, tokenizer, blocks, weights) { ChatTemplate = template, ChatTemplateError = templateError, ModelId = modelId };
         }
         catch
         {
@@ -98,11 +98,11 @@ public static class RemoteModel
             var tokenizer = TokenizerLoader.Load(modelPath);
             var head = LanguageModelHead.Load(weights);
             modelId ??= ModelIdentity.Compute(modelPath, weights.Config);
-            var template = Chat.ChatTemplate.Load(modelPath);
+            var template = Chat.ChatTemplate.LoadForModel(modelPath, out var templateError);
             sequence = new SwarmSequenceManager(discovery, modelId, weights.Config.NumLayers, swarmOptions, timeProvider, logger, router, health);
             await sequence.StartAsync(cancellationToken).ConfigureAwait(false);
             var blocks = await RemoteTransformerBlocks.ConnectAsync(transport, sequence, weights.Config, options, cancellationToken).ConfigureAwait(false);
-            return new CausalLanguageModel(head, blocks, tokenizer, blocks, sequence, weights) { ChatTemplate = template, ModelId = modelId };
+            return new CausalLanguageModel(head, blocks, tokenizer, blocks, sequence, weights) { ChatTemplate = template, ChatTemplateError = templateError, ModelId = modelId };
         }
         catch
         {

@@ -60,6 +60,12 @@ public sealed class CausalLanguageModel : IDisposable
     public Chat.ChatTemplate? ChatTemplate { get; init; }
 
     /// <summary>
+    /// Why the model's own chat template cannot be used (it does not parse, or its <c>chat_template</c> field is malformed),
+    /// or <see langword="null"/>. The model still loads for generation; chat clients refuse to chat unless given a template.
+    /// </summary>
+    public string? ChatTemplateError { get; init; }
+
+    /// <summary>
     /// The model's id (<see cref="ModelIdentity.Compute"/> of its file, or the id the swarm's servers announce), or
     /// <see langword="null"/> when the model was built from parts without one.
     /// </summary>
@@ -115,7 +121,8 @@ public sealed class CausalLanguageModel : IDisposable
                 var stack = new LocalTransformerBlocks([executor], adapters: adapters);
                 return new CausalLanguageModel(head, stack, tokenizer, stack, weights)
                 {
-                    ChatTemplate = Chat.ChatTemplate.Load(modelPath),
+                    ChatTemplate = Chat.ChatTemplate.LoadForModel(modelPath, out var templateError),
+                    ChatTemplateError = templateError,
                     ModelId = ModelIdentity.Compute(modelPath, weights.Config),
                 };
             }

@@ -39,4 +39,30 @@ public sealed class ModelChatTemplateTests
         Assert.Equal("USER: Once upon a time\nASSISTANT: there was a cat.\nASSISTANT:", prompt);
         Assert.NotEmpty(Assert.IsAssignableFrom<Petals.Tokenization.ITokenizer>(model.Tokenizer).Encode(prompt));
     }
+
+    [Fact]
+    public async Task ABrokenTemplateDoesNotStopTheModelLoadingAndIsReported()
+    {
+        Assert.SkipUnless(TestData.SharedAvailable, TestData.MissingMessage);
+        using var dir = TestData.CreateTempDirectory();
+        string path;
+        using (var stories = GgufFile.Open(TestData.Stories260KGguf))
+        {
+            path = GgufTestWriter.CopyOf(stories, (t, values) => (GgufTensorType.F32, TestEncodings.F32(values)))
+                .AddString(ChatTemplate.GgufChatTemplateKey, "{% for m in messages %}{{ m.content }")
+                .Write(Path.Combine(dir.Path, "stories-broken-chat.gguf"));
+        }
+
+        Assert.Throws<ChatTemplateException>(() => ChatTemplate.Load(path));
+        using var model = CausalLanguageModel.LoadLocal(path, new CpuBlockExecutorFactory(new CpuExecutorOptions { ThreadCount = 1 }));
+        Assert.Null(model.ChatTemplate);
+        var error = Assert.IsType<string>(model.ChatTemplateError);
+        Assert.Contains("does not parse", error, StringComparison.Ordinal);
+        Assert.Contains("stories-broken-chat.gguf", error, StringComparison.Ordinal);
+
+        // Generation does not need the template.
+        var text = string.Concat(await model.GenerateTextAsync("Once upon a time", new GenerationOptions { MaxNewTokens = 4 }, TestContext.Current.CancellationToken)
+            .ToArrayAsync(TestContext.Current.CancellationToken));
+        Assert.NotEmpty(text);
+    }
 }
