@@ -1,0 +1,1 @@
+namespace Petals.Server.Http.Tests;
