@@ -21,6 +21,7 @@ internal static class PetalsCommand
         root.Subcommands.Add(SwarmCommand.Create(context));
         root.Subcommands.Add(DhtCommand.Create(context));
         root.Subcommands.Add(StatusCommand.Create(context));
+        root.Subcommands.Add(HealthCommand.Create(context));
         return root;
     }
 

@@ -5,6 +5,8 @@ using System.Text.Json;
 using Petals.Client;
 using Petals.Discovery;
 using Petals.Routing;
+using Petals.Server.Http.Health;
+using ModelReport = Petals.Server.Http.Health.SwarmModelReport;
 
 namespace Petals.Cli.Commands;
 
@@ -51,47 +53,10 @@ internal static class StatusCommand
         return command;
     }
 
-    /// <summary>Reads the model index and every block of each model (or of <paramref name="only"/>).</summary>
-    /// <remarks>With <paramref name="requiredQuantization"/>, the chain reported uses only servers announcing it.</remarks>
+    /// <summary>Reads the model index and every block of each model (or of <paramref name="only"/>): <see cref="SwarmReader.ReadAsync"/>.</summary>
     /// <exception cref="RemoteChainException">When <paramref name="only"/> is not in the model index.</exception>
-    internal static async Task<List<ModelReport>> ReadAsync(IPeerDiscovery discovery, string? only, CancellationToken ct, string? requiredQuantization = null)
-    {
-        var models = await discovery.GetModelsAsync(ct).ConfigureAwait(false);
-        if (only is not null)
-        {
-            var match = models.Where(m => string.Equals(m.ModelId, only, StringComparison.Ordinal)).ToArray();
-            if (match.Length == 0)
-            {
-                throw new RemoteChainException(models.Count == 0
-                    ? $"Model '{only}' is not announced in the swarm: no model is."
-                    : $"Model '{only}' is not announced in the swarm; it announces {string.Join(", ", models.Select(m => m.ModelId))}.");
-            }
-
-            models = match;
-        }
-
-        var reports = new List<ModelReport>(models.Count);
-        foreach (var model in models)
-        {
-            await using var sequence = new SwarmSequenceManager(discovery, model.ModelId, model.BlockCount);
-            await sequence.RefreshAsync(ct).ConfigureAwait(false);
-            IReadOnlyList<RouteSegment>? chain = null;
-            string? problem = null;
-            try
-            {
-                // The route a client of one sequence would take now (no round trips measured: announced figures only).
-                chain = sequence.RouteInference(1, 0, requiredQuantization: requiredQuantization);
-            }
-            catch (RemoteChainException e)
-            {
-                problem = e.Message;
-            }
-
-            reports.Add(new ModelReport(model, sequence.Announcements, chain, problem, sequence.IgnoredServers));
-        }
-
-        return reports;
-    }
+    internal static Task<List<ModelReport>> ReadAsync(IPeerDiscovery discovery, string? only, CancellationToken ct, string? requiredQuantization = null) =>
+        SwarmReader.ReadAsync(discovery, only, ct, requiredQuantization);
 
     internal static string FormatText(IReadOnlyList<ModelReport> reports, DateTimeOffset now)
     {
@@ -274,7 +239,4 @@ internal static class StatusCommand
     private static string ShortId(string peerId) => peerId.Length <= 9 ? peerId : string.Concat(peerId.AsSpan(0, 8), "…");
 
     private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
-
-    /// <summary>What <c>status</c> shows for one model.</summary>
-    internal sealed record ModelReport(SwarmModelInfo Model, IReadOnlyList<BlockServers> Blocks, IReadOnlyList<RouteSegment>? Chain, string? Problem, IReadOnlyList<string> Ignored);
 }
