@@ -44,7 +44,7 @@
     const gaps = m.block_count - m.blocks_covered;
     section.append(el("p", { "class": "summary" },
       m.block_count + " blocks, " + m.server_count + " servers · ",
-      el("span", { "class": gaps === 0 ? "good" : "bad" }, gaps === 0 ? "every block covered" : gaps + " blocks with no online server"),
+      el("span", { "class": gaps === 0 ? "good" : "bad" }, gaps === 0 ? "every block covered" : gaps + (gaps === 1 ? " block" : " blocks") + " with no online server"),
       " · ",
       el("span", { "class": m.chain_complete ? "good" : "bad" }, m.chain_complete ? "full chain" : "no full chain" + (m.problem ? ": " + m.problem : ""))));
     const bar = el("div", { "class": "bar", role: "img", "aria-label": "blocks by coverage" });
