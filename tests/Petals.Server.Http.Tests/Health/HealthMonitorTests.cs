@@ -66,6 +66,23 @@ public sealed class HealthMonitorTests
         Assert.Equal(2, state.Refreshes);
     }
 
+    [Fact]
+    public async Task OnlyOnlineServersCountAsCoverageButEveryAnnouncedServerIsListed()
+    {
+        var network = new MemoryDiscoveryNetwork();
+        await network.CreatePeer("peer-a").AnnounceAsync("m", 3, Info("peer-a", new(0, 3)), TimeSpan.FromMinutes(1), Ct);
+        await network.CreatePeer("peer-b").AnnounceAsync("m", 3, Info("peer-b", new(1, 3)) with { State = ServerState.Joining, Throughput = 99 }, TimeSpan.FromMinutes(1), Ct);
+        await network.CreatePeer("peer-c").AnnounceAsync("m", 3, Info("peer-c", new(2, 3)) with { State = ServerState.Offline }, TimeSpan.FromMinutes(1), Ct);
+        using var host = BuildHost(network.CreatePeer("monitor"), TimeProvider.System, TimeSpan.FromHours(1));
+        var model = Assert.Single((await host.Services.GetRequiredService<SwarmHealthMonitor>().RefreshAsync(Ct)).Models);
+
+        Assert.Equal([1, 1, 1], model.Blocks.Select(b => b.Servers));
+        Assert.Equal([10.0, 10.0, 10.0], model.Blocks.Select(b => b.Throughput));
+        Assert.Equal(3, model.BlocksCovered);
+        Assert.Equal([("peer-a", "online"), ("peer-b", "joining"), ("peer-c", "offline")], model.Servers.Select(s => (s.PeerId, s.State)));
+        Assert.Equal(3, model.ServerCount);
+    }
+
     [Theory]
     [InlineData(0.0, "RefreshInterval must be 0.1 s to 1 h")]
     [InlineData(7200.0, "RefreshInterval must be 0.1 s to 1 h")]
