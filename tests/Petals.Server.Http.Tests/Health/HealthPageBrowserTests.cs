@@ -10,8 +10,8 @@ namespace Petals.Server.Http.Tests.Health;
 /// </summary>
 public sealed class HealthPageBrowserTests
 {
-    /// <summary>Debian's chromium (the <c>chromium</c> package, installed by .ci/run when root).</summary>
-    internal const string Chromium = "/usr/bin/chromium";
+    /// <summary>Debian's chromium (the <c>chromium</c> package, installed by .ci/run when root); $PETALS_CHROMIUM overrides the path.</summary>
+    internal static readonly string Chromium = Environment.GetEnvironmentVariable("PETALS_CHROMIUM") is { Length: > 0 } path ? path : "/usr/bin/chromium";
 
     private static readonly float Timeout = 60_000;
 
