@@ -55,8 +55,8 @@ internal static class StatusCommand
 
     /// <summary>Reads the model index and every block of each model (or of <paramref name="only"/>): <see cref="SwarmReader.ReadAsync"/>.</summary>
     /// <exception cref="RemoteChainException">When <paramref name="only"/> is not in the model index.</exception>
-    internal static Task<List<ModelReport>> ReadAsync(IPeerDiscovery discovery, string? only, CancellationToken ct, string? requiredQuantization = null) =>
-        SwarmReader.ReadAsync(discovery, only, ct, requiredQuantization);
+    internal static Task<IReadOnlyList<ModelReport>> ReadAsync(IPeerDiscovery discovery, string? only, CancellationToken ct, string? requiredQuantization = null) =>
+        SwarmReader.ReadAsync(discovery, only, requiredQuantization, ct);
 
     internal static string FormatText(IReadOnlyList<ModelReport> reports, DateTimeOffset now)
     {

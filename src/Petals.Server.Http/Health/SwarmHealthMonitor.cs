@@ -27,7 +27,7 @@ internal sealed partial class SwarmHealthMonitor(IPeerDiscovery discovery, IOpti
             SwarmHealthState next;
             try
             {
-                var reports = await SwarmReader.ReadAsync(discovery, null, timeout.Token).ConfigureAwait(false);
+                var reports = await SwarmReader.ReadAsync(discovery, null, cancellationToken: timeout.Token).ConfigureAwait(false);
                 var now = time.GetUtcNow();
                 next = new SwarmHealthState(now, _options.RefreshInterval.TotalSeconds, Interlocked.Increment(ref _refreshes), null, [.. reports.Select(r => SwarmHealthBuilder.Build(r, now))]);
             }

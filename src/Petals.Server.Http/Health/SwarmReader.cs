@@ -8,15 +8,16 @@ namespace Petals.Server.Http.Health;
 /// Reads the swarm's state from discovery: the model index, every block's announcements of each model and the chain a
 /// client would take now. Shared by <c>petals status</c> and the health monitor.
 /// </summary>
-internal static class SwarmReader
+public static class SwarmReader
 {
     /// <summary>Reads the model index and every block of each model (or of <paramref name="only"/>).</summary>
     /// <param name="discovery">The swarm's discovery.</param>
     /// <param name="only">The one model to read, or null for all.</param>
-    /// <param name="cancellationToken">Cancels the lookups.</param>
     /// <param name="requiredQuantization">With a value, the chain reported uses only servers announcing it.</param>
+    /// <param name="cancellationToken">Cancels the lookups.</param>
+    /// <returns>One report per model, in the model index's order.</returns>
     /// <exception cref="RemoteChainException">When <paramref name="only"/> is not in the model index.</exception>
-    public static async Task<List<SwarmModelReport>> ReadAsync(IPeerDiscovery discovery, string? only, CancellationToken cancellationToken, string? requiredQuantization = null)
+    public static async Task<IReadOnlyList<SwarmModelReport>> ReadAsync(IPeerDiscovery discovery, string? only, string? requiredQuantization = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(discovery);
         var models = await discovery.GetModelsAsync(cancellationToken).ConfigureAwait(false);
@@ -58,4 +59,9 @@ internal static class SwarmReader
 }
 
 /// <summary>What the swarm shows for one model: its index entry, each block's announcements, the chain a client would take (or why none) and the servers ignored.</summary>
-internal sealed record SwarmModelReport(SwarmModelInfo Model, IReadOnlyList<BlockServers> Blocks, IReadOnlyList<RouteSegment>? Chain, string? Problem, IReadOnlyList<string> Ignored);
+/// <param name="Model">The model's entry in the model index.</param>
+/// <param name="Blocks">Each block's announcements.</param>
+/// <param name="Chain">The chain a client would take now, or null when there is none.</param>
+/// <param name="Problem">Why there is no chain, or null.</param>
+/// <param name="Ignored">The announcements ignored, and why.</param>
+public sealed record SwarmModelReport(SwarmModelInfo Model, IReadOnlyList<BlockServers> Blocks, IReadOnlyList<RouteSegment>? Chain, string? Problem, IReadOnlyList<string> Ignored);
